@@ -1,0 +1,1 @@
+export * from "./df11-io.js";

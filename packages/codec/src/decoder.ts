@@ -1,0 +1,112 @@
+import { InvalidModuleError } from "./errors.js";
+import { decodeTableFor, FAST_BITS, lookupExponent } from "./decode-table.js";
+import { BYTES_PER_BLOCK, THREADS_PER_BLOCK, blockStart, readGap, validateModule, type DF11Module } from "./format.js";
+
+/** The coded stream as big-endian 32-bit words plus two zero words, so reads never run off the end. */
+function streamWords(bytes: Uint8Array): Uint32Array {
+  const words = new Uint32Array(Math.ceil(bytes.length / 4) + 2);
+  const full = bytes.length >>> 2;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let i = 0; i < full; i++) words[i] = view.getUint32(i * 4, false);
+  for (let b = full * 4; b < bytes.length; b++) words[full] |= bytes[b] << (24 - 8 * (b - full * 4));
+  return words;
+}
+
+const wordsCache = new WeakMap<Uint8Array, Uint32Array>();
+function cachedWords(bytes: Uint8Array): Uint32Array {
+  let w = wordsCache.get(bytes);
+  if (!w) wordsCache.set(bytes, (w = streamWords(bytes)));
+  return w;
+}
+
+/**
+ * Decode `count` elements starting at bit `startBit` of the stream into `out[first …]`, using
+ * `signMantissa[first …]`. The sequential core of every CPU decode.
+ */
+function decodeRun(m: DF11Module, startBit: number, first: number, count: number, out: Uint16Array): void {
+  const { symbols, meta, lengths, luts } = decodeTableFor(m.luts);
+  const words = cachedWords(m.encodedExponent);
+  const sm = m.signMantissa;
+  const end = first + count;
+  const limitBits = m.encodedExponent.length * 8;
+  let k = Math.floor(startBit / 32);
+  let s = startBit - k * 32;
+  let o = first;
+  const shiftDown = 32 - FAST_BITS;
+  // Fast loop: up to 4 exponents per table hit, with slack so the 4 unconditional writes stay in range.
+  while (o + 4 <= end) {
+    const win = ((words[k] << s) | ((words[k + 1] >>> 1) >>> (31 - s))) >>> 0;
+    const idx = win >>> shiftDown;
+    const mt = meta[idx];
+    if (mt !== 0) {
+      const syms = symbols[idx];
+      let a = sm[o];
+      out[o] = ((a & 0x80) << 8) | ((syms & 0xff) << 7) | (a & 0x7f);
+      a = sm[o + 1];
+      out[o + 1] = ((a & 0x80) << 8) | (((syms >>> 8) & 0xff) << 7) | (a & 0x7f);
+      a = sm[o + 2];
+      out[o + 2] = ((a & 0x80) << 8) | (((syms >>> 16) & 0xff) << 7) | (a & 0x7f);
+      a = sm[o + 3];
+      out[o + 3] = ((a & 0x80) << 8) | ((syms >>> 24) << 7) | (a & 0x7f);
+      o += mt & 7;
+      s += mt >>> 3;
+    } else {
+      const e = lookupExponent(luts, win);
+      const a = sm[o];
+      out[o++] = ((a & 0x80) << 8) | (e << 7) | (a & 0x7f);
+      s += lengths[e];
+    }
+    k += s >>> 5;
+    s &= 31;
+  }
+  while (o < end) {
+    const win = ((words[k] << s) | ((words[k + 1] >>> 1) >>> (31 - s))) >>> 0;
+    const e = lookupExponent(luts, win);
+    const a = sm[o];
+    out[o++] = ((a & 0x80) << 8) | (e << 7) | (a & 0x7f);
+    s += lengths[e];
+    k += s >>> 5;
+    s &= 31;
+  }
+  if (k * 32 + s > limitBits) {
+    throw new InvalidModuleError("encoded_exponent", `stream ended before element ${end - 1} was decoded`);
+  }
+}
+
+/** Bit at which block `k`'s first code starts (its first thread's gap). */
+export function blockStartBit(m: DF11Module, k: number): number {
+  return k * BYTES_PER_BLOCK * 8 + readGap(m.gaps, k * THREADS_PER_BLOCK);
+}
+
+/**
+ * Decode blocks [startBlock, endBlock) of a module — elements `output_positions[startBlock]` up to
+ * `output_positions[endBlock]` — into the same positions of `out` (length ≥ n_elements). Ranges of
+ * blocks decode independently, which is how work is split across threads.
+ */
+export function decodeBlocks(m: DF11Module, startBlock: number, endBlock: number, out: Uint16Array): void {
+  const first = blockStart(m, startBlock);
+  const last = blockStart(m, endBlock);
+  if (last > first) decodeRun(m, blockStartBit(m, startBlock), first, last - first, out);
+}
+
+/**
+ * Decode a whole module to BF16 bit patterns (length n_elements). Validates the module first, so bad
+ * input raises {@link InvalidModuleError} instead of producing garbage.
+ */
+export function decodeModule(m: DF11Module, out?: Uint16Array): Uint16Array {
+  validateModule(m);
+  const n = m.signMantissa.length;
+  const target = out ?? new Uint16Array(n);
+  if (target.length < n) throw new RangeError(`output holds ${target.length} elements, module has ${n}`);
+  decodeRun(m, 0, 0, n, target);
+  return target;
+}
+
+/** Decode only the exponent bytes (for statistics). */
+export function decodeExponents(m: DF11Module): Uint8Array {
+  const bits = decodeModule(m);
+  const out = new Uint8Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = (bits[i] >>> 7) & 0xff;
+  return out;
+}
+

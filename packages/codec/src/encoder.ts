@@ -1,0 +1,141 @@
+import { CodecError } from "./errors.js";
+import {
+  BITS_PER_THREAD,
+  THREADS_PER_BLOCK,
+  blockCount,
+  packGaps,
+  type DF11Module,
+} from "./format.js";
+import { exponentHistogram } from "./histogram.js";
+import { buildHuffmanCode, codedBits, type HuffmanCode } from "./huffman.js";
+import { buildLuts } from "./luts.js";
+
+export interface EncodeOptions {
+  /** Tensor names, parallel to `parts`, used in error messages. */
+  readonly names?: readonly string[];
+  /** Use this code instead of building one from the data's histogram (must cover every exponent). */
+  readonly code?: HuffmanCode;
+}
+
+export interface EncodeResult {
+  readonly module: DF11Module;
+  /** Exponent histogram of the whole module. */
+  readonly histogram: Float64Array;
+  readonly code: HuffmanCode;
+}
+
+const IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * Compress BF16 weights (raw bit patterns) into one DF11 module. Several parts are concatenated in
+ * order into one stream with one code, and `split_positions` records where they meet.
+ *
+ * The result is byte-identical to what the official `dfloat11` encoder writes for the same weights.
+ */
+export function encodeModule(parts: readonly Uint16Array[], options: EncodeOptions = {}): EncodeResult {
+  const histogram = exponentHistogram(parts, options.names);
+  const code = options.code ?? buildHuffmanCode(histogram);
+  for (let e = 0; e < 256; e++) {
+    if (histogram[e] > 0 && code.lengths[e] === 0) throw new CodecError(`the given code has no codeword for exponent ${e}`);
+  }
+  const n = parts.reduce((s, p) => s + p.length, 0);
+  if (n === 0) throw new CodecError("cannot encode a module with no elements");
+  if (n > 0xffffffff) throw new CodecError(`a module holds at most 2^32 − 1 elements, got ${n}`);
+
+  const totalBits = codedBits(code, histogram);
+  const nBytes = Math.ceil(totalBits / 8);
+  const blocks = blockCount(nBytes);
+  const words = new Uint32Array(Math.ceil(nBytes / 4) + 1);
+  const signMantissa = new Uint8Array(n);
+  const gapValues = new Uint8Array(blocks * THREADS_PER_BLOCK);
+  // A block no code starts in (only possible at the very end) begins at n_elements.
+  const outputPositions = new Uint32Array(blocks + 1).fill(n);
+  outputPositions[0] = 0;
+
+  const lengths = code.lengths;
+  const codes = code.codes;
+  let buf = 0; // pending bits, MSB-aligned
+  let free = 32; // unused low bits of buf
+  let wordIndex = 0;
+  let window = 0; // 64-bit thread window the next code starts in
+  let bitInWindow = 0;
+  let element = 0;
+
+  // A code starting past the current thread window opens the next one: record its gap, and the
+  // first element of each block.
+  const enterWindowIfNeeded = () => {
+    if (bitInWindow >= BITS_PER_THREAD) {
+      bitInWindow -= BITS_PER_THREAD;
+      window++;
+      gapValues[window] = bitInWindow;
+      if (window % THREADS_PER_BLOCK === 0) outputPositions[window / THREADS_PER_BLOCK] = element;
+    }
+  };
+
+  for (const bits of parts) {
+    const count = bits.length;
+    for (let j = 0; j < count; j++, element++) {
+      const x = bits[j];
+      const e = (x >>> 7) & 0xff;
+      signMantissa[element] = ((x >>> 8) & 0x80) | (x & 0x7f);
+      if (bitInWindow >= BITS_PER_THREAD) {
+        bitInWindow -= BITS_PER_THREAD;
+        window++;
+        gapValues[window] = bitInWindow;
+        if ((window & (THREADS_PER_BLOCK - 1)) === 0) outputPositions[window >>> 9] = element;
+      }
+      const len = lengths[e];
+      const c = codes[e];
+      bitInWindow += len;
+      if (len < free) {
+        free -= len;
+        buf |= c << free;
+      } else {
+        const over = len - free;
+        words[wordIndex++] = buf | (c >>> over);
+        // over ≤ 31 here; `c << 32` would be a no-op in JS, hence the explicit zero.
+        buf = over === 0 ? 0 : c << (32 - over);
+        free = 32 - over;
+      }
+    }
+  }
+
+  const tail = totalBits % 8;
+  if (tail !== 0) {
+    // Pad the last byte with the leading bits of the end-of-stream codeword, as the official encoder does.
+    enterWindowIfNeeded();
+    const padBits = 8 - tail;
+    const pad =
+      code.eofLength >= padBits
+        ? Math.floor(code.eofCode / 2 ** (code.eofLength - padBits))
+        : code.eofCode * 2 ** (padBits - code.eofLength);
+    free -= padBits; // a byte boundary is never further than `free` bits away
+    buf |= pad << free;
+  }
+  words[wordIndex] = buf;
+  if (IS_LITTLE_ENDIAN) {
+    for (let i = 0; i <= wordIndex; i++) {
+      const w = words[i];
+      words[i] = ((w & 0xff) << 24) | ((w & 0xff00) << 8) | ((w >>> 8) & 0xff00) | (w >>> 24);
+    }
+  }
+  const encodedExponent = new Uint8Array(words.buffer, 0, nBytes);
+  outputPositions[blocks] = n;
+
+  const splitPositions: number[] = [];
+  let acc = 0;
+  for (let p = 0; p < parts.length - 1; p++) splitPositions.push((acc += parts[p].length));
+
+  return {
+    module: {
+      luts: buildLuts(code),
+      encodedExponent,
+      signMantissa,
+      outputPositions,
+      gaps: packGaps(gapValues),
+      splitPositions,
+    },
+    histogram,
+    code,
+  };
+}

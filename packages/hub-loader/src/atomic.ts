@@ -1,0 +1,37 @@
+import { randomBytes } from "node:crypto";
+import { mkdir, rename, rm } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+
+/** A sibling temporary path for `target` (same filesystem, so rename is atomic). */
+export const temporarySibling = (target: string): string =>
+  join(dirname(target), `.${basename(target)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+
+/**
+ * Run `write(tmp)` against a temporary sibling of `target`, then rename it into place. On failure the
+ * temporary is removed and `target` is untouched, so no half-written file or directory is ever visible.
+ */
+export async function writeAtomically<T>(target: string, write: (tmp: string) => Promise<T>): Promise<T> {
+  await mkdir(dirname(target), { recursive: true });
+  const tmp = temporarySibling(target);
+  try {
+    const result = await write(tmp);
+    await rename(tmp, target);
+    return result;
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/**
+ * Like {@link writeAtomically} for a directory: the directory is built under a temporary name and
+ * swapped in at the end (an existing target is replaced only once the new one is complete).
+ */
+export async function writeDirectoryAtomically<T>(target: string, build: (tmpDir: string) => Promise<T>): Promise<T> {
+  return writeAtomically(target, async (tmp) => {
+    await mkdir(tmp, { recursive: true });
+    const result = await build(tmp);
+    await rm(target, { recursive: true, force: true });
+    return result;
+  });
+}

@@ -1,0 +1,42 @@
+import { copyFile, readdir, readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { ModelDirectoryError } from "./errors.js";
+
+/** A model's config.json, as parsed JSON. */
+export type ModelConfig = Record<string, unknown>;
+
+/** Read and parse `config.json` of a model directory. */
+export async function readModelConfig(directory: string): Promise<ModelConfig> {
+  const path = join(directory, "config.json");
+  let text: string;
+  try {
+    const s = await stat(directory);
+    if (!s.isDirectory()) throw new ModelDirectoryError(directory, "is not a directory");
+    text = await readFile(path, "utf8");
+  } catch (e) {
+    if (e instanceof ModelDirectoryError) throw e;
+    throw new ModelDirectoryError(directory, `cannot read config.json (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  try {
+    const config = JSON.parse(text);
+    if (typeof config !== "object" || config === null || Array.isArray(config)) throw new Error("not a JSON object");
+    return config;
+  } catch (e) {
+    throw new ModelDirectoryError(path, `invalid JSON (${(e as Error).message})`);
+  }
+}
+
+/** Files that travel with the weights: tokenizer, generation settings, chat template, licence. */
+const SIDE_FILE = /^(tokenizer.*|special_tokens_map\.json|added_tokens\.json|vocab\..*|merges\.txt|.*\.tiktoken|generation_config\.json|chat_template\..*|preprocessor_config\.json|LICEN[CS]E.*|NOTICE.*)$/;
+
+/** Names of the side files present in a model directory. */
+export async function listSideFiles(directory: string): Promise<string[]> {
+  return (await readdir(directory)).filter((f) => SIDE_FILE.test(f)).sort();
+}
+
+/** Copy the side files of one model directory into another; returns their names. */
+export async function copySideFiles(from: string, to: string): Promise<string[]> {
+  const files = await listSideFiles(from);
+  for (const f of files) await copyFile(join(from, f), join(to, f));
+  return files;
+}

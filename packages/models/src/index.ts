@@ -1,0 +1,15 @@
+/**
+ * @df11/models — architecture knowledge for DFloat11: which weights each architecture compresses
+ * together (the `pattern_dict`), the weights' names and shapes, config parsing.
+ *
+ * @example
+ * ```ts
+ * import { patternDictFor, compressionUnits } from "@df11/models";
+ * const { patternDict } = patternDictFor(config, weights);
+ * const units = compressionUnits(patternDict, tensorNames); // [{ module: "model.layers.0", weights: [...] }, …]
+ * ```
+ */
+export * from "./errors.js";
+export * from "./pattern-dict.js";
+export * from "./architectures.js";
+export * from "./shapes.js";
