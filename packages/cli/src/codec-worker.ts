@@ -1,0 +1,59 @@
+/**
+ * Worker-thread side of {@link CodecPool}: the CPU-heavy codec work, one task at a time.
+ * Errors travel back as data so their type and fields survive the thread boundary.
+ */
+import {
+  byteHistogram,
+  decodeBlocks,
+  decodeLikeKernel,
+  decodeModule,
+  encodeModule,
+  moduleStats,
+  UncodableExponentError,
+  type DF11Module,
+  type ModuleStats,
+} from "@df11/codec";
+
+export type WorkerError = { name: string; message: string; tensor?: string; index?: number; exponent?: number };
+export type Outcome<T> = { ok: true; value: T } | { ok: false; error: WorkerError };
+
+const guard = <T>(work: () => T): Outcome<T> => {
+  try {
+    return { ok: true, value: work() };
+  } catch (e) {
+    const err = e as Error & Partial<UncodableExponentError>;
+    return { ok: false, error: { name: err.name, message: err.message, tensor: err.tensor, index: err.index, exponent: err.exponent } };
+  }
+};
+
+export function encode(task: { parts: Uint16Array[]; names: string[] }): Outcome<{ module: DF11Module; histogram: Float64Array }> {
+  return guard(() => {
+    const { module, histogram } = encodeModule(task.parts, { names: task.names });
+    return { module, histogram };
+  });
+}
+
+export function decode(task: { module: DF11Module; kernelSemantics?: boolean }): Outcome<Uint16Array> {
+  return guard(() => (task.kernelSemantics ? decodeLikeKernel(task.module) : decodeModule(task.module)));
+}
+
+/** Decode a block range of a module held in shared memory into a shared output. */
+export function decodeRange(task: { module: DF11Module; start: number; end: number; out: Uint16Array }): Outcome<null> {
+  return guard(() => {
+    decodeBlocks(task.module, task.start, task.end, task.out);
+    return null;
+  });
+}
+
+/** Decode with both decoders, check they agree, and return the stats (with exponent entropy). */
+export function check(task: { module: DF11Module }): Outcome<{ decoded: Uint16Array; stats: ModuleStats }> {
+  return guard(() => {
+    const decoded = decodeModule(task.module);
+    const kernel = decodeLikeKernel(task.module);
+    const mismatch = kernel.findIndex((v, i) => v !== decoded[i]);
+    if (mismatch >= 0) throw new Error(`kernel-semantics decode differs from sequential decode at element ${mismatch}`);
+    const exps = new Uint8Array(decoded.length);
+    for (let i = 0; i < decoded.length; i++) exps[i] = (decoded[i] >>> 7) & 0xff;
+    return { decoded, stats: moduleStats(task.module, byteHistogram(exps)) };
+  });
+}

@@ -1,1 +1,22 @@
+/**
+ * @df11/cli — the `df11` command, and its jobs as a library: compress, decompress, inspect and
+ * verify DFloat11 models, plus a worker-thread pool for the codec.
+ *
+ * @example
+ * ```ts
+ * import { compressModel, verifyModel } from "@df11/cli";
+ * await compressModel("./Llama-3.1-8B", "./Llama-3.1-8B-DF11");
+ * await verifyModel("./Llama-3.1-8B-DF11", { against: "./Llama-3.1-8B" });
+ * ```
+ */
+export * from "./errors.js";
 export * from "./df11-io.js";
+export * from "./pool.js";
+export * from "./compress.js";
+export * from "./decompress.js";
+export * from "./verify.js";
+export * from "./inspect.js";
+export * from "./synthetic-model.js";
+export * from "./report.js";
+export { formatBytes, parseBytes } from "./format-bytes.js";
+export type { Progress } from "./progress.js";

@@ -12,25 +12,20 @@ function streamWords(bytes: Uint8Array): Uint32Array {
   return words;
 }
 
-const wordsCache = new WeakMap<Uint8Array, Uint32Array>();
-function cachedWords(bytes: Uint8Array): Uint32Array {
-  let w = wordsCache.get(bytes);
-  if (!w) wordsCache.set(bytes, (w = streamWords(bytes)));
-  return w;
-}
-
 /**
  * Decode `count` elements starting at bit `startBit` of the stream into `out[first …]`, using
  * `signMantissa[first …]`. The sequential core of every CPU decode.
  */
-function decodeRun(m: DF11Module, startBit: number, first: number, count: number, out: Uint16Array): void {
+function decodeRun(m: DF11Module, startBit: number, endByte: number, first: number, count: number, out: Uint16Array): void {
   const { symbols, meta, lengths, luts } = decodeTableFor(m.luts);
-  const words = cachedWords(m.encodedExponent);
+  // Only the bytes this run can touch are converted, so block ranges decode in parallel cheaply.
+  const fromByte = Math.floor(startBit / 32) * 4;
+  const words = streamWords(m.encodedExponent.subarray(fromByte, Math.min(endByte, m.encodedExponent.length)));
   const sm = m.signMantissa;
   const end = first + count;
-  const limitBits = m.encodedExponent.length * 8;
-  let k = Math.floor(startBit / 32);
-  let s = startBit - k * 32;
+  const limitBits = (Math.min(endByte, m.encodedExponent.length) - fromByte) * 8;
+  let k = 0;
+  let s = startBit - fromByte * 8;
   let o = first;
   const shiftDown = 32 - FAST_BITS;
   // Fast loop: up to 4 exponents per table hit, with slack so the 4 unconditional writes stay in range.
@@ -86,7 +81,8 @@ export function blockStartBit(m: DF11Module, k: number): number {
 export function decodeBlocks(m: DF11Module, startBlock: number, endBlock: number, out: Uint16Array): void {
   const first = blockStart(m, startBlock);
   const last = blockStart(m, endBlock);
-  if (last > first) decodeRun(m, blockStartBit(m, startBlock), first, last - first, out);
+  // A code starting in the last block may run 4 bytes past it.
+  if (last > first) decodeRun(m, blockStartBit(m, startBlock), endBlock * BYTES_PER_BLOCK + 4, first, last - first, out);
 }
 
 /**
@@ -98,7 +94,7 @@ export function decodeModule(m: DF11Module, out?: Uint16Array): Uint16Array {
   const n = m.signMantissa.length;
   const target = out ?? new Uint16Array(n);
   if (target.length < n) throw new RangeError(`output holds ${target.length} elements, module has ${n}`);
-  decodeRun(m, 0, 0, n, target);
+  decodeRun(m, 0, m.encodedExponent.length, 0, n, target);
   return target;
 }
 

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, rename, rm } from "node:fs/promises";
+import { access, mkdir, rename, rm } from "node:fs/promises";
+import { HubLoaderError } from "./errors.js";
 import { basename, dirname, join } from "node:path";
 
 /** A sibling temporary path for `target` (same filesystem, so rename is atomic). */
@@ -27,11 +28,28 @@ export async function writeAtomically<T>(target: string, write: (tmp: string) =>
  * Like {@link writeAtomically} for a directory: the directory is built under a temporary name and
  * swapped in at the end (an existing target is replaced only once the new one is complete).
  */
-export async function writeDirectoryAtomically<T>(target: string, build: (tmpDir: string) => Promise<T>): Promise<T> {
+export async function writeDirectoryAtomically<T>(
+  target: string,
+  build: (tmpDir: string) => Promise<T>,
+  options: { overwrite?: boolean } = {},
+): Promise<T> {
+  if (!options.overwrite && (await exists(target))) {
+    throw new HubLoaderError(`${target} already exists (pass overwrite / --force to replace it)`);
+  }
   return writeAtomically(target, async (tmp) => {
     await mkdir(tmp, { recursive: true });
     const result = await build(tmp);
     await rm(target, { recursive: true, force: true });
     return result;
   });
+}
+
+/** Whether a path exists. */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
 }

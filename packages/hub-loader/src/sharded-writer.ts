@@ -20,6 +20,8 @@ export class ShardedSafetensorsWriter {
   constructor(
     readonly directory: string,
     readonly maxShardBytes = DEFAULT_MAX_SHARD_BYTES,
+    /** `__metadata__` written into every shard. */
+    readonly metadata?: Record<string, string>,
   ) {}
 
   /** Add tensors that belong together (one module's); they never straddle two shards. */
@@ -34,7 +36,7 @@ export class ShardedSafetensorsWriter {
   private async flush(): Promise<void> {
     if (this.pending.length === 0) return;
     const tmpName = `shard-${this.shards.length}.safetensors.partial`;
-    await writeSafetensors(join(this.directory, tmpName), this.pending);
+    await writeSafetensors(join(this.directory, tmpName), this.pending, this.metadata);
     this.shards.push({ tmpName, tensors: this.pending.map((t) => t.name) });
     this.pending = [];
     this.pendingBytes = 0;

@@ -1,0 +1,156 @@
+import { availableParallelism } from "node:os";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { moduleStats, UncodableExponentError } from "@df11/codec";
+import {
+  copySideFiles,
+  readModelConfig,
+  SafetensorsCollection,
+  ShardedSafetensorsWriter,
+  writeDirectoryAtomically,
+  DEFAULT_MAX_SHARD_BYTES,
+  type TensorToWrite,
+} from "@df11/hub-loader";
+import { compressionUnits, expectedWeightShape, patternDictFor, type PatternDict } from "@df11/models";
+import { CliError } from "./errors.js";
+import { dfloat11Config, SHAPES_METADATA_KEY } from "./model-info.js";
+import { moduleTensors } from "./df11-io.js";
+import { orderedPipeline } from "./ordered-pipeline.js";
+import { CodecPool } from "./pool.js";
+import type { Progress } from "./progress.js";
+
+export interface CompressOptions {
+  /** Worker threads (default: every core). */
+  readonly threads?: number;
+  /** Largest output shard in bytes (default 5 GB). */
+  readonly maxShardBytes?: number;
+  /** Use this pattern_dict instead of the architecture's. */
+  readonly patternDict?: PatternDict;
+  /** Replace an existing output directory. */
+  readonly overwrite?: boolean;
+  readonly onProgress?: (p: Progress) => void;
+  readonly onWarning?: (message: string) => void;
+}
+
+export interface CompressSummary {
+  readonly architecture: string;
+  readonly modules: number;
+  /** Modules kept as plain BF16 because they hold values DF11 cannot code. */
+  readonly keptUncompressed: readonly string[];
+  /** BF16 bytes of the weights that were compressed, and what they became. */
+  readonly weightBytes: number;
+  readonly compressedWeightBytes: number;
+  /** All tensor bytes in and out (uncompressed tensors included). */
+  readonly inputBytes: number;
+  readonly outputBytes: number;
+  readonly files: readonly string[];
+  readonly seconds: number;
+}
+
+/**
+ * Compress a BF16 Hugging Face model directory into a DFloat11 one that the official `dfloat11`
+ * package loads. The output appears atomically: an interrupted or failed run leaves nothing behind.
+ */
+export async function compressModel(input: string, output: string, options: CompressOptions = {}): Promise<CompressSummary> {
+  const started = performance.now();
+  const config = await readModelConfig(input);
+  await using weights = await SafetensorsCollection.openDirectory(input);
+  const descriptors = weights.names().map((n) => ({ name: n, dtype: weights.info(n).dtype, shape: weights.info(n).shape }));
+  const chosen = options.patternDict
+    ? { patternDict: options.patternDict, architecture: "custom" }
+    : patternDictFor(config, descriptors);
+  const units = compressionUnits(chosen.patternDict, weights.names());
+  for (const u of units) {
+    for (const w of u.weights) {
+      if (weights.info(w).dtype !== "BF16") throw new CliError(`${w}: dtype ${weights.info(w).dtype}; DFloat11 compresses BF16 weights only`);
+    }
+  }
+  const consumed = new Set(units.flatMap((u) => u.weights));
+  const passthrough = weights.names().filter((n) => !consumed.has(n));
+
+  // Shapes travel in metadata only when config.json cannot give them back (unknown architectures).
+  const needsShapes = units.flatMap((u) => u.weights).filter((w) => {
+    try {
+      return JSON.stringify(expectedWeightShape(config, w)) !== JSON.stringify(weights.info(w).shape);
+    } catch {
+      return true;
+    }
+  });
+  const metadata = needsShapes.length
+    ? { [SHAPES_METADATA_KEY]: JSON.stringify(Object.fromEntries(needsShapes.map((w) => [w, weights.info(w).shape]))) }
+    : undefined;
+
+  const weightBytesTotal = units.reduce((s, u) => s + u.weights.reduce((a, w) => a + weights.info(w).byteLength, 0), 0);
+  const keptUncompressed: string[] = [];
+  let weightBytes = 0;
+  let compressedWeightBytes = 0;
+  let outputBytes = 0;
+  let inputBytes = 0;
+  for (const n of weights.names()) inputBytes += weights.info(n).byteLength;
+
+  const threads = options.threads ?? availableParallelism();
+  await using pool = new CodecPool(threads);
+  const files = await writeDirectoryAtomically(output, async (dir) => {
+    const writer = new ShardedSafetensorsWriter(dir, options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES, metadata);
+    const report = (modulesDone: number) =>
+      options.onProgress?.({ modulesDone, modulesTotal: units.length, bytesDone: weightBytes, bytesTotal: weightBytesTotal });
+    report(0);
+
+    await orderedPipeline(
+      units,
+      threads,
+      async (unit) => {
+        const parts = await Promise.all(unit.weights.map((w) => weights.readU16(w)));
+        try {
+          return { unit, encoded: await pool.encode(parts, [...unit.weights]) };
+        } catch (e) {
+          if (!(e instanceof UncodableExponentError)) throw e;
+          return { unit, error: e };
+        }
+      },
+      async (result, i) => {
+        const { unit } = result;
+        const bytes = unit.weights.reduce((a, w) => a + weights.info(w).byteLength, 0);
+        let tensors: TensorToWrite[];
+        if ("encoded" in result && result.encoded) {
+          tensors = moduleTensors(unit.module, result.encoded.module);
+          compressedWeightBytes += moduleStats(result.encoded.module).compressedBytes;
+        } else {
+          keptUncompressed.push(unit.module);
+          options.onWarning?.(`${unit.module} kept uncompressed (BF16): ${(result as { error: Error }).error.message}`);
+          tensors = await Promise.all(
+            unit.weights.map(async (w) => ({ name: w, dtype: "BF16" as const, shape: weights.info(w).shape, data: await weights.read(w) })),
+          );
+          compressedWeightBytes += bytes;
+        }
+        weightBytes += bytes;
+        outputBytes += tensors.reduce((s, t) => s + t.data.byteLength, 0);
+        await writer.add(tensors);
+        report(i + 1);
+      },
+    );
+    for (const name of passthrough) {
+      const info = weights.info(name);
+      const data = await weights.read(name);
+      outputBytes += data.byteLength;
+      await writer.add([{ name, dtype: info.dtype, shape: info.shape, data }]);
+    }
+    const written = await writer.finish();
+    const outConfig = { ...config, dfloat11_config: dfloat11Config(chosen.patternDict) };
+    await writeFile(join(dir, "config.json"), JSON.stringify(outConfig, null, 2) + "\n");
+    const side = await copySideFiles(input, dir);
+    return ["config.json", ...written, ...side];
+  }, { overwrite: options.overwrite });
+
+  return {
+    architecture: chosen.architecture,
+    modules: units.length,
+    keptUncompressed,
+    weightBytes,
+    compressedWeightBytes,
+    inputBytes,
+    outputBytes,
+    files,
+    seconds: (performance.now() - started) / 1000,
+  };
+}

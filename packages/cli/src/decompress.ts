@@ -1,0 +1,93 @@
+import { availableParallelism } from "node:os";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { splitWeights } from "@df11/codec";
+import {
+  copySideFiles,
+  readModelConfig,
+  SafetensorsCollection,
+  ShardedSafetensorsWriter,
+  writeDirectoryAtomically,
+  DEFAULT_MAX_SHARD_BYTES,
+  type TensorToWrite,
+} from "@df11/hub-loader";
+import { weightNamesOf } from "@df11/models";
+import { bytesOf, compressedModulesOf, isModuleTensor, readDF11Module } from "./df11-io.js";
+import { patternDictOf, recordedShapes, shapeOfWeight } from "./model-info.js";
+import { orderedPipeline } from "./ordered-pipeline.js";
+import { CodecPool } from "./pool.js";
+import type { Progress } from "./progress.js";
+import { CliError } from "./errors.js";
+
+export interface DecompressOptions {
+  readonly threads?: number;
+  readonly maxShardBytes?: number;
+  readonly overwrite?: boolean;
+  readonly onProgress?: (p: Progress) => void;
+}
+
+export interface DecompressSummary {
+  readonly modules: number;
+  readonly outputBytes: number;
+  readonly files: readonly string[];
+  readonly seconds: number;
+}
+
+/** Decode a DFloat11 model back into a standard BF16 model whose tensors are bit-identical to the original. */
+export async function decompressModel(input: string, output: string, options: DecompressOptions = {}): Promise<DecompressSummary> {
+  const started = performance.now();
+  const config = await readModelConfig(input);
+  const patternDict = patternDictOf(config, input);
+  await using weights = await SafetensorsCollection.openDirectory(input);
+  const recorded = recordedShapes(weights);
+  const modules = compressedModulesOf(weights.names());
+  const passthrough = weights.names().filter((n) => !isModuleTensor(n));
+  const totalBytes = modules.reduce((s, m) => s + weights.info(`${m}.sign_mantissa`).byteLength * 2, 0);
+  const threads = options.threads ?? availableParallelism();
+  await using pool = new CodecPool(threads);
+  let outputBytes = 0;
+  let decodedBytes = 0;
+
+  const files = await writeDirectoryAtomically(output, async (dir) => {
+    const writer = new ShardedSafetensorsWriter(dir, options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES, { format: "pt" });
+    options.onProgress?.({ modulesDone: 0, modulesTotal: modules.length, bytesDone: 0, bytesTotal: totalBytes });
+    await orderedPipeline(
+      modules,
+      threads,
+      async (path) => {
+        const module = await readDF11Module(weights, path);
+        return { path, decoded: await pool.decode(module), splits: module.splitPositions };
+      },
+      async ({ path, decoded, splits }, i) => {
+        const names = weightNamesOf(patternDict, path);
+        const parts = splitWeights(decoded, splits);
+        if (parts.length !== names.length) {
+          throw new CliError(`${path}.split_positions: ${parts.length} parts, but the pattern_dict lists ${names.length} weights`);
+        }
+        const tensors: TensorToWrite[] = parts.map((p, j) => ({
+          name: names[j],
+          dtype: "BF16",
+          shape: shapeOfWeight(config, recorded, names[j], p.length),
+          data: bytesOf(p),
+        }));
+        for (const t of tensors) if (weights.has(t.name)) throw new CliError(`${t.name}: stored both compressed and uncompressed`);
+        outputBytes += decoded.byteLength;
+        decodedBytes += decoded.byteLength;
+        await writer.add(tensors);
+        options.onProgress?.({ modulesDone: i + 1, modulesTotal: modules.length, bytesDone: decodedBytes, bytesTotal: totalBytes });
+      },
+    );
+    for (const name of passthrough) {
+      const info = weights.info(name);
+      const data = await weights.read(name);
+      outputBytes += data.byteLength;
+      await writer.add([{ name, dtype: info.dtype, shape: info.shape, data }]);
+    }
+    const written = await writer.finish();
+    const { dfloat11_config: _dropped, ...plain } = config;
+    await writeFile(join(dir, "config.json"), JSON.stringify(plain, null, 2) + "\n");
+    const side = await copySideFiles(input, dir);
+    return ["config.json", ...written, ...side];
+  }, { overwrite: options.overwrite });
+  return { modules: modules.length, outputBytes, files, seconds: (performance.now() - started) / 1000 };
+}

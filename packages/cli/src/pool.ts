@@ -1,0 +1,103 @@
+import { existsSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import { fileURLToPath } from "node:url";
+import { Piscina } from "piscina";
+import {
+  blockCount,
+  CodecError,
+  InvalidModuleError,
+  UncodableExponentError,
+  validateModule,
+  type DF11Module,
+  type ModuleStats,
+} from "@df11/codec";
+import type { Outcome, WorkerError } from "./codec-worker.js";
+
+/** The built worker script (beside this file in dist/, or in dist/ when running from sources). */
+function workerFile(): string {
+  const sibling = new URL("./codec-worker.js", import.meta.url);
+  return fileURLToPath(existsSync(sibling) ? sibling : new URL("../dist/codec-worker.js", import.meta.url));
+}
+
+/** Rebuild the typed error a worker reported. */
+function revive(e: WorkerError): Error {
+  if (e.name === "UncodableExponentError") return new UncodableExponentError(e.tensor!, e.index!, e.exponent!);
+  if (e.name === "InvalidModuleError") {
+    const [field, ...rest] = e.message.split(": ");
+    return new InvalidModuleError(field, rest.join(": "));
+  }
+  const err = e.name === "CodecError" ? new CodecError(e.message) : new Error(e.message);
+  err.name = e.name;
+  return err;
+}
+
+const unwrap = <T>(o: Outcome<T>): T => {
+  if (!o.ok) throw revive(o.error);
+  return o.value;
+};
+
+/** Copy a typed array into shared memory so every worker can read it without a copy of its own. */
+function shared<T extends Uint8Array | Uint32Array>(a: T): T {
+  const copy = new (a.constructor as { new (b: SharedArrayBuffer): T })(new SharedArrayBuffer(a.byteLength));
+  copy.set(a as never);
+  return copy;
+}
+
+/**
+ * A pool of worker threads for the codec: encodes and decodes whole modules in parallel, and splits
+ * the decode of one large module across all workers by GPU-block ranges.
+ */
+export class CodecPool implements AsyncDisposable {
+  private readonly piscina: Piscina;
+  readonly threads: number;
+
+  constructor(threads = availableParallelism()) {
+    this.threads = Math.max(1, threads);
+    this.piscina = new Piscina({ filename: workerFile(), minThreads: this.threads, maxThreads: this.threads, idleTimeout: 1000 });
+  }
+
+  /** Compress BF16 weights into one module. */
+  async encode(parts: Uint16Array[], names: string[]): Promise<{ module: DF11Module; histogram: Float64Array }> {
+    return unwrap(await this.piscina.run({ parts, names }, { name: "encode" }));
+  }
+
+  /** Decode a module (sequential decoder, or the kernel-semantics one). */
+  async decode(module: DF11Module, kernelSemantics = false): Promise<Uint16Array> {
+    return unwrap(await this.piscina.run({ module, kernelSemantics }, { name: "decode" }));
+  }
+
+  /** Decode with both decoders, compare them, and compute the module's statistics. */
+  async check(module: DF11Module): Promise<{ decoded: Uint16Array; stats: ModuleStats }> {
+    return unwrap(await this.piscina.run({ module }, { name: "check" }));
+  }
+
+  /** Decode one module with all workers, each taking a range of GPU blocks. Output is shared memory. */
+  async decodeParallel(module: DF11Module, workers = this.threads): Promise<Uint16Array> {
+    validateModule(module);
+    const sharedModule: DF11Module = {
+      luts: shared(module.luts),
+      encodedExponent: shared(module.encodedExponent),
+      signMantissa: shared(module.signMantissa),
+      outputPositions: shared(module.outputPositions),
+      gaps: shared(module.gaps),
+      splitPositions: module.splitPositions,
+    };
+    const out = new Uint16Array(new SharedArrayBuffer(module.signMantissa.length * 2));
+    const blocks = blockCount(module.encodedExponent.length);
+    const per = Math.ceil(blocks / workers);
+    const tasks = [];
+    for (let start = 0; start < blocks; start += per) {
+      tasks.push(this.piscina.run({ module: sharedModule, start, end: Math.min(blocks, start + per), out }, { name: "decodeRange" }));
+    }
+    (await Promise.all(tasks)).forEach(unwrap);
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.piscina.destroy();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
