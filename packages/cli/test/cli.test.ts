@@ -1,0 +1,164 @@
+import { execFile } from "node:child_process";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SafetensorsCollection, writeSafetensors } from "@df11/hub-loader";
+import { fixtureNames, fixturesRoot, fixturesSkipReason, repoRoot } from "../../../test-support/fixtures.js";
+import { compressModel, decompressModel, inspectModel, verifyModel, writeSyntheticLlama, VerificationError, CodecPool } from "../src/index.js";
+import { syntheticWeights, encodeModule } from "@df11/codec";
+
+const run = promisify(execFile);
+const bin = join(repoRoot, "packages", "cli", "dist", "bin.js");
+const df11 = (...args: string[]) => run(process.execPath, [bin, ...args]);
+
+let work: string;
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), "df11-cli-test-"));
+});
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+const SMALL = { vocab: 1000, hidden: 64, intermediate: 160, layers: 2, heads: 4, kvHeads: 2 };
+
+describe("df11 on a generated model", () => {
+  it("compress → verify --against → decompress is bit-identical, via the real command", async () => {
+    const bf16 = join(work, "gen-bf16");
+    await writeSyntheticLlama(bf16, SMALL, 3);
+    await writeFile(join(bf16, "tokenizer.json"), "{}");
+    const out = join(work, "gen-df11");
+    const { stdout } = await df11("compress", bf16, "-o", out, "--threads", "2");
+    expect(stdout).toMatch(/Compressed 4 modules \(llama\)/);
+    expect(readdirSync(out).sort()).toEqual(["config.json", "generation_config.json", "model.safetensors", "tokenizer.json"]);
+    const config = JSON.parse(readFileSync(join(out, "config.json"), "utf8"));
+    expect(config.dfloat11_config).toMatchObject({ version: "0.5.0", threads_per_block: [512], bytes_per_thread: 8 });
+    expect(Object.keys(config.dfloat11_config.pattern_dict)).toEqual(["lm_head", "model\\.embed_tokens", "model\\.layers\\.\\d+"]);
+
+    const verified = await df11("verify", out, "--against", bf16);
+    expect(verified.stdout).toMatch(/OK: 4 modules.*bit-identical/);
+    const back = join(work, "gen-back");
+    await df11("decompress", out, "-o", back);
+    await using a = await SafetensorsCollection.openDirectory(bf16);
+    await using b = await SafetensorsCollection.openDirectory(back);
+    expect(b.names().sort()).toEqual(a.names().sort());
+    for (const n of a.names()) {
+      expect(b.info(n).shape).toEqual(a.info(n).shape);
+      expect(Buffer.from(await b.read(n)).equals(Buffer.from(await a.read(n))), n).toBe(true);
+    }
+    const inspected = JSON.parse((await df11("inspect", out, "--json")).stdout);
+    expect(inspected.modules).toHaveLength(4);
+    expect(inspected.totals.ratio).toBeLessThan(0.72);
+  });
+
+  it("shards the output with an index when it exceeds --max-shard-size", async () => {
+    const bf16 = join(work, "gen-bf16");
+    const out = join(work, "gen-sharded");
+    await df11("compress", bf16, "-o", out, "--max-shard-size", "100KB");
+    const files = readdirSync(out).filter((f) => f.endsWith(".safetensors"));
+    expect(files.length).toBeGreaterThan(1);
+    const index = JSON.parse(readFileSync(join(out, "model.safetensors.index.json"), "utf8"));
+    expect(Object.values(index.weight_map)).toContain(files[0]);
+    await verifyModel(out, { against: bf16 });
+  });
+
+  it("keeps a module holding inf as plain BF16 and says so; the model still round-trips", async () => {
+    const bf16 = join(work, "inf-bf16");
+    await writeSyntheticLlama(bf16, SMALL, 4);
+    const file = join(bf16, "model.safetensors");
+    await using model = await SafetensorsCollection.openDirectory(bf16);
+    const tensors = await Promise.all(
+      model.names().map(async (name) => {
+        const info = model.info(name);
+        const data = await model.read(name);
+        if (name === "model.layers.1.mlp.up_proj.weight") new Uint16Array(data.buffer, data.byteOffset, 4)[3] = 0x7f80;
+        return { name, dtype: info.dtype, shape: info.shape, data };
+      }),
+    );
+    await writeSafetensors(file, tensors);
+    const warnings: string[] = [];
+    const out = join(work, "inf-df11");
+    const s = await compressModel(bf16, out, { onWarning: (w) => warnings.push(w) });
+    expect(s.keptUncompressed).toEqual(["model.layers.1"]);
+    expect(warnings[0]).toMatch(/model\.layers\.1 kept uncompressed.*model\.layers\.1\.mlp\.up_proj\.weight.*element 3/);
+    await verifyModel(out, { against: bf16 });
+  });
+
+  it("leaves no output behind when compression fails midway", async () => {
+    const bf16 = join(work, "bad-bf16");
+    await writeSyntheticLlama(bf16, SMALL, 5);
+    // A layer whose mlp weights are F32: the run must refuse it before writing anything.
+    await using model = await SafetensorsCollection.openDirectory(bf16);
+    const tensors = await Promise.all(
+      model.names().map(async (name) => {
+        const info = model.info(name);
+        const data = await model.read(name);
+        if (name === "model.layers.1.mlp.down_proj.weight") {
+          return { name, dtype: "F32" as const, shape: [info.shape[0], info.shape[1] / 2], data };
+        }
+        return { name, dtype: info.dtype, shape: info.shape, data };
+      }),
+    );
+    await writeSafetensors(join(bf16, "model.safetensors"), tensors);
+    const out = join(work, "bad-df11");
+    await expect(df11("compress", bf16, "-o", out)).rejects.toMatchObject({ stderr: expect.stringMatching(/down_proj\.weight: dtype F32/) });
+    expect(existsSync(out)).toBe(false);
+    expect(readdirSync(work).filter((f) => f.includes(".tmp-"))).toEqual([]);
+  });
+
+  it("refuses to overwrite an existing output without --force", async () => {
+    const out = join(work, "gen-df11");
+    await expect(df11("compress", join(work, "gen-bf16"), "-o", out)).rejects.toMatchObject({ stderr: expect.stringMatching(/already exists/) });
+  });
+
+  it("verify names the first bad tensor and exits non-zero", async () => {
+    const good = join(work, "gen-df11");
+    const broken = join(work, "broken-df11");
+    await cp(good, broken, { recursive: true });
+    const file = join(broken, "model.safetensors");
+    const bytes = await readFile(file);
+    await using model = await SafetensorsCollection.openDirectory(broken);
+    const sm = model.info("model.layers.0.sign_mantissa");
+    bytes[sm.fileOffset + 10] ^= 0x01;
+    await writeFile(file, bytes);
+    await expect(verifyModel(broken, { against: join(work, "gen-bf16") })).rejects.toThrowError(VerificationError);
+    await expect(df11("verify", broken, "--against", join(work, "gen-bf16"))).rejects.toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/model\.layers\.0\.self_attn\.q_proj\.weight: differs from the original/),
+    });
+    const gapsInfo = model.info("model.layers.0.gaps");
+    bytes[gapsInfo.fileOffset + 2] ^= 0x08;
+    await writeFile(file, bytes);
+    await expect(df11("verify", broken)).rejects.toMatchObject({ stderr: expect.stringMatching(/model\.layers\.0: .*(gaps|output_positions)/) });
+  });
+});
+
+describe("CodecPool", () => {
+  it("decodes one stream over several workers by block ranges, bit-exactly", async () => {
+    const w = syntheticWeights(2_000_003, 12);
+    const { module } = encodeModule([w]);
+    await using pool = new CodecPool(2);
+    const out = await pool.decodeParallel(module, 4);
+    expect(Buffer.from(out.buffer).equals(Buffer.from(w.buffer))).toBe(true);
+  });
+});
+
+describe.skipIf(fixtureNames.length === 0)(`official fixtures through the CLI (${fixtureNames.length ? fixtureNames.join(", ") : fixturesSkipReason})`, () => {
+  for (const name of fixtureNames) {
+    it(`${name}: our compress of bf16/ equals the official df11/ file byte for byte, and round-trips`, async () => {
+      const out = join(work, `${name}-df11`);
+      await compressModel(join(fixturesRoot, name, "bf16"), out);
+      const ours = readFileSync(join(out, "model.safetensors"));
+      const official = readFileSync(join(fixturesRoot, name, "df11", "model.safetensors"));
+      expect(ours.equals(official)).toBe(true);
+      await verifyModel(join(fixturesRoot, name, "df11"), { against: join(fixturesRoot, name, "bf16") });
+      const back = join(work, `${name}-back`);
+      await decompressModel(join(fixturesRoot, name, "df11"), back);
+      await verifyModel(join(fixturesRoot, name, "df11"), { against: back });
+      const report = await inspectModel(join(fixturesRoot, name, "df11"));
+      expect(report.modules.length).toBe(2 + 2);
+    });
+  }
+});
