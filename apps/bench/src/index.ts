@@ -1,1 +1,27 @@
-export {};
+#!/usr/bin/env node
+import { mkdir, writeFile } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
+import { Command } from "commander";
+import { runCodecBench } from "./codec-bench.js";
+
+const program = new Command("df11-bench").description("df11 benchmarks; results are printed and saved as JSON");
+
+program
+  .command("codec")
+  .description("CPU codec: encode/decode elements/s on one core and all cores, size vs the entropy bound")
+  .option("-n, --elements <n>", "elements (BF16 weights) to code", (v) => Number(v), 100_000_000)
+  .option("-t, --threads <n>", "threads for the all-cores run", (v) => Number(v))
+  .option("-o, --out <file>", "JSON output", "bench-results/codec.json")
+  .action(async (opts) => {
+    const result = await runCodecBench(opts.elements, opts.threads);
+    const out = resolve(opts.out);
+    await mkdir(dirname(out), { recursive: true });
+    await writeFile(out, JSON.stringify(result, null, 2) + "\n");
+    console.log(JSON.stringify(result, null, 2));
+    console.log(`saved ${out}`);
+  });
+
+program.parseAsync().catch((e: Error) => {
+  console.error(`df11-bench: error: ${e.message}`);
+  process.exit(1);
+});

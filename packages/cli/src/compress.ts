@@ -102,7 +102,7 @@ export async function compressModel(input: string, output: string, options: Comp
       async (unit) => {
         const parts = await Promise.all(unit.weights.map((w) => weights.readU16(w)));
         try {
-          return { unit, encoded: await pool.encode(parts, [...unit.weights]) };
+          return { unit, encoded: await pool.encode(parts, [...unit.weights], true) };
         } catch (e) {
           if (!(e instanceof UncodableExponentError)) throw e;
           return { unit, error: e };

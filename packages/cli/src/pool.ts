@@ -38,6 +38,7 @@ const unwrap = <T>(o: Outcome<T>): T => {
 
 /** Copy a typed array into shared memory so every worker can read it without a copy of its own. */
 function shared<T extends Uint8Array | Uint32Array>(a: T): T {
+  if (a.buffer instanceof SharedArrayBuffer) return a;
   const copy = new (a.constructor as { new (b: SharedArrayBuffer): T })(new SharedArrayBuffer(a.byteLength));
   copy.set(a as never);
   return copy;
@@ -57,8 +58,10 @@ export class CodecPool implements AsyncDisposable {
   }
 
   /** Compress BF16 weights into one module. */
-  async encode(parts: Uint16Array[], names: string[]): Promise<{ module: DF11Module; histogram: Float64Array }> {
-    return unwrap(await this.piscina.run({ parts, names }, { name: "encode" }));
+  async encode(parts: Uint16Array[], names: string[], transfer = false): Promise<{ module: DF11Module; histogram: Float64Array }> {
+    // With `transfer`, the parts' buffers move to the worker instead of being copied (they become unusable here).
+    const transferList = transfer ? [...new Set(parts.map((p) => p.buffer as ArrayBuffer))] : undefined;
+    return unwrap(await this.piscina.run({ parts, names }, { name: "encode", transferList }));
   }
 
   /** Decode a module (sequential decoder, or the kernel-semantics one). */
@@ -71,18 +74,17 @@ export class CodecPool implements AsyncDisposable {
     return unwrap(await this.piscina.run({ module }, { name: "check" }));
   }
 
-  /** Decode one module with all workers, each taking a range of GPU blocks. Output is shared memory. */
-  async decodeParallel(module: DF11Module, workers = this.threads): Promise<Uint16Array> {
+  /**
+   * Decode one module with all workers, each taking a range of GPU blocks. The module is copied into
+   * shared memory unless {@link CodecPool.share} already put it there; `out` (shared) may be reused.
+   */
+  async decodeParallel(
+    module: DF11Module,
+    workers = this.threads,
+    out = new Uint16Array(new SharedArrayBuffer(module.signMantissa.length * 2)),
+  ): Promise<Uint16Array> {
     validateModule(module);
-    const sharedModule: DF11Module = {
-      luts: shared(module.luts),
-      encodedExponent: shared(module.encodedExponent),
-      signMantissa: shared(module.signMantissa),
-      outputPositions: shared(module.outputPositions),
-      gaps: shared(module.gaps),
-      splitPositions: module.splitPositions,
-    };
-    const out = new Uint16Array(new SharedArrayBuffer(module.signMantissa.length * 2));
+    const sharedModule = CodecPool.share(module);
     const blocks = blockCount(module.encodedExponent.length);
     const per = Math.ceil(blocks / workers);
     const tasks = [];
@@ -91,6 +93,18 @@ export class CodecPool implements AsyncDisposable {
     }
     (await Promise.all(tasks)).forEach(unwrap);
     return out;
+  }
+
+  /** A copy of a module in shared memory, readable by every worker without further copies. */
+  static share(module: DF11Module): DF11Module {
+    return {
+      luts: shared(module.luts),
+      encodedExponent: shared(module.encodedExponent),
+      signMantissa: shared(module.signMantissa),
+      outputPositions: shared(module.outputPositions),
+      gaps: shared(module.gaps),
+      splitPositions: module.splitPositions,
+    };
   }
 
   async close(): Promise<void> {

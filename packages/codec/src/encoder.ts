@@ -26,6 +26,31 @@ export interface EncodeResult {
 
 const IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
+/** sign+mantissa bytes of all parts, two elements per 32-bit read where alignment allows. */
+function splitSignMantissa(parts: readonly Uint16Array[], out: Uint8Array): void {
+  let o = 0;
+  for (const bits of parts) {
+    let j = 0;
+    const n = bits.length;
+    if ((bits.byteOffset & 3) === 0 && (o & 1) === 0 && IS_LITTLE_ENDIAN) {
+      const pairs = n >>> 1;
+      const in32 = new Uint32Array(bits.buffer, bits.byteOffset, pairs);
+      const out16 = new Uint16Array(out.buffer, out.byteOffset + o, pairs);
+      for (let p = 0; p < pairs; p++) {
+        const x = in32[p];
+        // low element → low byte, high element → high byte
+        out16[p] = ((x >>> 8) & 0x80) | (x & 0x7f) | ((x >>> 16) & 0x8000) | ((x >>> 8) & 0x7f00);
+      }
+      j = pairs * 2;
+    }
+    for (let i = o + j; j < n; j++, i++) {
+      const x = bits[j];
+      out[i] = ((x >>> 8) & 0x80) | (x & 0x7f);
+    }
+    o += n;
+  }
+}
+
 /**
  * Compress BF16 weights (raw bit patterns) into one DF11 module. Several parts are concatenated in
  * order into one stream with one code, and `split_positions` records where they meet.
@@ -72,12 +97,12 @@ export function encodeModule(parts: readonly Uint16Array[], options: EncodeOptio
     }
   };
 
+  splitSignMantissa(parts, signMantissa);
   for (const bits of parts) {
     const count = bits.length;
     for (let j = 0; j < count; j++, element++) {
       const x = bits[j];
       const e = (x >>> 7) & 0xff;
-      signMantissa[element] = ((x >>> 8) & 0x80) | (x & 0x7f);
       if (bitInWindow >= BITS_PER_THREAD) {
         bitInWindow -= BITS_PER_THREAD;
         window++;
