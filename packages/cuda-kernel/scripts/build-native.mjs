@@ -1,0 +1,35 @@
+// Builds the CUDA addon with cmake-js when nvcc is available, then copies it into prebuilds/.
+// Without nvcc it says so and exits 0: the package still loads, and throws a typed error when used.
+import { execFileSync, spawnSync } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, statSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { buildPath, packageRoot, prebuildDir, prebuildPath } from "./native-paths.mjs";
+
+const force = process.argv.includes("--force");
+const which = (cmd) => spawnSync("sh", ["-c", `command -v ${cmd}`], { encoding: "utf8" }).stdout.trim();
+const nvcc = process.env.CUDACXX || which("nvcc") || (existsSync("/usr/local/cuda/bin/nvcc") ? "/usr/local/cuda/bin/nvcc" : "");
+
+if (process.env.DF11_SKIP_NATIVE_BUILD) {
+  console.log("[@df11/cuda-kernel] DF11_SKIP_NATIVE_BUILD set: not building the CUDA addon");
+  process.exit(0);
+}
+if (!nvcc) {
+  console.log("[@df11/cuda-kernel] nvcc not found: CUDA addon not built (CPU features of df11 are unaffected)");
+  process.exit(0);
+}
+
+const newest = (dir) => Math.max(...readdirSync(dir).map((f) => statSync(join(dir, f)).mtimeMs));
+const sourcesTime = Math.max(newest(join(packageRoot, "csrc")), statSync(join(packageRoot, "CMakeLists.txt")).mtimeMs);
+if (!force && existsSync(prebuildPath) && statSync(prebuildPath).mtimeMs > sourcesTime) {
+  console.log(`[@df11/cuda-kernel] up to date: ${prebuildPath}`);
+  process.exit(0);
+}
+
+const cmakeJs = join(packageRoot, "node_modules", "cmake-js", "bin", "cmake-js");
+const args = [cmakeJs, "compile", "--directory", packageRoot, "--CDCMAKE_CUDA_COMPILER=" + nvcc];
+if (process.env.DF11_CUDA_ARCHS) args.push(`--CDDF11_CUDA_ARCHS=${process.env.DF11_CUDA_ARCHS}`);
+console.log(`[@df11/cuda-kernel] building with ${nvcc}`);
+execFileSync(process.execPath, args, { stdio: "inherit", cwd: packageRoot });
+mkdirSync(prebuildDir, { recursive: true });
+copyFileSync(buildPath, prebuildPath);
+console.log(`[@df11/cuda-kernel] built ${prebuildPath}`);
