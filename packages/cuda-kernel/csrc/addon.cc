@@ -219,15 +219,16 @@ class Module : public Napi::ObjectWrap<Module> {
     std::memcpy(positions.data(), op.data, std::min(op.length, positions.size() * 4));  // official files may lack the last entry
     uint32_t maxSpan = 0;
     for (uint32_t k = 0; k < blocks; ++k) maxSpan = std::max(maxSpan, positions[k + 1] - positions[k]);
-    std::vector<uint16_t> table(df11::kTableSize);
-    df11::buildFirstLevelTable(luts.data, nLuts, table.data());
+    std::vector<uint32_t> table(df11::kTableSize);
+    std::vector<uint8_t> countTable(df11::kTableSize);
+    df11::buildFirstLevelTable(luts.data, nLuts, table.data(), countTable.data());
 
     const size_t streamBytes = static_cast<size_t>(blocks) * df11::kThreadsPerBlock * df11::kBytesPerThread + 16;
     const size_t gapBytes = gaps.length + 2;
     const size_t smBytes = (sm.length + 16 + 255) & ~size_t{255};
     // One allocation, 256-byte aligned pieces.
     auto align = [](size_t x) { return (x + 255) & ~size_t{255}; };
-    const size_t oLuts = 0, oTable = align(oLuts + luts.length), oStream = align(oTable + table.size() * 2), oSm = align(oStream + streamBytes),
+    const size_t oLuts = 0, oTable = align(oLuts + luts.length), oCount = align(oTable + table.size() * 4), oStream = align(oCount + countTable.size()), oSm = align(oStream + streamBytes),
                  oOp = align(oSm + smBytes), oGaps = align(oOp + positions.size() * 4), total = align(oGaps + gapBytes);
     throwIfError(env, cudaMalloc(&base_, total), "cudaMalloc (module)");
     bytes_ = total;
@@ -235,7 +236,8 @@ class Module : public Napi::ObjectWrap<Module> {
     try {
       throwIfError(env, cudaMemset(base_, 0, total), "cudaMemset (module)");
       throwIfError(env, cudaMemcpy(b + oLuts, luts.data, luts.length, cudaMemcpyHostToDevice), "cudaMemcpy (luts)");
-      throwIfError(env, cudaMemcpy(b + oTable, table.data(), table.size() * 2, cudaMemcpyHostToDevice), "cudaMemcpy (table)");
+      throwIfError(env, cudaMemcpy(b + oTable, table.data(), table.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy (table)");
+      throwIfError(env, cudaMemcpy(b + oCount, countTable.data(), countTable.size(), cudaMemcpyHostToDevice), "cudaMemcpy (count table)");
       throwIfError(env, cudaMemcpy(b + oStream, stream.data, stream.length, cudaMemcpyHostToDevice), "cudaMemcpy (encoded_exponent)");
       throwIfError(env, cudaMemcpy(b + oSm, sm.data, sm.length, cudaMemcpyHostToDevice), "cudaMemcpy (sign_mantissa)");
       throwIfError(env, cudaMemcpy(b + oOp, positions.data(), positions.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy (output_positions)");
@@ -245,7 +247,7 @@ class Module : public Napi::ObjectWrap<Module> {
       base_ = nullptr;
       throw;
     }
-    view_ = {b + oLuts, reinterpret_cast<const uint16_t*>(b + oTable), b + oStream, b + oSm, reinterpret_cast<const uint32_t*>(b + oOp), b + oGaps,
+    view_ = {b + oLuts, reinterpret_cast<const uint32_t*>(b + oTable), b + oCount, b + oStream, b + oSm, reinterpret_cast<const uint32_t*>(b + oOp), b + oGaps,
              nLuts, static_cast<uint32_t>(sm.length), blocks, maxSpan};
   }
   ~Module() override {

@@ -4,8 +4,11 @@
 // stream, thread t owns 8 of them and decodes every code that starts there, from bit gaps[t] on.
 // Inside that frame:
 //  - one 8-byte and one 4-byte load per thread bring its 96 bits of stream into registers;
-//  - a 4096-entry first-level table (built once per module, staged in shared memory with one 16-byte
-//    load per thread) resolves codes of up to 12 bits in one lookup; longer codes walk the LUTs;
+//  - 4096-entry first-level tables (built once per module, staged in shared memory with 16-byte loads)
+//    resolve the codes lying within the next 12 bits in one lookup — up to 7 when only counting, up to
+//    3 exponents when decoding; longer codes walk the LUTs;
+//  - each thread's share of the block's sign/mantissa bytes is loaded before decoding starts, so
+//    those loads complete under the decode;
 //  - a warp-shuffle scan gives each thread its output offset (2 barriers for the whole block);
 //  - decoded exponents go to shared memory as bytes, then the block writes BF16 with coalesced
 //    16-byte stores, merging the sign/mantissa bytes it reads with 8-byte loads.
@@ -27,43 +30,73 @@ __device__ __forceinline__ uint32_t walkLuts(const uint8_t* __restrict__ luts, u
   return v;
 }
 
-// The code at the head of `buf` (MSB first): its exponent and length.
-__device__ __forceinline__ void nextCode(const ModuleView& m, const uint16_t* table, uint64_t buf, uint32_t& e, uint32_t& len) {
-  const uint32_t top = static_cast<uint32_t>(buf >> 32);
-  const uint32_t entry = table[top >> (32 - kTableBits)];
-  if (entry != 0) {
+// A code-length row staged in shared memory, and the first-level table.
+struct Tables {
+  const uint32_t* first;
+  const uint8_t* lengths;
+};
+
+// One code at the head of `buf` (MSB first): its exponent and length.
+__device__ __forceinline__ void singleCode(const ModuleView& m, const Tables& t, uint32_t entry, uint64_t buf, uint32_t& e, uint32_t& len) {
+  if ((entry >> 24) & 3) {
     e = entry & 0xff;
-    len = entry >> 8;
+    len = t.lengths[e];
   } else {
-    e = walkLuts(m.luts, top) & 0xff;
-    len = max(1u, static_cast<uint32_t>(__ldg(&m.luts[(m.nLuts - 1) * 256 + e])));  // never stall on a bad table
+    e = walkLuts(m.luts, static_cast<uint32_t>(buf >> 32)) & 0xff;
+    len = max(1u, static_cast<uint32_t>(t.lengths[e]));  // never stall on a bad table
   }
 }
 
+constexpr int kPrefetch = 4;  // sign/mantissa 8-byte chunks each thread loads before decoding
+
 __global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleView m, uint16_t* __restrict__ out) {
   extern __shared__ __align__(16) uint8_t smem[];
-  uint16_t* table = reinterpret_cast<uint16_t*>(smem);                       // 8 KB
-  uint32_t* warpOffsets = reinterpret_cast<uint32_t*>(smem + 2 * kTableSize);  // 16 words (128 B slot)
-  uint8_t* exps = smem + 2 * kTableSize + 128;                                // decoded exponents
+  uint32_t* table = reinterpret_cast<uint32_t*>(smem);                        // 16 KB
+  uint8_t* lengths = smem + 4 * kTableSize;                                   // 256 B
+  uint8_t* counts = smem + 4 * kTableSize + 256;                              // 4 KB
+  uint32_t* warpOffsets = reinterpret_cast<uint32_t*>(counts + kTableSize);  // 16 words (128 B slot)
+  uint8_t* exps = counts + kTableSize + 128;                                  // decoded exponents
 
   const uint32_t tid = threadIdx.x;
   const uint32_t block = blockIdx.x;
-  static_assert(kTableSize * 2 == kThreadsPerBlock * 16, "one 16-byte load per thread stages the table");
-  reinterpret_cast<uint4*>(table)[tid] = __ldg(reinterpret_cast<const uint4*>(m.table) + tid);
+  // Issue every global load first (tables, this thread's stream bytes, gap, block range, and the
+  // block's sign/mantissa bytes, needed only at the end) so their latencies overlap.
+  static_assert(kTableSize * 4 == kThreadsPerBlock * 32, "two 16-byte loads per thread stage the table");
+  const uint4* tableSrc = reinterpret_cast<const uint4*>(m.table);
+  const uint4 t0 = __ldg(tableSrc + tid), t1 = __ldg(tableSrc + kThreadsPerBlock + tid);
+  const uint2 c0 = __ldg(reinterpret_cast<const uint2*>(m.countTable) + tid);
+  uint32_t lengthWord = 0;
+  if (tid < 64) lengthWord = __ldg(reinterpret_cast<const uint32_t*>(m.luts + (m.nLuts - 1) * 256) + tid);
 
   const uint64_t thread = static_cast<uint64_t>(block) * kThreadsPerBlock + tid;
   const uint8_t* p = m.stream + thread * kBytesPerThread;
   const uint2 w = __ldg(reinterpret_cast<const uint2*>(p));
   const uint32_t lo = bswap32(__ldg(reinterpret_cast<const uint32_t*>(p + 8)));
-  const uint64_t hi = (static_cast<uint64_t>(bswap32(w.x)) << 32) | bswap32(w.y);
   const uint64_t gapBit = thread * 5;
   const uint32_t gapPair = (static_cast<uint32_t>(__ldg(&m.gaps[gapBit >> 3])) << 8) | __ldg(&m.gaps[(gapBit >> 3) + 1]);
-  const uint32_t gap = (gapPair >> (11 - (gapBit & 7))) & 31;
   const uint32_t blockStart = __ldg(&m.outputPositions[block]);
   const uint32_t blockElements = __ldg(&m.outputPositions[block + 1]) - blockStart;
-  __syncthreads();  // table staged
+  const uint32_t end = blockStart + blockElements;
+  const uint32_t alignedStart = min(end, (blockStart + 7) & ~7u);
+  const uint32_t chunks = (end - alignedStart) >> 3;
+  uint2 signMantissa[kPrefetch];
+#pragma unroll
+  for (int j = 0; j < kPrefetch; ++j) {
+    const uint32_t c = tid + j * kThreadsPerBlock;
+    if (c < chunks) signMantissa[j] = __ldg(reinterpret_cast<const uint2*>(m.signMantissa + alignedStart + c * 8));
+  }
 
-  // Pass 1: count the codes starting in this thread's 64 bits.
+  reinterpret_cast<uint4*>(table)[tid] = t0;
+  reinterpret_cast<uint4*>(table)[kThreadsPerBlock + tid] = t1;
+  reinterpret_cast<uint2*>(counts)[tid] = c0;
+  if (tid < 64) reinterpret_cast<uint32_t*>(lengths)[tid] = lengthWord;
+  const uint64_t hi = (static_cast<uint64_t>(bswap32(w.x)) << 32) | bswap32(w.y);
+  const uint32_t gap = (gapPair >> (11 - (gapBit & 7))) & 31;
+  const Tables tables{table, lengths};
+  __syncthreads();  // tables staged
+
+  // Pass 1: count the codes starting in this thread's 64 bits, up to 7 per lookup where they all end
+  // inside the window.
   uint32_t count = 0;
   {
     uint64_t buf = hi << gap;
@@ -74,11 +107,20 @@ __global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleVie
         buf |= static_cast<uint64_t>(lo) << (used - 32);
         refilled = true;
       }
-      uint32_t e, len;
-      nextCode(m, table, buf, e, len);
-      buf <<= len;
-      used += len;
-      ++count;
+      const uint32_t idx = static_cast<uint32_t>(buf >> (64 - kTableBits));
+      const uint32_t c = counts[idx];
+      const uint32_t n = c & 7, bits = c >> 3;
+      if (n != 0 && used + bits <= 64) {
+        count += n;
+        buf <<= bits;
+        used += bits;
+      } else {
+        uint32_t e, len;
+        singleCode(m, tables, table[idx], buf, e, len);
+        ++count;
+        buf <<= len;
+        used += len;
+      }
     }
   }
 
@@ -113,34 +155,42 @@ __global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleVie
     uint32_t used = gap;
     bool refilled = false;
     const uint32_t stop = min(first + count, blockElements);
-    for (uint32_t i = first; i < stop; ++i) {
+    uint32_t i = first;
+    while (i < stop) {
       if (!refilled && used >= 32) {
         buf |= static_cast<uint64_t>(lo) << (used - 32);
         refilled = true;
       }
-      uint32_t e, len;
-      nextCode(m, table, buf, e, len);
-      exps[i] = static_cast<uint8_t>(e);
-      buf <<= len;
-      used += len;
+      const uint32_t entry = table[static_cast<uint32_t>(buf >> (64 - kTableBits))];
+      const uint32_t n = (entry >> 24) & 3, bits = entry >> 27;
+      if (n != 0 && i + n <= stop) {
+        exps[i] = static_cast<uint8_t>(entry);
+        if (n > 1) exps[i + 1] = static_cast<uint8_t>(entry >> 8);
+        if (n > 2) exps[i + 2] = static_cast<uint8_t>(entry >> 16);
+        i += n;
+        buf <<= bits;
+        used += bits;
+      } else {
+        uint32_t e, len;
+        singleCode(m, tables, entry, buf, e, len);
+        exps[i++] = static_cast<uint8_t>(e);
+        buf <<= len;
+        used += len;
+      }
     }
   }
   __syncthreads();
 
   // Write BF16: unaligned head, 8 elements (16 B) per thread per step, tail.
-  const uint32_t end = blockStart + blockElements;
-  const uint32_t alignedStart = min(end, (blockStart + 7) & ~7u);
   const auto merge = [](uint32_t s, uint32_t e) -> uint16_t {
     return static_cast<uint16_t>(((s & 0x80) << 8) | (e << 7) | (s & 0x7f));
   };
   if (tid < alignedStart - blockStart) {
     out[blockStart + tid] = merge(__ldg(&m.signMantissa[blockStart + tid]), exps[tid]);
   }
-  const uint32_t chunks = (end - alignedStart) >> 3;
   const uint32_t* exps32 = reinterpret_cast<const uint32_t*>(exps);
-  for (uint32_t c = tid; c < chunks; c += kThreadsPerBlock) {
+  const auto writeChunk = [&](uint32_t c, uint2 s) {
     const uint32_t g = alignedStart + c * 8;
-    const uint2 s = __ldg(reinterpret_cast<const uint2*>(m.signMantissa + g));
     const uint32_t local = g - blockStart;
     const uint32_t shift = (local & 3) * 8;
     const uint32_t w0 = exps32[local >> 2], w1 = exps32[(local >> 2) + 1], w2 = exps32[(local >> 2) + 2];
@@ -158,6 +208,14 @@ __global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleVie
     v.z = pair(s.y, e1, 0x4140);
     v.w = pair(s.y, e1, 0x4342);
     *reinterpret_cast<uint4*>(out + g) = v;
+  };
+#pragma unroll
+  for (int j = 0; j < kPrefetch; ++j) {
+    const uint32_t c = tid + j * kThreadsPerBlock;
+    if (c < chunks) writeChunk(c, signMantissa[j]);
+  }
+  for (uint32_t c = tid + kPrefetch * kThreadsPerBlock; c < chunks; c += kThreadsPerBlock) {
+    writeChunk(c, __ldg(reinterpret_cast<const uint2*>(m.signMantissa + alignedStart + c * 8)));
   }
   const uint32_t tailStart = alignedStart + chunks * 8;
   if (tid < end - tailStart) {
@@ -174,20 +232,36 @@ uint32_t hostWalk(const uint8_t* luts, uint32_t window) {
 
 }  // namespace
 
-void buildFirstLevelTable(const uint8_t* luts, int nLuts, uint16_t* table) {
+void buildFirstLevelTable(const uint8_t* luts, int nLuts, uint32_t* table, uint8_t* countTable) {
   const uint8_t* lengths = luts + (nLuts - 1) * 256;
-  for (uint32_t x = 0; x < kTableSize; ++x) {
-    const uint32_t head = x << (32 - kTableBits);
+  // The exponent at the head of `valid` known bits, or -1 if its code is longer or depends on later
+  // bits. Both fills must agree: the end-of-stream symbol's unowned entries repeat a neighbour's value,
+  // so a zero fill alone could mistake a long code's prefix for a short code.
+  const auto resolve = [&](uint32_t bits, uint32_t valid) -> int {
+    const uint32_t head = bits << (32 - valid);
     const uint32_t e = hostWalk(luts, head);
-    // Both fills must agree: the end-of-stream symbol's unowned entries repeat a neighbour's value, so a
-    // zero fill alone could mistake a long code's prefix for a short code.
-    const uint32_t e1 = hostWalk(luts, head | ((1u << (32 - kTableBits)) - 1));
-    table[x] = (e < 240 && e == e1 && lengths[e] >= 1 && lengths[e] <= kTableBits) ? static_cast<uint16_t>(e | (lengths[e] << 8)) : 0;
+    const uint32_t e1 = hostWalk(luts, head | (0xffffffffu >> valid));
+    if (e >= 240 || e != e1 || lengths[e] == 0 || lengths[e] > valid) return -1;
+    return static_cast<int>(e);
+  };
+  for (uint32_t x = 0; x < kTableSize; ++x) {
+    uint32_t used = 0, count = 0, entry = 0;
+    while (count < 7 && used < kTableBits) {
+      const uint32_t valid = kTableBits - used;
+      const int e = resolve(x & ((1u << valid) - 1), valid);
+      if (e < 0) break;
+      if (count < 3) entry |= static_cast<uint32_t>(e) << (8 * count);
+      used += lengths[e];
+      ++count;
+      if (count == 3) table[x] = entry | (3u << 24) | (used << 27);
+    }
+    if (count < 3) table[x] = entry | (count << 24) | (used << 27);
+    countTable[x] = static_cast<uint8_t>(count | (used << 3));
   }
 }
 
 size_t decodeSharedBytes(const ModuleView& m) {
-  return 2 * kTableSize + 128 + ((m.maxBlockElements + 16 + 15) & ~size_t{15});
+  return 5 * kTableSize + 256 + 128 + ((m.maxBlockElements + 16 + 15) & ~size_t{15});
 }
 
 cudaError_t launchDecode(const ModuleView& m, uint16_t* out, cudaStream_t stream) {

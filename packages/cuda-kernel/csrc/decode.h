@@ -13,7 +13,8 @@ constexpr int kTableSize = 1 << kTableBits;
 // Device pointers and sizes of one resident module.
 struct ModuleView {
   const uint8_t* luts;              // [nLuts, 256], code lengths in the last row
-  const uint16_t* table;            // kTableSize entries: exponent | length << 8, 0 = take the LUTs
+  const uint32_t* table;            // kTableSize entries, see buildFirstLevelTable
+  const uint8_t* countTable;        // kTableSize entries: codes wholly inside the next 12 bits (bits 0-2), their length (3-6)
   const uint8_t* stream;            // encoded_exponent, zero-padded to a whole number of blocks + 16 B
   const uint8_t* signMantissa;      // [nElements]
   const uint32_t* outputPositions;  // [blocks + 1]
@@ -24,9 +25,11 @@ struct ModuleView {
   uint32_t maxBlockElements;        // largest output_positions[k+1] - output_positions[k]
 };
 
-// Builds the first-level table from the LUTs (host side). Entry x is nonzero when the first 12 bits
-// x determine a code of at most 12 bits whatever follows.
-void buildFirstLevelTable(const uint8_t* luts, int nLuts, uint16_t* table);
+// Builds the first-level table from the LUTs (host side). Entry x describes the codes that the next 12
+// bits x determine whatever follows: up to 3 exponents (bits 0-7, 8-15, 16-23), their count (bits
+// 24-25; 0 = the first code is longer than 12 bits, walk the LUTs) and their total length (bits 27-31).
+// The count table holds, for the counting pass, up to 7 codes per entry (count | total length << 3).
+void buildFirstLevelTable(const uint8_t* luts, int nLuts, uint32_t* table, uint8_t* countTable);
 
 // Dynamic shared memory the decode kernel needs for a module.
 size_t decodeSharedBytes(const ModuleView& m);
