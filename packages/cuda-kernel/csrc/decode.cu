@@ -10,8 +10,9 @@
 //  - each thread's share of the block's sign/mantissa bytes is loaded before decoding starts, so
 //    those loads complete under the decode;
 //  - a warp-shuffle scan gives each thread its output offset (2 barriers for the whole block);
-//  - decoded exponents go to shared memory as bytes, then the block writes BF16 with coalesced
-//    16-byte stores, merging the sign/mantissa bytes it reads with 8-byte loads.
+//  - decoded exponents go to shared memory as bytes, laid out so that each output chunk of 8 is one
+//    aligned 8-byte load; the block writes BF16 with coalesced 16-byte stores, merging the
+//    sign/mantissa bytes it prefetched with 8-byte loads.
 #include "decode.h"
 
 namespace df11 {
@@ -95,32 +96,39 @@ __global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleVie
   const Tables tables{table, lengths};
   __syncthreads();  // tables staged
 
-  // Pass 1: count the codes starting in this thread's 64 bits, up to 7 per lookup where they all end
-  // inside the window.
+  // Pass 1: count the codes starting in this thread's 64 bits, up to 7 per lookup. While fewer than 32
+  // bits are used, the 64-bit buffer still holds ≥ 32 valid bits and no code can reach bit 64, so that
+  // phase needs neither a refill nor a window-end test; the 96-bit refill happens once, between phases.
   uint32_t count = 0;
   {
     uint64_t buf = hi << gap;
     uint32_t used = gap;
-    bool refilled = false;
-    while (used < 64) {
-      if (!refilled && used >= 32) {
-        buf |= static_cast<uint64_t>(lo) << (used - 32);
-        refilled = true;
-      }
+    while (used < 32) {
       const uint32_t idx = static_cast<uint32_t>(buf >> (64 - kTableBits));
       const uint32_t c = counts[idx];
-      const uint32_t n = c & 7, bits = c >> 3;
-      if (n != 0 && used + bits <= 64) {
-        count += n;
-        buf <<= bits;
-        used += bits;
-      } else {
-        uint32_t e, len;
-        singleCode(m, tables, table[idx], buf, e, len);
-        ++count;
-        buf <<= len;
-        used += len;
+      uint32_t n = c & 7, bits = c >> 3;
+      if (n == 0) {
+        uint32_t e;
+        singleCode(m, tables, table[idx], buf, e, bits);
+        n = 1;
       }
+      count += n;
+      buf <<= bits;
+      used += bits;
+    }
+    buf |= static_cast<uint64_t>(lo) << (used - 32);
+    while (used < 64) {
+      const uint32_t idx = static_cast<uint32_t>(buf >> (64 - kTableBits));
+      const uint32_t c = counts[idx];
+      uint32_t n = c & 7, bits = c >> 3;
+      if (n == 0 || used + bits > 64) {
+        uint32_t e;
+        singleCode(m, tables, table[idx], buf, e, bits);
+        n = 1;
+      }
+      count += n;
+      buf <<= bits;
+      used += bits;
     }
   }
 
@@ -147,27 +155,26 @@ __global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleVie
     if (lane < kWarps) warpOffsets[lane] = scan - total;
   }
   __syncthreads();
-  const uint32_t first = warpOffsets[warp] + inclusive - count;
+  // Exponent of block element L goes to exps[skew + L], so that chunks of 8 aligned in the output are
+  // 8-byte aligned in shared memory too (one 8-byte load per chunk when writing out).
+  const uint32_t skew = blockStart & 7;
+  const uint32_t first = skew + warpOffsets[warp] + inclusive - count;
 
-  // Pass 2: decode again, placing exponents; codes past the block's elements are padding.
+  // Pass 2: decode again, placing exponents (same two phases); codes past the block's elements are padding.
   {
     uint64_t buf = hi << gap;
     uint32_t used = gap;
-    bool refilled = false;
-    const uint32_t stop = min(first + count, blockElements);
+    const uint32_t stop = min(first + count, skew + blockElements);
     uint32_t i = first;
-    while (i < stop) {
-      if (!refilled && used >= 32) {
-        buf |= static_cast<uint64_t>(lo) << (used - 32);
-        refilled = true;
-      }
-      const uint32_t entry = table[static_cast<uint32_t>(buf >> (64 - kTableBits))];
-      const uint32_t n = (entry >> 24) & 3, bits = entry >> 27;
+    const auto step = [&](uint32_t idx) {
+      const uint32_t entry = table[idx];
+      const uint32_t n = (entry >> 24) & 3;
       if (n != 0 && i + n <= stop) {
         exps[i] = static_cast<uint8_t>(entry);
         if (n > 1) exps[i + 1] = static_cast<uint8_t>(entry >> 8);
         if (n > 2) exps[i + 2] = static_cast<uint8_t>(entry >> 16);
         i += n;
+        const uint32_t bits = entry >> 27;
         buf <<= bits;
         used += bits;
       } else {
@@ -177,7 +184,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleVie
         buf <<= len;
         used += len;
       }
-    }
+    };
+    while (used < 32 && i < stop) step(static_cast<uint32_t>(buf >> (64 - kTableBits)));
+    if (used >= 32) buf |= static_cast<uint64_t>(lo) << (used - 32);
+    while (i < stop) step(static_cast<uint32_t>(buf >> (64 - kTableBits)));
   }
   __syncthreads();
 
@@ -185,28 +195,24 @@ __global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleVie
   const auto merge = [](uint32_t s, uint32_t e) -> uint16_t {
     return static_cast<uint16_t>(((s & 0x80) << 8) | (e << 7) | (s & 0x7f));
   };
+  const uint32_t base = blockStart - skew;  // output index of exps[0]
   if (tid < alignedStart - blockStart) {
-    out[blockStart + tid] = merge(__ldg(&m.signMantissa[blockStart + tid]), exps[tid]);
+    out[blockStart + tid] = merge(__ldg(&m.signMantissa[blockStart + tid]), exps[skew + tid]);
   }
-  const uint32_t* exps32 = reinterpret_cast<const uint32_t*>(exps);
   const auto writeChunk = [&](uint32_t c, uint2 s) {
     const uint32_t g = alignedStart + c * 8;
-    const uint32_t local = g - blockStart;
-    const uint32_t shift = (local & 3) * 8;
-    const uint32_t w0 = exps32[local >> 2], w1 = exps32[(local >> 2) + 1], w2 = exps32[(local >> 2) + 2];
-    const uint32_t e0 = __funnelshift_r(w0, w1, shift);
-    const uint32_t e1 = __funnelshift_r(w1, w2, shift);
-    // Spread bytes 0,1 (or 2,3) of a word into the low bytes of two 16-bit lanes, then merge.
+    const uint2 e = *reinterpret_cast<const uint2*>(exps + (g - base));
+    // Interleave sign/mantissa and exponent bytes into 16-bit lanes x = s | e << 8, then
+    // bf16 = (x & 0x7f) | ((x >> 1) & 0x7f80) | ((x << 8) & 0x8000), two lanes per word.
     const auto pair = [](uint32_t sm, uint32_t ex, uint32_t selector) {
-      const uint32_t s2 = __byte_perm(sm, 0, selector);
-      const uint32_t e2 = __byte_perm(ex, 0, selector);
-      return ((s2 & 0x00800080u) << 8) | (e2 << 7) | (s2 & 0x007f007fu);
+      const uint32_t x = __byte_perm(sm, ex, selector);
+      return (x & 0x007f007fu) | ((x >> 1) & 0x7f807f80u) | ((x << 8) & 0x80008000u);
     };
     uint4 v;
-    v.x = pair(s.x, e0, 0x4140);
-    v.y = pair(s.x, e0, 0x4342);
-    v.z = pair(s.y, e1, 0x4140);
-    v.w = pair(s.y, e1, 0x4342);
+    v.x = pair(s.x, e.x, 0x5140);
+    v.y = pair(s.x, e.x, 0x7362);
+    v.z = pair(s.y, e.y, 0x5140);
+    v.w = pair(s.y, e.y, 0x7362);
     *reinterpret_cast<uint4*>(out + g) = v;
   };
 #pragma unroll
@@ -220,7 +226,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleVie
   const uint32_t tailStart = alignedStart + chunks * 8;
   if (tid < end - tailStart) {
     const uint32_t g = tailStart + tid;
-    out[g] = merge(__ldg(&m.signMantissa[g]), exps[g - blockStart]);
+    out[g] = merge(__ldg(&m.signMantissa[g]), exps[g - base]);
   }
 }
 
