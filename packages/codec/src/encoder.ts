@@ -1,6 +1,5 @@
 import { CodecError } from "./errors.js";
 import {
-  BITS_PER_THREAD,
   THREADS_PER_BLOCK,
   blockCount,
   packGaps,
@@ -82,36 +81,17 @@ export function encodeModule(parts: readonly Uint16Array[], options: EncodeOptio
   let buf = 0; // pending bits, MSB-aligned
   let free = 32; // unused low bits of buf
   let wordIndex = 0;
-  let window = 0; // 64-bit thread window the next code starts in
-  let bitInWindow = 0;
   let element = 0;
-
-  // A code starting past the current thread window opens the next one: record its gap, and the
-  // first element of each block.
-  const enterWindowIfNeeded = () => {
-    if (bitInWindow >= BITS_PER_THREAD) {
-      bitInWindow -= BITS_PER_THREAD;
-      window++;
-      gapValues[window] = bitInWindow;
-      if (window % THREADS_PER_BLOCK === 0) outputPositions[window / THREADS_PER_BLOCK] = element;
-    }
-  };
+  let lastGapWindow = -1; // window whose gap was recorded last, and the element whose code opens it
+  let lastGapElement = -1;
 
   splitSignMantissa(parts, signMantissa);
   for (const bits of parts) {
     const count = bits.length;
     for (let j = 0; j < count; j++, element++) {
-      const x = bits[j];
-      const e = (x >>> 7) & 0xff;
-      if (bitInWindow >= BITS_PER_THREAD) {
-        bitInWindow -= BITS_PER_THREAD;
-        window++;
-        gapValues[window] = bitInWindow;
-        if ((window & (THREADS_PER_BLOCK - 1)) === 0) outputPositions[window >>> 9] = element;
-      }
+      const e = (bits[j] >>> 7) & 0xff;
       const len = lengths[e];
       const c = codes[e];
-      bitInWindow += len;
       if (len < free) {
         free -= len;
         buf |= c << free;
@@ -121,14 +101,25 @@ export function encodeModule(parts: readonly Uint16Array[], options: EncodeOptio
         // over ≤ 31 here; `c << 32` would be a no-op in JS, hence the explicit zero.
         buf = over === 0 ? 0 : c << (32 - over);
         free = 32 - over;
+        // The next code starts `over` bits into the new word. Codes are ≤ 32 bits, so when that word
+        // opens a 64-bit thread window, it is the window's first code: record its gap (and, every 512
+        // windows, the first element of the block). Checked once per word, not once per element.
+        if ((wordIndex & 1) === 0) {
+          gapValues[(lastGapWindow = wordIndex >>> 1)] = over;
+          lastGapElement = element + 1;
+          if ((wordIndex & (2 * THREADS_PER_BLOCK - 1)) === 0) outputPositions[wordIndex / (2 * THREADS_PER_BLOCK)] = element + 1;
+        }
       }
     }
   }
 
+  // A window opened only by the end of the data: the official encoder records it only when the
+  // end-of-stream padding starts there (stream not byte-aligned); match it.
+  if (lastGapElement === n && totalBits % 8 === 0 && lastGapWindow < gapValues.length) gapValues[lastGapWindow] = 0;
+
   const tail = totalBits % 8;
   if (tail !== 0) {
     // Pad the last byte with the leading bits of the end-of-stream codeword, as the official encoder does.
-    enterWindowIfNeeded();
     const padBits = 8 - tail;
     const pad =
       code.eofLength >= padBits

@@ -163,6 +163,23 @@ describe("encode → decode", () => {
     }
   });
 
+  it("every stream-end alignment: sizes 1…2500 decode identically through both decoders", () => {
+    const w = syntheticWeights(2500, 21);
+    // Long codes make the stream cross word and window boundaries at every possible offset.
+    const { code } = encodeModule([weightsWithExponents(50_000, new Map(Array.from({ length: 24 }, (_, e) => [100 + e, 2 ** (e % 12)])), 3)]);
+    for (let n = 1; n <= 2500; n += 1) {
+      const part = w.subarray(0, n);
+      const { module } = encodeModule([part]);
+      const kernel = decodeLikeKernel(module);
+      expect(kernel.findIndex((v, i) => v !== part[i]), `n = ${n}`).toBe(-1);
+      if (n % 97 === 0) {
+        const sample = weightsWithExponents(n * 7, new Map(Array.from({ length: 24 }, (_, e) => [100 + e, 2 ** (e % 12)])), n);
+        const coded = encodeModule([sample], { code }).module;
+        expectSameBits(decodeLikeKernel(coded), sample);
+      }
+    }
+  });
+
   it("uses all four LUT levels in the deep-code case", () => {
     const { module } = encodeModule(fibonacciParts());
     expect(Math.max(...codeLengthsOf(module.luts))).toBeGreaterThan(24);
