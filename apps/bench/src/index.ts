@@ -11,9 +11,10 @@ program
   .description("CPU codec: encode/decode elements/s on one core and all cores, size vs the entropy bound")
   .option("-n, --elements <n>", "elements (BF16 weights) to code", (v) => Number(v), 100_000_000)
   .option("-t, --threads <n>", "threads for the all-cores run", (v) => Number(v))
+  .option("-r, --repetitions <n>", "single-core runs (the median is reported)", (v) => Number(v), 3)
   .option("-o, --out <file>", "JSON output", "bench-results/codec.json")
   .action(async (opts) => {
-    const result = await runCodecBench(opts.elements, opts.threads);
+    const result = await runCodecBench(opts.elements, opts.threads, opts.repetitions);
     const out = resolve(opts.out);
     await mkdir(dirname(out), { recursive: true });
     await writeFile(out, JSON.stringify(result, null, 2) + "\n");

@@ -77,7 +77,8 @@ export function encodeModule(parts: readonly Uint16Array[], options: EncodeOptio
   outputPositions[0] = 0;
 
   const lengths = code.lengths;
-  const codes = code.codes;
+  // Int32 view of the codewords: V8 keeps int32 loads in registers, uint32 ones may become doubles.
+  const codes = new Int32Array(code.codes.buffer, code.codes.byteOffset, 256);
   let buf = 0; // pending bits, MSB-aligned
   let free = 32; // unused low bits of buf
   let wordIndex = 0;
