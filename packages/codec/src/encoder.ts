@@ -25,6 +25,65 @@ export interface EncodeResult {
 
 const IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
+/** Writer state after the codewords: the pending word and where the last window gap was recorded. */
+interface WriterState {
+  buf: number;
+  free: number;
+  wordIndex: number;
+  lastGapWindow: number;
+  lastGapElement: number;
+}
+
+/**
+ * The hot loop: append every element's codeword to `words` (MSB-first 32-bit words), recording each
+ * thread window's gap and each block's first element. Kept small and separate so V8 optimises it well.
+ */
+function writeCodewords(
+  parts: readonly Uint16Array[],
+  code: HuffmanCode,
+  words: Uint32Array,
+  gapValues: Uint8Array,
+  outputPositions: Uint32Array,
+): WriterState {
+  const lengths = code.lengths;
+  // Int32 view of the codewords: V8 keeps int32 loads in registers, uint32 ones may become doubles.
+  const codes = new Int32Array(code.codes.buffer, code.codes.byteOffset, 256);
+  const blockWords = 2 * THREADS_PER_BLOCK;
+  let buf = 0; // pending bits, MSB-aligned
+  let free = 32; // unused low bits of buf
+  let wordIndex = 0;
+  let element = 0;
+  let lastGapWindow = -1;
+  let lastGapElement = -1;
+  for (const bits of parts) {
+    const count = bits.length;
+    for (let j = 0; j < count; j++, element++) {
+      const e = (bits[j] >>> 7) & 0xff;
+      const len = lengths[e];
+      const c = codes[e];
+      if (len < free) {
+        free -= len;
+        buf |= c << free;
+      } else {
+        const over = len - free;
+        words[wordIndex++] = buf | (c >>> over);
+        // over ≤ 31 here; `c << 32` would be a no-op in JS, hence the explicit zero.
+        buf = over === 0 ? 0 : c << (32 - over);
+        free = 32 - over;
+        // The next code starts `over` bits into the new word. Codes are ≤ 32 bits, so when that word
+        // opens a 64-bit thread window, it is the window's first code: record its gap (and, every 512
+        // windows, the first element of the block). Checked once per word, not once per element.
+        if ((wordIndex & 1) === 0) {
+          gapValues[(lastGapWindow = wordIndex >>> 1)] = over;
+          lastGapElement = element + 1;
+          if (wordIndex % blockWords === 0) outputPositions[wordIndex / blockWords] = element + 1;
+        }
+      }
+    }
+  }
+  return { buf, free, wordIndex, lastGapWindow, lastGapElement };
+}
+
 /** sign+mantissa bytes of all parts, two elements per 32-bit read where alignment allows. */
 function splitSignMantissa(parts: readonly Uint16Array[], out: Uint8Array): void {
   let o = 0;
@@ -76,43 +135,10 @@ export function encodeModule(parts: readonly Uint16Array[], options: EncodeOptio
   const outputPositions = new Uint32Array(blocks + 1).fill(n);
   outputPositions[0] = 0;
 
-  const lengths = code.lengths;
-  // Int32 view of the codewords: V8 keeps int32 loads in registers, uint32 ones may become doubles.
-  const codes = new Int32Array(code.codes.buffer, code.codes.byteOffset, 256);
-  let buf = 0; // pending bits, MSB-aligned
-  let free = 32; // unused low bits of buf
-  let wordIndex = 0;
-  let element = 0;
-  let lastGapWindow = -1; // window whose gap was recorded last, and the element whose code opens it
-  let lastGapElement = -1;
-
   splitSignMantissa(parts, signMantissa);
-  for (const bits of parts) {
-    const count = bits.length;
-    for (let j = 0; j < count; j++, element++) {
-      const e = (bits[j] >>> 7) & 0xff;
-      const len = lengths[e];
-      const c = codes[e];
-      if (len < free) {
-        free -= len;
-        buf |= c << free;
-      } else {
-        const over = len - free;
-        words[wordIndex++] = buf | (c >>> over);
-        // over ≤ 31 here; `c << 32` would be a no-op in JS, hence the explicit zero.
-        buf = over === 0 ? 0 : c << (32 - over);
-        free = 32 - over;
-        // The next code starts `over` bits into the new word. Codes are ≤ 32 bits, so when that word
-        // opens a 64-bit thread window, it is the window's first code: record its gap (and, every 512
-        // windows, the first element of the block). Checked once per word, not once per element.
-        if ((wordIndex & 1) === 0) {
-          gapValues[(lastGapWindow = wordIndex >>> 1)] = over;
-          lastGapElement = element + 1;
-          if ((wordIndex & (2 * THREADS_PER_BLOCK - 1)) === 0) outputPositions[wordIndex / (2 * THREADS_PER_BLOCK)] = element + 1;
-        }
-      }
-    }
-  }
+  const writer = writeCodewords(parts, code, words, gapValues, outputPositions);
+  let { buf, free } = writer;
+  const { wordIndex, lastGapWindow, lastGapElement } = writer;
 
   // A window opened only by the end of the data: the official encoder records it only when the
   // end-of-stream padding starts there (stream not byte-aligned); match it.
