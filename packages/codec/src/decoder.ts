@@ -1,6 +1,6 @@
 import { InvalidModuleError } from "./errors.js";
 import { decodeTableFor, FAST_BITS, lookupExponent } from "./decode-table.js";
-import { BYTES_PER_BLOCK, THREADS_PER_BLOCK, blockStart, readGap, validateModule, type DF11Module } from "./format.js";
+import { BYTES_PER_BLOCK, THREADS_PER_BLOCK, blockCount, blockStart, readGap, validateModule, type DF11Module } from "./format.js";
 
 /** The coded stream as big-endian 32-bit words plus two zero words, so reads never run off the end. */
 function streamWords(bytes: Uint8Array): Uint32Array {
@@ -16,7 +16,7 @@ function streamWords(bytes: Uint8Array): Uint32Array {
  * Decode `count` elements starting at bit `startBit` of the stream into `out[first …]`, using
  * `signMantissa[first …]`. The sequential core of every CPU decode.
  */
-function decodeRun(m: DF11Module, startBit: number, endByte: number, first: number, count: number, out: Uint16Array): void {
+function decodeRun(m: DF11Module, startBit: number, endByte: number, first: number, count: number, out: Uint16Array, outBase = 0): void {
   const { symbols, meta, lengths, luts } = decodeTableFor(m.luts);
   // Only the bytes this run can touch are converted, so block ranges decode in parallel cheaply.
   const fromByte = Math.floor(startBit / 32) * 4;
@@ -36,19 +36,21 @@ function decodeRun(m: DF11Module, startBit: number, endByte: number, first: numb
     if (mt !== 0) {
       const syms = symbols[idx];
       let a = sm[o];
-      out[o] = ((a & 0x80) << 8) | ((syms & 0xff) << 7) | (a & 0x7f);
+      const w = o - outBase;
+      out[w] = ((a & 0x80) << 8) | ((syms & 0xff) << 7) | (a & 0x7f);
       a = sm[o + 1];
-      out[o + 1] = ((a & 0x80) << 8) | (((syms >>> 8) & 0xff) << 7) | (a & 0x7f);
+      out[w + 1] = ((a & 0x80) << 8) | (((syms >>> 8) & 0xff) << 7) | (a & 0x7f);
       a = sm[o + 2];
-      out[o + 2] = ((a & 0x80) << 8) | (((syms >>> 16) & 0xff) << 7) | (a & 0x7f);
+      out[w + 2] = ((a & 0x80) << 8) | (((syms >>> 16) & 0xff) << 7) | (a & 0x7f);
       a = sm[o + 3];
-      out[o + 3] = ((a & 0x80) << 8) | ((syms >>> 24) << 7) | (a & 0x7f);
+      out[w + 3] = ((a & 0x80) << 8) | ((syms >>> 24) << 7) | (a & 0x7f);
       o += mt & 7;
       s += mt >>> 3;
     } else {
       const e = lookupExponent(luts, win);
       const a = sm[o];
-      out[o++] = ((a & 0x80) << 8) | (e << 7) | (a & 0x7f);
+      out[o - outBase] = ((a & 0x80) << 8) | (e << 7) | (a & 0x7f);
+      o++;
       s += lengths[e];
     }
     k += s >>> 5;
@@ -58,7 +60,8 @@ function decodeRun(m: DF11Module, startBit: number, endByte: number, first: numb
     const win = ((words[k] << s) | ((words[k + 1] >>> 1) >>> (31 - s))) >>> 0;
     const e = lookupExponent(luts, win);
     const a = sm[o];
-    out[o++] = ((a & 0x80) << 8) | (e << 7) | (a & 0x7f);
+    out[o - outBase] = ((a & 0x80) << 8) | (e << 7) | (a & 0x7f);
+    o++;
     s += lengths[e];
     k += s >>> 5;
     s &= 31;
@@ -96,6 +99,32 @@ export function decodeModule(m: DF11Module, out?: Uint16Array): Uint16Array {
   if (target.length < n) throw new RangeError(`output holds ${target.length} elements, module has ${n}`);
   decodeRun(m, 0, m.encodedExponent.length, 0, n, target);
   return target;
+}
+
+/**
+ * Decode elements [first, first + count) only, e.g. a few embedding rows: finds the GPU blocks that
+ * hold them through output_positions and decodes just those. The module must have been validated.
+ */
+export function decodeElements(m: DF11Module, first: number, count: number, out = new Uint16Array(count)): Uint16Array {
+  const n = m.signMantissa.length;
+  if (first < 0 || count < 0 || first + count > n) throw new RangeError(`elements [${first}, ${first + count}) are outside 0…${n}`);
+  if (count === 0) return out;
+  const blocks = blockCount(m.encodedExponent.length);
+  // Last block starting at or before `first`, first block starting at or after the end.
+  let lo = 0;
+  let hi = blocks - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (blockStart(m, mid) <= first) lo = mid;
+    else hi = mid - 1;
+  }
+  let end = lo + 1;
+  while (end < blocks && blockStart(m, end) < first + count) end++;
+  const from = blockStart(m, lo);
+  const tmp = new Uint16Array(blockStart(m, end) - from);
+  decodeRun(m, blockStartBit(m, lo), end * BYTES_PER_BLOCK + 4, from, tmp.length, tmp, from);
+  out.set(tmp.subarray(first - from, first - from + count));
+  return out;
 }
 
 /** Decode only the exponent bytes (for statistics). */

@@ -21,7 +21,7 @@ export * from "./luts.js";
 export * from "./format.js";
 export * from "./encoder.js";
 export { decodeTableFor, lookupExponent, FAST_BITS, type DecodeTable } from "./decode-table.js";
-export { decodeModule, decodeBlocks, decodeExponents, blockStartBit } from "./decoder.js";
+export { decodeModule, decodeBlocks, decodeElements, decodeExponents, blockStartBit } from "./decoder.js";
 export { decodeLikeKernel } from "./kernel-decoder.js";
 export * from "./stats.js";
 export * from "./synthetic.js";

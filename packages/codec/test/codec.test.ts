@@ -252,3 +252,15 @@ describe("bad input", () => {
     expect(() => decodeModule(corrupt(m, { splitPositions: [5, 3] }))).toThrowError(/split_positions/);
   });
 });
+
+describe("partial decode", () => {
+  it("decodes arbitrary element ranges (e.g. embedding rows) bit-exactly", async () => {
+    const { decodeElements } = await import("../src/index.js");
+    const w = syntheticWeights(1_500_001, 31);
+    const { module } = encodeModule([w]);
+    for (const [first, count] of [[0, 1], [0, 4096], [12345, 777], [1_499_000, 1001], [1_500_000, 1], [700_000, 0]]) {
+      expectSameBits(decodeElements(module, first, count), w.subarray(first, first + count));
+    }
+    expect(() => decodeElements(module, 1_500_000, 2)).toThrow(RangeError);
+  });
+});

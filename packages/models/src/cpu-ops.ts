@@ -1,0 +1,88 @@
+/**
+ * CPU kernels of the forward pass, on Float32Array activations. Weights arrive as BF16 bit patterns
+ * (Uint16Array) and are widened row by row, so a BF16 and a DF11 model run exactly the same arithmetic.
+ * Dot products accumulate in double precision.
+ */
+
+const rowScratch = { f32: new Float32Array(0), u32: new Uint32Array(0) };
+
+function widenRow(w: Uint16Array, offset: number, cols: number): Float32Array {
+  if (rowScratch.f32.length < cols) {
+    rowScratch.f32 = new Float32Array(cols);
+    rowScratch.u32 = new Uint32Array(rowScratch.f32.buffer);
+  }
+  const u = rowScratch.u32;
+  for (let i = 0; i < cols; i++) u[i] = w[offset + i] << 16;
+  return rowScratch.f32;
+}
+
+/** BF16 bits → float32 values. */
+export function widenBF16(w: Uint16Array): Float32Array {
+  const out = new Float32Array(w.length);
+  const u = new Uint32Array(out.buffer);
+  for (let i = 0; i < w.length; i++) u[i] = w[i] << 16;
+  return out;
+}
+
+/**
+ * out[r, o] = Σ_i x[r, i] · W[o, i] (+ bias[o]) for a weight W of shape [outFeatures, inFeatures]
+ * stored as BF16 bits from `wOffset`.
+ */
+export function linear(
+  x: Float32Array,
+  rows: number,
+  inFeatures: number,
+  w: Uint16Array,
+  wOffset: number,
+  outFeatures: number,
+  bias: Float32Array | undefined,
+  out: Float32Array,
+): void {
+  for (let o = 0; o < outFeatures; o++) {
+    const wr = widenRow(w, wOffset + o * inFeatures, inFeatures);
+    const b = bias ? bias[o] : 0;
+    for (let r = 0; r < rows; r++) {
+      const xo = r * inFeatures;
+      let s0 = 0;
+      let s1 = 0;
+      let s2 = 0;
+      let s3 = 0;
+      let i = 0;
+      for (; i + 4 <= inFeatures; i += 4) {
+        s0 += x[xo + i] * wr[i];
+        s1 += x[xo + i + 1] * wr[i + 1];
+        s2 += x[xo + i + 2] * wr[i + 2];
+        s3 += x[xo + i + 3] * wr[i + 3];
+      }
+      for (; i < inFeatures; i++) s0 += x[xo + i] * wr[i];
+      out[r * outFeatures + o] = s0 + s1 + s2 + s3 + b;
+    }
+  }
+}
+
+/** RMSNorm over rows of `dim`: x / rms(x) · w, or · (1 + w) for gemma. In place when out === x. */
+export function rmsNorm(x: Float32Array, rows: number, dim: number, weight: Float32Array, eps: number, unitOffset: boolean, out: Float32Array): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * dim;
+    let ss = 0;
+    for (let i = 0; i < dim; i++) ss += x[o + i] * x[o + i];
+    const inv = 1 / Math.sqrt(Math.fround(ss / dim) + eps);
+    for (let i = 0; i < dim; i++) {
+      const normed = Math.fround(x[o + i] * inv);
+      out[o + i] = normed * (unitOffset ? 1 + weight[i] : weight[i]);
+    }
+  }
+}
+
+export const silu = (v: number): number => v / (1 + Math.exp(-v));
+export const geluTanh = (v: number): number => 0.5 * v * (1 + Math.tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+
+/** In-place gate ← act(gate) · up. */
+export function gatedActivation(gate: Float32Array, up: Float32Array, n: number, act: (v: number) => number): void {
+  for (let i = 0; i < n; i++) gate[i] = Math.fround(act(gate[i])) * up[i];
+}
+
+/** a ← a + b */
+export function addInPlace(a: Float32Array, b: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) a[i] += b[i];
+}

@@ -1,0 +1,78 @@
+import {
+  MODULE_TENSOR_SUFFIXES,
+  outputPositionsFromBytes,
+  outputPositionsToBytes,
+  InvalidModuleError,
+  type DF11Module,
+} from "@df11/codec";
+import type { SafetensorsCollection, TensorToWrite } from "@df11/hub-loader";
+
+/** Module paths of a DF11 checkpoint: every `<path>.encoded_exponent` tensor. */
+export function compressedModulesOf(tensorNames: readonly string[]): string[] {
+  return tensorNames
+    .filter((n) => n.endsWith(".encoded_exponent"))
+    .map((n) => n.slice(0, -".encoded_exponent".length))
+    .sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+}
+
+/** Whether a tensor name is one of a compressed module's six tensors. */
+export const isModuleTensor = (name: string): boolean =>
+  MODULE_TENSOR_SUFFIXES.some((s) => name.endsWith(`.${s}`));
+
+const EXPECTED_DTYPE: Record<(typeof MODULE_TENSOR_SUFFIXES)[number], string> = {
+  luts: "U8",
+  encoded_exponent: "U8",
+  sign_mantissa: "U8",
+  output_positions: "U8",
+  gaps: "U8",
+  split_positions: "I64",
+};
+
+/** Read the six tensors of module `path` from a checkpoint. */
+export async function readDF11Module(weights: SafetensorsCollection, path: string): Promise<DF11Module> {
+  const raw: Record<string, Uint8Array> = {};
+  for (const suffix of MODULE_TENSOR_SUFFIXES) {
+    const name = `${path}.${suffix}`;
+    if (!weights.has(name)) throw new InvalidModuleError(name, "tensor is missing from the checkpoint");
+    const info = weights.info(name);
+    if (info.dtype !== EXPECTED_DTYPE[suffix]) {
+      throw new InvalidModuleError(name, `dtype ${info.dtype}, expected ${EXPECTED_DTYPE[suffix]}`);
+    }
+    raw[suffix] = await weights.read(name);
+  }
+  const lutsShape = weights.info(`${path}.luts`).shape;
+  if (lutsShape.length !== 2 || lutsShape[1] !== 256) {
+    throw new InvalidModuleError(`${path}.luts`, `shape ${JSON.stringify(lutsShape)}, expected [n, 256]`);
+  }
+  const split = raw.split_positions;
+  const splitView = new BigInt64Array(split.buffer, split.byteOffset, split.byteLength / 8);
+  return {
+    luts: raw.luts,
+    encodedExponent: raw.encoded_exponent,
+    signMantissa: raw.sign_mantissa,
+    outputPositions: outputPositionsFromBytes(raw.output_positions),
+    gaps: raw.gaps,
+    splitPositions: [...splitView].map(Number),
+  };
+}
+
+/** The six tensors of a module, ready for a safetensors writer, in the official dtypes and shapes. */
+export function moduleTensors(path: string, m: DF11Module): TensorToWrite[] {
+  const split = BigInt64Array.from(m.splitPositions.map(BigInt));
+  return [
+    { name: `${path}.luts`, dtype: "U8", shape: [m.luts.length / 256, 256], data: m.luts },
+    { name: `${path}.encoded_exponent`, dtype: "U8", shape: [m.encodedExponent.length], data: m.encodedExponent },
+    { name: `${path}.sign_mantissa`, dtype: "U8", shape: [m.signMantissa.length], data: m.signMantissa },
+    {
+      name: `${path}.output_positions`,
+      dtype: "U8",
+      shape: [m.outputPositions.length * 4],
+      data: outputPositionsToBytes(m.outputPositions),
+    },
+    { name: `${path}.gaps`, dtype: "U8", shape: [m.gaps.length], data: m.gaps },
+    { name: `${path}.split_positions`, dtype: "I64", shape: [split.length], data: new Uint8Array(split.buffer) },
+  ];
+}
+
+/** View 16-bit words as bytes (no copy). */
+export const bytesOf = (a: ArrayBufferView): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);

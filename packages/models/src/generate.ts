@@ -1,0 +1,83 @@
+import type { CausalLM } from "./causal-lm.js";
+import { Sampler, type SamplingOptions } from "./sampling.js";
+import type { TextTokenizer } from "./tokenizer.js";
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Most new tokens to produce (default 128). */
+  readonly maxTokens?: number;
+  /** Token ids that end generation (default: the model's EOS ids). Pass [] to never stop early. */
+  readonly stopTokenIds?: readonly number[];
+  /** Strings that end generation when the decoded text contains them (needs a tokenizer). */
+  readonly stopStrings?: readonly string[];
+  readonly tokenizer?: TextTokenizer;
+  /** Keep the KV cache from earlier calls and continue the sequence (chat). */
+  readonly continueSequence?: boolean;
+}
+
+/** One generated token, as the iterator yields it. */
+export interface GeneratedToken {
+  readonly id: number;
+  /** Text this token adds (with a tokenizer). */
+  readonly text: string;
+  /** Why generation stopped, on the last token. */
+  readonly stop?: "eos" | "stop-string" | "max-tokens";
+}
+
+/** Statistics of a finished generation. */
+export interface GenerationStats {
+  readonly promptTokens: number;
+  readonly generatedTokens: number;
+  readonly prefillSeconds: number;
+  readonly decodeSeconds: number;
+}
+
+/**
+ * Generate tokens after a prompt, streaming them. Greedy when temperature is 0 (the default).
+ *
+ * @example
+ * ```ts
+ * for await (const t of generate(model, promptIds, { maxTokens: 32, tokenizer })) process.stdout.write(t.text);
+ * ```
+ */
+export async function* generate(
+  model: CausalLM,
+  prompt: readonly number[],
+  options: GenerateOptions = {},
+  stats?: { value?: GenerationStats },
+): AsyncGenerator<GeneratedToken> {
+  const maxTokens = options.maxTokens ?? 128;
+  const stopIds = new Set(options.stopTokenIds ?? model.config.eosTokenIds);
+  const sampler = new Sampler(options);
+  if (!options.continueSequence) model.reset();
+  if (prompt.length === 0) throw new RangeError("the prompt has no tokens");
+  const context: number[] = [...prompt];
+  const generated: number[] = [];
+  let text = "";
+  let t0 = performance.now();
+  let logits = model.forward(prompt);
+  const prefillSeconds = (performance.now() - t0) / 1000;
+  t0 = performance.now();
+  try {
+    for (let i = 0; i < maxTokens; i++) {
+      await Promise.resolve(); // let consumers and signals run between tokens
+      const id = sampler.next(logits, context);
+      context.push(id);
+      generated.push(id);
+      let piece = "";
+      if (options.tokenizer) {
+        const full = options.tokenizer.decode(generated);
+        piece = full.slice(text.length);
+        text = full;
+      }
+      const hitStopString = options.stopStrings?.some((s) => text.includes(s)) ?? false;
+      const stop = stopIds.has(id) ? "eos" : hitStopString ? "stop-string" : i === maxTokens - 1 ? "max-tokens" : undefined;
+      yield { id, text: piece, stop };
+      if (stop) return;
+      logits = model.forward([id]);
+    }
+  } finally {
+    if (stats) {
+      stats.value = { promptTokens: prompt.length, generatedTokens: generated.length, prefillSeconds, decodeSeconds: (performance.now() - t0) / 1000 };
+    }
+  }
+}
