@@ -10,7 +10,8 @@ import { verifyModel } from "./verify.js";
 import { formatBytes, parseBytes, percent } from "./format-bytes.js";
 import { progressBar } from "./progress.js";
 import { formatCompressSummary, formatInspectReport } from "./report.js";
-import { DEMO_SHAPE, writeSyntheticLlama } from "./synthetic-model.js";
+import { DEMO_SHAPE, writeSyntheticModel } from "@df11/models";
+import { parseIds, runChat, runGenerate, type GenerationFlags } from "./generate-command.js";
 
 const intOption = (v: string) => {
   const n = Number(v);
@@ -100,6 +101,70 @@ program
     }
   });
 
+const numberOption = (name: string, check: (v: number) => boolean) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || !check(n)) throw new InvalidArgumentError(`invalid ${name}`);
+  return n;
+};
+
+/** Sampling flags shared by generate and chat. */
+const withSampling = (cmd: Command) =>
+  cmd
+    .option("-n, --max-tokens <n>", "most tokens to generate", intOption, 128)
+    .option("--temperature <t>", "sampling temperature; 0 = greedy", numberOption("temperature", (v) => v >= 0), 0)
+    .option("--top-k <k>", "keep the k most likely tokens", numberOption("top-k", (v) => Number.isInteger(v) && v >= 0))
+    .option("--top-p <p>", "nucleus sampling threshold", numberOption("top-p", (v) => v > 0 && v <= 1))
+    .option("--min-p <p>", "drop tokens below p × the top probability", numberOption("min-p", (v) => v >= 0 && v < 1))
+    .option("--repetition-penalty <r>", "penalise tokens already in the context (> 1)", numberOption("repetition penalty", (v) => v > 0))
+    .option("--seed <n>", "RNG seed: same seed, same output", intOption)
+    .option("--stop <text...>", "stop when the text contains one of these strings");
+
+const flagsOf = (o: Record<string, unknown>): GenerationFlags => ({
+  maxTokens: o.maxTokens as number,
+  temperature: o.temperature as number,
+  topK: o.topK as number | undefined,
+  topP: o.topP as number | undefined,
+  minP: o.minP as number | undefined,
+  repetitionPenalty: o.repetitionPenalty as number | undefined,
+  seed: o.seed as number | undefined,
+  stop: o.stop as string[] | undefined,
+});
+
+withSampling(
+  program
+    .command("generate")
+    .description("generate text with a BF16 or DFloat11 model on the CPU")
+    .argument("<model>", "model directory")
+    .option("-p, --prompt <text>", "prompt text (needs the model's tokenizer)")
+    .option("--input-ids <ids>", "prompt as token ids, e.g. 1,17,42 (models without a tokenizer)")
+    .option("--chat", "wrap the prompt in the model's chat template")
+    .option("--json", "print one JSON object: tokenIds, text, tokens/s, peak memory"),
+).action(async (modelDir: string, opts) => {
+  const result = await runGenerate(
+    modelDir,
+    { prompt: opts.prompt, inputIds: opts.inputIds ? parseIds(opts.inputIds) : undefined, chat: opts.chat },
+    flagsOf(opts),
+    opts.json ? undefined : (piece) => process.stdout.write(piece),
+  );
+  if (opts.json) console.log(JSON.stringify(result, null, 2));
+  else {
+    process.stdout.write("\n");
+    process.stderr.write(
+      `[${result.tokenIds.length} tokens, ${result.stopReason}; prefill ${result.tokensPerSecond.prefill.toFixed(1)} tok/s, decode ${result.tokensPerSecond.decode.toFixed(1)} tok/s; ${result.weights}; peak RSS ${formatBytes(result.peakRssBytes)}]\n`,
+    );
+  }
+});
+
+withSampling(
+  program
+    .command("chat")
+    .description("chat with a model interactively, using its chat template")
+    .argument("<model>", "model directory")
+    .option("--system <text>", "system prompt"),
+).action(async (modelDir: string, opts) => {
+  await runChat(modelDir, flagsOf(opts), opts.system);
+});
+
 program
   .command("demo")
   .description("build a small Llama-shaped BF16 model, compress it, verify it bit for bit and print the sizes")
@@ -113,7 +178,7 @@ program
       const back = join(work, "bf16-roundtrip");
       const s = DEMO_SHAPE;
       console.log(`1. Writing a Llama-shaped BF16 model (${s.layers} layers, hidden ${s.hidden}, vocab ${s.vocab}) to ${bf16}`);
-      await writeSyntheticLlama(bf16);
+      await writeSyntheticModel(bf16, DEMO_SHAPE, { tokenizer: true });
       console.log(`2. df11 compress ${bf16} -o ${df11}`);
       const summary = await compressModel(bf16, df11, { threads: opts.threads, overwrite: true });
       console.log(formatCompressSummary(summary, df11).replace(/^/gm, "   "));

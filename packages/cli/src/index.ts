@@ -16,7 +16,7 @@ export * from "./compress.js";
 export * from "./decompress.js";
 export * from "./verify.js";
 export * from "./inspect.js";
-export * from "./synthetic-model.js";
+export { DEMO_SHAPE, writeSyntheticModel, type SyntheticModelShape } from "@df11/models";
 export * from "./report.js";
 export { formatBytes, parseBytes } from "./format-bytes.js";
 export type { Progress } from "./progress.js";

@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SafetensorsCollection, writeSafetensors } from "@df11/hub-loader";
 import { fixtureNames, fixturesRoot, fixturesSkipReason, repoRoot } from "../../../test-support/fixtures.js";
-import { compressModel, decompressModel, inspectModel, verifyModel, writeSyntheticLlama, VerificationError, CodecPool } from "../src/index.js";
+import { compressModel, decompressModel, inspectModel, verifyModel, writeSyntheticModel, VerificationError, CodecPool } from "../src/index.js";
 import { syntheticWeights, encodeModule } from "@df11/codec";
 
 const run = promisify(execFile);
@@ -27,7 +27,7 @@ const SMALL = { vocab: 1000, hidden: 64, intermediate: 160, layers: 2, heads: 4,
 describe("df11 on a generated model", () => {
   it("compress → verify --against → decompress is bit-identical, via the real command", async () => {
     const bf16 = join(work, "gen-bf16");
-    await writeSyntheticLlama(bf16, SMALL, 3);
+    await writeSyntheticModel(bf16, SMALL, { seed: 3 });
     await writeFile(join(bf16, "tokenizer.json"), "{}");
     const out = join(work, "gen-df11");
     const { stdout } = await df11("compress", bf16, "-o", out, "--threads", "2");
@@ -66,7 +66,7 @@ describe("df11 on a generated model", () => {
 
   it("keeps a module holding inf as plain BF16 and says so; the model still round-trips", async () => {
     const bf16 = join(work, "inf-bf16");
-    await writeSyntheticLlama(bf16, SMALL, 4);
+    await writeSyntheticModel(bf16, SMALL, { seed: 4 });
     const file = join(bf16, "model.safetensors");
     await using model = await SafetensorsCollection.openDirectory(bf16);
     const tensors = await Promise.all(
@@ -88,7 +88,7 @@ describe("df11 on a generated model", () => {
 
   it("leaves no output behind when compression fails midway", async () => {
     const bf16 = join(work, "bad-bf16");
-    await writeSyntheticLlama(bf16, SMALL, 5);
+    await writeSyntheticModel(bf16, SMALL, { seed: 5 });
     // A layer whose mlp weights are F32: the run must refuse it before writing anything.
     await using model = await SafetensorsCollection.openDirectory(bf16);
     const tensors = await Promise.all(
@@ -161,4 +161,35 @@ describe.skipIf(fixtureNames.length === 0)(`official fixtures through the CLI ($
       expect(report.modules.length).toBe(2 + 2);
     });
   }
+});
+
+describe("df11 generate", () => {
+  it("gives identical tokens from BF16 and DF11, as JSON, and names bad input", async () => {
+    const { writeSyntheticModel } = await import("@df11/models");
+    const bf16 = join(work, "gen-tok-bf16");
+    await writeSyntheticModel(bf16, SMALL, { tokenizer: true, seed: 21 });
+    const out = join(work, "gen-tok-df11");
+    await df11("compress", bf16, "-o", out);
+    const runJson = async (dir: string, ...args: string[]) => JSON.parse((await df11("generate", dir, "--json", "-n", "12", ...args)).stdout);
+    const a = await runJson(bf16, "--prompt", "the water is");
+    const b = await runJson(out, "--prompt", "the water is");
+    expect(a.weights).toBe("bf16");
+    expect(b.weights).toBe("df11");
+    expect(b.tokenIds).toEqual(a.tokenIds);
+    expect(b.text).toBe(a.text);
+    expect(b.tokenIds.length).toBeGreaterThan(0);
+    expect(b.tokensPerSecond.decode).toBeGreaterThan(0);
+    expect(b.peakRssBytes).toBeGreaterThan(1e6);
+    const ids = await runJson(out, "--input-ids", b.promptTokenIds.join(","));
+    expect(ids.tokenIds).toEqual(b.tokenIds);
+    const s1 = await runJson(out, "--prompt", "the water is", "--temperature", "0.9", "--seed", "5");
+    const s2 = await runJson(out, "--prompt", "the water is", "--temperature", "0.9", "--seed", "5");
+    expect(s1.tokenIds).toEqual(s2.tokenIds);
+    await expect(df11("generate", out)).rejects.toMatchObject({ stderr: expect.stringMatching(/--prompt TEXT or --input-ids/) });
+    await expect(df11("generate", out, "--input-ids", "1,x")).rejects.toMatchObject({ stderr: expect.stringMatching(/--input-ids: expected/) });
+    await expect(df11("generate", out, "--input-ids", "99999")).rejects.toMatchObject({ stderr: expect.stringMatching(/token id 99999 is outside/) });
+    const bare = join(work, "gen-no-tokenizer");
+    await writeSyntheticModel(bare, SMALL, { seed: 22 });
+    await expect(df11("generate", bare, "--prompt", "hi")).rejects.toMatchObject({ stderr: expect.stringMatching(/no tokenizer\.json: use --input-ids/) });
+  });
 });

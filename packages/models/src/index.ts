@@ -23,3 +23,4 @@ export * from "./load.js";
 export * from "./sampling.js";
 export * from "./tokenizer.js";
 export * from "./generate.js";
+export * from "./synthetic-model.js";

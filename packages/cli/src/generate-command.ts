@@ -1,0 +1,122 @@
+import { createInterface } from "node:readline/promises";
+import { generate, loadCausalLM, TextTokenizer, type ChatMessage, type GenerateOptions, type GenerationStats } from "@df11/models";
+import { CliError } from "./errors.js";
+
+/** Options shared by `df11 generate` and `df11 chat`. */
+export interface GenerationFlags {
+  readonly maxTokens: number;
+  readonly temperature: number;
+  readonly topK?: number;
+  readonly topP?: number;
+  readonly minP?: number;
+  readonly repetitionPenalty?: number;
+  readonly seed?: number;
+  readonly stop?: string[];
+}
+
+/** The result `df11 generate --json` prints. */
+export interface GenerateResult {
+  readonly model: string;
+  readonly weights: "bf16" | "df11";
+  readonly promptTokenIds: number[];
+  readonly tokenIds: number[];
+  readonly text: string | null;
+  readonly stopReason: string;
+  readonly tokensPerSecond: { readonly prefill: number; readonly decode: number };
+  readonly peakRssBytes: number;
+}
+
+const peakRss = () => process.resourceUsage().maxRSS * 1024;
+
+const samplingOf = (f: GenerationFlags): GenerateOptions => ({
+  maxTokens: f.maxTokens,
+  temperature: f.temperature,
+  topK: f.topK,
+  topP: f.topP,
+  minP: f.minP,
+  repetitionPenalty: f.repetitionPenalty,
+  seed: f.seed,
+  stopStrings: f.stop,
+});
+
+/** Parse `--input-ids 1,2,3`. */
+export function parseIds(text: string): number[] {
+  const ids = text.split(/[\s,]+/).filter(Boolean).map(Number);
+  if (ids.length === 0 || ids.some((v) => !Number.isInteger(v) || v < 0)) throw new CliError(`--input-ids: expected comma-separated token ids, got "${text}"`);
+  return ids;
+}
+
+/**
+ * `df11 generate`: load a BF16 or DF11 model, run the prompt, stream the tokens to `write` (text, or
+ * ids without a tokenizer) and return the result with its speed and peak memory.
+ */
+export async function runGenerate(
+  modelDir: string,
+  input: { prompt?: string; inputIds?: number[]; chat?: boolean },
+  flags: GenerationFlags,
+  write: (piece: string) => void = () => {},
+): Promise<GenerateResult> {
+  using model = await loadCausalLM(modelDir);
+  const tokenizer = await TextTokenizer.load(modelDir);
+  let prompt: number[];
+  if (input.inputIds) prompt = input.inputIds;
+  else {
+    if (input.prompt === undefined) throw new CliError("give --prompt TEXT or --input-ids 1,2,3");
+    if (!tokenizer) throw new CliError(`${modelDir} has no tokenizer.json: use --input-ids`);
+    const text = input.chat ? tokenizer.applyChatTemplate([{ role: "user", content: input.prompt }]) : input.prompt;
+    prompt = tokenizer.encode(text, !input.chat);
+  }
+  const eos = [...new Set([...model.config.eosTokenIds, ...(tokenizer?.eosTokenId !== undefined ? [tokenizer.eosTokenId] : [])])];
+  const stats: { value?: GenerationStats } = {};
+  const ids: number[] = [];
+  let stopReason = "max-tokens";
+  for await (const t of generate(model, prompt, { ...samplingOf(flags), tokenizer, stopTokenIds: eos }, stats)) {
+    ids.push(t.id);
+    write(tokenizer ? t.text : `${ids.length > 1 ? "," : ""}${t.id}`);
+    if (t.stop) stopReason = t.stop;
+  }
+  const s = stats.value!;
+  return {
+    model: modelDir,
+    weights: model.weights.kind,
+    promptTokenIds: prompt,
+    tokenIds: ids,
+    text: tokenizer ? tokenizer.decode(ids) : null,
+    stopReason,
+    tokensPerSecond: { prefill: s.promptTokens / s.prefillSeconds, decode: s.generatedTokens > 1 ? (s.generatedTokens - 1) / s.decodeSeconds : 0 },
+    peakRssBytes: peakRss(),
+  };
+}
+
+/** `df11 chat`: an interactive conversation using the model's chat template. */
+export async function runChat(modelDir: string, flags: GenerationFlags, system?: string): Promise<void> {
+  using model = await loadCausalLM(modelDir);
+  const tokenizer = await TextTokenizer.load(modelDir);
+  if (!tokenizer?.hasChatTemplate) throw new CliError(`${modelDir} has no tokenizer with a chat template; use df11 generate`);
+  const eos = [...new Set([...model.config.eosTokenIds, ...(tokenizer.eosTokenId !== undefined ? [tokenizer.eosTokenId] : [])])];
+  const messages: ChatMessage[] = system ? [{ role: "system", content: system }] : [];
+  const rl = createInterface({ input: process.stdin, output: process.stdout });
+  process.stdout.write(`df11 chat — ${modelDir} (${model.weights.kind}). /reset starts over, /exit quits.\n`);
+  try {
+    for (;;) {
+      const line = (await rl.question("> ").catch(() => "/exit")).trim();
+      if (line === "/exit" || line === "/quit") break;
+      if (line === "/reset") {
+        messages.splice(system ? 1 : 0);
+        continue;
+      }
+      if (!line) continue;
+      messages.push({ role: "user", content: line });
+      const prompt = tokenizer.encode(tokenizer.applyChatTemplate(messages), false);
+      let reply = "";
+      for await (const t of generate(model, prompt, { ...samplingOf(flags), tokenizer, stopTokenIds: eos })) {
+        reply += t.text;
+        process.stdout.write(t.text);
+      }
+      process.stdout.write("\n");
+      messages.push({ role: "assistant", content: reply.trim() });
+    }
+  } finally {
+    rl.close();
+  }
+}

@@ -1,0 +1,88 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { argmax, generate, loadCausalLM, Sampler, TextTokenizer, writeSyntheticModel } from "../src/index.js";
+
+describe("sampling", () => {
+  const logits = Float32Array.from([0.1, 2.5, 2.4, -1, 0.3]);
+  it("greedy is argmax (first on ties), also with temperature 0", () => {
+    expect(argmax(Float32Array.from([1, 3, 3, 2]))).toBe(1);
+    expect(new Sampler().next(logits, [])).toBe(1);
+    expect(new Sampler({ temperature: 0.7, topK: 1 }).next(logits, [])).toBe(1);
+  });
+  it("the same seed draws the same tokens, another seed differs", () => {
+    const draw = (seed: number) => {
+      const s = new Sampler({ temperature: 1.5, seed });
+      return Array.from({ length: 50 }, () => s.next(logits, []));
+    };
+    expect(draw(7)).toEqual(draw(7));
+    expect(draw(7)).not.toEqual(draw(8));
+    expect(new Set(draw(7)).size).toBeGreaterThan(2);
+  });
+  it("top-p, min-p and top-k restrict the candidates", () => {
+    const many = (opts: object) => {
+      const s = new Sampler({ temperature: 1, seed: 1, ...opts });
+      return new Set(Array.from({ length: 200 }, () => s.next(logits, [])));
+    };
+    expect(many({ topK: 2 })).toEqual(new Set([1, 2]));
+    expect(many({ topP: 0.5 })).toEqual(new Set([1, 2]));
+    expect(many({ minP: 0.5 })).toEqual(new Set([1, 2]));
+  });
+  it("the repetition penalty turns greedy away from seen tokens", () => {
+    expect(new Sampler({ repetitionPenalty: 1.2 }).next(logits, [1])).toBe(2);
+  });
+  it("rejects invalid settings", () => {
+    expect(() => new Sampler({ temperature: -1 })).toThrow(/temperature/);
+    expect(() => new Sampler({ topP: 0 })).toThrow(/top-p/);
+  });
+});
+
+describe("generation on a generated model with a tokenizer", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "df11-gen-"));
+    await writeSyntheticModel(join(dir, "m"), { vocab: 512, hidden: 64, intermediate: 128, layers: 2, heads: 4, kvHeads: 2 }, { tokenizer: true, family: "qwen3", seed: 9 });
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("tokenizes, applies the chat template, streams text, and stops on stop strings", async () => {
+    const tok = (await TextTokenizer.load(join(dir, "m")))!;
+    const ids = tok.encode("the water is hot");
+    expect(ids[0]).toBe(1); // <s> from the post-processor
+    expect(tok.decode(ids)).toBe("the water is hot");
+    expect(tok.applyChatTemplate([{ role: "user", content: "hi" }])).toBe("<|user|> hi <|assistant|>");
+    using model = await loadCausalLM(join(dir, "m"));
+    const pieces: string[] = [];
+    const all: number[] = [];
+    for await (const t of generate(model, ids, { maxTokens: 20, tokenizer: tok, stopTokenIds: [] })) {
+      pieces.push(t.text);
+      all.push(t.id);
+    }
+    expect(pieces.join("")).toBe(tok.decode(all));
+    const stopAt = tok.decode(all.slice(0, 3)).trim().split(" ").pop()!;
+    const stopped: number[] = [];
+    let reason: string | undefined;
+    for await (const t of generate(model, ids, { maxTokens: 20, tokenizer: tok, stopTokenIds: [], stopStrings: [stopAt] })) {
+      stopped.push(t.id);
+      reason = t.stop;
+    }
+    expect(reason).toBe("stop-string");
+    expect(stopped.length).toBeLessThanOrEqual(3);
+  });
+
+  it("KV-cached decoding gives the same logits as recomputing the whole sequence", async () => {
+    using model = await loadCausalLM(join(dir, "m"));
+    const seq = [1, 40, 41, 42, 43, 44, 45];
+    const full = model.forward(seq, { allLogits: true });
+    model.reset();
+    model.forward(seq.slice(0, 4));
+    let last = new Float32Array(0);
+    for (const id of seq.slice(4)) last = model.forward([id]);
+    const expected = full.subarray(full.length - 512);
+    const diff = last.reduce((m, v, i) => Math.max(m, Math.abs(v - expected[i])), 0);
+    expect(diff).toBeLessThan(1e-5);
+  });
+});
