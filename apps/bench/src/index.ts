@@ -3,6 +3,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { Command } from "commander";
 import { runCodecBench } from "./codec-bench.js";
+import { measureGeneration, runGenerationBench } from "./generate-bench.js";
 
 const program = new Command("df11-bench").description("df11 benchmarks; results are printed and saved as JSON");
 
@@ -20,6 +21,29 @@ program
     await writeFile(out, JSON.stringify(result, null, 2) + "\n");
     console.log(JSON.stringify(result, null, 2));
     console.log(`saved ${out}`);
+  });
+
+program
+  .command("generate")
+  .description("CPU generation: prefill and decode tokens/s and peak RSS, BF16 vs DF11 of the same model")
+  .option("--prompt-tokens <n>", "prompt length", (v) => Number(v), 64)
+  .option("--new-tokens <n>", "tokens to generate", (v) => Number(v), 32)
+  .option("-o, --out <file>", "JSON output", "bench-results/generate.json")
+  .action(async (opts) => {
+    const result = await runGenerationBench(opts.promptTokens, opts.newTokens);
+    const out = resolve(opts.out);
+    await mkdir(dirname(out), { recursive: true });
+    await writeFile(out, JSON.stringify(result, null, 2) + "\n");
+    console.log(JSON.stringify(result, null, 2));
+  });
+
+program
+  .command("generate-one", { hidden: true })
+  .argument("<dir>")
+  .argument("<promptTokens>")
+  .argument("<newTokens>")
+  .action(async (dir: string, p: string, n: string) => {
+    console.log(JSON.stringify(await measureGeneration(dir, Number(p), Number(n))));
   });
 
 program.parseAsync().catch((e: Error) => {

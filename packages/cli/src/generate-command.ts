@@ -1,5 +1,5 @@
 import { createInterface } from "node:readline/promises";
-import { generate, loadCausalLM, TextTokenizer, type ChatMessage, type GenerateOptions, type GenerationStats } from "@df11/models";
+import { generate, loadCausalLM, peakRssBytes, TextTokenizer, type ChatMessage, type GenerateOptions, type GenerationStats } from "@df11/models";
 import { CliError } from "./errors.js";
 
 /** Options shared by `df11 generate` and `df11 chat`. */
@@ -26,7 +26,7 @@ export interface GenerateResult {
   readonly peakRssBytes: number;
 }
 
-const peakRss = () => process.resourceUsage().maxRSS * 1024;
+
 
 const samplingOf = (f: GenerationFlags): GenerateOptions => ({
   maxTokens: f.maxTokens,
@@ -84,7 +84,7 @@ export async function runGenerate(
     text: tokenizer ? tokenizer.decode(ids) : null,
     stopReason,
     tokensPerSecond: { prefill: s.promptTokens / s.prefillSeconds, decode: s.generatedTokens > 1 ? (s.generatedTokens - 1) / s.decodeSeconds : 0 },
-    peakRssBytes: peakRss(),
+    peakRssBytes: peakRssBytes(),
   };
 }
 

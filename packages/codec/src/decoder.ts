@@ -3,8 +3,17 @@ import { decodeTableFor, FAST_BITS, lookupExponent } from "./decode-table.js";
 import { BYTES_PER_BLOCK, THREADS_PER_BLOCK, blockCount, blockStart, readGap, validateModule, type DF11Module } from "./format.js";
 
 /** The coded stream as big-endian 32-bit words plus two zero words, so reads never run off the end. */
+let wordsScratch = new Uint32Array(0);
+
+/**
+ * The stream as big-endian words, in a scratch buffer reused across calls (decoding is synchronous, so
+ * one per thread suffices): repeated decodes — a model decoding every module each step — make no garbage.
+ */
 function streamWords(bytes: Uint8Array): Uint32Array {
-  const words = new Uint32Array(Math.ceil(bytes.length / 4) + 2);
+  const needed = Math.ceil(bytes.length / 4) + 2;
+  if (wordsScratch.length < needed) wordsScratch = new Uint32Array(Math.max(needed, Math.ceil(wordsScratch.length * 1.5)));
+  const words = wordsScratch;
+  words.fill(0, 0, needed);
   const full = bytes.length >>> 2;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (let i = 0; i < full; i++) words[i] = view.getUint32(i * 4, false);

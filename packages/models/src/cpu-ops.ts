@@ -16,6 +16,14 @@ function widenRow(w: Uint16Array, offset: number, cols: number): Float32Array {
   return rowScratch.f32;
 }
 
+/** float32 value of every BF16 bit pattern (256 KB): one load widens a weight inside the dot product. */
+const BF16_TO_F32 = (() => {
+  const t = new Float32Array(65536);
+  const u = new Uint32Array(t.buffer);
+  for (let i = 0; i < 65536; i++) u[i] = i << 16;
+  return t;
+})();
+
 /** BF16 bits → float32 values. */
 export function widenBF16(w: Uint16Array): Float32Array {
   const out = new Float32Array(w.length);
@@ -38,6 +46,32 @@ export function linear(
   bias: Float32Array | undefined,
   out: Float32Array,
 ): void {
+  if (rows < 4) {
+    // Few rows (decoding): widen each weight through the table inside the dot product.
+    const t = BF16_TO_F32;
+    for (let o = 0; o < outFeatures; o++) {
+      const wo = wOffset + o * inFeatures;
+      const b = bias ? bias[o] : 0;
+      for (let r = 0; r < rows; r++) {
+        const xo = r * inFeatures;
+        let s0 = 0;
+        let s1 = 0;
+        let s2 = 0;
+        let s3 = 0;
+        let i = 0;
+        for (; i + 4 <= inFeatures; i += 4) {
+          s0 += x[xo + i] * t[w[wo + i]];
+          s1 += x[xo + i + 1] * t[w[wo + i + 1]];
+          s2 += x[xo + i + 2] * t[w[wo + i + 2]];
+          s3 += x[xo + i + 3] * t[w[wo + i + 3]];
+        }
+        for (; i < inFeatures; i++) s0 += x[xo + i] * t[w[wo + i]];
+        out[r * outFeatures + o] = s0 + s1 + s2 + s3 + b;
+      }
+    }
+    return;
+  }
+  // Many rows (prefill): widen each weight row once, reuse it for every input row.
   for (let o = 0; o < outFeatures; o++) {
     const wr = widenRow(w, wOffset + o * inFeatures, inFeatures);
     const b = bias ? bias[o] : 0;

@@ -24,3 +24,4 @@ export * from "./sampling.js";
 export * from "./tokenizer.js";
 export * from "./generate.js";
 export * from "./synthetic-model.js";
+export * from "./memory.js";
