@@ -8,6 +8,8 @@ import { WeightLayoutError } from "./errors.js";
 export interface ForwardOptions {
   /** Return logits for every input position ([rows, vocab]) instead of only the last one. */
   readonly allLogits?: boolean;
+  /** Called with the residual stream after each layer ([rows, hidden]; a view, copy to keep it). */
+  readonly onLayerOutput?: (layer: number, hidden: Float32Array) => void;
 }
 
 /** Reusable activation buffers, grown to the largest batch of rows seen. */
@@ -166,6 +168,7 @@ export class CausalLM implements Disposable {
       this.proj(s.gate, rows, this.weights.matrix(`${p}.mlp.down_proj.weight`, H, I), c.mlpBias ? this.vector(`${p}.mlp.down_proj.bias`, H) : undefined, s.o);
       if (c.sandwichNorms) rmsNorm(s.o, rows, H, this.vector(`${p}.post_feedforward_layernorm.weight`, H), eps, unit, s.o);
       addInPlace(s.h, s.o, rows * H);
+      options.onLayerOutput?.(l, s.h.subarray(0, rows * H));
     }
     this.cache.length = start + rows;
 

@@ -85,8 +85,9 @@ const FAMILY_BY_MODEL_TYPE: Record<string, Family> = {
 };
 
 /** Parse the RoPE settings of one rope dict (`rope_scaling` merged with `rope_theta`, or a `rope_parameters` entry). */
-function parseRope(params: Raw, where: string, partialRotaryFactor: number): RopeSettings {
+function parseRope(params: Raw, where: string, fallbackPartialRotaryFactor: number): RopeSettings {
   const type = (params.rope_type ?? params.type ?? "default") as string;
+  const partialRotaryFactor = num(params, "partial_rotary_factor", fallbackPartialRotaryFactor, (v) => v > 0 && v <= 1);
   const theta = num(params, "rope_theta", 10000);
   if (type === "default") return { type, theta, partialRotaryFactor };
   if (type === "linear") return { type, theta, partialRotaryFactor, factor: num(params, "factor") };
