@@ -11,6 +11,8 @@ import { formatBytes, parseBytes, percent } from "./format-bytes.js";
 import { progressBar } from "./progress.js";
 import { formatCompressSummary, formatInspectReport } from "./report.js";
 import { DEMO_SHAPE, writeSyntheticModel } from "@df11/models";
+import { listCachedModels, resolveModel } from "@df11/hub-loader";
+import { downloadBar, modelDirectory } from "./model-source.js";
 import { parseIds, runChat, runGenerate, type GenerationFlags } from "./generate-command.js";
 
 const intOption = (v: string) => {
@@ -34,13 +36,14 @@ const program = new Command("df11")
 program
   .command("compress")
   .description("compress a BF16 Hugging Face model directory into DFloat11")
-  .argument("<bf16-dir>", "model directory (config.json + *.safetensors)")
+  .argument("<bf16-model>", "model directory (config.json + *.safetensors) or Hub repo id")
   .requiredOption("-o, --output <dir>", "output directory (created atomically)")
   .option("-t, --threads <n>", "worker threads (default: all cores)", intOption)
   .option("--max-shard-size <size>", "largest output shard, e.g. 5GB", sizeOption)
   .option("-f, --force", "replace the output directory if it exists")
   .action(async (input: string, opts) => {
     const bar = progressBar("compress");
+    input = await modelDirectory(input);
     const summary = await compressModel(input, opts.output, {
       threads: opts.threads,
       maxShardBytes: opts.maxShardSize,
@@ -54,12 +57,13 @@ program
 program
   .command("decompress")
   .description("decode a DFloat11 model back into a bit-identical BF16 model")
-  .argument("<df11-dir>", "DFloat11 model directory")
+  .argument("<df11-model>", "DFloat11 model directory or Hub repo id")
   .requiredOption("-o, --output <dir>", "output directory (created atomically)")
   .option("-t, --threads <n>", "worker threads (default: all cores)", intOption)
   .option("--max-shard-size <size>", "largest output shard, e.g. 5GB", sizeOption)
   .option("-f, --force", "replace the output directory if it exists")
   .action(async (input: string, opts) => {
+    input = await modelDirectory(input);
     const bar = progressBar("decompress");
     const s = await decompressModel(input, opts.output, {
       threads: opts.threads,
@@ -73,24 +77,26 @@ program
 program
   .command("inspect")
   .description("per-module sizes, ratio, exponent entropy, code lengths and LUT rows of a DFloat11 model")
-  .argument("<dir>", "DFloat11 model directory")
+  .argument("<model>", "DFloat11 model directory or Hub repo id")
   .option("--json", "print JSON")
   .option("-t, --threads <n>", "worker threads", intOption)
   .action(async (dir: string, opts) => {
-    const report = await inspectModel(dir, { threads: opts.threads });
+    const report = await inspectModel(await modelDirectory(dir), { threads: opts.threads });
     console.log(opts.json ? JSON.stringify(report, null, 2) : formatInspectReport(report));
   });
 
 program
   .command("verify")
   .description("decode every module (also with the GPU kernel's semantics) and check it, optionally against the original")
-  .argument("<df11-dir>", "DFloat11 model directory")
-  .option("--against <bf16-dir>", "original BF16 model: compare every tensor bit for bit")
+  .argument("<df11-model>", "DFloat11 model directory or Hub repo id")
+  .option("--against <bf16-model>", "original BF16 model (directory or repo id): compare every tensor bit for bit")
   .option("--json", "print JSON")
   .option("-t, --threads <n>", "worker threads", intOption)
   .action(async (dir: string, opts) => {
+    dir = await modelDirectory(dir);
+    const against = opts.against ? await modelDirectory(opts.against) : undefined;
     const bar = progressBar("verify");
-    const r = await verifyModel(dir, { against: opts.against, threads: opts.threads, onProgress: bar.update }).finally(bar.stop);
+    const r = await verifyModel(dir, { against, threads: opts.threads, onProgress: bar.update }).finally(bar.stop);
     if (opts.json) console.log(JSON.stringify({ ok: true, ...r }, null, 2));
     else {
       console.log(
@@ -134,14 +140,14 @@ withSampling(
   program
     .command("generate")
     .description("generate text with a BF16 or DFloat11 model on the CPU")
-    .argument("<model>", "model directory")
+    .argument("<model>", "model directory or Hub repo id, e.g. DFloat11/Qwen3-8B-DF11")
     .option("-p, --prompt <text>", "prompt text (needs the model's tokenizer)")
     .option("--input-ids <ids>", "prompt as token ids, e.g. 1,17,42 (models without a tokenizer)")
     .option("--chat", "wrap the prompt in the model's chat template")
     .option("--json", "print one JSON object: tokenIds, text, tokens/s, peak memory"),
 ).action(async (modelDir: string, opts) => {
   const result = await runGenerate(
-    modelDir,
+    await modelDirectory(modelDir),
     { prompt: opts.prompt, inputIds: opts.inputIds ? parseIds(opts.inputIds) : undefined, chat: opts.chat },
     flagsOf(opts),
     opts.json ? undefined : (piece) => process.stdout.write(piece),
@@ -159,11 +165,36 @@ withSampling(
   program
     .command("chat")
     .description("chat with a model interactively, using its chat template")
-    .argument("<model>", "model directory")
+    .argument("<model>", "model directory or Hub repo id")
     .option("--system <text>", "system prompt"),
 ).action(async (modelDir: string, opts) => {
-  await runChat(modelDir, flagsOf(opts), opts.system);
+  await runChat(await modelDirectory(modelDir), flagsOf(opts), opts.system);
 });
+
+program
+  .command("download")
+  .description("download a model from the Hugging Face Hub into the shared cache (the one Python's huggingface_hub uses)")
+  .argument("<repo>", "org/name[@revision]")
+  .action(async (repo: string) => {
+    const bar = downloadBar(`download ${repo}`);
+    const r = await resolveModel(repo, { refresh: true, onProgress: bar.update }).finally(bar.stop);
+    console.log(`${r.repo?.id}@${r.commit}: ${r.downloadedFiles ? `downloaded ${r.downloadedFiles} files` : "already complete in the cache"} → ${r.dir}`);
+  });
+
+program
+  .command("ls")
+  .description("list the models in the Hugging Face cache: DF11 or BF16, sizes")
+  .option("--json", "print JSON")
+  .action(async (opts) => {
+    const models = await listCachedModels();
+    if (opts.json) return console.log(JSON.stringify(models, null, 2));
+    if (models.length === 0) return console.log("no models in the cache");
+    const width = Math.max(...models.map((m) => m.id.length));
+    for (const m of models) {
+      const rev = m.revisions[0];
+      console.log(`${m.id.padEnd(width)}  ${m.format.padEnd(7)}  ${formatBytes(m.sizeBytes).padStart(10)}  ${rev ? `${rev.commit.slice(0, 10)} ${rev.refs.join(",")}` : ""}`);
+    }
+  });
 
 program
   .command("demo")

@@ -193,3 +193,40 @@ describe("df11 generate", () => {
     await expect(df11("generate", bare, "--prompt", "hi")).rejects.toMatchObject({ stderr: expect.stringMatching(/no tokenizer\.json: use --input-ids/) });
   });
 });
+
+describe("repo ids everywhere, through a local Hub", () => {
+  it("df11 download / generate / inspect / ls take org/name, share the cache, and work offline afterwards", async () => {
+    const { readdir, readFile } = await import("node:fs/promises");
+    const { FakeHub } = await import("../../../test-support/fake-hub.js");
+    const { writeSyntheticModel } = await import("@df11/models");
+    const local = join(work, "hub-src");
+    await writeSyntheticModel(join(local, "bf16"), SMALL, { tokenizer: true, seed: 31 });
+    await compressModel(join(local, "bf16"), join(local, "df11"));
+    const files: Record<string, Uint8Array> = {};
+    for (const f of await readdir(join(local, "df11"))) files[f] = await readFile(join(local, "df11", f));
+    const hub = new FakeHub().add({ id: "DFloat11/Tiny-DF11", commit: "a".repeat(40), files });
+    await hub.start();
+    const env = { ...process.env, HF_ENDPOINT: hub.endpoint, HF_HUB_CACHE: join(work, "hf-cache"), HF_TOKEN: "" };
+    const cli = (...args: string[]) => run(process.execPath, [bin, ...args], { env });
+    try {
+      const dl = await cli("download", "DFloat11/Tiny-DF11");
+      expect(dl.stdout).toMatch(/downloaded \d+ files/);
+      const viaHub = JSON.parse((await cli("generate", "DFloat11/Tiny-DF11", "--prompt", "the water is", "-n", "8", "--json")).stdout);
+      const viaDir = JSON.parse((await df11("generate", join(local, "df11"), "--prompt", "the water is", "-n", "8", "--json")).stdout);
+      expect(viaHub.tokenIds).toEqual(viaDir.tokenIds);
+      expect(viaHub.weights).toBe("df11");
+      const inspected = JSON.parse((await cli("inspect", "DFloat11/Tiny-DF11", "--json")).stdout);
+      expect(inspected.modules.length).toBe(4);
+      const ls = (await cli("ls")).stdout;
+      expect(ls).toMatch(/DFloat11\/Tiny-DF11\s+df11/);
+      await hub.stop();
+      const offline = await run(process.execPath, [bin, "generate", "DFloat11/Tiny-DF11", "--prompt", "the water is", "-n", "8", "--json"], { env: { ...env, HF_HUB_OFFLINE: "1" } });
+      expect(JSON.parse(offline.stdout).tokenIds).toEqual(viaDir.tokenIds);
+      await expect(run(process.execPath, [bin, "inspect", "DFloat11/Other-DF11"], { env: { ...env, HF_HUB_OFFLINE: "1" } })).rejects.toMatchObject({
+        stderr: expect.stringMatching(/offline mode \(HF_HUB_OFFLINE=1\).*refs\/main/),
+      });
+    } finally {
+      await hub.stop();
+    }
+  });
+});

@@ -17,3 +17,8 @@ export * from "./safetensors-collection.js";
 export * from "./sharded-writer.js";
 export * from "./atomic.js";
 export * from "./model-directory.js";
+export * from "./hub/environment.js";
+export * from "./hub/cache-layout.js";
+export * from "./hub/download.js";
+export * from "./hub/resolve.js";
+export * from "./hub/list-cache.js";

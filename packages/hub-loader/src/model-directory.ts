@@ -29,6 +29,9 @@ export async function readModelConfig(directory: string): Promise<ModelConfig> {
 /** Files that travel with the weights: tokenizer, generation settings, chat template, licence. */
 const SIDE_FILE = /^(tokenizer.*|special_tokens_map\.json|added_tokens\.json|vocab\..*|merges\.txt|.*\.tiktoken|generation_config\.json|chat_template\..*|preprocessor_config\.json|LICEN[CS]E.*|NOTICE.*)$/;
 
+/** Whether a file name is one of a model's side files (tokenizer, generation config, chat template, …). */
+export const isSideFile = (name: string): boolean => SIDE_FILE.test(name);
+
 /** Names of the side files present in a model directory. */
 export async function listSideFiles(directory: string): Promise<string[]> {
   return (await readdir(directory)).filter((f) => SIDE_FILE.test(f)).sort();
