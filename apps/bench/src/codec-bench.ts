@@ -1,5 +1,5 @@
 import { availableParallelism, cpus } from "node:os";
-import { decodeModule, encodeModule, exponentHistogram, entropyBits, moduleStats, syntheticWeights } from "@df11/codec";
+import { decodeModule, encodeModule, exponentHistogram, entropyBits, moduleStats, syntheticWeights, type EncodeResult } from "@df11/codec";
 import { CodecPool } from "@df11/cli";
 
 export interface CodecBenchResult {
@@ -52,10 +52,10 @@ export async function runCodecBench(elements: number, threads = availableParalle
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const encodeRuns: number[] = [];
   const decodeRuns: number[] = [];
-  let t = process.hrtime.bigint();
-  let encoded = encodeModule([weights]);
-  let decoded = new Uint16Array(0);
-  for (let r = 0; r < repetitions; r++) {
+  let t: bigint;
+  let encoded: EncodeResult | undefined;
+  let decoded: Uint16Array = new Uint16Array(0);
+  for (let r = 0; r < Math.max(1, repetitions); r++) {
     t = process.hrtime.bigint();
     encoded = encodeModule([weights]);
     encodeRuns.push(seconds(t));
@@ -63,7 +63,7 @@ export async function runCodecBench(elements: number, threads = availableParalle
     decoded = decodeModule(encoded.module);
     decodeRuns.push(seconds(t));
   }
-  const { module, histogram } = encoded;
+  const { module, histogram } = encoded!;
   const encodeSeconds = median(encodeRuns);
   const decodeSeconds = median(decodeRuns);
   if (Buffer.compare(Buffer.from(decoded.buffer), Buffer.from(weights.buffer)) !== 0) throw new Error("decode mismatch");
