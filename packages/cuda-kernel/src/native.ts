@@ -45,13 +45,14 @@ export interface NativeModule {
 const here = typeof __dirname === "string" ? __dirname : dirname(fileURLToPath(import.meta.url));
 const packageRoot = join(here, "..");
 
-/** Where the binary is looked for, in order. */
+/** Where the binary is looked for, in order; `DF11_CUDA_ADDON` names the only place to look. */
 export const addonCandidates = (): string[] =>
-  [
-    process.env.DF11_CUDA_ADDON,
-    join(packageRoot, "prebuilds", `${process.platform}-${process.arch}`, "df11_cuda.node"),
-    join(packageRoot, "build", "Release", "df11_cuda.node"),
-  ].filter((p): p is string => !!p);
+  process.env.DF11_CUDA_ADDON
+    ? [process.env.DF11_CUDA_ADDON]
+    : [
+        join(packageRoot, "prebuilds", `${process.platform}-${process.arch}`, "df11_cuda.node"),
+        join(packageRoot, "build", "Release", "df11_cuda.node"),
+      ];
 
 let addon: NativeAddon | undefined;
 let loadError: CudaUnavailableError | undefined;
