@@ -4,6 +4,7 @@ import { dirname, resolve } from "node:path";
 import { Command } from "commander";
 import { runCodecBench } from "./codec-bench.js";
 import { measureGeneration, runGenerationBench } from "./generate-bench.js";
+import { plotResults } from "./plot.js";
 
 const program = new Command("df11-bench").description("df11 benchmarks; results are printed and saved as JSON");
 
@@ -35,6 +36,14 @@ program
     await mkdir(dirname(out), { recursive: true });
     await writeFile(out, JSON.stringify(result, null, 2) + "\n");
     console.log(JSON.stringify(result, null, 2));
+  });
+
+program
+  .command("plot")
+  .description("SVG charts of saved results (kernel-h100.json, codec-cpu.json, generate-cpu.json) in a directory")
+  .argument("[dir]", "results directory", "apps/bench/results")
+  .action(async (dir: string) => {
+    for (const path of await plotResults(resolve(dir))) console.log(`wrote ${path}`);
   });
 
 program

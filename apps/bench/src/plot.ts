@@ -1,0 +1,105 @@
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+
+/** One bar of a chart. */
+interface Bar {
+  readonly label: string;
+  readonly value: number;
+  /** Ours vs. a reference, for colour. */
+  readonly kind: "ours" | "reference" | "target";
+}
+
+const COLORS = { ours: "#2f6fde", reference: "#9aa3ad", target: "#e08a2c" } as const;
+const escape = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;");
+
+/** A horizontal bar chart as a standalone SVG (no dependencies). */
+export function barChart(title: string, unit: string, bars: readonly Bar[]): string {
+  const width = 860;
+  const left = 250;
+  const rowHeight = 34;
+  const top = 48;
+  const height = top + bars.length * rowHeight + 30;
+  const max = Math.max(...bars.map((b) => b.value)) * 1.15;
+  const scale = (v: number) => ((width - left - 20) * v) / max;
+  const rows = bars
+    .map((b, i) => {
+      const y = top + i * rowHeight;
+      const w = scale(b.value);
+      return [
+        `<text x="${left - 10}" y="${y + 20}" text-anchor="end" font-size="13">${escape(b.label)}</text>`,
+        `<rect x="${left}" y="${y + 6}" width="${w.toFixed(1)}" height="20" fill="${COLORS[b.kind]}" rx="2"/>`,
+        `<text x="${left + w + 6}" y="${y + 21}" font-size="12">${b.value.toLocaleString("en", { maximumFractionDigits: b.value < 10 ? 2 : 0 })} ${escape(unit)}</text>`,
+      ].join("");
+    })
+    .join("\n");
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="Helvetica, Arial, sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+<text x="16" y="28" font-size="16" font-weight="bold">${escape(title)}</text>
+${rows}
+<text x="16" y="${height - 8}" font-size="11" fill="#555">blue: df11 · grey: reference · orange: target</text>
+</svg>
+`;
+}
+
+const readJson = async (path: string) => JSON.parse(await readFile(path, "utf8"));
+
+/** Charts of the saved results in `dir` (kernel-h100.json, codec-cpu.json, generate-cpu.json), written beside them. */
+export async function plotResults(dir: string): Promise<string[]> {
+  const written: string[] = [];
+  const save = async (name: string, svg: string) => {
+    const path = join(dir, name);
+    await writeFile(path, svg);
+    written.push(path);
+  };
+  const kernel = await readJson(join(dir, "kernel-h100.json")).catch(() => undefined);
+  if (kernel) {
+    await save(
+      "kernel-h100.svg",
+      barChart(`GPU decode of one Llama-3.1-8B layer (218 M weights), ${kernel.device.name}`, "GB/s", [
+        { label: "df11 decode kernel", value: kernel.decode.outputGBps, kind: "ours" },
+        { label: "official dfloat11 kernel (0.82 ms)", value: 531, kind: "reference" },
+        { label: "target", value: 1200, kind: "target" },
+        { label: "stretch target", value: 1600, kind: "target" },
+        { label: "format limit (issue #3)", value: 1800, kind: "reference" },
+        { label: "device copy, read+write", value: kernel.deviceToDeviceCopy.readPlusWriteGBps, kind: "reference" },
+      ]),
+    );
+  }
+  const codec = await readJson(join(dir, "codec-cpu.json")).catch(() => undefined);
+  if (codec) {
+    await save(
+      "codec-cpu.svg",
+      barChart(`CPU codec, ${(codec.elements / 1e6).toFixed(0)} M BF16 weights (${codec.machine.cpu})`, "M elements/s", [
+        { label: "encode, 1 core (median)", value: codec.singleCore.encodeElementsPerSecond / 1e6, kind: "ours" },
+        { label: "encode target per core", value: 100, kind: "target" },
+        { label: "official Python encoder", value: 1.5, kind: "reference" },
+        { label: "decode, 1 core (median)", value: codec.singleCore.decodeElementsPerSecond / 1e6, kind: "ours" },
+        { label: "decode target per core", value: 150, kind: "target" },
+        { label: `decode, ${codec.allCores.threads} threads`, value: codec.allCores.decodeElementsPerSecond / 1e6, kind: "ours" },
+      ]),
+    );
+  }
+  const gen = await readJson(join(dir, "generate-cpu.json")).catch(() => undefined);
+  if (gen) {
+    const [bf16, df11] = gen.runs;
+    await save(
+      "generate-cpu-speed.svg",
+      barChart(`CPU generation, ${gen.shape.layers}-layer llama-shaped model: speed`, "tokens/s", [
+        { label: "BF16 prefill", value: bf16.prefillTokensPerSecond, kind: "reference" },
+        { label: "DF11 prefill", value: df11.prefillTokensPerSecond, kind: "ours" },
+        { label: "BF16 decode", value: bf16.decodeTokensPerSecond, kind: "reference" },
+        { label: "DF11 decode (decodes every module per token)", value: df11.decodeTokensPerSecond, kind: "ours" },
+      ]),
+    );
+    await save(
+      "generate-cpu-memory.svg",
+      barChart(`CPU generation, ${gen.shape.layers}-layer llama-shaped model: memory`, "MiB", [
+        { label: "BF16 weights resident", value: bf16.residentWeightBytes / 2 ** 20, kind: "reference" },
+        { label: "DF11 weights resident", value: df11.residentWeightBytes / 2 ** 20, kind: "ours" },
+        { label: "BF16 peak RSS", value: bf16.peakRssBytes / 2 ** 20, kind: "reference" },
+        { label: "DF11 peak RSS", value: df11.peakRssBytes / 2 ** 20, kind: "ours" },
+      ]),
+    );
+  }
+  return written;
+}
