@@ -1,6 +1,6 @@
 import { availableParallelism } from "node:os";
 import { writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve as resolvePath } from "node:path";
 import { moduleStats, UncodableExponentError } from "@df11/codec";
 import {
   copySideFiles,
@@ -53,6 +53,7 @@ export interface CompressSummary {
  */
 export async function compressModel(input: string, output: string, options: CompressOptions = {}): Promise<CompressSummary> {
   const started = performance.now();
+  if (resolvePath(input) === resolvePath(output)) throw new CliError(`${output}: the output must not be the input directory`);
   const config = await readModelConfig(input);
   await using weights = await SafetensorsCollection.openDirectory(input);
   const descriptors = weights.names().map((n) => ({ name: n, dtype: weights.info(n).dtype, shape: weights.info(n).shape }));

@@ -1,6 +1,6 @@
 import { availableParallelism } from "node:os";
 import { writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve as resolvePath } from "node:path";
 import { splitWeights } from "@df11/codec";
 import {
   copySideFiles,
@@ -36,6 +36,7 @@ export interface DecompressSummary {
 /** Decode a DFloat11 model back into a standard BF16 model whose tensors are bit-identical to the original. */
 export async function decompressModel(input: string, output: string, options: DecompressOptions = {}): Promise<DecompressSummary> {
   const started = performance.now();
+  if (resolvePath(input) === resolvePath(output)) throw new CliError(`${output}: the output must not be the input directory`);
   const config = await readModelConfig(input);
   const patternDict = patternDictOf(config, input);
   await using weights = await SafetensorsCollection.openDirectory(input);

@@ -230,3 +230,36 @@ describe("repo ids everywhere, through a local Hub", () => {
     }
   });
 });
+
+describe("generic models", () => {
+  it("an unknown architecture compresses every BF16 matrix alone, keeps the rest, and round-trips with shapes", async () => {
+    const { syntheticWeights } = await import("@df11/codec");
+    const { bytesOf } = await import("@df11/models");
+    const dir = join(work, "generic-bf16");
+    const { mkdir } = await import("node:fs/promises");
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, "config.json"), JSON.stringify({ _class_name: "FluxTransformer2DModel", architectures: ["FluxTransformer2DModel"] }));
+    await writeSafetensors(join(dir, "diffusion_pytorch_model.safetensors"), [
+      { name: "transformer_blocks.0.attn.to_q.weight", dtype: "BF16", shape: [96, 64], data: bytesOf(syntheticWeights(96 * 64, 1)) },
+      { name: "transformer_blocks.1.attn.to_q.weight", dtype: "BF16", shape: [96, 64], data: bytesOf(syntheticWeights(96 * 64, 2)) },
+      { name: "proj_out.weight", dtype: "BF16", shape: [3, 5, 64], data: bytesOf(syntheticWeights(3 * 5 * 64, 3)) },
+      { name: "proj_out.bias", dtype: "F32", shape: [4], data: new Uint8Array(16) },
+    ]);
+    const out = join(work, "generic-df11");
+    const s = await compressModel(dir, out);
+    expect(s.architecture).toBe("generic");
+    expect(s.modules).toBe(2);
+    const config = JSON.parse(readFileSync(join(out, "config.json"), "utf8"));
+    expect(config.dfloat11_config.pattern_dict).toEqual({ "transformer_blocks\\.\\d+\\.attn\\.to_q": [] });
+    await verifyModel(out, { against: dir });
+    const back = join(work, "generic-back");
+    await decompressModel(out, back);
+    await using a = await SafetensorsCollection.openDirectory(dir);
+    await using b = await SafetensorsCollection.openDirectory(back);
+    for (const n of a.names()) {
+      expect(b.info(n).shape, n).toEqual(a.info(n).shape);
+      expect(Buffer.from(await b.read(n)).equals(Buffer.from(await a.read(n))), n).toBe(true);
+    }
+    await expect(compressModel(dir, dir, { overwrite: true })).rejects.toThrow(/must not be the input/);
+  });
+});
