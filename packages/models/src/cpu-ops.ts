@@ -47,49 +47,75 @@ export function linear(
   out: Float32Array,
 ): void {
   if (rows < 4) {
-    // Few rows (decoding): widen each weight through the table inside the dot product.
+    // Few rows (decoding): widen weights through the table inside the dot products, four output rows
+    // at a time so each activation load serves four weights.
     const t = BF16_TO_F32;
-    for (let o = 0; o < outFeatures; o++) {
-      const wo = wOffset + o * inFeatures;
-      const b = bias ? bias[o] : 0;
-      for (let r = 0; r < rows; r++) {
-        const xo = r * inFeatures;
+    for (let r = 0; r < rows; r++) {
+      const xo = r * inFeatures;
+      const oo = r * outFeatures;
+      let o = 0;
+      for (; o + 4 <= outFeatures; o += 4) {
+        const a = wOffset + o * inFeatures;
+        const b = a + inFeatures;
+        const c = b + inFeatures;
+        const d = c + inFeatures;
         let s0 = 0;
         let s1 = 0;
         let s2 = 0;
         let s3 = 0;
-        let i = 0;
-        for (; i + 4 <= inFeatures; i += 4) {
-          s0 += x[xo + i] * t[w[wo + i]];
-          s1 += x[xo + i + 1] * t[w[wo + i + 1]];
-          s2 += x[xo + i + 2] * t[w[wo + i + 2]];
-          s3 += x[xo + i + 3] * t[w[wo + i + 3]];
+        for (let i = 0; i < inFeatures; i++) {
+          const xi = x[xo + i];
+          s0 += xi * t[w[a + i]];
+          s1 += xi * t[w[b + i]];
+          s2 += xi * t[w[c + i]];
+          s3 += xi * t[w[d + i]];
         }
-        for (; i < inFeatures; i++) s0 += x[xo + i] * t[w[wo + i]];
-        out[r * outFeatures + o] = s0 + s1 + s2 + s3 + b;
+        out[oo + o] = s0 + (bias ? bias[o] : 0);
+        out[oo + o + 1] = s1 + (bias ? bias[o + 1] : 0);
+        out[oo + o + 2] = s2 + (bias ? bias[o + 2] : 0);
+        out[oo + o + 3] = s3 + (bias ? bias[o + 3] : 0);
+      }
+      for (; o < outFeatures; o++) {
+        const a = wOffset + o * inFeatures;
+        let s0 = 0;
+        for (let i = 0; i < inFeatures; i++) s0 += x[xo + i] * t[w[a + i]];
+        out[oo + o] = s0 + (bias ? bias[o] : 0);
       }
     }
     return;
   }
-  // Many rows (prefill): widen each weight row once, reuse it for every input row.
+  // Many rows (prefill): widen each weight row once, and run it against four input rows at a time so
+  // each widened weight load serves four products.
   for (let o = 0; o < outFeatures; o++) {
     const wr = widenRow(w, wOffset + o * inFeatures, inFeatures);
     const b = bias ? bias[o] : 0;
-    for (let r = 0; r < rows; r++) {
-      const xo = r * inFeatures;
+    let r = 0;
+    for (; r + 4 <= rows; r += 4) {
+      const x0 = r * inFeatures;
+      const x1 = x0 + inFeatures;
+      const x2 = x1 + inFeatures;
+      const x3 = x2 + inFeatures;
       let s0 = 0;
       let s1 = 0;
       let s2 = 0;
       let s3 = 0;
-      let i = 0;
-      for (; i + 4 <= inFeatures; i += 4) {
-        s0 += x[xo + i] * wr[i];
-        s1 += x[xo + i + 1] * wr[i + 1];
-        s2 += x[xo + i + 2] * wr[i + 2];
-        s3 += x[xo + i + 3] * wr[i + 3];
+      for (let i = 0; i < inFeatures; i++) {
+        const wi = wr[i];
+        s0 += x[x0 + i] * wi;
+        s1 += x[x1 + i] * wi;
+        s2 += x[x2 + i] * wi;
+        s3 += x[x3 + i] * wi;
       }
-      for (; i < inFeatures; i++) s0 += x[xo + i] * wr[i];
-      out[r * outFeatures + o] = s0 + s1 + s2 + s3 + b;
+      out[r * outFeatures + o] = s0 + b;
+      out[(r + 1) * outFeatures + o] = s1 + b;
+      out[(r + 2) * outFeatures + o] = s2 + b;
+      out[(r + 3) * outFeatures + o] = s3 + b;
+    }
+    for (; r < rows; r++) {
+      const xo = r * inFeatures;
+      let s0 = 0;
+      for (let i = 0; i < inFeatures; i++) s0 += x[xo + i] * wr[i];
+      out[r * outFeatures + o] = s0 + b;
     }
   }
 }
