@@ -223,6 +223,14 @@ program
       console.log(`5. df11 inspect ${df11}`);
       const report = await inspectModel(df11, { threads: opts.threads });
       console.log(formatInspectReport(report).replace(/^/gm, "   "));
+      console.log(`6. df11 generate ${df11} --prompt "the water is" -n 12   (and the same from ${bf16})`);
+      const flags: GenerationFlags = { maxTokens: 12, temperature: 0 };
+      const fromDf11 = await runGenerate(df11, { prompt: "the water is" }, flags);
+      const fromBf16 = await runGenerate(bf16, { prompt: "the water is" }, flags);
+      const same = JSON.stringify(fromDf11.tokenIds) === JSON.stringify(fromBf16.tokenIds);
+      console.log(`   DF11: ${JSON.stringify(fromDf11.text)} (random weights, so no sense in it)`);
+      console.log(`   ${same ? "OK: BF16 generates the same tokens" : "MISMATCH between BF16 and DF11 tokens"}: ${fromDf11.tokenIds.join(",")}`);
+      if (!same) process.exitCode = 1;
       console.log(`\nDFloat11 stored the model in ${percent(report.totals.modelBytes / report.totals.modelOriginalBytes)} of its BF16 size, losslessly.`);
     } finally {
       if (!opts.dir) await rm(work, { recursive: true, force: true });
