@@ -1,6 +1,5 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { scanCacheDir } from "@huggingface/hub";
 import { hubEnvironment } from "./environment.js";
 
 /** A model in the local Hugging Face cache. */
@@ -15,6 +14,7 @@ export interface CachedModel {
 
 /** Every model repo in the cache (Python's and ours are the same cache). */
 export async function listCachedModels(cacheDir = hubEnvironment().cacheDir): Promise<CachedModel[]> {
+  const { scanCacheDir } = await import("@huggingface/hub");
   const info = await scanCacheDir(cacheDir);
   const models: CachedModel[] = [];
   for (const repo of info.repos) {

@@ -1,6 +1,5 @@
 import { existsSync } from "node:fs";
 import { resolve as resolvePath } from "node:path";
-import { listFiles, modelInfo } from "@huggingface/hub";
 import { HubAuthError, HubError, HubLoaderError, HubNetworkError, HubNotFoundError, OfflineCacheMissError } from "../errors.js";
 import { isSideFile } from "../model-directory.js";
 import { parseRepoRef, RepoCache, type RepoRef } from "./cache-layout.js";
@@ -79,6 +78,8 @@ export async function resolveModel(spec: string, options: ResolveOptions = {}): 
     throw new OfflineCacheMissError(repo.id, missing, env.cacheDir);
   }
 
+  // Loaded only when the Hub is needed: local models and the safetensors code never pay for it.
+  const { listFiles, modelInfo } = await import("@huggingface/hub");
   const credentials = { hubUrl: env.endpoint, accessToken: env.token, fetch: options.fetch };
   let commit: string;
   const remote: RemoteFile[] = [];
