@@ -1,9 +1,6 @@
 import { availableParallelism } from "node:os";
-import { writeFile } from "node:fs/promises";
-import { join, resolve as resolvePath } from "node:path";
 import { moduleStats, UncodableExponentError } from "@df11/codec";
 import {
-  copySideFiles,
   readModelConfig,
   SafetensorsCollection,
   ShardedSafetensorsWriter,
@@ -16,6 +13,7 @@ import { CliError } from "./errors.js";
 import { dfloat11Config, SHAPES_METADATA_KEY } from "./model-info.js";
 import { moduleTensors } from "./df11-io.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
+import { assertDistinctDirectories, finishModelDirectory } from "./output-model.js";
 import { CodecPool } from "./pool.js";
 import type { Progress } from "./progress.js";
 
@@ -53,7 +51,7 @@ export interface CompressSummary {
  */
 export async function compressModel(input: string, output: string, options: CompressOptions = {}): Promise<CompressSummary> {
   const started = performance.now();
-  if (resolvePath(input) === resolvePath(output)) throw new CliError(`${output}: the output must not be the input directory`);
+  assertDistinctDirectories(input, output);
   const config = await readModelConfig(input);
   await using weights = await SafetensorsCollection.openDirectory(input);
   const descriptors = weights.names().map((n) => ({ name: n, dtype: weights.info(n).dtype, shape: weights.info(n).shape }));
@@ -130,17 +128,12 @@ export async function compressModel(input: string, output: string, options: Comp
         report(i + 1);
       },
     );
-    for (const name of passthrough) {
-      const info = weights.info(name);
-      const data = await weights.read(name);
-      outputBytes += data.byteLength;
-      await writer.add([{ name, dtype: info.dtype, shape: info.shape, data }]);
-    }
-    const written = await writer.finish();
-    const outConfig = { ...config, dfloat11_config: dfloat11Config(chosen.patternDict) };
-    await writeFile(join(dir, "config.json"), JSON.stringify(outConfig, null, 2) + "\n");
-    const side = await copySideFiles(input, dir);
-    return ["config.json", ...written, ...side];
+    const finished = await finishModelDirectory(dir, writer, { directory: input, weights, unchanged: passthrough }, {
+      ...config,
+      dfloat11_config: dfloat11Config(chosen.patternDict),
+    });
+    outputBytes += finished.copiedBytes;
+    return finished.files;
   }, { overwrite: options.overwrite });
 
   return {

@@ -1,9 +1,6 @@
 import { availableParallelism } from "node:os";
-import { writeFile } from "node:fs/promises";
-import { join, resolve as resolvePath } from "node:path";
 import { splitWeights } from "@df11/codec";
 import {
-  copySideFiles,
   readModelConfig,
   SafetensorsCollection,
   ShardedSafetensorsWriter,
@@ -15,6 +12,7 @@ import { weightNamesOf } from "@df11/models";
 import { bytesOf, compressedModulesOf, isModuleTensor, readDF11Module } from "./df11-io.js";
 import { patternDictOf, recordedShapes, shapeOfWeight } from "./model-info.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
+import { assertDistinctDirectories, finishModelDirectory } from "./output-model.js";
 import { CodecPool } from "./pool.js";
 import type { Progress } from "./progress.js";
 import { CliError } from "./errors.js";
@@ -36,7 +34,7 @@ export interface DecompressSummary {
 /** Decode a DFloat11 model back into a standard BF16 model whose tensors are bit-identical to the original. */
 export async function decompressModel(input: string, output: string, options: DecompressOptions = {}): Promise<DecompressSummary> {
   const started = performance.now();
-  if (resolvePath(input) === resolvePath(output)) throw new CliError(`${output}: the output must not be the input directory`);
+  assertDistinctDirectories(input, output);
   const config = await readModelConfig(input);
   const patternDict = patternDictOf(config, input);
   await using weights = await SafetensorsCollection.openDirectory(input);
@@ -46,8 +44,8 @@ export async function decompressModel(input: string, output: string, options: De
   const totalBytes = modules.reduce((s, m) => s + weights.info(`${m}.sign_mantissa`).byteLength * 2, 0);
   const threads = options.threads ?? availableParallelism();
   await using pool = new CodecPool(threads);
-  let outputBytes = 0;
   let decodedBytes = 0;
+  let copiedBytes = 0;
 
   const files = await writeDirectoryAtomically(output, async (dir) => {
     const writer = new ShardedSafetensorsWriter(dir, options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES, { format: "pt" });
@@ -72,23 +70,15 @@ export async function decompressModel(input: string, output: string, options: De
           data: bytesOf(p),
         }));
         for (const t of tensors) if (weights.has(t.name)) throw new CliError(`${t.name}: stored both compressed and uncompressed`);
-        outputBytes += decoded.byteLength;
         decodedBytes += decoded.byteLength;
         await writer.add(tensors);
         options.onProgress?.({ modulesDone: i + 1, modulesTotal: modules.length, bytesDone: decodedBytes, bytesTotal: totalBytes });
       },
     );
-    for (const name of passthrough) {
-      const info = weights.info(name);
-      const data = await weights.read(name);
-      outputBytes += data.byteLength;
-      await writer.add([{ name, dtype: info.dtype, shape: info.shape, data }]);
-    }
-    const written = await writer.finish();
     const { dfloat11_config: _dropped, ...plain } = config;
-    await writeFile(join(dir, "config.json"), JSON.stringify(plain, null, 2) + "\n");
-    const side = await copySideFiles(input, dir);
-    return ["config.json", ...written, ...side];
+    const finished = await finishModelDirectory(dir, writer, { directory: input, weights, unchanged: passthrough }, plain);
+    copiedBytes = finished.copiedBytes;
+    return finished.files;
   }, { overwrite: options.overwrite });
-  return { modules: modules.length, outputBytes, files, seconds: (performance.now() - started) / 1000 };
+  return { modules: modules.length, outputBytes: decodedBytes + copiedBytes, files, seconds: (performance.now() - started) / 1000 };
 }

@@ -1,0 +1,32 @@
+import { writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { copySideFiles, type ModelConfig, type SafetensorsCollection, type ShardedSafetensorsWriter } from "@df11/hub-loader";
+import { CliError } from "./errors.js";
+
+/** Refuse to write a model over the one it is read from. */
+export function assertDistinctDirectories(input: string, output: string): void {
+  if (resolve(input) === resolve(output)) throw new CliError(`${output}: the output must not be the input directory`);
+}
+
+/**
+ * The common end of writing a model directory: copy the tensors that stay as they are, close the
+ * shards, write config.json and copy the side files. Returns the files written and the bytes copied.
+ */
+export async function finishModelDirectory(
+  dir: string,
+  writer: ShardedSafetensorsWriter,
+  source: { directory: string; weights: SafetensorsCollection; unchanged: readonly string[] },
+  config: ModelConfig,
+): Promise<{ files: string[]; copiedBytes: number }> {
+  let copiedBytes = 0;
+  for (const name of source.unchanged) {
+    const info = source.weights.info(name);
+    const data = await source.weights.read(name);
+    copiedBytes += data.byteLength;
+    await writer.add([{ name, dtype: info.dtype, shape: info.shape, data }]);
+  }
+  const written = await writer.finish();
+  await writeFile(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
+  const side = await copySideFiles(source.directory, dir);
+  return { files: ["config.json", ...written, ...side], copiedBytes };
+}
