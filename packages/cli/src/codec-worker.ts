@@ -3,7 +3,7 @@
  * Errors travel back as data so their type and fields survive the thread boundary.
  */
 import {
-  byteHistogram,
+  exponentHistogram,
   decodeBlocks,
   decodeLikeKernel,
   decodeModule,
@@ -52,8 +52,6 @@ export function check(task: { module: DF11Module }): Outcome<{ decoded: Uint16Ar
     const kernel = decodeLikeKernel(task.module);
     const mismatch = kernel.findIndex((v, i) => v !== decoded[i]);
     if (mismatch >= 0) throw new Error(`kernel-semantics decode differs from sequential decode at element ${mismatch}`);
-    const exps = new Uint8Array(decoded.length);
-    for (let i = 0; i < decoded.length; i++) exps[i] = (decoded[i] >>> 7) & 0xff;
-    return { decoded, stats: moduleStats(task.module, byteHistogram(exps)) };
+    return { decoded, stats: moduleStats(task.module, exponentHistogram([decoded])) };
   });
 }

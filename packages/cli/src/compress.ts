@@ -8,10 +8,9 @@ import {
   DEFAULT_MAX_SHARD_BYTES,
   type TensorToWrite,
 } from "@df11/hub-loader";
-import { compressionUnits, expectedWeightShape, patternDictFor, type PatternDict } from "@df11/models";
+import { compressionUnits, expectedWeightShape, moduleTensors, patternDictFor, type PatternDict } from "@df11/models";
 import { CliError } from "./errors.js";
 import { dfloat11Config, SHAPES_METADATA_KEY } from "./model-info.js";
-import { moduleTensors } from "./df11-io.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
 import { assertDistinctDirectories, finishModelDirectory } from "./output-model.js";
 import { CodecPool } from "./pool.js";

@@ -8,8 +8,7 @@ import {
   DEFAULT_MAX_SHARD_BYTES,
   type TensorToWrite,
 } from "@df11/hub-loader";
-import { weightNamesOf } from "@df11/models";
-import { bytesOf, compressedModulesOf, isModuleTensor, readDF11Module } from "./df11-io.js";
+import { bytesOf, compressedModulesOf, isModuleTensor, readDF11Module, weightNamesOf } from "@df11/models";
 import { patternDictOf, recordedShapes, shapeOfWeight } from "./model-info.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
 import { assertDistinctDirectories, finishModelDirectory } from "./output-model.js";

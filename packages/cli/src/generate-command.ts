@@ -1,5 +1,5 @@
 import { createInterface } from "node:readline/promises";
-import { generate, loadCausalLM, peakRssBytes, TextTokenizer, type ChatMessage, type GenerateOptions, type GenerationStats } from "@df11/models";
+import { generate, loadCausalLM, peakRssBytes, TextTokenizer, type CausalLM, type ChatMessage, type GenerateOptions, type GenerationStats } from "@df11/models";
 import { CliError } from "./errors.js";
 
 /** Options shared by `df11 generate` and `df11 chat`. */
@@ -39,6 +39,11 @@ const samplingOf = (f: GenerationFlags): GenerateOptions => ({
   stopStrings: f.stop,
 });
 
+/** End-of-sequence ids: the config's, plus the tokenizer's EOS token. */
+const stopTokenIds = (model: CausalLM, tokenizer: TextTokenizer | undefined): number[] => [
+  ...new Set([...model.config.eosTokenIds, ...(tokenizer?.eosTokenId !== undefined ? [tokenizer.eosTokenId] : [])]),
+];
+
 /** Parse `--input-ids 1,2,3`. */
 export function parseIds(text: string): number[] {
   const ids = text.split(/[\s,]+/).filter(Boolean).map(Number);
@@ -66,7 +71,7 @@ export async function runGenerate(
     const text = input.chat ? tokenizer.applyChatTemplate([{ role: "user", content: input.prompt }]) : input.prompt;
     prompt = tokenizer.encode(text, !input.chat);
   }
-  const eos = [...new Set([...model.config.eosTokenIds, ...(tokenizer?.eosTokenId !== undefined ? [tokenizer.eosTokenId] : [])])];
+  const eos = stopTokenIds(model, tokenizer);
   const stats: { value?: GenerationStats } = {};
   const ids: number[] = [];
   let stopReason = "max-tokens";
@@ -93,7 +98,7 @@ export async function runChat(modelDir: string, flags: GenerationFlags, system?:
   using model = await loadCausalLM(modelDir);
   const tokenizer = await TextTokenizer.load(modelDir);
   if (!tokenizer?.hasChatTemplate) throw new CliError(`${modelDir} has no tokenizer with a chat template; use df11 generate`);
-  const eos = [...new Set([...model.config.eosTokenIds, ...(tokenizer.eosTokenId !== undefined ? [tokenizer.eosTokenId] : [])])];
+  const eos = stopTokenIds(model, tokenizer);
   const messages: ChatMessage[] = system ? [{ role: "system", content: system }] : [];
   const rl = createInterface({ input: process.stdin, output: process.stdout });
   process.stdout.write(`df11 chat — ${modelDir} (${model.weights.kind}). /reset starts over, /exit quits.\n`);

@@ -10,7 +10,7 @@
  * ```
  */
 export * from "./errors.js";
-export * from "./df11-io.js";
+export { bytesOf, compressedModulesOf, isModuleTensor, moduleTensors, readDF11Module } from "@df11/models";
 export * from "./pool.js";
 export * from "./compress.js";
 export * from "./decompress.js";

@@ -1,8 +1,8 @@
 import { availableParallelism } from "node:os";
 import { readModelConfig, SafetensorsCollection } from "@df11/hub-loader";
 import type { ModuleStats } from "@df11/codec";
-import { compressedModulesOf, isModuleTensor, readDF11Module } from "./df11-io.js";
 import { patternDictOf } from "./model-info.js";
+import { compressedModulesOf, isModuleTensor, readDF11Module } from "@df11/models";
 import { orderedPipeline } from "./ordered-pipeline.js";
 import { CodecPool } from "./pool.js";
 

@@ -1,8 +1,7 @@
 import { availableParallelism } from "node:os";
 import { readModelConfig, SafetensorsCollection } from "@df11/hub-loader";
-import { weightNamesOf } from "@df11/models";
+import { bytesOf, compressedModulesOf, isModuleTensor, readDF11Module, weightNamesOf } from "@df11/models";
 import { splitWeights } from "@df11/codec";
-import { bytesOf, compressedModulesOf, isModuleTensor, readDF11Module } from "./df11-io.js";
 import { patternDictOf, recordedShapes, shapeOfWeight } from "./model-info.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
 import { CodecPool } from "./pool.js";

@@ -2,10 +2,9 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { decodeLikeKernel, decodeModule, encodeModule, splitWeights } from "@df11/codec";
 import { SafetensorsCollection } from "@df11/hub-loader";
-import { weightNamesOf, type PatternDict } from "@df11/models";
+import { compressedModulesOf, readDF11Module, weightNamesOf, type PatternDict } from "@df11/models";
 import { readFileSync } from "node:fs";
 import { fixtureNames, fixturesRoot, fixturesSkipReason } from "../../../test-support/fixtures.js";
-import { compressedModulesOf, readDF11Module } from "../src/df11-io.js";
 
 const patternDictOf = (name: string): PatternDict =>
   JSON.parse(readFileSync(join(fixturesRoot, name, "df11", "config.json"), "utf8")).dfloat11_config.pattern_dict;

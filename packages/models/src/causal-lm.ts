@@ -1,5 +1,6 @@
 import type { TextModelConfig } from "./config.js";
-import { addInPlace, gatedActivation, geluTanh, linear, rmsNorm, silu, widenBF16 } from "./cpu-ops.js";
+import { bf16ToFloat32 } from "@df11/codec";
+import { addInPlace, gatedActivation, geluTanh, linear, rmsNorm, silu } from "./cpu-ops.js";
 import { KvCache } from "./kv-cache.js";
 import { applyRope, ropeTable, type RopeTable } from "./rope.js";
 import type { MatrixView, WeightStore } from "./weight-store.js";
@@ -115,7 +116,7 @@ export class CausalLM implements Disposable {
     // Embedding (gemma scales it by √hidden, rounded to the weights' precision as transformers does).
     const embedScale = c.gemmaNorms ? Math.fround(Math.sqrt(H)) : 1;
     for (let r = 0; r < rows; r++) {
-      const row = widenBF16(this.weights.rows("model.embed_tokens.weight", H, ids[r], 1));
+      const row = bf16ToFloat32(this.weights.rows("model.embed_tokens.weight", H, ids[r], 1));
       for (let i = 0; i < H; i++) s.h[r * H + i] = row[i] * embedScale;
     }
 

@@ -24,14 +24,6 @@ const BF16_TO_F32 = (() => {
   return t;
 })();
 
-/** BF16 bits → float32 values. */
-export function widenBF16(w: Uint16Array): Float32Array {
-  const out = new Float32Array(w.length);
-  const u = new Uint32Array(out.buffer);
-  for (let i = 0; i < w.length; i++) u[i] = w[i] << 16;
-  return out;
-}
-
 /**
  * out[r, o] = Σ_i x[r, i] · W[o, i] (+ bias[o]) for a weight W of shape [outFeatures, inFeatures]
  * stored as BF16 bits from `wOffset`.

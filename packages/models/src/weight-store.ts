@@ -1,7 +1,6 @@
-import { decodeElements, decodeModule, validateModule, type DF11Module } from "@df11/codec";
+import { bf16ToFloat32, decodeElements, decodeModule, validateModule, type DF11Module } from "@df11/codec";
 import type { SafetensorsCollection } from "@df11/hub-loader";
 import { WeightLayoutError } from "./errors.js";
-import { widenBF16 } from "./cpu-ops.js";
 import { compressedModulesOf, isModuleTensor, readDF11Module } from "./df11-checkpoint.js";
 import { weightNamesOf, type PatternDict } from "./pattern-dict.js";
 
@@ -58,7 +57,7 @@ export class Bf16WeightStore implements WeightStore {
       const data = await weights.readU16(name);
       bytes += data.byteLength;
       tensors.set(name, { data, shape: info.shape });
-      if (info.shape.length === 1) vectors.set(name, widenBF16(data));
+      if (info.shape.length === 1) vectors.set(name, bf16ToFloat32(data));
     }
     return new Bf16WeightStore(tensors, vectors, bytes);
   }
