@@ -67,16 +67,13 @@ export async function resolveModel(spec: string, options: ResolveOptions = {}): 
   const env = { ...hubEnvironment(), ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as HubEnvironment & ResolveOptions;
   const cache = new RepoCache(env.cacheDir, repo.id);
 
+  // A complete cached snapshot serves without a request (offline mode also ignores `refresh`).
   const cachedCommit = await cache.commitOf(repo.revision);
-  if (cachedCommit && !options.refresh) {
-    const missing = await cache.missingFromSnapshot(cachedCommit);
-    if (missing.length === 0) return { dir: cache.snapshotDir(cachedCommit), repo, commit: cachedCommit, downloadedFiles: 0 };
+  const missing = cachedCommit ? await cache.missingFromSnapshot(cachedCommit) : [`refs/${repo.revision} (the revision was never downloaded)`];
+  if (cachedCommit && missing.length === 0 && (!options.refresh || env.offline)) {
+    return { dir: cache.snapshotDir(cachedCommit), repo, commit: cachedCommit, downloadedFiles: 0 };
   }
-  if (env.offline) {
-    const missing = cachedCommit ? await cache.missingFromSnapshot(cachedCommit) : [`refs/${repo.revision} (the revision was never downloaded)`];
-    if (cachedCommit && missing.length === 0) return { dir: cache.snapshotDir(cachedCommit), repo, commit: cachedCommit, downloadedFiles: 0 };
-    throw new OfflineCacheMissError(repo.id, missing, env.cacheDir);
-  }
+  if (env.offline) throw new OfflineCacheMissError(repo.id, missing, env.cacheDir);
 
   // Loaded only when the Hub is needed: local models and the safetensors code never pay for it.
   const { listFiles, modelInfo } = await import("@huggingface/hub");
