@@ -24,6 +24,7 @@ import {
   mulberry32,
   type DF11Module,
 } from "../src/index.js";
+import { concatParts, fibonacciParts as craftedFibonacciParts } from "../../../test-support/crafted-weights.mjs";
 
 const expectSameBits = (a: Uint16Array, b: Uint16Array) => {
   expect(a.length).toBe(b.length);
@@ -31,25 +32,7 @@ const expectSameBits = (a: Uint16Array, b: Uint16Array) => {
   expect(first, `first differing element ${first}`).toBe(-1);
 };
 
-/**
- * Exponent counts 1, 1, 2, 3, 5, … make the Huffman tree a chain: codes of 1…29 bits, so decoding
- * walks all four LUT levels. Two parts, shuffled, to also exercise split positions.
- */
-function fibonacciParts(): Uint16Array[] {
-  const values: number[] = [];
-  let [a, b] = [1, 1];
-  for (let e = 0; e < 29; e++) {
-    for (let i = 0; i < a; i++) values.push(mergeBF16(90 + e, i & 0xff));
-    [a, b] = [b, a + b];
-  }
-  const rand = mulberry32(5);
-  for (let i = values.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [values[i], values[j]] = [values[j], values[i]];
-  }
-  const all = Uint16Array.from(values);
-  return [all.subarray(0, 300_001), all.subarray(300_001)];
-}
+const fibonacciParts = () => craftedFibonacciParts({ mergeBF16, mulberry32 });
 
 /** BF16 values whose exponents follow the given weights (for crafted distributions). */
 function weightsWithExponents(count: number, exponentFrequencies: Map<number, number>, seed = 7): Uint16Array {
@@ -135,9 +118,7 @@ describe("encode → decode", () => {
   for (const [name, make] of cases) {
     it(`${name}: bit-exact through both decoders`, () => {
       const parts = make();
-      const all = new Uint16Array(parts.reduce((s, p) => s + p.length, 0));
-      let o = 0;
-      for (const p of parts) all.set(p, (o += p.length) - p.length);
+      const all = concatParts(parts);
       const { module } = encodeModule(parts);
       expect(module.signMantissa.length).toBe(all.length);
       expect(module.outputPositions.length).toBe(blockCount(module.encodedExponent.length) + 1);

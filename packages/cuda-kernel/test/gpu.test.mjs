@@ -7,6 +7,7 @@ import { describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { decodeModule, encodeModule, mergeBF16, mulberry32, syntheticWeights, InvalidModuleError } from "../../codec/dist/index.js";
 import { SafetensorsCollection } from "../../hub-loader/dist/index.js";
+import { concatParts, fibonacciParts as craftedFibonacciParts } from "../../../test-support/crafted-weights.mjs";
 import { cudaUnavailableReason, DeviceBuffer, DeviceModule, DisposedError, devices, memoryInfo } from "../dist/index.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -32,28 +33,7 @@ function gpuDecodeEquals(module, expected, offset = 0) {
   assert.equal(bad, -1, `first mismatch at element ${bad}: got ${got[bad]?.toString(16)}, expected ${expected[bad]?.toString(16)}`);
 }
 
-const concat = (parts) => {
-  const all = new Uint16Array(parts.reduce((s, p) => s + p.length, 0));
-  let o = 0;
-  for (const p of parts) all.set(p, (o += p.length) - p.length);
-  return all;
-};
-
-function fibonacciParts() {
-  const values = [];
-  let [a, b] = [1, 1];
-  for (let e = 0; e < 29; e++) {
-    for (let i = 0; i < a; i++) values.push(mergeBF16(90 + e, i & 0xff));
-    [a, b] = [b, a + b];
-  }
-  const rand = mulberry32(5);
-  for (let i = values.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [values[i], values[j]] = [values[j], values[i]];
-  }
-  const all = Uint16Array.from(values);
-  return [all.subarray(0, 300_001), all.subarray(300_001)];
-}
+const fibonacciParts = () => craftedFibonacciParts({ mergeBF16, mulberry32 });
 
 describe("CUDA decode kernel", { skip: reason ? `skipped: ${reason}` : false }, () => {
   test("reports the device", () => {
@@ -93,13 +73,13 @@ describe("CUDA decode kernel", { skip: reason ? `skipped: ${reason}` : false }, 
       [new Uint16Array([0x3f80])],
       [syntheticWeights(7, 1)],
       [syntheticWeights(4095, 2), syntheticWeights(1, 3), syntheticWeights(12347, 4)],
-      [concat(Array.from({ length: 240 }, (_, e) => new Uint16Array([mergeBF16(e, e)])))],
+      [concatParts(Array.from({ length: 240 }, (_, e) => new Uint16Array([mergeBF16(e, e)])))],
       fibonacciParts(),
       [syntheticWeights(1_000_003, 5), syntheticWeights(333_333, 6), syntheticWeights(2_000_001, 7)],
     ];
     for (const parts of cases) {
       const { module } = encodeModule(parts);
-      gpuDecodeEquals(module, concat(parts));
+      gpuDecodeEquals(module, concatParts(parts));
     }
   });
 
@@ -113,7 +93,7 @@ describe("CUDA decode kernel", { skip: reason ? `skipped: ${reason}` : false }, 
   test("≥ 200 M realistic elements decode bit-exactly", () => {
     const parts = [syntheticWeights(120_000_000, 11, 0.02), syntheticWeights(90_000_017, 12, 0.015)];
     const { module } = encodeModule(parts);
-    gpuDecodeEquals(module, concat(parts));
+    gpuDecodeEquals(module, concatParts(parts));
   });
 
   test("typed errors: invalid module, too small an output, use after dispose", () => {
