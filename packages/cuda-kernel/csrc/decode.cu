@@ -103,11 +103,12 @@ __global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleVie
   {
     uint64_t buf = hi << gap;
     uint32_t used = gap;
-    while (used < 32) {
+    // One lookup; past the refill a multi-code entry may run beyond bit 64, so take one code then.
+    const auto step = [&](bool nearWindowEnd) {
       const uint32_t idx = static_cast<uint32_t>(buf >> (64 - kTableBits));
       const uint32_t c = counts[idx];
       uint32_t n = c & 7, bits = c >> 3;
-      if (n == 0) {
+      if (n == 0 || (nearWindowEnd && used + bits > 64)) {
         uint32_t e;
         singleCode(m, tables, table[idx], buf, e, bits);
         n = 1;
@@ -115,21 +116,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleVie
       count += n;
       buf <<= bits;
       used += bits;
-    }
+    };
+    while (used < 32) step(false);
     buf |= static_cast<uint64_t>(lo) << (used - 32);
-    while (used < 64) {
-      const uint32_t idx = static_cast<uint32_t>(buf >> (64 - kTableBits));
-      const uint32_t c = counts[idx];
-      uint32_t n = c & 7, bits = c >> 3;
-      if (n == 0 || used + bits > 64) {
-        uint32_t e;
-        singleCode(m, tables, table[idx], buf, e, bits);
-        n = 1;
-      }
-      count += n;
-      buf <<= bits;
-      used += bits;
-    }
+    while (used < 64) step(true);
   }
 
   // Block-wide exclusive scan of the counts: shuffles inside each warp, then across the 16 warps.
