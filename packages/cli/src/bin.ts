@@ -8,11 +8,11 @@ import { decompressModel } from "./decompress.js";
 import { inspectModel } from "./inspect.js";
 import { verifyModel } from "./verify.js";
 import { formatBytes, parseBytes, percent } from "./format-bytes.js";
-import { progressBar } from "./progress.js";
+import { downloadBar, progressBar } from "./progress.js";
 import { formatCompressSummary, formatInspectReport } from "./report.js";
 import { DEMO_SHAPE, writeSyntheticModel } from "@df11/models";
 import { listCachedModels, resolveModel } from "@df11/hub-loader";
-import { downloadBar, modelDirectory } from "./model-source.js";
+import { modelDirectory } from "./model-source.js";
 import { parseIds, runChat, runGenerate, type GenerationFlags } from "./generate-command.js";
 
 const intOption = (v: string) => {
