@@ -33,46 +33,47 @@ const program = new Command("df11")
   .version("0.1.0")
   .showHelpAfterError();
 
-program
-  .command("compress")
-  .description("compress a BF16 Hugging Face model directory into DFloat11")
-  .argument("<bf16-model>", "model directory (config.json + *.safetensors) or Hub repo id")
-  .requiredOption("-o, --output <dir>", "output directory (created atomically)")
-  .option("-t, --threads <n>", "worker threads (default: all cores)", intOption)
-  .option("--max-shard-size <size>", "largest output shard, e.g. 5GB", sizeOption)
-  .option("-f, --force", "replace the output directory if it exists")
-  .action(async (input: string, opts) => {
-    const bar = progressBar("compress");
-    input = await modelDirectory(input);
-    const summary = await compressModel(input, opts.output, {
-      threads: opts.threads,
-      maxShardBytes: opts.maxShardSize,
-      overwrite: opts.force,
-      onProgress: bar.update,
-      onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
-    }).finally(bar.stop);
-    console.log(formatCompressSummary(summary, opts.output));
-  });
+/** Options of the commands that write a model directory. */
+const withOutputOptions = (cmd: Command) =>
+  cmd
+    .requiredOption("-o, --output <dir>", "output directory (created atomically)")
+    .option("-t, --threads <n>", "worker threads (default: all cores)", intOption)
+    .option("--max-shard-size <size>", "largest output shard, e.g. 5GB", sizeOption)
+    .option("-f, --force", "replace the output directory if it exists");
 
-program
-  .command("decompress")
-  .description("decode a DFloat11 model back into a bit-identical BF16 model")
-  .argument("<df11-model>", "DFloat11 model directory or Hub repo id")
-  .requiredOption("-o, --output <dir>", "output directory (created atomically)")
-  .option("-t, --threads <n>", "worker threads (default: all cores)", intOption)
-  .option("--max-shard-size <size>", "largest output shard, e.g. 5GB", sizeOption)
-  .option("-f, --force", "replace the output directory if it exists")
-  .action(async (input: string, opts) => {
-    input = await modelDirectory(input);
-    const bar = progressBar("decompress");
-    const s = await decompressModel(input, opts.output, {
-      threads: opts.threads,
-      maxShardBytes: opts.maxShardSize,
-      overwrite: opts.force,
-      onProgress: bar.update,
-    }).finally(bar.stop);
-    console.log(`Decompressed ${s.modules} modules in ${s.seconds.toFixed(1)} s → ${opts.output} (${formatBytes(s.outputBytes)}; ${s.files.join(", ")})`);
-  });
+const outputOptionsOf = (o: Record<string, unknown>) => ({
+  threads: o.threads as number | undefined,
+  maxShardBytes: o.maxShardSize as number | undefined,
+  overwrite: o.force as boolean | undefined,
+});
+
+withOutputOptions(
+  program
+    .command("compress")
+    .description("compress a BF16 Hugging Face model directory into DFloat11")
+    .argument("<bf16-model>", "model directory (config.json + *.safetensors) or Hub repo id"),
+).action(async (input: string, opts) => {
+  input = await modelDirectory(input);
+  const bar = progressBar("compress");
+  const summary = await compressModel(input, opts.output, {
+    ...outputOptionsOf(opts),
+    onProgress: bar.update,
+    onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
+  }).finally(bar.stop);
+  console.log(formatCompressSummary(summary, opts.output));
+});
+
+withOutputOptions(
+  program
+    .command("decompress")
+    .description("decode a DFloat11 model back into a bit-identical BF16 model")
+    .argument("<df11-model>", "DFloat11 model directory or Hub repo id"),
+).action(async (input: string, opts) => {
+  input = await modelDirectory(input);
+  const bar = progressBar("decompress");
+  const s = await decompressModel(input, opts.output, { ...outputOptionsOf(opts), onProgress: bar.update }).finally(bar.stop);
+  console.log(`Decompressed ${s.modules} modules in ${s.seconds.toFixed(1)} s → ${opts.output} (${formatBytes(s.outputBytes)}; ${s.files.join(", ")})`);
+});
 
 program
   .command("inspect")
