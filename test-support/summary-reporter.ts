@@ -1,6 +1,10 @@
+import { writeFileSync } from "node:fs";
 import type { Reporter, TestModule } from "vitest/node";
 
-/** Prints the plain closing line `N passed, N failed, N skipped` that CI logs are read for. */
+/**
+ * Counts passed, failed and skipped tests. scripts/run-tests.mjs sets DF11_TEST_COUNTS to collect them
+ * (it prints the one closing line CI reads); a plain `vitest run` prints the counts itself.
+ */
 export default class SummaryReporter implements Reporter {
   onTestRunEnd(modules: ReadonlyArray<TestModule>): void {
     let passed = 0;
@@ -13,7 +17,10 @@ export default class SummaryReporter implements Reporter {
         else if (state === "failed") failed++;
         else skipped++;
       }
+      if (m.state() === "failed" && [...m.children.allTests()].length === 0) failed++; // a file that failed to load
     }
-    process.stdout.write(`\ndf11 tests: ${passed} passed, ${failed} failed, ${skipped} skipped\n`);
+    const out = process.env.DF11_TEST_COUNTS;
+    if (out) writeFileSync(out, JSON.stringify({ passed, failed, skipped }));
+    else process.stdout.write(`\nvitest: ${passed} passed, ${failed} failed, ${skipped} skipped\n`);
   }
 }

@@ -3,16 +3,15 @@
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { describe, test } from "node:test";
+import { describe } from "node:test";
 import { fileURLToPath } from "node:url";
 import { decodeModule, encodeModule, mergeBF16, mulberry32, syntheticWeights, InvalidModuleError } from "../../codec/dist/index.js";
 import { SafetensorsCollection } from "../../hub-loader/dist/index.js";
 import { concatParts, fibonacciParts as craftedFibonacciParts } from "../../../test-support/crafted-weights.mjs";
-import { cudaUnavailableReason, DeviceBuffer, DeviceModule, DisposedError, devices, memoryInfo } from "../dist/index.js";
+import { gpuTest } from "./gpu-helpers.mjs";
+import { DeviceBuffer, DeviceModule, DisposedError, devices, memoryInfo } from "../dist/index.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const reason = cudaUnavailableReason();
-if (reason) console.log(`# SKIPPING GPU tests: ${reason}`);
 const fixturesRoot = resolve(process.env.DF11_FIXTURES ?? join(here, "..", "..", "..", "..", "shared", "fixtures"));
 
 /** Decode on the GPU and compare with the expected BF16 bits; reports the first difference. */
@@ -35,15 +34,15 @@ function gpuDecodeEquals(module, expected, offset = 0) {
 
 const fibonacciParts = () => craftedFibonacciParts({ mergeBF16, mulberry32 });
 
-describe("CUDA decode kernel", { skip: reason ? `skipped: ${reason}` : false }, () => {
-  test("reports the device", () => {
+describe("CUDA decode kernel", () => {
+  gpuTest("reports the device", () => {
     const [d] = devices();
     assert.ok(d.name.length > 0);
     assert.ok(memoryInfo().total > 0);
     console.log(`# device: ${d.name}, sm_${d.computeCapability.replace(".", "")}, ${d.multiprocessors} SMs`);
   });
 
-  test("every official fixture module decodes bit-exactly (vs the CPU codec and vs bf16/)", { skip: existsSync(fixturesRoot) ? false : `no fixtures at ${fixturesRoot}` }, async () => {
+  gpuTest("every official fixture module decodes bit-exactly (vs the CPU codec and vs bf16/)", { skip: existsSync(fixturesRoot) ? false : `no fixtures at ${fixturesRoot}` }, async () => {
     for (const name of readdirSync(fixturesRoot)) {
       const dfDir = join(fixturesRoot, name, "df11");
       if (!existsSync(join(dfDir, "config.json"))) continue;
@@ -68,7 +67,7 @@ describe("CUDA decode kernel", { skip: reason ? `skipped: ${reason}` : false }, 
     }
   });
 
-  test("edge cases: 1 element, sizes that are multiples of nothing, every exponent, 4 LUT levels, several matrices", () => {
+  gpuTest("edge cases: 1 element, sizes that are multiples of nothing, every exponent, 4 LUT levels, several matrices", () => {
     const cases = [
       [new Uint16Array([0x3f80])],
       [syntheticWeights(7, 1)],
@@ -83,20 +82,20 @@ describe("CUDA decode kernel", { skip: reason ? `skipped: ${reason}` : false }, 
     }
   });
 
-  test("decodes at an element offset, and official files lacking the last output_positions entry", () => {
+  gpuTest("decodes at an element offset, and official files lacking the last output_positions entry", () => {
     const w = syntheticWeights(500_000, 8);
     const { module } = encodeModule([w]);
     gpuDecodeEquals(module, w, 1024);
     gpuDecodeEquals({ ...module, outputPositions: module.outputPositions.subarray(0, module.outputPositions.length - 1) }, w);
   });
 
-  test("≥ 200 M realistic elements decode bit-exactly", () => {
+  gpuTest("≥ 200 M realistic elements decode bit-exactly", () => {
     const parts = [syntheticWeights(120_000_000, 11, 0.02), syntheticWeights(90_000_017, 12, 0.015)];
     const { module } = encodeModule(parts);
     gpuDecodeEquals(module, concatParts(parts));
   });
 
-  test("typed errors: invalid module, too small an output, use after dispose", () => {
+  gpuTest("typed errors: invalid module, too small an output, use after dispose", () => {
     const { module } = encodeModule([syntheticWeights(10_000, 9)]);
     assert.throws(() => DeviceModule.upload({ ...module, gaps: module.gaps.subarray(0, 3) }), InvalidModuleError);
     const gpu = DeviceModule.upload(module);

@@ -1,0 +1,13 @@
+// Shared by the GPU test files: a node:test `test` that runs on a GPU host and, without a GPU, is
+// skipped with the reason (each test counted as skipped, so a GPU-less run reads as skipped, not empty).
+import { test } from "node:test";
+import { cudaUnavailableReason } from "../dist/index.js";
+
+export const gpuUnavailableReason = cudaUnavailableReason();
+if (gpuUnavailableReason) console.log(`# SKIPPING GPU tests: ${gpuUnavailableReason}`);
+
+/** `gpuTest(name, [options,] fn)`: like node:test's `test`, skipped without a GPU. */
+export function gpuTest(name, options, fn) {
+  if (typeof options === "function") [options, fn] = [{}, options];
+  return test(name, { ...options, skip: gpuUnavailableReason ? `no GPU: ${gpuUnavailableReason}` : options.skip }, fn);
+}
