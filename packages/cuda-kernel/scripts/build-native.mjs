@@ -18,7 +18,9 @@ if (!nvcc) {
   process.exit(0);
 }
 
-const newest = (dir) => Math.max(...readdirSync(dir).map((f) => statSync(join(dir, f)).mtimeMs));
+// Newest modification time of any file under dir (sources live in csrc/addon and csrc/kernels).
+const newest = (dir) =>
+  Math.max(0, ...readdirSync(dir, { withFileTypes: true }).map((e) => (e.isDirectory() ? newest(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs)));
 const sourcesTime = Math.max(newest(join(packageRoot, "csrc")), statSync(join(packageRoot, "CMakeLists.txt")).mtimeMs);
 if (!force && existsSync(prebuildPath) && statSync(prebuildPath).mtimeMs > sourcesTime) {
   console.log(`[@df11/cuda-kernel] up to date: ${prebuildPath}`);

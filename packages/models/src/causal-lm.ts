@@ -1,238 +1,169 @@
+import type { Backend, BackendTensor, StepRows, WeightsInfo } from "./backend.js";
 import type { TextModelConfig } from "./config.js";
-import { bf16ToFloat32 } from "@df11/codec";
-import { addInPlace, gatedActivation, geluTanh, linear, rmsNorm, silu } from "./cpu-ops.js";
-import { KvCache } from "./kv-cache.js";
-import { applyRope, ropeTable, type RopeTable } from "./rope.js";
-import type { MatrixView, WeightStore } from "./weight-store.js";
+import { CpuBackend } from "./cpu-backend.js";
 import { WeightLayoutError } from "./errors.js";
+import { forwardStep, requiredWeights } from "./forward.js";
+import type { WeightStore } from "./weight-store.js";
 
 export interface ForwardOptions {
   /** Return logits for every input position ([rows, vocab]) instead of only the last one. */
   readonly allLogits?: boolean;
-  /** Called with the residual stream after each layer ([rows, hidden]; a view, copy to keep it). */
+  /** Called with the residual stream after each layer ([rows, hidden], a copy). */
   readonly onLayerOutput?: (layer: number, hidden: Float32Array) => void;
+  /** The sequence (KV-cache slot) to extend; 0 by default. */
+  readonly slot?: number;
 }
 
-/** Reusable activation buffers, grown to the largest batch of rows seen. */
-class Scratch {
-  rows = 0;
-  h = new Float32Array(0);
-  x = new Float32Array(0);
-  q = new Float32Array(0);
-  k = new Float32Array(0);
-  v = new Float32Array(0);
-  attn = new Float32Array(0);
-  o = new Float32Array(0);
-  gate = new Float32Array(0);
-  up = new Float32Array(0);
-  qkv = new Float32Array(0);
-  ensure(rows: number, c: TextModelConfig): void {
-    if (rows <= this.rows) return;
-    const qDim = c.numHeads * c.headDim;
-    const kvDim = c.numKvHeads * c.headDim;
-    this.rows = rows;
-    this.h = new Float32Array(rows * c.hiddenSize);
-    this.x = new Float32Array(rows * c.hiddenSize);
-    this.q = new Float32Array(rows * qDim);
-    this.k = new Float32Array(rows * kvDim);
-    this.v = new Float32Array(rows * kvDim);
-    this.attn = new Float32Array(rows * qDim);
-    this.o = new Float32Array(rows * c.hiddenSize);
-    this.gate = new Float32Array(rows * c.intermediateSize * (c.fusedProjections ? 2 : 1));
-    this.up = new Float32Array(rows * c.intermediateSize);
-    this.qkv = c.fusedProjections ? new Float32Array(rows * (qDim + 2 * kvDim)) : new Float32Array(0);
-  }
+/** One sequence's share of a batched step: its slot and the tokens to append to it. */
+export interface SequenceInput {
+  readonly slot: number;
+  readonly tokens: readonly number[];
 }
+
+const isBackend = (x: WeightStore | Backend): x is Backend => "device" in x;
 
 /**
- * A decoder-only transformer (llama, mistral, qwen2/3, gemma2/3, phi3) running on the CPU, with a
- * KV cache. Weights come from a {@link WeightStore}: BF16 resident, or DF11 decoded just before use —
- * the arithmetic is identical, so both give bit-identical logits.
+ * A decoder-only transformer (llama, mistral, qwen2/3, gemma2/3, phi3) with a KV cache per sequence,
+ * running on a {@link Backend}: the CPU (given a WeightStore) or a GPU backend from @df11/cuda-kernel.
+ * BF16 and DF11 weights give bit-identical logits on the same backend.
  */
 export class CausalLM implements Disposable {
-  readonly cache: KvCache;
-  private readonly scratch = new Scratch();
-  private readonly ropes: RopeTable[];
+  readonly backend: Backend;
+  private readonly lengths = new Map<number, number>();
 
   constructor(
     readonly config: TextModelConfig,
-    readonly weights: WeightStore,
+    weightsOrBackend: WeightStore | Backend,
   ) {
-    this.cache = new KvCache(config.numLayers, config.numKvHeads, config.headDim);
-    this.ropes = config.rope.map((r) => ropeTable(r, config.headDim));
-    this.checkWeights();
-  }
-
-  /** Fail early, naming the tensor, when the checkpoint does not fit the config. */
-  private checkWeights(): void {
-    const c = this.config;
-    const need = ["model.embed_tokens.weight", "model.norm.weight"];
-    if (!c.tieWordEmbeddings) need.push("lm_head.weight");
-    for (let l = 0; l < c.numLayers; l++) {
-      const p = `model.layers.${l}`;
-      need.push(`${p}.input_layernorm.weight`, `${p}.post_attention_layernorm.weight`, `${p}.self_attn.o_proj.weight`, `${p}.mlp.down_proj.weight`);
-      need.push(...(c.fusedProjections ? [`${p}.self_attn.qkv_proj.weight`, `${p}.mlp.gate_up_proj.weight`] : [`${p}.self_attn.q_proj.weight`, `${p}.self_attn.k_proj.weight`, `${p}.self_attn.v_proj.weight`, `${p}.mlp.gate_proj.weight`, `${p}.mlp.up_proj.weight`]));
-      if (c.qkNorm) need.push(`${p}.self_attn.q_norm.weight`, `${p}.self_attn.k_norm.weight`);
-      if (c.sandwichNorms) need.push(`${p}.pre_feedforward_layernorm.weight`, `${p}.post_feedforward_layernorm.weight`);
-      if (c.attentionBias) need.push(`${p}.self_attn.q_proj.bias`, `${p}.self_attn.k_proj.bias`, `${p}.self_attn.v_proj.bias`);
-    }
-    const missing = need.find((n) => !this.weights.has(n));
+    this.backend = isBackend(weightsOrBackend) ? weightsOrBackend : new CpuBackend(config, weightsOrBackend);
+    const missing = requiredWeights(this.backend).find((n) => !this.backend.has(n));
     if (missing) throw new WeightLayoutError(missing, "missing from the checkpoint (the config.json requires it)");
   }
 
-  private vector(name: string, length: number): Float32Array {
-    const v = this.weights.vector(name);
-    if (!v) throw new WeightLayoutError(name, "missing from the checkpoint");
-    if (v.length !== length) throw new WeightLayoutError(name, `has ${v.length} elements, the config needs ${length}`);
-    return v;
+  /** The weights: kind (bf16/df11) and resident bytes. On the CPU, the WeightStore itself. */
+  get weights(): WeightsInfo {
+    return this.backend.weights;
   }
 
-  private proj(x: Float32Array, rows: number, w: MatrixView, bias: Float32Array | undefined, out: Float32Array): void {
-    linear(x, rows, w.cols, w.data, w.offset, w.rows, bias, out);
+  get device(): "cpu" | "cuda" {
+    return this.backend.device;
+  }
+
+  /** Positions a sequence may hold. */
+  get maxContext(): number {
+    return this.backend.maxContext;
+  }
+
+  /** Positions cached for a sequence (slot). */
+  length(slot = 0): number {
+    return this.lengths.get(slot) ?? 0;
+  }
+
+  private checkIds(ids: ArrayLike<number>): void {
+    const vocab = this.config.vocabSize;
+    for (let i = 0; i < ids.length; i++) {
+      if (!Number.isInteger(ids[i]) || ids[i] < 0 || ids[i] >= vocab) throw new RangeError(`token id ${ids[i]} is outside the vocabulary (0…${vocab - 1})`);
+    }
   }
 
   /**
-   * Run `ids` through the model at positions cache.length…, append them to the KV cache and return the
-   * logits of the last position (or of all, with `allLogits`).
+   * Run `ids` through the model at the sequence's next positions, append them to its KV cache and
+   * return the logits of the last position (or of all, with `allLogits`). Long inputs run in steps of
+   * at most `backend.maxRows` rows.
    */
   forward(ids: ArrayLike<number>, options: ForwardOptions = {}): Float32Array {
-    const c = this.config;
-    const rows = ids.length;
-    if (rows === 0) throw new RangeError("forward() needs at least one token");
-    for (let i = 0; i < rows; i++) {
-      if (!Number.isInteger(ids[i]) || ids[i] < 0 || ids[i] >= c.vocabSize) throw new RangeError(`token id ${ids[i]} is outside the vocabulary (0…${c.vocabSize - 1})`);
+    const vocab = this.config.vocabSize;
+    const out = new Float32Array((options.allLogits ? ids.length : 1) * vocab);
+    this.extend(ids, options, (logits, done) => out.set(this.backend.read(logits), options.allLogits ? done * vocab : 0));
+    return out;
+  }
+
+  /** Greedy next token after `ids` (appended to the sequence), chosen on the backend: no logits copied to the host. */
+  forwardGreedy(ids: ArrayLike<number>, slot = 0): number {
+    return this.backend.argmax(this.extend(ids, { slot }))[0];
+  }
+
+  /** Append ids to a sequence in steps of at most maxRows rows; returns the last step's logits tensor. */
+  private extend(ids: ArrayLike<number>, options: ForwardOptions, onLogits?: (logits: BackendTensor, firstRow: number) => void): BackendTensor {
+    if (ids.length === 0) throw new RangeError("forward() needs at least one token");
+    this.checkIds(ids);
+    const slot = options.slot ?? 0;
+    const start = this.length(slot);
+    if (start + ids.length > this.maxContext) {
+      throw new RangeError(`the sequence would hold ${start + ids.length} positions; this model was loaded for at most ${this.maxContext} (maxContext)`);
     }
-    const s = this.scratch;
-    s.ensure(rows, c);
-    const start = this.cache.length;
-    const positions = Int32Array.from({ length: rows }, (_, i) => start + i);
-    const H = c.hiddenSize;
-    const qDim = c.numHeads * c.headDim;
-    const kvDim = c.numKvHeads * c.headDim;
-    const I = c.intermediateSize;
-    const eps = c.rmsNormEps;
-    const unit = c.gemmaNorms;
-
-    // Embedding (gemma scales it by √hidden, rounded to the weights' precision as transformers does).
-    const embedScale = c.gemmaNorms ? Math.fround(Math.sqrt(H)) : 1;
-    for (let r = 0; r < rows; r++) {
-      const row = bf16ToFloat32(this.weights.rows("model.embed_tokens.weight", H, ids[r], 1));
-      for (let i = 0; i < H; i++) s.h[r * H + i] = row[i] * embedScale;
+    let logits: BackendTensor | undefined;
+    for (let done = 0; done < ids.length; ) {
+      const rows = Math.min(this.backend.maxRows, ids.length - done);
+      const last = done + rows === ids.length;
+      const outputRows = options.allLogits ? Int32Array.from({ length: rows }, (_, i) => i) : last ? Int32Array.of(rows - 1) : new Int32Array(0);
+      const step: StepRows = {
+        tokens: Int32Array.from({ length: rows }, (_, i) => ids[done + i]),
+        positions: Int32Array.from({ length: rows }, (_, i) => start + done + i),
+        slots: new Int32Array(rows).fill(slot),
+        outputRows,
+      };
+      logits = this.runStep(step, options);
+      if (outputRows.length > 0) onLogits?.(logits, done);
+      done += rows;
     }
+    this.lengths.set(slot, start + ids.length);
+    return logits!;
+  }
 
-    for (let l = 0; l < c.numLayers; l++) {
-      const p = `model.layers.${l}`;
-      rmsNorm(s.h, rows, H, this.vector(`${p}.input_layernorm.weight`, H), eps, unit, s.x);
-
-      if (c.fusedProjections) {
-        this.proj(s.x, rows, this.weights.matrix(`${p}.self_attn.qkv_proj.weight`, qDim + 2 * kvDim, H), undefined, s.qkv);
-        for (let r = 0; r < rows; r++) {
-          const o = r * (qDim + 2 * kvDim);
-          s.q.set(s.qkv.subarray(o, o + qDim), r * qDim);
-          s.k.set(s.qkv.subarray(o + qDim, o + qDim + kvDim), r * kvDim);
-          s.v.set(s.qkv.subarray(o + qDim + kvDim, o + qDim + 2 * kvDim), r * kvDim);
-        }
-      } else {
-        const bias = (n: string, len: number) => (c.attentionBias ? this.vector(`${p}.self_attn.${n}.bias`, len) : undefined);
-        this.proj(s.x, rows, this.weights.matrix(`${p}.self_attn.q_proj.weight`, qDim, H), bias("q_proj", qDim), s.q);
-        this.proj(s.x, rows, this.weights.matrix(`${p}.self_attn.k_proj.weight`, kvDim, H), bias("k_proj", kvDim), s.k);
-        this.proj(s.x, rows, this.weights.matrix(`${p}.self_attn.v_proj.weight`, kvDim, H), bias("v_proj", kvDim), s.v);
-      }
-      if (c.qkNorm) {
-        rmsNorm(s.q, rows * c.numHeads, c.headDim, this.vector(`${p}.self_attn.q_norm.weight`, c.headDim), eps, unit, s.q);
-        rmsNorm(s.k, rows * c.numKvHeads, c.headDim, this.vector(`${p}.self_attn.k_norm.weight`, c.headDim), eps, unit, s.k);
-      }
-      applyRope(s.q, rows, c.numHeads, c.headDim, positions, this.ropes[l]);
-      applyRope(s.k, rows, c.numKvHeads, c.headDim, positions, this.ropes[l]);
-      this.cache.write(l, start, rows, s.k, s.v);
-      this.attention(l, rows, start, s.q, s.attn);
-      this.proj(s.attn, rows, this.weights.matrix(`${p}.self_attn.o_proj.weight`, H, qDim), c.outputProjectionBias ? this.vector(`${p}.self_attn.o_proj.bias`, H) : undefined, s.o);
-      if (c.sandwichNorms) rmsNorm(s.o, rows, H, this.vector(`${p}.post_attention_layernorm.weight`, H), eps, unit, s.o);
-      addInPlace(s.h, s.o, rows * H);
-
-      const mlpNorm = c.sandwichNorms ? `${p}.pre_feedforward_layernorm.weight` : `${p}.post_attention_layernorm.weight`;
-      rmsNorm(s.h, rows, H, this.vector(mlpNorm, H), eps, unit, s.x);
-      const act = c.activation === "silu" ? silu : geluTanh;
-      if (c.fusedProjections) {
-        this.proj(s.x, rows, this.weights.matrix(`${p}.mlp.gate_up_proj.weight`, 2 * I, H), undefined, s.gate);
-        // [rows, 2I] → gate [rows, I] and up [rows, I]; ascending rows never overwrite unread data.
-        for (let r = 0; r < rows; r++) {
-          s.up.set(s.gate.subarray(r * 2 * I + I, (r + 1) * 2 * I), r * I);
-          s.gate.copyWithin(r * I, r * 2 * I, r * 2 * I + I);
-        }
-      } else {
-        const mb = (n: string, len: number) => (c.mlpBias ? this.vector(`${p}.mlp.${n}.bias`, len) : undefined);
-        this.proj(s.x, rows, this.weights.matrix(`${p}.mlp.gate_proj.weight`, I, H), mb("gate_proj", I), s.gate);
-        this.proj(s.x, rows, this.weights.matrix(`${p}.mlp.up_proj.weight`, I, H), mb("up_proj", I), s.up);
-      }
-      gatedActivation(s.gate, s.up, rows * I, act);
-      this.proj(s.gate, rows, this.weights.matrix(`${p}.mlp.down_proj.weight`, H, I), c.mlpBias ? this.vector(`${p}.mlp.down_proj.bias`, H) : undefined, s.o);
-      if (c.sandwichNorms) rmsNorm(s.o, rows, H, this.vector(`${p}.post_feedforward_layernorm.weight`, H), eps, unit, s.o);
-      addInPlace(s.h, s.o, rows * H);
-      options.onLayerOutput?.(l, s.h.subarray(0, rows * H));
-    }
-    this.cache.length = start + rows;
-
-    const outRows = options.allLogits ? rows : 1;
-    const first = rows - outRows;
-    const normed = new Float32Array(outRows * H);
-    rmsNorm(s.h.subarray(first * H, rows * H), outRows, H, this.vector("model.norm.weight", H), eps, unit, normed);
-    const head = this.weights.matrix(c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight", c.vocabSize, H);
-    const logits = new Float32Array(outRows * c.vocabSize);
-    this.proj(normed, outRows, head, undefined, logits);
-    if (c.finalLogitSoftcap) {
-      const cap = c.finalLogitSoftcap;
-      for (let i = 0; i < logits.length; i++) logits[i] = Math.tanh(logits[i] / cap) * cap;
-    }
+  /**
+   * One step over several sequences at once (continuous batching): each appends its tokens; returns the
+   * logits tensor of each sequence's last token, [sequences, vocab], on the backend. The rows of all
+   * sequences must fit in `backend.maxRows`.
+   */
+  step(sequences: readonly SequenceInput[], options: Pick<ForwardOptions, "onLayerOutput"> = {}): BackendTensor {
+    const rows = sequences.reduce((n, s) => n + s.tokens.length, 0);
+    if (rows === 0 || rows > this.backend.maxRows) throw new RangeError(`a step takes 1…${this.backend.maxRows} rows, got ${rows}`);
+    const tokens = new Int32Array(rows);
+    const positions = new Int32Array(rows);
+    const slots = new Int32Array(rows);
+    const outputRows = new Int32Array(sequences.length);
+    let r = 0;
+    sequences.forEach((s, i) => {
+      if (s.tokens.length === 0) throw new RangeError(`sequence ${s.slot} has no tokens in this step`);
+      this.checkIds(s.tokens);
+      const start = this.length(s.slot);
+      if (start + s.tokens.length > this.maxContext) throw new RangeError(`sequence ${s.slot} would exceed maxContext ${this.maxContext}`);
+      s.tokens.forEach((t, j) => {
+        tokens[r] = t;
+        positions[r] = start + j;
+        slots[r++] = s.slot;
+      });
+      outputRows[i] = r - 1;
+    });
+    const logits = this.runStep({ tokens, positions, slots, outputRows }, options);
+    for (const s of sequences) this.lengths.set(s.slot, this.length(s.slot) + s.tokens.length);
     return logits;
   }
 
-  /** Causal attention of `rows` queries (positions start…) over the cache, GQA, optional window/softcap. */
-  private attention(layer: number, rows: number, start: number, q: Float32Array, out: Float32Array): void {
-    const c = this.config;
-    const hd = c.headDim;
-    const groups = c.numHeads / c.numKvHeads;
-    const keys = this.cache.keysOf(layer);
-    const values = this.cache.valuesOf(layer);
-    const window = c.slidingWindow[layer];
-    const cap = c.attnLogitSoftcap;
-    const kvStride = c.numKvHeads * hd;
-    const scores = new Float64Array(start + rows);
-    for (let r = 0; r < rows; r++) {
-      const pos = start + r;
-      const lo = window ? Math.max(0, pos - window + 1) : 0;
-      for (let h = 0; h < c.numHeads; h++) {
-        const qo = (r * c.numHeads + h) * hd;
-        const kvh = Math.floor(h / groups);
-        let max = -Infinity;
-        for (let j = lo; j <= pos; j++) {
-          const ko = j * kvStride + kvh * hd;
-          let dot = 0;
-          for (let i = 0; i < hd; i++) dot += q[qo + i] * keys[ko + i];
-          let sc = Math.fround(dot) * c.attentionScale;
-          if (cap) sc = Math.tanh(sc / cap) * cap;
-          scores[j] = sc;
-          if (sc > max) max = sc;
-        }
-        let sum = 0;
-        for (let j = lo; j <= pos; j++) sum += scores[j] = Math.exp(scores[j] - max);
-        const oo = (r * c.numHeads + h) * hd;
-        for (let i = 0; i < hd; i++) {
-          let acc = 0;
-          for (let j = lo; j <= pos; j++) acc += (scores[j] / sum) * values[j * kvStride + kvh * hd + i];
-          out[oo + i] = acc;
-        }
-      }
-    }
+  /** Run one step; decode steps without hooks are replayable (CUDA graphs on the GPU). */
+  private runStep(step: StepRows, options: Pick<ForwardOptions, "onLayerOutput">): BackendTensor {
+    const rows = step.tokens.length;
+    const outRows = step.outputRows.length;
+    this.backend.setStep(step);
+    let logits: BackendTensor | undefined;
+    const run = () => {
+      logits = forwardStep(this.backend, rows, outRows, options);
+    };
+    if (!options.onLayerOutput && rows === outRows && rows <= 8) this.backend.replayable(`decode:${rows}`, run);
+    else run();
+    return logits!;
   }
 
-  /** Forget the cached positions (start a new sequence). */
-  reset(): void {
-    this.cache.reset();
+  /** Forget a sequence's cached positions (start it anew). */
+  reset(slot = 0): void {
+    this.lengths.delete(slot);
+    this.backend.releaseSlot(slot);
   }
 
   dispose(): void {
-    this.cache.reset();
+    this.lengths.clear();
+    this.backend.dispose();
   }
 
   [Symbol.dispose](): void {

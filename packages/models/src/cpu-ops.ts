@@ -24,8 +24,16 @@ const BF16_TO_F32 = (() => {
   return t;
 })();
 
+/** Where a linear layer writes: row r, output o goes to out[r · stride + offset + o]; added with `accumulate`. */
+export interface LinearOutput {
+  readonly out: Float32Array;
+  readonly stride: number;
+  readonly offset: number;
+  readonly accumulate: boolean;
+}
+
 /**
- * out[r, o] = Σ_i x[r, i] · W[o, i] (+ bias[o]) for a weight W of shape [outFeatures, inFeatures]
+ * out[r, o] (+)= Σ_i x[r, i] · W[o, i] (+ bias[o]) for a weight W of shape [outFeatures, inFeatures]
  * stored as BF16 bits from `wOffset`.
  */
 export function linear(
@@ -36,15 +44,17 @@ export function linear(
   wOffset: number,
   outFeatures: number,
   bias: Float32Array | undefined,
-  out: Float32Array,
+  target: Float32Array | LinearOutput,
 ): void {
+  const { out, stride, offset, accumulate } = target instanceof Float32Array ? { out: target, stride: outFeatures, offset: 0, accumulate: false } : target;
+  const put = (index: number, value: number) => (accumulate ? (out[index] += value) : (out[index] = value));
   if (rows < 4) {
     // Few rows (decoding): widen weights through the table inside the dot products, four output rows
     // at a time so each activation load serves four weights.
     const t = BF16_TO_F32;
     for (let r = 0; r < rows; r++) {
       const xo = r * inFeatures;
-      const oo = r * outFeatures;
+      const oo = r * stride + offset;
       let o = 0;
       for (; o + 4 <= outFeatures; o += 4) {
         const a = wOffset + o * inFeatures;
@@ -62,16 +72,16 @@ export function linear(
           s2 += xi * t[w[c + i]];
           s3 += xi * t[w[d + i]];
         }
-        out[oo + o] = s0 + (bias ? bias[o] : 0);
-        out[oo + o + 1] = s1 + (bias ? bias[o + 1] : 0);
-        out[oo + o + 2] = s2 + (bias ? bias[o + 2] : 0);
-        out[oo + o + 3] = s3 + (bias ? bias[o + 3] : 0);
+        put(oo + o, s0 + (bias ? bias[o] : 0));
+        put(oo + o + 1, s1 + (bias ? bias[o + 1] : 0));
+        put(oo + o + 2, s2 + (bias ? bias[o + 2] : 0));
+        put(oo + o + 3, s3 + (bias ? bias[o + 3] : 0));
       }
       for (; o < outFeatures; o++) {
         const a = wOffset + o * inFeatures;
         let s0 = 0;
         for (let i = 0; i < inFeatures; i++) s0 += x[xo + i] * t[w[a + i]];
-        out[oo + o] = s0 + (bias ? bias[o] : 0);
+        put(oo + o, s0 + (bias ? bias[o] : 0));
       }
     }
     return;
@@ -98,16 +108,16 @@ export function linear(
         s2 += x[x2 + i] * wi;
         s3 += x[x3 + i] * wi;
       }
-      out[r * outFeatures + o] = s0 + b;
-      out[(r + 1) * outFeatures + o] = s1 + b;
-      out[(r + 2) * outFeatures + o] = s2 + b;
-      out[(r + 3) * outFeatures + o] = s3 + b;
+      put(r * stride + offset + o, s0 + b);
+      put((r + 1) * stride + offset + o, s1 + b);
+      put((r + 2) * stride + offset + o, s2 + b);
+      put((r + 3) * stride + offset + o, s3 + b);
     }
     for (; r < rows; r++) {
       const xo = r * inFeatures;
       let s0 = 0;
       for (let i = 0; i < inFeatures; i++) s0 += x[xo + i] * wr[i];
-      out[r * outFeatures + o] = s0 + b;
+      put(r * stride + offset + o, s0 + b);
     }
   }
 }

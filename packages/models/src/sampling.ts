@@ -35,6 +35,11 @@ export class Sampler {
     this.rand = mulberry32(options.seed ?? 0x5eed);
   }
 
+  /** Whether every choice is the argmax of the logits (temperature 0, no repetition penalty). */
+  get isGreedy(): boolean {
+    return (this.options.temperature ?? 0) === 0 && (this.options.repetitionPenalty ?? 1) === 1;
+  }
+
   /** Choose the next token from the last position's logits, given the tokens so far. */
   next(logits: Float32Array, context: ArrayLike<number>): number {
     const { temperature = 0, topK = 0, topP = 1, minP = 0, repetitionPenalty = 1 } = this.options;

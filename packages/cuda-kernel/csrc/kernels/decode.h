@@ -34,7 +34,27 @@ void buildFirstLevelTable(const uint8_t* luts, int nLuts, uint32_t* table, uint8
 // Dynamic shared memory the decode kernel needs for a module.
 size_t decodeSharedBytes(const ModuleView& m);
 
+// Where a decode launch writes. Range mode (rowIds null): CUDA block b decodes DF11 block firstBlock + b
+// and writes its elements g in [lo, hi) to out[g - lo]. Row mode: rows of rowElements elements chosen by
+// device-resident ids (embedding lookup inside a CUDA graph); blocksPerRow CUDA blocks per row, row r
+// written to out + r * rowElements. lo and rowElements must be multiples of 8, out 16-byte aligned.
+struct DecodeTarget {
+  uint32_t firstBlock;
+  uint32_t lo, hi;
+  const int32_t* rowIds;
+  uint32_t rowElements;
+  uint32_t blocksPerRow;
+  uint16_t* out;
+};
+
 // Decode a module into out[0 .. nElements) (BF16 bit patterns), asynchronously on `stream`.
 cudaError_t launchDecode(const ModuleView& m, uint16_t* out, cudaStream_t stream);
+
+// Decode elements [lo, hi) into out[0 .. hi - lo): blocks firstBlock … firstBlock + blockCount − 1 are
+// the ones whose output overlaps the window (the caller finds them in output_positions).
+cudaError_t launchDecodeRange(const ModuleView& m, uint32_t firstBlock, uint32_t blockCount, uint32_t lo, uint32_t hi, uint16_t* out, cudaStream_t stream);
+
+// Decode rows ids[0..rows) of a [*, rowElements] matrix into out[rows, rowElements].
+cudaError_t launchDecodeRows(const ModuleView& m, const int32_t* rowIds, uint32_t rows, uint32_t rowElements, uint32_t blocksPerRow, uint16_t* out, cudaStream_t stream);
 
 }  // namespace df11

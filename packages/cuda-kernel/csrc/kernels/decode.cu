@@ -50,7 +50,18 @@ __device__ __forceinline__ void singleCode(const ModuleView& m, const Tables& t,
 
 constexpr int kPrefetch = 4;  // sign/mantissa 8-byte chunks each thread loads before decoding
 
-__global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleView m, uint16_t* __restrict__ out) {
+// Largest block k with outputPositions[k] <= element (the block whose output holds it).
+__device__ __forceinline__ uint32_t blockOfElement(const ModuleView& m, uint32_t element) {
+  uint32_t lo = 0, hi = m.blocks;  // invariant: op[lo] <= element < op[hi] (op[blocks] = nElements)
+  while (hi - lo > 1) {
+    const uint32_t mid = (lo + hi) >> 1;
+    if (__ldg(&m.outputPositions[mid]) <= element) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+__global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleView m, const DecodeTarget target) {
   extern __shared__ __align__(16) uint8_t smem[];
   uint32_t* table = reinterpret_cast<uint32_t*>(smem);                        // 16 KB
   uint8_t* lengths = smem + 4 * kTableSize;                                   // 256 B
@@ -59,7 +70,23 @@ __global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleVie
   uint8_t* exps = counts + kTableSize + 128;                                  // decoded exponents
 
   const uint32_t tid = threadIdx.x;
-  const uint32_t block = blockIdx.x;
+  // Which DF11 block this CUDA block decodes, and the element window [winLo, winHi) it writes (to out[g - winLo]).
+  uint32_t block, winLo, winHi;
+  uint16_t* __restrict__ out;
+  if (target.rowIds) {
+    const uint32_t row = blockIdx.x / target.blocksPerRow;
+    winLo = static_cast<uint32_t>(__ldg(&target.rowIds[row])) * target.rowElements;
+    winHi = winLo + target.rowElements;
+    if (winHi > m.nElements) return;  // the host validates ids; never read past the module
+    block = blockOfElement(m, winLo) + blockIdx.x % target.blocksPerRow;
+    if (block >= m.blocks || __ldg(&m.outputPositions[block]) >= winHi) return;  // the row ended in an earlier block
+    out = target.out + static_cast<size_t>(row) * target.rowElements;
+  } else {
+    block = target.firstBlock + blockIdx.x;
+    winLo = target.lo;
+    winHi = target.hi;
+    out = target.out;
+  }
   // Issue every global load first (tables, this thread's stream bytes, gap, block range, and the
   // block's sign/mantissa bytes, needed only at the end) so their latencies overlap.
   static_assert(kTableSize * 4 == kThreadsPerBlock * 32, "two 16-byte loads per thread stage the table");
@@ -77,9 +104,12 @@ __global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleVie
   const uint32_t gapPair = (static_cast<uint32_t>(__ldg(&m.gaps[gapBit >> 3])) << 8) | __ldg(&m.gaps[(gapBit >> 3) + 1]);
   const uint32_t blockStart = __ldg(&m.outputPositions[block]);
   const uint32_t blockElements = __ldg(&m.outputPositions[block + 1]) - blockStart;
-  const uint32_t end = blockStart + blockElements;
-  const uint32_t alignedStart = min(end, (blockStart + 7) & ~7u);
-  const uint32_t chunks = (end - alignedStart) >> 3;
+  // Written part of the block: [wStart, wEnd). winLo is a multiple of 8, so output chunks of 8 elements
+  // (16-byte stores at out + g - winLo) start at multiples of 8 and their sign/mantissa loads are aligned.
+  const uint32_t wStart = max(blockStart, winLo);
+  const uint32_t wEnd = max(wStart, min(blockStart + blockElements, winHi));
+  const uint32_t alignedStart = min(wEnd, (wStart + 7) & ~7u);
+  const uint32_t chunks = (wEnd - alignedStart) >> 3;
   uint2 signMantissa[kPrefetch];
 #pragma unroll
   for (int j = 0; j < kPrefetch; ++j) {
@@ -147,7 +177,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleVie
   __syncthreads();
   // Exponent of block element L goes to exps[skew + L], so that chunks of 8 aligned in the output are
   // 8-byte aligned in shared memory too (one 8-byte load per chunk when writing out).
-  const uint32_t skew = blockStart & 7;
+  const uint32_t skew = (blockStart - winLo) & 7;
   const uint32_t first = skew + warpOffsets[warp] + inclusive - count;
 
   // Pass 2: decode again, placing exponents (same two phases); codes past the block's elements are padding.
@@ -185,9 +215,11 @@ __global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleVie
   const auto merge = [](uint32_t s, uint32_t e) -> uint16_t {
     return static_cast<uint16_t>(((s & 0x80) << 8) | (e << 7) | (s & 0x7f));
   };
-  const uint32_t base = blockStart - skew;  // output index of exps[0]
-  if (tid < alignedStart - blockStart) {
-    out[blockStart + tid] = merge(__ldg(&m.signMantissa[blockStart + tid]), exps[skew + tid]);
+  const uint32_t base = blockStart - skew;  // element index of exps[0]
+  out -= winLo;                             // element g goes to out[g]
+  if (tid < alignedStart - wStart) {
+    const uint32_t g = wStart + tid;
+    out[g] = merge(__ldg(&m.signMantissa[g]), exps[g - base]);
   }
   const auto writeChunk = [&](uint32_t c, uint2 s) {
     const uint32_t g = alignedStart + c * 8;
@@ -214,7 +246,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) decodeKernel(const ModuleVie
     writeChunk(c, __ldg(reinterpret_cast<const uint2*>(m.signMantissa + alignedStart + c * 8)));
   }
   const uint32_t tailStart = alignedStart + chunks * 8;
-  if (tid < end - tailStart) {
+  if (tid < wEnd - tailStart) {
     const uint32_t g = tailStart + tid;
     out[g] = merge(__ldg(&m.signMantissa[g]), exps[g - base]);
   }
@@ -260,15 +292,39 @@ size_t decodeSharedBytes(const ModuleView& m) {
   return 5 * kTableSize + 256 + 128 + ((m.maxBlockElements + 16 + 15) & ~size_t{15});
 }
 
-cudaError_t launchDecode(const ModuleView& m, uint16_t* out, cudaStream_t stream) {
-  if (m.blocks == 0) return cudaSuccess;
+namespace {
+cudaError_t launch(const ModuleView& m, const DecodeTarget& t, uint32_t grid, cudaStream_t stream) {
+  if (grid == 0) return cudaSuccess;
   const size_t shared = decodeSharedBytes(m);
   if (shared > 48 * 1024) {
     const cudaError_t e = cudaFuncSetAttribute(decodeKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
     if (e != cudaSuccess) return e;
   }
-  decodeKernel<<<m.blocks, kThreadsPerBlock, shared, stream>>>(m, out);
+  decodeKernel<<<grid, kThreadsPerBlock, shared, stream>>>(m, t);
   return cudaGetLastError();
+}
+}  // namespace
+
+cudaError_t launchDecode(const ModuleView& m, uint16_t* out, cudaStream_t stream) {
+  return launchDecodeRange(m, 0, m.blocks, 0, m.nElements, out, stream);
+}
+
+cudaError_t launchDecodeRange(const ModuleView& m, uint32_t firstBlock, uint32_t blockCount, uint32_t lo, uint32_t hi, uint16_t* out, cudaStream_t stream) {
+  DecodeTarget t{};
+  t.firstBlock = firstBlock;
+  t.lo = lo;
+  t.hi = hi;
+  t.out = out;
+  return launch(m, t, blockCount, stream);
+}
+
+cudaError_t launchDecodeRows(const ModuleView& m, const int32_t* rowIds, uint32_t rows, uint32_t rowElements, uint32_t blocksPerRow, uint16_t* out, cudaStream_t stream) {
+  DecodeTarget t{};
+  t.rowIds = rowIds;
+  t.rowElements = rowElements;
+  t.blocksPerRow = blocksPerRow;
+  t.out = out;
+  return launch(m, t, rows * blocksPerRow, stream);
 }
 
 }  // namespace df11

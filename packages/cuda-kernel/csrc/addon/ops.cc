@@ -1,0 +1,241 @@
+#include "ops.h"
+
+#include "../kernels/decode.h"
+#include "../kernels/inference.h"
+#include "device-buffer.h"
+#include "module.h"
+#include "stream.h"
+
+namespace df11addon {
+namespace {
+
+// ---- devices, memory, copies ----------------------------------------------------------------------
+Napi::Value DeviceCount(const Napi::CallbackInfo& info) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) {
+    cudaGetLastError();
+    return Napi::Number::New(info.Env(), 0);
+  }
+  throwIfError(info.Env(), e, "cudaGetDeviceCount");
+  return Napi::Number::New(info.Env(), n);
+}
+
+Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
+  const int d = intArg(info, 0, "device");
+  cudaDeviceProp p{};
+  throwIfError(info.Env(), cudaGetDeviceProperties(&p, d), "cudaGetDeviceProperties");
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("index", d);
+  o.Set("name", p.name);
+  o.Set("computeCapability", std::to_string(p.major) + "." + std::to_string(p.minor));
+  o.Set("totalMemory", static_cast<double>(p.totalGlobalMem));
+  o.Set("multiprocessors", p.multiProcessorCount);
+  o.Set("l2CacheBytes", p.l2CacheSize);
+  o.Set("sharedMemoryPerBlockOptin", static_cast<double>(p.sharedMemPerBlockOptin));
+  return o;
+}
+
+Napi::Value SetDevice(const Napi::CallbackInfo& info) {
+  throwIfError(info.Env(), cudaSetDevice(intArg(info, 0, "device")), "cudaSetDevice");
+  return info.Env().Undefined();
+}
+
+Napi::Value MemInfo(const Napi::CallbackInfo& info) {
+  size_t free = 0, total = 0;
+  throwIfError(info.Env(), cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("free", static_cast<double>(free));
+  o.Set("total", static_cast<double>(total));
+  return o;
+}
+
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  throwIfError(info.Env(), cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  return info.Env().Undefined();
+}
+
+// decode(module, out, offsetElements?, stream?) — a whole module into a DeviceBuffer.
+Napi::Value Decode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(Module::ctor.Value())) throw Napi::TypeError::New(env, "expected a Module");
+  const df11::ModuleView& m = Module::Unwrap(info[0].As<Napi::Object>())->view(env);
+  DeviceBuffer* out = unwrapBuffer(info[1]);
+  const size_t offset = info.Length() > 2 && info[2].IsNumber() ? static_cast<size_t>(info[2].As<Napi::Number>().DoubleValue()) : 0;
+  if ((offset + m.nElements) * 2 > out->bytes()) throw Napi::RangeError::New(env, "output buffer is too small for the module");
+  if (offset % 8 != 0) throw Napi::RangeError::New(env, "output offset must be a multiple of 8 elements (16-byte stores)");
+  throwIfError(env, df11::launchDecode(m, static_cast<uint16_t*>(out->ptr()) + offset, streamOf(info.Length() > 3 ? info[3] : env.Undefined())), "decode launch");
+  return env.Undefined();
+}
+
+// copy(dst, src, bytes, stream?) — device to device, whole buffers.
+Napi::Value Copy(const Napi::CallbackInfo& info) {
+  DeviceBuffer* dst = unwrapBuffer(info[0]);
+  DeviceBuffer* src = unwrapBuffer(info[1]);
+  const size_t bytes = static_cast<size_t>(numberArg(info, 2, "bytes"));
+  if (bytes > dst->bytes() || bytes > src->bytes()) throw Napi::RangeError::New(info.Env(), "copy runs past a buffer's end");
+  throwIfError(info.Env(), cudaMemcpyAsync(dst->ptr(), src->ptr(), bytes, cudaMemcpyDeviceToDevice, streamOf(info.Length() > 3 ? info[3] : info.Env().Undefined())),
+               "cudaMemcpyAsync");
+  return info.Env().Undefined();
+}
+
+// copyAddress(dstAddress, srcAddress, bytes, stream?) — device to device by address.
+Napi::Value CopyAddress(const Napi::CallbackInfo& info) {
+  throwIfError(info.Env(),
+               cudaMemcpyAsync(pointerArg<void>(info, 0, "dst"), pointerArg<const void>(info, 1, "src"), static_cast<size_t>(numberArg(info, 2, "bytes")),
+                               cudaMemcpyDeviceToDevice, streamOf(info[3])),
+               "cudaMemcpyAsync");
+  return info.Env().Undefined();
+}
+
+// ---- kernel launchers ------------------------------------------------------------------------------
+Napi::Value Embedding(const Napi::CallbackInfo& info) {
+  throwIfError(info.Env(),
+               df11::launchEmbedding(pointerArg<const uint16_t>(info, 0, "table"), pointerArg<const int32_t>(info, 1, "ids"), intArg(info, 2, "rows"), intArg(info, 3, "dim"),
+                                     static_cast<float>(numberArg(info, 4, "scale")), pointerArg<float>(info, 5, "out"), streamOf(info[6])),
+               "embedding");
+  return info.Env().Undefined();
+}
+
+Napi::Value GatedActivation(const Napi::CallbackInfo& info) {
+  throwIfError(info.Env(),
+               df11::launchGatedActivation(pointerArg<const float>(info, 0, "gu"), intArg(info, 1, "rows"), intArg(info, 2, "inner"), intArg(info, 3, "activation"),
+                                           pointerArg<float>(info, 4, "out"), streamOf(info[5])),
+               "gated activation");
+  return info.Env().Undefined();
+}
+
+Napi::Value Add(const Napi::CallbackInfo& info) {
+  throwIfError(info.Env(),
+               df11::launchAdd(pointerArg<float>(info, 0, "a"), pointerArg<const float>(info, 1, "b"), static_cast<size_t>(numberArg(info, 2, "n")), streamOf(info[3])),
+               "add");
+  return info.Env().Undefined();
+}
+
+Napi::Value Softcap(const Napi::CallbackInfo& info) {
+  throwIfError(info.Env(),
+               df11::launchSoftcap(pointerArg<float>(info, 0, "x"), static_cast<size_t>(numberArg(info, 1, "n")), static_cast<float>(numberArg(info, 2, "cap")),
+                                   streamOf(info[3])),
+               "softcap");
+  return info.Env().Undefined();
+}
+
+Napi::Value Argmax(const Napi::CallbackInfo& info) {
+  throwIfError(info.Env(),
+               df11::launchArgmax(pointerArg<const float>(info, 0, "x"), intArg(info, 1, "rows"), intArg(info, 2, "n"), pointerArg<int32_t>(info, 3, "out"), streamOf(info[4])),
+               "argmax");
+  return info.Env().Undefined();
+}
+
+Napi::Value GatherRows(const Napi::CallbackInfo& info) {
+  throwIfError(info.Env(),
+               df11::launchGatherRows(pointerArg<const float>(info, 0, "x"), pointerArg<const int32_t>(info, 1, "rows"), intArg(info, 2, "count"), intArg(info, 3, "dim"),
+                                      pointerArg<float>(info, 4, "out"), streamOf(info[5])),
+               "gather rows");
+  return info.Env().Undefined();
+}
+
+Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
+  throwIfError(info.Env(),
+               df11::launchRmsNorm(pointerArg<const float>(info, 0, "x"), intArg(info, 1, "rows"), intArg(info, 2, "dim"), pointerArg<const float>(info, 3, "weight"),
+                                   static_cast<float>(numberArg(info, 4, "eps")), info[5].ToBoolean().Value(), pointerArg<float>(info, 6, "out"),
+                                   pointerArg<float>(info, 7, "residual"), streamOf(info[8])),
+               "rmsNorm");
+  return info.Env().Undefined();
+}
+
+// linear(weight, N, K, x, ldx, rows, bias, out, ldo, accumulate, xBf16Scratch, stream)
+// rows ≤ 8: GEMV on float32 x. More: x converted into the BF16 scratch, then the tensor-core GEMM.
+Napi::Value Linear(const Napi::CallbackInfo& info) {
+  df11::LinearArgs a{};
+  a.weight = pointerArg<const uint16_t>(info, 0, "weight");
+  a.N = intArg(info, 1, "N");
+  a.K = intArg(info, 2, "K");
+  a.x = pointerArg<const float>(info, 3, "x");
+  a.ldx = intArg(info, 4, "ldx");
+  a.rows = intArg(info, 5, "rows");
+  a.bias = pointerArg<const float>(info, 6, "bias");
+  a.out = pointerArg<float>(info, 7, "out");
+  a.ldo = intArg(info, 8, "ldo");
+  a.accumulate = info[9].ToBoolean().Value();
+  uint16_t* scratch = pointerArg<uint16_t>(info, 10, "xBf16");
+  cudaStream_t stream = streamOf(info[11]);
+  if (a.rows <= df11::kGemvMaxRows) {
+    throwIfError(info.Env(), df11::launchGemv(a, stream), "gemv");
+  } else {
+    const bool convert = scratch && a.ldx == a.K;
+    if (convert) throwIfError(info.Env(), df11::launchToBf16(a.x, static_cast<size_t>(a.rows) * a.K, scratch, stream), "bf16 conversion");
+    throwIfError(info.Env(), df11::launchGemm(a, convert ? scratch : nullptr, stream), "gemm");
+  }
+  return info.Env().Undefined();
+}
+
+df11::AttentionArgs attentionArgs(const Napi::Object& o) {
+  const auto num = [&](const char* k) {
+    Napi::Value v = o.Get(k);
+    if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("attention.") + k + " must be a number");
+    return v.As<Napi::Number>().DoubleValue();
+  };
+  const auto ptr = [&](const char* k) { return reinterpret_cast<void*>(static_cast<uintptr_t>(num(k))); };
+  df11::AttentionArgs a{};
+  a.rows = static_cast<int>(num("rows"));
+  a.positions = static_cast<const int32_t*>(ptr("positions"));
+  a.slots = static_cast<const int32_t*>(ptr("slots"));
+  a.numHeads = static_cast<int>(num("numHeads"));
+  a.numKvHeads = static_cast<int>(num("numKvHeads"));
+  a.headDim = static_cast<int>(num("headDim"));
+  a.maxContext = static_cast<int>(num("maxContext"));
+  a.keys = static_cast<uint16_t*>(ptr("keys"));
+  a.values = static_cast<uint16_t*>(ptr("values"));
+  a.scale = static_cast<float>(num("scale"));
+  a.softcap = static_cast<float>(num("softcap"));
+  a.window = static_cast<int>(num("window"));
+  return a;
+}
+
+// qkvPrepare(attention, qkv, qNorm, kNorm, eps, unitOffset, invFreq, rotaryDim, qOut, stream)
+Napi::Value QkvPrepare(const Napi::CallbackInfo& info) {
+  const df11::AttentionArgs a = attentionArgs(info[0].As<Napi::Object>());
+  throwIfError(info.Env(),
+               df11::launchQkvPrepare(a, pointerArg<const float>(info, 1, "qkv"), pointerArg<const float>(info, 2, "qNorm"), pointerArg<const float>(info, 3, "kNorm"),
+                                      static_cast<float>(numberArg(info, 4, "eps")), info[5].ToBoolean().Value(), pointerArg<const float>(info, 6, "invFreq"),
+                                      intArg(info, 7, "rotaryDim"), pointerArg<float>(info, 8, "qOut"), streamOf(info[9])),
+               "qkvPrepare");
+  return info.Env().Undefined();
+}
+
+// attention(attention, q, out, splits, partial, stream)
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  const df11::AttentionArgs a = attentionArgs(info[0].As<Napi::Object>());
+  throwIfError(info.Env(),
+               df11::launchAttention(a, pointerArg<const float>(info, 1, "q"), pointerArg<float>(info, 2, "out"), intArg(info, 3, "splits"),
+                                     pointerArg<float>(info, 4, "partial"), streamOf(info[5])),
+               "attention");
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void InitOps(Napi::Env env, Napi::Object exports) {
+  const auto fn = [&](const char* name, Napi::Value (*f)(const Napi::CallbackInfo&)) { exports.Set(name, Napi::Function::New(env, f, name)); };
+  fn("deviceCount", DeviceCount);
+  fn("deviceInfo", DeviceInfo);
+  fn("setDevice", SetDevice);
+  fn("memInfo", MemInfo);
+  fn("synchronize", Synchronize);
+  fn("decode", Decode);
+  fn("copy", Copy);
+  fn("copyAddress", CopyAddress);
+  fn("embedding", Embedding);
+  fn("gatedActivation", GatedActivation);
+  fn("add", Add);
+  fn("softcap", Softcap);
+  fn("argmax", Argmax);
+  fn("gatherRows", GatherRows);
+  fn("rmsNorm", RmsNorm);
+  fn("linear", Linear);
+  fn("qkvPrepare", QkvPrepare);
+  fn("attention", Attention);
+}
+
+}  // namespace df11addon

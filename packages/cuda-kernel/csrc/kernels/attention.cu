@@ -1,0 +1,219 @@
+// Attention: q/k head norms + RoPE + KV-cache write (qkvPrepare), then causal softmax attention of each
+// query row over its own sequence's cache (GQA, sliding window, logit soft-capping), optionally split
+// over the keys for long contexts and combined afterwards.
+#include <cfloat>
+#include "inference.h"
+
+namespace df11 {
+namespace {
+
+constexpr int kHeadsPerBlock = 4;  // one warp per head
+constexpr int kMaxHeadDim = 256;
+constexpr int kPerLane = kMaxHeadDim / 32;
+
+__device__ __forceinline__ uint16_t toBf16(float f) {
+  const uint32_t u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+__device__ __forceinline__ float fromBf16(uint16_t v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
+
+__device__ __forceinline__ float warpSum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warpMax(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+__device__ __forceinline__ size_t cacheIndex(const AttentionArgs& a, int slot, int kvHead, int position) {
+  return ((static_cast<size_t>(slot) * a.numKvHeads + kvHead) * a.maxContext + position) * a.headDim;
+}
+
+__global__ void __launch_bounds__(kHeadsPerBlock * 32) qkvPrepareKernel(const AttentionArgs a, const float* __restrict__ qkv, const float* __restrict__ qNorm,
+                                                                        const float* __restrict__ kNorm, float eps, bool unitOffset, const float* __restrict__ invFreq,
+                                                                        int rotaryDim, float* __restrict__ qOut) {
+  __shared__ float staged[kHeadsPerBlock][kMaxHeadDim];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int r = blockIdx.x;
+  const int head = blockIdx.y * kHeadsPerBlock + warp;  // 0…H-1: q heads, H…H+KV-1: k heads (with their v)
+  const int H = a.numHeads, KV = a.numKvHeads, d = a.headDim;
+  if (head >= H + KV) return;
+  const bool isQuery = head < H;
+  const float* row = qkv + static_cast<size_t>(r) * (H + 2 * KV) * d;
+  const float* src = row + static_cast<size_t>(head) * d;  // k heads follow the q heads
+  const float* norm = isQuery ? qNorm : kNorm;
+  float v[kPerLane];
+  float ss = 0.0f;
+#pragma unroll
+  for (int t = 0; t < kPerLane; ++t) {
+    const int i = lane + 32 * t;
+    v[t] = i < d ? src[i] : 0.0f;
+    ss += v[t] * v[t];
+  }
+  if (norm) {
+    const float inv = rsqrtf(warpSum(ss) / d + eps);
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t) {
+      const int i = lane + 32 * t;
+      if (i < d) v[t] = (v[t] * inv) * (unitOffset ? 1.0f + norm[i] : norm[i]);
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kPerLane; ++t)
+    if (lane + 32 * t < d) staged[warp][lane + 32 * t] = v[t];
+  __syncwarp();
+
+  const int position = a.positions[r];
+  const int half = rotaryDim / 2;
+  const int slot = a.slots[r];
+  const int kvHead = head - H;
+  for (int i = lane; i < d; i += 32) {
+    float y = staged[warp][i];
+    if (i < rotaryDim) {
+      const int j = i < half ? i : i - half;
+      // Angle in float32 as transformers computes it; cos/sin in double, then rounded (no fast-math).
+      const float angle = static_cast<float>(position) * invFreq[j];
+      double s, c;
+      sincos(static_cast<double>(angle), &s, &c);
+      const float cf = static_cast<float>(c), sf = static_cast<float>(s);
+      y = i < half ? y * cf - staged[warp][i + half] * sf : y * cf + staged[warp][j] * sf;
+    }
+    if (isQuery) qOut[(static_cast<size_t>(r) * H + head) * d + i] = y;
+    else {
+      const size_t at = cacheIndex(a, slot, kvHead, position) + i;
+      a.keys[at] = toBf16(y);
+      a.values[at] = toBf16(row[static_cast<size_t>(H + KV + kvHead) * d + i]);
+    }
+  }
+}
+
+// One warp per (row, head, split). Lanes take 32 keys at a time (a full dot product each), the warp
+// keeps an online softmax, and each lane accumulates d/32 output dims.
+__global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const AttentionArgs a, const float* __restrict__ q, float* __restrict__ out, float* __restrict__ partial) {
+  __shared__ __align__(16) float qs[kHeadsPerBlock][kMaxHeadDim];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int head = blockIdx.x * kHeadsPerBlock + warp;
+  const int r = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
+  const int H = a.numHeads, d = a.headDim;
+  if (head >= H) return;
+  const float* qh = q + (static_cast<size_t>(r) * H + head) * d;
+  for (int i = lane; i < d; i += 32) qs[warp][i] = qh[i];
+  __syncwarp();
+
+  const int position = a.positions[r];
+  const int first = a.window > 0 ? max(0, position - a.window + 1) : 0;
+  const int count = position - first + 1;
+  const int chunk = (count + splits - 1) / splits;
+  const int start = first + split * chunk;
+  const int end = min(position + 1, start + chunk);
+  const int kvHead = head / (H / a.numKvHeads);
+  const uint16_t* keys = a.keys + cacheIndex(a, a.slots[r], kvHead, 0);
+  const uint16_t* values = a.values + cacheIndex(a, a.slots[r], kvHead, 0);
+
+  float m = -FLT_MAX, l = 0.0f;
+  float acc[kPerLane];
+#pragma unroll
+  for (int t = 0; t < kPerLane; ++t) acc[t] = 0.0f;
+
+  for (int j0 = start; j0 < end; j0 += 32) {
+    const int j = j0 + lane;
+    float s = -FLT_MAX;
+    if (j < end) {
+      const uint4* kr = reinterpret_cast<const uint4*>(keys + static_cast<size_t>(j) * d);
+      float dot = 0.0f;
+      for (int i = 0; i < d; i += 8) {
+        const uint4 k = __ldg(kr + i / 8);
+        const float4 q0 = *reinterpret_cast<const float4*>(&qs[warp][i]);
+        const float4 q1 = *reinterpret_cast<const float4*>(&qs[warp][i + 4]);
+        dot = fmaf(q0.x, __uint_as_float(k.x << 16), dot);
+        dot = fmaf(q0.y, __uint_as_float(k.x & 0xffff0000u), dot);
+        dot = fmaf(q0.z, __uint_as_float(k.y << 16), dot);
+        dot = fmaf(q0.w, __uint_as_float(k.y & 0xffff0000u), dot);
+        dot = fmaf(q1.x, __uint_as_float(k.z << 16), dot);
+        dot = fmaf(q1.y, __uint_as_float(k.z & 0xffff0000u), dot);
+        dot = fmaf(q1.z, __uint_as_float(k.w << 16), dot);
+        dot = fmaf(q1.w, __uint_as_float(k.w & 0xffff0000u), dot);
+      }
+      s = dot * a.scale;
+      if (a.softcap > 0.0f) s = tanhf(s / a.softcap) * a.softcap;
+    }
+    const float mNew = fmaxf(m, warpMax(s));
+    const float p = j < end ? __expf(s - mNew) : 0.0f;
+    const float correction = __expf(m - mNew);
+    l = l * correction + warpSum(p);
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t) acc[t] *= correction;
+    const int n = min(32, end - j0);
+    for (int jj = 0; jj < n; ++jj) {
+      const float pj = __shfl_sync(0xffffffffu, p, jj);
+      const uint16_t* vr = values + static_cast<size_t>(j0 + jj) * d;
+#pragma unroll
+      for (int t = 0; t < kPerLane; ++t) {
+        const int i = lane + 32 * t;
+        if (i < d) acc[t] = fmaf(pj, fromBf16(__ldg(vr + i)), acc[t]);
+      }
+    }
+    m = mNew;
+  }
+
+  if (splits == 1) {
+    float* o = out + (static_cast<size_t>(r) * H + head) * d;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t)
+      if (lane + 32 * t < d) o[lane + 32 * t] = acc[t] * inv;
+  } else {
+    float* p = partial + ((static_cast<size_t>(r) * H + head) * splits + split) * (d + 2);
+    if (lane == 0) {
+      p[0] = start < end ? m : -FLT_MAX;
+      p[1] = l;
+    }
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t)
+      if (lane + 32 * t < d) p[2 + lane + 32 * t] = acc[t];
+  }
+}
+
+// Merge the splits of one (row, head): one warp.
+__global__ void combineKernel(const AttentionArgs a, int splits, const float* __restrict__ partial, float* __restrict__ out) {
+  const int lane = threadIdx.x & 31;
+  const int head = blockIdx.x * kHeadsPerBlock + (threadIdx.x >> 5);
+  const int r = blockIdx.y, H = a.numHeads, d = a.headDim;
+  if (head >= H) return;
+  const float* p = partial + (static_cast<size_t>(r) * H + head) * splits * (d + 2);
+  float m = -FLT_MAX;
+  for (int s = 0; s < splits; ++s) m = fmaxf(m, p[s * (d + 2)]);
+  float l = 0.0f;
+  for (int s = 0; s < splits; ++s) l += p[s * (d + 2) + 1] * __expf(p[s * (d + 2)] - m);
+  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+  for (int i = lane; i < d; i += 32) {
+    float v = 0.0f;
+    for (int s = 0; s < splits; ++s) v += p[s * (d + 2) + 2 + i] * __expf(p[s * (d + 2)] - m);
+    out[(static_cast<size_t>(r) * H + head) * d + i] = v * inv;
+  }
+}
+
+}  // namespace
+
+cudaError_t launchQkvPrepare(const AttentionArgs& a, const float* qkv, const float* qNorm, const float* kNorm, float normEps, bool unitOffset, const float* invFreq,
+                             int rotaryDim, float* qOut, cudaStream_t stream) {
+  if (a.rows == 0) return cudaSuccess;
+  if (a.headDim > kMaxHeadDim || rotaryDim > a.headDim || (rotaryDim & 1)) return cudaErrorInvalidValue;
+  const dim3 grid(a.rows, (a.numHeads + a.numKvHeads + kHeadsPerBlock - 1) / kHeadsPerBlock);
+  qkvPrepareKernel<<<grid, kHeadsPerBlock * 32, 0, stream>>>(a, qkv, qNorm, kNorm, normEps, unitOffset, invFreq, rotaryDim, qOut);
+  return cudaGetLastError();
+}
+
+cudaError_t launchAttention(const AttentionArgs& a, const float* q, float* out, int splits, float* partial, cudaStream_t stream) {
+  if (a.rows == 0) return cudaSuccess;
+  if (a.headDim > kMaxHeadDim || (a.headDim & 7) || a.numHeads % a.numKvHeads) return cudaErrorInvalidValue;
+  if (splits < 1 || (splits > 1 && !partial)) return cudaErrorInvalidValue;
+  const dim3 grid((a.numHeads + kHeadsPerBlock - 1) / kHeadsPerBlock, a.rows, splits);
+  attentionKernel<<<grid, kHeadsPerBlock * 32, 0, stream>>>(a, q, out, partial);
+  if (splits > 1) combineKernel<<<dim3(grid.x, a.rows), kHeadsPerBlock * 32, 0, stream>>>(a, splits, partial, out);
+  return cudaGetLastError();
+}
+
+}  // namespace df11

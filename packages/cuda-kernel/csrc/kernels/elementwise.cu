@@ -1,0 +1,150 @@
+// Small memory-bound kernels of the forward pass: embedding gather, gated activation, residual add,
+// soft-capping, argmax, BF16 conversion, row gather.
+#include <cfloat>
+#include "inference.h"
+
+namespace df11 {
+namespace {
+
+__device__ __forceinline__ float bf16ToFloat(uint16_t v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
+
+__device__ __forceinline__ uint16_t floatToBf16(float f) {
+  const uint32_t u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN stays NaN
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+__global__ void embeddingKernel(const uint16_t* __restrict__ table, const int32_t* __restrict__ ids, int dim, float scale, float* __restrict__ out) {
+  const int r = blockIdx.y;
+  const size_t row = ids ? static_cast<size_t>(__ldg(&ids[r])) : static_cast<size_t>(r);
+  const uint16_t* src = table + row * dim;
+  float* dst = out + static_cast<size_t>(r) * dim;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < dim; i += gridDim.x * blockDim.x) dst[i] = bf16ToFloat(__ldg(&src[i])) * scale;
+}
+
+__global__ void gatedActivationKernel(const float* __restrict__ gu, int inner, int activation, float* __restrict__ out) {
+  const int r = blockIdx.y;
+  const float* g = gu + static_cast<size_t>(r) * 2 * inner;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < inner; i += gridDim.x * blockDim.x) {
+    const float v = g[i];
+    float a;
+    if (activation == 0) a = v / (1.0f + expf(-v));
+    else a = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+    out[static_cast<size_t>(r) * inner + i] = a * g[inner + i];
+  }
+}
+
+__global__ void addKernel(float* __restrict__ a, const float* __restrict__ b, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) a[i] += b[i];
+}
+
+__global__ void softcapKernel(float* __restrict__ x, size_t n, float cap) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) x[i] = tanhf(x[i] / cap) * cap;
+}
+
+__global__ void toBf16Kernel(const float* __restrict__ x, size_t n, uint16_t* __restrict__ out) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) out[i] = floatToBf16(x[i]);
+}
+
+__global__ void gatherRowsKernel(const float* __restrict__ x, const int32_t* __restrict__ rows, int dim, float* __restrict__ out) {
+  const float* src = x + static_cast<size_t>(__ldg(&rows[blockIdx.y])) * dim;
+  float* dst = out + static_cast<size_t>(blockIdx.y) * dim;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < dim; i += gridDim.x * blockDim.x) dst[i] = src[i];
+}
+
+// One block per row: each thread scans a strided part, then a block reduction (ties → lowest index).
+constexpr int kArgmaxThreads = 1024;
+__global__ void __launch_bounds__(kArgmaxThreads) argmaxKernel(const float* __restrict__ x, int n, int32_t* __restrict__ out) {
+  const float* row = x + static_cast<size_t>(blockIdx.x) * n;
+  float best = -FLT_MAX;
+  int index = n;  // beyond any real index, so NaN-only rows still pick a valid one below
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const float v = row[i];
+    if (v > best || index == n) {
+      best = v;
+      index = i;
+    }
+  }
+  const auto better = [](float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); };
+  for (int o = 16; o > 0; o >>= 1) {
+    const float v = __shfl_down_sync(0xffffffffu, best, o);
+    const int i = __shfl_down_sync(0xffffffffu, index, o);
+    if (better(v, i, best, index)) {
+      best = v;
+      index = i;
+    }
+  }
+  __shared__ float values[32];
+  __shared__ int indices[32];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (lane == 0) {
+    values[warp] = best;
+    indices[warp] = index;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    const int warps = blockDim.x >> 5;
+    best = lane < warps ? values[lane] : -FLT_MAX;
+    index = lane < warps ? indices[lane] : n;
+    for (int o = 16; o > 0; o >>= 1) {
+      const float v = __shfl_down_sync(0xffffffffu, best, o);
+      const int i = __shfl_down_sync(0xffffffffu, index, o);
+      if (better(v, i, best, index)) {
+        best = v;
+        index = i;
+      }
+    }
+    if (lane == 0) out[blockIdx.x] = index < n ? index : 0;
+  }
+}
+
+unsigned gridFor(size_t n, unsigned threads) {
+  const size_t blocks = (n + threads - 1) / threads;
+  return static_cast<unsigned>(blocks < 65535 * 8 ? blocks : 65535 * 8);
+}
+
+}  // namespace
+
+cudaError_t launchEmbedding(const uint16_t* table, const int32_t* ids, int rows, int dim, float scale, float* out, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  embeddingKernel<<<dim3((dim + 255) / 256, rows), 256, 0, stream>>>(table, ids, dim, scale, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launchGatedActivation(const float* gu, int rows, int inner, int activation, float* out, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  gatedActivationKernel<<<dim3((inner + 255) / 256, rows), 256, 0, stream>>>(gu, inner, activation, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launchAdd(float* a, const float* b, size_t n, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  addKernel<<<gridFor(n, 256), 256, 0, stream>>>(a, b, n);
+  return cudaGetLastError();
+}
+
+cudaError_t launchSoftcap(float* x, size_t n, float cap, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  softcapKernel<<<gridFor(n, 256), 256, 0, stream>>>(x, n, cap);
+  return cudaGetLastError();
+}
+
+cudaError_t launchArgmax(const float* x, int rows, int n, int32_t* out, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  argmaxKernel<<<rows, kArgmaxThreads, 0, stream>>>(x, n, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launchToBf16(const float* x, size_t n, uint16_t* out, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  toBf16Kernel<<<gridFor(n, 256), 256, 0, stream>>>(x, n, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launchGatherRows(const float* x, const int32_t* rows, int count, int dim, float* out, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  gatherRowsKernel<<<dim3((dim + 255) / 256, count), 256, 0, stream>>>(x, rows, dim, out);
+  return cudaGetLastError();
+}
+
+}  // namespace df11

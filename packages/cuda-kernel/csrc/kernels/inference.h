@@ -1,0 +1,74 @@
+// Launchers of the inference kernels (everything but the DF11 decode, see decode.h). Activations are
+// float32 row-major; weights are BF16 bit patterns, row-major [outFeatures, inFeatures]; the KV cache is
+// BF16. Every launcher is asynchronous on `stream` and returns the launch's error.
+#pragma once
+#include <cstdint>
+#include <cuda_runtime.h>
+
+namespace df11 {
+
+// ---- elementwise.cu -------------------------------------------------------------------------------
+// out[r, :] = float(table[ids[r], :]) * scale; with ids null, row r of the table.
+cudaError_t launchEmbedding(const uint16_t* table, const int32_t* ids, int rows, int dim, float scale, float* out, cudaStream_t stream);
+// out[r, :I] = act(gu[r, :I]) * gu[r, I:2I]; act 0 = SiLU, 1 = GELU (tanh approximation).
+cudaError_t launchGatedActivation(const float* gu, int rows, int inner, int activation, float* out, cudaStream_t stream);
+// a += b over n elements.
+cudaError_t launchAdd(float* a, const float* b, size_t n, cudaStream_t stream);
+// x = tanh(x / cap) * cap over n elements.
+cudaError_t launchSoftcap(float* x, size_t n, float cap, cudaStream_t stream);
+// out[r] = index of the largest of x[r, :n] (first on ties).
+cudaError_t launchArgmax(const float* x, int rows, int n, int32_t* out, cudaStream_t stream);
+// out[i] = bf16(x[i]) (round to nearest even), n elements.
+cudaError_t launchToBf16(const float* x, size_t n, uint16_t* out, cudaStream_t stream);
+// out[i, :] = x[rows[i], :] for i < count (gathers the rows whose logits are wanted).
+cudaError_t launchGatherRows(const float* x, const int32_t* rows, int count, int dim, float* out, cudaStream_t stream);
+
+// ---- norm.cu --------------------------------------------------------------------------------------
+// y = x / rms(x) * w (or * (1 + w) with unitOffset) per row of `dim`. With residual non-null the result
+// is added to it (residual += y, gemma's sandwich norms); otherwise written to out (may alias x).
+cudaError_t launchRmsNorm(const float* x, int rows, int dim, const float* weight, float eps, bool unitOffset, float* out, float* residual, cudaStream_t stream);
+
+// ---- gemv.cu / gemm.cu -----------------------------------------------------------------------------
+// out[r, n] (+)= Σ_k x[r, k] · W[n, k] + bias[n], for r < rows, n < N. ldx/ldo: row strides (elements).
+struct LinearArgs {
+  const uint16_t* weight;  // [N, K] BF16
+  int N, K;
+  const float* x;  // [rows, ldx] float32
+  int ldx;
+  int rows;
+  const float* bias;  // [N] or null
+  float* out;         // [rows, ldo]
+  int ldo;
+  bool accumulate;
+};
+// Few rows (decode): every weight read once from memory, float32 arithmetic. rows ≤ kGemvMaxRows.
+constexpr int kGemvMaxRows = 8;
+cudaError_t launchGemv(const LinearArgs& a, cudaStream_t stream);
+// Many rows (prefill): tensor cores (BF16 × BF16 → float32). xBf16 is x converted to BF16, [rows, K];
+// needs K % 8 == 0 and 16-byte aligned rows, else falls back to a simple float32 kernel on x.
+cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, cudaStream_t stream);
+
+// ---- attention.cu ----------------------------------------------------------------------------------
+struct AttentionArgs {
+  int rows;            // query rows in this step
+  const int32_t* positions;  // [rows] position of each row in its sequence
+  const int32_t* slots;      // [rows] KV-cache slot (sequence) of each row
+  int numHeads, numKvHeads, headDim;
+  int maxContext;      // positions per slot in the cache
+  uint16_t* keys;      // this layer's cache: [slots, kvHeads, maxContext, headDim] BF16
+  uint16_t* values;
+  float scale;         // query scaling (1/sqrt(d) or gemma's query_pre_attn_scalar)
+  float softcap;       // 0 = none
+  int window;          // sliding window, 0 = full attention
+};
+// From the fused projection qkv [rows, (H + 2·KV)·d] (q heads, k heads, v heads): RMS-normalise each q
+// and k head (when qNorm/kNorm are given), rotate the first rotaryDim dims of each (RoPE, frequencies
+// invFreq[rotaryDim/2] at each row's position), write q to qOut [rows, H·d] and k, v into the cache.
+cudaError_t launchQkvPrepare(const AttentionArgs& a, const float* qkv, const float* qNorm, const float* kNorm, float normEps, bool unitOffset,
+                             const float* invFreq, int rotaryDim, float* qOut, cudaStream_t stream);
+// out[rows, H·d] = causal softmax attention of q over each row's slot, positions ≤ its own (and inside
+// the window). splits > 1 divides each row's keys among that many warps (long contexts, few rows);
+// partial needs rows · H · splits · (d + 2) floats then.
+cudaError_t launchAttention(const AttentionArgs& a, const float* q, float* out, int splits, float* partial, cudaStream_t stream);
+
+}  // namespace df11

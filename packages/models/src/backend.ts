@@ -1,0 +1,85 @@
+import type { TextModelConfig } from "./config.js";
+
+/**
+ * The rows of one forward step. Each row is one token of one sequence: the sequence's KV-cache slot and
+ * the token's position in it. Prefill is many rows of one slot; batched decoding is one row per slot.
+ */
+export interface StepRows {
+  readonly tokens: Int32Array;
+  readonly positions: Int32Array;
+  readonly slots: Int32Array;
+  /** Rows whose logits the step produces (e.g. the last row of each sequence). */
+  readonly outputRows: Int32Array;
+}
+
+/** A weight matrix a linear layer uses: its tensor name, its rows (output features) and optional bias. */
+export interface LinearWeight {
+  readonly name: string;
+  readonly rows: number;
+  readonly bias?: string;
+}
+
+/** An activation tensor of a backend: [rows, cols] float32. */
+export interface BackendTensor {
+  readonly rows: number;
+  readonly cols: number;
+}
+
+/** What a caller may know about a backend's weights. */
+export interface WeightsInfo {
+  readonly kind: "bf16" | "df11";
+  /** Bytes of weights held resident (on the device for GPU backends). */
+  readonly residentBytes: number;
+}
+
+/**
+ * The seam between the architecture (written once, in forward.ts) and the hardware that runs it. A
+ * backend owns the weights, the KV cache and the activation tensors; the forward pass calls these ops
+ * in order. Ops are asynchronous on GPU backends; `read` and `argmax` return host data.
+ */
+export interface Backend<T extends BackendTensor = BackendTensor> extends Disposable {
+  readonly device: "cpu" | "cuda";
+  readonly config: TextModelConfig;
+  readonly weights: WeightsInfo;
+  /** Most rows in one step (longer prompts are split into steps). */
+  readonly maxRows: number;
+  /** Positions each KV-cache slot holds. */
+  readonly maxContext: number;
+  /** Number of KV-cache slots (sequences decoded together). */
+  readonly slots: number;
+  has(name: string): boolean;
+  /** The activation tensor `name` with `rows` rows of `cols`; the same name reuses its storage. */
+  tensor(name: string, rows: number, cols: number): T;
+  /** Set the step's inputs (validated by the caller). */
+  setStep(step: StepRows): void;
+  /** out[r] = embedding row of token r × scale. */
+  embed(out: T, scale: number): void;
+  /** out = RMSNorm(x) · weight per row (out may be x). */
+  rmsNorm(x: T, weight: string, out: T): void;
+  /** residual += RMSNorm(x) · weight (gemma's post-norms). */
+  rmsNormAdd(x: T, weight: string, residual: T): void;
+  /** out (+)= x · [W₁; W₂; …]ᵀ (+ biases): the weights' outputs side by side in out's columns. */
+  linear(x: T, weights: readonly LinearWeight[], out: T, accumulate?: boolean): void;
+  /** From qkv ([q heads | k heads | v heads] per row): q/k norms, RoPE, KV-cache write, attention → out. */
+  attention(layer: number, qkv: T, out: T): void;
+  /** out = act(gu[:, :I]) · gu[:, I:] */
+  gatedActivation(gu: T, out: T): void;
+  /** a += b */
+  add(a: T, b: T): void;
+  /** out[i] = x[step.outputRows[i]] */
+  gatherOutputRows(x: T, out: T): void;
+  /** x = tanh(x / cap) · cap */
+  softcap(x: T, cap: number): void;
+  /** The tensor's values on the host. */
+  read(x: T): Float32Array;
+  /** Index of the largest value of each row. */
+  argmax(x: T): Int32Array;
+  /**
+   * Run `fn` (a step's ops). Backends that can record it (CUDA graphs) replay the recording on later
+   * calls with the same key instead of issuing the ops again; `fn` must then depend only on the key.
+   */
+  replayable(key: string, fn: () => void): void;
+  /** Forget what a KV-cache slot holds (its sequence ended). */
+  releaseSlot(slot: number): void;
+  dispose(): void;
+}
