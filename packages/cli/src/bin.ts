@@ -13,7 +13,8 @@ import { formatCompressSummary, formatInspectReport } from "./report.js";
 import { DEMO_SHAPE, writeSyntheticModel } from "@df11/models";
 import { listCachedModels, resolveModel } from "@df11/hub-loader";
 import { modelDirectory } from "./model-source.js";
-import { parseIds, runChat, runGenerate, type GenerationFlags } from "./generate-command.js";
+import { interruptSignal, parseIds, runChat, runGenerate, type GenerationFlags } from "./generate-command.js";
+import type { DeviceChoice } from "./load-model.js";
 
 const intOption = (v: string) => {
   const n = Number(v);
@@ -124,7 +125,14 @@ const withSampling = (cmd: Command) =>
     .option("--min-p <p>", "drop tokens below p × the top probability", numberOption("min-p", (v) => v >= 0 && v < 1))
     .option("--repetition-penalty <r>", "penalise tokens already in the context (> 1)", numberOption("repetition penalty", (v) => v > 0))
     .option("--seed <n>", "RNG seed: same seed, same output", intOption)
-    .option("--stop <text...>", "stop when the text contains one of these strings");
+    .option("--stop <text...>", "stop when the text contains one of these strings")
+    .option("--device <device>", "cuda (GPU), cpu, or auto: the GPU when one is present", deviceOption, "auto")
+    .option("--max-context <n>", "GPU: positions the KV cache holds (default: min(model's maximum, 4096))", intOption);
+
+function deviceOption(v: string): DeviceChoice {
+  if (v !== "auto" && v !== "cpu" && v !== "cuda") throw new InvalidArgumentError("expected cuda, cpu or auto");
+  return v;
+}
 
 const flagsOf = (o: Record<string, unknown>): GenerationFlags => ({
   maxTokens: o.maxTokens as number,
@@ -135,29 +143,34 @@ const flagsOf = (o: Record<string, unknown>): GenerationFlags => ({
   repetitionPenalty: o.repetitionPenalty as number | undefined,
   seed: o.seed as number | undefined,
   stop: o.stop as string[] | undefined,
+  device: o.device as DeviceChoice,
+  maxContext: o.maxContext as number | undefined,
 });
 
 withSampling(
   program
     .command("generate")
-    .description("generate text with a BF16 or DFloat11 model on the CPU")
+    .description("generate text with a BF16 or DFloat11 model, on the GPU when one is present")
     .argument("<model>", "model directory or Hub repo id, e.g. DFloat11/Qwen3-8B-DF11")
     .option("-p, --prompt <text>", "prompt text (needs the model's tokenizer)")
     .option("--input-ids <ids>", "prompt as token ids, e.g. 1,17,42 (models without a tokenizer)")
     .option("--chat", "wrap the prompt in the model's chat template")
     .option("--json", "print one JSON object: tokenIds, text, tokens/s, peak memory"),
 ).action(async (modelDir: string, opts) => {
+  const interrupt = interruptSignal();
   const result = await runGenerate(
     await modelDirectory(modelDir),
     { prompt: opts.prompt, inputIds: opts.inputIds ? parseIds(opts.inputIds) : undefined, chat: opts.chat },
     flagsOf(opts),
     opts.json ? undefined : (piece) => process.stdout.write(piece),
-  );
+    interrupt.signal,
+  ).finally(interrupt.release);
+  if (result.interrupted) process.exitCode = 130;
   if (opts.json) console.log(JSON.stringify(result, null, 2));
   else {
     process.stdout.write("\n");
     process.stderr.write(
-      `[${result.tokenIds.length} tokens, ${result.stopReason}; prefill ${result.tokensPerSecond.prefill.toFixed(1)} tok/s, decode ${result.tokensPerSecond.decode.toFixed(1)} tok/s; ${result.weights}; peak RSS ${formatBytes(result.peakRssBytes)}]\n`,
+      `[${result.tokenIds.length} tokens, ${result.interrupted ? "interrupted" : result.stopReason}; prefill ${result.tokensPerSecond.prefill.toFixed(1)} tok/s, decode ${result.tokensPerSecond.decode.toFixed(1)} tok/s; ${result.weights} on ${result.device}; peak RSS ${formatBytes(result.peakRssBytes)}]\n`,
     );
   }
 });
@@ -225,7 +238,7 @@ program
       const report = await inspectModel(df11, { threads: opts.threads });
       console.log(formatInspectReport(report).replace(/^/gm, "   "));
       console.log(`6. df11 generate ${df11} --prompt "the water is" -n 12   (and the same from ${bf16})`);
-      const flags: GenerationFlags = { maxTokens: 12, temperature: 0 };
+      const flags: GenerationFlags = { maxTokens: 12, temperature: 0, device: "cpu" };
       const fromDf11 = await runGenerate(df11, { prompt: "the water is" }, flags);
       const fromBf16 = await runGenerate(bf16, { prompt: "the water is" }, flags);
       const same = JSON.stringify(fromDf11.tokenIds) === JSON.stringify(fromBf16.tokenIds);

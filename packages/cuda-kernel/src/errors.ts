@@ -26,3 +26,17 @@ export class DisposedError extends CudaError {
     super(`${what} was used after dispose()`, "DISPOSED");
   }
 }
+
+/** The GPU has too little free memory: says how much was needed (and free) where known. */
+export class OutOfDeviceMemoryError extends CudaError {
+  override name = "OutOfDeviceMemoryError";
+  constructor(
+    message: string,
+    /** Bytes the operation needed, when known. */
+    readonly neededBytes?: number,
+    /** Bytes free on the device, when known. */
+    readonly freeBytes?: number,
+  ) {
+    super(message, "CUDA_OUT_OF_MEMORY", 2);
+  }
+}

@@ -13,10 +13,10 @@
  */
 import { validateModule, type DF11Module } from "@df11/codec";
 import { CudaUnavailableError, DisposedError } from "./errors.js";
-import { call, native, type NativeBuffer, type NativeEvent, type NativeModule, type NativeStream } from "./native.js";
+import { call, native, type Address, type NativeBuffer, type NativeEvent, type NativeGraph, type NativeModule, type NativeStream } from "./native.js";
 
 export * from "./errors.js";
-export { addonCandidates } from "./native.js";
+export { addonCandidates, type Address } from "./native.js";
 
 /** A CUDA device. */
 export interface DeviceInfo {
@@ -115,15 +115,23 @@ export class DeviceBuffer implements Disposable {
     return this.handle;
   }
 
-  /** Copy host bytes into the buffer at `byteOffset`. */
-  upload(data: ArrayBufferView, byteOffset = 0): void {
-    call(() => this.native.upload(data, byteOffset));
+  /** The device address of byte 0 (for the kernel launchers; valid until dispose()). */
+  get address(): Address {
+    return this.native.address;
   }
 
-  /** Copy the buffer (from `byteOffset`) into `target`, or into a new Uint8Array of the whole buffer. */
-  download<T extends ArrayBufferView = Uint8Array>(target?: T, byteOffset = 0): T {
+  /** Copy host bytes into the buffer at `byteOffset`; with a stream, ordered after the work queued on it. */
+  upload(data: ArrayBufferView, byteOffset = 0, stream?: CudaStream): void {
+    call(() => this.native.upload(data, byteOffset, stream?.native));
+  }
+
+  /**
+   * Copy the buffer (from `byteOffset`) into `target`, or into a new Uint8Array of the whole buffer; with
+   * a stream, after the work queued on it. Returns when the bytes are there.
+   */
+  download<T extends ArrayBufferView = Uint8Array>(target?: T, byteOffset = 0, stream?: CudaStream): T {
     const out = target ?? (new Uint8Array(this.byteLength - byteOffset) as unknown as T);
-    call(() => this.native.download(out, byteOffset));
+    call(() => this.native.download(out, byteOffset, stream?.native));
     return out;
   }
 
@@ -160,6 +168,38 @@ export class CudaStream implements Disposable {
   }
   synchronize(): void {
     call(() => this.native.synchronize());
+  }
+  /**
+   * Record instead of run: work queued on this stream until {@link endCapture} becomes a CUDA graph,
+   * replayed later with one launch (no host round trip per kernel).
+   */
+  beginCapture(): void {
+    call(() => this.native.beginCapture());
+  }
+  /** Stop recording; the recorded work as an instantiated graph. */
+  endCapture(): CudaGraph {
+    return new CudaGraph(call(() => this.native.endCapture()));
+  }
+  dispose(): void {
+    this.handle?.destroy();
+    this.handle = undefined;
+  }
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/** A recorded sequence of GPU work (from {@link CudaStream.endCapture}), replayed by `launch`. */
+export class CudaGraph implements Disposable {
+  private handle: NativeGraph | undefined;
+  /** @internal */
+  constructor(handle: NativeGraph) {
+    this.handle = handle;
+  }
+  /** Replay the graph on `stream`. */
+  launch(stream: CudaStream): void {
+    if (!this.handle) throw new DisposedError("CudaGraph");
+    call(() => this.handle!.launch(stream.native));
   }
   dispose(): void {
     this.handle?.destroy();
@@ -244,6 +284,22 @@ export class DeviceModule implements Disposable {
     decode(this, out, options);
   }
 
+  /**
+   * Decode only elements [lo, hi) into device memory at `out` (elements lo… land at out[0…]): only the
+   * blocks holding them run. `lo` must be a multiple of 8 and `out` 16-byte aligned.
+   */
+  decodeRange(out: Address, lo: number, hi: number, stream?: CudaStream): void {
+    call(() => this.native.decodeRange(out, lo, hi, stream?.native));
+  }
+
+  /**
+   * Decode rows of the module seen as a [*, rowElements] matrix, the row indices read on the device from
+   * `ids` (Int32, `rows` of them): out[r] = row ids[r]. Works inside CUDA graphs (embedding lookup).
+   */
+  decodeRows(ids: Address, rows: number, rowElements: number, out: Address, stream?: CudaStream): void {
+    call(() => this.native.decodeRows(ids, rows, rowElements, out, stream?.native));
+  }
+
   dispose(): void {
     this.handle?.free();
     this.handle = undefined;
@@ -262,4 +318,17 @@ export function decode(module: DeviceModule, out: DeviceBuffer, options: DecodeO
 /** Device-to-device copy of `bytes` bytes. */
 export function copyDeviceToDevice(dst: DeviceBuffer, src: DeviceBuffer, bytes: number, stream?: CudaStream): void {
   call(() => native().copy(dst.native, src.native, bytes, stream?.native));
+}
+
+export { CudaBackend, type CudaBackendOptions, type CudaTensor } from "./backend/cuda-backend.js";
+export { DeviceWeights, type MatrixSource, type LoadProgress } from "./backend/device-weights.js";
+
+/**
+ * The addon's raw entry points (kernel launchers taking device addresses). For tests and tools that
+ * exercise single kernels; nothing checks the addresses — prefer {@link CudaBackend}.
+ * @internal
+ */
+export function nativeAddon() {
+  requireDevice();
+  return native();
 }

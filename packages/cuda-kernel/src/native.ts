@@ -2,9 +2,28 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { CudaError, CudaUnavailableError } from "./errors.js";
+import { CudaError, CudaUnavailableError, OutOfDeviceMemoryError } from "./errors.js";
 
-/** The raw addon interface (see csrc/addon.cc). */
+/** A device address (exact as a JS number below 2^53); 0 is null. */
+export type Address = number;
+
+/** Attention parameters as the addon reads them (see AttentionArgs in csrc/kernels/inference.h). */
+export interface NativeAttention {
+  rows: number;
+  positions: Address;
+  slots: Address;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  maxContext: number;
+  keys: Address;
+  values: Address;
+  scale: number;
+  softcap: number;
+  window: number;
+}
+
+/** The raw addon interface (see csrc/addon). Kernel launchers take device addresses; callers check them. */
 export interface NativeAddon {
   DeviceBuffer: new (bytes: number) => NativeBuffer;
   Stream: new () => NativeStream;
@@ -17,17 +36,36 @@ export interface NativeAddon {
   synchronize(): void;
   decode(module: NativeModule, out: NativeBuffer, offsetElements?: number, stream?: NativeStream): void;
   copy(dst: NativeBuffer, src: NativeBuffer, bytes: number, stream?: NativeStream): void;
+  copyAddress(dst: Address, src: Address, bytes: number, stream?: NativeStream): void;
+  embedding(table: Address, ids: Address, rows: number, dim: number, scale: number, out: Address, stream?: NativeStream): void;
+  gatedActivation(gu: Address, rows: number, inner: number, activation: number, out: Address, stream?: NativeStream): void;
+  add(a: Address, b: Address, n: number, stream?: NativeStream): void;
+  softcap(x: Address, n: number, cap: number, stream?: NativeStream): void;
+  argmax(x: Address, rows: number, n: number, out: Address, stream?: NativeStream): void;
+  gatherRows(x: Address, rows: Address, count: number, dim: number, out: Address, stream?: NativeStream): void;
+  rmsNorm(x: Address, rows: number, dim: number, weight: Address, eps: number, unitOffset: boolean, out: Address, residual: Address, stream?: NativeStream): void;
+  linear(weight: Address, N: number, K: number, x: Address, ldx: number, rows: number, bias: Address, out: Address, ldo: number, accumulate: boolean, xBf16: Address, stream?: NativeStream): void;
+  toBf16(x: Address, n: number, out: Address, stream?: NativeStream): void;
+  qkvPrepare(a: NativeAttention, qkv: Address, qNorm: Address, kNorm: Address, eps: number, unitOffset: boolean, invFreq: Address, rotaryDim: number, qOut: Address, stream?: NativeStream): void;
+  attention(a: NativeAttention, q: Address, out: Address, splits: number, partial: Address, stream?: NativeStream): void;
   cudaRuntimeVersion: number;
 }
 export interface NativeBuffer {
-  upload(src: ArrayBufferView, offset?: number): void;
-  download(dst: ArrayBufferView, offset?: number): void;
+  upload(src: ArrayBufferView, offset?: number, stream?: NativeStream): void;
+  download(dst: ArrayBufferView, offset?: number, stream?: NativeStream): void;
   fill(value: number): void;
   free(): void;
   readonly byteLength: number;
+  readonly address: Address;
 }
 export interface NativeStream {
   synchronize(): void;
+  destroy(): void;
+  beginCapture(): void;
+  endCapture(): NativeGraph;
+}
+export interface NativeGraph {
+  launch(stream?: NativeStream): void;
   destroy(): void;
 }
 export interface NativeEvent {
@@ -38,6 +76,8 @@ export interface NativeEvent {
 }
 export interface NativeModule {
   free(): void;
+  decodeRange(out: Address, lo: number, hi: number, stream?: NativeStream): void;
+  decodeRows(ids: Address, rows: number, rowElements: number, out: Address, stream?: NativeStream): void;
   readonly elements: number;
   readonly deviceBytes: number;
 }
@@ -79,12 +119,13 @@ export function native(): NativeAddon {
   }
 }
 
-/** Run a native call, turning its CUDA failures into {@link CudaError}. */
+/** Run a native call, turning its CUDA failures into {@link CudaError} (allocation failures into {@link OutOfDeviceMemoryError}). */
 export function call<T>(fn: () => T): T {
   try {
     return fn();
   } catch (e) {
     const err = e as Error & { code?: string; cudaError?: number };
+    if (err.code === "CUDA_OUT_OF_MEMORY") throw new OutOfDeviceMemoryError(err.message);
     if (err.code === "CUDA_ERROR") throw new CudaError(err.message, "CUDA_ERROR", err.cudaError);
     throw e;
   }

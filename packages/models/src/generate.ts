@@ -12,6 +12,8 @@ export interface GenerateOptions extends SamplingOptions {
   readonly tokenizer?: TextTokenizer;
   /** Keep the KV cache from earlier calls and continue the sequence (chat). */
   readonly continueSequence?: boolean;
+  /** Stops generation before the next token when aborted (the tokens so far stay yielded). */
+  readonly signal?: AbortSignal;
 }
 
 /** One generated token, as the iterator yields it. */
@@ -69,7 +71,8 @@ export async function* generate(
   t0 = performance.now();
   try {
     for (let i = 0; i < maxTokens; i++) {
-      await Promise.resolve(); // let consumers and signals run between tokens
+      await new Promise<void>((resolve) => setImmediate(resolve)); // let consumers and signals (Ctrl-C) run between tokens
+      if (options.signal?.aborted) return;
       const id = choose();
       context.push(id);
       generated.push(id);

@@ -144,8 +144,9 @@ Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// linear(weight, N, K, x, ldx, rows, bias, out, ldo, accumulate, xBf16Scratch, stream)
-// rows ≤ 8: GEMV on float32 x. More: x converted into the BF16 scratch, then the tensor-core GEMM.
+// linear(weight, N, K, x, ldx, rows, bias, out, ldo, accumulate, xBf16, stream)
+// rows ≤ 8: GEMV on float32 x. More: the tensor-core GEMM on xBf16 (x already converted with toBf16,
+// [rows, K]), or a float32 fallback when xBf16 is 0 or the shape does not suit the tensor cores.
 Napi::Value Linear(const Napi::CallbackInfo& info) {
   df11::LinearArgs a{};
   a.weight = pointerArg<const uint16_t>(info, 0, "weight");
@@ -158,15 +159,18 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   a.out = pointerArg<float>(info, 7, "out");
   a.ldo = intArg(info, 8, "ldo");
   a.accumulate = info[9].ToBoolean().Value();
-  uint16_t* scratch = pointerArg<uint16_t>(info, 10, "xBf16");
+  const uint16_t* xBf16 = pointerArg<const uint16_t>(info, 10, "xBf16");
   cudaStream_t stream = streamOf(info[11]);
-  if (a.rows <= df11::kGemvMaxRows) {
-    throwIfError(info.Env(), df11::launchGemv(a, stream), "gemv");
-  } else {
-    const bool convert = scratch && a.ldx == a.K;
-    if (convert) throwIfError(info.Env(), df11::launchToBf16(a.x, static_cast<size_t>(a.rows) * a.K, scratch, stream), "bf16 conversion");
-    throwIfError(info.Env(), df11::launchGemm(a, convert ? scratch : nullptr, stream), "gemm");
-  }
+  if (a.rows <= df11::kGemvMaxRows) throwIfError(info.Env(), df11::launchGemv(a, stream), "gemv");
+  else throwIfError(info.Env(), df11::launchGemm(a, a.ldx == a.K ? xBf16 : nullptr, stream), "gemm");
+  return info.Env().Undefined();
+}
+
+// toBf16(x, n, out, stream)
+Napi::Value ToBf16(const Napi::CallbackInfo& info) {
+  throwIfError(info.Env(),
+               df11::launchToBf16(pointerArg<const float>(info, 0, "x"), static_cast<size_t>(numberArg(info, 1, "n")), pointerArg<uint16_t>(info, 2, "out"), streamOf(info[3])),
+               "bf16 conversion");
   return info.Env().Undefined();
 }
 
@@ -234,6 +238,7 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   fn("gatherRows", GatherRows);
   fn("rmsNorm", RmsNorm);
   fn("linear", Linear);
+  fn("toBf16", ToBf16);
   fn("qkvPrepare", QkvPrepare);
   fn("attention", Attention);
 }

@@ -1,0 +1,161 @@
+#!/usr/bin/env node
+/**
+ * GPU generation benchmark: batch 1, a prompt of --prompt-tokens, --new-tokens greedy tokens, on our
+ * engine from BF16 and from DF11 (each variant in a process of its own), with transformers' numbers
+ * (tools/transformers_bench.py, same GPU, same run) merged in as the reference point.
+ *
+ *   node apps/bench/dist/gpu-generate.js --bf16 DIR --df11 DIR [--reference transformers.json] [--chunks 8,16,64]
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { CausalLM } from "@df11/models";
+import { CudaBackend, devices, memoryInfo } from "@df11/cuda-kernel";
+
+const { values: args, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    bf16: { type: "string" },
+    df11: { type: "string" },
+    reference: { type: "string" },
+    out: { type: "string", default: "bench-results/gpu-generate.json" },
+    "prompt-tokens": { type: "string", default: "512" },
+    "new-tokens": { type: "string", default: "256" },
+    chunks: { type: "string", default: "" },
+    chunk: { type: "string" },
+  },
+});
+const promptTokens = Number(args["prompt-tokens"]);
+const newTokens = Number(args["new-tokens"]);
+const log = (s: string) => console.error(s);
+
+/** One variant's numbers. */
+interface Run {
+  readonly label: string;
+  readonly weights: "bf16" | "df11";
+  readonly decodeChunkElements?: number;
+  readonly loadSeconds: number;
+  readonly prefillTokensPerSecond: number;
+  readonly decodeTokensPerSecond: number;
+  readonly decodeMsPerToken: number;
+  readonly gpuMsPerToken: number;
+  readonly hostOverheadMsPerToken: number;
+  readonly peakGpuBytes: number;
+  readonly weightsBytes: number;
+  readonly kvCacheBytes: number;
+  readonly tokenIds: number[];
+}
+
+async function measure(dir: string, label: string, chunk?: number): Promise<Run> {
+  memoryInfo(); // context first, so it is not counted
+  const before = memoryInfo().free;
+  let minFree = before;
+  const sample = () => (minFree = Math.min(minFree, memoryInfo().free));
+  const maxContext = promptTokens + newTokens;
+  let t = performance.now();
+  const backend = await CudaBackend.load(dir, { maxContext, decodeChunkElements: chunk });
+  const loadSeconds = (performance.now() - t) / 1000;
+  using model = new CausalLM(backend.config, backend);
+  sample();
+  const vocab = backend.config.vocabSize;
+  const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 7919 + 13) % vocab);
+  // Warm-up: the first steps allocate, the second one-token step records the CUDA graph.
+  let id = model.forwardGreedy(prompt.slice(0, 32));
+  for (let i = 0; i < 4; i++) id = model.forwardGreedy([id]);
+  model.reset();
+  backend.synchronize();
+  sample();
+
+  t = performance.now();
+  id = model.forwardGreedy(prompt);
+  const prefillSeconds = (performance.now() - t) / 1000;
+  const tokenIds = [id];
+  t = performance.now();
+  for (let i = 1; i < newTokens; i++) tokenIds.push((id = model.forwardGreedy([id])));
+  const decodeSeconds = (performance.now() - t) / 1000;
+  sample();
+  // GPU time of one replayed step (events around it), to separate the host's share of a token.
+  model.reset();
+  model.forward(prompt.slice(0, 64));
+  const gpuMs: number[] = [];
+  for (let i = 0; i < 20; i++) gpuMs.push(backend.gpuMilliseconds(() => model.step([{ slot: 0, tokens: [tokenIds[i]] }])));
+  gpuMs.sort((a, b) => a - b);
+  const decodeMsPerToken = (decodeSeconds * 1000) / (newTokens - 1);
+  const gpuMsPerToken = gpuMs[gpuMs.length >> 1];
+  const c = backend.config;
+  return {
+    label,
+    weights: backend.weights.kind,
+    decodeChunkElements: backend.weights.kind === "df11" ? (chunk ?? 16 * 1024 * 1024) : undefined,
+    loadSeconds,
+    prefillTokensPerSecond: promptTokens / prefillSeconds,
+    decodeTokensPerSecond: (newTokens - 1) / decodeSeconds,
+    decodeMsPerToken,
+    gpuMsPerToken,
+    hostOverheadMsPerToken: decodeMsPerToken - gpuMsPerToken,
+    peakGpuBytes: before - minFree,
+    weightsBytes: backend.weights.residentBytes,
+    kvCacheBytes: 2 * c.numLayers * c.numKvHeads * maxContext * c.headDim * 2,
+    tokenIds,
+  };
+}
+
+async function main() {
+  if (positionals[0] === "one") {
+    const run = await measure(positionals[1], positionals[2], args.chunk ? Number(args.chunk) : undefined);
+    console.log(JSON.stringify(run));
+    return;
+  }
+  if (!args.bf16 || !args.df11) throw new Error("give --bf16 DIR and --df11 DIR");
+  const self = fileURLToPath(import.meta.url);
+  const child = (dir: string, label: string, chunk?: number): Run => {
+    log(`measuring ${label}…`);
+    const extra = chunk ? ["--chunk", String(chunk)] : [];
+    const out = execFileSync(process.execPath, [self, "one", dir, label, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), ...extra], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "inherit"],
+      maxBuffer: 1 << 26,
+    });
+    return JSON.parse(out.trim().split("\n").pop()!);
+  };
+  const runs = [child(args.bf16, "df11 engine, BF16 weights"), child(args.df11, "df11 engine, DF11 weights")];
+  for (const c of args.chunks.split(",").filter(Boolean)) runs.push(child(args.df11, `df11 engine, DF11 weights, decode window ${c} Mi elements`, Number(c) * 1024 * 1024));
+  const reference = args.reference && existsSync(args.reference) ? JSON.parse(readFileSync(args.reference, "utf8")) : undefined;
+  const same = (a: number[], b: number[]) => a.findIndex((v, i) => v !== b[i]);
+  const identical = same(runs[0].tokenIds, runs[1].tokenIds) === -1;
+  const agreeWithTransformers = reference ? (same(runs[0].tokenIds, reference.tokenIds) + 1 || newTokens + 1) - 1 : undefined;
+  const gb = (n: number) => (n / 1e9).toFixed(2);
+  log("");
+  log(`| engine | prefill tok/s | decode tok/s | ms/token (GPU + host) | weights GB | peak GPU GB |`);
+  log(`|---|---|---|---|---|---|`);
+  if (reference) log(`| ${reference.engine} | ${reference.prefillTokensPerSecond.toFixed(0)} | ${reference.decodeTokensPerSecond.toFixed(1)} | ${(1000 / reference.decodeTokensPerSecond).toFixed(2)} | ${gb(reference.weightsBytes)} | ${gb(reference.peakGpuBytes)} |`);
+  for (const r of runs) {
+    log(`| ${r.label} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} (${r.gpuMsPerToken.toFixed(2)} + ${r.hostOverheadMsPerToken.toFixed(3)}) | ${gb(r.weightsBytes)} | ${gb(r.peakGpuBytes)} |`);
+  }
+  log(`BF16 and DF11 tokens identical: ${identical}${reference ? `; first ${agreeWithTransformers} tokens equal transformers' (BF16 arithmetic differs, so greedy paths may part)` : ""}`);
+  const result = {
+    benchmark: "gpu-generate",
+    date: new Date().toISOString(),
+    device: devices()[0],
+    model: "Llama-3.1-8B-shaped, synthetic weights (tools/make_bench_model.py)",
+    batch: 1,
+    promptTokens,
+    newTokens,
+    tokensIdentical: identical,
+    tokensEqualToTransformers: agreeWithTransformers,
+    reference: reference ? { ...reference, tokenIds: undefined } : undefined,
+    runs: runs.map(({ tokenIds, ...r }) => r),
+  };
+  const out = resolve(args.out!);
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify(result, null, 2) + "\n");
+  log(`saved ${out}`);
+  if (!identical) process.exitCode = 1;
+}
+
+main().catch((e: Error) => {
+  console.error(`gpu-generate: ${e.stack ?? e.message}`);
+  process.exit(1);
+});

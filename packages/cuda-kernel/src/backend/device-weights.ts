@@ -1,0 +1,179 @@
+import { bf16ToFloat32 } from "@df11/codec";
+import type { SafetensorsCollection } from "@df11/hub-loader";
+import { compressedModulesOf, isModuleTensor, readDF11Module, weightNamesOf, WeightLayoutError, type PatternDict } from "@df11/models";
+import { DeviceBuffer, DeviceModule } from "../index.js";
+import { call, native, type Address } from "../native.js";
+
+/** Where a weight matrix lives on the GPU: resident BF16, or a slice of a compressed DF11 module. */
+export type MatrixSource =
+  | { readonly kind: "resident"; readonly address: Address; readonly elements: number; readonly shape: readonly number[] }
+  | { readonly kind: "df11"; readonly module: DeviceModule; readonly start: number; readonly elements: number; readonly modulePath: string };
+
+/** Loading progress: bytes of the checkpoint placed on the GPU so far. */
+export type LoadProgress = (done: number, total: number) => void;
+
+/** Matrices of one layer in the order the official pattern_dicts compress them, so fused projections are adjacent. */
+const LAYER_ORDER = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.gate_up_proj", "mlp.down_proj"];
+const layerOf = (name: string) => /^model\.layers\.(\d+)\./.exec(name)?.[1];
+const orderKey = (name: string) => {
+  const i = LAYER_ORDER.findIndex((m) => name.endsWith(`.${m}.weight`));
+  return i < 0 ? LAYER_ORDER.length : i;
+};
+const align = (n: number, to: number) => Math.ceil(n / to) * to;
+
+/**
+ * A checkpoint's weights on the GPU. BF16 matrices of a layer share one allocation, in pattern order
+ * (q, k, v, o, gate, up, down), so a fused projection is one contiguous matrix. DF11 modules stay
+ * compressed ({@link DeviceModule}); vectors (norms, biases) are float32 in one buffer.
+ */
+export class DeviceWeights implements Disposable {
+  private readonly matrices = new Map<string, MatrixSource>();
+  private readonly vectors = new Map<string, { address: Address; length: number }>();
+  private readonly buffers: DeviceBuffer[] = [];
+  private readonly modules: DeviceModule[] = [];
+  private fused = new Map<string, Address>();
+  residentBytes = 0;
+
+  private constructor(readonly kind: "bf16" | "df11") {}
+
+  /** Bytes the weights will take on the GPU (for the memory check before anything is allocated). */
+  static plannedBytes(weights: SafetensorsCollection, df11: boolean): number {
+    let bytes = 0;
+    for (const name of weights.names()) bytes += align(weights.info(name).byteLength * (weights.info(name).shape.length === 1 ? 2 : 1), 256);
+    // Each DF11 module also holds its 20 KB decode tables and padding.
+    return bytes + (df11 ? compressedModulesOf(weights.names()).length * 24 * 1024 : 0);
+  }
+
+  /** Upload a checkpoint (BF16, or DF11 with its pattern_dict). */
+  static async load(weights: SafetensorsCollection, patternDict: PatternDict | undefined, onProgress?: LoadProgress): Promise<DeviceWeights> {
+    const w = new DeviceWeights(patternDict ? "df11" : "bf16");
+    try {
+      await w.upload(weights, patternDict, onProgress);
+      return w;
+    } catch (e) {
+      w.dispose();
+      throw e;
+    }
+  }
+
+  private async upload(weights: SafetensorsCollection, patternDict: PatternDict | undefined, onProgress?: LoadProgress): Promise<void> {
+    const total = weights.names().reduce((n, t) => n + weights.info(t).byteLength, 0);
+    let done = 0;
+    const progress = (bytes: number) => onProgress?.((done += bytes), total);
+
+    if (patternDict) {
+      for (const path of compressedModulesOf(weights.names())) {
+        const module = await readDF11Module(weights, path);
+        const names = weightNamesOf(patternDict, path);
+        if (module.splitPositions.length !== names.length - 1) {
+          throw new WeightLayoutError(`${path}.split_positions`, `${module.splitPositions.length + 1} parts, the pattern_dict lists ${names.length}`);
+        }
+        const gpu = DeviceModule.upload(module);
+        this.modules.push(gpu);
+        this.residentBytes += gpu.deviceBytes;
+        const bounds = [0, ...module.splitPositions, module.signMantissa.length];
+        names.forEach((name, i) => this.matrices.set(name, { kind: "df11", module: gpu, start: bounds[i], elements: bounds[i + 1] - bounds[i], modulePath: path }));
+        progress(module.luts.length + module.encodedExponent.length + module.signMantissa.length + module.gaps.length + module.outputPositions.byteLength);
+      }
+    }
+
+    const plain = weights.names().filter((n) => !isModuleTensor(n));
+    for (const name of plain) {
+      const info = weights.info(name);
+      if (info.dtype !== "BF16") throw new WeightLayoutError(name, `dtype ${info.dtype}; df11 runs BF16 (or DF11) models`);
+    }
+    // Vectors: float32, one buffer.
+    const vectorNames = plain.filter((n) => weights.info(n).shape.length === 1);
+    const offsets = new Map<string, number>();
+    let vectorBytes = 0;
+    for (const n of vectorNames) {
+      offsets.set(n, vectorBytes);
+      vectorBytes = align(vectorBytes + weights.info(n).shape[0] * 4, 256);
+    }
+    if (vectorBytes > 0) {
+      const buf = this.own(DeviceBuffer.alloc(vectorBytes));
+      for (const n of vectorNames) {
+        const values = bf16ToFloat32(await weights.readU16(n));
+        buf.upload(values, offsets.get(n)!);
+        this.vectors.set(n, { address: buf.address + offsets.get(n)!, length: values.length });
+        progress(weights.info(n).byteLength);
+      }
+    }
+    // Matrices (and anything else of ≥ 2 dims): per layer one buffer, else one buffer each.
+    const groups = new Map<string, string[]>();
+    for (const n of plain.filter((n) => weights.info(n).shape.length !== 1)) {
+      const key = layerOf(n) ?? n;
+      groups.set(key, [...(groups.get(key) ?? []), n]);
+    }
+    for (const names of groups.values()) {
+      names.sort((a, b) => orderKey(a) - orderKey(b));
+      const bytes = names.reduce((s, n) => s + align(weights.info(n).byteLength, 256), 0);
+      const buf = this.own(DeviceBuffer.alloc(bytes));
+      let offset = 0;
+      for (const n of names) {
+        const info = weights.info(n);
+        buf.upload(await weights.read(n), offset);
+        this.matrices.set(n, { kind: "resident", address: buf.address + offset, elements: info.byteLength / 2, shape: info.shape });
+        offset += align(info.byteLength, 256);
+        progress(info.byteLength);
+      }
+    }
+  }
+
+  private own(b: DeviceBuffer): DeviceBuffer {
+    this.buffers.push(b);
+    this.residentBytes += b.byteLength;
+    return b;
+  }
+
+  has(name: string): boolean {
+    return this.matrices.has(name) || this.vectors.has(name);
+  }
+
+  matrix(name: string): MatrixSource {
+    const m = this.matrices.get(name);
+    if (!m) throw new WeightLayoutError(name, this.vectors.has(name) ? "is a vector, a matrix was expected" : "missing from the checkpoint");
+    return m;
+  }
+
+  /** A float32 vector's address, checked against the length the config needs. */
+  vector(name: string, length: number): Address {
+    const v = this.vectors.get(name);
+    if (!v) throw new WeightLayoutError(name, "missing from the checkpoint");
+    if (v.length !== length) throw new WeightLayoutError(name, `has ${v.length} elements, the config needs ${length}`);
+    return v.address;
+  }
+
+  /** Several biases side by side (for fused projections), built once. */
+  fusedVector(names: readonly string[], lengths: readonly number[]): Address {
+    if (names.length === 1) return this.vector(names[0], lengths[0]);
+    const key = names.join("|");
+    const known = this.fused.get(key);
+    if (known !== undefined) return known;
+    const total = lengths.reduce((a, b) => a + b, 0);
+    const buf = this.own(DeviceBuffer.alloc(total * 4));
+    let offset = 0;
+    names.forEach((n, i) => {
+      const src = this.vector(n, lengths[i]);
+      call(() => native().copyAddress(buf.address + offset * 4, src, lengths[i] * 4));
+      offset += lengths[i];
+    });
+    call(() => native().synchronize()); // the copies ran on the default stream; compute runs on another
+    this.fused.set(key, buf.address);
+    return buf.address;
+  }
+
+  dispose(): void {
+    for (const b of this.buffers) b.dispose();
+    for (const m of this.modules) m.dispose();
+    this.buffers.length = 0;
+    this.modules.length = 0;
+    this.matrices.clear();
+    this.vectors.clear();
+    this.fused.clear();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}

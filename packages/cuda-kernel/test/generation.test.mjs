@@ -1,0 +1,180 @@
+// GPU generation: every reference model (test-support/reference-models) and official fixture, BF16 and
+// DF11, against transformers' float32 logits and greedy tokens; DF11 bit-identical to BF16 on the GPU;
+// a deliberately broken kernel caught; memory errors and release. Skipped, with the reason, without a GPU.
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { after } from "node:test";
+import { fileURLToPath } from "node:url";
+import { SafetensorsFile } from "../../hub-loader/dist/index.js";
+import { CausalLM, generate } from "../../models/dist/index.js";
+import { compressModel } from "../../cli/dist/index.js";
+import { gpuTest, gpuUnavailableReason } from "./gpu-helpers.mjs";
+import { CudaBackend, memoryInfo, OutOfDeviceMemoryError } from "../dist/index.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, "..", "..", "..");
+const fixturesRoot = resolve(process.env.DF11_FIXTURES ?? join(repo, "..", "shared", "fixtures"));
+
+/**
+ * Tolerance on logits vs transformers float32, as relative L2 error over all positions. The GPU runs
+ * BF16 weights with float32 activations, but prefill multiplies on the tensor cores with activations
+ * rounded to BF16 (relative rounding 2^-9 ≈ 2e-3 per operand) and the KV cache is BF16: through two
+ * layers that leaves ~1e-3…5e-3. A wrong RoPE direction gives > 0.1 (tested below).
+ */
+const REL_TOLERANCE = 1.5e-2;
+
+/** Every model to check: [name, bf16 dir, df11 dir or undefined (compressed here), reference dir]. */
+function models() {
+  const list = [];
+  const refRoot = join(repo, "test-support", "reference-models");
+  for (const name of readdirSync(refRoot).sort()) list.push({ name, bf16: join(refRoot, name, "bf16"), ref: join(refRoot, name) });
+  if (existsSync(fixturesRoot)) {
+    for (const name of readdirSync(fixturesRoot).sort()) {
+      if (existsSync(join(fixturesRoot, name, "df11", "config.json"))) list.push({ name, bf16: join(fixturesRoot, name, "bf16"), df11: join(fixturesRoot, name, "df11"), ref: join(fixturesRoot, name) });
+    }
+  } else console.log(`# official fixtures not found at ${fixturesRoot}: only the reference models run`);
+  return list;
+}
+
+const work = gpuUnavailableReason ? undefined : mkdtempSync(join(tmpdir(), "df11-gpu-gen-"));
+after(() => work && rmSync(work, { recursive: true, force: true }));
+
+async function referenceOf(dir) {
+  const ref = JSON.parse(readFileSync(join(dir, "reference.json"), "utf8"));
+  const f = await SafetensorsFile.open(join(dir, "reference_logits.safetensors"));
+  const raw = await f.read("logits_fp32");
+  await f.close();
+  return { ...ref, logits: new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4) };
+}
+
+const relError = (got, expected) => {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < expected.length; i++) {
+    if (!Number.isFinite(got[i])) return Infinity;
+    num += (got[i] - expected[i]) ** 2;
+    den += expected[i] ** 2;
+  }
+  return Math.sqrt(num / den);
+};
+const sameBits = (a, b) => a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+
+async function gpuModel(dir, options = {}) {
+  const backend = await CudaBackend.load(dir, { maxContext: 64, ...options });
+  return new CausalLM(backend.config, backend);
+}
+
+/** Logits at every prompt position, by prefill (GEMM path) and by one-token steps (GEMV path, graph replay). */
+async function logitsBothWays(dir, ids, options) {
+  const model = await gpuModel(dir, options);
+  try {
+    const prefill = model.forward(ids, { allLogits: true });
+    model.reset();
+    const vocab = model.config.vocabSize;
+    const stepwise = new Float32Array(ids.length * vocab);
+    ids.forEach((id, i) => stepwise.set(model.forward([id]), i * vocab));
+    return { prefill, stepwise, model };
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+}
+
+/** Greedy tokens; where they leave the reference, the two best logits must be within the tolerance (a near tie). */
+async function checkGreedy(model, ref, label) {
+  const tokens = [];
+  const margins = [];
+  model.reset();
+  let logits = model.forward(ref.input_ids);
+  for (let i = 0; i < ref.greedy_fp32.length; i++) {
+    const sorted = [...logits].map((v, t) => [v, t]).sort((a, b) => b[0] - a[0]);
+    tokens.push(sorted[0][1]);
+    margins.push(sorted[0][0] - sorted[1][0]);
+    if (tokens[i] !== ref.greedy_fp32[i]) {
+      const scale = Math.max(...logits.map(Math.abs));
+      assert.ok(margins[i] < REL_TOLERANCE * scale, `${label}: token ${i} is ${tokens[i]}, transformers chose ${ref.greedy_fp32[i]}, with a top-two margin ${margins[i]} (not a near tie)`);
+      console.log(`# ${label}: greedy tokens agree for ${i} steps, then a near tie (margin ${margins[i].toExponential(2)})`);
+      return;
+    }
+    logits = model.forward([tokens[i]]);
+  }
+  console.log(`# ${label}: all ${tokens.length} greedy tokens equal transformers'`);
+}
+
+for (const m of models()) {
+  gpuTest(`${m.name}: GPU logits within tolerance of transformers fp32 (prefill and one-token steps), greedy tokens equal, DF11 bit-identical to BF16`, async () => {
+    const ref = await referenceOf(m.ref);
+    const df11Dir = m.df11 ?? join(work, m.name);
+    if (!m.df11) await compressModel(m.bf16, df11Dir);
+    const bf16 = await logitsBothWays(m.bf16, ref.input_ids);
+    const df11 = await logitsBothWays(df11Dir, ref.input_ids);
+    try {
+      assert.equal(df11.model.weights.kind, "df11");
+      const prefillErr = relError(bf16.prefill, ref.logits);
+      const stepErr = relError(bf16.stepwise, ref.logits);
+      console.log(`# ${m.name}: relative L2 error vs transformers fp32: prefill ${prefillErr.toExponential(2)}, one-token steps ${stepErr.toExponential(2)}`);
+      assert.ok(prefillErr < REL_TOLERANCE, `prefill error ${prefillErr}`);
+      assert.ok(stepErr < REL_TOLERANCE, `one-token error ${stepErr}`);
+      assert.ok(sameBits(df11.prefill, bf16.prefill), "DF11 prefill logits differ from BF16's");
+      assert.ok(sameBits(df11.stepwise, bf16.stepwise), "DF11 one-token logits differ from BF16's");
+      await checkGreedy(bf16.model, ref, `${m.name} bf16`);
+      await checkGreedy(df11.model, ref, `${m.name} df11`);
+    } finally {
+      bf16.model.dispose();
+      df11.model.dispose();
+    }
+  });
+}
+
+gpuTest("the tolerance catches a broken kernel (RoPE rotating the wrong way)", async () => {
+  const m = models()[0];
+  const ref = await referenceOf(m.ref);
+  const broken = await logitsBothWays(m.bf16, ref.input_ids, { fault: "rope-direction" });
+  broken.model.dispose();
+  const err = relError(broken.prefill, ref.logits);
+  console.log(`# ${m.name} with RoPE reversed: relative error ${err.toExponential(2)}`);
+  assert.ok(err > 5 * REL_TOLERANCE, `a reversed RoPE gave only ${err}`);
+});
+
+gpuTest("generate() streams the same tokens on the GPU as greedy steps, and an AbortSignal stops it", async () => {
+  const m = models()[0];
+  const ref = await referenceOf(m.ref);
+  const model = await gpuModel(m.bf16);
+  try {
+    const tokens = [];
+    for await (const t of generate(model, ref.input_ids, { maxTokens: 8, stopTokenIds: [] })) tokens.push(t.id);
+    const controller = new AbortController();
+    const stopped = [];
+    for await (const t of generate(model, ref.input_ids, { maxTokens: 8, stopTokenIds: [], signal: controller.signal })) {
+      stopped.push(t.id);
+      if (stopped.length === 3) controller.abort();
+    }
+    assert.deepEqual(stopped, tokens.slice(0, 3));
+    const sampled = [];
+    for await (const t of generate(model, ref.input_ids, { maxTokens: 8, stopTokenIds: [], temperature: 0.8, seed: 3 })) sampled.push(t.id);
+    const again = [];
+    for await (const t of generate(model, ref.input_ids, { maxTokens: 8, stopTokenIds: [], temperature: 0.8, seed: 3 })) again.push(t.id);
+    assert.deepEqual(again, sampled, "same seed, same tokens");
+  } finally {
+    model.dispose();
+  }
+});
+
+gpuTest("a model too large for free GPU memory fails before allocating, saying how much it needs; memory is freed on dispose", async () => {
+  const m = models()[0];
+  const before = memoryInfo().free;
+  await assert.rejects(CudaBackend.load(m.bf16, { maxContext: 1 << 24, slots: 4096 }), (e) => {
+    assert.ok(e instanceof OutOfDeviceMemoryError, e.name);
+    assert.match(e.message, /needs [\d.]+ GB of GPU memory .* is free/);
+    assert.ok(e.neededBytes > e.freeBytes);
+    return true;
+  });
+  assert.ok(Math.abs(memoryInfo().free - before) < 64 << 20, "the failed load left memory allocated");
+  const model = await gpuModel(m.bf16, { maxContext: 4096, slots: 8 });
+  model.forward([1, 2, 3]);
+  assert.ok(before - memoryInfo().free > 0);
+  model.dispose();
+  assert.ok(Math.abs(memoryInfo().free - before) < 64 << 20, `dispose left ${((before - memoryInfo().free) / 2 ** 20).toFixed(0)} MiB allocated`);
+});

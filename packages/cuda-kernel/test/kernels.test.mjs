@@ -1,0 +1,146 @@
+// GPU tests of single inference kernels against float64 references on random data: GEMV (1…8 rows),
+// tensor-core GEMM (more rows), the float32 fallback (odd K), windowed and row-wise DF11 decode, argmax.
+// Skipped, each with the reason, without a GPU.
+import assert from "node:assert/strict";
+import { encodeModule, mulberry32, syntheticWeights } from "../../codec/dist/index.js";
+import { gpuTest } from "./gpu-helpers.mjs";
+import { DeviceBuffer, DeviceModule, nativeAddon, synchronize } from "../dist/index.js";
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+/** float32 → BF16 bits, round to nearest even (as the GPU's conversion). */
+const toBf16 = (v) => {
+  f32[0] = v;
+  const u = u32[0];
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+};
+const fromBf16 = (b) => {
+  u32[0] = b << 16;
+  return f32[0];
+};
+
+function randomLinear(N, K, rows, seed) {
+  const rand = mulberry32(seed);
+  const w = new Uint16Array(N * K);
+  for (let i = 0; i < w.length; i++) w[i] = toBf16((rand() * 2 - 1) / Math.sqrt(K));
+  const x = Float32Array.from({ length: rows * K }, () => rand() * 4 - 2);
+  const bias = Float32Array.from({ length: N }, () => rand() - 0.5);
+  const start = Float32Array.from({ length: rows * N }, () => rand());
+  return { w, x, bias, start };
+}
+
+/** Relative L2 error of got vs expected (float64). */
+const relError = (got, expected) => {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < expected.length; i++) {
+    if (!Number.isFinite(got[i])) return Infinity;
+    num += (got[i] - expected[i]) ** 2;
+    den += expected[i] ** 2;
+  }
+  return Math.sqrt(num / den);
+};
+
+function runLinear({ N, K, rows, accumulate, withBias }, seed) {
+  const addon = nativeAddon();
+  const { w, x, bias, start } = randomLinear(N, K, rows, seed);
+  const bufs = [DeviceBuffer.from(w), DeviceBuffer.from(x), DeviceBuffer.from(bias), DeviceBuffer.alloc(rows * N * 4), DeviceBuffer.alloc(rows * K * 2 + 16)];
+  const [dw, dx, db, dout, dxb] = bufs;
+  try {
+    if (accumulate) dout.upload(start);
+    else dout.fill(0xff); // NaN: every output must be written
+    const gemm = rows > 8;
+    if (gemm) addon.toBf16(dx.address, rows * K, dxb.address);
+    addon.linear(dw.address, N, K, dx.address, K, rows, withBias ? db.address : 0, dout.address, N, accumulate, gemm ? dxb.address : 0);
+    synchronize();
+    const got = dout.download(new Float32Array(rows * N));
+    // Tensor-core GEMM multiplies BF16-rounded activations (when K suits it); GEMV and the fallback use float32 x.
+    const tensorCores = gemm && K % 8 === 0;
+    const expected = new Float64Array(rows * N);
+    for (let r = 0; r < rows; r++) {
+      for (let n = 0; n < N; n++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) s += (tensorCores ? fromBf16(toBf16(x[r * K + k])) : x[r * K + k]) * fromBf16(w[n * K + k]);
+        expected[r * N + n] = s + (withBias ? bias[n] : 0) + (accumulate ? start[r * N + n] : 0);
+      }
+    }
+    return relError(got, expected);
+  } finally {
+    for (const b of bufs) b.dispose();
+  }
+}
+
+gpuTest("linear: GEMV (1…8 rows), tensor-core GEMM and the float32 fallback match float64 on random data", () => {
+  const shapes = [
+    { N: 1, K: 8, rows: 1 },
+    { N: 77, K: 264, rows: 3, withBias: true },
+    { N: 300, K: 4096, rows: 8, accumulate: true },
+    { N: 4099, K: 512, rows: 1 },
+    { N: 33, K: 100, rows: 2, withBias: true },
+    { N: 130, K: 1000, rows: 9 },
+    { N: 257, K: 136, rows: 130, withBias: true, accumulate: true },
+    { N: 640, K: 2048, rows: 512 },
+    { N: 33, K: 100, rows: 20 },
+  ];
+  shapes.forEach((shape, i) => {
+    const err = runLinear(shape, 100 + i);
+    console.log(`# linear ${JSON.stringify(shape)}: relative error ${err.toExponential(2)}`);
+    assert.ok(err < 2e-6, `${JSON.stringify(shape)}: relative error ${err}`);
+  });
+});
+
+gpuTest("decodeRange decodes any 8-aligned window exactly; decodeRows picks rows chosen on the device", () => {
+  const rand = mulberry32(7);
+  const cols = 4096;
+  const rowsTotal = 300;
+  const weights = syntheticWeights(rowsTotal * cols, 21, 0.02);
+  const { module } = encodeModule([weights]);
+  const gpu = DeviceModule.upload(module);
+  const out = DeviceBuffer.alloc(rowsTotal * cols * 2 + 64);
+  try {
+    for (let t = 0; t < 40; t++) {
+      const lo = Math.floor((rand() * rowsTotal * cols) / 8) * 8;
+      const hi = Math.min(rowsTotal * cols, lo + 1 + Math.floor(rand() * 200_000));
+      out.fill(0xee);
+      gpu.decodeRange(out.address, lo, hi);
+      const got = out.download(new Uint16Array(hi - lo + 8));
+      const bad = weights.subarray(lo, hi).findIndex((v, i) => v !== got[i]);
+      assert.equal(bad, -1, `window [${lo}, ${hi}): first mismatch at ${bad}`);
+      assert.equal(got[hi - lo], 0xeeee, `window [${lo}, ${hi}) wrote past its end`);
+    }
+    const ids = Int32Array.from([0, 299, 17, 17, 150, 1]);
+    const idBuf = DeviceBuffer.from(ids);
+    try {
+      gpu.decodeRows(idBuf.address, ids.length, cols, out.address);
+      const got = out.download(new Uint16Array(ids.length * cols));
+      ids.forEach((id, r) => assert.deepEqual(got.subarray(r * cols, (r + 1) * cols), weights.subarray(id * cols, (id + 1) * cols), `row ${r} (id ${id})`));
+    } finally {
+      idBuf.dispose();
+    }
+    assert.throws(() => gpu.decodeRange(out.address, 3, 100), /multiple of 8/);
+    assert.throws(() => gpu.decodeRange(out.address, 0, rowsTotal * cols + 1), /outside the module/);
+  } finally {
+    gpu.dispose();
+    out.dispose();
+  }
+});
+
+gpuTest("argmax takes the first of equal maxima, per row", () => {
+  const addon = nativeAddon();
+  const rows = 3;
+  const n = 128_256;
+  const x = new Float32Array(rows * n).map((_, i) => Math.sin(i));
+  x[5] = 7;
+  x[n + 9] = 7;
+  x[n + 100_000] = 7;
+  x[2 * n + n - 1] = 9;
+  const dx = DeviceBuffer.from(x);
+  const out = DeviceBuffer.alloc(rows * 4);
+  try {
+    addon.argmax(dx.address, rows, n, out.address);
+    assert.deepEqual([...out.download(new Int32Array(rows))], [5, 9, n - 1]);
+  } finally {
+    dx.dispose();
+    out.dispose();
+  }
+});
