@@ -75,10 +75,11 @@ export interface Backend<T extends BackendTensor = BackendTensor> extends Dispos
   /** Index of the largest value of each row. */
   argmax(x: T): Int32Array;
   /**
-   * Run `fn` (a step's ops). Backends that can record it (CUDA graphs) replay the recording on later
-   * calls with the same key instead of issuing the ops again; `fn` must then depend only on the key.
+   * Run `fn` (a step's ops) and return its result. Backends that can record it (CUDA graphs) replay the
+   * recording on later calls with the same key instead of issuing the ops again, returning the result
+   * of the recorded run; `fn` must then depend only on the key.
    */
-  replayable(key: string, fn: () => void): void;
+  replayable<R>(key: string, fn: () => R): R;
   /** Forget what a KV-cache slot holds (its sequence ended). */
   releaseSlot(slot: number): void;
   dispose(): void;

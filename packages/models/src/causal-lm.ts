@@ -146,13 +146,8 @@ export class CausalLM implements Disposable {
     const rows = step.tokens.length;
     const outRows = step.outputRows.length;
     this.backend.setStep(step);
-    let logits: BackendTensor | undefined;
-    const run = () => {
-      logits = forwardStep(this.backend, rows, outRows, options);
-    };
-    if (!options.onLayerOutput && rows === outRows && rows <= 8) this.backend.replayable(`decode:${rows}`, run);
-    else run();
-    return logits!;
+    const run = () => forwardStep(this.backend, rows, outRows, options);
+    return !options.onLayerOutput && rows === outRows && rows <= 8 ? this.backend.replayable(`decode:${rows}`, run) : run();
   }
 
   /** Forget a sequence's cached positions (start it anew). */

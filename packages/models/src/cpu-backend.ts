@@ -192,8 +192,8 @@ export class CpuBackend implements Backend<CpuTensor> {
     return out;
   }
 
-  replayable(_key: string, fn: () => void): void {
-    fn();
+  replayable<R>(_key: string, fn: () => R): R {
+    return fn();
   }
 
   /** Drop a slot's cached positions. */

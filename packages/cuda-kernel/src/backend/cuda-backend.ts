@@ -69,7 +69,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   readonly weights: WeightsInfo;
   private readonly stream = new CudaStream();
   private readonly tensors = new Map<string, { buffer: DeviceBuffer; capacityRows: number; cols: number }>();
-  private readonly graphs = new Map<string, CudaGraph>();
+  private readonly graphs = new Map<string, { graph: CudaGraph; result: unknown }>();
   private readonly warmed = new Set<string>();
   private readonly inputs: DeviceBuffer;
   private readonly hostInputs: Int32Array;
@@ -354,28 +354,33 @@ export class CudaBackend implements Backend<CudaTensor> {
     return out;
   }
 
-  replayable(key: string, fn: () => void): void {
-    const graph = this.graphs.get(key);
-    if (graph) return graph.launch(this.stream);
+  replayable<R>(key: string, fn: () => R): R {
+    const recorded = this.graphs.get(key);
+    if (recorded) {
+      recorded.graph.launch(this.stream);
+      return recorded.result as R;
+    }
     if (!this.warmed.has(key)) {
       // First run for real: allocates what the step needs, so recording allocates nothing.
-      fn();
+      const result = fn();
       this.warmed.add(key);
-      return;
+      return result;
     }
     this.stream.beginCapture();
-    let recorded: CudaGraph;
+    let result: R;
+    let graph: CudaGraph;
     try {
-      fn();
+      result = fn();
     } finally {
-      recorded = this.stream.endCapture();
+      graph = this.stream.endCapture();
     }
-    this.graphs.set(key, recorded);
-    recorded.launch(this.stream);
+    this.graphs.set(key, { graph, result });
+    graph.launch(this.stream);
+    return result;
   }
 
   private dropGraphs(): void {
-    for (const g of this.graphs.values()) g.dispose();
+    for (const g of this.graphs.values()) g.graph.dispose();
     this.graphs.clear();
     this.warmed.clear();
   }
