@@ -12,7 +12,7 @@ import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { CausalLM } from "@df11/models";
-import { CudaBackend, devices, memoryInfo } from "@df11/cuda-kernel";
+import { CudaBackend, devices, memoryInfo, type OpTime } from "@df11/cuda-kernel";
 
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
@@ -25,6 +25,7 @@ const { values: args, positionals } = parseArgs({
     "new-tokens": { type: "string", default: "256" },
     chunks: { type: "string", default: "" },
     chunk: { type: "string" },
+    profile: { type: "boolean", default: false },
   },
 });
 const promptTokens = Number(args["prompt-tokens"]);
@@ -42,6 +43,8 @@ interface Run {
   readonly decodeMsPerToken: number;
   readonly gpuMsPerToken: number;
   readonly hostOverheadMsPerToken: number;
+  /** Host time per token by phase: inputs upload call, graph launch call, wait + copy of the token. */
+  readonly hostMsPerToken: { setStep: number; launch: number; readBack: number };
   readonly peakGpuBytes: number;
   readonly weightsBytes: number;
   readonly kvCacheBytes: number;
@@ -53,7 +56,7 @@ async function measure(dir: string, label: string, chunk?: number): Promise<Run>
   const before = memoryInfo().free;
   let minFree = before;
   const sample = () => (minFree = Math.min(minFree, memoryInfo().free));
-  const maxContext = promptTokens + newTokens;
+  const maxContext = promptTokens + newTokens + 32; // room for the GPU-time probe after the run
   let t = performance.now();
   const backend = await CudaBackend.load(dir, { maxContext, decodeChunkElements: chunk });
   const loadSeconds = (performance.now() - t) / 1000;
@@ -72,13 +75,15 @@ async function measure(dir: string, label: string, chunk?: number): Promise<Run>
   id = model.forwardGreedy(prompt);
   const prefillSeconds = (performance.now() - t) / 1000;
   const tokenIds = [id];
+  const host = backend.hostTimes;
+  Object.assign(host, { steps: 0, setStep: 0, launch: 0, readBack: 0 });
   t = performance.now();
   for (let i = 1; i < newTokens; i++) tokenIds.push((id = model.forwardGreedy([id])));
   const decodeSeconds = (performance.now() - t) / 1000;
+  const hostMsPerToken = { setStep: host.setStep / host.steps, launch: host.launch / host.steps, readBack: host.readBack / host.steps };
   sample();
-  // GPU time of one replayed step (events around it), to separate the host's share of a token.
-  model.reset();
-  model.forward(prompt.slice(0, 64));
+  // GPU time of one replayed step (events around it) at the end of the run's context, to separate the
+  // host's share of a token (an upper bound of the run's average: attention grows with the context).
   const gpuMs: number[] = [];
   for (let i = 0; i < 20; i++) gpuMs.push(backend.gpuMilliseconds(() => model.step([{ slot: 0, tokens: [tokenIds[i]] }])));
   gpuMs.sort((a, b) => a - b);
@@ -95,6 +100,7 @@ async function measure(dir: string, label: string, chunk?: number): Promise<Run>
     decodeMsPerToken,
     gpuMsPerToken,
     hostOverheadMsPerToken: decodeMsPerToken - gpuMsPerToken,
+    hostMsPerToken,
     peakGpuBytes: before - minFree,
     weightsBytes: backend.weights.residentBytes,
     kvCacheBytes: 2 * c.numLayers * c.numKvHeads * maxContext * c.headDim * 2,
@@ -102,7 +108,25 @@ async function measure(dir: string, label: string, chunk?: number): Promise<Run>
   };
 }
 
+/** Per-op GPU times (serialised): the prompt's prefill, and one-token steps averaged per token. */
+async function profile(dir: string, chunk?: number): Promise<{ prefill: OpTime[]; decodePerToken: OpTime[] }> {
+  const backend = await CudaBackend.load(dir, { maxContext: promptTokens + 64, decodeChunkElements: chunk, profile: true });
+  using model = new CausalLM(backend.config, backend);
+  const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 7919 + 13) % backend.config.vocabSize);
+  let id = model.forwardGreedy(prompt);
+  const prefill = backend.profile!.results();
+  backend.profile!.reset();
+  const steps = 32;
+  for (let i = 0; i < steps; i++) id = model.forwardGreedy([id]);
+  const decodePerToken = backend.profile!.results().map((t) => ({ ...t, calls: t.calls / steps, milliseconds: t.milliseconds / steps }));
+  return { prefill, decodePerToken };
+}
+
 async function main() {
+  if (positionals[0] === "profile") {
+    console.log(JSON.stringify(await profile(positionals[1], args.chunk ? Number(args.chunk) : undefined)));
+    return;
+  }
   if (positionals[0] === "one") {
     const run = await measure(positionals[1], positionals[2], args.chunk ? Number(args.chunk) : undefined);
     console.log(JSON.stringify(run));
@@ -110,18 +134,21 @@ async function main() {
   }
   if (!args.bf16 || !args.df11) throw new Error("give --bf16 DIR and --df11 DIR");
   const self = fileURLToPath(import.meta.url);
-  const child = (dir: string, label: string, chunk?: number): Run => {
-    log(`measuring ${label}…`);
+  const child = (dir: string, label: string, chunk?: number, mode = "one") => {
+    log(`${mode === "one" ? "measuring" : "profiling"} ${label}…`);
     const extra = chunk ? ["--chunk", String(chunk)] : [];
-    const out = execFileSync(process.execPath, [self, "one", dir, label, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), ...extra], {
+    const out = execFileSync(process.execPath, [self, mode, dir, label, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), ...extra], {
       encoding: "utf8",
       stdio: ["ignore", "pipe", "inherit"],
       maxBuffer: 1 << 26,
     });
     return JSON.parse(out.trim().split("\n").pop()!);
   };
-  const runs = [child(args.bf16, "df11 engine, BF16 weights"), child(args.df11, "df11 engine, DF11 weights")];
-  for (const c of args.chunks.split(",").filter(Boolean)) runs.push(child(args.df11, `df11 engine, DF11 weights, decode window ${c} Mi elements`, Number(c) * 1024 * 1024));
+  const runs: Run[] = [child(args.bf16, "df11 engine, BF16 weights"), child(args.df11, "df11 engine, DF11 weights")];
+  for (const c of args.chunks!.split(",").filter(Boolean)) runs.push(child(args.df11, `df11 engine, DF11 weights, decode window ${c} Mi elements`, Number(c) * 1024 * 1024));
+  const profiles = args.profile
+    ? { bf16: child(args.bf16, "BF16", undefined, "profile") as { prefill: OpTime[]; decodePerToken: OpTime[] }, df11: child(args.df11, "DF11", undefined, "profile") as { prefill: OpTime[]; decodePerToken: OpTime[] } }
+    : undefined;
   const reference = args.reference && existsSync(args.reference) ? JSON.parse(readFileSync(args.reference, "utf8")) : undefined;
   const same = (a: number[], b: number[]) => a.findIndex((v, i) => v !== b[i]);
   const identical = same(runs[0].tokenIds, runs[1].tokenIds) === -1;
@@ -133,6 +160,18 @@ async function main() {
   if (reference) log(`| ${reference.engine} | ${reference.prefillTokensPerSecond.toFixed(0)} | ${reference.decodeTokensPerSecond.toFixed(1)} | ${(1000 / reference.decodeTokensPerSecond).toFixed(2)} | ${gb(reference.weightsBytes)} | ${gb(reference.peakGpuBytes)} |`);
   for (const r of runs) {
     log(`| ${r.label} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} (${r.gpuMsPerToken.toFixed(2)} + ${r.hostOverheadMsPerToken.toFixed(3)}) | ${gb(r.weightsBytes)} | ${gb(r.peakGpuBytes)} |`);
+  }
+  for (const r of runs) log(`${r.label}: host ms/token: inputs ${r.hostMsPerToken.setStep.toFixed(3)}, graph launch ${r.hostMsPerToken.launch.toFixed(3)}, wait + read back ${r.hostMsPerToken.readBack.toFixed(3)}`);
+  if (profiles) {
+    for (const [name, p] of Object.entries(profiles)) {
+      log(`\n${name}: GPU ms per op (serialised), prefill of ${promptTokens} | one decode step`);
+      const ops = new Set([...p.prefill.map((o) => o.op), ...p.decodePerToken.map((o) => o.op)]);
+      for (const op of ops) {
+        const a = p.prefill.find((o) => o.op === op);
+        const b = p.decodePerToken.find((o) => o.op === op);
+        log(`  ${op.padEnd(22)} ${(a?.milliseconds ?? 0).toFixed(2).padStart(9)} | ${(b?.milliseconds ?? 0).toFixed(3).padStart(8)}`);
+      }
+    }
   }
   log(`BF16 and DF11 tokens identical: ${identical}${reference ? `; first ${agreeWithTransformers} tokens equal transformers' (BF16 arithmetic differs, so greedy paths may part)` : ""}`);
   const result = {
@@ -147,6 +186,7 @@ async function main() {
     tokensEqualToTransformers: agreeWithTransformers,
     reference: reference ? { ...reference, tokenIds: undefined } : undefined,
     runs: runs.map(({ tokenIds, ...r }) => r),
+    profiles,
   };
   const out = resolve(args.out!);
   mkdirSync(dirname(out), { recursive: true });

@@ -176,6 +176,10 @@ export class CudaStream implements Disposable {
   beginCapture(): void {
     call(() => this.native.beginCapture());
   }
+  /** Later work on this stream waits for the work recorded by `event` (on any stream). */
+  waitEvent(event: CudaEvent): void {
+    call(() => this.native.waitEvent(event.native));
+  }
   /** Stop recording; the recorded work as an instantiated graph. */
   endCapture(): CudaGraph {
     return new CudaGraph(call(() => this.native.endCapture()));
@@ -210,12 +214,13 @@ export class CudaGraph implements Disposable {
   }
 }
 
-/** A CUDA event, for timing work on the GPU. */
+/** A CUDA event, for timing work on the GPU or ordering it across streams. */
 export class CudaEvent implements Disposable {
   private handle: NativeEvent | undefined;
-  constructor() {
+  /** `timing: false` makes an event that only orders work (cheaper). */
+  constructor(options: { timing?: boolean } = {}) {
     const addon = requireDevice();
-    this.handle = call(() => new addon.Event());
+    this.handle = call(() => new addon.Event(options.timing ?? true));
   }
   /** @internal */
   get native(): NativeEvent {
@@ -332,3 +337,4 @@ export function nativeAddon() {
   requireDevice();
   return native();
 }
+export { OpProfile, type OpTime } from "./backend/op-profile.js";

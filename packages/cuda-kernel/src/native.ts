@@ -27,7 +27,7 @@ export interface NativeAttention {
 export interface NativeAddon {
   DeviceBuffer: new (bytes: number) => NativeBuffer;
   Stream: new () => NativeStream;
-  Event: new () => NativeEvent;
+  Event: new (timing?: boolean) => NativeEvent;
   Module: new (m: object) => NativeModule;
   deviceCount(): number;
   deviceInfo(index: number): Record<string, unknown>;
@@ -63,6 +63,7 @@ export interface NativeStream {
   destroy(): void;
   beginCapture(): void;
   endCapture(): NativeGraph;
+  waitEvent(event: NativeEvent): void;
 }
 export interface NativeGraph {
   launch(stream?: NativeStream): void;

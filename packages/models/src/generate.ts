@@ -22,7 +22,7 @@ export interface GeneratedToken {
   /** Text this token adds (with a tokenizer). */
   readonly text: string;
   /** Why generation stopped, on the last token. */
-  readonly stop?: "eos" | "stop-string" | "max-tokens";
+  readonly stop?: "eos" | "stop-string" | "max-tokens" | "max-context";
 }
 
 /** Statistics of a finished generation. */
@@ -83,7 +83,15 @@ export async function* generate(
         text = full;
       }
       const hitStopString = options.stopStrings?.some((s) => text.includes(s)) ?? false;
-      const stop = stopIds.has(id) ? "eos" : hitStopString ? "stop-string" : i === maxTokens - 1 ? "max-tokens" : undefined;
+      const stop = stopIds.has(id)
+        ? "eos"
+        : hitStopString
+          ? "stop-string"
+          : i === maxTokens - 1
+            ? "max-tokens"
+            : model.length() >= model.maxContext
+              ? "max-context"
+              : undefined;
       yield { id, text: piece, stop };
       if (stop) return;
       choose = next([id]);

@@ -14,7 +14,11 @@ void Event::Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Event", f);
 }
 
-Event::Event(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Event>(info) { throwIfError(info.Env(), cudaEventCreate(&event_), "cudaEventCreate"); }
+// new Event(timing = true): without timing, events only order work (cheaper to record and wait on).
+Event::Event(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Event>(info) {
+  const bool timing = info.Length() < 1 || info[0].IsUndefined() || info[0].ToBoolean().Value();
+  throwIfError(info.Env(), cudaEventCreateWithFlags(&event_, timing ? cudaEventDefault : cudaEventDisableTiming), "cudaEventCreate");
+}
 
 Event::~Event() {
   if (event_) cudaEventDestroy(event_);
@@ -42,6 +46,11 @@ Napi::Value Event::Destroy(const Napi::CallbackInfo& info) {
   if (event_) cudaEventDestroy(event_);
   event_ = nullptr;
   return info.Env().Undefined();
+}
+
+cudaEvent_t eventOf(const Napi::Value& v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(Event::ctor.Value())) throw Napi::TypeError::New(v.Env(), "expected an Event");
+  return Event::Unwrap(v.As<Napi::Object>())->get();
 }
 
 }  // namespace df11addon

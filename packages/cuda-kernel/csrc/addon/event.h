@@ -10,6 +10,7 @@ class Event : public Napi::ObjectWrap<Event> {
   static void Init(Napi::Env env, Napi::Object exports);
   explicit Event(const Napi::CallbackInfo& info);
   ~Event() override;
+  cudaEvent_t get() const { return event_; }
 
  private:
   Napi::Value Record(const Napi::CallbackInfo& info);
@@ -18,5 +19,7 @@ class Event : public Napi::ObjectWrap<Event> {
   Napi::Value Destroy(const Napi::CallbackInfo& info);
   cudaEvent_t event_ = nullptr;
 };
+
+cudaEvent_t eventOf(const Napi::Value& v);
 
 }  // namespace df11addon

@@ -1,5 +1,6 @@
 #include "stream.h"
 
+#include "event.h"
 #include "graph.h"
 
 namespace df11addon {
@@ -9,7 +10,7 @@ Napi::FunctionReference Stream::ctor;
 void Stream::Init(Napi::Env env, Napi::Object exports) {
   Napi::Function f = DefineClass(env, "Stream",
                                  {InstanceMethod("synchronize", &Stream::Synchronize), InstanceMethod("destroy", &Stream::Destroy),
-                                  InstanceMethod("beginCapture", &Stream::BeginCapture), InstanceMethod("endCapture", &Stream::EndCapture)});
+                                  InstanceMethod("beginCapture", &Stream::BeginCapture), InstanceMethod("endCapture", &Stream::EndCapture), InstanceMethod("waitEvent", &Stream::WaitEvent)});
   ctor = Napi::Persistent(f);
   exports.Set("Stream", f);
 }
@@ -49,6 +50,13 @@ Napi::Value Stream::EndCapture(const Napi::CallbackInfo& info) {
   cudaGraphDestroy(graph);
   throwIfError(info.Env(), e, "cudaGraphInstantiate");
   return Graph::Wrap(info.Env(), exec);
+}
+
+// Later work on this stream waits until the event's last recorded work is done (a cross-stream edge when
+// recording a graph).
+Napi::Value Stream::WaitEvent(const Napi::CallbackInfo& info) {
+  throwIfError(info.Env(), cudaStreamWaitEvent(stream_, eventOf(info[0]), 0), "cudaStreamWaitEvent");
+  return info.Env().Undefined();
 }
 
 cudaStream_t streamOf(const Napi::Value& v) {

@@ -17,6 +17,7 @@ class Stream : public Napi::ObjectWrap<Stream> {
   Napi::Value Destroy(const Napi::CallbackInfo& info);
   Napi::Value BeginCapture(const Napi::CallbackInfo& info);
   Napi::Value EndCapture(const Napi::CallbackInfo& info);
+  Napi::Value WaitEvent(const Napi::CallbackInfo& info);
   cudaStream_t stream_ = nullptr;
 };
 

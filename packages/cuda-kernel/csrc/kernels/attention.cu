@@ -89,9 +89,44 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) qkvPrepareKernel(const At
   }
 }
 
+// Dims of the output a lane owns: D contiguous ones (d = 32·D, one vector load of V per key), or with
+// D = 0 every 32nd one (other head sizes).
+template <int D>
+__device__ __forceinline__ int laneDim(int lane, int t) { return D ? lane * D + t : lane + 32 * t; }
+
+template <int D>
+__device__ __forceinline__ void loadValues(const uint16_t* row, int lane, int d, float (&v)[kPerLane]) {
+  if constexpr (D == 8) {
+    const uint4 u = __ldg(reinterpret_cast<const uint4*>(row + lane * 8));
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      v[2 * t] = __uint_as_float(w[t] << 16);
+      v[2 * t + 1] = __uint_as_float(w[t] & 0xffff0000u);
+    }
+  } else if constexpr (D == 4) {
+    const uint2 u = __ldg(reinterpret_cast<const uint2*>(row + lane * 4));
+    v[0] = __uint_as_float(u.x << 16);
+    v[1] = __uint_as_float(u.x & 0xffff0000u);
+    v[2] = __uint_as_float(u.y << 16);
+    v[3] = __uint_as_float(u.y & 0xffff0000u);
+  } else if constexpr (D == 2) {
+    const uint32_t u = __ldg(reinterpret_cast<const uint32_t*>(row + lane * 2));
+    v[0] = __uint_as_float(u << 16);
+    v[1] = __uint_as_float(u & 0xffff0000u);
+  } else if constexpr (D == 1) {
+    v[0] = fromBf16(__ldg(row + lane));
+  } else {
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t) v[t] = lane + 32 * t < d ? fromBf16(__ldg(row + lane + 32 * t)) : 0.0f;
+  }
+}
+
 // One warp per (row, head, split). Lanes take 32 keys at a time (a full dot product each), the warp
-// keeps an online softmax, and each lane accumulates d/32 output dims.
+// keeps an online softmax, and each lane accumulates its share of the output dims.
+template <int D>
 __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const AttentionArgs a, const float* __restrict__ q, float* __restrict__ out, float* __restrict__ partial) {
+  constexpr int kDims = D ? D : kPerLane;
   __shared__ __align__(16) float qs[kHeadsPerBlock][kMaxHeadDim];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int head = blockIdx.x * kHeadsPerBlock + warp;
@@ -144,16 +179,14 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const Att
     const float correction = __expf(m - mNew);
     l = l * correction + warpSum(p);
 #pragma unroll
-    for (int t = 0; t < kPerLane; ++t) acc[t] *= correction;
+    for (int t = 0; t < kDims; ++t) acc[t] *= correction;
     const int n = min(32, end - j0);
     for (int jj = 0; jj < n; ++jj) {
       const float pj = __shfl_sync(0xffffffffu, p, jj);
-      const uint16_t* vr = values + static_cast<size_t>(j0 + jj) * d;
+      float v[kPerLane];
+      loadValues<D>(values + static_cast<size_t>(j0 + jj) * d, lane, d, v);
 #pragma unroll
-      for (int t = 0; t < kPerLane; ++t) {
-        const int i = lane + 32 * t;
-        if (i < d) acc[t] = fmaf(pj, fromBf16(__ldg(vr + i)), acc[t]);
-      }
+      for (int t = 0; t < kDims; ++t) acc[t] = fmaf(pj, v[t], acc[t]);
     }
     m = mNew;
   }
@@ -162,8 +195,8 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const Att
     float* o = out + (static_cast<size_t>(r) * H + head) * d;
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
 #pragma unroll
-    for (int t = 0; t < kPerLane; ++t)
-      if (lane + 32 * t < d) o[lane + 32 * t] = acc[t] * inv;
+    for (int t = 0; t < kDims; ++t)
+      if (laneDim<D>(lane, t) < d) o[laneDim<D>(lane, t)] = acc[t] * inv;
   } else {
     float* p = partial + ((static_cast<size_t>(r) * H + head) * splits + split) * (d + 2);
     if (lane == 0) {
@@ -171,8 +204,8 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const Att
       p[1] = l;
     }
 #pragma unroll
-    for (int t = 0; t < kPerLane; ++t)
-      if (lane + 32 * t < d) p[2 + lane + 32 * t] = acc[t];
+    for (int t = 0; t < kDims; ++t)
+      if (laneDim<D>(lane, t) < d) p[2 + laneDim<D>(lane, t)] = acc[t];
   }
 }
 
@@ -211,7 +244,14 @@ cudaError_t launchAttention(const AttentionArgs& a, const float* q, float* out, 
   if (a.headDim > kMaxHeadDim || (a.headDim & 7) || a.numHeads % a.numKvHeads) return cudaErrorInvalidValue;
   if (splits < 1 || (splits > 1 && !partial)) return cudaErrorInvalidValue;
   const dim3 grid((a.numHeads + kHeadsPerBlock - 1) / kHeadsPerBlock, a.rows, splits);
-  attentionKernel<<<grid, kHeadsPerBlock * 32, 0, stream>>>(a, q, out, partial);
+  const int block = kHeadsPerBlock * 32;
+  switch (a.headDim) {
+    case 256: attentionKernel<8><<<grid, block, 0, stream>>>(a, q, out, partial); break;
+    case 128: attentionKernel<4><<<grid, block, 0, stream>>>(a, q, out, partial); break;
+    case 64: attentionKernel<2><<<grid, block, 0, stream>>>(a, q, out, partial); break;
+    case 32: attentionKernel<1><<<grid, block, 0, stream>>>(a, q, out, partial); break;
+    default: attentionKernel<0><<<grid, block, 0, stream>>>(a, q, out, partial); break;
+  }
   if (splits > 1) combineKernel<<<dim3(grid.x, a.rows), kHeadsPerBlock * 32, 0, stream>>>(a, splits, partial, out);
   return cudaGetLastError();
 }

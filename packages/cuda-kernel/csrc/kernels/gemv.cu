@@ -1,14 +1,13 @@
 // Matrix-vector products for decoding (1…8 rows): out[r, n] (+)= Σ_k x[r, k]·W[n, k] + bias[n].
-// Memory-bound on the weights: each warp owns two rows of W and streams them with 16-byte loads, four
-// per row in flight per lane; x (float32, a few KB) comes through L1. Accumulation is float32.
+// Memory-bound on the weights: a warp streams one row of W at a time with 16-byte loads, eight in flight
+// per lane; x (float32, a few KB) comes through L1. Accumulation is float32.
 #include "inference.h"
 
 namespace df11 {
 namespace {
 
-constexpr int kWarps = 8;          // per block
-constexpr int kRowsPerWarp = 2;    // rows of W per warp
-constexpr int kUnroll = 4;         // 16-byte loads per W row in flight
+constexpr int kWarps = 8;   // per block
+constexpr int kUnroll = 8;  // 16-byte loads of the row in flight per lane
 
 __device__ __forceinline__ void widen(const uint4 w, float (&f)[8]) {
   f[0] = __uint_as_float(w.x << 16);
@@ -21,96 +20,91 @@ __device__ __forceinline__ void widen(const uint4 w, float (&f)[8]) {
   f[7] = __uint_as_float(w.w & 0xffff0000u);
 }
 
+// One warp per row of W at a time, rows dealt round-robin over a grid sized to the GPU, so every SM
+// streams about the same number of bytes (whole rows per block left some SMs with twice the work).
 template <int R>
 __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a) {
   const int lane = threadIdx.x & 31;
-  const int n0 = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * kRowsPerWarp;
-  if (n0 >= a.N) return;
+  const int warps = gridDim.x * kWarps;
   const int K = a.K;
-  const uint16_t* w[kRowsPerWarp];
-#pragma unroll
-  for (int j = 0; j < kRowsPerWarp; ++j) w[j] = a.weight + static_cast<size_t>(min(n0 + j, a.N - 1)) * K;
-  float acc[R][kRowsPerWarp];
-#pragma unroll
-  for (int r = 0; r < R; ++r)
-#pragma unroll
-    for (int j = 0; j < kRowsPerWarp; ++j) acc[r][j] = 0.0f;
-
   const bool vectorized = (K & 7) == 0 && (reinterpret_cast<uintptr_t>(a.weight) & 15) == 0 && (a.ldx & 3) == 0 && (reinterpret_cast<uintptr_t>(a.x) & 15) == 0;
-  if (vectorized) {
-    constexpr int kStep = 32 * 8;  // elements a warp covers per load
-    for (int base = lane * 8; base < K; base += kStep * kUnroll) {
-      uint4 wv[kUnroll][kRowsPerWarp];
+  for (int n = blockIdx.x * kWarps + (threadIdx.x >> 5); n < a.N; n += warps) {
+    const uint16_t* w = a.weight + static_cast<size_t>(n) * K;
+    float acc[R];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int k = base + u * kStep;
+    for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+    if (vectorized) {
+      constexpr int kStep = 32 * 8;  // elements a warp covers per load
+      for (int base = lane * 8; base < K; base += kStep * kUnroll) {
+        uint4 wv[kUnroll];
 #pragma unroll
-        for (int j = 0; j < kRowsPerWarp; ++j) wv[u][j] = k < K ? __ldg(reinterpret_cast<const uint4*>(w[j] + k)) : make_uint4(0, 0, 0, 0);
+        for (int u = 0; u < kUnroll; ++u) {
+          const int k = base + u * kStep;
+          wv[u] = k < K ? __ldg(reinterpret_cast<const uint4*>(w + k)) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          const int k = base + u * kStep;
+          if (k >= K) break;
+          float wf[8];
+          widen(wv[u], wf);
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            if (r >= a.rows) break;
+            const float4* xp = reinterpret_cast<const float4*>(a.x + static_cast<size_t>(r) * a.ldx + k);
+            const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+            acc[r] = fmaf(x0.x, wf[0], acc[r]);
+            acc[r] = fmaf(x0.y, wf[1], acc[r]);
+            acc[r] = fmaf(x0.z, wf[2], acc[r]);
+            acc[r] = fmaf(x0.w, wf[3], acc[r]);
+            acc[r] = fmaf(x1.x, wf[4], acc[r]);
+            acc[r] = fmaf(x1.y, wf[5], acc[r]);
+            acc[r] = fmaf(x1.z, wf[6], acc[r]);
+            acc[r] = fmaf(x1.w, wf[7], acc[r]);
+          }
+        }
       }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int k = base + u * kStep;
-        if (k >= K) break;
-        float wf[kRowsPerWarp][8];
-#pragma unroll
-        for (int j = 0; j < kRowsPerWarp; ++j) widen(wv[u][j], wf[j]);
+    } else {
+      for (int k = lane; k < K; k += 32) {
+        const float wf = __uint_as_float(static_cast<uint32_t>(__ldg(w + k)) << 16);
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           if (r >= a.rows) break;
-          const float4* xp = reinterpret_cast<const float4*>(a.x + static_cast<size_t>(r) * a.ldx + k);
-          const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
-          const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-#pragma unroll
-          for (int j = 0; j < kRowsPerWarp; ++j)
-#pragma unroll
-            for (int e = 0; e < 8; ++e) acc[r][j] = fmaf(xv[e], wf[j][e], acc[r][j]);
+          acc[r] = fmaf(__ldg(a.x + static_cast<size_t>(r) * a.ldx + k), wf, acc[r]);
         }
       }
     }
-  } else {
-    for (int k = lane; k < K; k += 32) {
-      float wf[kRowsPerWarp];
 #pragma unroll
-      for (int j = 0; j < kRowsPerWarp; ++j) wf[j] = __uint_as_float(static_cast<uint32_t>(__ldg(w[j] + k)) << 16);
+    for (int r = 0; r < R; ++r)
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        if (r >= a.rows) break;
-        const float xv = __ldg(a.x + static_cast<size_t>(r) * a.ldx + k);
+      for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
+    // Every lane holds the sums; lane r writes row r.
+    const float b = a.bias ? a.bias[n] : 0.0f;
 #pragma unroll
-        for (int j = 0; j < kRowsPerWarp; ++j) acc[r][j] = fmaf(xv, wf[j], acc[r][j]);
-      }
-    }
-  }
-
-#pragma unroll
-  for (int r = 0; r < R; ++r)
-#pragma unroll
-    for (int j = 0; j < kRowsPerWarp; ++j)
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) acc[r][j] += __shfl_xor_sync(0xffffffffu, acc[r][j], o);
-  if (lane < kRowsPerWarp) {
-    const int n = n0 + lane;
-    if (n < a.N) {
-      const float b = a.bias ? a.bias[n] : 0.0f;
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        if (r >= a.rows) break;
-        // Select this lane's row without dynamic register indexing.
-        float v = acc[r][0];
-#pragma unroll
-        for (int j = 1; j < kRowsPerWarp; ++j)
-          if (lane == j) v = acc[r][j];
+    for (int r = 0; r < R; ++r) {
+      if (r < a.rows && lane == r) {
         float* o = a.out + static_cast<size_t>(r) * a.ldo + n;
-        *o = a.accumulate ? *o + (v + b) : v + b;
+        *o = a.accumulate ? *o + (acc[r] + b) : acc[r] + b;
       }
     }
   }
 }
 
+int residentWarps() {
+  static int warps = 0;
+  if (warps == 0) {
+    int device = 0, sms = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    warps = sms * (2048 / 32);
+  }
+  return warps;
+}
+
 template <int R>
 cudaError_t launchRows(const LinearArgs& a, cudaStream_t stream) {
-  const int perBlock = kWarps * kRowsPerWarp;
-  gemvKernel<R><<<(a.N + perBlock - 1) / perBlock, kWarps * 32, 0, stream>>>(a);
+  const int blocks = (min(a.N, residentWarps()) + kWarps - 1) / kWarps;
+  gemvKernel<R><<<blocks, kWarps * 32, 0, stream>>>(a);
   return cudaGetLastError();
 }
 

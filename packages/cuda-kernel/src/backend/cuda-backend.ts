@@ -14,6 +14,7 @@ import {
 } from "@df11/models";
 import { OutOfDeviceMemoryError } from "../errors.js";
 import { CudaEvent, CudaGraph, CudaStream, DeviceBuffer, memoryInfo, setDevice } from "../index.js";
+import { OpProfile } from "./op-profile.js";
 import { call, native, type Address, type NativeAttention } from "../native.js";
 import { DeviceWeights, type LoadProgress, type MatrixSource } from "./device-weights.js";
 
@@ -29,13 +30,21 @@ export interface CudaBackendOptions {
   readonly slots?: number;
   /** Most rows per step; longer prompts are split. Default 512. */
   readonly maxRows?: number;
-  /** DF11: elements decoded per window before their matrix product (bounds the scratch). Default 16 Mi. */
+  /**
+   * DF11: elements decoded per window before their matrix product. Two windows are in flight (one
+   * decoding while the other is multiplied), so the scratch is twice this. Default 32 Mi (128 MB).
+   */
   readonly decodeChunkElements?: number;
   /** CUDA device index. Default 0. */
   readonly device?: number;
   readonly onProgress?: LoadProgress;
+  /**
+   * Time every op on the GPU (a synchronisation after each; no graph replay): see {@link CudaBackend.profile}.
+   * For finding where the time goes, not for speed.
+   */
+  readonly profile?: boolean;
   /** Testing only: break a kernel's input on purpose, to show the accuracy checks catch it. */
-  readonly fault?: "rope-direction";
+  readonly fault?: "rope-direction" | "attention-unscaled";
 }
 
 const GEMV_MAX_ROWS = 8;
@@ -53,8 +62,9 @@ function workingBytes(c: TextModelConfig, maxRows: number, slots: number, maxCon
   return {
     kv: 2 * c.numLayers * slots * c.numKvHeads * maxContext * c.headDim * 2,
     activations: (maxRows * perRow + partial) * F32 + maxRows * Math.max(H, I, qDim) * 2 + slots * c.vocabSize * F32,
-    // A window never exceeds the chunk, or one row when a row is longer; +16 B for the 8-element alignment.
-    scratch: df11 ? Math.max(decodeChunk, maxRows * H, H + 8, I + 8) * 2 + 4096 : 0,
+    // Two windows (decoding / being multiplied); a window never exceeds the chunk, or one row when a row
+    // is longer; +16 B for the 8-element alignment.
+    scratch: df11 ? 2 * (Math.max(decodeChunk, H + 8, I + 8) * 2 + 4096) : 0,
   };
 }
 
@@ -68,6 +78,16 @@ export class CudaBackend implements Backend<CudaTensor> {
   readonly device = "cuda";
   readonly weights: WeightsInfo;
   private readonly stream = new CudaStream();
+  /** DF11: windows decode on their own stream, overlapping the previous window's matrix product. */
+  private readonly decodeStream = new CudaStream();
+  private readonly windowDecoded = [new CudaEvent({ timing: false }), new CudaEvent({ timing: false })];
+  private readonly windowConsumed = [new CudaEvent({ timing: false }), new CudaEvent({ timing: false })];
+  private readonly stepStarted = new CudaEvent({ timing: false });
+  private windows = 0;
+  private windowUsed = [false, false];
+  private decodeForked = false;
+  /** Per-op GPU times when loaded with `profile: true`. */
+  readonly profile: OpProfile | undefined;
   private readonly tensors = new Map<string, { buffer: DeviceBuffer; capacityRows: number; cols: number }>();
   private readonly graphs = new Map<string, { graph: CudaGraph; result: unknown }>();
   private readonly warmed = new Set<string>();
@@ -77,13 +97,15 @@ export class CudaBackend implements Backend<CudaTensor> {
   private readonly values: DeviceBuffer;
   private readonly invFreq: { address: Address; rotaryDim: number }[] = [];
   private readonly small: DeviceBuffer[] = [];
-  private readonly scratch: DeviceBuffer | undefined;
+  private readonly scratch: DeviceBuffer[] = [];
   private readonly xBf16: DeviceBuffer;
   private readonly partial: DeviceBuffer;
   private readonly argmaxOut: DeviceBuffer;
   private readonly decodeChunk: number;
   private rows = 0;
   private outputRows = 0;
+  /** Host milliseconds spent per phase of the steps so far (cheap counters; reset them to measure). */
+  readonly hostTimes = { steps: 0, setStep: 0, launch: 0, readBack: 0 };
   private disposed = false;
 
   private constructor(
@@ -94,7 +116,9 @@ export class CudaBackend implements Backend<CudaTensor> {
     readonly maxContext: number,
     decodeChunk: number,
     private readonly fault: CudaBackendOptions["fault"],
+    profile: boolean,
   ) {
+    this.profile = profile ? new OpProfile(this.stream) : undefined;
     this.weights = { kind: deviceWeights.kind, residentBytes: deviceWeights.residentBytes };
     this.decodeChunk = decodeChunk;
     const c = config;
@@ -109,7 +133,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.keys = alloc(kvBytes);
     this.values = alloc(kvBytes);
     const w = workingBytes(c, maxRows, slots, maxContext, decodeChunk, deviceWeights.kind === "df11");
-    this.scratch = w.scratch > 0 ? alloc(w.scratch) : undefined;
+    if (w.scratch > 0) this.scratch.push(alloc(w.scratch / 2), alloc(w.scratch / 2));
     this.xBf16 = alloc(maxRows * Math.max(c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim) * 2);
     this.partial = alloc(GEMV_MAX_ROWS * c.numHeads * MAX_SPLITS * (c.headDim + 2) * F32);
     this.argmaxOut = alloc(Math.max(slots, maxRows) * 4);
@@ -137,7 +161,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     const maxContext = options.maxContext ?? Math.min(config.maxPositionEmbeddings, 4096);
     const slots = options.slots ?? 1;
     const maxRows = options.maxRows ?? 512;
-    const chunk = options.decodeChunkElements ?? 16 * 1024 * 1024;
+    const chunk = options.decodeChunkElements ?? 32 * 1024 * 1024;
     for (const [k, v] of Object.entries({ maxContext, slots, maxRows, decodeChunkElements: chunk })) {
       if (!Number.isInteger(v) || v < 1) throw new RangeError(`${k} must be a positive integer, got ${v}`);
     }
@@ -156,7 +180,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     }
     const deviceWeights = await DeviceWeights.load(weights, df11?.pattern_dict, options.onProgress);
     try {
-      return new CudaBackend(config, deviceWeights, maxRows, slots, maxContext, chunk, options.fault);
+      return new CudaBackend(config, deviceWeights, maxRows, slots, maxContext, chunk, options.fault, options.profile ?? false);
     } catch (e) {
       deviceWeights.dispose();
       throw e;
@@ -182,6 +206,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   }
 
   setStep(step: StepRows): void {
+    const t0 = performance.now();
     const n = step.tokens.length;
     if (n > this.maxRows) throw new RangeError(`a step takes at most ${this.maxRows} rows, got ${n}`);
     for (const s of step.slots) if (s < 0 || s >= this.slots) throw new RangeError(`slot ${s} is outside 0…${this.slots - 1}`);
@@ -194,6 +219,11 @@ export class CudaBackend implements Backend<CudaTensor> {
     call(() => this.inputs.native.upload(h, 0, this.stream.native));
     this.rows = n;
     this.outputRows = step.outputRows.length;
+    this.windows = 0;
+    this.windowUsed = [false, false];
+    this.decodeForked = false;
+    this.hostTimes.steps++;
+    this.hostTimes.setStep += performance.now() - t0;
   }
 
   private get ids(): Address {
@@ -215,25 +245,26 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.checkElements("model.embed_tokens.weight", source, this.config.vocabSize, H);
     const s = this.stream.native;
     if (source.kind === "resident") {
-      call(() => native().embedding(source.address, this.ids, out.rows, H, scale, out.address, s));
+      this.time("embedding", () => call(() => native().embedding(source.address, this.ids, out.rows, H, scale, out.address, s)));
     } else {
       // Only the blocks holding the step's rows are decoded, chosen on the GPU from the token ids.
       if (source.start % H !== 0) throw new WeightLayoutError("model.embed_tokens.weight", "does not start on a row boundary of its DF11 module");
       const rowOffset = source.start / H;
       if (rowOffset !== 0) throw new WeightLayoutError("model.embed_tokens.weight", "shares its DF11 module with other weights; the GPU embedding lookup needs it alone");
-      source.module.decodeRows(this.ids, out.rows, H, this.scratch!.address, this.stream);
-      call(() => native().embedding(this.scratch!.address, 0, out.rows, H, scale, out.address, s));
+      const staging = this.xBf16.address; // free until the first linear of the step
+      this.time("embedding (DF11 rows)", () => source.module.decodeRows(this.ids, out.rows, H, staging, this.stream));
+      this.time("embedding", () => call(() => native().embedding(staging, 0, out.rows, H, scale, out.address, s)));
     }
   }
 
   rmsNorm(x: CudaTensor, weight: string, out: CudaTensor): void {
     const c = this.config;
-    call(() => native().rmsNorm(x.address, x.rows, x.cols, this.deviceWeights.vector(weight, x.cols), c.rmsNormEps, c.gemmaNorms, out.address, 0, this.stream.native));
+    this.time("rmsNorm", () => call(() => native().rmsNorm(x.address, x.rows, x.cols, this.deviceWeights.vector(weight, x.cols), c.rmsNormEps, c.gemmaNorms, out.address, 0, this.stream.native)));
   }
 
   rmsNormAdd(x: CudaTensor, weight: string, residual: CudaTensor): void {
     const c = this.config;
-    call(() => native().rmsNorm(x.address, x.rows, x.cols, this.deviceWeights.vector(weight, x.cols), c.rmsNormEps, c.gemmaNorms, 0, residual.address, this.stream.native));
+    this.time("rmsNorm", () => call(() => native().rmsNorm(x.address, x.rows, x.cols, this.deviceWeights.vector(weight, x.cols), c.rmsNormEps, c.gemmaNorms, 0, residual.address, this.stream.native)));
   }
 
   private checkElements(name: string, source: MatrixSource, rows: number, cols: number): void {
@@ -258,7 +289,7 @@ export class CudaBackend implements Backend<CudaTensor> {
       return s;
     });
     const useGemm = x.rows > GEMV_MAX_ROWS;
-    if (useGemm) call(() => native().toBf16(x.address, x.rows * K, this.xBf16.address, this.stream.native));
+    if (useGemm) this.time("toBf16", () => call(() => native().toBf16(x.address, x.rows * K, this.xBf16.address, this.stream.native)));
     let column = 0;
     for (let i = 0; i < weights.length; ) {
       // Adjacent weights (q|k|v, gate|up) run as one matrix.
@@ -278,18 +309,32 @@ export class CudaBackend implements Backend<CudaTensor> {
     const K = x.cols;
     const s = this.stream.native;
     const xb = useGemm ? this.xBf16.address : 0;
+    const op = useGemm ? "gemm" : "gemv";
     const run = (weight: Address, n: number, firstRow: number) =>
-      call(() => native().linear(weight, n, K, x.address, K, x.rows, bias ? bias + firstRow * F32 : 0, out.address + (column + firstRow) * F32, out.cols, accumulate, xb, s));
+      this.time(op, () => call(() => native().linear(weight, n, K, x.address, K, x.rows, bias ? bias + firstRow * F32 : 0, out.address + (column + firstRow) * F32, out.cols, accumulate, xb, s)));
     if (source.kind === "resident") return run(source.address, N, 0);
-    // DF11: decode a window of whole rows into the scratch, multiply, next window.
+    // DF11: windows of whole rows, decoded on the decode stream into one of two buffers while the
+    // previous window is multiplied on the compute stream.
+    if (!this.decodeForked) {
+      this.stepStarted.record(this.stream);
+      this.decodeStream.waitEvent(this.stepStarted);
+      this.decodeForked = true;
+    }
     const rowsPerChunk = Math.max(1, Math.floor(this.decodeChunk / K));
     const chunkRows = useGemm && rowsPerChunk >= 128 ? rowsPerChunk - (rowsPerChunk % 128) : rowsPerChunk;
     for (let r0 = 0; r0 < N; r0 += chunkRows) {
       const n = Math.min(chunkRows, N - r0);
       const lo = source.start + r0 * K;
       const alignedLo = lo - (lo % 8);
-      source.module.decodeRange(this.scratch!.address, alignedLo, lo + n * K, this.stream);
-      run(this.scratch!.address + (lo - alignedLo) * 2, n, r0);
+      const k = this.windows++ % 2;
+      const buffer = this.scratch[k].address;
+      if (this.windowUsed[k]) this.decodeStream.waitEvent(this.windowConsumed[k]);
+      this.time("df11 decode", () => source.module.decodeRange(buffer, alignedLo, lo + n * K, this.decodeStream), this.decodeStream);
+      this.windowDecoded[k].record(this.decodeStream);
+      this.stream.waitEvent(this.windowDecoded[k]);
+      run(buffer + (lo - alignedLo) * 2, n, r0);
+      this.windowConsumed[k].record(this.stream);
+      this.windowUsed[k] = true;
     }
   }
 
@@ -307,7 +352,7 @@ export class CudaBackend implements Backend<CudaTensor> {
       maxContext: this.maxContext,
       keys: this.keys.address + layer * layerBytes,
       values: this.values.address + layer * layerBytes,
-      scale: c.attentionScale,
+      scale: this.fault === "attention-unscaled" ? 1 : c.attentionScale,
       softcap: c.attnLogitSoftcap ?? 0,
       window: c.slidingWindow[layer] ?? 0,
     };
@@ -316,15 +361,15 @@ export class CudaBackend implements Backend<CudaTensor> {
     const kNorm = c.qkNorm ? this.deviceWeights.vector(`${p}.self_attn.k_norm.weight`, c.headDim) : 0;
     const rope = this.invFreq[layer];
     const s = this.stream.native;
-    call(() => native().qkvPrepare(args, qkv.address, qNorm, kNorm, c.rmsNormEps, c.gemmaNorms, rope.address, rope.rotaryDim, q.address, s));
+    this.time("qkvPrepare", () => call(() => native().qkvPrepare(args, qkv.address, qNorm, kNorm, c.rmsNormEps, c.gemmaNorms, rope.address, rope.rotaryDim, q.address, s)));
     // Few rows (decoding): split each row's keys over warps so long contexts still fill the GPU.
     const window = c.slidingWindow[layer] ?? this.maxContext;
     const splits = qkv.rows <= GEMV_MAX_ROWS ? Math.min(MAX_SPLITS, Math.max(1, Math.ceil(Math.min(window, this.maxContext) / 64))) : 1;
-    call(() => native().attention(args, q.address, out.address, splits, this.partial.address, s));
+    this.time("attention", () => call(() => native().attention(args, q.address, out.address, splits, this.partial.address, s)));
   }
 
   gatedActivation(gu: CudaTensor, out: CudaTensor): void {
-    call(() => native().gatedActivation(gu.address, gu.rows, out.cols, this.config.activation === "silu" ? 0 : 1, out.address, this.stream.native));
+    this.time("gatedActivation", () => call(() => native().gatedActivation(gu.address, gu.rows, out.cols, this.config.activation === "silu" ? 0 : 1, out.address, this.stream.native)));
   }
 
   add(a: CudaTensor, b: CudaTensor): void {
@@ -333,11 +378,11 @@ export class CudaBackend implements Backend<CudaTensor> {
 
   gatherOutputRows(x: CudaTensor, out: CudaTensor): void {
     if (out.rows !== this.outputRows) throw new RangeError(`the step has ${this.outputRows} output rows, the tensor ${out.rows}`);
-    call(() => native().gatherRows(x.address, this.outputRowIds, out.rows, x.cols, out.address, this.stream.native));
+    this.time("gatherRows", () => call(() => native().gatherRows(x.address, this.outputRowIds, out.rows, x.cols, out.address, this.stream.native)));
   }
 
   softcap(x: CudaTensor, cap: number): void {
-    call(() => native().softcap(x.address, x.rows * x.cols, cap, this.stream.native));
+    this.time("softcap", () => call(() => native().softcap(x.address, x.rows * x.cols, cap, this.stream.native)));
   }
 
   read(x: CudaTensor): Float32Array {
@@ -348,16 +393,26 @@ export class CudaBackend implements Backend<CudaTensor> {
   }
 
   argmax(x: CudaTensor): Int32Array {
-    call(() => native().argmax(x.address, x.rows, x.cols, this.argmaxOut.address, this.stream.native));
+    this.time("argmax", () => call(() => native().argmax(x.address, x.rows, x.cols, this.argmaxOut.address, this.stream.native)));
     const out = new Int32Array(x.rows);
-    this.argmaxOut.download(out, 0, this.stream);
+    const t0 = performance.now();
+    this.argmaxOut.download(out, 0, this.stream); // waits for the step
+    this.hostTimes.readBack += performance.now() - t0;
     return out;
   }
 
+  /** Run an op, timed on the GPU when profiling. */
+  private time<T>(op: string, fn: () => T, stream = this.stream): T {
+    return this.profile ? this.profile.time(op, fn, stream) : fn();
+  }
+
   replayable<R>(key: string, fn: () => R): R {
+    if (this.profile) return fn(); // per-op timing needs each op issued for real
     const recorded = this.graphs.get(key);
     if (recorded) {
+      const t0 = performance.now();
       recorded.graph.launch(this.stream);
+      this.hostTimes.launch += performance.now() - t0;
       return recorded.result as R;
     }
     if (!this.warmed.has(key)) {
@@ -410,6 +465,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.disposed = true;
     try {
       this.stream.synchronize();
+      this.decodeStream.synchronize();
     } catch {
       // already failed: free what we can
     }
@@ -418,6 +474,9 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.tensors.clear();
     for (const b of this.small) b.dispose();
     this.deviceWeights.dispose();
+    for (const e of [...this.windowDecoded, ...this.windowConsumed, this.stepStarted]) e.dispose();
+    this.profile?.dispose();
+    this.decodeStream.dispose();
     this.stream.dispose();
   }
 
