@@ -19,5 +19,5 @@ stamp "transformers BF16"
 PYTHONUNBUFFERED=1 python3 tools/transformers_bench.py "$work/bf16" "${PROMPT:-512}" "${NEW:-256}" "$out/transformers.json"
 stamp "df11 engine"
 node apps/bench/dist/gpu-generate.js --bf16 "$work/bf16" --df11 "$work/df11" --reference "$out/transformers.json" \
-  --prompt-tokens "${PROMPT:-512}" --new-tokens "${NEW:-256}" --chunks "${CHUNKS:-}" ${PROFILE:+--profile} --out "$out/gpu-generate.json"
+  --prompt-tokens "${PROMPT:-512}" --new-tokens "${NEW:-256}" --chunks "${CHUNKS:-}" ${PROFILE:+--profile} ${GEMV_VARIANTS:+--gemv-variants} --out "$out/gpu-generate.json"
 stamp "done"

@@ -166,6 +166,12 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setGemvVariant(unroll, noAllocate) — benchmarks only.
+Napi::Value SetGemvVariant(const Napi::CallbackInfo& info) {
+  df11::setGemvVariant(intArg(info, 0, "unroll"), info[1].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+
 // toBf16(x, n, out, stream)
 Napi::Value ToBf16(const Napi::CallbackInfo& info) {
   throwIfError(info.Env(),
@@ -239,6 +245,7 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   fn("rmsNorm", RmsNorm);
   fn("linear", Linear);
   fn("toBf16", ToBf16);
+  fn("setGemvVariant", SetGemvVariant);
   fn("qkvPrepare", QkvPrepare);
   fn("attention", Attention);
 }

@@ -122,19 +122,27 @@ __device__ __forceinline__ void loadValues(const uint16_t* row, int lane, int d,
   }
 }
 
-// One warp per (row, head, split). Lanes take 32 keys at a time (a full dot product each), the warp
-// keeps an online softmax, and each lane accumulates its share of the output dims.
-template <int D>
+constexpr int kMaxGroup = 8;  // query heads per KV head handled by one warp
+
+// One warp per (row, KV head, split), serving the G query heads that share the KV head (GQA), so each
+// key and value is loaded once for all of them. Lanes take 32 keys at a time (a full dot product per
+// query head each), the warp keeps an online softmax per head, and each lane accumulates its share of
+// the output dims of every head.
+template <int D, int G>
 __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const AttentionArgs a, const float* __restrict__ q, float* __restrict__ out, float* __restrict__ partial) {
   constexpr int kDims = D ? D : kPerLane;
-  __shared__ __align__(16) float qs[kHeadsPerBlock][kMaxHeadDim];
+  __shared__ __align__(16) float qs[kHeadsPerBlock][G][kMaxHeadDim];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int head = blockIdx.x * kHeadsPerBlock + warp;
+  const int kvHead = blockIdx.x * kHeadsPerBlock + warp;
   const int r = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
   const int H = a.numHeads, d = a.headDim;
-  if (head >= H) return;
-  const float* qh = q + (static_cast<size_t>(r) * H + head) * d;
-  for (int i = lane; i < d; i += 32) qs[warp][i] = qh[i];
+  if (kvHead >= a.numKvHeads) return;
+  const int firstHead = kvHead * G;
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const float* qh = q + (static_cast<size_t>(r) * H + firstHead + g) * d;
+    for (int i = lane; i < d; i += 32) qs[warp][g][i] = qh[i];
+  }
   __syncwarp();
 
   const int position = a.positions[r];
@@ -143,69 +151,92 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const Att
   const int chunk = (count + splits - 1) / splits;
   const int start = first + split * chunk;
   const int end = min(position + 1, start + chunk);
-  const int kvHead = head / (H / a.numKvHeads);
   const uint16_t* keys = a.keys + cacheIndex(a, a.slots[r], kvHead, 0);
   const uint16_t* values = a.values + cacheIndex(a, a.slots[r], kvHead, 0);
 
-  float m = -FLT_MAX, l = 0.0f;
-  float acc[kPerLane];
+  float m[G], l[G], acc[G][kDims];
 #pragma unroll
-  for (int t = 0; t < kPerLane; ++t) acc[t] = 0.0f;
+  for (int g = 0; g < G; ++g) {
+    m[g] = -FLT_MAX;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int t = 0; t < kDims; ++t) acc[g][t] = 0.0f;
+  }
 
   for (int j0 = start; j0 < end; j0 += 32) {
     const int j = j0 + lane;
-    float s = -FLT_MAX;
+    float s[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) s[g] = 0.0f;
     if (j < end) {
       const uint4* kr = reinterpret_cast<const uint4*>(keys + static_cast<size_t>(j) * d);
-      float dot = 0.0f;
       for (int i = 0; i < d; i += 8) {
         const uint4 k = __ldg(kr + i / 8);
-        const float4 q0 = *reinterpret_cast<const float4*>(&qs[warp][i]);
-        const float4 q1 = *reinterpret_cast<const float4*>(&qs[warp][i + 4]);
-        dot = fmaf(q0.x, __uint_as_float(k.x << 16), dot);
-        dot = fmaf(q0.y, __uint_as_float(k.x & 0xffff0000u), dot);
-        dot = fmaf(q0.z, __uint_as_float(k.y << 16), dot);
-        dot = fmaf(q0.w, __uint_as_float(k.y & 0xffff0000u), dot);
-        dot = fmaf(q1.x, __uint_as_float(k.z << 16), dot);
-        dot = fmaf(q1.y, __uint_as_float(k.z & 0xffff0000u), dot);
-        dot = fmaf(q1.z, __uint_as_float(k.w << 16), dot);
-        dot = fmaf(q1.w, __uint_as_float(k.w & 0xffff0000u), dot);
-      }
-      s = dot * a.scale;
-      if (a.softcap > 0.0f) s = tanhf(s / a.softcap) * a.softcap;
-    }
-    const float mNew = fmaxf(m, warpMax(s));
-    const float p = j < end ? __expf(s - mNew) : 0.0f;
-    const float correction = __expf(m - mNew);
-    l = l * correction + warpSum(p);
+        const float kf[8] = {__uint_as_float(k.x << 16), __uint_as_float(k.x & 0xffff0000u), __uint_as_float(k.y << 16), __uint_as_float(k.y & 0xffff0000u),
+                             __uint_as_float(k.z << 16), __uint_as_float(k.z & 0xffff0000u), __uint_as_float(k.w << 16), __uint_as_float(k.w & 0xffff0000u)};
 #pragma unroll
-    for (int t = 0; t < kDims; ++t) acc[t] *= correction;
+        for (int g = 0; g < G; ++g) {
+          const float4 q0 = *reinterpret_cast<const float4*>(&qs[warp][g][i]);
+          const float4 q1 = *reinterpret_cast<const float4*>(&qs[warp][g][i + 4]);
+          s[g] = fmaf(q0.x, kf[0], s[g]);
+          s[g] = fmaf(q0.y, kf[1], s[g]);
+          s[g] = fmaf(q0.z, kf[2], s[g]);
+          s[g] = fmaf(q0.w, kf[3], s[g]);
+          s[g] = fmaf(q1.x, kf[4], s[g]);
+          s[g] = fmaf(q1.y, kf[5], s[g]);
+          s[g] = fmaf(q1.z, kf[6], s[g]);
+          s[g] = fmaf(q1.w, kf[7], s[g]);
+        }
+      }
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        s[g] *= a.scale;
+        if (a.softcap > 0.0f) s[g] = tanhf(s[g] / a.softcap) * a.softcap;
+      }
+    }
+    float p[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const float mNew = fmaxf(m[g], warpMax(j < end ? s[g] : -FLT_MAX));
+      p[g] = j < end ? __expf(s[g] - mNew) : 0.0f;
+      const float correction = __expf(m[g] - mNew);
+      l[g] = l[g] * correction + warpSum(p[g]);
+#pragma unroll
+      for (int t = 0; t < kDims; ++t) acc[g][t] *= correction;
+      m[g] = mNew;
+    }
     const int n = min(32, end - j0);
     for (int jj = 0; jj < n; ++jj) {
-      const float pj = __shfl_sync(0xffffffffu, p, jj);
       float v[kPerLane];
       loadValues<D>(values + static_cast<size_t>(j0 + jj) * d, lane, d, v);
 #pragma unroll
-      for (int t = 0; t < kDims; ++t) acc[t] = fmaf(pj, v[t], acc[t]);
+      for (int g = 0; g < G; ++g) {
+        const float pj = __shfl_sync(0xffffffffu, p[g], jj);
+#pragma unroll
+        for (int t = 0; t < kDims; ++t) acc[g][t] = fmaf(pj, v[t], acc[g][t]);
+      }
     }
-    m = mNew;
   }
 
-  if (splits == 1) {
-    float* o = out + (static_cast<size_t>(r) * H + head) * d;
-    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
 #pragma unroll
-    for (int t = 0; t < kDims; ++t)
-      if (laneDim<D>(lane, t) < d) o[laneDim<D>(lane, t)] = acc[t] * inv;
-  } else {
-    float* p = partial + ((static_cast<size_t>(r) * H + head) * splits + split) * (d + 2);
-    if (lane == 0) {
-      p[0] = start < end ? m : -FLT_MAX;
-      p[1] = l;
+  for (int g = 0; g < G; ++g) {
+    const int head = firstHead + g;
+    if (splits == 1) {
+      float* o = out + (static_cast<size_t>(r) * H + head) * d;
+      const float inv = l[g] > 0.0f ? 1.0f / l[g] : 0.0f;
+#pragma unroll
+      for (int t = 0; t < kDims; ++t)
+        if (laneDim<D>(lane, t) < d) o[laneDim<D>(lane, t)] = acc[g][t] * inv;
+    } else {
+      float* pp = partial + ((static_cast<size_t>(r) * H + head) * splits + split) * (d + 2);
+      if (lane == 0) {
+        pp[0] = start < end ? m[g] : -FLT_MAX;
+        pp[1] = l[g];
+      }
+#pragma unroll
+      for (int t = 0; t < kDims; ++t)
+        if (laneDim<D>(lane, t) < d) pp[2 + laneDim<D>(lane, t)] = acc[g][t];
     }
-#pragma unroll
-    for (int t = 0; t < kDims; ++t)
-      if (laneDim<D>(lane, t) < d) p[2 + laneDim<D>(lane, t)] = acc[t];
   }
 }
 
@@ -228,6 +259,27 @@ __global__ void combineKernel(const AttentionArgs a, int splits, const float* __
   }
 }
 
+template <int G>
+void launchForGroup(const AttentionArgs& a, dim3 grid, const float* q, float* out, float* partial, cudaStream_t stream) {
+  const int block = kHeadsPerBlock * 32;
+  switch (a.headDim) {
+    case 256: attentionKernel<8, G><<<grid, block, 0, stream>>>(a, q, out, partial); break;
+    case 128: attentionKernel<4, G><<<grid, block, 0, stream>>>(a, q, out, partial); break;
+    case 64: attentionKernel<2, G><<<grid, block, 0, stream>>>(a, q, out, partial); break;
+    case 32: attentionKernel<1, G><<<grid, block, 0, stream>>>(a, q, out, partial); break;
+    default: attentionKernel<0, G><<<grid, block, 0, stream>>>(a, q, out, partial); break;
+  }
+}
+
+void launchGrouped(const AttentionArgs& a, int group, dim3 grid, const float* q, float* out, float* partial, cudaStream_t stream) {
+  switch (group) {
+    case 1: launchForGroup<1>(a, grid, q, out, partial, stream); break;
+    case 2: launchForGroup<2>(a, grid, q, out, partial, stream); break;
+    case 4: launchForGroup<4>(a, grid, q, out, partial, stream); break;
+    default: launchForGroup<8>(a, grid, q, out, partial, stream); break;
+  }
+}
+
 }  // namespace
 
 cudaError_t launchQkvPrepare(const AttentionArgs& a, const float* qkv, const float* qNorm, const float* kNorm, float normEps, bool unitOffset, const float* invFreq,
@@ -243,16 +295,11 @@ cudaError_t launchAttention(const AttentionArgs& a, const float* q, float* out, 
   if (a.rows == 0) return cudaSuccess;
   if (a.headDim > kMaxHeadDim || (a.headDim & 7) || a.numHeads % a.numKvHeads) return cudaErrorInvalidValue;
   if (splits < 1 || (splits > 1 && !partial)) return cudaErrorInvalidValue;
-  const dim3 grid((a.numHeads + kHeadsPerBlock - 1) / kHeadsPerBlock, a.rows, splits);
-  const int block = kHeadsPerBlock * 32;
-  switch (a.headDim) {
-    case 256: attentionKernel<8><<<grid, block, 0, stream>>>(a, q, out, partial); break;
-    case 128: attentionKernel<4><<<grid, block, 0, stream>>>(a, q, out, partial); break;
-    case 64: attentionKernel<2><<<grid, block, 0, stream>>>(a, q, out, partial); break;
-    case 32: attentionKernel<1><<<grid, block, 0, stream>>>(a, q, out, partial); break;
-    default: attentionKernel<0><<<grid, block, 0, stream>>>(a, q, out, partial); break;
-  }
-  if (splits > 1) combineKernel<<<dim3(grid.x, a.rows), kHeadsPerBlock * 32, 0, stream>>>(a, splits, partial, out);
+  const int group = a.numHeads / a.numKvHeads;
+  if (group > kMaxGroup || (group & (group - 1))) return cudaErrorInvalidValue;  // 1, 2, 4 or 8 query heads per KV head
+  const dim3 grid((a.numKvHeads + kHeadsPerBlock - 1) / kHeadsPerBlock, a.rows, splits);
+  launchGrouped(a, group, grid, q, out, partial, stream);
+  if (splits > 1) combineKernel<<<dim3((a.numHeads + kHeadsPerBlock - 1) / kHeadsPerBlock, a.rows), kHeadsPerBlock * 32, 0, stream>>>(a, splits, partial, out);
   return cudaGetLastError();
 }
 

@@ -6,8 +6,23 @@
 namespace df11 {
 namespace {
 
-constexpr int kWarps = 8;   // per block
-constexpr int kUnroll = 8;  // 16-byte loads of the row in flight per lane
+constexpr int kWarps = 8;  // per block
+
+// Which variant launchGemv runs (setGemvVariant, for benchmarks): loads in flight per lane, and whether
+// weight loads bypass L1 (keeping x there).
+int gUnroll = 8;
+bool gNoAllocate = false;
+
+template <bool NoAllocate>
+__device__ __forceinline__ uint4 loadWeights(const uint16_t* p) {
+  if constexpr (NoAllocate) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+  } else {
+    return __ldg(reinterpret_cast<const uint4*>(p));
+  }
+}
 
 __device__ __forceinline__ void widen(const uint4 w, float (&f)[8]) {
   f[0] = __uint_as_float(w.x << 16);
@@ -22,7 +37,7 @@ __device__ __forceinline__ void widen(const uint4 w, float (&f)[8]) {
 
 // One warp per row of W at a time, rows dealt round-robin over a grid sized to the GPU, so every SM
 // streams about the same number of bytes (whole rows per block left some SMs with twice the work).
-template <int R>
+template <int R, int kUnroll, bool NoAllocate>
 __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a) {
   const int lane = threadIdx.x & 31;
   const int warps = gridDim.x * kWarps;
@@ -40,7 +55,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a) {
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
           const int k = base + u * kStep;
-          wv[u] = k < K ? __ldg(reinterpret_cast<const uint4*>(w + k)) : make_uint4(0, 0, 0, 0);
+          wv[u] = k < K ? loadWeights<NoAllocate>(w + k) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
@@ -104,11 +119,22 @@ int residentWarps() {
 template <int R>
 cudaError_t launchRows(const LinearArgs& a, cudaStream_t stream) {
   const int blocks = (min(a.N, residentWarps()) + kWarps - 1) / kWarps;
-  gemvKernel<R><<<blocks, kWarps * 32, 0, stream>>>(a);
+  if (gUnroll == 16) {
+    if (gNoAllocate) gemvKernel<R, 16, true><<<blocks, kWarps * 32, 0, stream>>>(a);
+    else gemvKernel<R, 16, false><<<blocks, kWarps * 32, 0, stream>>>(a);
+  } else {
+    if (gNoAllocate) gemvKernel<R, 8, true><<<blocks, kWarps * 32, 0, stream>>>(a);
+    else gemvKernel<R, 8, false><<<blocks, kWarps * 32, 0, stream>>>(a);
+  }
   return cudaGetLastError();
 }
 
 }  // namespace
+
+void setGemvVariant(int unroll, bool noAllocate) {
+  gUnroll = unroll == 16 ? 16 : 8;
+  gNoAllocate = noAllocate;
+}
 
 cudaError_t launchGemv(const LinearArgs& a, cudaStream_t stream) {
   if (a.rows == 0 || a.N == 0) return cudaSuccess;

@@ -48,7 +48,7 @@ export interface CudaBackendOptions {
 }
 
 const GEMV_MAX_ROWS = 8;
-const MAX_SPLITS = 32;
+const MAX_SPLITS = 64;
 const F32 = 4;
 
 /** Memory the backend will allocate besides the weights, in bytes. */
@@ -161,7 +161,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     const maxContext = options.maxContext ?? Math.min(config.maxPositionEmbeddings, 4096);
     const slots = options.slots ?? 1;
     const maxRows = options.maxRows ?? 512;
-    const chunk = options.decodeChunkElements ?? 32 * 1024 * 1024;
+    const chunk = options.decodeChunkElements ?? 64 * 1024 * 1024;
     for (const [k, v] of Object.entries({ maxContext, slots, maxRows, decodeChunkElements: chunk })) {
       if (!Number.isInteger(v) || v < 1) throw new RangeError(`${k} must be a positive integer, got ${v}`);
     }
@@ -362,9 +362,11 @@ export class CudaBackend implements Backend<CudaTensor> {
     const rope = this.invFreq[layer];
     const s = this.stream.native;
     this.time("qkvPrepare", () => call(() => native().qkvPrepare(args, qkv.address, qNorm, kNorm, c.rmsNormEps, c.gemmaNorms, rope.address, rope.rotaryDim, q.address, s)));
-    // Few rows (decoding): split each row's keys over warps so long contexts still fill the GPU.
-    const window = c.slidingWindow[layer] ?? this.maxContext;
-    const splits = qkv.rows <= GEMV_MAX_ROWS ? Math.min(MAX_SPLITS, Math.max(1, Math.ceil(Math.min(window, this.maxContext) / 64))) : 1;
+    // Few rows (decoding): split each row's keys over warps (≥ 32 keys each) so that long contexts still
+    // give every SM work: about two warps per SM. The kernel takes each split's share of the current length.
+    const keys = Math.min(c.slidingWindow[layer] ?? this.maxContext, this.maxContext);
+    const warps = qkv.rows * c.numKvHeads;
+    const splits = qkv.rows <= GEMV_MAX_ROWS ? Math.max(1, Math.min(MAX_SPLITS, Math.ceil(keys / 32), Math.ceil(264 / warps))) : 1;
     this.time("attention", () => call(() => native().attention(args, q.address, out.address, splits, this.partial.address, s)));
   }
 
