@@ -43,7 +43,7 @@ ${rows}
 
 const readJson = async (path: string) => JSON.parse(await readFile(path, "utf8"));
 
-/** Charts of the saved results in `dir` (kernel-h100.json, codec-cpu.json, generate-cpu.json), written beside them. */
+/** Charts of the saved results in `dir` (kernel-h100.json, codec-cpu.json, generate-cpu.json, gpu-generate-h100.json), written beside them. */
 export async function plotResults(dir: string): Promise<string[]> {
   const written: string[] = [];
   const save = async (name: string, svg: string) => {
@@ -98,6 +98,45 @@ export async function plotResults(dir: string): Promise<string[]> {
         { label: "DF11 weights resident", value: df11.residentWeightBytes / 2 ** 20, kind: "ours" },
         { label: "BF16 peak RSS", value: bf16.peakRssBytes / 2 ** 20, kind: "reference" },
         { label: "DF11 peak RSS", value: df11.peakRssBytes / 2 ** 20, kind: "ours" },
+      ]),
+    );
+  }
+  const gpu = await readJson(join(dir, "gpu-generate-h100.json")).catch(() => undefined);
+  if (gpu) {
+    const [bf16, df11] = gpu.runs;
+    const ref = gpu.reference;
+    const title = `Llama-3.1-8B-shaped model, batch 1, ${gpu.promptTokens}-token prompt, ${gpu.newTokens} new, ${gpu.device.name}`;
+    await save(
+      "gpu-generate-decode.svg",
+      barChart(`GPU decode: ${title}`, "tokens/s", [
+        ...(ref ? [{ label: "transformers BF16 (this run)", value: ref.decodeTokensPerSecond, kind: "reference" as const }] : []),
+        { label: "transformers BF16 (issue's anchor)", value: 27.6, kind: "reference" },
+        { label: "official dfloat11 (issue's anchor)", value: 21.4, kind: "reference" },
+        { label: "df11 engine, BF16", value: bf16.decodeTokensPerSecond, kind: "ours" },
+        { label: "target BF16", value: 150, kind: "target" },
+        { label: "df11 engine, DF11", value: df11.decodeTokensPerSecond, kind: "ours" },
+        { label: "target DF11", value: 50, kind: "target" },
+      ]),
+    );
+    await save(
+      "gpu-generate-prefill.svg",
+      barChart(`GPU prefill: ${title}`, "tokens/s", [
+        ...(ref ? [{ label: "transformers BF16 (this run)", value: ref.prefillTokensPerSecond, kind: "reference" as const }] : []),
+        { label: "df11 engine, BF16", value: bf16.prefillTokensPerSecond, kind: "ours" },
+        { label: "df11 engine, DF11", value: df11.prefillTokensPerSecond, kind: "ours" },
+        { label: "target", value: 8000, kind: "target" },
+      ]),
+    );
+    await save(
+      "gpu-generate-memory.svg",
+      barChart(`GPU memory: ${title}`, "GB", [
+        ...(ref ? [{ label: "transformers BF16 peak (this run)", value: ref.peakGpuBytes / 1e9, kind: "reference" as const }] : []),
+        { label: "df11 engine, BF16 weights", value: bf16.weightsBytes / 1e9, kind: "reference" },
+        { label: "df11 engine, BF16 peak", value: bf16.peakGpuBytes / 1e9, kind: "reference" },
+        { label: "df11 engine, DF11 weights", value: df11.weightsBytes / 1e9, kind: "ours" },
+        { label: "df11 engine, DF11 peak", value: df11.peakGpuBytes / 1e9, kind: "ours" },
+        { label: "DF11 target: weights + KV + 0.6 GB", value: (df11.weightsBytes + df11.kvCacheBytes) / 1e9 + 0.6, kind: "target" },
+        { label: "official dfloat11 peak (issue's anchor)", value: 11.9, kind: "reference" },
       ]),
     );
   }

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { isCudaAvailable } from "@df11/cuda-kernel";
 import { SafetensorsCollection, writeSafetensors } from "@df11/hub-loader";
 import { fixtureNames, fixturesRoot, fixturesSkipReason, repoRoot } from "../../../test-support/fixtures.js";
 import { compressModel, decompressModel, inspectModel, verifyModel, writeSyntheticModel, VerificationError, CodecPool } from "../src/index.js";
@@ -191,6 +192,18 @@ describe("df11 generate", () => {
     const bare = join(work, "gen-no-tokenizer");
     await writeSyntheticModel(bare, SMALL, { seed: 22 });
     await expect(df11("generate", bare, "--prompt", "hi")).rejects.toMatchObject({ stderr: expect.stringMatching(/no tokenizer\.json: use --input-ids/) });
+  });
+
+  it.skipIf(isCudaAvailable())("--device: auto falls back to the CPU without a GPU; cuda says why it cannot run; bad values are refused", async () => {
+    const { writeSyntheticModel } = await import("@df11/models");
+    const dir = join(work, "gen-device");
+    await writeSyntheticModel(dir, SMALL, { seed: 23 });
+    const auto = JSON.parse((await df11("generate", dir, "--json", "-n", "3", "--input-ids", "1,5,9")).stdout);
+    expect(auto.device).toBe("cpu");
+    const cpu = JSON.parse((await df11("generate", dir, "--json", "-n", "3", "--input-ids", "1,5,9", "--device", "cpu")).stdout);
+    expect(cpu.tokenIds).toEqual(auto.tokenIds);
+    await expect(df11("generate", dir, "--input-ids", "1", "--device", "cuda")).rejects.toMatchObject({ stderr: expect.stringMatching(/--device cuda: (no CUDA device|no @df11\/cuda-kernel binary)/) });
+    await expect(df11("generate", dir, "--input-ids", "1", "--device", "tpu")).rejects.toMatchObject({ stderr: expect.stringMatching(/expected cuda, cpu or auto/) });
   });
 });
 
