@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { SafetensorsFile } from "../../hub-loader/dist/index.js";
 import { CausalLM, generate } from "../../models/dist/index.js";
 import { compressModel } from "../../cli/dist/index.js";
-import { gpuTest, gpuUnavailableReason } from "./gpu-helpers.mjs";
+import { gpuTest, gpuUnavailableReason, relError } from "./gpu-helpers.mjs";
 import { CudaBackend, memoryInfo, OutOfDeviceMemoryError } from "../dist/index.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -50,16 +50,6 @@ async function referenceOf(dir) {
   return { ...ref, logits: new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4) };
 }
 
-const relError = (got, expected) => {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < expected.length; i++) {
-    if (!Number.isFinite(got[i])) return Infinity;
-    num += (got[i] - expected[i]) ** 2;
-    den += expected[i] ** 2;
-  }
-  return Math.sqrt(num / den);
-};
 const sameBits = (a, b) => a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
 async function gpuModel(dir, options = {}) {

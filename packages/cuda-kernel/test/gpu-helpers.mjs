@@ -11,3 +11,15 @@ export function gpuTest(name, options, fn) {
   if (typeof options === "function") [options, fn] = [{}, options];
   return test(name, { ...options, skip: gpuUnavailableReason ? `no GPU: ${gpuUnavailableReason}` : options.skip }, fn);
 }
+
+/** Relative L2 error of `got` against `expected` (Infinity when `got` holds a non-finite value). */
+export function relError(got, expected) {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < expected.length; i++) {
+    if (!Number.isFinite(got[i])) return Infinity;
+    num += (got[i] - expected[i]) ** 2;
+    den += expected[i] ** 2;
+  }
+  return Math.sqrt(num / den);
+}

@@ -3,7 +3,7 @@
 // Skipped, each with the reason, without a GPU.
 import assert from "node:assert/strict";
 import { encodeModule, mulberry32, syntheticWeights } from "../../codec/dist/index.js";
-import { gpuTest } from "./gpu-helpers.mjs";
+import { gpuTest, relError } from "./gpu-helpers.mjs";
 import { DeviceBuffer, DeviceModule, nativeAddon, synchronize } from "../dist/index.js";
 
 const f32 = new Float32Array(1);
@@ -29,17 +29,6 @@ function randomLinear(N, K, rows, seed) {
   return { w, x, bias, start };
 }
 
-/** Relative L2 error of got vs expected (float64). */
-const relError = (got, expected) => {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < expected.length; i++) {
-    if (!Number.isFinite(got[i])) return Infinity;
-    num += (got[i] - expected[i]) ** 2;
-    den += expected[i] ** 2;
-  }
-  return Math.sqrt(num / den);
-};
 
 function runLinear({ N, K, rows, accumulate, withBias }, seed) {
   const addon = nativeAddon();

@@ -2,6 +2,7 @@
 // query row over its own sequence's cache (GQA, sliding window, logit soft-capping), optionally split
 // over the keys for long contexts and combined afterwards.
 #include <cfloat>
+#include "bf16.cuh"
 #include "inference.h"
 
 namespace df11 {
@@ -10,13 +11,6 @@ namespace {
 constexpr int kHeadsPerBlock = 4;  // one warp per head
 constexpr int kMaxHeadDim = 256;
 constexpr int kPerLane = kMaxHeadDim / 32;
-
-__device__ __forceinline__ uint16_t toBf16(float f) {
-  const uint32_t u = __float_as_uint(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
-}
-__device__ __forceinline__ float fromBf16(uint16_t v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
 
 __device__ __forceinline__ float warpSum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -83,8 +77,8 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) qkvPrepareKernel(const At
     if (isQuery) qOut[(static_cast<size_t>(r) * H + head) * d + i] = y;
     else {
       const size_t at = cacheIndex(a, slot, kvHead, position) + i;
-      a.keys[at] = toBf16(y);
-      a.values[at] = toBf16(row[static_cast<size_t>(H + KV + kvHead) * d + i]);
+      a.keys[at] = floatToBf16(y);
+      a.values[at] = floatToBf16(row[static_cast<size_t>(H + KV + kvHead) * d + i]);
     }
   }
 }
@@ -97,13 +91,10 @@ __device__ __forceinline__ int laneDim(int lane, int t) { return D ? lane * D + 
 template <int D>
 __device__ __forceinline__ void loadValues(const uint16_t* row, int lane, int d, float (&v)[kPerLane]) {
   if constexpr (D == 8) {
-    const uint4 u = __ldg(reinterpret_cast<const uint4*>(row + lane * 8));
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+    float f[8];
+    widen8(__ldg(reinterpret_cast<const uint4*>(row + lane * 8)), f);
 #pragma unroll
-    for (int t = 0; t < 4; ++t) {
-      v[2 * t] = __uint_as_float(w[t] << 16);
-      v[2 * t + 1] = __uint_as_float(w[t] & 0xffff0000u);
-    }
+    for (int t = 0; t < 8; ++t) v[t] = f[t];
   } else if constexpr (D == 4) {
     const uint2 u = __ldg(reinterpret_cast<const uint2*>(row + lane * 4));
     v[0] = __uint_as_float(u.x << 16);
@@ -115,10 +106,10 @@ __device__ __forceinline__ void loadValues(const uint16_t* row, int lane, int d,
     v[0] = __uint_as_float(u << 16);
     v[1] = __uint_as_float(u & 0xffff0000u);
   } else if constexpr (D == 1) {
-    v[0] = fromBf16(__ldg(row + lane));
+    v[0] = bf16ToFloat(__ldg(row + lane));
   } else {
 #pragma unroll
-    for (int t = 0; t < kPerLane; ++t) v[t] = lane + 32 * t < d ? fromBf16(__ldg(row + lane + 32 * t)) : 0.0f;
+    for (int t = 0; t < kPerLane; ++t) v[t] = lane + 32 * t < d ? bf16ToFloat(__ldg(row + lane + 32 * t)) : 0.0f;
   }
 }
 
@@ -171,9 +162,8 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const Att
     if (j < end) {
       const uint4* kr = reinterpret_cast<const uint4*>(keys + static_cast<size_t>(j) * d);
       for (int i = 0; i < d; i += 8) {
-        const uint4 k = __ldg(kr + i / 8);
-        const float kf[8] = {__uint_as_float(k.x << 16), __uint_as_float(k.x & 0xffff0000u), __uint_as_float(k.y << 16), __uint_as_float(k.y & 0xffff0000u),
-                             __uint_as_float(k.z << 16), __uint_as_float(k.z & 0xffff0000u), __uint_as_float(k.w << 16), __uint_as_float(k.w & 0xffff0000u)};
+        float kf[8];
+        widen8(__ldg(kr + i / 8), kf);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           const float4 q0 = *reinterpret_cast<const float4*>(&qs[warp][g][i]);

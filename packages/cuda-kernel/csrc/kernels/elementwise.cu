@@ -1,18 +1,11 @@
 // Small memory-bound kernels of the forward pass: embedding gather, gated activation, residual add,
 // soft-capping, argmax, BF16 conversion, row gather.
 #include <cfloat>
+#include "bf16.cuh"
 #include "inference.h"
 
 namespace df11 {
 namespace {
-
-__device__ __forceinline__ float bf16ToFloat(uint16_t v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
-
-__device__ __forceinline__ uint16_t floatToBf16(float f) {
-  const uint32_t u = __float_as_uint(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN stays NaN
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
-}
 
 __global__ void embeddingKernel(const uint16_t* __restrict__ table, const int32_t* __restrict__ ids, int dim, float scale, float* __restrict__ out) {
   const int r = blockIdx.y;
@@ -52,6 +45,18 @@ __global__ void gatherRowsKernel(const float* __restrict__ x, const int32_t* __r
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < dim; i += gridDim.x * blockDim.x) dst[i] = src[i];
 }
 
+// The warp's largest value and its index (ties → lowest index), in lane 0.
+__device__ __forceinline__ void warpBest(float& best, int& index) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float v = __shfl_down_sync(0xffffffffu, best, o);
+    const int i = __shfl_down_sync(0xffffffffu, index, o);
+    if (v > best || (v == best && i < index)) {
+      best = v;
+      index = i;
+    }
+  }
+}
+
 // One block per row: each thread scans a strided part, then a block reduction (ties → lowest index).
 constexpr int kArgmaxThreads = 1024;
 __global__ void __launch_bounds__(kArgmaxThreads) argmaxKernel(const float* __restrict__ x, int n, int32_t* __restrict__ out) {
@@ -65,15 +70,7 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmaxKernel(const float* __re
       index = i;
     }
   }
-  const auto better = [](float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); };
-  for (int o = 16; o > 0; o >>= 1) {
-    const float v = __shfl_down_sync(0xffffffffu, best, o);
-    const int i = __shfl_down_sync(0xffffffffu, index, o);
-    if (better(v, i, best, index)) {
-      best = v;
-      index = i;
-    }
-  }
+  warpBest(best, index);
   __shared__ float values[32];
   __shared__ int indices[32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -86,14 +83,7 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmaxKernel(const float* __re
     const int warps = blockDim.x >> 5;
     best = lane < warps ? values[lane] : -FLT_MAX;
     index = lane < warps ? indices[lane] : n;
-    for (int o = 16; o > 0; o >>= 1) {
-      const float v = __shfl_down_sync(0xffffffffu, best, o);
-      const int i = __shfl_down_sync(0xffffffffu, index, o);
-      if (better(v, i, best, index)) {
-        best = v;
-        index = i;
-      }
-    }
+    warpBest(best, index);
     if (lane == 0) out[blockIdx.x] = index < n ? index : 0;
   }
 }

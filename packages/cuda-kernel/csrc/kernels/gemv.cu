@@ -1,6 +1,7 @@
 // Matrix-vector products for decoding (1…8 rows): out[r, n] (+)= Σ_k x[r, k]·W[n, k] + bias[n].
 // Memory-bound on the weights: a warp streams one row of W at a time with 16-byte loads, eight in flight
 // per lane; x (float32, a few KB) comes through L1. Accumulation is float32.
+#include "bf16.cuh"
 #include "inference.h"
 
 namespace df11 {
@@ -22,17 +23,6 @@ __device__ __forceinline__ uint4 loadWeights(const uint16_t* p) {
   } else {
     return __ldg(reinterpret_cast<const uint4*>(p));
   }
-}
-
-__device__ __forceinline__ void widen(const uint4 w, float (&f)[8]) {
-  f[0] = __uint_as_float(w.x << 16);
-  f[1] = __uint_as_float(w.x & 0xffff0000u);
-  f[2] = __uint_as_float(w.y << 16);
-  f[3] = __uint_as_float(w.y & 0xffff0000u);
-  f[4] = __uint_as_float(w.z << 16);
-  f[5] = __uint_as_float(w.z & 0xffff0000u);
-  f[6] = __uint_as_float(w.w << 16);
-  f[7] = __uint_as_float(w.w & 0xffff0000u);
 }
 
 // One warp per row of W at a time, rows dealt round-robin over a grid sized to the GPU, so every SM
@@ -62,7 +52,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a) {
           const int k = base + u * kStep;
           if (k >= K) break;
           float wf[8];
-          widen(wv[u], wf);
+          widen8(wv[u], wf);
 #pragma unroll
           for (int r = 0; r < R; ++r) {
             if (r >= a.rows) break;
