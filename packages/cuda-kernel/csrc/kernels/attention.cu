@@ -166,16 +166,7 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const Att
         widen8(__ldg(kr + i / 8), kf);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-          const float4 q0 = *reinterpret_cast<const float4*>(&qs[warp][g][i]);
-          const float4 q1 = *reinterpret_cast<const float4*>(&qs[warp][g][i + 4]);
-          s[g] = fmaf(q0.x, kf[0], s[g]);
-          s[g] = fmaf(q0.y, kf[1], s[g]);
-          s[g] = fmaf(q0.z, kf[2], s[g]);
-          s[g] = fmaf(q0.w, kf[3], s[g]);
-          s[g] = fmaf(q1.x, kf[4], s[g]);
-          s[g] = fmaf(q1.y, kf[5], s[g]);
-          s[g] = fmaf(q1.z, kf[6], s[g]);
-          s[g] = fmaf(q1.w, kf[7], s[g]);
+          s[g] = dot8(*reinterpret_cast<const float4*>(&qs[warp][g][i]), *reinterpret_cast<const float4*>(&qs[warp][g][i + 4]), kf, s[g]);
         }
       }
 #pragma unroll

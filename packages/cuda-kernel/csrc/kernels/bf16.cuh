@@ -25,4 +25,16 @@ __device__ __forceinline__ void widen8(const uint4 w, float (&f)[8]) {
   f[7] = __uint_as_float(w.w & 0xffff0000u);
 }
 
+// acc + Σ x[i]·w[i] over 8 values (x as two float4), fused multiply-adds in order.
+__device__ __forceinline__ float dot8(const float4 x0, const float4 x1, const float (&w)[8], float acc) {
+  acc = fmaf(x0.x, w[0], acc);
+  acc = fmaf(x0.y, w[1], acc);
+  acc = fmaf(x0.z, w[2], acc);
+  acc = fmaf(x0.w, w[3], acc);
+  acc = fmaf(x1.x, w[4], acc);
+  acc = fmaf(x1.y, w[5], acc);
+  acc = fmaf(x1.z, w[6], acc);
+  return fmaf(x1.w, w[7], acc);
+}
+
 }  // namespace df11

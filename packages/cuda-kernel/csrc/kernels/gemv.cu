@@ -57,15 +57,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a) {
           for (int r = 0; r < R; ++r) {
             if (r >= a.rows) break;
             const float4* xp = reinterpret_cast<const float4*>(a.x + static_cast<size_t>(r) * a.ldx + k);
-            const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
-            acc[r] = fmaf(x0.x, wf[0], acc[r]);
-            acc[r] = fmaf(x0.y, wf[1], acc[r]);
-            acc[r] = fmaf(x0.z, wf[2], acc[r]);
-            acc[r] = fmaf(x0.w, wf[3], acc[r]);
-            acc[r] = fmaf(x1.x, wf[4], acc[r]);
-            acc[r] = fmaf(x1.y, wf[5], acc[r]);
-            acc[r] = fmaf(x1.z, wf[6], acc[r]);
-            acc[r] = fmaf(x1.w, wf[7], acc[r]);
+            acc[r] = dot8(__ldg(xp), __ldg(xp + 1), wf, acc[r]);
           }
         }
       }
