@@ -186,6 +186,45 @@ withSampling(
 });
 
 program
+  .command("serve")
+  .description("serve a model over the OpenAI API (chat/completions, completions, models) with continuous batching")
+  .argument("<model>", "model directory or Hub repo id")
+  .option("--host <host>", "address to listen on (127.0.0.1: this machine only)", "127.0.0.1")
+  .option("--port <port>", "port", (v) => Number(v), 8080)
+  .option("--max-batch <n>", "requests decoded together (KV-cache slots)", intOption, 8)
+  .option("--max-context <n>", "positions per request (prompt + completion)", intOption)
+  .option("--api-key <key>", "require Authorization: Bearer <key> (default: $DF11_API_KEY, else none)")
+  .option("--model-id <id>", "the name clients use in `model` (default: the argument)")
+  .option("--device <device>", "cuda (GPU), cpu, or auto: the GPU when one is present", deviceOption, "auto")
+  .action(async (source: string, opts) => {
+    const { loadModel } = await import("@df11/models");
+    await import("@df11/cuda-kernel"); // registers the GPU backend
+    const { serveModel } = await import("./serve/server.js");
+    const bar = downloadBar("load");
+    const model = await loadModel(await modelDirectory(source), {
+      device: opts.device,
+      maxContext: opts.maxContext,
+      slots: opts.maxBatch,
+      onProgress: (p) => bar.update({ filesDone: 0, filesTotal: 1, bytesDone: p.done, bytesTotal: p.total }),
+    }).finally(bar.stop);
+    const running = await serveModel(model, {
+      host: opts.host,
+      port: opts.port,
+      apiKey: opts.apiKey ?? process.env.DF11_API_KEY,
+      modelId: opts.modelId ?? source,
+      log: (l) => process.stderr.write(`${l}\n`),
+    });
+    process.stderr.write(`df11 serve: ${opts.modelId ?? source} (${model.lm.weights.kind} on ${model.device}, batch ≤ ${opts.maxBatch}, context ${model.lm.maxContext}) at ${running.url}/v1\n`);
+    const stop = async () => {
+      await running.close();
+      model.dispose();
+      process.exit(0);
+    };
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  });
+
+program
   .command("download")
   .description("download a model from the Hugging Face Hub into the shared cache (the one Python's huggingface_hub uses)")
   .argument("<repo>", "org/name[@revision]")

@@ -20,3 +20,5 @@ export { DEMO_SHAPE, writeSyntheticModel, type SyntheticModelShape } from "@df11
 export * from "./report.js";
 export { formatBytes, parseBytes } from "./format-bytes.js";
 export type { Progress } from "./progress.js";
+export { serveModel, type RunningServer, type ServeOptions } from "./serve/server.js";
+export { ApiError, parseCompletionRequest } from "./serve/openai-protocol.js";

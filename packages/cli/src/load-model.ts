@@ -1,4 +1,5 @@
-import { CausalLM, loadCausalLM } from "@df11/models";
+import "@df11/cuda-kernel"; // registers the CUDA backend with @df11/models
+import { loadCausalLM, type CausalLM } from "@df11/models";
 import { CliError } from "./errors.js";
 
 /** Where generation runs: a CUDA GPU, the CPU, or (auto) the GPU when one is present. */
@@ -14,19 +15,12 @@ export interface LoadOptions {
   readonly onProgress?: (done: number, total: number) => void;
 }
 
-/**
- * Load a BF16 or DF11 model for generation on the chosen device. The CUDA backend is imported only when
- * used, so the CPU path never touches the addon.
- */
+/** Load a BF16 or DF11 model for generation on the chosen device (default: the GPU when present). */
 export async function loadModelOn(directory: string, options: LoadOptions = {}): Promise<CausalLM> {
-  const device = options.device ?? "auto";
-  if (device === "cpu") return loadCausalLM(directory);
-  const cuda = await import("@df11/cuda-kernel");
-  const reason = cuda.cudaUnavailableReason();
-  if (reason) {
-    if (device === "auto") return loadCausalLM(directory);
-    throw new CliError(`--device cuda: ${reason}`);
+  try {
+    return await loadCausalLM(directory, { ...options, device: options.device ?? "auto" });
+  } catch (e) {
+    if ((e as Error).message.startsWith("device cuda: ")) throw new CliError(`--${(e as Error).message}`);
+    throw e;
   }
-  const backend = await cuda.CudaBackend.load(directory, { maxContext: options.maxContext, slots: options.slots, onProgress: options.onProgress });
-  return new CausalLM(backend.config, backend);
 }

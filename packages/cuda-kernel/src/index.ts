@@ -326,6 +326,11 @@ export function copyDeviceToDevice(dst: DeviceBuffer, src: DeviceBuffer, bytes: 
 }
 
 export { CudaBackend, type CudaBackendOptions, type CudaTensor } from "./backend/cuda-backend.js";
+import { registerBackend } from "@df11/models";
+import { CudaBackend as Backend } from "./backend/cuda-backend.js";
+
+// Importing this package makes `device: "cuda"` available to @df11/models' loadModel / loadCausalLM.
+registerBackend("cuda", { unavailableReason: () => cudaUnavailableReason(), load: (dir, options) => Backend.load(dir, options) });
 export { DeviceWeights, type MatrixSource, type LoadProgress } from "./backend/device-weights.js";
 
 /**

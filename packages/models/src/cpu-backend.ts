@@ -30,8 +30,10 @@ export class CpuBackend implements Backend<CpuTensor> {
   constructor(
     readonly config: TextModelConfig,
     readonly weights: WeightStore & WeightsInfo,
+    /** Positions a sequence may hold (default: the model's max_position_embeddings). */
+    maxContext = config.maxPositionEmbeddings,
   ) {
-    this.maxContext = config.maxPositionEmbeddings;
+    this.maxContext = maxContext;
     this.ropes = config.rope.map((r) => ropeTable(r, config.headDim));
   }
 

@@ -28,3 +28,7 @@ export * from "./tokenizer.js";
 export * from "./generate.js";
 export * from "./synthetic-model.js";
 export * from "./memory.js";
+export * from "./backend-registry.js";
+export * from "./serving/token-stream.js";
+export * from "./serving/batch-scheduler.js";
+export * from "./serving/model.js";

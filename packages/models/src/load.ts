@@ -1,15 +1,33 @@
 import { readModelConfig, SafetensorsCollection } from "@df11/hub-loader";
+import { backendProvider, type BackendLoadOptions } from "./backend-registry.js";
 import { CausalLM } from "./causal-lm.js";
+import { CpuBackend } from "./cpu-backend.js";
 import { parseTextModelConfig } from "./config.js";
-import { ConfigError } from "./errors.js";
+import { ConfigError, ModelsError } from "./errors.js";
 import type { PatternDict } from "./pattern-dict.js";
 import { Bf16WeightStore, Df11WeightStore } from "./weight-store.js";
 
+export interface LoadCausalLMOptions extends BackendLoadOptions {
+  /** cpu (default here), cuda, or auto: the GPU when @df11/cuda-kernel is installed and a GPU is usable. */
+  readonly device?: "auto" | "cpu" | "cuda";
+}
+
 /**
- * Load a causal LM from a model directory, BF16 or DFloat11 (detected by `dfloat11_config`). For DF11
- * only the compressed modules are held; each is decoded just before use.
+ * Load a causal LM from a model directory, BF16 or DFloat11 (detected by `dfloat11_config`). On the CPU
+ * only a DF11 model's compressed modules are held, each decoded just before use; `device: "cuda"` runs
+ * it on the GPU through @df11/cuda-kernel (which must be installed).
  */
-export async function loadCausalLM(directory: string): Promise<CausalLM> {
+export async function loadCausalLM(directory: string, options: LoadCausalLMOptions = {}): Promise<CausalLM> {
+  const device = options.device ?? "cpu";
+  if (device !== "cpu") {
+    const provider = await backendProvider("cuda");
+    const reason = provider ? provider.unavailableReason() : "@df11/cuda-kernel is not installed (npm install @df11/cuda-kernel)";
+    if (!reason) {
+      const backend = await provider!.load(directory, options);
+      return new CausalLM(backend.config, backend);
+    }
+    if (device === "cuda") throw new ModelsError(`device cuda: ${reason}`);
+  }
   const raw = await readModelConfig(directory);
   const config = parseTextModelConfig(raw);
   await using weights = await SafetensorsCollection.openDirectory(directory);
@@ -18,5 +36,5 @@ export async function loadCausalLM(directory: string): Promise<CausalLM> {
     throw new ConfigError("dfloat11_config.pattern_dict", "missing");
   }
   const store = df11 ? await Df11WeightStore.load(weights, df11.pattern_dict!) : await Bf16WeightStore.load(weights);
-  return new CausalLM(config, store);
+  return new CausalLM(config, new CpuBackend(config, store, options.maxContext));
 }

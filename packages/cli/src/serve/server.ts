@@ -1,0 +1,171 @@
+import { randomUUID, timingSafeEqual } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { cutAtStop, QueueFullError, type ChatMessage, type Generation, type Model } from "@df11/models";
+import { ApiError, finishReasonOf, parseCompletionRequest, type CompletionRequest } from "./openai-protocol.js";
+
+export interface ServeOptions {
+  /** Default 127.0.0.1: reachable from this machine only. */
+  readonly host?: string;
+  /** Default 8080; 0 picks a free port. */
+  readonly port?: number;
+  /** When set, every /v1 request needs `Authorization: Bearer <apiKey>`. */
+  readonly apiKey?: string;
+  /** The id clients name in `model` (default: the model's id). */
+  readonly modelId?: string;
+  /** Largest request body in bytes (default 1 MiB). */
+  readonly maxBodyBytes?: number;
+  /** Largest max_tokens a request may ask (default: the model's context). */
+  readonly maxTokensLimit?: number;
+  readonly log?: (line: string) => void;
+}
+
+/** A running server: its URL, and close() to stop it (running generations end). */
+export interface RunningServer {
+  readonly url: string;
+  readonly server: Server;
+  close(): Promise<void>;
+}
+
+const send = (res: ServerResponse, status: number, body: object) => {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+};
+
+/** Bodies are read whole up to `limit`; a larger one is drained (up to 64 MiB, so the client can read the 413) and refused. */
+async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > 64 << 20) req.destroy();
+    else if (size <= limit) chunks.push(chunk as Buffer);
+  }
+  if (size > limit) throw new ApiError(413, `the request body exceeds ${limit} bytes`, null, "request_too_large");
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+  } catch (e) {
+    throw new ApiError(400, `the body is not valid JSON: ${(e as Error).message}`, null, "invalid_json");
+  }
+}
+
+const authorized = (req: IncomingMessage, key: string): boolean => {
+  const given = Buffer.from(/^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1] ?? "");
+  const want = Buffer.from(key);
+  return given.length === want.length && timingSafeEqual(given, want);
+};
+
+/**
+ * Serve a model over OpenAI's HTTP API: POST /v1/chat/completions and /v1/completions (SSE streaming or
+ * not), GET /v1/models, GET /health. Requests share the model's continuous-batching scheduler.
+ */
+export async function serveModel(model: Model, options: ServeOptions = {}): Promise<RunningServer> {
+  const modelId = options.modelId ?? model.id;
+  const maxBody = options.maxBodyBytes ?? 1 << 20;
+  const maxTokensLimit = options.maxTokensLimit ?? model.lm.maxContext;
+  const created = Math.floor(Date.now() / 1000);
+  const log = options.log ?? (() => {});
+
+  const complete = async (req: IncomingMessage, res: ServerResponse, chat: boolean) => {
+    const request: CompletionRequest = parseCompletionRequest(await readJson(req, maxBody), chat, maxTokensLimit);
+    if (request.model !== modelId) throw new ApiError(404, `The model \`${request.model}\` does not exist (this server serves \`${modelId}\`)`, "model", "model_not_found");
+    // A client that goes away frees its slot at the next token.
+    const abort = new AbortController();
+    res.on("close", () => abort.abort());
+    let generation: Generation;
+    try {
+      const options = { ...request.options, signal: abort.signal };
+      generation = chat ? model.chat(request.prompt as readonly ChatMessage[], options) : model.generate(request.prompt, options);
+    } catch (e) {
+      if (e instanceof QueueFullError) throw new ApiError(503, `the server is busy: ${e.message}`, null, "queue_full", "server_error");
+      if (e instanceof RangeError || (e as Error).name === "ModelsError") throw new ApiError(400, (e as Error).message, chat ? "messages" : "prompt", "invalid_prompt");
+      throw e;
+    }
+    const id = `${chat ? "chatcmpl" : "cmpl"}-${randomUUID()}`;
+    const object = chat ? "chat.completion" : "text_completion";
+    const stop = request.options.stop ?? [];
+    const usage = (completion: number) => ({ prompt_tokens: generation.promptTokens, completion_tokens: completion, total_tokens: generation.promptTokens + completion });
+
+    if (!request.stream) {
+      const r = await generation.result();
+      if (abort.signal.aborted) return;
+      const choice = chat
+        ? { index: 0, message: { role: "assistant", content: r.text }, finish_reason: finishReasonOf(r.finishReason), logprobs: null }
+        : { index: 0, text: r.text, finish_reason: finishReasonOf(r.finishReason), logprobs: null };
+      return send(res, 200, { id, object, created: Math.floor(Date.now() / 1000), model: modelId, choices: [choice], usage: usage(r.tokenIds.length) });
+    }
+
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+    const event = (data: object | string) => res.write(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`);
+    const chunk = (delta: string | undefined, finish: string | null, role = false) =>
+      event({
+        id,
+        object: chat ? "chat.completion.chunk" : "text_completion",
+        created: Math.floor(Date.now() / 1000),
+        model: modelId,
+        choices: [chat ? { index: 0, delta: { ...(role ? { role: "assistant" } : {}), ...(delta !== undefined ? { content: delta } : {}) }, finish_reason: finish, logprobs: null } : { index: 0, text: delta ?? "", finish_reason: finish, logprobs: null }],
+      });
+    if (chat) chunk("", null, true);
+    // Text that could still turn into a stop string is held back until it cannot.
+    const holdBack = Math.max(0, ...stop.map((s) => s.length - 1));
+    let text = "";
+    let sent = 0;
+    let count = 0;
+    let reason = "max-tokens";
+    for await (const t of generation) {
+      count++;
+      text += t.text;
+      if (t.stop) reason = t.stop;
+      const visible = cutAtStop(text, stop);
+      const upTo = t.stop || visible.length < text.length ? visible.length : Math.max(sent, text.length - holdBack);
+      if (upTo > sent) {
+        chunk(visible.slice(sent, upTo), null);
+        sent = upTo;
+      }
+    }
+    if (abort.signal.aborted) return res.end();
+    chunk(undefined, finishReasonOf(reason));
+    if (request.includeUsage) event({ id, object: chat ? "chat.completion.chunk" : "text_completion", created: Math.floor(Date.now() / 1000), model: modelId, choices: [], usage: usage(count) });
+    event("[DONE]");
+    res.end();
+  };
+
+  const server = createServer(async (req, res) => {
+    const url = new URL(req.url ?? "/", "http://localhost");
+    try {
+      if (url.pathname === "/health" && req.method === "GET") {
+        return send(res, 200, { status: "ok", model: modelId, device: model.device, active: model.scheduler.active, queued: model.scheduler.queued });
+      }
+      if (!url.pathname.startsWith("/v1/")) throw new ApiError(404, `no route ${req.method} ${url.pathname}`, null, "not_found");
+      if (options.apiKey && !authorized(req, options.apiKey)) throw new ApiError(401, "Incorrect or missing API key: send Authorization: Bearer <key>", null, "invalid_api_key");
+      if (url.pathname === "/v1/models" && req.method === "GET") {
+        return send(res, 200, { object: "list", data: [{ id: modelId, object: "model", created, owned_by: "df11" }] });
+      }
+      if (req.method === "POST" && url.pathname === "/v1/chat/completions") return await complete(req, res, true);
+      if (req.method === "POST" && url.pathname === "/v1/completions") return await complete(req, res, false);
+      throw new ApiError(404, `no route ${req.method} ${url.pathname}`, null, "not_found");
+    } catch (e) {
+      const err = e instanceof ApiError ? e : new ApiError(500, `internal error: ${(e as Error).message}`);
+      if (err.status === 500) log(`500 ${req.method} ${url.pathname}: ${(e as Error).stack ?? e}`);
+      if (!res.headersSent) send(res, err.status, err.body());
+      else res.end();
+    }
+  });
+  server.requestTimeout = 0; // generations may stream for long; bodies are bounded by size instead
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port ?? 8080, options.host ?? "127.0.0.1", () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  return {
+    url: `http://${host}:${address.port}`,
+    server,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,178 @@
+// df11 serve through the official `openai` client on 127.0.0.1: chat and completions, streaming and
+// not, stop strings, max_tokens, seeds, errors in OpenAI's shape, disconnects, concurrent clients.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadModel, writeSyntheticModel, type Model } from "@df11/models";
+import { serveModel, type RunningServer } from "../src/index.js";
+
+const SHAPE = { vocab: 1024, hidden: 128, intermediate: 256, layers: 2, heads: 4, kvHeads: 2 };
+const KEY = "test-key";
+let work: string;
+let model: Model;
+let server: RunningServer;
+let client: OpenAI;
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), "df11-serve-"));
+  await writeSyntheticModel(join(work, "m"), SHAPE, { tokenizer: true, seed: 31 });
+  model = await loadModel(join(work, "m"), { device: "cpu", slots: 16, maxContext: 256 });
+  server = await serveModel(model, { port: 0, apiKey: KEY, modelId: "tiny" });
+  client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: KEY, maxRetries: 0 });
+});
+afterAll(async () => {
+  await server?.close();
+  model?.dispose();
+  await rm(work, { recursive: true, force: true });
+});
+
+const user = (content: string) => [{ role: "user" as const, content }];
+/** Non-standard extras the server accepts (vLLM's names). */
+const extra = (o: object) => o as Record<string, never>;
+
+describe("df11 serve (OpenAI API, CPU, tiny model)", () => {
+  it("binds 127.0.0.1 and answers /health and /v1/models", async () => {
+    expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const health = await (await fetch(`${server.url}/health`)).json();
+    expect(health).toMatchObject({ status: "ok", model: "tiny", device: "cpu" });
+    const models = await client.models.list();
+    expect(models.data.map((m) => m.id)).toEqual(["tiny"]);
+  });
+
+  it("chat: streamed and non-streamed greedy replies are the same text; usage counts tokens", async () => {
+    const body = { model: "tiny", messages: user("the water is"), max_tokens: 12, temperature: 0, ...extra({ ignore_eos: true }) };
+    const whole = await client.chat.completions.create(body);
+    expect(whole.object).toBe("chat.completion");
+    expect(whole.choices[0].message.role).toBe("assistant");
+    expect(whole.choices[0].finish_reason).toBe("length");
+    expect(whole.usage?.completion_tokens).toBe(12);
+    expect(whole.usage?.prompt_tokens).toBeGreaterThan(3);
+    expect(whole.usage?.total_tokens).toBe(whole.usage!.prompt_tokens + 12);
+    let streamed = "";
+    let finish: string | null = null;
+    let usage: OpenAI.CompletionUsage | undefined;
+    for await (const chunk of await client.chat.completions.create({ ...body, stream: true, stream_options: { include_usage: true } })) {
+      if (chunk.usage) usage = chunk.usage;
+      for (const c of chunk.choices) {
+        streamed += c.delta.content ?? "";
+        finish = c.finish_reason ?? finish;
+      }
+    }
+    expect(streamed).toBe(whole.choices[0].message.content);
+    expect(finish).toBe("length");
+    expect(usage?.completion_tokens).toBe(12);
+  });
+
+  it("completions: text prompts and token-id prompts, streaming and not", async () => {
+    const r = await client.completions.create({ model: "tiny", prompt: "the water is", max_tokens: 6, temperature: 0, ...extra({ ignore_eos: true }) });
+    expect(r.object).toBe("text_completion");
+    expect(r.usage?.completion_tokens).toBe(6);
+    let text = "";
+    for await (const c of await client.completions.create({ model: "tiny", prompt: "the water is", max_tokens: 6, temperature: 0, stream: true, ...extra({ ignore_eos: true }) })) text += c.choices[0]?.text ?? "";
+    expect(text).toBe(r.choices[0].text);
+    const ids = await client.completions.create({ model: "tiny", prompt: [1, 40, 41, 42], max_tokens: 4, temperature: 0, ...extra({ ignore_eos: true }) });
+    expect(ids.usage?.prompt_tokens).toBe(4);
+  });
+
+  it("stop strings end the reply before the stop text (streamed too); max_tokens bounds it", async () => {
+    const base = { model: "tiny", messages: user("the water is"), max_tokens: 24, temperature: 0, ...extra({ ignore_eos: true }) };
+    const free = (await client.chat.completions.create(base)).choices[0].message.content!;
+    const words = free.trim().split(/\s+/);
+    expect(words.length).toBeGreaterThan(3);
+    const stopWord = words[2];
+    const stopped = await client.chat.completions.create({ ...base, stop: [stopWord] });
+    const cut = free.slice(0, free.indexOf(stopWord));
+    expect(stopped.choices[0].message.content).toBe(cut);
+    expect(stopped.choices[0].finish_reason).toBe("stop");
+    let streamed = "";
+    for await (const c of await client.chat.completions.create({ ...base, stop: stopWord, stream: true })) streamed += c.choices[0]?.delta.content ?? "";
+    expect(streamed).toBe(cut);
+    const short = await client.chat.completions.create({ ...base, max_tokens: 3 });
+    expect(short.usage?.completion_tokens).toBe(3);
+  });
+
+  it("seed: the same seed gives the same sampled text, another seed another", async () => {
+    const body = { model: "tiny", messages: user("tell me"), max_tokens: 16, temperature: 1.2, top_p: 0.95, ...extra({ ignore_eos: true }) };
+    const a = await client.chat.completions.create({ ...body, seed: 7 });
+    const b = await client.chat.completions.create({ ...body, seed: 7 });
+    const c = await client.chat.completions.create({ ...body, seed: 8 });
+    expect(b.choices[0].message.content).toBe(a.choices[0].message.content);
+    expect(c.choices[0].message.content).not.toBe(a.choices[0].message.content);
+  });
+
+  it("errors come in OpenAI's shape: 400 naming the field, 401, 404, 413", async () => {
+    const call = (body: object) => client.chat.completions.create(body as never);
+    await expect(call({ model: "tiny", messages: user("hi"), temperature: -1 })).rejects.toMatchObject({ status: 400, param: "temperature", message: expect.stringMatching(/temperature/) });
+    await expect(call({ model: "tiny", messages: [] })).rejects.toMatchObject({ status: 400, param: "messages" });
+    await expect(call({ model: "tiny", messages: user("hi"), max_tokens: 0 })).rejects.toMatchObject({ status: 400, param: "max_tokens" });
+    await expect(call({ model: "tiny", messages: user("hi"), n: 3 })).rejects.toMatchObject({ status: 400, param: "n" });
+    await expect(call({ model: "other", messages: user("hi") })).rejects.toMatchObject({ status: 404, code: "model_not_found" });
+    const wrongKey = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "nope", maxRetries: 0 });
+    await expect(wrongKey.models.list()).rejects.toMatchObject({ status: 401, code: "invalid_api_key" });
+    const noKey = await fetch(`${server.url}/v1/models`);
+    expect(noKey.status).toBe(401);
+    expect((await noKey.json()).error.type).toBe("authentication_error");
+    const huge = await fetch(`${server.url}/v1/completions`, { method: "POST", headers: { authorization: `Bearer ${KEY}` }, body: JSON.stringify({ model: "tiny", prompt: "x".repeat(2 << 20) }) });
+    expect(huge.status).toBe(413);
+    const notJson = await fetch(`${server.url}/v1/completions`, { method: "POST", headers: { authorization: `Bearer ${KEY}` }, body: "{nope" });
+    expect(notJson.status).toBe(400);
+    expect((await notJson.json()).error.message).toMatch(/not valid JSON/);
+    const tooLong = await fetch(`${server.url}/v1/completions`, { method: "POST", headers: { authorization: `Bearer ${KEY}` }, body: JSON.stringify({ model: "tiny", prompt: Array.from({ length: 300 }, () => 5) }) });
+    expect(tooLong.status).toBe(400);
+    expect((await tooLong.json()).error.message).toMatch(/at most 256 positions/);
+  });
+
+  it("a client that disconnects mid-stream frees its slot at once; the server stays healthy", async () => {
+    const controller = new AbortController();
+    const stream = await client.chat.completions.create({ model: "tiny", messages: user("go on"), max_tokens: 200, temperature: 0, stream: true, ...extra({ ignore_eos: true }) }, { signal: controller.signal });
+    let chunks = 0;
+    try {
+      for await (const _ of stream) if (++chunks === 3) controller.abort();
+    } catch {
+      // the aborted read may throw or just end
+    }
+    expect(chunks).toBe(3);
+    let active = -1;
+    for (let i = 0; i < 50 && active !== 0; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      active = (await (await fetch(`${server.url}/health`)).json()).active;
+    }
+    expect(active).toBe(0);
+    expect(model.scheduler.stats.tokens).toBeLessThan(10_000);
+    const after = await client.chat.completions.create({ model: "tiny", messages: user("still there?"), max_tokens: 4 });
+    expect(after.choices[0].message.content).toBeTypeOf("string");
+  });
+
+  it("16 concurrent clients each get exactly what they get alone (greedy), and the server is healthy after", async () => {
+    const prompts = Array.from({ length: 16 }, (_, i) => `the ${["water", "word", "sound", "time"][i % 4]} of ${i} is`);
+    const ask = (p: string, n: number) => client.chat.completions.create({ model: "tiny", messages: user(p), max_tokens: n, temperature: 0, ...extra({ ignore_eos: true }) });
+    const lengths = prompts.map((_, i) => 6 + (i % 5) * 3); // different lengths: requests leave the batch at different steps
+    const alone: string[] = [];
+    for (const [i, p] of prompts.entries()) alone.push((await ask(p, lengths[i])).choices[0].message.content!);
+    const stepsBefore = model.scheduler.stats.steps;
+    const together = await Promise.all(prompts.map((p, i) => ask(p, lengths[i])));
+    expect(together.map((r) => r.choices[0].message.content)).toEqual(alone);
+    // Batched: far fewer forward passes than tokens.
+    const tokens = lengths.reduce((a, b) => a + b, 0);
+    expect(model.scheduler.stats.steps - stepsBefore).toBeLessThan(tokens / 2);
+    expect((await (await fetch(`${server.url}/health`)).json()).active).toBe(0);
+  });
+
+  it("answers 503 when the queue is full", async () => {
+    const small = await loadModel(join(work, "m"), { device: "cpu", slots: 1, maxQueue: 1, maxContext: 256 });
+    const busy = await serveModel(small, { port: 0, modelId: "tiny" });
+    try {
+      const c = new OpenAI({ baseURL: `${busy.url}/v1`, apiKey: "none", maxRetries: 0 });
+      const results = await Promise.allSettled(Array.from({ length: 6 }, () => c.chat.completions.create({ model: "tiny", messages: user("hi"), max_tokens: 30, ...extra({ ignore_eos: true }) })));
+      const refused = results.filter((r) => r.status === "rejected");
+      expect(refused.length).toBeGreaterThan(0);
+      for (const r of refused) expect((r as PromiseRejectedResult).reason).toMatchObject({ status: 503, code: "queue_full" });
+      expect(results.some((r) => r.status === "fulfilled")).toBe(true);
+    } finally {
+      await busy.close();
+      small.dispose();
+    }
+  });
+});

@@ -1,0 +1,41 @@
+import type { Backend } from "./backend.js";
+
+/** Options a GPU backend loader takes. */
+export interface BackendLoadOptions {
+  /** Positions per sequence (KV cache). */
+  readonly maxContext?: number;
+  /** Sequences decoded together. */
+  readonly slots?: number;
+  /** Bytes of weights placed on the device so far. */
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+/** A device backend that another package provides (the CUDA one lives in @df11/cuda-kernel). */
+export interface BackendProvider {
+  /** Why the device cannot be used here, or undefined when it can. */
+  unavailableReason(): string | undefined;
+  load(directory: string, options: BackendLoadOptions): Promise<Backend>;
+}
+
+const providers = new Map<string, BackendProvider>();
+
+/** Called by device packages when they are imported (e.g. `import "@df11/cuda-kernel"`). */
+export function registerBackend(device: "cuda", provider: BackendProvider): void {
+  providers.set(device, provider);
+}
+
+/**
+ * The provider for a device: registered already, or found by importing its package when installed
+ * (@df11/models does not depend on it, so it installs and runs without the addon).
+ */
+export async function backendProvider(device: "cuda"): Promise<BackendProvider | undefined> {
+  if (!providers.has(device)) {
+    const specifier = "@df11/cuda-kernel";
+    try {
+      await import(specifier);
+    } catch {
+      // not installed: the caller says what to do
+    }
+  }
+  return providers.get(device);
+}
