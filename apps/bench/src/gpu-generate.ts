@@ -133,10 +133,7 @@ async function main() {
     return;
   }
   if (positionals[0] === "one") {
-    if (args.variant) {
-      const [unroll, noAllocate] = args.variant.split(":");
-      nativeAddon().setGemvVariant(Number(unroll), noAllocate === "1");
-    }
+    if (args.variant) nativeAddon().setGemvVariant(args.variant === "no-allocate");
     const run = await measure(positionals[1], positionals[2], args.chunk ? Number(args.chunk) : undefined);
     console.log(JSON.stringify(run));
     return;
@@ -156,7 +153,7 @@ async function main() {
   const runs: Run[] = [child(args.bf16, "df11 engine, BF16 weights"), child(args.df11, "df11 engine, DF11 weights")];
   for (const c of args.chunks!.split(",").filter(Boolean)) runs.push(child(args.df11, `df11 engine, DF11 weights, decode window ${c} Mi elements`, Number(c) * 1024 * 1024));
   if (args["gemv-variants"]) {
-    for (const [v, name] of [["16:0", "16 loads in flight"], ["8:1", "8 loads, weights bypass L1"], ["16:1", "16 loads, weights bypass L1"]]) {
+    for (const [v, name] of [["allocate", "weights through L1"]]) {
       runs.push(child(args.bf16, `df11 engine, BF16 weights, GEMV ${name}`, undefined, "one", v) as Run);
     }
   }

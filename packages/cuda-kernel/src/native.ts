@@ -46,7 +46,7 @@ export interface NativeAddon {
   rmsNorm(x: Address, rows: number, dim: number, weight: Address, eps: number, unitOffset: boolean, out: Address, residual: Address, stream?: NativeStream): void;
   linear(weight: Address, N: number, K: number, x: Address, ldx: number, rows: number, bias: Address, out: Address, ldo: number, accumulate: boolean, xBf16: Address, stream?: NativeStream): void;
   toBf16(x: Address, n: number, out: Address, stream?: NativeStream): void;
-  setGemvVariant(unroll: number, noAllocate: boolean): void;
+  setGemvVariant(noAllocate: boolean): void;
   qkvPrepare(a: NativeAttention, qkv: Address, qNorm: Address, kNorm: Address, eps: number, unitOffset: boolean, invFreq: Address, rotaryDim: number, qOut: Address, stream?: NativeStream): void;
   attention(a: NativeAttention, q: Address, out: Address, splits: number, partial: Address, stream?: NativeStream): void;
   cudaRuntimeVersion: number;

@@ -38,7 +38,7 @@ function runLinear({ N, K, rows, accumulate, withBias }, seed) {
   try {
     if (accumulate) dout.upload(start);
     else dout.fill(0xff); // NaN: every output must be written
-    const gemm = rows > 8;
+    const gemm = rows > 16;
     if (gemm) addon.toBf16(dx.address, rows * K, dxb.address);
     addon.linear(dw.address, N, K, dx.address, K, rows, withBias ? db.address : 0, dout.address, N, accumulate, gemm ? dxb.address : 0);
     synchronize();
@@ -59,7 +59,7 @@ function runLinear({ N, K, rows, accumulate, withBias }, seed) {
   }
 }
 
-gpuTest("linear: GEMV (1…8 rows), tensor-core GEMM and the float32 fallback match float64 on random data", () => {
+gpuTest("linear: GEMV (1…16 rows), tensor-core GEMM and the float32 fallback match float64 on random data", () => {
   const shapes = [
     { N: 1, K: 8, rows: 1 },
     { N: 77, K: 264, rows: 3, withBias: true },
@@ -67,6 +67,8 @@ gpuTest("linear: GEMV (1…8 rows), tensor-core GEMM and the float32 fallback ma
     { N: 4099, K: 512, rows: 1 },
     { N: 33, K: 100, rows: 2, withBias: true },
     { N: 130, K: 1000, rows: 9 },
+    { N: 1000, K: 2048, rows: 16, withBias: true },
+    { N: 300, K: 512, rows: 17 },
     { N: 257, K: 136, rows: 130, withBias: true, accumulate: true },
     { N: 640, K: 2048, rows: 512 },
     { N: 33, K: 100, rows: 20 },

@@ -147,7 +147,8 @@ export class CausalLM implements Disposable {
     const outRows = step.outputRows.length;
     this.backend.setStep(step);
     const run = () => forwardStep(this.backend, rows, outRows, options);
-    return !options.onLayerOutput && rows === outRows && rows <= 8 ? this.backend.replayable(`decode:${rows}`, run) : run();
+    // One-token-per-sequence steps (decoding, batches up to 16) are replayable: CUDA graphs on the GPU.
+    return !options.onLayerOutput && rows === outRows && rows <= 16 ? this.backend.replayable(`decode:${rows}`, run) : run();
   }
 
   /** Forget a sequence's cached positions (start it anew). */

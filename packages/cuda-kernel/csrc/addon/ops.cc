@@ -166,9 +166,9 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// setGemvVariant(unroll, noAllocate) — benchmarks only.
+// setGemvVariant(noAllocate) — benchmarks only.
 Napi::Value SetGemvVariant(const Napi::CallbackInfo& info) {
-  df11::setGemvVariant(intArg(info, 0, "unroll"), info[1].ToBoolean().Value());
+  df11::setGemvVariant(info[0].ToBoolean().Value());
   return info.Env().Undefined();
 }
 

@@ -1,6 +1,7 @@
 // Matrix-vector products for decoding (1…8 rows): out[r, n] (+)= Σ_k x[r, k]·W[n, k] + bias[n].
-// Memory-bound on the weights: a warp streams one row of W at a time with 16-byte loads, eight in flight
-// per lane; x (float32, a few KB) comes through L1. Accumulation is float32.
+// Memory-bound on the weights: warps stream rows of W with 16-byte loads, several in flight per lane;
+// x (float32, a few KB per row) comes through L1. Accumulation is float32, per row independent of the
+// batch, so a sequence decoded in a batch gets the same logits as alone.
 #include "bf16.cuh"
 #include "inference.h"
 
@@ -9,10 +10,9 @@ namespace {
 
 constexpr int kWarps = 8;  // per block
 
-// Which variant launchGemv runs (setGemvVariant, for benchmarks): loads in flight per lane, and whether
-// weight loads bypass L1 (keeping x there).
-int gUnroll = 8;
-bool gNoAllocate = true;  // measured on an H100: 139.8 tok/s vs 133.5 (8B model, BF16) with L1-allocating loads
+// Whether weight loads bypass L1, keeping x there (setGemvVariant, for benchmarks). Measured on an H100:
+// 139.8 tok/s vs 133.5 with L1-allocating loads (8B model, BF16, batch 1).
+bool gNoAllocate = true;
 
 template <bool NoAllocate>
 __device__ __forceinline__ uint4 loadWeights(const uint16_t* p) {
@@ -25,63 +25,92 @@ __device__ __forceinline__ uint4 loadWeights(const uint16_t* p) {
   }
 }
 
-// One warp per row of W at a time, rows dealt round-robin over a grid sized to the GPU, so every SM
-// streams about the same number of bytes (whole rows per block left some SMs with twice the work).
-template <int R, int kUnroll, bool NoAllocate>
+// Rows of W a warp takes at once, and loads per row in flight per lane: one row and 8 loads for a
+// single sequence (even load per SM); for batches several rows, so each x load (from L1) serves them
+// all — with one row per warp, 8–16 rows of x would make L1, not memory, the limit.
+template <int R>
+struct GemvShape {
+  static constexpr int kRows = R >= 4 ? 4 : R;
+  static constexpr int kUnroll = R >= 4 ? 2 : R == 2 ? 4 : 8;
+};
+
+// Rows of W are dealt round-robin, in groups of kRows, over a grid sized to the GPU, so every SM
+// streams about the same number of bytes.
+template <int R, bool NoAllocate>
 __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a) {
+  constexpr int NR = GemvShape<R>::kRows;
+  constexpr int kUnroll = GemvShape<R>::kUnroll;
   const int lane = threadIdx.x & 31;
   const int warps = gridDim.x * kWarps;
   const int K = a.K;
   const bool vectorized = (K & 7) == 0 && (reinterpret_cast<uintptr_t>(a.weight) & 15) == 0 && (a.ldx & 3) == 0 && (reinterpret_cast<uintptr_t>(a.x) & 15) == 0;
-  for (int n = blockIdx.x * kWarps + (threadIdx.x >> 5); n < a.N; n += warps) {
-    const uint16_t* w = a.weight + static_cast<size_t>(n) * K;
-    float acc[R];
+  for (int n0 = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * NR; n0 < a.N; n0 += warps * NR) {
+    const uint16_t* w[NR];
 #pragma unroll
-    for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+    for (int j = 0; j < NR; ++j) w[j] = a.weight + static_cast<size_t>(min(n0 + j, a.N - 1)) * K;
+    float acc[R][NR];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int j = 0; j < NR; ++j) acc[r][j] = 0.0f;
     if (vectorized) {
       constexpr int kStep = 32 * 8;  // elements a warp covers per load
       for (int base = lane * 8; base < K; base += kStep * kUnroll) {
-        uint4 wv[kUnroll];
+        uint4 wv[kUnroll][NR];
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
           const int k = base + u * kStep;
-          wv[u] = k < K ? loadWeights<NoAllocate>(w + k) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+          for (int j = 0; j < NR; ++j) wv[u][j] = k < K ? loadWeights<NoAllocate>(w[j] + k) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
           const int k = base + u * kStep;
           if (k >= K) break;
-          float wf[8];
-          widen8(wv[u], wf);
+          float wf[NR][8];
+#pragma unroll
+          for (int j = 0; j < NR; ++j) widen8(wv[u][j], wf[j]);
 #pragma unroll
           for (int r = 0; r < R; ++r) {
             if (r >= a.rows) break;
             const float4* xp = reinterpret_cast<const float4*>(a.x + static_cast<size_t>(r) * a.ldx + k);
-            acc[r] = dot8(__ldg(xp), __ldg(xp + 1), wf, acc[r]);
+            const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+#pragma unroll
+            for (int j = 0; j < NR; ++j) acc[r][j] = dot8(x0, x1, wf[j], acc[r][j]);
           }
         }
       }
     } else {
       for (int k = lane; k < K; k += 32) {
-        const float wf = __uint_as_float(static_cast<uint32_t>(__ldg(w + k)) << 16);
+        float wf[NR];
+#pragma unroll
+        for (int j = 0; j < NR; ++j) wf[j] = __uint_as_float(static_cast<uint32_t>(__ldg(w[j] + k)) << 16);
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           if (r >= a.rows) break;
-          acc[r] = fmaf(__ldg(a.x + static_cast<size_t>(r) * a.ldx + k), wf, acc[r]);
+          const float xv = __ldg(a.x + static_cast<size_t>(r) * a.ldx + k);
+#pragma unroll
+          for (int j = 0; j < NR; ++j) acc[r][j] = fmaf(xv, wf[j], acc[r][j]);
         }
       }
     }
 #pragma unroll
     for (int r = 0; r < R; ++r)
 #pragma unroll
-      for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
-    // Every lane holds the sums; lane r writes row r.
-    const float b = a.bias ? a.bias[n] : 0.0f;
+      for (int j = 0; j < NR; ++j)
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) acc[r][j] += __shfl_xor_sync(0xffffffffu, acc[r][j], o);
+    // Every lane holds the sums; output (r, j) is written by lane (r·NR + j) mod 32.
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      if (r < a.rows && lane == r) {
-        float* o = a.out + static_cast<size_t>(r) * a.ldo + n;
-        *o = a.accumulate ? *o + (acc[r] + b) : acc[r] + b;
+#pragma unroll
+      for (int j = 0; j < NR; ++j) {
+        const int n = n0 + j;
+        if (r < a.rows && n < a.N && lane == (r * NR + j) % 32) {
+          const float v = acc[r][j] + (a.bias ? a.bias[n] : 0.0f);
+          float* o = a.out + static_cast<size_t>(r) * a.ldo + n;
+          *o = a.accumulate ? *o + v : v;
+        }
       }
     }
   }
@@ -100,23 +129,17 @@ int residentWarps() {
 
 template <int R>
 cudaError_t launchRows(const LinearArgs& a, cudaStream_t stream) {
-  const int blocks = (min(a.N, residentWarps()) + kWarps - 1) / kWarps;
-  if (gUnroll == 16) {
-    if (gNoAllocate) gemvKernel<R, 16, true><<<blocks, kWarps * 32, 0, stream>>>(a);
-    else gemvKernel<R, 16, false><<<blocks, kWarps * 32, 0, stream>>>(a);
-  } else {
-    if (gNoAllocate) gemvKernel<R, 8, true><<<blocks, kWarps * 32, 0, stream>>>(a);
-    else gemvKernel<R, 8, false><<<blocks, kWarps * 32, 0, stream>>>(a);
-  }
+  constexpr int NR = GemvShape<R>::kRows;
+  const int groups = (a.N + NR - 1) / NR;
+  const int blocks = (min(groups, residentWarps()) + kWarps - 1) / kWarps;
+  if (gNoAllocate) gemvKernel<R, true><<<blocks, kWarps * 32, 0, stream>>>(a);
+  else gemvKernel<R, false><<<blocks, kWarps * 32, 0, stream>>>(a);
   return cudaGetLastError();
 }
 
 }  // namespace
 
-void setGemvVariant(int unroll, bool noAllocate) {
-  gUnroll = unroll == 16 ? 16 : 8;
-  gNoAllocate = noAllocate;
-}
+void setGemvVariant(bool noAllocate) { gNoAllocate = noAllocate; }
 
 cudaError_t launchGemv(const LinearArgs& a, cudaStream_t stream) {
   if (a.rows == 0 || a.N == 0) return cudaSuccess;
@@ -124,7 +147,8 @@ cudaError_t launchGemv(const LinearArgs& a, cudaStream_t stream) {
   if (a.rows == 1) return launchRows<1>(a, stream);
   if (a.rows == 2) return launchRows<2>(a, stream);
   if (a.rows <= 4) return launchRows<4>(a, stream);
-  return launchRows<8>(a, stream);
+  if (a.rows <= 8) return launchRows<8>(a, stream);
+  return launchRows<16>(a, stream);
 }
 
 }  // namespace df11

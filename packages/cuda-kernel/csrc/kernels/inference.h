@@ -41,11 +41,12 @@ struct LinearArgs {
   int ldo;
   bool accumulate;
 };
-// Few rows (decode): every weight read once from memory, float32 arithmetic. rows ≤ kGemvMaxRows.
-constexpr int kGemvMaxRows = 8;
+// Few rows (decode, batches up to 16): every weight read once from memory, float32 arithmetic, the same
+// per row whatever the batch. rows ≤ kGemvMaxRows.
+constexpr int kGemvMaxRows = 16;
 cudaError_t launchGemv(const LinearArgs& a, cudaStream_t stream);
-// Benchmarks: loads in flight per lane (8 or 16) and whether weights bypass L1.
-void setGemvVariant(int unroll, bool noAllocate);
+// Benchmarks: whether weight loads bypass L1 (the default).
+void setGemvVariant(bool noAllocate);
 // Many rows (prefill): tensor cores (BF16 × BF16 → float32). xBf16 is x converted to BF16, [rows, K];
 // needs K % 8 == 0 and 16-byte aligned rows, else falls back to a simple float32 kernel on x.
 cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, cudaStream_t stream);

@@ -47,7 +47,7 @@ export interface CudaBackendOptions {
   readonly fault?: "rope-direction" | "attention-unscaled";
 }
 
-const GEMV_MAX_ROWS = 8;
+const GEMV_MAX_ROWS = 16; // csrc/kernels/inference.h kGemvMaxRows
 const MAX_SPLITS = 64;
 const F32 = 4;
 
