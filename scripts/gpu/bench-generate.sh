@@ -21,3 +21,8 @@ stamp "df11 engine"
 node apps/bench/dist/gpu-generate.js --bf16 "$work/bf16" --df11 "$work/df11" --reference "$out/transformers.json" \
   --prompt-tokens "${PROMPT:-512}" --new-tokens "${NEW:-256}" --chunks "${CHUNKS:-}" ${PROFILE:+--profile} ${GEMV_VARIANTS:+--gemv-variants} --out "$out/gpu-generate.json"
 stamp "done"
+if [ -n "${SERVE:-}" ]; then
+  stamp "serving benchmark"
+  node apps/bench/dist/gpu-serve.js --bf16 "$work/bf16" --df11 "$work/df11" --out "$out/gpu-serve.json"
+  stamp "done"
+fi

@@ -8,7 +8,7 @@ import { dirname, join, resolve } from "node:path";
 import { after } from "node:test";
 import { fileURLToPath } from "node:url";
 import { SafetensorsFile } from "../../hub-loader/dist/index.js";
-import { CausalLM, generate } from "../../models/dist/index.js";
+import { CausalLM, generate, loadModel } from "../../models/dist/index.js";
 import { compressModel } from "../../cli/dist/index.js";
 import { gpuTest, gpuUnavailableReason, relError } from "./gpu-helpers.mjs";
 import { CudaBackend, memoryInfo, OutOfDeviceMemoryError } from "../dist/index.js";
@@ -180,6 +180,24 @@ gpuTest("generate() streams the same tokens on the GPU as greedy steps, and an A
     const again = [];
     for await (const t of generate(model, ref.input_ids, { maxTokens: 8, stopTokenIds: [], temperature: 0.8, seed: 3 })) again.push(t.id);
     assert.deepEqual(again, sampled, "same seed, same tokens");
+  } finally {
+    model.dispose();
+  }
+});
+
+gpuTest("16 sequences decoded together on the GPU get exactly the tokens each gets alone (continuous batching)", async () => {
+  const m = models().find((x) => x.name === "qwen3-tiny") ?? models()[0];
+  const model = await loadModel(m.df11 ?? m.bf16, { device: "cuda", slots: 16, maxContext: 128 });
+  try {
+    assert.equal(model.device, "cuda");
+    const prompts = Array.from({ length: 16 }, (_, i) => Array.from({ length: 3 + (i % 7) }, (_, j) => (i * 31 + j * 7 + 1) % 200));
+    const lengths = prompts.map((_, i) => 5 + (i % 6) * 4);
+    const alone = [];
+    for (const [i, p] of prompts.entries()) alone.push((await model.generate(p, { maxTokens: lengths[i], temperature: 0, ignoreEos: true }).result()).tokenIds);
+    const steps = model.scheduler.stats.steps;
+    const together = await Promise.all(prompts.map((p, i) => model.generate(p, { maxTokens: lengths[i], temperature: 0, ignoreEos: true }).result()));
+    assert.deepEqual(together.map((r) => r.tokenIds), alone);
+    assert.ok(model.scheduler.stats.steps - steps < lengths.reduce((a, b) => a + b, 0) / 2, "the sequences did not share steps");
   } finally {
     model.dispose();
   }

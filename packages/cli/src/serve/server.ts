@@ -122,7 +122,7 @@ export async function serveModel(model: Model, options: ServeOptions = {}): Prom
       if (upTo > sent) {
         chunk(visible.slice(sent, upTo), null);
         sent = upTo;
-      }
+      } else if (!model.tokenizer && !t.stop) chunk("", null); // no text to show: still one event per token
     }
     if (abort.signal.aborted) return res.end();
     chunk(undefined, finishReasonOf(reason));
