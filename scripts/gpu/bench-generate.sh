@@ -15,12 +15,14 @@ if [ ! -f "$work/df11/config.json" ]; then
   stamp "df11 compress"
   /usr/bin/time -v node packages/cli/dist/bin.js compress "$work/bf16" -o "$work/df11" 2> >(grep -E "Maximum resident|Elapsed" >&2)
 fi
-stamp "transformers BF16"
-PYTHONUNBUFFERED=1 python3 tools/transformers_bench.py "$work/bf16" "${PROMPT:-512}" "${NEW:-256}" "$out/transformers.json"
-stamp "df11 engine"
-node apps/bench/dist/gpu-generate.js --bf16 "$work/bf16" --df11 "$work/df11" --reference "$out/transformers.json" \
-  --prompt-tokens "${PROMPT:-512}" --new-tokens "${NEW:-256}" --chunks "${CHUNKS:-}" ${PROFILE:+--profile} ${GEMV_VARIANTS:+--gemv-variants} --out "$out/gpu-generate.json"
-stamp "done"
+if [ -z "${SKIP_GENERATE:-}" ]; then
+  stamp "transformers BF16"
+  PYTHONUNBUFFERED=1 python3 tools/transformers_bench.py "$work/bf16" "${PROMPT:-512}" "${NEW:-256}" "$out/transformers.json"
+  stamp "df11 engine"
+  node apps/bench/dist/gpu-generate.js --bf16 "$work/bf16" --df11 "$work/df11" --reference "$out/transformers.json" \
+    --prompt-tokens "${PROMPT:-512}" --new-tokens "${NEW:-256}" --chunks "${CHUNKS:-}" ${PROFILE:+--profile} ${GEMV_VARIANTS:+--gemv-variants} --out "$out/gpu-generate.json"
+  stamp "done"
+fi
 if [ -n "${SERVE:-}" ]; then
   stamp "serving benchmark"
   node apps/bench/dist/gpu-serve.js --bf16 "$work/bf16" --df11 "$work/df11" --out "$out/gpu-serve.json"
