@@ -16,10 +16,10 @@ try {
     await compressModel(bf16, df11, { threads: 1 });
     const tokens = [];
     for (const dir of [bf16, df11]) {
-      const backend = await CudaBackend.load(dir, { maxContext: 48, maxRows: 16, decodeChunkElements: 4096 });
+      const backend = await CudaBackend.load(dir, { maxContext: 48, maxRows: 16, decodeChunkElements: 4096, gemmMinRows: 9 });
       const model = new CausalLM(backend.config, backend);
       const ids = [];
-      // 20 prompt tokens with maxRows 16: two prefill steps (GEMM for 16 rows, GEMV for 4).
+      // 20 prompt tokens with maxRows 16: two prefill steps (tensor-core GEMM for 16 rows, GEMV for 4).
       for await (const t of generate(model, Array.from({ length: 20 }, (_, j) => (j * 37 + 1) % 256), { maxTokens: 12, stopTokenIds: [] })) ids.push(t.id);
       model.dispose();
       tokens.push(ids.join(","));

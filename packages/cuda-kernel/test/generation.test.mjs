@@ -57,9 +57,9 @@ async function gpuModel(dir, options = {}) {
   return new CausalLM(backend.config, backend);
 }
 
-/** Logits at every prompt position, by prefill (GEMM path) and by one-token steps (GEMV path, graph replay). */
+/** Logits at every prompt position, by prefill (tensor-core GEMM path) and by one-token steps (GEMV path, graph replay). */
 async function logitsBothWays(dir, ids, options) {
-  const model = await gpuModel(dir, options);
+  const model = await gpuModel(dir, { gemmMinRows: 2, ...options });
   try {
     const prefill = model.forward(ids, { allLogits: true });
     model.reset();

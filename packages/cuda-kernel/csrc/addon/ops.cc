@@ -145,8 +145,9 @@ Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
 }
 
 // linear(weight, N, K, x, ldx, rows, bias, out, ldo, accumulate, xBf16, stream)
-// rows ≤ 8: GEMV on float32 x. More: the tensor-core GEMM on xBf16 (x already converted with toBf16,
-// [rows, K]), or a float32 fallback when xBf16 is 0 or the shape does not suit the tensor cores.
+// Without xBf16 and rows ≤ 16: GEMV on float32 x. With xBf16 (x already converted with toBf16, [rows, K]):
+// the tensor-core GEMM; a float32 fallback when the shape does not suit the tensor cores (or rows > 16
+// come without xBf16).
 Napi::Value Linear(const Napi::CallbackInfo& info) {
   df11::LinearArgs a{};
   a.weight = pointerArg<const uint16_t>(info, 0, "weight");
@@ -161,7 +162,7 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   a.accumulate = info[9].ToBoolean().Value();
   const uint16_t* xBf16 = pointerArg<const uint16_t>(info, 10, "xBf16");
   cudaStream_t stream = streamOf(info[11]);
-  if (a.rows <= df11::kGemvMaxRows) throwIfError(info.Env(), df11::launchGemv(a, stream), "gemv");
+  if (!xBf16 && a.rows <= df11::kGemvMaxRows) throwIfError(info.Env(), df11::launchGemv(a, stream), "gemv");
   else throwIfError(info.Env(), df11::launchGemm(a, a.ldx == a.K ? xBf16 : nullptr, stream), "gemm");
   return info.Env().Undefined();
 }

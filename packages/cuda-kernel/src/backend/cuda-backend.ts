@@ -35,6 +35,11 @@ export interface CudaBackendOptions {
    * decoding while the other is multiplied), so the scratch is twice this. Default 32 Mi (128 MB).
    */
   readonly decodeChunkElements?: number;
+  /**
+   * Steps of at least this many rows multiply on the tensor cores (BF16 activations); fewer use the
+   * float32 GEMV, whose per-row arithmetic does not depend on the batch. Default 17 (GEMV up to 16).
+   */
+  readonly gemmMinRows?: number;
   /** CUDA device index. Default 0. */
   readonly device?: number;
   readonly onProgress?: LoadProgress;
@@ -117,6 +122,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     decodeChunk: number,
     private readonly fault: CudaBackendOptions["fault"],
     profile: boolean,
+    private readonly gemmMinRows: number,
   ) {
     this.profile = profile ? new OpProfile(this.stream) : undefined;
     this.weights = { kind: deviceWeights.kind, residentBytes: deviceWeights.residentBytes };
@@ -180,7 +186,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     }
     const deviceWeights = await DeviceWeights.load(weights, df11?.pattern_dict, options.onProgress);
     try {
-      return new CudaBackend(config, deviceWeights, maxRows, slots, maxContext, chunk, options.fault, options.profile ?? false);
+      return new CudaBackend(config, deviceWeights, maxRows, slots, maxContext, chunk, options.fault, options.profile ?? false, options.gemmMinRows ?? GEMV_MAX_ROWS + 1);
     } catch (e) {
       deviceWeights.dispose();
       throw e;
@@ -288,7 +294,7 @@ export class CudaBackend implements Backend<CudaTensor> {
       this.checkElements(w.name, s, w.rows, K);
       return s;
     });
-    const useGemm = x.rows > GEMV_MAX_ROWS;
+    const useGemm = x.rows >= Math.min(this.gemmMinRows, GEMV_MAX_ROWS + 1);
     if (useGemm) this.time("toBf16", () => call(() => native().toBf16(x.address, x.rows * K, this.xBf16.address, this.stream.native)));
     let column = 0;
     for (let i = 0; i < weights.length; ) {

@@ -39,7 +39,12 @@ export class DeviceWeights implements Disposable {
   /** Bytes the weights will take on the GPU (for the memory check before anything is allocated). */
   static plannedBytes(weights: SafetensorsCollection, df11: boolean): number {
     let bytes = 0;
-    for (const name of weights.names()) bytes += align(weights.info(name).byteLength * (weights.info(name).shape.length === 1 ? 2 : 1), 256);
+    for (const name of weights.names()) {
+      const info = weights.info(name);
+      // BF16 vectors (norms, biases) are held as float32; everything else as stored.
+      const widened = info.dtype === "BF16" && info.shape.length === 1 ? 2 : 1;
+      bytes += align(info.byteLength * widened, 256);
+    }
     // Each DF11 module also holds its 20 KB decode tables and padding.
     return bytes + (df11 ? compressedModulesOf(weights.names()).length * 24 * 1024 : 0);
   }
