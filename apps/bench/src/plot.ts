@@ -140,5 +140,14 @@ export async function plotResults(dir: string): Promise<string[]> {
       ]),
     );
   }
+  const serve = await readJson(join(dir, "gpu-serve-h100.json")).catch(() => undefined);
+  if (serve) {
+    const bars: Bar[] = [];
+    serve.bf16.levels.forEach((b: { concurrency: number; aggregateTokensPerSecond: number }, i: number) => {
+      bars.push({ label: `${b.concurrency} concurrent, BF16`, value: b.aggregateTokensPerSecond, kind: "reference" });
+      bars.push({ label: `${b.concurrency} concurrent, DF11`, value: serve.df11.levels[i].aggregateTokensPerSecond, kind: "ours" });
+    });
+    await save("gpu-serve.svg", barChart(`df11 serve, aggregate tokens/s (${serve.promptTokens}-token prompts, ${serve.newTokens} new each), ${serve.device.name}`, "tokens/s", bars));
+  }
   return written;
 }
