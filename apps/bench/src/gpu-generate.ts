@@ -6,13 +6,12 @@
  *
  *   node apps/bench/dist/gpu-generate.js --bf16 DIR --df11 DIR [--reference transformers.json] [--chunks 8,16,64]
  */
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { CausalLM } from "@df11/models";
 import { CudaBackend, devices, memoryInfo, nativeAddon, type OpTime } from "@df11/cuda-kernel";
+import { runChild, saveJson } from "./child.js";
 
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
@@ -143,15 +142,10 @@ async function main() {
   const child = (dir: string, label: string, chunk?: number, mode = "one", variant?: string) => {
     log(`${mode === "one" ? "measuring" : "profiling"} ${label}…`);
     const extra = [...(chunk ? ["--chunk", String(chunk)] : []), ...(variant ? ["--variant", variant] : [])];
-    const out = execFileSync(process.execPath, [self, mode, dir, label, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), ...extra], {
-      encoding: "utf8",
-      stdio: ["ignore", "pipe", "inherit"],
-      maxBuffer: 1 << 26,
-    });
-    return JSON.parse(out.trim().split("\n").pop()!);
+    return runChild<Run | { prefill: OpTime[]; decodePerToken: OpTime[] }>(self, [mode, dir, label, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), ...extra]);
   };
-  const runs: Run[] = [child(args.bf16, "df11 engine, BF16 weights"), child(args.df11, "df11 engine, DF11 weights")];
-  for (const c of args.chunks!.split(",").filter(Boolean)) runs.push(child(args.df11, `df11 engine, DF11 weights, decode window ${c} Mi elements`, Number(c) * 1024 * 1024));
+  const runs = [child(args.bf16, "df11 engine, BF16 weights"), child(args.df11, "df11 engine, DF11 weights")] as Run[];
+  for (const c of args.chunks!.split(",").filter(Boolean)) runs.push(child(args.df11, `df11 engine, DF11 weights, decode window ${c} Mi elements`, Number(c) * 1024 * 1024) as Run);
   if (args["gemv-variants"]) {
     for (const [v, name] of [["allocate", "weights through L1"]]) {
       runs.push(child(args.bf16, `df11 engine, BF16 weights, GEMV ${name}`, undefined, "one", v) as Run);
@@ -199,10 +193,7 @@ async function main() {
     runs: runs.map(({ tokenIds, ...r }) => r),
     profiles,
   };
-  const out = resolve(args.out!);
-  mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, JSON.stringify(result, null, 2) + "\n");
-  log(`saved ${out}`);
+  log(`saved ${saveJson(args.out!, result)}`);
   if (!identical) process.exitCode = 1;
 }
 

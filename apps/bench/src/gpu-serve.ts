@@ -7,14 +7,12 @@
  *
  *   node apps/bench/dist/gpu-serve.js --bf16 DIR --df11 DIR [--out FILE]
  */
-import { execFileSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { loadModel, type Model } from "@df11/models";
 import { CudaBackend, devices, memoryInfo } from "@df11/cuda-kernel";
 import { serveModel } from "@df11/cli";
+import { runChild, saveJson } from "./child.js";
 
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
@@ -134,12 +132,7 @@ async function main() {
   const self = fileURLToPath(import.meta.url);
   const child = (dir: string, label: string) => {
     log(`${label}:`);
-    const out = execFileSync(process.execPath, [self, "one", dir, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), "--concurrency", args.concurrency!], {
-      encoding: "utf8",
-      stdio: ["ignore", "pipe", "inherit"],
-      maxBuffer: 1 << 24,
-    });
-    return JSON.parse(out.trim().split("\n").pop()!);
+    return runChild<Awaited<ReturnType<typeof one>>>(self, ["one", dir, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), "--concurrency", args.concurrency!]);
   };
   const bf16 = child(args.bf16, "BF16");
   const df11 = child(args.df11, "DF11");
@@ -151,10 +144,7 @@ async function main() {
   });
   log(`capacity at 4096 positions each: BF16 ${bf16.capacity.slotsOf4096Positions} sequences (loaded: ${bf16.capacity.loadedWithThoseSlots}), DF11 ${df11.capacity.slotsOf4096Positions} (loaded: ${df11.capacity.loadedWithThoseSlots}); longest single context: BF16 ${bf16.capacity.longestSingleContext}, DF11 ${df11.capacity.longestSingleContext} positions`);
   const result = { benchmark: "gpu-serve", date: new Date().toISOString(), device: devices()[0], model: "Llama-3.1-8B-shaped, synthetic weights", promptTokens, newTokens, bf16, df11 };
-  const out = resolve(args.out!);
-  mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, JSON.stringify(result, null, 2) + "\n");
-  log(`saved ${out}`);
+  log(`saved ${saveJson(args.out!, result)}`);
 }
 
 main().catch((e: Error) => {

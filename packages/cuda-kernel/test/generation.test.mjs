@@ -8,7 +8,7 @@ import { dirname, join, resolve } from "node:path";
 import { after } from "node:test";
 import { fileURLToPath } from "node:url";
 import { SafetensorsFile } from "../../hub-loader/dist/index.js";
-import { CausalLM, generate, loadModel } from "../../models/dist/index.js";
+import { CausalLM, generate, loadCausalLM, loadModel, writeSyntheticModel } from "../../models/dist/index.js";
 import { compressModel } from "../../cli/dist/index.js";
 import { gpuTest, gpuUnavailableReason, relError } from "./gpu-helpers.mjs";
 import { CudaBackend, memoryInfo, OutOfDeviceMemoryError } from "../dist/index.js";
@@ -200,6 +200,28 @@ gpuTest("16 sequences decoded together on the GPU get exactly the tokens each ge
     assert.ok(model.scheduler.stats.steps - steps < lengths.reduce((a, b) => a + b, 0) / 2, "the sequences did not share steps");
   } finally {
     model.dispose();
+  }
+});
+
+gpuTest("GQA groups of 3, 7 and 16 query heads per KV head and head_dim 96 match the CPU backend", async () => {
+  const shapes = [
+    { vocab: 512, hidden: 96, intermediate: 192, layers: 2, heads: 6, kvHeads: 2 }, // group 3
+    { vocab: 512, hidden: 112, intermediate: 192, layers: 2, heads: 7, kvHeads: 1 }, // group 7 (Qwen2-0.5B/7B have 7)
+    { vocab: 512, hidden: 256, intermediate: 192, layers: 2, heads: 16, kvHeads: 1 }, // group 16 (two warps per KV head)
+    { vocab: 512, hidden: 192, intermediate: 192, layers: 2, heads: 2, kvHeads: 1 }, // head_dim 96 (phi-3's)
+  ];
+  const ids = [1, 17, 42, 99, 7, 200, 5, 64, 128, 3, 250, 11];
+  for (const [i, shape] of shapes.entries()) {
+    const dir = join(work, `gqa-${i}`);
+    await writeSyntheticModel(dir, shape, { seed: 40 + i });
+    const cpu = await loadCausalLM(dir);
+    const expected = cpu.forward(ids, { allLogits: true });
+    cpu.dispose();
+    const gpu = await logitsBothWays(dir, ids);
+    gpu.model.dispose();
+    const err = Math.max(relError(gpu.prefill, expected), relError(gpu.stepwise, expected));
+    console.log(`# ${shape.heads}/${shape.kvHeads} heads, head_dim ${shape.hidden / shape.heads}: relative error vs the CPU backend ${err.toExponential(2)}`);
+    assert.ok(err < REL_TOLERANCE, `${JSON.stringify(shape)}: ${err}`);
   }
 });
 

@@ -113,10 +113,10 @@ __device__ __forceinline__ void loadValues(const uint16_t* row, int lane, int d,
   }
 }
 
-constexpr int kMaxGroup = 8;  // query heads per KV head handled by one warp
+constexpr int kMaxGroup = 8;  // most query heads one warp serves
 
-// One warp per (row, KV head, split), serving the G query heads that share the KV head (GQA), so each
-// key and value is loaded once for all of them. Lanes take 32 keys at a time (a full dot product per
+// One warp per (row, KV head, split), serving up to G of the query heads that share the KV head (GQA),
+// so each key and value is loaded once for all of them. Lanes take 32 keys at a time (a full dot product per
 // query head each), the warp keeps an online softmax per head, and each lane accumulates its share of
 // the output dims of every head.
 template <int D, int G>
@@ -124,15 +124,21 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const Att
   constexpr int kDims = D ? D : kPerLane;
   __shared__ __align__(16) float qs[kHeadsPerBlock][G][kMaxHeadDim];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int kvHead = blockIdx.x * kHeadsPerBlock + warp;
   const int r = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
   const int H = a.numHeads, d = a.headDim;
-  if (kvHead >= a.numKvHeads) return;
-  const int firstHead = kvHead * G;
+  // A KV head's group of query heads, served G at a time (a group of 7 takes one warp of G = 8, a
+  // group of 32 four warps).
+  const int group = H / a.numKvHeads;
+  const int parts = (group + G - 1) / G;
+  const int unit = blockIdx.x * kHeadsPerBlock + warp;
+  if (unit >= a.numKvHeads * parts) return;
+  const int kvHead = unit / parts;
+  const int firstHead = kvHead * group + (unit % parts) * G;
+  const int heads = min(G, group - (unit % parts) * G);
 #pragma unroll
   for (int g = 0; g < G; ++g) {
     const float* qh = q + (static_cast<size_t>(r) * H + firstHead + g) * d;
-    for (int i = lane; i < d; i += 32) qs[warp][g][i] = qh[i];
+    for (int i = lane; i < d; i += 32) qs[warp][g][i] = g < heads ? qh[i] : 0.0f;
   }
   __syncwarp();
 
@@ -201,6 +207,7 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const Att
 
 #pragma unroll
   for (int g = 0; g < G; ++g) {
+    if (g >= heads) break;
     const int head = firstHead + g;
     if (splits == 1) {
       float* o = out + (static_cast<size_t>(r) * H + head) * d;
@@ -277,9 +284,10 @@ cudaError_t launchAttention(const AttentionArgs& a, const float* q, float* out, 
   if (a.headDim > kMaxHeadDim || (a.headDim & 7) || a.numHeads % a.numKvHeads) return cudaErrorInvalidValue;
   if (splits < 1 || (splits > 1 && !partial)) return cudaErrorInvalidValue;
   const int group = a.numHeads / a.numKvHeads;
-  if (group > kMaxGroup || (group & (group - 1))) return cudaErrorInvalidValue;  // 1, 2, 4 or 8 query heads per KV head
-  const dim3 grid((a.numKvHeads + kHeadsPerBlock - 1) / kHeadsPerBlock, a.rows, splits);
-  launchGrouped(a, group, grid, q, out, partial, stream);
+  const int G = group <= 1 ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : kMaxGroup;
+  const int warps = a.numKvHeads * ((group + G - 1) / G);
+  const dim3 grid((warps + kHeadsPerBlock - 1) / kHeadsPerBlock, a.rows, splits);
+  launchGrouped(a, G, grid, q, out, partial, stream);
   if (splits > 1) combineKernel<<<dim3((a.numHeads + kHeadsPerBlock - 1) / kHeadsPerBlock, a.rows), kHeadsPerBlock * 32, 0, stream>>>(a, splits, partial, out);
   return cudaGetLastError();
 }
