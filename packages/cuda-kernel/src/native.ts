@@ -44,7 +44,22 @@ export interface NativeAddon {
   argmax(x: Address, rows: number, n: number, out: Address, stream?: NativeStream): void;
   gatherRows(x: Address, rows: Address, count: number, dim: number, out: Address, stream?: NativeStream): void;
   rmsNorm(x: Address, rows: number, dim: number, weight: Address, eps: number, unitOffset: boolean, out: Address, residual: Address, stream?: NativeStream): void;
-  linear(weight: Address, N: number, K: number, x: Address, ldx: number, rows: number, bias: Address, out: Address, ldo: number, accumulate: boolean, xBf16: Address, stream?: NativeStream): void;
+  linear(
+    weight: Address,
+    N: number,
+    K: number,
+    x: Address,
+    ldx: number,
+    rows: number,
+    bias: Address,
+    out: Address,
+    ldo: number,
+    accumulate: boolean,
+    xBf16: Address,
+    stream?: NativeStream,
+    workspace?: Address,
+    workspaceBytes?: number,
+  ): void;
   toBf16(x: Address, n: number, out: Address, stream?: NativeStream): void;
   setGemvVariant(noAllocate: boolean): void;
   qkvPrepare(a: NativeAttention, qkv: Address, qNorm: Address, kNorm: Address, eps: number, unitOffset: boolean, invFreq: Address, rotaryDim: number, qOut: Address, stream?: NativeStream): void;

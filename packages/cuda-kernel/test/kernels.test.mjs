@@ -33,14 +33,14 @@ function randomLinear(N, K, rows, seed) {
 function runLinear({ N, K, rows, accumulate, withBias }, seed) {
   const addon = nativeAddon();
   const { w, x, bias, start } = randomLinear(N, K, rows, seed);
-  const bufs = [DeviceBuffer.from(w), DeviceBuffer.from(x), DeviceBuffer.from(bias), DeviceBuffer.alloc(rows * N * 4), DeviceBuffer.alloc(rows * K * 2 + 16)];
-  const [dw, dx, db, dout, dxb] = bufs;
+  const bufs = [DeviceBuffer.from(w), DeviceBuffer.from(x), DeviceBuffer.from(bias), DeviceBuffer.alloc(rows * N * 4), DeviceBuffer.alloc(rows * K * 2 + 16), DeviceBuffer.alloc(32 << 20)];
+  const [dw, dx, db, dout, dxb, workspace] = bufs;
   try {
     if (accumulate) dout.upload(start);
     else dout.fill(0xff); // NaN: every output must be written
     const gemm = rows > 16;
     if (gemm) addon.toBf16(dx.address, rows * K, dxb.address);
-    addon.linear(dw.address, N, K, dx.address, K, rows, withBias ? db.address : 0, dout.address, N, accumulate, gemm ? dxb.address : 0);
+    addon.linear(dw.address, N, K, dx.address, K, rows, withBias ? db.address : 0, dout.address, N, accumulate, gemm ? dxb.address : 0, undefined, workspace.address, workspace.byteLength);
     synchronize();
     const got = dout.download(new Float32Array(rows * N));
     // Tensor-core GEMM multiplies BF16-rounded activations (when K suits it); GEMV and the fallback use float32 x.
@@ -71,6 +71,8 @@ gpuTest("linear: GEMV (1…16 rows), tensor-core GEMM and the float32 fallback m
     { N: 300, K: 512, rows: 17 },
     { N: 257, K: 136, rows: 130, withBias: true, accumulate: true },
     { N: 640, K: 2048, rows: 512 },
+    { N: 1024, K: 14336, rows: 64, withBias: true, accumulate: true }, // split over K (few row tiles)
+    { N: 1000, K: 4096, rows: 40 },
     { N: 33, K: 100, rows: 20 },
   ];
   shapes.forEach((shape, i) => {

@@ -144,7 +144,7 @@ Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// linear(weight, N, K, x, ldx, rows, bias, out, ldo, accumulate, xBf16, stream)
+// linear(weight, N, K, x, ldx, rows, bias, out, ldo, accumulate, xBf16, stream, workspace?, workspaceBytes?)
 // Without xBf16 and rows ≤ 16: GEMV on float32 x. With xBf16 (x already converted with toBf16, [rows, K]):
 // the tensor-core GEMM; a float32 fallback when the shape does not suit the tensor cores (or rows > 16
 // come without xBf16).
@@ -162,8 +162,10 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   a.accumulate = info[9].ToBoolean().Value();
   const uint16_t* xBf16 = pointerArg<const uint16_t>(info, 10, "xBf16");
   cudaStream_t stream = streamOf(info[11]);
+  float* workspace = info.Length() > 12 && info[12].IsNumber() ? pointerArg<float>(info, 12, "workspace") : nullptr;
+  const size_t workspaceFloats = workspace && info.Length() > 13 ? static_cast<size_t>(numberArg(info, 13, "workspaceBytes")) / 4 : 0;
   if (!xBf16 && a.rows <= df11::kGemvMaxRows) throwIfError(info.Env(), df11::launchGemv(a, stream), "gemv");
-  else throwIfError(info.Env(), df11::launchGemm(a, a.ldx == a.K ? xBf16 : nullptr, stream), "gemm");
+  else throwIfError(info.Env(), df11::launchGemm(a, a.ldx == a.K ? xBf16 : nullptr, workspace, workspaceFloats, stream), "gemm");
   return info.Env().Undefined();
 }
 

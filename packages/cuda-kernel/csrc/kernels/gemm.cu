@@ -1,6 +1,8 @@
 // Matrix products for prefill: out[M, N] (+)= X[M, K] · W[N, K]ᵀ + bias, BF16 operands on the tensor
 // cores (mma.sync m16n8k16, float32 accumulation). 128×128 block tiles, K in steps of 32 through a
 // 3-stage cp.async pipeline; 8 warps of 64×32; rows padded to 80 bytes so ldmatrix is conflict-free.
+#include <algorithm>
+
 #include "inference.h"
 
 namespace df11 {
@@ -28,18 +30,21 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__global__ void __launch_bounds__(kThreads) gemmKernel(const LinearArgs a, const uint16_t* __restrict__ xb) {
+// With `partial` non-null (split-K), block z multiplies K tiles [z·tilesPerSplit, …) and writes its sums to
+// partial[z][M][N]; reduceSplitsKernel adds the splits in order (deterministic, no atomics).
+__global__ void __launch_bounds__(kThreads) gemmKernel(const LinearArgs a, const uint16_t* __restrict__ xb, float* __restrict__ partial, int tilesPerSplit) {
   extern __shared__ __align__(16) uint16_t smem[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
   const int M = a.rows, N = a.N, K = a.K;
-  const int kTiles = (K + BK - 1) / BK;
+  const int firstTile = blockIdx.z * tilesPerSplit;
+  const int kTiles = min((K + BK - 1) / BK - firstTile, tilesPerSplit);
 
   // Each thread copies 2 chunks of 16 bytes of A and 2 of B per stage.
   const auto loadStage = [&](int stage, int kt) {
     uint16_t* sa = smem + stage * kStageElems;
     uint16_t* sb = sa + BM * kPitch;
-    const int k0 = kt * BK;
+    const int k0 = (firstTile + kt) * BK;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int c = tid + i * kThreads;
@@ -106,11 +111,28 @@ __global__ void __launch_bounds__(kThreads) gemmKernel(const LinearArgs a, const
         const int row = m0 + wm + i * 16 + (lane >> 2) + (e >> 1) * 8;
         const int col = n0 + wn + j * 8 + (lane & 3) * 2 + (e & 1);
         if (row < M && col < N) {
-          const float v = acc[i][j][e] + (a.bias ? a.bias[col] : 0.0f);
-          float* o = a.out + static_cast<size_t>(row) * a.ldo + col;
-          *o = a.accumulate ? *o + v : v;
+          if (partial) {
+            partial[(static_cast<size_t>(blockIdx.z) * M + row) * N + col] = acc[i][j][e];
+          } else {
+            const float v = acc[i][j][e] + (a.bias ? a.bias[col] : 0.0f);
+            float* o = a.out + static_cast<size_t>(row) * a.ldo + col;
+            *o = a.accumulate ? *o + v : v;
+          }
         }
       }
+}
+
+// out (+)= Σ_z partial[z] + bias, splits added in order.
+__global__ void reduceSplitsKernel(const LinearArgs a, const float* __restrict__ partial, int splits) {
+  const size_t total = static_cast<size_t>(a.rows) * a.N;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const int row = static_cast<int>(i / a.N), col = static_cast<int>(i % a.N);
+    float v = 0.0f;
+    for (int z = 0; z < splits; ++z) v += partial[static_cast<size_t>(z) * total + i];
+    v += a.bias ? a.bias[col] : 0.0f;
+    float* o = a.out + static_cast<size_t>(row) * a.ldo + col;
+    *o = a.accumulate ? *o + v : v;
+  }
 }
 
 // Any shape, float32 x: one thread per output (odd K, unaligned rows).
@@ -129,7 +151,17 @@ __global__ void linearFallbackKernel(const LinearArgs a) {
 
 }  // namespace
 
-cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, cudaStream_t stream) {
+int multiprocessors() {
+  static int sms = 0;
+  if (sms == 0) {
+    int device = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  }
+  return sms;
+}
+
+cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, float* workspace, size_t workspaceFloats, cudaStream_t stream) {
   if (a.rows == 0 || a.N == 0) return cudaSuccess;
   const bool tensorCores = xBf16 && (a.K % 8) == 0 && (reinterpret_cast<uintptr_t>(a.weight) & 15) == 0 && (reinterpret_cast<uintptr_t>(xBf16) & 15) == 0;
   if (!tensorCores) {
@@ -142,7 +174,22 @@ cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, cudaStream_t 
     if (e != cudaSuccess) return e;
     configured = true;
   }
-  gemmKernel<<<dim3((a.N + BN - 1) / BN, (a.rows + BM - 1) / BM), kThreads, kSharedBytes, stream>>>(a, xBf16);
+  // Few rows (a batch of sequences) leave most SMs idle with one block per 128×128 tile: split K over
+  // blocks until the GPU is about full, as far as the workspace allows.
+  const dim3 tiles((a.N + BN - 1) / BN, (a.rows + BM - 1) / BM);
+  const int kTiles = (a.K + BK - 1) / BK;
+  int splits = 1;
+  const size_t perSplit = static_cast<size_t>(a.rows) * a.N;
+  while (splits < 16 && tiles.x * tiles.y * splits * 2 <= static_cast<unsigned>(multiprocessors()) * 2 && kTiles / (splits * 2) >= 4 &&
+         static_cast<size_t>(splits * 2) * perSplit <= workspaceFloats)
+    splits *= 2;
+  const int tilesPerSplit = (kTiles + splits - 1) / splits;
+  splits = (kTiles + tilesPerSplit - 1) / tilesPerSplit;
+  gemmKernel<<<dim3(tiles.x, tiles.y, splits), kThreads, kSharedBytes, stream>>>(a, xBf16, splits > 1 ? workspace : nullptr, tilesPerSplit);
+  if (splits > 1) {
+    const size_t total = perSplit;
+    reduceSplitsKernel<<<static_cast<unsigned>(std::min<size_t>((total + 255) / 256, 4096)), 256, 0, stream>>>(a, workspace, splits);
+  }
   return cudaGetLastError();
 }
 

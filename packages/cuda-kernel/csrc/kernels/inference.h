@@ -47,9 +47,11 @@ constexpr int kGemvMaxRows = 16;
 cudaError_t launchGemv(const LinearArgs& a, cudaStream_t stream);
 // Benchmarks: whether weight loads bypass L1 (the default).
 void setGemvVariant(bool noAllocate);
-// Many rows (prefill): tensor cores (BF16 × BF16 → float32). xBf16 is x converted to BF16, [rows, K];
-// needs K % 8 == 0 and 16-byte aligned rows, else falls back to a simple float32 kernel on x.
-cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, cudaStream_t stream);
+// Many rows (prefill, large batches): tensor cores (BF16 × BF16 → float32). xBf16 is x converted to
+// BF16, [rows, K]; needs K % 8 == 0 and 16-byte aligned rows, else falls back to a simple float32 kernel
+// on x. With few rows, K is split over blocks whose partial sums go to `workspace` (up to
+// workspaceFloats floats) and are added in a fixed order.
+cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, float* workspace, size_t workspaceFloats, cudaStream_t stream);
 
 // ---- attention.cu ----------------------------------------------------------------------------------
 struct AttentionArgs {

@@ -53,6 +53,7 @@ export interface CudaBackendOptions {
 }
 
 const GEMV_MAX_ROWS = 16; // csrc/kernels/inference.h kGemvMaxRows
+const SPLIT_K_BYTES = 32 * 1024 * 1024;
 const MAX_SPLITS = 64;
 const F32 = 4;
 
@@ -66,7 +67,7 @@ function workingBytes(c: TextModelConfig, maxRows: number, slots: number, maxCon
   const partial = GEMV_MAX_ROWS * c.numHeads * MAX_SPLITS * (c.headDim + 2);
   return {
     kv: 2 * c.numLayers * slots * c.numKvHeads * maxContext * c.headDim * 2,
-    activations: (maxRows * perRow + partial) * F32 + maxRows * Math.max(H, I, qDim) * 2 + slots * c.vocabSize * F32,
+    activations: (maxRows * perRow + partial) * F32 + maxRows * Math.max(H, I, qDim) * 2 + slots * c.vocabSize * F32 + SPLIT_K_BYTES,
     // Two windows (decoding / being multiplied); a window never exceeds the chunk, or one row when a row
     // is longer; +16 B for the 8-element alignment.
     scratch: df11 ? 2 * (Math.max(decodeChunk, H + 8, I + 8) * 2 + 4096) : 0,
@@ -106,6 +107,8 @@ export class CudaBackend implements Backend<CudaTensor> {
   private readonly xBf16: DeviceBuffer;
   private readonly partial: DeviceBuffer;
   private readonly argmaxOut: DeviceBuffer;
+  /** Split-K partial sums of the tensor-core GEMM when a step has few rows. */
+  private readonly splitK: DeviceBuffer;
   private readonly decodeChunk: number;
   private rows = 0;
   private outputRows = 0;
@@ -143,6 +146,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.xBf16 = alloc(maxRows * Math.max(c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim) * 2);
     this.partial = alloc(GEMV_MAX_ROWS * c.numHeads * MAX_SPLITS * (c.headDim + 2) * F32);
     this.argmaxOut = alloc(Math.max(slots, maxRows) * 4);
+    this.splitK = alloc(SPLIT_K_BYTES);
     for (let l = 0; l < c.numLayers; l++) {
       const table = ropeTable(c.rope[l], c.headDim);
       const freqs = fault === "rope-direction" ? table.inverseFrequencies.map((f) => -f) : table.inverseFrequencies;
@@ -317,7 +321,9 @@ export class CudaBackend implements Backend<CudaTensor> {
     const xb = useGemm ? this.xBf16.address : 0;
     const op = useGemm ? "gemm" : "gemv";
     const run = (weight: Address, n: number, firstRow: number) =>
-      this.time(op, () => call(() => native().linear(weight, n, K, x.address, K, x.rows, bias ? bias + firstRow * F32 : 0, out.address + (column + firstRow) * F32, out.cols, accumulate, xb, s)));
+      this.time(op, () =>
+        call(() => native().linear(weight, n, K, x.address, K, x.rows, bias ? bias + firstRow * F32 : 0, out.address + (column + firstRow) * F32, out.cols, accumulate, xb, s, this.splitK.address, this.splitK.byteLength)),
+      );
     if (source.kind === "resident") return run(source.address, N, 0);
     // DF11: windows of whole rows, decoded on the decode stream into one of two buffers while the
     // previous window is multiplied on the compute stream.
