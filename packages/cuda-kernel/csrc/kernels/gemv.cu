@@ -30,8 +30,9 @@ __device__ __forceinline__ uint4 loadWeights(const uint16_t* p) {
 // all — with one row per warp, 8–16 rows of x would make L1, not memory, the limit.
 template <int R>
 struct GemvShape {
-  static constexpr int kRows = R >= 4 ? 4 : R;
-  static constexpr int kUnroll = R >= 4 ? 2 : R == 2 ? 4 : 8;
+  // 8–16 rows of x: two rows of W per warp keep registers (~120) low enough for two blocks per SM.
+  static constexpr int kRows = R >= 8 ? 2 : R >= 4 ? 4 : R;
+  static constexpr int kUnroll = R >= 8 ? 4 : R >= 4 ? 2 : R == 2 ? 4 : 8;
 };
 
 // Rows of W are dealt round-robin, in groups of kRows, over a grid sized to the GPU, so every SM
