@@ -11,7 +11,7 @@ import { formatBytes, parseBytes, percent } from "./format-bytes.js";
 import { downloadBar, progressBar } from "./progress.js";
 import { formatCompressSummary, formatInspectReport } from "./report.js";
 import { DEMO_SHAPE, writeSyntheticModel } from "@df11/models";
-import { listCachedModels, resolveModel } from "@df11/hub-loader";
+import { listCachedModels, removePendingTemporaries, resolveModel } from "@df11/hub-loader";
 import { modelDirectory } from "./model-source.js";
 import { interruptSignal, parseIds, runChat, runGenerate, type GenerationFlags } from "./generate-command.js";
 import type { DeviceChoice } from "./load-model.js";
@@ -28,6 +28,27 @@ const sizeOption = (v: string) => {
     throw new InvalidArgumentError((e as Error).message);
   }
 };
+
+/**
+ * While `job` runs, SIGINT/SIGTERM remove the half-written output (atomic writes in flight) and exit
+ * with 130/143, as a shell reports an interrupted command.
+ */
+async function cleanOnSignal<T>(job: () => Promise<T>): Promise<T> {
+  const handlers = (["SIGINT", "SIGTERM"] as const).map((signal) => {
+    const handler = () => {
+      removePendingTemporaries();
+      process.stderr.write(`\ndf11: ${signal === "SIGINT" ? "interrupted" : "terminated"}; nothing was written\n`);
+      process.exit(signal === "SIGINT" ? 130 : 143);
+    };
+    process.once(signal, handler);
+    return () => process.off(signal, handler);
+  });
+  try {
+    return await job();
+  } finally {
+    for (const off of handlers) off();
+  }
+}
 
 const program = new Command("df11")
   .description("DFloat11: lossless compression of BF16 models to ~70 % (Huffman-coded exponents)")
@@ -56,11 +77,13 @@ withOutputOptions(
 ).action(async (input: string, opts) => {
   input = await modelDirectory(input);
   const bar = progressBar("compress");
-  const summary = await compressModel(input, opts.output, {
-    ...outputOptionsOf(opts),
-    onProgress: bar.update,
-    onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
-  }).finally(bar.stop);
+  const summary = await cleanOnSignal(() =>
+    compressModel(input, opts.output, {
+      ...outputOptionsOf(opts),
+      onProgress: bar.update,
+      onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
+    }),
+  ).finally(bar.stop);
   console.log(formatCompressSummary(summary, opts.output));
 });
 
@@ -72,7 +95,7 @@ withOutputOptions(
 ).action(async (input: string, opts) => {
   input = await modelDirectory(input);
   const bar = progressBar("decompress");
-  const s = await decompressModel(input, opts.output, { ...outputOptionsOf(opts), onProgress: bar.update }).finally(bar.stop);
+  const s = await cleanOnSignal(() => decompressModel(input, opts.output, { ...outputOptionsOf(opts), onProgress: bar.update })).finally(bar.stop);
   console.log(`Decompressed ${s.modules} modules in ${s.seconds.toFixed(1)} s → ${opts.output} (${formatBytes(s.outputBytes)}; ${s.files.join(", ")})`);
 });
 

@@ -276,3 +276,34 @@ describe("generic models", () => {
     await expect(compressModel(dir, dir, { overwrite: true })).rejects.toThrow(/must not be the input/);
   });
 });
+
+describe("interrupted writes", () => {
+  it("compress and decompress stopped by SIGINT / SIGTERM leave nothing behind and exit 130 / 143", async () => {
+    const { spawn } = await import("node:child_process");
+    const { writeSyntheticModel } = await import("@df11/models");
+    const dir = join(work, "interrupt");
+    const bf16 = join(dir, "bf16");
+    await writeSyntheticModel(bf16, { vocab: 8192, hidden: 512, intermediate: 1536, layers: 6, heads: 8, kvHeads: 2 }, { seed: 77 });
+    await df11("compress", bf16, "-o", join(dir, "df11"));
+    const jobs: Array<[string, string, NodeJS.Signals, number]> = [
+      ["compress", bf16, "SIGINT", 130],
+      ["compress", bf16, "SIGTERM", 143],
+      ["decompress", join(dir, "df11"), "SIGTERM", 143],
+    ];
+    for (const [command, input, signal, code] of jobs) {
+      const out = join(dir, `out-${command}-${signal}`);
+      const child = spawn(process.execPath, [bin, command, input, "-o", out, "-t", "1"], { stdio: ["ignore", "ignore", "pipe"] });
+      let stderr = "";
+      child.stderr.on("data", (d) => (stderr += d));
+      const exited = new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)));
+      // Signal as soon as the temporary output directory exists: the job is mid-way then.
+      const temporary = () => readdirSync(dir).some((f) => f.startsWith(`.out-${command}-${signal}.tmp-`));
+      for (let i = 0; i < 500 && !temporary(); i++) await new Promise((r) => setTimeout(r, 5));
+      expect(temporary(), `${command}: no temporary directory appeared`).toBe(true);
+      child.kill(signal);
+      expect(await exited, stderr).toBe(code);
+      expect(stderr).toMatch(/nothing was written/);
+      expect(readdirSync(dir).filter((f) => f.includes(`out-${command}-${signal}`))).toEqual([]);
+    }
+  });
+});

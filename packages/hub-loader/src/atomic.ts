@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { rmSync } from "node:fs";
 import { access, mkdir, rename, rm } from "node:fs/promises";
 import { HubLoaderError } from "./errors.js";
 import { basename, dirname, join } from "node:path";
@@ -7,6 +8,18 @@ import { basename, dirname, join } from "node:path";
 export const temporarySibling = (target: string): string =>
   join(dirname(target), `.${basename(target)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
 
+/** Temporaries being written right now (removed by {@link removePendingTemporaries} on a signal). */
+const pending = new Set<string>();
+
+/**
+ * Remove every temporary an in-flight atomic write has made, synchronously: for a process about to
+ * exit on a signal (the CLI calls it on SIGINT/SIGTERM), so an interrupted run leaves nothing behind.
+ */
+export function removePendingTemporaries(): void {
+  for (const tmp of pending) rmSync(tmp, { recursive: true, force: true });
+  pending.clear();
+}
+
 /**
  * Run `write(tmp)` against a temporary sibling of `target`, then rename it into place. On failure the
  * temporary is removed and `target` is untouched, so no half-written file or directory is ever visible.
@@ -14,6 +27,7 @@ export const temporarySibling = (target: string): string =>
 export async function writeAtomically<T>(target: string, write: (tmp: string) => Promise<T>): Promise<T> {
   await mkdir(dirname(target), { recursive: true });
   const tmp = temporarySibling(target);
+  pending.add(tmp);
   try {
     const result = await write(tmp);
     await rename(tmp, target);
@@ -21,6 +35,8 @@ export async function writeAtomically<T>(target: string, write: (tmp: string) =>
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
     throw e;
+  } finally {
+    pending.delete(tmp);
   }
 }
 
