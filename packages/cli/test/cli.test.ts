@@ -307,3 +307,57 @@ describe("interrupted writes", () => {
     }
   });
 });
+
+describe("mixed-dtype checkpoints", () => {
+  it("F32 and F16 norms load exactly (same logits as BF16), survive compress/decompress; an F32 matrix is refused by name", async () => {
+    const { writeSyntheticModel, loadCausalLM } = await import("@df11/models");
+    const dir = join(work, "mixed");
+    const bf16 = join(dir, "bf16");
+    await writeSyntheticModel(bf16, SMALL, { seed: 88 });
+    const source = await SafetensorsCollection.openDirectory(bf16);
+    const f32 = new Float32Array(1);
+    const u32 = new Uint32Array(f32.buffer);
+    /** BF16 bits → F16 bits, for values F16 holds exactly (norms near 1). */
+    const toF16 = (b: number) => {
+      u32[0] = b << 16;
+      const e = ((u32[0] >>> 23) & 0xff) - 127 + 15;
+      return ((u32[0] >>> 16) & 0x8000) | (e << 10) | ((u32[0] >>> 13) & 0x3ff);
+    };
+    const tensors = [];
+    for (const name of source.names()) {
+      const info = source.info(name);
+      const words = await source.readU16(name);
+      if (name === "model.norm.weight") tensors.push({ name, dtype: "F16" as const, shape: info.shape, data: new Uint8Array(Uint16Array.from(words, toF16).buffer) });
+      else if (name.endsWith("layernorm.weight")) tensors.push({ name, dtype: "F32" as const, shape: info.shape, data: new Uint8Array(Uint32Array.from(words, (w) => w << 16).buffer) });
+      else tensors.push({ name, dtype: "BF16" as const, shape: info.shape, data: await source.read(name) });
+    }
+    await source.close();
+    const mixed = join(dir, "mixed");
+    await cp(bf16, mixed, { recursive: true });
+    await writeSafetensors(join(mixed, "model.safetensors"), tensors, { format: "pt" });
+
+    const ids = [1, 5, 9, 200, 17];
+    const logitsOf = async (d: string) => {
+      const m = await loadCausalLM(d);
+      const l = m.forward(ids, { allLogits: true });
+      m.dispose();
+      return Buffer.from(l.buffer);
+    };
+    const reference = await logitsOf(bf16);
+    expect((await logitsOf(mixed)).equals(reference)).toBe(true);
+    await df11("compress", mixed, "-o", join(dir, "df11"));
+    expect((await logitsOf(join(dir, "df11"))).equals(reference)).toBe(true);
+    await df11("decompress", join(dir, "df11"), "-o", join(dir, "back"));
+    await df11("verify", join(dir, "df11"), "--against", mixed);
+    const back = await SafetensorsCollection.openDirectory(join(dir, "back"));
+    expect(back.info("model.norm.weight").dtype).toBe("F16");
+    expect(back.info("model.layers.0.input_layernorm.weight").dtype).toBe("F32");
+    await back.close();
+
+    const badMatrix = tensors.map((t) => (t.name === "model.layers.1.mlp.down_proj.weight" ? { ...t, dtype: "F32" as const, data: new Uint8Array(Uint32Array.from(new Uint16Array(t.data.buffer, t.data.byteOffset, t.data.byteLength / 2), (w) => w << 16).buffer) } : t));
+    const bad = join(dir, "bad");
+    await cp(bf16, bad, { recursive: true });
+    await writeSafetensors(join(bad, "model.safetensors"), badMatrix, { format: "pt" });
+    await expect(loadCausalLM(bad)).rejects.toThrowError(/model\.layers\.1\.mlp\.down_proj\.weight: dtype F32; df11 runs BF16/);
+  });
+});

@@ -32,3 +32,13 @@ export const isDType = (d: unknown): d is DType => typeof d === "string" && d in
  */
 export const compareForLayout = (a: { name: string; dtype: DType }, b: { name: string; dtype: DType }): number =>
   DTYPE_RANK[b.dtype] - DTYPE_RANK[a.dtype] || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
+/** The float32 value of an IEEE half-precision bit pattern (exact: every F16 value is an F32 value). */
+export function float16ToFloat32(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exponent = (bits >> 10) & 0x1f;
+  const fraction = bits & 0x3ff;
+  if (exponent === 0) return sign * fraction * 2 ** -24;
+  if (exponent === 31) return fraction ? NaN : sign * Infinity;
+  return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+}

@@ -1,3 +1,4 @@
+import { float16ToFloat32 } from "./dtypes.js";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { SafetensorsError } from "./errors.js";
@@ -69,6 +70,22 @@ export class SafetensorsCollection implements AsyncDisposable {
   async readU16(name: string): Promise<Uint16Array> {
     const bytes = await this.read(name);
     return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+  }
+
+  /**
+   * Read a floating-point tensor (BF16, F16 or F32) as float32 values, exactly. Checkpoints often keep
+   * norms and biases in F32 beside BF16 matrices.
+   */
+  async readFloat32(name: string): Promise<Float32Array> {
+    const { dtype } = this.info(name);
+    const bytes = await this.read(name);
+    if (dtype === "F32") return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+    if (dtype !== "BF16" && dtype !== "F16") throw new SafetensorsError(this.info(name).file.path, `dtype ${dtype} is not a float type df11 reads (BF16, F16, F32)`, name);
+    const words = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+    const out = new Float32Array(words.length);
+    if (dtype === "F16") for (let i = 0; i < words.length; i++) out[i] = float16ToFloat32(words[i]);
+    else new Uint32Array(out.buffer).set(Uint32Array.from(words, (w) => w << 16));
+    return out;
   }
 
   async close(): Promise<void> {

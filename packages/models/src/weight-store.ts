@@ -53,7 +53,14 @@ export class Bf16WeightStore implements WeightStore {
     let bytes = 0;
     for (const name of names) {
       const info = weights.info(name);
-      if (info.dtype !== "BF16") throw new WeightLayoutError(name, `dtype ${info.dtype}; df11 runs BF16 (or DF11) models`);
+      if (info.shape.length === 1 && (info.dtype === "F32" || info.dtype === "F16")) {
+        // Norms and biases are often kept in F32 (or F16) beside BF16 matrices: read as float32, exactly.
+        const v = await weights.readFloat32(name);
+        bytes += v.byteLength;
+        vectors.set(name, v);
+        continue;
+      }
+      if (info.dtype !== "BF16") throw new WeightLayoutError(name, `dtype ${info.dtype}; df11 runs BF16 (or DF11) matrices (vectors may also be F32 or F16)`);
       const data = await weights.readU16(name);
       bytes += data.byteLength;
       tensors.set(name, { data, shape: info.shape });
@@ -63,7 +70,7 @@ export class Bf16WeightStore implements WeightStore {
   }
 
   has(name: string): boolean {
-    return this.tensors.has(name);
+    return this.tensors.has(name) || this.vectors.has(name);
   }
 
   private get(name: string) {

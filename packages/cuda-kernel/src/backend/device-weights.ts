@@ -1,4 +1,3 @@
-import { bf16ToFloat32 } from "@df11/codec";
 import type { SafetensorsCollection } from "@df11/hub-loader";
 import { compressedModulesOf, isModuleTensor, readDF11Module, weightNamesOf, WeightLayoutError, type PatternDict } from "@df11/models";
 import { DeviceBuffer, DeviceModule } from "../index.js";
@@ -41,8 +40,8 @@ export class DeviceWeights implements Disposable {
     let bytes = 0;
     for (const name of weights.names()) {
       const info = weights.info(name);
-      // BF16 vectors (norms, biases) are held as float32; everything else as stored.
-      const widened = info.dtype === "BF16" && info.shape.length === 1 ? 2 : 1;
+      // BF16 and F16 vectors (norms, biases) are held as float32; everything else as stored.
+      const widened = (info.dtype === "BF16" || info.dtype === "F16") && info.shape.length === 1 ? 2 : 1;
       bytes += align(info.byteLength * widened, 256);
     }
     // Each DF11 module also holds its 20 KB decode tables and padding.
@@ -83,12 +82,14 @@ export class DeviceWeights implements Disposable {
     }
 
     const plain = weights.names().filter((n) => !isModuleTensor(n));
+    const isVector = (n: string) => weights.info(n).shape.length === 1;
     for (const name of plain) {
       const info = weights.info(name);
-      if (info.dtype !== "BF16") throw new WeightLayoutError(name, `dtype ${info.dtype}; df11 runs BF16 (or DF11) models`);
+      const ok = info.dtype === "BF16" || (isVector(name) && (info.dtype === "F32" || info.dtype === "F16"));
+      if (!ok) throw new WeightLayoutError(name, `dtype ${info.dtype}; df11 runs BF16 (or DF11) matrices (vectors may also be F32 or F16)`);
     }
     // Vectors: float32, one buffer.
-    const vectorNames = plain.filter((n) => weights.info(n).shape.length === 1);
+    const vectorNames = plain.filter(isVector);
     const offsets = new Map<string, number>();
     let vectorBytes = 0;
     for (const n of vectorNames) {
@@ -98,7 +99,7 @@ export class DeviceWeights implements Disposable {
     if (vectorBytes > 0) {
       const buf = this.own(DeviceBuffer.alloc(vectorBytes));
       for (const n of vectorNames) {
-        const values = bf16ToFloat32(await weights.readU16(n));
+        const values = await weights.readFloat32(n);
         buf.upload(values, offsets.get(n)!);
         this.vectors.set(n, { address: buf.address + offsets.get(n)!, length: values.length });
         progress(weights.info(n).byteLength);
@@ -106,7 +107,7 @@ export class DeviceWeights implements Disposable {
     }
     // Matrices (and anything else of ≥ 2 dims): per layer one buffer, else one buffer each.
     const groups = new Map<string, string[]>();
-    for (const n of plain.filter((n) => weights.info(n).shape.length !== 1)) {
+    for (const n of plain.filter((n) => !isVector(n))) {
       const key = layerOf(n) ?? n;
       groups.set(key, [...(groups.get(key) ?? []), n]);
     }
