@@ -1,9 +1,11 @@
 import { availableParallelism } from "node:os";
+import { join } from "node:path";
 import { moduleStats, UncodableExponentError } from "@df11/codec";
 import {
   readModelConfig,
   SafetensorsCollection,
   ShardedSafetensorsWriter,
+  setJsonMember,
   writeDirectoryAtomically,
   DEFAULT_MAX_SHARD_BYTES,
   type TensorToWrite,
@@ -127,10 +129,9 @@ export async function compressModel(input: string, output: string, options: Comp
         report(i + 1);
       },
     );
-    const finished = await finishModelDirectory(dir, writer, { directory: input, weights, unchanged: passthrough }, {
-      ...config,
-      dfloat11_config: dfloat11Config(chosen.patternDict),
-    });
+    const finished = await finishModelDirectory(dir, writer, { directory: input, weights, unchanged: passthrough }, (text) =>
+      setJsonMember(text, "dfloat11_config", dfloat11Config(chosen.patternDict), join(input, "config.json")),
+    );
     outputBytes += finished.copiedBytes;
     return finished.files;
   }, { overwrite: options.overwrite });

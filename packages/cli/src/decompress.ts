@@ -1,9 +1,11 @@
 import { availableParallelism } from "node:os";
+import { join } from "node:path";
 import { splitWeights } from "@df11/codec";
 import {
   readModelConfig,
   SafetensorsCollection,
   ShardedSafetensorsWriter,
+  removeJsonMember,
   writeDirectoryAtomically,
   DEFAULT_MAX_SHARD_BYTES,
   type TensorToWrite,
@@ -74,8 +76,9 @@ export async function decompressModel(input: string, output: string, options: De
         options.onProgress?.({ modulesDone: i + 1, modulesTotal: modules.length, bytesDone: decodedBytes, bytesTotal: totalBytes });
       },
     );
-    const { dfloat11_config: _dropped, ...plain } = config;
-    const finished = await finishModelDirectory(dir, writer, { directory: input, weights, unchanged: passthrough }, plain);
+    const finished = await finishModelDirectory(dir, writer, { directory: input, weights, unchanged: passthrough }, (text) =>
+      removeJsonMember(text, "dfloat11_config", join(input, "config.json")),
+    );
     copiedBytes = finished.copiedBytes;
     return finished.files;
   }, { overwrite: options.overwrite });

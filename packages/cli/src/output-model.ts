@@ -1,6 +1,6 @@
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { copySideFiles, type ModelConfig, type SafetensorsCollection, type ShardedSafetensorsWriter } from "@df11/hub-loader";
+import { copySideFiles, type SafetensorsCollection, type ShardedSafetensorsWriter } from "@df11/hub-loader";
 import { CliError } from "./errors.js";
 
 /** Refuse to write a model over the one it is read from. */
@@ -10,13 +10,15 @@ export function assertDistinctDirectories(input: string, output: string): void {
 
 /**
  * The common end of writing a model directory: copy the tensors that stay as they are, close the
- * shards, write config.json and copy the side files. Returns the files written and the bytes copied.
+ * shards, write config.json (the input's text through `editConfig`, so what it does not change stays
+ * byte for byte, floats like `30.0` included) and copy the side files. Returns the files written and
+ * the bytes copied.
  */
 export async function finishModelDirectory(
   dir: string,
   writer: ShardedSafetensorsWriter,
   source: { directory: string; weights: SafetensorsCollection; unchanged: readonly string[] },
-  config: ModelConfig,
+  editConfig: (configText: string) => string,
 ): Promise<{ files: string[]; copiedBytes: number }> {
   let copiedBytes = 0;
   for (const name of source.unchanged) {
@@ -26,7 +28,8 @@ export async function finishModelDirectory(
     await writer.add([{ name, dtype: info.dtype, shape: info.shape, data }]);
   }
   const written = await writer.finish();
-  await writeFile(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
+  const configPath = join(source.directory, "config.json");
+  await writeFile(join(dir, "config.json"), editConfig(await readFile(configPath, "utf8")));
   const side = await copySideFiles(source.directory, dir);
   return { files: ["config.json", ...written, ...side], copiedBytes };
 }

@@ -22,3 +22,4 @@ export * from "./hub/cache-layout.js";
 export * from "./hub/download.js";
 export * from "./hub/resolve.js";
 export * from "./hub/list-cache.js";
+export * from "./json-text.js";

@@ -125,3 +125,26 @@ describe("malformed safetensors raise SafetensorsError naming file and tensor", 
     expect((await readdir(dir)).filter((f) => f.includes("x.safetensors"))).toEqual([]);
   });
 });
+
+describe("config.json edits keep the text as written", async () => {
+  const { setJsonMember, removeJsonMember } = await import("../src/index.js");
+  const python = '{\n  "final_logit_softcapping": 30.0,\n  "rope_theta": 1e6,\n  "name": "a \\"quoted\\" {brace}",\n  "nested": {"x": [1, {"y": "}"}]}\n}\n';
+  it("adds a member without touching the others (30.0 stays 30.0)", () => {
+    const added = setJsonMember(python, "dfloat11_config", { version: "0.5.0", pattern_dict: { lm_head: [] } });
+    expect(added.startsWith(python.slice(0, python.lastIndexOf("}") - 1))).toBe(true);
+    expect(added).toContain('"final_logit_softcapping": 30.0,');
+    expect(JSON.parse(added).dfloat11_config.pattern_dict).toEqual({ lm_head: [] });
+    expect(JSON.parse(added).nested).toEqual({ x: [1, { y: "}" }] });
+    expect(JSON.parse(setJsonMember("{}", "a", 1))).toEqual({ a: 1 });
+    expect(JSON.parse(setJsonMember(added, "dfloat11_config", 2)).dfloat11_config).toBe(2);
+  });
+  it("removes a member wherever it stands, and round-trips to the same bytes", () => {
+    const added = setJsonMember(python, "dfloat11_config", { version: "0.5.0" });
+    expect(removeJsonMember(added, "dfloat11_config")).toBe(python);
+    const first = '{"dfloat11_config": {"a": 1}, "b": 2.0}';
+    expect(removeJsonMember(first, "dfloat11_config")).toBe('{"b": 2.0}');
+    expect(JSON.parse(removeJsonMember('{"only": {"x": 1}}', "only"))).toEqual({});
+    expect(removeJsonMember(python, "absent")).toBe(python);
+    expect(() => removeJsonMember("[1, 2]", "x", "config.json")).toThrowError(/config\.json: expected a JSON object/);
+  });
+});
