@@ -88,7 +88,7 @@ export class FakeHub {
       if (!data) return this.json(res, 404, { error: "Entry not found" }, { "X-Error-Code": "EntryNotFound" });
       const common = { "X-Repo-Commit": repo.commit, "X-Linked-Size": String(data.length) };
       if (isLfs(path)) {
-        res.writeHead(302, { ...common, "X-Linked-Etag": `"${sha256(data)}"`, Location: `/cdn/${encodeURIComponent(repo.id)}/${encodeURIComponent(path)}` });
+        res.writeHead(302, { ...common, "X-Linked-Etag": `"${sha256(data)}"`, Location: `${this.endpoint}/cdn/${encodeURIComponent(repo.id)}/${encodeURIComponent(path)}` }); // absolute, as the Hub's CDN
         return void res.end();
       }
       return this.serve(req, res, path, data, { ...common, ETag: `"${gitSha1(data)}"` });
