@@ -1,5 +1,5 @@
 import { createInterface } from "node:readline/promises";
-import { generate, peakRssBytes, TextTokenizer, type CausalLM, type ChatMessage, type GenerateOptions, type GenerationStats } from "@df11/models";
+import { endOfSequenceIds, generate, peakRssBytes, TextTokenizer, type CausalLM, type ChatMessage, type GenerateOptions, type GenerationStats } from "@df11/models";
 import { CliError } from "./errors.js";
 import { loadModelOn, type DeviceChoice } from "./load-model.js";
 
@@ -59,9 +59,7 @@ export function interruptSignal(): { signal: AbortSignal; release: () => void } 
 }
 
 /** End-of-sequence ids: the config's, plus the tokenizer's EOS token. */
-const stopTokenIds = (model: CausalLM, tokenizer: TextTokenizer | undefined): number[] => [
-  ...new Set([...model.config.eosTokenIds, ...(tokenizer?.eosTokenId !== undefined ? [tokenizer.eosTokenId] : [])]),
-];
+const stopTokenIds = (model: CausalLM, tokenizer: TextTokenizer | undefined): number[] => endOfSequenceIds(model.config.eosTokenIds, tokenizer);
 
 /** Parse `--input-ids 1,2,3`. */
 export function parseIds(text: string): number[] {

@@ -59,7 +59,8 @@ export class CausalLM implements Disposable {
     return this.lengths.get(slot) ?? 0;
   }
 
-  private checkIds(ids: ArrayLike<number>): void {
+  /** Throws RangeError for an id outside the vocabulary. */
+  checkTokenIds(ids: ArrayLike<number>): void {
     const vocab = this.config.vocabSize;
     for (let i = 0; i < ids.length; i++) {
       if (!Number.isInteger(ids[i]) || ids[i] < 0 || ids[i] >= vocab) throw new RangeError(`token id ${ids[i]} is outside the vocabulary (0…${vocab - 1})`);
@@ -86,7 +87,7 @@ export class CausalLM implements Disposable {
   /** Append ids to a sequence in steps of at most maxRows rows; returns the last step's logits tensor. */
   private extend(ids: ArrayLike<number>, options: ForwardOptions, onLogits?: (logits: BackendTensor, firstRow: number) => void): BackendTensor {
     if (ids.length === 0) throw new RangeError("forward() needs at least one token");
-    this.checkIds(ids);
+    this.checkTokenIds(ids);
     const slot = options.slot ?? 0;
     const start = this.length(slot);
     if (start + ids.length > this.maxContext) {
@@ -126,7 +127,7 @@ export class CausalLM implements Disposable {
     let r = 0;
     sequences.forEach((s, i) => {
       if (s.tokens.length === 0) throw new RangeError(`sequence ${s.slot} has no tokens in this step`);
-      this.checkIds(s.tokens);
+      this.checkTokenIds(s.tokens);
       const start = this.length(s.slot);
       if (start + s.tokens.length > this.maxContext) throw new RangeError(`sequence ${s.slot} would exceed maxContext ${this.maxContext}`);
       s.tokens.forEach((t, j) => {

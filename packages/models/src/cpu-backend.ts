@@ -5,6 +5,7 @@ import { addInPlace, gatedActivation, geluTanh, linear, rmsNorm, silu } from "./
 import { WeightLayoutError } from "./errors.js";
 import { KvCache } from "./kv-cache.js";
 import { applyRope, ropeTable, type RopeTable } from "./rope.js";
+import { argmax } from "./sampling.js";
 import type { WeightStore } from "./weight-store.js";
 
 /** A CPU activation tensor: a view of `data` holding [rows, cols]. */
@@ -185,13 +186,7 @@ export class CpuBackend implements Backend<CpuTensor> {
   }
 
   argmax(x: CpuTensor): Int32Array {
-    const out = new Int32Array(x.rows);
-    for (let r = 0; r < x.rows; r++) {
-      let best = 0;
-      for (let i = 1; i < x.cols; i++) if (x.data[r * x.cols + i] > x.data[r * x.cols + best]) best = i;
-      out[r] = best;
-    }
-    return out;
+    return Int32Array.from({ length: x.rows }, (_, r) => argmax(x.data.subarray(r * x.cols, (r + 1) * x.cols)));
   }
 
   replayable<R>(_key: string, fn: () => R): R {

@@ -79,3 +79,9 @@ export class TextTokenizer {
     return new Template(this.chatTemplate).render({ messages, add_generation_prompt: addGenerationPrompt, ...special });
   }
 }
+
+/** End-of-sequence ids: the config's, plus the tokenizer's EOS token when it names another. */
+export function endOfSequenceIds(configEosIds: readonly number[], tokenizer: TextTokenizer | undefined): number[] {
+  const t = tokenizer?.eosTokenId;
+  return [...new Set([...configEosIds, ...(t !== undefined ? [t] : [])])];
+}

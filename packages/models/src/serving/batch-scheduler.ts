@@ -36,7 +36,6 @@ interface Sequence {
   slot: number;
   text: string;
   done: boolean;
-  finishReason?: FinishReason;
 }
 
 export interface BatchSchedulerOptions {
@@ -93,8 +92,7 @@ export class BatchScheduler implements Disposable {
     if (this.closed) throw new ModelsError("the scheduler is closed");
     if (request.prompt.length === 0) throw new RangeError("the prompt has no tokens");
     if (request.prompt.length >= this.model.maxContext) throw new RangeError(`the prompt has ${request.prompt.length} tokens; the model holds at most ${this.model.maxContext} positions`);
-    const vocab = this.model.config.vocabSize;
-    for (const id of request.prompt) if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new RangeError(`token id ${id} is outside the vocabulary (0…${vocab - 1})`);
+    this.model.checkTokenIds(request.prompt);
     if (this.queue.length >= this.maxQueue && this.freeSlots.length === 0) throw new QueueFullError(`${this.queue.length} requests are already waiting (the queue holds ${this.maxQueue})`);
     const stream = new TokenStream<GeneratedToken>();
     const seq: Sequence = {
@@ -108,8 +106,8 @@ export class BatchScheduler implements Disposable {
       text: "",
       done: false,
     };
-    stream.onReturn = () => this.finish(seq, "aborted");
-    request.signal?.addEventListener("abort", () => this.finish(seq, "aborted"), { once: true });
+    stream.onReturn = () => this.finish(seq);
+    request.signal?.addEventListener("abort", () => this.finish(seq), { once: true });
     this.queue.push(seq);
     this.stats.requests++;
     this.kick();
@@ -178,7 +176,7 @@ export class BatchScheduler implements Disposable {
       seq.text = full;
     }
     const r = seq.request;
-    const stop: FinishReason | undefined = seq.stopIds.has(id)
+    const stop: GeneratedToken["stop"] = seq.stopIds.has(id)
       ? "eos"
       : r.stopStrings?.some((s) => seq.text.includes(s))
         ? "stop-string"
@@ -187,15 +185,14 @@ export class BatchScheduler implements Disposable {
           : this.model.length(seq.slot) + 1 >= this.model.maxContext
             ? "max-context"
             : undefined;
-    seq.stream.push({ id, text: piece, stop: stop as GeneratedToken["stop"] });
-    if (stop) this.finish(seq, stop);
+    seq.stream.push({ id, text: piece, stop });
+    if (stop) this.finish(seq);
   }
 
-  /** End a sequence and free its slot at once. */
-  private finish(seq: Sequence, reason: FinishReason): void {
+  /** End a sequence and free its slot at once (the last token already carries why, if it stopped). */
+  private finish(seq: Sequence): void {
     if (seq.done) return;
     seq.done = true;
-    seq.finishReason = reason;
     seq.stream.end();
     const i = this.running.indexOf(seq);
     if (i >= 0) {
@@ -211,7 +208,7 @@ export class BatchScheduler implements Disposable {
   /** Stop: running and waiting requests end now. */
   dispose(): void {
     this.closed = true;
-    for (const s of [...this.running, ...this.queue]) this.finish(s, "aborted");
+    for (const s of [...this.running, ...this.queue]) this.finish(s);
   }
 
   [Symbol.dispose](): void {

@@ -5,7 +5,7 @@ import { ModelsError } from "../errors.js";
 import type { GeneratedToken } from "../generate.js";
 import { loadCausalLM } from "../load.js";
 import type { SamplingOptions } from "../sampling.js";
-import { TextTokenizer, type ChatMessage } from "../tokenizer.js";
+import { endOfSequenceIds, TextTokenizer, type ChatMessage } from "../tokenizer.js";
 import { BatchScheduler, type FinishReason } from "./batch-scheduler.js";
 
 /** Where generation runs: a CUDA GPU, the CPU, or (auto) the GPU when one is usable. */
@@ -122,8 +122,7 @@ export class Model implements Disposable {
 
   /** End-of-sequence ids: the config's and the tokenizer's. */
   get eosTokenIds(): number[] {
-    const t = this.tokenizer?.eosTokenId;
-    return [...new Set([...this.lm.config.eosTokenIds, ...(t !== undefined ? [t] : [])])];
+    return endOfSequenceIds(this.lm.config.eosTokenIds, this.tokenizer);
   }
 
   /** Token ids of a prompt: text (tokenized), ids as they are, or chat messages (chat template). */
