@@ -1,7 +1,9 @@
 """Writes a Llama-3.1-8B-shaped BF16 model (hidden 4096, intermediate 14336, 32 layers, 32/8 heads,
 vocab 128256) with synthetic weights drawn like a trained model's (normal, std 1/sqrt(fan_in)/2, 0.05 %
 outliers x8: the same statistics as @df11/codec's syntheticWeights), in 4 safetensors shards + index.
-Generated on the GPU with torch (16 GB in seconds). Usage: python3 tools/make_bench_model.py OUT_DIR
+Generated on the GPU with torch (16 GB in seconds). Usage: python3 tools/make_bench_model.py OUT_DIR [70b-slice]
+70b-slice: Llama-3.1-70B's shapes (hidden 8192, intermediate 28672, 64/8 heads) with 4 layers: 1.7 GB
+per layer module, for memory-bound compress/decompress at scale.
 """
 import json
 import os
@@ -10,7 +12,8 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-H, I, L, NH, NKV, V = 4096, 14336, 32, 32, 8, 128256
+SHAPES = {"8b": (4096, 14336, 32, 32, 8, 128256), "70b-slice": (8192, 28672, 4, 64, 8, 128256)}
+H, I, L, NH, NKV, V = SHAPES[sys.argv[2] if len(sys.argv) > 2 else "8b"]
 HD = H // NH
 
 

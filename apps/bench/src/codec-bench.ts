@@ -76,7 +76,7 @@ export async function runCodecBench(elements: number, threads = availableParalle
   const slices = Array.from({ length: modules }, (_, i) => weights.slice(i * per, Math.min(elements, (i + 1) * per)));
   await Promise.all(slices.slice(0, threads).map((s) => pool.encode([s.subarray(0, 1 << 18)], ["warmup"])));
   t = process.hrtime.bigint();
-  await Promise.all(slices.map((s, i) => pool.encode([s], [`module ${i}`], true)));
+  await Promise.all(slices.map((s, i) => pool.encode([s], [`module ${i}`], { transfer: true })));
   const parEncode = seconds(t);
   const sharedModule = CodecPool.share(module);
   const parallelDecoded = new Uint16Array(new SharedArrayBuffer(elements * 2));

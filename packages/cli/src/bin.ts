@@ -1,12 +1,15 @@
 #!/usr/bin/env node
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
 import { compressModel } from "./compress.js";
 import { decompressModel } from "./decompress.js";
 import { inspectModel } from "./inspect.js";
 import { verifyModel } from "./verify.js";
+import { sealModel } from "./seal.js";
+import { formatChecksumCoverage } from "./report.js";
+import { VERSION } from "./version.js";
 import { formatBytes, parseBytes, percent } from "./format-bytes.js";
 import { downloadBar, progressBar } from "./progress.js";
 import { formatCompressSummary, formatInspectReport } from "./report.js";
@@ -52,7 +55,7 @@ async function cleanOnSignal<T>(job: () => Promise<T>): Promise<T> {
 
 const program = new Command("df11")
   .description("DFloat11: lossless compression of BF16 models to ~70 % (Huffman-coded exponents)")
-  .version("0.1.0")
+  .version(VERSION)
   .showHelpAfterError();
 
 /** Options of the commands that write a model directory. */
@@ -61,27 +64,31 @@ const withOutputOptions = (cmd: Command) =>
     .requiredOption("-o, --output <dir>", "output directory (created atomically)")
     .option("-t, --threads <n>", "worker threads (default: all cores)", intOption)
     .option("--max-shard-size <size>", "largest output shard, e.g. 5GB", sizeOption)
-    .option("-f, --force", "replace the output directory if it exists");
+    .option("-f, --force", "replace the output directory if it exists")
+    .option("--max-memory <size>", "bound on peak memory, e.g. 8GB (default: half the available memory)", sizeOption);
 
 const outputOptionsOf = (o: Record<string, unknown>) => ({
   threads: o.threads as number | undefined,
   maxShardBytes: o.maxShardSize as number | undefined,
   overwrite: o.force as boolean | undefined,
+  maxMemory: o.maxMemory as number | undefined,
+  onWarning: (m: string) => process.stderr.write(`warning: ${m}\n`),
 });
 
 withOutputOptions(
   program
     .command("compress")
     .description("compress a BF16 Hugging Face model directory into DFloat11")
-    .argument("<bf16-model>", "model directory (config.json + *.safetensors) or Hub repo id"),
+    .argument("<bf16-model>", "model directory (config.json + *.safetensors) or Hub repo id")
+    .option("--no-checksums", "record no checksums: files byte-identical to the official compressor's"),
 ).action(async (input: string, opts) => {
   input = await modelDirectory(input);
   const bar = progressBar("compress");
   const summary = await cleanOnSignal(() =>
     compressModel(input, opts.output, {
       ...outputOptionsOf(opts),
+      checksums: opts.checksums,
       onProgress: bar.update,
-      onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
     }),
   ).finally(bar.stop);
   console.log(formatCompressSummary(summary, opts.output));
@@ -97,6 +104,11 @@ withOutputOptions(
   const bar = progressBar("decompress");
   const s = await cleanOnSignal(() => decompressModel(input, opts.output, { ...outputOptionsOf(opts), onProgress: bar.update })).finally(bar.stop);
   console.log(`Decompressed ${s.modules} modules in ${s.seconds.toFixed(1)} s → ${opts.output} (${formatBytes(s.outputBytes)}; ${s.files.join(", ")})`);
+  console.log(
+    s.filesWithoutChecksums.length === 0
+      ? `Checksums: all ${s.checkedModules} modules' decoded weights and ${s.checkedTensors} copied tensors match what was recorded`
+      : `Checksums: ${s.filesWithoutChecksums.length} file(s) record none (${s.filesWithoutChecksums.map((f) => basename(f)).join(", ")}): decoded without a record to check against (df11 seal adds them)`,
+  );
 });
 
 program
@@ -129,7 +141,19 @@ program
           (opts.against ? `; ${r.comparedTensors} tensors bit-identical to ${opts.against}` : "") +
           ` (${r.seconds.toFixed(1)} s)`,
       );
+      console.log(formatChecksumCoverage(r.checksums));
     }
+  });
+
+program
+  .command("seal")
+  .description("add checksums to a DFloat11 model that has none (e.g. an official one), after a full decode check")
+  .argument("<df11-model>", "DFloat11 model directory (rewritten in place; tensors stay byte for byte)")
+  .option("-t, --threads <n>", "worker threads", intOption)
+  .action(async (dir: string, opts) => {
+    const bar = progressBar("seal");
+    const r = await cleanOnSignal(() => sealModel(dir, { threads: opts.threads, onProgress: bar.update })).finally(bar.stop);
+    console.log(`Sealed ${dir}: ${r.verified.modules} modules decode consistently; checksums recorded in ${r.files.map((f) => basename(f)).join(", ")}`);
   });
 
 const numberOption = (name: string, check: (v: number) => boolean) => (v: string) => {
@@ -150,7 +174,8 @@ const withSampling = (cmd: Command) =>
     .option("--seed <n>", "RNG seed: same seed, same output", intOption)
     .option("--stop <text...>", "stop when the text contains one of these strings")
     .option("--device <device>", "cuda (GPU), cpu, or auto: the GPU when one is present", deviceOption, "auto")
-    .option("--max-context <n>", "GPU: positions the KV cache holds (default: min(model's maximum, 4096))", intOption);
+    .option("--max-context <n>", "GPU: positions the KV cache holds (default: min(model's maximum, 4096))", intOption)
+    .option("--verify-weights", "decode every DF11 module once at load and check it against its recorded checksum");
 
 function deviceOption(v: string): DeviceChoice {
   if (v !== "auto" && v !== "cpu" && v !== "cuda") throw new InvalidArgumentError("expected cuda, cpu or auto");
@@ -168,6 +193,7 @@ const flagsOf = (o: Record<string, unknown>): GenerationFlags => ({
   stop: o.stop as string[] | undefined,
   device: o.device as DeviceChoice,
   maxContext: o.maxContext as number | undefined,
+  verifyWeights: o.verifyWeights as boolean | undefined,
 });
 
 withSampling(
@@ -219,6 +245,7 @@ program
   .option("--api-key <key>", "require Authorization: Bearer <key> (default: $DF11_API_KEY, else none)")
   .option("--model-id <id>", "the name clients use in `model` (default: the argument)")
   .option("--device <device>", "cuda (GPU), cpu, or auto: the GPU when one is present", deviceOption, "auto")
+  .option("--verify-weights", "decode every DF11 module once at load and check it against its recorded checksum")
   .action(async (source: string, opts) => {
     const { loadModel } = await import("@df11/models");
     await import("@df11/cuda-kernel"); // registers the GPU backend
@@ -228,6 +255,7 @@ program
       device: opts.device,
       maxContext: opts.maxContext,
       slots: opts.maxBatch,
+      verifyWeights: opts.verifyWeights,
       onProgress: (p) => bar.update({ filesDone: 0, filesTotal: 1, bytesDone: p.done, bytesTotal: p.total }),
     }).finally(bar.stop);
     const running = await serveModel(model, {

@@ -7,10 +7,14 @@ import {
   decodeBlocks,
   decodeLikeKernel,
   decodeModule,
+  checksumHex,
   encodeModule,
+  moduleChecksums,
   moduleStats,
+  Sum64Stream,
   UncodableExponentError,
   type DF11Module,
+  type ModuleChecksums,
   type ModuleStats,
 } from "@df11/codec";
 
@@ -26,15 +30,28 @@ const guard = <T>(work: () => T): Outcome<T> => {
   }
 };
 
-export function encode(task: { parts: Uint16Array[]; names: string[] }): Outcome<{ module: DF11Module; histogram: Float64Array }> {
+export function encode(task: {
+  parts: Uint16Array[];
+  names: string[];
+  checksums?: boolean;
+}): Outcome<{ module: DF11Module; histogram: Float64Array; checksums?: ModuleChecksums }> {
   return guard(() => {
     const { module, histogram } = encodeModule(task.parts, { names: task.names });
-    return { module, histogram };
+    return { module, histogram, checksums: task.checksums ? moduleChecksums(module, task.parts) : undefined };
   });
 }
 
-export function decode(task: { module: DF11Module; kernelSemantics?: boolean }): Outcome<Uint16Array> {
-  return guard(() => (task.kernelSemantics ? decodeLikeKernel(task.module) : decodeModule(task.module)));
+/** Decode a module; also returns the df11-sum64 of the decoded weights. */
+export function decode(task: { module: DF11Module; kernelSemantics?: boolean }): Outcome<{ decoded: Uint16Array; checksum: string }> {
+  return guard(() => {
+    const decoded = task.kernelSemantics ? decodeLikeKernel(task.module) : decodeModule(task.module);
+    return { decoded, checksum: checksumHex(decoded) };
+  });
+}
+
+/** df11-sum64 of bytes. */
+export function checksum(task: { bytes: Uint8Array }): Outcome<string> {
+  return guard(() => new Sum64Stream().update(task.bytes).hex());
 }
 
 /** Decode a block range of a module held in shared memory into a shared output. */
@@ -46,12 +63,12 @@ export function decodeRange(task: { module: DF11Module; start: number; end: numb
 }
 
 /** Decode with both decoders, check they agree, and return the stats (with exponent entropy). */
-export function check(task: { module: DF11Module }): Outcome<{ decoded: Uint16Array; stats: ModuleStats }> {
+export function check(task: { module: DF11Module }): Outcome<{ decoded: Uint16Array; stats: ModuleStats; checksum: string }> {
   return guard(() => {
     const decoded = decodeModule(task.module);
     const kernel = decodeLikeKernel(task.module);
     const mismatch = kernel.findIndex((v, i) => v !== decoded[i]);
     if (mismatch >= 0) throw new Error(`kernel-semantics decode differs from sequential decode at element ${mismatch}`);
-    return { decoded, stats: moduleStats(task.module, exponentHistogram([decoded])) };
+    return { decoded, stats: moduleStats(task.module, exponentHistogram([decoded])), checksum: checksumHex(decoded) };
   });
 }

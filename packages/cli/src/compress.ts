@@ -8,15 +8,18 @@ import {
   setJsonMember,
   writeDirectoryAtomically,
   DEFAULT_MAX_SHARD_BYTES,
+  type TensorLayout,
   type TensorToWrite,
 } from "@df11/hub-loader";
-import { compressionUnits, expectedWeightShape, moduleTensors, patternDictFor, type PatternDict } from "@df11/models";
+import { ChecksumLedger, compressionUnits, expectedWeightShape, moduleTensors, patternDictFor, type PatternDict } from "@df11/models";
 import { CliError } from "./errors.js";
 import { dfloat11Config, SHAPES_METADATA_KEY } from "./model-info.js";
+import { defaultMaxMemory, planMemory } from "./memory-plan.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
 import { assertDistinctDirectories, finishModelDirectory } from "./output-model.js";
 import { CodecPool } from "./pool.js";
 import type { Progress } from "./progress.js";
+import { WRITER } from "./version.js";
 
 export interface CompressOptions {
   /** Worker threads (default: every core). */
@@ -27,6 +30,13 @@ export interface CompressOptions {
   readonly patternDict?: PatternDict;
   /** Replace an existing output directory. */
   readonly overwrite?: boolean;
+  /**
+   * Record df11-sum64 checksums of each module's weights and stored tensors in the files' metadata
+   * (default true; false keeps the files byte-identical to the official compressor's).
+   */
+  readonly checksums?: boolean;
+  /** Bound on peak memory in bytes (default: half the available memory); limits the modules in flight. */
+  readonly maxMemory?: number;
   readonly onProgress?: (p: Progress) => void;
   readonly onWarning?: (message: string) => void;
 }
@@ -76,9 +86,11 @@ export async function compressModel(input: string, output: string, options: Comp
       return true;
     }
   });
-  const metadata = needsShapes.length
+  const shapesMetadata = needsShapes.length
     ? { [SHAPES_METADATA_KEY]: JSON.stringify(Object.fromEntries(needsShapes.map((w) => [w, weights.info(w).shape]))) }
     : undefined;
+  const ledger = options.checksums === false ? undefined : new ChecksumLedger(WRITER);
+  const metadata = ledger ? (tensors: readonly TensorLayout[]) => ({ ...shapesMetadata, ...ledger.metadataFor(tensors) }) : shapesMetadata;
 
   const weightBytesTotal = units.reduce((s, u) => s + u.weights.reduce((a, w) => a + weights.info(w).byteLength, 0), 0);
   const keptUncompressed: string[] = [];
@@ -89,9 +101,17 @@ export async function compressModel(input: string, output: string, options: Comp
   for (const n of weights.names()) inputBytes += weights.info(n).byteLength;
 
   const threads = options.threads ?? availableParallelism();
+  // A unit in flight holds its BF16 input, the encoder's split exponents and sign/mantissa, and its output.
+  const unitBytes = (u: (typeof units)[number]) => 2.5 * u.weights.reduce((a, w) => a + weights.info(w).byteLength, 0);
+  const memory = planMemory(options.maxMemory ?? defaultMaxMemory(), threads, units, unitBytes);
+  if (memory.note) options.onWarning?.(memory.note);
   await using pool = new CodecPool(threads);
   const files = await writeDirectoryAtomically(output, async (dir) => {
-    const writer = new ShardedSafetensorsWriter(dir, options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES, metadata);
+    await using writer = new ShardedSafetensorsWriter(dir, {
+      maxShardBytes: options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES,
+      metadata,
+      memoryBytes: memory.shardMemoryBytes,
+    });
     const report = (modulesDone: number) =>
       options.onProgress?.({ modulesDone, modulesTotal: units.length, bytesDone: weightBytes, bytesTotal: weightBytesTotal });
     report(0);
@@ -102,7 +122,7 @@ export async function compressModel(input: string, output: string, options: Comp
       async (unit) => {
         const parts = await Promise.all(unit.weights.map((w) => weights.readU16(w)));
         try {
-          return { unit, encoded: await pool.encode(parts, [...unit.weights], true) };
+          return { unit, encoded: await pool.encode(parts, [...unit.weights], { transfer: true, checksums: !!ledger }) };
         } catch (e) {
           if (!(e instanceof UncodableExponentError)) throw e;
           return { unit, error: e };
@@ -114,6 +134,7 @@ export async function compressModel(input: string, output: string, options: Comp
         let tensors: TensorToWrite[];
         if ("encoded" in result && result.encoded) {
           tensors = moduleTensors(unit.module, result.encoded.module);
+          if (ledger) ledger.addModule(unit.module, result.encoded.checksums!);
           compressedWeightBytes += moduleStats(result.encoded.module).compressedBytes;
         } else {
           keptUncompressed.push(unit.module);
@@ -121,6 +142,7 @@ export async function compressModel(input: string, output: string, options: Comp
           tensors = await Promise.all(
             unit.weights.map(async (w) => ({ name: w, dtype: "BF16" as const, shape: weights.info(w).shape, data: await weights.read(w) })),
           );
+          for (const t of tensors) ledger?.addTensor(t.name, await pool.checksum(t.data));
           compressedWeightBytes += bytes;
         }
         weightBytes += bytes;
@@ -128,8 +150,9 @@ export async function compressModel(input: string, output: string, options: Comp
         await writer.add(tensors);
         report(i + 1);
       },
+      memory.budget,
     );
-    const finished = await finishModelDirectory(dir, writer, { directory: input, weights, unchanged: passthrough }, (text) =>
+    const finished = await finishModelDirectory(dir, writer, { directory: input, weights, unchanged: passthrough, ledger, pool }, (text) =>
       setJsonMember(text, "dfloat11_config", dfloat11Config(chosen.patternDict), join(input, "config.json")),
     );
     outputBytes += finished.copiedBytes;

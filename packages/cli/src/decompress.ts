@@ -10,8 +10,18 @@ import {
   DEFAULT_MAX_SHARD_BYTES,
   type TensorToWrite,
 } from "@df11/hub-loader";
-import { bytesOf, compressedModulesOf, isModuleTensor, readDF11Module, weightNamesOf } from "@df11/models";
+import {
+  bytesOf,
+  checkDecodedWeights,
+  checkStoredTensors,
+  compressedModulesOf,
+  isModuleTensor,
+  readDF11Module,
+  readRecordedChecksums,
+  weightNamesOf,
+} from "@df11/models";
 import { patternDictOf, recordedShapes, shapeOfWeight } from "./model-info.js";
+import { defaultMaxMemory, planMemory } from "./memory-plan.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
 import { assertDistinctDirectories, finishModelDirectory } from "./output-model.js";
 import { CodecPool } from "./pool.js";
@@ -22,7 +32,10 @@ export interface DecompressOptions {
   readonly threads?: number;
   readonly maxShardBytes?: number;
   readonly overwrite?: boolean;
+  /** Bound on peak memory in bytes (default: half the available memory); limits the modules in flight. */
+  readonly maxMemory?: number;
   readonly onProgress?: (p: Progress) => void;
+  readonly onWarning?: (message: string) => void;
 }
 
 export interface DecompressSummary {
@@ -30,9 +43,18 @@ export interface DecompressSummary {
   readonly outputBytes: number;
   readonly files: readonly string[];
   readonly seconds: number;
+  /** Modules whose decoded weights matched a recorded checksum, and tensors copied after a stored-checksum check. */
+  readonly checkedModules: number;
+  readonly checkedTensors: number;
+  /** Files that record no checksums: what they hold was only decoded, not checked against a record. */
+  readonly filesWithoutChecksums: readonly string[];
 }
 
-/** Decode a DFloat11 model back into a standard BF16 model whose tensors are bit-identical to the original. */
+/**
+ * Decode a DFloat11 model back into a standard BF16 model whose tensors are bit-identical to the original. Where the
+ * files record checksums, every module's decoded weights and every copied tensor must match them, or
+ * nothing is written ({@link ChecksumMismatchError} names the module or tensor).
+ */
 export async function decompressModel(input: string, output: string, options: DecompressOptions = {}): Promise<DecompressSummary> {
   const started = performance.now();
   assertDistinctDirectories(input, output);
@@ -44,21 +66,35 @@ export async function decompressModel(input: string, output: string, options: De
   const passthrough = weights.names().filter((n) => !isModuleTensor(n));
   const totalBytes = modules.reduce((s, m) => s + weights.info(`${m}.sign_mantissa`).byteLength * 2, 0);
   const threads = options.threads ?? availableParallelism();
+  const checksums = readRecordedChecksums(weights);
+  // A module in flight holds its stored tensors (~0.7 of its BF16 size), the decoded weights and their copy back.
+  const moduleBytes = (m: string) => 2.8 * weights.info(`${m}.sign_mantissa`).byteLength * 2;
+  const memory = planMemory(options.maxMemory ?? defaultMaxMemory(), threads, modules, moduleBytes);
+  if (memory.note) options.onWarning?.(memory.note);
   await using pool = new CodecPool(threads);
   let decodedBytes = 0;
   let copiedBytes = 0;
+  let checkedModules = 0;
+  // The tensors copied as they are must match their records before anything is written.
+  const copied = await checkStoredTensors(weights, checksums, { skip: isModuleTensor, sum: (b) => pool.checksum(b), concurrency: threads });
 
   const files = await writeDirectoryAtomically(output, async (dir) => {
-    const writer = new ShardedSafetensorsWriter(dir, options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES, { format: "pt" });
+    await using writer = new ShardedSafetensorsWriter(dir, {
+      maxShardBytes: options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES,
+      metadata: { format: "pt" },
+      memoryBytes: memory.shardMemoryBytes,
+    });
     options.onProgress?.({ modulesDone: 0, modulesTotal: modules.length, bytesDone: 0, bytesTotal: totalBytes });
     await orderedPipeline(
       modules,
       threads,
       async (path) => {
         const module = await readDF11Module(weights, path);
-        return { path, decoded: await pool.decode(module), splits: module.splitPositions };
+        const { decoded, checksum } = await pool.decode(module);
+        return { path, decoded, checksum, splits: module.splitPositions };
       },
-      async ({ path, decoded, splits }, i) => {
+      async ({ path, decoded, checksum, splits }, i) => {
+        if (checkDecodedWeights(path, checksums, checksum)) checkedModules++;
         const names = weightNamesOf(patternDict, path);
         const parts = splitWeights(decoded, splits);
         if (parts.length !== names.length) {
@@ -75,6 +111,7 @@ export async function decompressModel(input: string, output: string, options: De
         await writer.add(tensors);
         options.onProgress?.({ modulesDone: i + 1, modulesTotal: modules.length, bytesDone: decodedBytes, bytesTotal: totalBytes });
       },
+      memory.budget,
     );
     const finished = await finishModelDirectory(dir, writer, { directory: input, weights, unchanged: passthrough }, (text) =>
       removeJsonMember(text, "dfloat11_config", join(input, "config.json")),
@@ -82,5 +119,13 @@ export async function decompressModel(input: string, output: string, options: De
     copiedBytes = finished.copiedBytes;
     return finished.files;
   }, { overwrite: options.overwrite });
-  return { modules: modules.length, outputBytes: decodedBytes + copiedBytes, files, seconds: (performance.now() - started) / 1000 };
+  return {
+    modules: modules.length,
+    outputBytes: decodedBytes + copiedBytes,
+    files,
+    seconds: (performance.now() - started) / 1000,
+    checkedModules,
+    checkedTensors: copied.checked,
+    filesWithoutChecksums: checksums.filesWithout,
+  };
 }

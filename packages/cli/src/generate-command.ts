@@ -17,6 +17,8 @@ export interface GenerationFlags {
   readonly device?: DeviceChoice;
   /** GPU: KV-cache positions per sequence. */
   readonly maxContext?: number;
+  /** Decode every DF11 module once at load and check its weights' recorded checksum. */
+  readonly verifyWeights?: boolean;
 }
 
 /** The result `df11 generate --json` prints. */
@@ -79,7 +81,7 @@ export async function runGenerate(
   write: (piece: string) => void = () => {},
   signal?: AbortSignal,
 ): Promise<GenerateResult> {
-  using model = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext });
+  using model = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights });
   const tokenizer = await TextTokenizer.load(modelDir);
   let prompt: number[];
   if (input.inputIds) prompt = input.inputIds;
@@ -115,7 +117,7 @@ export async function runGenerate(
 
 /** `df11 chat`: an interactive conversation using the model's chat template. */
 export async function runChat(modelDir: string, flags: GenerationFlags, system?: string): Promise<void> {
-  using model = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext });
+  using model = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights });
   const tokenizer = await TextTokenizer.load(modelDir);
   if (!tokenizer?.hasChatTemplate) throw new CliError(`${modelDir} has no tokenizer with a chat template; use df11 generate`);
   const eos = stopTokenIds(model, tokenizer);

@@ -16,6 +16,7 @@ export * from "./compress.js";
 export * from "./decompress.js";
 export * from "./verify.js";
 export * from "./inspect.js";
+export * from "./seal.js";
 export { DEMO_SHAPE, writeSyntheticModel, type SyntheticModelShape } from "@df11/models";
 export * from "./report.js";
 export { formatBytes, parseBytes } from "./format-bytes.js";

@@ -11,6 +11,8 @@ export interface LoadOptions {
   readonly maxContext?: number;
   /** GPU: sequences decoded together. */
   readonly slots?: number;
+  /** Decode every DF11 module once at load and check its weights' recorded checksum (--verify-weights). */
+  readonly verifyWeights?: boolean;
   /** GPU: bytes placed on the device so far. */
   readonly onProgress?: (done: number, total: number) => void;
 }

@@ -1,7 +1,10 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { copySideFiles, type SafetensorsCollection, type ShardedSafetensorsWriter } from "@df11/hub-loader";
+import { checksumHex } from "@df11/codec";
+import type { ChecksumLedger } from "@df11/models";
 import { CliError } from "./errors.js";
+import type { CodecPool } from "./pool.js";
 
 /** Refuse to write a model over the one it is read from. */
 export function assertDistinctDirectories(input: string, output: string): void {
@@ -17,7 +20,14 @@ export function assertDistinctDirectories(input: string, output: string): void {
 export async function finishModelDirectory(
   dir: string,
   writer: ShardedSafetensorsWriter,
-  source: { directory: string; weights: SafetensorsCollection; unchanged: readonly string[] },
+  source: {
+    directory: string;
+    weights: SafetensorsCollection;
+    unchanged: readonly string[];
+    /** Where the copied tensors' checksums are recorded, summed on `pool`. */
+    ledger?: ChecksumLedger;
+    pool?: CodecPool;
+  },
   editConfig: (configText: string) => string,
 ): Promise<{ files: string[]; copiedBytes: number }> {
   let copiedBytes = 0;
@@ -25,6 +35,7 @@ export async function finishModelDirectory(
     const info = source.weights.info(name);
     const data = await source.weights.read(name);
     copiedBytes += data.byteLength;
+    if (source.ledger) source.ledger.addTensor(name, source.pool ? await source.pool.checksum(data) : checksumHex(data));
     await writer.add([{ name, dtype: info.dtype, shape: info.shape, data }]);
   }
   const written = await writer.finish();

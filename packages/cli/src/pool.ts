@@ -9,6 +9,7 @@ import {
   UncodableExponentError,
   validateModule,
   type DF11Module,
+  type ModuleChecksums,
   type ModuleStats,
 } from "@df11/codec";
 import type { Outcome, WorkerError } from "./codec-worker.js";
@@ -57,21 +58,33 @@ export class CodecPool implements AsyncDisposable {
     this.piscina = new Piscina({ filename: workerFile(), minThreads: this.threads, maxThreads: this.threads, idleTimeout: 1000 });
   }
 
-  /** Compress BF16 weights into one module. */
-  async encode(parts: Uint16Array[], names: string[], transfer = false): Promise<{ module: DF11Module; histogram: Float64Array }> {
-    // With `transfer`, the parts' buffers move to the worker instead of being copied (they become unusable here).
-    const transferList = transfer ? [...new Set(parts.map((p) => p.buffer as ArrayBuffer))] : undefined;
-    return unwrap(await this.piscina.run({ parts, names }, { name: "encode", transferList }));
+  /**
+   * Compress BF16 weights into one module; with `checksums`, also the df11-sum64 checksums of the weights
+   * and of the stored tensors. With `transfer`, the parts' buffers move to the worker instead of being
+   * copied (they become unusable here).
+   */
+  async encode(
+    parts: Uint16Array[],
+    names: string[],
+    options: { transfer?: boolean; checksums?: boolean } = {},
+  ): Promise<{ module: DF11Module; histogram: Float64Array; checksums?: ModuleChecksums }> {
+    const transferList = options.transfer ? [...new Set(parts.map((p) => p.buffer as ArrayBuffer))] : undefined;
+    return unwrap(await this.piscina.run({ parts, names, checksums: options.checksums }, { name: "encode", transferList }));
   }
 
-  /** Decode a module (sequential decoder, or the kernel-semantics one). */
-  async decode(module: DF11Module, kernelSemantics = false): Promise<Uint16Array> {
+  /** Decode a module (sequential decoder, or the kernel-semantics one), with the checksum of what it decoded to. */
+  async decode(module: DF11Module, kernelSemantics = false): Promise<{ decoded: Uint16Array; checksum: string }> {
     return unwrap(await this.piscina.run({ module, kernelSemantics }, { name: "decode" }));
   }
 
-  /** Decode with both decoders, compare them, and compute the module's statistics. */
-  async check(module: DF11Module): Promise<{ decoded: Uint16Array; stats: ModuleStats }> {
+  /** Decode with both decoders, compare them, and compute the module's statistics and decoded checksum. */
+  async check(module: DF11Module): Promise<{ decoded: Uint16Array; stats: ModuleStats; checksum: string }> {
     return unwrap(await this.piscina.run({ module }, { name: "check" }));
+  }
+
+  /** df11-sum64 of bytes, on a worker (the bytes are copied to it). */
+  async checksum(bytes: Uint8Array): Promise<string> {
+    return unwrap(await this.piscina.run({ bytes }, { name: "checksum" }));
   }
 
   /**

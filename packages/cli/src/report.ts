@@ -1,3 +1,4 @@
+import type { VerifyReport } from "./verify.js";
 import type { CompressSummary } from "./compress.js";
 import type { InspectReport } from "./inspect.js";
 import { formatBytes, percent } from "./format-bytes.js";
@@ -47,4 +48,15 @@ export function formatInspectReport(r: InspectReport): string {
     table(rows),
     `Model: ${formatBytes(t.modelOriginalBytes)} as BF16 → ${formatBytes(t.modelBytes)} as DF11 (${percent(t.modelBytes / Math.max(1, t.modelOriginalBytes))})`,
   ].join("\n");
+}
+
+/** What `df11 verify` could check against recorded checksums, and what it could not. */
+export function formatChecksumCoverage(c: VerifyReport["checksums"]): string {
+  if (c.filesWithout.length > 0 && c.storedTensors === 0) {
+    return `Checksums: none recorded (${c.filesWithout.length} file(s); an official model, or written with --no-checksums): verified by decoding only; df11 seal adds them`;
+  }
+  const lines = [`Checksums (${c.writers.join(", ") || "df11"}): ${c.storedTensors} stored tensors and ${c.decodedModules} modules' decoded weights match`];
+  if (c.filesWithout.length > 0) lines.push(`  not covered: ${c.filesWithout.length} file(s) record none: ${c.filesWithout.join(", ")}`);
+  if (c.uncheckedTensors.length > 0) lines.push(`  not covered: ${c.uncheckedTensors.length} tensors without a record, e.g. ${c.uncheckedTensors.slice(0, 3).join(", ")}`);
+  return lines.join("\n");
 }

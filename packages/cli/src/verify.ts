@@ -1,7 +1,18 @@
 import { availableParallelism } from "node:os";
 import { readModelConfig, SafetensorsCollection } from "@df11/hub-loader";
-import { bytesOf, compressedModulesOf, isModuleTensor, readDF11Module, weightNamesOf } from "@df11/models";
-import { splitWeights } from "@df11/codec";
+import {
+  bytesOf,
+  checkDecodedWeights,
+  checkStoredTensors,
+  ChecksumMismatchError,
+  compressedModulesOf,
+  isModuleTensor,
+  readDF11Module,
+  readRecordedChecksums,
+  weightNamesOf,
+  type ChecksumLedger,
+} from "@df11/models";
+import { MODULE_TENSOR_SUFFIXES, splitWeights, type ModuleChecksums } from "@df11/codec";
 import { patternDictOf, recordedShapes, shapeOfWeight } from "./model-info.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
 import { CodecPool } from "./pool.js";
@@ -13,6 +24,8 @@ export interface VerifyOptions {
   readonly against?: string;
   readonly threads?: number;
   readonly onProgress?: (p: Progress) => void;
+  /** Record every module's and tensor's checksums here, as computed (what `df11 seal` writes). */
+  readonly ledger?: ChecksumLedger;
 }
 
 export interface VerifyReport {
@@ -21,12 +34,26 @@ export interface VerifyReport {
   /** Tensors compared bit for bit with the original (when `against` was given). */
   readonly comparedTensors: number;
   readonly seconds: number;
+  /** What the recorded checksums covered, and what they could not. */
+  readonly checksums: {
+    /** Stored tensors (module tensors and plain ones) whose bytes match their record. */
+    readonly storedTensors: number;
+    /** Modules whose decoded weights match their record. */
+    readonly decodedModules: number;
+    /** Tensors no record covers, and files without any. */
+    readonly uncheckedTensors: readonly string[];
+    readonly filesWithout: readonly string[];
+    readonly writers: readonly string[];
+  };
 }
 
 /**
- * Decode every module of a DF11 model with both decoders (sequential, and GPU-kernel semantics),
- * check structure and shapes, and — with `against` — compare every tensor with the original BF16
- * model. Throws {@link VerificationError} naming the first bad tensor.
+ * Check a DF11 model: first every stored tensor against the checksum recorded when it was written
+ * (without decoding), then decode every module with both decoders (sequential, and GPU-kernel
+ * semantics), check structure, shapes and the decoded weights' recorded checksum, and — with
+ * `against` — compare every tensor with the original BF16 model. Throws {@link VerificationError}
+ * naming the first bad module or tensor. Models without checksums (official ones) are checked by
+ * decoding alone; the report lists what no checksum covered.
  */
 export async function verifyModel(dir: string, options: VerifyOptions = {}): Promise<VerifyReport> {
   const started = performance.now();
@@ -43,6 +70,9 @@ export async function verifyModel(dir: string, options: VerifyOptions = {}): Pro
   const covered = new Set<string>();
   const totalBytes = modules.reduce((s, m) => s + weights.info(`${m}.sign_mantissa`).byteLength * 2, 0);
   let doneBytes = 0;
+  let decodedModules = 0;
+  const checksums = readRecordedChecksums(weights);
+  const stored = await asVerificationError(() => checkStoredTensors(weights, checksums, { sum: (b) => pool.checksum(b), concurrency: threads }));
 
   const compare = async (name: string, bytes: Uint8Array) => {
     covered.add(name);
@@ -61,12 +91,20 @@ export async function verifyModel(dir: string, options: VerifyOptions = {}): Pro
     async (path) => {
       try {
         const module = await readDF11Module(weights, path);
-        return { path, module, ...(await pool.check(module)) };
+        const checked = await pool.check(module);
+        if (options.ledger) {
+          // The stored tensors' checksums are of their bytes as stored (not as re-derived from the module).
+          const sums = { weights: checked.checksum } as ModuleChecksums;
+          for (const s of MODULE_TENSOR_SUFFIXES) sums[s] = await pool.checksum(await weights.read(`${path}.${s}`));
+          options.ledger.addModule(path, sums);
+        }
+        return { path, module, ...checked };
       } catch (e) {
         throw new VerificationError(path, (e as Error).message);
       }
     },
-    async ({ path, module, decoded }, i) => {
+    async ({ path, module, decoded, checksum }, i) => {
+      if (await asVerificationError(async () => checkDecodedWeights(path, checksums, checksum))) decodedModules++;
       const names = weightNamesOf(patternDict, path);
       const parts = splitWeights(decoded, module.splitPositions);
       if (parts.length !== names.length) {
@@ -85,10 +123,36 @@ export async function verifyModel(dir: string, options: VerifyOptions = {}): Pro
       options.onProgress?.({ modulesDone: i + 1, modulesTotal: modules.length, bytesDone: doneBytes, bytesTotal: totalBytes });
     },
   );
-  for (const name of weights.names().filter((n) => !isModuleTensor(n))) await compare(name, await weights.read(name));
+  for (const name of weights.names().filter((n) => !isModuleTensor(n))) {
+    const data = await weights.read(name);
+    await compare(name, data);
+    if (options.ledger) options.ledger.addTensor(name, await pool.checksum(data));
+  }
   if (original) {
     const missing = original.names().find((n) => !covered.has(n));
     if (missing) throw new VerificationError(missing, "is in the original model but not in the DF11 model");
   }
-  return { modules: modules.length, elements, comparedTensors: compared, seconds: (performance.now() - started) / 1000 };
+  return {
+    modules: modules.length,
+    elements,
+    comparedTensors: compared,
+    seconds: (performance.now() - started) / 1000,
+    checksums: {
+      storedTensors: stored.checked,
+      decodedModules,
+      uncheckedTensors: stored.unchecked,
+      filesWithout: checksums.filesWithout,
+      writers: checksums.writers,
+    },
+  };
+}
+
+/** A checksum mismatch, reported as verify reports any bad tensor. */
+async function asVerificationError<T>(check: () => Promise<T>): Promise<T> {
+  try {
+    return await check();
+  } catch (e) {
+    if (e instanceof ChecksumMismatchError) throw new VerificationError(e.tensor, e.message.slice(e.tensor.length + 2));
+    throw e;
+  }
 }

@@ -149,3 +149,18 @@ export function splitWeights<T extends Uint16Array>(decoded: T, splitPositions: 
   const bounds = [0, ...splitPositions, decoded.length];
   return bounds.slice(1).map((end, i) => decoded.subarray(bounds[i], end) as T);
 }
+
+/** Each stored tensor of a module, as the bytes written to safetensors (split_positions as I64 LE). */
+export function moduleTensorBytes(m: DF11Module): Record<ModuleTensorSuffix, Uint8Array> {
+  const split = new Uint8Array(m.splitPositions.length * 8);
+  const view = new DataView(split.buffer);
+  m.splitPositions.forEach((p, i) => view.setBigInt64(i * 8, BigInt(p), true));
+  return {
+    luts: m.luts,
+    encoded_exponent: m.encodedExponent,
+    sign_mantissa: m.signMantissa,
+    output_positions: outputPositionsToBytes(m.outputPositions),
+    gaps: m.gaps,
+    split_positions: split,
+  };
+}

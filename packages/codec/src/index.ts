@@ -25,3 +25,4 @@ export { decodeModule, decodeBlocks, decodeElements, decodeExponents, blockStart
 export { decodeLikeKernel } from "./kernel-decoder.js";
 export * from "./stats.js";
 export * from "./synthetic.js";
+export * from "./checksum.js";

@@ -305,6 +305,22 @@ export class DeviceModule implements Disposable {
     call(() => this.native.decodeRows(ids, rows, rowElements, out, stream?.native));
   }
 
+  /**
+   * df11-sum64 checksums of the tensors kept on the device exactly as stored (luts, encoded_exponent,
+   * sign_mantissa, gaps), computed where they lie: what the loader compares with the recorded ones.
+   */
+  storedChecksums(): Record<"luts" | "encoded_exponent" | "sign_mantissa" | "gaps", string> {
+    const where = call(() => this.native.stored());
+    using sum = new DeviceChecksum();
+    const out = {} as Record<keyof typeof where, string>;
+    for (const name of Object.keys(where) as Array<keyof typeof where>) {
+      sum.reset();
+      sum.add(where[name].address, where[name].bytes);
+      out[name] = sum.hex();
+    }
+    return out;
+  }
+
   dispose(): void {
     this.handle?.free();
     this.handle = undefined;
@@ -326,12 +342,14 @@ export function copyDeviceToDevice(dst: DeviceBuffer, src: DeviceBuffer, bytes: 
 }
 
 export { CudaBackend, type CudaBackendOptions, type CudaTensor } from "./backend/cuda-backend.js";
+export { DeviceChecksum, deviceChecksumHex } from "./integrity/device-checksum.js";
+import { DeviceChecksum } from "./integrity/device-checksum.js";
 import { registerBackend } from "@df11/models";
 import { CudaBackend as Backend } from "./backend/cuda-backend.js";
 
 // Importing this package makes `device: "cuda"` available to @df11/models' loadModel / loadCausalLM.
 registerBackend("cuda", { unavailableReason: () => cudaUnavailableReason(), load: (dir, options) => Backend.load(dir, options) });
-export { DeviceWeights, type MatrixSource, type LoadProgress } from "./backend/device-weights.js";
+export { DeviceWeights, type MatrixSource, type LoadProgress, type LoadChecks, type LoadCheckReport } from "./backend/device-weights.js";
 
 /**
  * The addon's raw entry points (kernel launchers taking device addresses). For tests and tools that

@@ -42,6 +42,7 @@ export interface NativeAddon {
   add(a: Address, b: Address, n: number, stream?: NativeStream): void;
   softcap(x: Address, n: number, cap: number, stream?: NativeStream): void;
   argmax(x: Address, rows: number, n: number, out: Address, stream?: NativeStream): void;
+  sum64(address: Address, bytes: number, firstWord: number, out: Address, stream?: NativeStream): void;
   gatherRows(x: Address, rows: Address, count: number, dim: number, out: Address, stream?: NativeStream): void;
   rmsNorm(x: Address, rows: number, dim: number, weight: Address, eps: number, unitOffset: boolean, out: Address, residual: Address, stream?: NativeStream): void;
   linear(
@@ -95,6 +96,8 @@ export interface NativeModule {
   free(): void;
   decodeRange(out: Address, lo: number, hi: number, stream?: NativeStream): void;
   decodeRows(ids: Address, rows: number, rowElements: number, out: Address, stream?: NativeStream): void;
+  /** Where the tensors kept as stored lie on the device. */
+  stored(): Record<"luts" | "encoded_exponent" | "sign_mantissa" | "gaps", { address: Address; bytes: number }>;
   readonly elements: number;
   readonly deviceBytes: number;
 }

@@ -21,6 +21,25 @@ export function removePendingTemporaries(): void {
 }
 
 /**
+ * Several files replaced together: each new version is written to a temporary sibling first, and only
+ * when all are complete are they renamed over the originals (each rename is atomic; a failure before
+ * them leaves every original untouched and removes the temporaries).
+ */
+export async function replaceFilesAtomically(targets: readonly string[], write: (target: string, tmp: string) => Promise<void>): Promise<void> {
+  const temps = targets.map(temporarySibling);
+  temps.forEach((t) => pending.add(t));
+  try {
+    for (let i = 0; i < targets.length; i++) await write(targets[i], temps[i]);
+    for (let i = 0; i < targets.length; i++) await rename(temps[i], targets[i]);
+  } catch (e) {
+    await Promise.all(temps.map((t) => rm(t, { force: true })));
+    throw e;
+  } finally {
+    temps.forEach((t) => pending.delete(t));
+  }
+}
+
+/**
  * Run `write(tmp)` against a temporary sibling of `target`, then rename it into place. On failure the
  * temporary is removed and `target` is untouched, so no half-written file or directory is ever visible.
  */

@@ -15,6 +15,7 @@ export * from "./safetensors-reader.js";
 export * from "./safetensors-writer.js";
 export * from "./safetensors-collection.js";
 export * from "./sharded-writer.js";
+export * from "./metadata-rewrite.js";
 export * from "./atomic.js";
 export * from "./model-directory.js";
 export * from "./hub/environment.js";

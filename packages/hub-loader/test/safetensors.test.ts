@@ -1,4 +1,5 @@
 import { mkdtemp, readdir, rm, writeFile, readFile, open } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -9,6 +10,7 @@ import {
   ShardedSafetensorsWriter,
   writeDirectoryAtomically,
   writeSafetensors,
+  copySafetensorsWithMetadata,
 } from "../src/index.js";
 
 let dir: string;
@@ -72,7 +74,7 @@ describe("safetensors round trip", () => {
   it("shards with an index and reads the directory back as one collection", async () => {
     const out = join(dir, "sharded");
     await writeDirectoryAtomically(out, async (tmp) => {
-      const w = new ShardedSafetensorsWriter(tmp, 10);
+      const w = new ShardedSafetensorsWriter(tmp, { maxShardBytes: 10 });
       await w.add([{ name: "a", dtype: "U8", shape: [8], data: new Uint8Array(8).fill(1) }]);
       await w.add([{ name: "b", dtype: "U8", shape: [8], data: new Uint8Array(8).fill(2) }]);
       await w.finish();
@@ -80,6 +82,44 @@ describe("safetensors round trip", () => {
     expect((await readdir(out)).sort()).toEqual(["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"]);
     await using c = await SafetensorsCollection.openDirectory(out);
     expect([...(await c.read("b"))]).toEqual(new Array(8).fill(2));
+  });
+
+  it("past its memory budget a shard goes through a spool file, with the same bytes; metadata can be made per shard", async () => {
+    const tensors = Array.from({ length: 12 }, (_, i) => ({
+      name: `t${String(i).padStart(2, "0")}`,
+      dtype: "U8" as const,
+      shape: [1000 + i],
+      data: Uint8Array.from({ length: 1000 + i }, (_, j) => (i * 31 + j) & 255),
+    }));
+    const write = async (name: string, memoryBytes: number) => {
+      const out = join(dir, name);
+      await writeDirectoryAtomically(out, async (tmp) => {
+        await using w = new ShardedSafetensorsWriter(tmp, {
+          maxShardBytes: 6500,
+          memoryBytes,
+          metadata: (layouts) => ({ first: layouts[0].name, count: String(layouts.length) }),
+        });
+        for (const t of tensors) await w.add([t]);
+        await w.finish();
+      });
+      return out;
+    };
+    const inMemory = await write("in-memory", 1 << 20);
+    const spooled = await write("spooled", 1500); // most tensors go to the spool
+    const files = (await readdir(inMemory)).sort();
+    expect(files).toEqual((await readdir(spooled)).sort());
+    expect(files).toHaveLength(3); // two shards + index
+    for (const f of files) expect(readFileSync(join(spooled, f)).equals(readFileSync(join(inMemory, f))), f).toBe(true);
+    await using c = await SafetensorsCollection.openDirectory(spooled);
+    expect(c.files.map((f) => f.metadata)).toEqual([{ first: "t00", count: "6" }, { first: "t06", count: "6" }]);
+    for (const t of tensors) expect(Buffer.from(await c.read(t.name)).equals(Buffer.from(t.data))).toBe(true);
+
+    // A copy with other metadata keeps every tensor byte for byte.
+    const copy = join(dir, "copy.safetensors");
+    await copySafetensorsWithMetadata(c.files[0].path, copy, { only: "this" });
+    await using f = await SafetensorsFile.open(copy);
+    expect(f.metadata).toEqual({ only: "this" });
+    for (const n of f.names()) expect(Buffer.from(await f.read(n)).equals(Buffer.from(await c.files[0].read(n)))).toBe(true);
   });
 });
 

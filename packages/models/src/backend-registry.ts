@@ -8,6 +8,13 @@ export interface BackendLoadOptions {
   readonly slots?: number;
   /** Bytes of weights placed on the device so far. */
   readonly onProgress?: (done: number, total: number) => void;
+  /**
+   * Check the stored tensors against the checksums recorded in the files (default true; cheap: on the
+   * GPU, summed where they were uploaded). A mismatch throws {@link ChecksumMismatchError}.
+   */
+  readonly checkStored?: boolean;
+  /** Also decode every DF11 module once at load and check its weights' recorded checksum. */
+  readonly verifyWeights?: boolean;
 }
 
 /** A device backend that another package provides (the CUDA one lives in @df11/cuda-kernel). */

@@ -1,9 +1,10 @@
 import {
   MODULE_TENSOR_SUFFIXES,
+  moduleTensorBytes,
   outputPositionsFromBytes,
-  outputPositionsToBytes,
   InvalidModuleError,
   type DF11Module,
+  type ModuleTensorSuffix,
 } from "@df11/codec";
 import type { SafetensorsCollection, TensorToWrite } from "@df11/hub-loader";
 
@@ -58,20 +59,21 @@ export async function readDF11Module(weights: SafetensorsCollection, path: strin
 
 /** The six tensors of a module, ready for a safetensors writer, in the official dtypes and shapes. */
 export function moduleTensors(path: string, m: DF11Module): TensorToWrite[] {
-  const split = BigInt64Array.from(m.splitPositions.map(BigInt));
-  return [
-    { name: `${path}.luts`, dtype: "U8", shape: [m.luts.length / 256, 256], data: m.luts },
-    { name: `${path}.encoded_exponent`, dtype: "U8", shape: [m.encodedExponent.length], data: m.encodedExponent },
-    { name: `${path}.sign_mantissa`, dtype: "U8", shape: [m.signMantissa.length], data: m.signMantissa },
-    {
-      name: `${path}.output_positions`,
-      dtype: "U8",
-      shape: [m.outputPositions.length * 4],
-      data: outputPositionsToBytes(m.outputPositions),
-    },
-    { name: `${path}.gaps`, dtype: "U8", shape: [m.gaps.length], data: m.gaps },
-    { name: `${path}.split_positions`, dtype: "I64", shape: [split.length], data: new Uint8Array(split.buffer) },
-  ];
+  const bytes = moduleTensorBytes(m);
+  const shapes: Record<ModuleTensorSuffix, number[]> = {
+    luts: [m.luts.length / 256, 256],
+    encoded_exponent: [m.encodedExponent.length],
+    sign_mantissa: [m.signMantissa.length],
+    output_positions: [bytes.output_positions.length],
+    gaps: [m.gaps.length],
+    split_positions: [m.splitPositions.length],
+  };
+  return MODULE_TENSOR_SUFFIXES.map((suffix) => ({
+    name: `${path}.${suffix}`,
+    dtype: suffix === "split_positions" ? "I64" : "U8",
+    shape: shapes[suffix],
+    data: bytes[suffix],
+  }));
 }
 
 /** View 16-bit words as bytes (no copy). */

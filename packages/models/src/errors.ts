@@ -24,3 +24,22 @@ export class WeightLayoutError extends ModelsError {
     super(`${tensor}: ${detail}`);
   }
 }
+
+/** A tensor or decoded weights whose df11-sum64 differs from the checksum recorded when the model was written. */
+export class ChecksumMismatchError extends ModelsError {
+  override name = "ChecksumMismatchError";
+  constructor(
+    /** The stored tensor (`<module>.sign_mantissa`, a plain weight) or the module whose decoded weights differ. */
+    readonly tensor: string,
+    readonly expected: string,
+    readonly actual: string,
+    /** `stored` for a tensor as stored, `weights` for a module's decoded BF16 weights. */
+    readonly kind: "stored" | "weights",
+  ) {
+    super(
+      kind === "weights"
+        ? `${tensor}: its decoded weights have checksum ${actual}, but ${expected} was recorded when it was compressed: the module is corrupt`
+        : `${tensor}: checksum ${actual}, but ${expected} was recorded when it was written: the file is corrupt`,
+    );
+  }
+}

@@ -6,6 +6,9 @@ import { parseTextModelConfig } from "./config.js";
 import { ConfigError, ModelsError } from "./errors.js";
 import type { PatternDict } from "./pattern-dict.js";
 import { Bf16WeightStore, Df11WeightStore } from "./weight-store.js";
+import { checksumHex, decodeModule } from "@df11/codec";
+import { compressedModulesOf, readDF11Module } from "./df11-checkpoint.js";
+import { checkDecodedWeights, checkStoredTensors, readRecordedChecksums } from "./integrity.js";
 
 export interface LoadCausalLMOptions extends BackendLoadOptions {
   /** cpu (default here), cuda, or auto: the GPU when @df11/cuda-kernel is installed and a GPU is usable. */
@@ -15,7 +18,9 @@ export interface LoadCausalLMOptions extends BackendLoadOptions {
 /**
  * Load a causal LM from a model directory, BF16 or DFloat11 (detected by `dfloat11_config`). On the CPU
  * only a DF11 model's compressed modules are held, each decoded just before use; `device: "cuda"` runs
- * it on the GPU through @df11/cuda-kernel (which must be installed).
+ * it on the GPU through @df11/cuda-kernel (which must be installed). Stored tensors are checked against
+ * the checksums the files record (if any) unless `checkStored` is false; `verifyWeights` also decodes
+ * every module once and checks its weights. A mismatch throws {@link ChecksumMismatchError}.
  */
 export async function loadCausalLM(directory: string, options: LoadCausalLMOptions = {}): Promise<CausalLM> {
   const device = options.device ?? "cpu";
@@ -23,7 +28,13 @@ export async function loadCausalLM(directory: string, options: LoadCausalLMOptio
     const provider = await backendProvider("cuda");
     const reason = provider ? provider.unavailableReason() : "@df11/cuda-kernel is not installed (npm install @df11/cuda-kernel)";
     if (!reason) {
-      const backend = await provider!.load(directory, { maxContext: options.maxContext, slots: options.slots, onProgress: options.onProgress });
+      const backend = await provider!.load(directory, {
+        maxContext: options.maxContext,
+        slots: options.slots,
+        onProgress: options.onProgress,
+        checkStored: options.checkStored,
+        verifyWeights: options.verifyWeights,
+      });
       return new CausalLM(backend.config, backend);
     }
     if (device === "cuda") throw new ModelsError(`device cuda: ${reason}`);
@@ -34,6 +45,13 @@ export async function loadCausalLM(directory: string, options: LoadCausalLMOptio
   const df11 = raw.dfloat11_config as { pattern_dict?: PatternDict } | undefined;
   if (df11 !== undefined && (typeof df11 !== "object" || !df11.pattern_dict)) {
     throw new ConfigError("dfloat11_config.pattern_dict", "missing");
+  }
+  const recorded = readRecordedChecksums(weights);
+  if (options.checkStored !== false) await checkStoredTensors(weights, recorded);
+  if (options.verifyWeights && df11) {
+    for (const path of compressedModulesOf(weights.names())) {
+      checkDecodedWeights(path, recorded, checksumHex(decodeModule(await readDF11Module(weights, path))));
+    }
   }
   const store = df11 ? await Df11WeightStore.load(weights, df11.pattern_dict!) : await Bf16WeightStore.load(weights);
   return new CausalLM(config, new CpuBackend(config, store, options.maxContext));

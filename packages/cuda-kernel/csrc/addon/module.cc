@@ -12,7 +12,8 @@ Napi::FunctionReference Module::ctor;
 void Module::Init(Napi::Env env, Napi::Object exports) {
   Napi::Function f = DefineClass(env, "Module",
                                  {InstanceMethod("free", &Module::Free), InstanceMethod("decodeRange", &Module::DecodeRange),
-                                  InstanceMethod("decodeRows", &Module::DecodeRows), InstanceAccessor("elements", &Module::Elements, nullptr),
+                                  InstanceMethod("decodeRows", &Module::DecodeRows),
+                                  InstanceMethod("stored", &Module::Stored), InstanceAccessor("elements", &Module::Elements, nullptr),
                                   InstanceAccessor("deviceBytes", &Module::DeviceBytes, nullptr)});
   ctor = Napi::Persistent(f);
   exports.Set("Module", f);
@@ -63,6 +64,8 @@ Module::Module(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Module>(info) 
     base_ = nullptr;
     throw;
   }
+  streamBytes_ = stream.length;
+  gapsBytes_ = gaps.length;
   view_ = {b + oLuts, reinterpret_cast<const uint32_t*>(b + oTable), b + oCount, b + oStream, b + oSm, reinterpret_cast<const uint32_t*>(b + oOp), b + oGaps,
            nLuts, static_cast<uint32_t>(sm.length), blocks, maxSpan};
 }
@@ -97,6 +100,26 @@ uint32_t Module::blocksPerRow(uint32_t rowElements) {
   for (uint32_t lo = 0; lo + rowElements <= view_.nElements; lo += rowElements) most = std::max(most, blockOf(lo + rowElements - 1) - blockOf(lo) + 1);
   rowSpans_[rowElements] = most;
   return most;
+}
+
+// stored(): where the tensors uploaded as stored lie, for checking their checksums on the device:
+// { luts, encoded_exponent, sign_mantissa, gaps } → { address, bytes }. (output_positions and
+// split_positions are not kept as stored.)
+Napi::Value Module::Stored(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const df11::ModuleView& m = view(env);
+  Napi::Object o = Napi::Object::New(env);
+  const auto put = [&](const char* name, const void* p, size_t bytes) {
+    Napi::Object t = Napi::Object::New(env);
+    t.Set("address", addressOf(p));
+    t.Set("bytes", static_cast<double>(bytes));
+    o.Set(name, t);
+  };
+  put("luts", m.luts, static_cast<size_t>(m.nLuts) * 256);
+  put("encoded_exponent", m.stream, streamBytes_);
+  put("sign_mantissa", m.signMantissa, m.nElements);
+  put("gaps", m.gaps, gapsBytes_);
+  return o;
 }
 
 // decodeRange(outAddress, lo, hi, stream?): elements [lo, hi) → out[0 .. hi − lo). lo % 8 == 0.

@@ -23,12 +23,14 @@ class Module : public Napi::ObjectWrap<Module> {
   Napi::Value DeviceBytes(const Napi::CallbackInfo& info);
   Napi::Value DecodeRange(const Napi::CallbackInfo& info);
   Napi::Value DecodeRows(const Napi::CallbackInfo& info);
+  Napi::Value Stored(const Napi::CallbackInfo& info);
   uint32_t blockOf(uint32_t element) const;
   uint32_t blocksPerRow(uint32_t rowElements);
 
   void* base_ = nullptr;
   size_t bytes_ = 0;
   df11::ModuleView view_{};
+  size_t streamBytes_ = 0, gapsBytes_ = 0;               // encoded_exponent and gaps as stored (before padding)
   std::vector<uint32_t> positions_;                      // host copy of output_positions (blocks + 1)
   std::unordered_map<uint32_t, uint32_t> rowSpans_;      // rowElements → most blocks one row spans
 };

@@ -1,5 +1,6 @@
 #include "ops.h"
 
+#include "../kernels/checksum.h"
 #include "../kernels/decode.h"
 #include "../kernels/inference.h"
 #include "device-buffer.h"
@@ -227,6 +228,20 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// sum64(address, bytes, firstWord, outAddress, stream?): add the df11-sum64 lanes of the bytes to the
+// two uint32 at outAddress (asynchronous; sum window after window into the same two words).
+Napi::Value Sum64(const Napi::CallbackInfo& info) {
+  const double bytes = numberArg(info, 1, "bytes"), firstWord = numberArg(info, 2, "firstWord");
+  if (!(bytes >= 0) || !(firstWord >= 0)) throw Napi::RangeError::New(info.Env(), "sum64: bytes and firstWord must be ≥ 0");
+  const void* data = pointerArg<const void>(info, 0, "address");
+  if (reinterpret_cast<uintptr_t>(data) % 16 != 0) throw Napi::RangeError::New(info.Env(), "sum64: the data must be 16-byte aligned");
+  throwIfError(info.Env(),
+               df11::launchSum64(data, static_cast<uint64_t>(bytes), static_cast<uint32_t>(static_cast<uint64_t>(firstWord) & 0xffffffffu),
+                                 pointerArg<uint32_t>(info, 3, "out"), streamOf(info[4])),
+               "sum64");
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void InitOps(Napi::Env env, Napi::Object exports) {
@@ -251,6 +266,7 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   fn("setGemvVariant", SetGemvVariant);
   fn("qkvPrepare", QkvPrepare);
   fn("attention", Attention);
+  fn("sum64", Sum64);
 }
 
 }  // namespace df11addon

@@ -2,6 +2,7 @@ import { readModelConfig, SafetensorsCollection } from "@df11/hub-loader";
 import {
   ConfigError,
   parseTextModelConfig,
+  readRecordedChecksums,
   ropeTable,
   WeightLayoutError,
   type Backend,
@@ -16,7 +17,7 @@ import { OutOfDeviceMemoryError } from "../errors.js";
 import { CudaEvent, CudaGraph, CudaStream, DeviceBuffer, memoryInfo, setDevice } from "../index.js";
 import { OpProfile } from "./op-profile.js";
 import { call, native, type Address, type NativeAttention } from "../native.js";
-import { DeviceWeights, type LoadProgress, type MatrixSource } from "./device-weights.js";
+import { DeviceWeights, type LoadCheckReport, type LoadProgress, type MatrixSource } from "./device-weights.js";
 
 /** An activation tensor on the GPU: [rows, cols] float32 at `address`. */
 export interface CudaTensor extends BackendTensor {
@@ -46,6 +47,10 @@ export interface CudaBackendOptions {
   /** CUDA device index. Default 0. */
   readonly device?: number;
   readonly onProgress?: LoadProgress;
+  /** Check the stored tensors against the checksums the files record, on the GPU where they were uploaded (default true). */
+  readonly checkStored?: boolean;
+  /** Also decode every DF11 module once at load, summing each window right after its decode, and check its weights' recorded checksum. */
+  readonly verifyWeights?: boolean;
   /**
    * Time every op on the GPU (a synchronisation after each; no graph replay): see {@link CudaBackend.profile}.
    * For finding where the time goes, not for speed.
@@ -191,7 +196,8 @@ export class CudaBackend implements Backend<CudaTensor> {
         free,
       );
     }
-    const deviceWeights = await DeviceWeights.load(weights, df11?.pattern_dict, options.onProgress);
+    const checks = { recorded: readRecordedChecksums(weights), stored: options.checkStored !== false, weights: !!options.verifyWeights };
+    const deviceWeights = await DeviceWeights.load(weights, df11?.pattern_dict, options.onProgress, checks);
     try {
       return new CudaBackend(config, deviceWeights, maxRows, slots, maxContext, chunk, options.fault, options.profile ?? false, options.gemmMinRows ?? 9);
     } catch (e) {
@@ -202,6 +208,11 @@ export class CudaBackend implements Backend<CudaTensor> {
 
   has(name: string): boolean {
     return this.deviceWeights.has(name);
+  }
+
+  /** What the checksum checks at load covered and cost. */
+  get loadChecks(): LoadCheckReport {
+    return this.deviceWeights.checks;
   }
 
   tensor(name: string, rows: number, cols: number): CudaTensor {

@@ -1,5 +1,17 @@
 import type { SafetensorsCollection } from "@df11/hub-loader";
-import { compressedModulesOf, isModuleTensor, readDF11Module, weightNamesOf, WeightLayoutError, type PatternDict } from "@df11/models";
+import { checksumHex } from "@df11/codec";
+import {
+  ChecksumMismatchError,
+  checkDecodedWeights,
+  compressedModulesOf,
+  isModuleTensor,
+  readDF11Module,
+  weightNamesOf,
+  WeightLayoutError,
+  type PatternDict,
+  type RecordedChecksums,
+} from "@df11/models";
+import { DeviceChecksum } from "../integrity/device-checksum.js";
 import { DeviceBuffer, DeviceModule } from "../index.js";
 import { call, native, type Address } from "../native.js";
 
@@ -10,6 +22,27 @@ export type MatrixSource =
 
 /** Loading progress: bytes of the checkpoint placed on the GPU so far. */
 export type LoadProgress = (done: number, total: number) => void;
+
+/** Which recorded checksums to check while loading. */
+export interface LoadChecks {
+  readonly recorded: RecordedChecksums;
+  /** Stored tensors, summed on the GPU where they were uploaded (small ones on the host). */
+  readonly stored: boolean;
+  /** Each DF11 module decoded once, window by window, and its weights summed right after the decode. */
+  readonly weights: boolean;
+}
+
+/** What the checks at load covered and cost. */
+export interface LoadCheckReport {
+  storedTensors: number;
+  storedMs: number;
+  decodedModules: number;
+  /** Decode + checksum time per module, in ms (GPU wall time, synchronised). */
+  weightsMsPerModule: number[];
+}
+
+/** Elements decoded per window when checking a module's weights at load. */
+const VERIFY_WINDOW = 16 * 1024 * 1024;
 
 /** Matrices of one layer in the order the official pattern_dicts compress them, so fused projections are adjacent. */
 const LAYER_ORDER = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.gate_up_proj", "mlp.down_proj"];
@@ -32,6 +65,7 @@ export class DeviceWeights implements Disposable {
   private readonly modules: DeviceModule[] = [];
   private fused = new Map<string, Address>();
   residentBytes = 0;
+  readonly checks: LoadCheckReport = { storedTensors: 0, storedMs: 0, decodedModules: 0, weightsMsPerModule: [] };
 
   private constructor(readonly kind: "bf16" | "df11") {}
 
@@ -49,10 +83,10 @@ export class DeviceWeights implements Disposable {
   }
 
   /** Upload a checkpoint (BF16, or DF11 with its pattern_dict). */
-  static async load(weights: SafetensorsCollection, patternDict: PatternDict | undefined, onProgress?: LoadProgress): Promise<DeviceWeights> {
+  static async load(weights: SafetensorsCollection, patternDict: PatternDict | undefined, onProgress?: LoadProgress, checks?: LoadChecks): Promise<DeviceWeights> {
     const w = new DeviceWeights(patternDict ? "df11" : "bf16");
     try {
-      await w.upload(weights, patternDict, onProgress);
+      await w.upload(weights, patternDict, onProgress, checks);
       return w;
     } catch (e) {
       w.dispose();
@@ -60,7 +94,23 @@ export class DeviceWeights implements Disposable {
     }
   }
 
-  private async upload(weights: SafetensorsCollection, patternDict: PatternDict | undefined, onProgress?: LoadProgress): Promise<void> {
+  private async upload(weights: SafetensorsCollection, patternDict: PatternDict | undefined, onProgress?: LoadProgress, checks?: LoadChecks): Promise<void> {
+    using sum = checks && (checks.stored || checks.weights) ? new DeviceChecksum() : undefined;
+    /** Compare a stored tensor's checksum (no record: nothing to check). */
+    const expectStored = (name: string, actual: () => string) => {
+      const expected = checks?.stored ? checks.recorded.stored.get(name) : undefined;
+      if (expected === undefined) return;
+      const started = performance.now();
+      const got = actual();
+      this.checks.storedMs += performance.now() - started;
+      this.checks.storedTensors++;
+      if (got !== expected) throw new ChecksumMismatchError(name, expected, got, "stored");
+    };
+    const onDevice = (address: Address, bytes: number) => () => {
+      sum!.reset();
+      sum!.add(address, bytes);
+      return sum!.hex();
+    };
     const total = weights.names().reduce((n, t) => n + weights.info(t).byteLength, 0);
     let done = 0;
     const progress = (bytes: number) => onProgress?.((done += bytes), total);
@@ -74,6 +124,16 @@ export class DeviceWeights implements Disposable {
         }
         const gpu = DeviceModule.upload(module);
         this.modules.push(gpu);
+        if (checks?.stored && checks.recorded.modules.has(path)) {
+          const onGpu = gpu.storedChecksums();
+          for (const [suffix, hex] of Object.entries(onGpu)) expectStored(`${path}.${suffix}`, () => hex);
+          // output_positions and split_positions are not kept as stored on the device: small, summed here.
+          for (const suffix of ["output_positions", "split_positions"]) {
+            const raw = await weights.read(`${path}.${suffix}`);
+            expectStored(`${path}.${suffix}`, () => checksumHex(raw));
+          }
+        }
+        if (checks?.weights && checks.recorded.modules.has(path)) this.checkModuleWeights(gpu, path, checks.recorded, sum!);
         this.residentBytes += gpu.deviceBytes;
         const bounds = [0, ...module.splitPositions, module.signMantissa.length];
         names.forEach((name, i) => this.matrices.set(name, { kind: "df11", module: gpu, start: bounds[i], elements: bounds[i + 1] - bounds[i], modulePath: path }));
@@ -99,6 +159,10 @@ export class DeviceWeights implements Disposable {
     if (vectorBytes > 0) {
       const buf = this.own(DeviceBuffer.alloc(vectorBytes));
       for (const n of vectorNames) {
+        if (checks?.stored && checks.recorded.stored.has(n)) {
+          const raw = await weights.read(n);
+          expectStored(n, () => checksumHex(raw));
+        }
         const values = await weights.readFloat32(n);
         buf.upload(values, offsets.get(n)!);
         this.vectors.set(n, { address: buf.address + offsets.get(n)!, length: values.length });
@@ -119,11 +183,29 @@ export class DeviceWeights implements Disposable {
       for (const n of names) {
         const info = weights.info(n);
         buf.upload(await weights.read(n), offset);
+        expectStored(n, onDevice(buf.address + offset, info.byteLength));
         this.matrices.set(n, { kind: "resident", address: buf.address + offset, elements: info.byteLength / 2, shape: info.shape });
         offset += align(info.byteLength, 256);
         progress(info.byteLength);
       }
     }
+  }
+
+  /** Decode a module window by window into a scratch buffer, sum each window right after its decode, compare. */
+  private checkModuleWeights(module: DeviceModule, path: string, recorded: RecordedChecksums, sum: DeviceChecksum): void {
+    const started = performance.now();
+    const window = Math.min(VERIFY_WINDOW, Math.ceil(module.elements / 8) * 8);
+    using scratch = DeviceBuffer.alloc(window * 2 + 16);
+    sum.reset();
+    for (let lo = 0; lo < module.elements; lo += window) {
+      const hi = Math.min(module.elements, lo + window);
+      module.decodeRange(scratch.address, lo, hi);
+      sum.add(scratch.address, (hi - lo) * 2, lo / 2);
+    }
+    const actual = sum.hex();
+    this.checks.weightsMsPerModule.push(performance.now() - started);
+    this.checks.decodedModules++;
+    checkDecodedWeights(path, recorded, actual);
   }
 
   private own(b: DeviceBuffer): DeviceBuffer {

@@ -26,6 +26,10 @@ export interface LoadModelOptions {
   readonly slots?: number;
   /** Requests that may wait for a free slot (default 4 × slots); more are refused (QueueFullError). */
   readonly maxQueue?: number;
+  /** Check the stored tensors against the checksums the files record (default true). */
+  readonly checkStored?: boolean;
+  /** Also decode every DF11 module once at load and check its weights' recorded checksum. */
+  readonly verifyWeights?: boolean;
   readonly onProgress?: (progress: LoadProgress) => void;
 }
 
@@ -169,6 +173,8 @@ export async function loadModel(source: string, options: LoadModelOptions = {}):
     device: options.device ?? "auto",
     maxContext: options.maxContext,
     slots: options.slots,
+    checkStored: options.checkStored,
+    verifyWeights: options.verifyWeights,
     onProgress: (done, total) => options.onProgress?.({ phase: "load", done, total }),
   });
   try {

@@ -1,0 +1,64 @@
+import { formatSum64, type Sum64 } from "@df11/codec";
+import { DeviceBuffer, type CudaStream } from "../index.js";
+import { call, native, type Address } from "../native.js";
+
+/**
+ * df11-sum64 computed on the GPU (same algorithm and result as @df11/codec's `checksumHex`), summed
+ * slice after slice into one pair of device words: the slices may be decode windows of a module, each
+ * given the index of its first 32-bit word in the whole stream.
+ *
+ * @example
+ * ```ts
+ * using sum = new DeviceChecksum();
+ * sum.add(buffer.address, buffer.byteLength);
+ * sum.hex(); // === checksumHex(the same bytes on the host)
+ * ```
+ */
+export class DeviceChecksum implements Disposable {
+  private readonly lanes = DeviceBuffer.alloc(8);
+
+  constructor() {
+    this.reset();
+  }
+
+  /** Start again from zero (synchronous). */
+  reset(): void {
+    this.lanes.fill(0);
+  }
+
+  /**
+   * Add `bytes` bytes at `address` (16-byte aligned), the first being word `firstWordIndex` of the
+   * stream (so a slice starting at byte offset o of the stream has firstWordIndex o / 4). Asynchronous on `stream`.
+   */
+  add(address: Address, bytes: number, firstWordIndex = 0, stream?: CudaStream): void {
+    call(() => native().sum64(address, bytes, firstWordIndex, this.lanes.address, stream?.native));
+  }
+
+  /** Wait for `stream` (or the whole device) and read the sum. */
+  read(stream?: CudaStream): Sum64 {
+    if (stream) stream.synchronize();
+    else call(() => native().synchronize());
+    const lanes = this.lanes.download(new Uint32Array(2));
+    return { a: lanes[0], b: lanes[1] };
+  }
+
+  /** {@link read} as 16 hex digits. */
+  hex(stream?: CudaStream): string {
+    return formatSum64(this.read(stream));
+  }
+
+  dispose(): void {
+    this.lanes.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/** df11-sum64 of device memory, as 16 hex digits (synchronous). */
+export function deviceChecksumHex(address: Address, bytes: number, firstWordIndex = 0): string {
+  using sum = new DeviceChecksum();
+  sum.add(address, bytes, firstWordIndex);
+  return sum.hex();
+}

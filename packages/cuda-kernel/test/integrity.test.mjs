@@ -1,0 +1,82 @@
+// Checksums on the GPU: df11-sum64 computed on the device equals the CPU codec's; loading checks the
+// stored tensors where they were uploaded and, with verifyWeights, each module's decoded weights right
+// after its decode. Skipped, with the reason, without a GPU.
+import assert from "node:assert/strict";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after } from "node:test";
+import { checksumHex, encodeModule, moduleTensorBytes, syntheticWeights } from "../../codec/dist/index.js";
+import { ChecksumMismatchError, loadCausalLM, writeSyntheticModel } from "../../models/dist/index.js";
+import { compressModel } from "../../cli/dist/index.js";
+import { gpuTest } from "./gpu-helpers.mjs";
+import { CudaBackend, DeviceBuffer, DeviceChecksum, DeviceModule, deviceChecksumHex } from "../dist/index.js";
+
+const work = mkdtempSync(join(tmpdir(), "df11-gpu-integrity-"));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+const randomBytes = (n, seed) => {
+  let s = seed >>> 0;
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) out[i] = (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) >>> 24;
+  return out;
+};
+
+gpuTest("df11-sum64 on the GPU equals the CPU codec's, for any length, and window sums add up", () => {
+  for (const n of [0, 1, 2, 3, 4, 5, 15, 16, 17, 1000, 1003, 65_536 + 7, 5_000_001]) {
+    const bytes = randomBytes(n, n + 3);
+    using buf = DeviceBuffer.from(bytes.length ? bytes : new Uint8Array(16));
+    assert.equal(deviceChecksumHex(buf.address, n), checksumHex(bytes), `${n} bytes`);
+  }
+  // 300 MB, summed in windows into one accumulator (as verifyWeights does after each decode window).
+  const big = randomBytes(300_000_000, 5);
+  using buf = DeviceBuffer.from(big);
+  using sum = new DeviceChecksum();
+  const window = 64 * 1024 * 1024;
+  for (let lo = 0; lo < big.length; lo += window) sum.add(buf.address + lo, Math.min(window, big.length - lo), lo / 4);
+  assert.equal(sum.hex(), checksumHex(big));
+});
+
+gpuTest("DeviceModule.storedChecksums: the uploaded tensors sum to what the CPU sums of the stored bytes", () => {
+  const parts = [syntheticWeights(1_000_003, 1), syntheticWeights(2_000_000, 2)];
+  const { module } = encodeModule(parts);
+  using gpu = DeviceModule.upload(module);
+  const stored = moduleTensorBytes(module);
+  const got = gpu.storedChecksums();
+  for (const name of ["luts", "encoded_exponent", "sign_mantissa", "gaps"]) assert.equal(got[name], checksumHex(stored[name]), name);
+});
+
+/** A copy of `dir` with one bit of `tensor` flipped. */
+function flipBit(dir, name, tensor, at = 33) {
+  const out = join(work, name);
+  cpSync(dir, out, { recursive: true });
+  const file = join(out, "model.safetensors");
+  const bytes = readFileSync(file);
+  const n = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + n).toString("utf8"));
+  bytes[8 + n + header[tensor].data_offsets[0] + at] ^= 0x10;
+  writeFileSync(file, bytes);
+  return out;
+}
+
+gpuTest("loading on the GPU checks stored tensors by default, and decoded weights with verifyWeights; corruption is named", async () => {
+  const bf16 = join(work, "bf16");
+  await writeSyntheticModel(bf16, { vocab: 1000, hidden: 256, intermediate: 512, layers: 2, heads: 4, kvHeads: 2 }, { seed: 4 });
+  const df11 = join(work, "df11");
+  await compressModel(bf16, df11, { threads: 2 });
+
+  const clean = await CudaBackend.load(df11, { verifyWeights: true });
+  assert.equal(clean.loadChecks.decodedModules, 4);
+  assert.equal(clean.loadChecks.storedTensors, 4 * 6 + 5); // 4 modules × 6 tensors + 5 norms
+  clean.dispose();
+
+  const flipped = flipBit(df11, "flipped", "model.layers.1.sign_mantissa");
+  await assert.rejects(CudaBackend.load(flipped), (e) => e instanceof ChecksumMismatchError && /model\.layers\.1\.sign_mantissa: checksum/.test(e.message));
+  // Skipping the stored check, the weights check still sees it (the flipped byte changes a weight).
+  await assert.rejects(CudaBackend.load(flipped, { checkStored: false, verifyWeights: true }), /model\.layers\.1: its decoded weights have checksum/);
+  // Through the public loader too.
+  await assert.rejects(loadCausalLM(flipped, { device: "cuda" }), /model\.layers\.1\.sign_mantissa/);
+
+  const flippedBf16 = flipBit(join(work, "bf16"), "flipped-bf16-copy", "model.layers.0.mlp.up_proj.weight");
+  (await CudaBackend.load(flippedBf16)).dispose(); // a BF16 model from elsewhere records nothing: nothing to check
+});
