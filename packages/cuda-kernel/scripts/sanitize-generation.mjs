@@ -16,7 +16,8 @@ try {
     await compressModel(bf16, df11, { threads: 1 });
     const tokens = [];
     for (const dir of [bf16, df11]) {
-      const backend = await CudaBackend.load(dir, { maxContext: 48, maxRows: 16, decodeChunkElements: 4096, gemmMinRows: 9 });
+      // verifyWeights: the load-time checksum kernels (stored tensors on the device, decode + sum per window) run too.
+      const backend = await CudaBackend.load(dir, { maxContext: 48, maxRows: 16, decodeChunkElements: 4096, gemmMinRows: 9, verifyWeights: true });
       const model = new CausalLM(backend.config, backend);
       const ids = [];
       // 20 prompt tokens with maxRows 16: two prefill steps (tensor-core GEMM for 16 rows, GEMV for 4).

@@ -25,24 +25,28 @@ const randomBytes = (n, seed) => {
 gpuTest("df11-sum64 on the GPU equals the CPU codec's, for any length, and window sums add up", () => {
   for (const n of [0, 1, 2, 3, 4, 5, 15, 16, 17, 1000, 1003, 65_536 + 7, 5_000_001]) {
     const bytes = randomBytes(n, n + 3);
-    using buf = DeviceBuffer.from(bytes.length ? bytes : new Uint8Array(16));
+    const buf = DeviceBuffer.from(bytes.length ? bytes : new Uint8Array(16));
     assert.equal(deviceChecksumHex(buf.address, n), checksumHex(bytes), `${n} bytes`);
+    buf.dispose();
   }
   // 300 MB, summed in windows into one accumulator (as verifyWeights does after each decode window).
   const big = randomBytes(300_000_000, 5);
-  using buf = DeviceBuffer.from(big);
-  using sum = new DeviceChecksum();
+  const buf = DeviceBuffer.from(big);
+  const sum = new DeviceChecksum();
   const window = 64 * 1024 * 1024;
   for (let lo = 0; lo < big.length; lo += window) sum.add(buf.address + lo, Math.min(window, big.length - lo), lo / 4);
   assert.equal(sum.hex(), checksumHex(big));
+  sum.dispose();
+  buf.dispose();
 });
 
 gpuTest("DeviceModule.storedChecksums: the uploaded tensors sum to what the CPU sums of the stored bytes", () => {
   const parts = [syntheticWeights(1_000_003, 1), syntheticWeights(2_000_000, 2)];
   const { module } = encodeModule(parts);
-  using gpu = DeviceModule.upload(module);
+  const gpu = DeviceModule.upload(module);
   const stored = moduleTensorBytes(module);
   const got = gpu.storedChecksums();
+  gpu.dispose();
   for (const name of ["luts", "encoded_exponent", "sign_mantissa", "gaps"]) assert.equal(got[name], checksumHex(stored[name]), name);
 });
 
