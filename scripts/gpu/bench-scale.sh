@@ -8,6 +8,7 @@ work=${DF11_BENCH_WORK:-/tmp/df11-bench}
 mkdir -p "$out" "$work"
 stamp() { echo "[$(date +%T)] $*"; }
 runs="$out/scale-runs.jsonl"
+export NODE_OPTIONS="${NODE_OPTIONS:-}"
 : > "$runs"
 # measure LABEL MODEL CMD...: /usr/bin/time -v around a df11 command; one JSON line per run.
 measure() {
@@ -22,7 +23,7 @@ measure() {
   warn=$(grep -h "warning" "$work/stderr.txt" | head -1 | sed 's/"/\\"/g' || true)
   echo "{\"label\":\"$label\",\"model\":\"$model\",\"command\":\"$*\",\"peakRssBytes\":$rss,\"seconds\":$secs,\"warning\":\"$warn\"}" | tee -a "$runs"
 }
-for shape in 8b 70b-slice; do
+for shape in ${SHAPES:-8b 70b-slice}; do
   dir="$work/$shape"
   if [ ! -f "$dir-bf16/config.json" ]; then stamp "writing $shape"; python3 tools/make_bench_model.py "$dir-bf16" "$shape"; fi
   du -sb "$dir-bf16" | tee -a "$out/scale-sizes.txt"

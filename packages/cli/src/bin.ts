@@ -128,12 +128,19 @@ program
   .argument("<df11-model>", "DFloat11 model directory or Hub repo id")
   .option("--against <bf16-model>", "original BF16 model (directory or repo id): compare every tensor bit for bit")
   .option("--json", "print JSON")
-  .option("-t, --threads <n>", "worker threads", intOption)
+  .option("-t, --threads <n>", "worker threads (default: all cores)", intOption)
+  .option("--max-memory <size>", "bound on peak memory, e.g. 8GB (default: half the available memory)", sizeOption)
   .action(async (dir: string, opts) => {
     dir = await modelDirectory(dir);
     const against = opts.against ? await modelDirectory(opts.against) : undefined;
     const bar = progressBar("verify");
-    const r = await verifyModel(dir, { against, threads: opts.threads, onProgress: bar.update }).finally(bar.stop);
+    const r = await verifyModel(dir, {
+      against,
+      threads: opts.threads,
+      maxMemory: opts.maxMemory,
+      onProgress: bar.update,
+      onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
+    }).finally(bar.stop);
     if (opts.json) console.log(JSON.stringify({ ok: true, ...r }, null, 2));
     else {
       console.log(

@@ -22,6 +22,7 @@ import {
 } from "@df11/models";
 import { patternDictOf, recordedShapes, shapeOfWeight } from "./model-info.js";
 import { defaultMaxMemory, planMemory } from "./memory-plan.js";
+import { storedConcurrency } from "./verify.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
 import { assertDistinctDirectories, finishModelDirectory } from "./output-model.js";
 import { CodecPool } from "./pool.js";
@@ -67,8 +68,9 @@ export async function decompressModel(input: string, output: string, options: De
   const totalBytes = modules.reduce((s, m) => s + weights.info(`${m}.sign_mantissa`).byteLength * 2, 0);
   const threads = options.threads ?? availableParallelism();
   const checksums = readRecordedChecksums(weights);
-  // A module in flight holds its stored tensors (~0.7 of its BF16 size), the decoded weights and their copy back.
-  const moduleBytes = (m: string) => 2.8 * weights.info(`${m}.sign_mantissa`).byteLength * 2;
+  // A module in flight holds its stored tensors (~0.7 of its BF16 size) here and in its worker, and the
+  // decoded weights (shared with the worker, not copied back).
+  const moduleBytes = (m: string) => 2.5 * weights.info(`${m}.sign_mantissa`).byteLength * 2;
   const memory = planMemory(options.maxMemory ?? defaultMaxMemory(), threads, modules, moduleBytes);
   if (memory.note) options.onWarning?.(memory.note);
   await using pool = new CodecPool(threads);
@@ -76,7 +78,11 @@ export async function decompressModel(input: string, output: string, options: De
   let copiedBytes = 0;
   let checkedModules = 0;
   // The tensors copied as they are must match their records before anything is written.
-  const copied = await checkStoredTensors(weights, checksums, { skip: isModuleTensor, sum: (b) => pool.checksum(b), concurrency: threads });
+  const copied = await checkStoredTensors(weights, checksums, {
+    skip: isModuleTensor,
+    sum: (b) => pool.checksum(b),
+    concurrency: storedConcurrency(weights, threads, memory.budget.bytes),
+  });
 
   const files = await writeDirectoryAtomically(output, async (dir) => {
     await using writer = new ShardedSafetensorsWriter(dir, {

@@ -14,6 +14,7 @@ import {
 } from "@df11/models";
 import { MODULE_TENSOR_SUFFIXES, splitWeights, type ModuleChecksums } from "@df11/codec";
 import { patternDictOf, recordedShapes, shapeOfWeight } from "./model-info.js";
+import { defaultMaxMemory, planMemory } from "./memory-plan.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
 import { CodecPool } from "./pool.js";
 import type { Progress } from "./progress.js";
@@ -23,7 +24,10 @@ export interface VerifyOptions {
   /** The original BF16 model: every weight must match it bit for bit. */
   readonly against?: string;
   readonly threads?: number;
+  /** Bound on peak memory in bytes (default: half the available memory); limits the modules in flight. */
+  readonly maxMemory?: number;
   readonly onProgress?: (p: Progress) => void;
+  readonly onWarning?: (message: string) => void;
   /** Record every module's and tensor's checksums here, as computed (what `df11 seal` writes). */
   readonly ledger?: ChecksumLedger;
 }
@@ -62,8 +66,13 @@ export async function verifyModel(dir: string, options: VerifyOptions = {}): Pro
   await using weights = await SafetensorsCollection.openDirectory(dir);
   await using original = options.against ? await SafetensorsCollection.openDirectory(options.against) : undefined;
   const recorded = recordedShapes(weights);
+  // A module in flight: stored tensors (~0.7 of its BF16 size) here and in the worker, both decodes, the
+  // original's tensor when comparing.
+  const moduleBytes = (m: string) => (options.against ? 4.5 : 3.5) * weights.info(`${m}.sign_mantissa`).byteLength * 2;
   const modules = compressedModulesOf(weights.names());
   const threads = options.threads ?? availableParallelism();
+  const memory = planMemory(options.maxMemory ?? defaultMaxMemory(), threads, modules, moduleBytes);
+  if (memory.note) options.onWarning?.(memory.note);
   await using pool = new CodecPool(threads);
   let elements = 0;
   let compared = 0;
@@ -72,7 +81,7 @@ export async function verifyModel(dir: string, options: VerifyOptions = {}): Pro
   let doneBytes = 0;
   let decodedModules = 0;
   const checksums = readRecordedChecksums(weights);
-  const stored = await asVerificationError(() => checkStoredTensors(weights, checksums, { sum: (b) => pool.checksum(b), concurrency: threads }));
+  const stored = await asVerificationError(() => checkStoredTensors(weights, checksums, { sum: (b) => pool.checksum(b), concurrency: storedConcurrency(weights, threads, memory.budget.bytes) }));
 
   const compare = async (name: string, bytes: Uint8Array) => {
     covered.add(name);
@@ -122,6 +131,7 @@ export async function verifyModel(dir: string, options: VerifyOptions = {}): Pro
       doneBytes += decoded.byteLength;
       options.onProgress?.({ modulesDone: i + 1, modulesTotal: modules.length, bytesDone: doneBytes, bytesTotal: totalBytes });
     },
+    memory.budget,
   );
   for (const name of weights.names().filter((n) => !isModuleTensor(n))) {
     const data = await weights.read(name);
@@ -145,6 +155,12 @@ export async function verifyModel(dir: string, options: VerifyOptions = {}): Pro
       writers: checksums.writers,
     },
   };
+}
+
+/** Tensors checked at once: every thread, as far as the largest tensors (here and copied to a worker) fit the budget. */
+export function storedConcurrency(weights: SafetensorsCollection, threads: number, budgetBytes: number): number {
+  const largest = Math.max(1, ...weights.names().map((n) => weights.info(n).byteLength));
+  return Math.max(1, Math.min(threads, Math.floor(budgetBytes / (2 * largest))));
 }
 
 /** A checksum mismatch, reported as verify reports any bad tensor. */
