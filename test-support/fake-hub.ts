@@ -11,6 +11,16 @@ export interface FakeRepo {
   readonly files: Record<string, Uint8Array>;
   /** When set, requests need `Authorization: Bearer <token>`. */
   readonly token?: string;
+  /** Other branches or tags: name → its commit and files (`main` is `commit` / `files`). */
+  readonly revisions?: Record<string, { readonly commit: string; readonly files: Record<string, Uint8Array> }>;
+}
+
+/** The commit and files a revision (main, a branch or tag name, or a commit hash) names, if any. */
+function revisionOf(repo: FakeRepo, revision: string): { commit: string; files: Record<string, Uint8Array> } | undefined {
+  if (revision === "main" || revision === repo.commit) return { commit: repo.commit, files: repo.files };
+  const named = repo.revisions?.[revision];
+  if (named) return named;
+  return Object.values(repo.revisions ?? {}).find((r) => r.commit === revision);
 }
 
 const isLfs = (path: string) => path.endsWith(".safetensors");
@@ -19,6 +29,7 @@ export const gitSha1 = (b: Uint8Array) => createHash("sha1").update(`blob ${b.le
 
 export class FakeHub {
   private server?: Server;
+  private cdn?: Server;
   readonly repos = new Map<string, FakeRepo>();
   /** Every request: "METHOD path [range]". */
   readonly log: string[] = [];
@@ -27,6 +38,8 @@ export class FakeHub {
   /** Serve these paths with one byte flipped. */
   readonly corrupt = new Set<string>();
   endpoint = "";
+  /** Where LFS files are redirected: another loopback host, as the Hub's CDN is another host (clients do not follow such redirects on HEAD). */
+  cdnEndpoint = "";
 
   add(repo: FakeRepo): this {
     this.repos.set(repo.id, repo);
@@ -37,12 +50,25 @@ export class FakeHub {
     this.server = createServer((req, res) => this.handle(req, res));
     await new Promise<void>((r) => this.server!.listen(0, "127.0.0.1", r));
     this.endpoint = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    this.cdn = createServer((req, res) => this.handle(req, res));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.cdn!.once("error", reject);
+        this.cdn!.listen(0, "127.0.0.2", resolve);
+      });
+      this.cdnEndpoint = `http://127.0.0.2:${(this.cdn.address() as AddressInfo).port}`;
+    } catch {
+      this.cdn = undefined; // not Linux: the CDN shares the Hub's host
+      this.cdnEndpoint = this.endpoint;
+    }
     return this.endpoint;
   }
 
   async stop(): Promise<void> {
-    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
-    this.server?.closeAllConnections?.();
+    for (const s of [this.server, this.cdn]) {
+      await new Promise<void>((r) => (s ? s.close(() => r()) : r()));
+      s?.closeAllConnections?.();
+    }
   }
 
   private json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
@@ -62,14 +88,15 @@ export class FakeHub {
       const repo = this.repos.get(m[1]);
       if (!repo) return this.json(res, 404, { error: "Repository not found" }, { "X-Error-Code": "RepoNotFound" });
       if (!this.authorized(repo, req)) return this.json(res, 401, { error: "Access to this model is restricted" }, { "X-Error-Code": "GatedRepo" });
-      if (m[3] !== "main" && m[3] !== repo.commit) return this.json(res, 404, { error: "Revision not found" }, { "X-Error-Code": "RevisionNotFound" });
+      const rev = revisionOf(repo, decodeURIComponent(m[3]));
+      if (!rev) return this.json(res, 404, { error: "Revision not found" }, { "X-Error-Code": "RevisionNotFound" });
       if (m[2] === "revision") {
-        return this.json(res, 200, { id: repo.id, modelId: repo.id, sha: repo.commit, private: false, siblings: Object.keys(repo.files).map((rfilename) => ({ rfilename })) });
+        return this.json(res, 200, { id: repo.id, modelId: repo.id, sha: rev.commit, private: false, siblings: Object.keys(rev.files).map((rfilename) => ({ rfilename })) });
       }
       return this.json(
         res,
         200,
-        Object.entries(repo.files).map(([path, data]) => ({
+        Object.entries(rev.files).map(([path, data]) => ({
           type: "file",
           path,
           size: isLfs(path) ? 134 : data.length,
@@ -83,23 +110,27 @@ export class FakeHub {
       const repo = this.repos.get(m[1]);
       if (!repo) return this.json(res, 404, { error: "Repository not found" }, { "X-Error-Code": "RepoNotFound" });
       if (!this.authorized(repo, req)) return this.json(res, 401, { error: "Access restricted" }, { "X-Error-Code": "GatedRepo" });
+      const rev = revisionOf(repo, decodeURIComponent(m[2]));
+      if (!rev) return this.json(res, 404, { error: "Revision not found" }, { "X-Error-Code": "RevisionNotFound" });
       const path = decodeURIComponent(m[3]);
-      const data = repo.files[path];
+      const data = rev.files[path];
       if (!data) return this.json(res, 404, { error: "Entry not found" }, { "X-Error-Code": "EntryNotFound" });
-      const common = { "X-Repo-Commit": repo.commit, "X-Linked-Size": String(data.length) };
+      const common = { "X-Repo-Commit": rev.commit, "X-Linked-Size": String(data.length) };
       if (isLfs(path)) {
-        res.writeHead(302, { ...common, "X-Linked-Etag": `"${sha256(data)}"`, Location: `${this.endpoint}/cdn/${encodeURIComponent(repo.id)}/${encodeURIComponent(path)}` }); // absolute, as the Hub's CDN
+        // Absolute, as the Hub's CDN; the content is found by its sha256, whatever the revision.
+        res.writeHead(302, { ...common, "X-Linked-Etag": `"${sha256(data)}"`, Location: `${this.cdnEndpoint}/cdn/${encodeURIComponent(repo.id)}/${sha256(data)}/${encodeURIComponent(path)}` });
         return void res.end();
       }
       return this.serve(req, res, path, data, { ...common, ETag: `"${gitSha1(data)}"` });
     }
-    m = /^\/cdn\/([^/]+)\/(.+)$/.exec(url.pathname);
+    m = /^\/cdn\/([^/]+)\/([0-9a-f]{64})\/(.+)$/.exec(url.pathname);
     if (m) {
       const repo = this.repos.get(decodeURIComponent(m[1]));
-      const path = decodeURIComponent(m[2]);
-      const data = repo?.files[path];
-      if (!data) return this.json(res, 404, { error: "not found" });
-      return this.serve(req, res, path, data, { ETag: `"${sha256(data)}"` });
+      const oid = decodeURIComponent(m[2]);
+      const all = repo ? [repo.files, ...Object.values(repo.revisions ?? {}).map((r) => r.files)] : [];
+      const found = all.flatMap((files) => Object.entries(files)).find(([, d]) => sha256(d) === oid);
+      if (!found) return this.json(res, 404, { error: "not found" });
+      return this.serve(req, res, found[0], found[1], { ETag: `"${oid}"` });
     }
     this.json(res, 404, { error: `no route ${url.pathname}` });
   }
