@@ -16,7 +16,7 @@ import { CliError } from "./errors.js";
 import { dfloat11Config, SHAPES_METADATA_KEY } from "./model-info.js";
 import { defaultMaxMemory, planMemory } from "./memory-plan.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
-import { assertDistinctDirectories, finishModelDirectory } from "./output-model.js";
+import { assertDistinctDirectories, explainWriteError, finishModelDirectory } from "./output-model.js";
 import { CodecPool } from "./pool.js";
 import type { Progress } from "./progress.js";
 import { WRITER } from "./version.js";
@@ -78,13 +78,21 @@ export async function compressModel(input: string, output: string, options: Comp
   const consumed = new Set(units.flatMap((u) => u.weights));
   const passthrough = weights.names().filter((n) => !consumed.has(n));
 
-  // Shapes travel in metadata only when config.json cannot give them back (unknown architectures).
+  // Shapes travel in metadata only when config.json cannot give them back (unknown architectures). For a
+  // known architecture, a weight whose shape contradicts config.json means a broken model: refuse it.
+  const known = chosen.architecture !== "generic" && chosen.architecture !== "custom";
   const needsShapes = units.flatMap((u) => u.weights).filter((w) => {
+    let expected: number[] | undefined;
     try {
-      return JSON.stringify(expectedWeightShape(config, w)) !== JSON.stringify(weights.info(w).shape);
+      expected = expectedWeightShape(config, w);
     } catch {
       return true;
     }
+    const actual = weights.info(w).shape;
+    if (expected && known && JSON.stringify(expected) !== JSON.stringify(actual)) {
+      throw new CliError(`${w}: shape ${JSON.stringify(actual)} contradicts config.json (${chosen.architecture}), which gives ${JSON.stringify(expected)}: check hidden_size, intermediate_size, head counts and vocab_size`);
+    }
+    return JSON.stringify(expected) !== JSON.stringify(actual);
   });
   const shapesMetadata = needsShapes.length
     ? { [SHAPES_METADATA_KEY]: JSON.stringify(Object.fromEntries(needsShapes.map((w) => [w, weights.info(w).shape]))) }
@@ -157,7 +165,9 @@ export async function compressModel(input: string, output: string, options: Comp
     );
     outputBytes += finished.copiedBytes;
     return finished.files;
-  }, { overwrite: options.overwrite });
+  }, { overwrite: options.overwrite }).catch((e: unknown) => {
+    throw explainWriteError(e, output, inputBytes);
+  });
 
   return {
     architecture: chosen.architecture,

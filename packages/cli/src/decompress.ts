@@ -24,7 +24,7 @@ import { patternDictOf, recordedShapes, shapeOfWeight } from "./model-info.js";
 import { defaultMaxMemory, planMemory } from "./memory-plan.js";
 import { storedConcurrency } from "./verify.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
-import { assertDistinctDirectories, finishModelDirectory } from "./output-model.js";
+import { assertDistinctDirectories, explainWriteError, finishModelDirectory } from "./output-model.js";
 import { CodecPool } from "./pool.js";
 import type { Progress } from "./progress.js";
 import { CliError } from "./errors.js";
@@ -124,7 +124,9 @@ export async function decompressModel(input: string, output: string, options: De
     );
     copiedBytes = finished.copiedBytes;
     return finished.files;
-  }, { overwrite: options.overwrite });
+  }, { overwrite: options.overwrite }).catch((e: unknown) => {
+    throw explainWriteError(e, output, totalBytes);
+  });
   return {
     modules: modules.length,
     outputBytes: decodedBytes + copiedBytes,

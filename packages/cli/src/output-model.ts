@@ -4,6 +4,7 @@ import { copySideFiles, type SafetensorsCollection, type ShardedSafetensorsWrite
 import { checksumHex } from "@df11/codec";
 import type { ChecksumLedger } from "@df11/models";
 import { CliError } from "./errors.js";
+import { formatBytes } from "./format-bytes.js";
 import type { CodecPool } from "./pool.js";
 
 /** Refuse to write a model over the one it is read from. */
@@ -43,4 +44,17 @@ export async function finishModelDirectory(
   await writeFile(join(dir, "config.json"), editConfig(await readFile(configPath, "utf8")));
   const side = await copySideFiles(source.directory, dir);
   return { files: ["config.json", ...written, ...side], copiedBytes };
+}
+
+/**
+ * A write error a user can act on: a full disk (ENOSPC) or a quota (EDQUOT) is named with the output
+ * and how much the model needs; nothing was left behind (the output is written atomically).
+ */
+export function explainWriteError(e: unknown, output: string, bytesNeeded: number): unknown {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code === "ENOSPC" || code === "EDQUOT") {
+    const what = code === "ENOSPC" ? "the disk is full" : "the disk quota is exhausted";
+    return new CliError(`${output}: ${what} (${code}) while writing; the model needs about ${formatBytes(bytesNeeded)}. Nothing was written: free some space and run again`);
+  }
+  return e;
 }

@@ -1,6 +1,7 @@
+import { existsSync } from "node:fs";
 import { float16ToFloat32 } from "./dtypes.js";
 import { readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { SafetensorsError } from "./errors.js";
 import { SafetensorsFile, type TensorInfo } from "./safetensors-reader.js";
 
@@ -109,7 +110,12 @@ async function checkIndex(path: string, byName: ReadonlyMap<string, LocatedTenso
   }
   for (const [tensor, file] of Object.entries(index.weight_map)) {
     const located = byName.get(tensor);
-    if (!located) throw new SafetensorsError(path, `weight_map names ${file} but no file holds it`, tensor);
+    if (!located) {
+      if (typeof file === "string" && !existsSync(join(dirname(path), file))) {
+        throw new SafetensorsError(path, `weight_map puts it in the shard ${file}, which is missing from ${dirname(path)} (an incomplete download or copy?)`, tensor);
+      }
+      throw new SafetensorsError(path, `weight_map names ${file} but no file holds it`, tensor);
+    }
     if (!located.file.path.endsWith(`/${file}`) && located.file.path !== file) {
       throw new SafetensorsError(path, `weight_map says ${file} but it is in ${located.file.path}`, tensor);
     }
