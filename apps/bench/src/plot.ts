@@ -65,6 +65,39 @@ export async function plotResults(dir: string): Promise<string[]> {
       ]),
     );
   }
+  const scale = await readFile(join(dir, "scale-h100.jsonl"), "utf8").catch(() => undefined);
+  if (scale) {
+    const runs = scale.trim().split("\n").map((l) => JSON.parse(l) as { label: string; model: string; peakRssBytes: number; seconds: number });
+    const model = { "8b": "8B (16.1 GB)", "70b-slice": "70B-layer slice (11.0 GB)" } as Record<string, string>;
+    await save(
+      "scale-memory.svg",
+      barChart("df11 compress / verify / decompress on 16 cores: peak RSS", "GB", [
+        ...runs.map((r) => ({ label: `${model[r.model] ?? r.model}: ${r.label}`, value: r.peakRssBytes / 1e9, kind: "ours" as const })),
+        { label: "--max-memory 6GB", value: 6, kind: "target" },
+      ]),
+    );
+    await save(
+      "scale-time.svg",
+      barChart("df11 compress / verify / decompress on 16 cores: wall time", "s", runs.map((r) => ({ label: `${model[r.model] ?? r.model}: ${r.label}`, value: r.seconds, kind: "ours" as const }))),
+    );
+  }
+  const sums = await readJson(join(dir, "checksum-h100.json")).catch(() => undefined);
+  if (sums?.gpu) {
+    const withChecks = sums.gpu.loads as Array<{ checkStored: boolean; verifyWeights: boolean; loadSeconds: number }>;
+    await save(
+      "checksum.svg",
+      barChart(`df11-sum64 checksum cost (${sums.gpu.device})`, "GB/s", [
+        { label: "CPU, one thread", value: sums.cpu.oneThreadGBps, kind: "ours" },
+        { label: `CPU, ${sums.cpu.threads} threads (incl. copies to workers)`, value: sums.cpu.allCoresGBps, kind: "ours" },
+        { label: `GPU, one 8B layer in ${sums.gpu.sumLayerMs.toFixed(2)} ms`, value: sums.gpu.sumGBps, kind: "ours" },
+        ...withChecks.map((l) => ({
+          label: `8B DF11 load, ${l.verifyWeights ? "stored + decoded weights" : l.checkStored ? "stored tensors checked" : "no checks"}: ${l.loadSeconds.toFixed(1)} s`,
+          value: 10.89 / l.loadSeconds,
+          kind: "reference" as const,
+        })),
+      ]),
+    );
+  }
   const codec = await readJson(join(dir, "codec-cpu.json")).catch(() => undefined);
   if (codec) {
     await save(
