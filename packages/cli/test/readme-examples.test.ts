@@ -1,4 +1,4 @@
-// The README examples marked "runs in CI" (packages/models and packages/cli), run as written against a
+// The README examples marked "runs in CI" (packages/codec, packages/models and packages/cli), run as written against a
 // generated model (DF11_MODEL points them at it instead of the Hub).
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -27,7 +27,7 @@ afterAll(async () => {
 });
 
 describe("README examples run as written", () => {
-  for (const pkg of ["models", "cli"]) {
+  for (const pkg of ["codec", "models", "cli"]) {
     const examples = markedExamples(readFileSync(join(repoRoot, "packages", pkg, "README.md"), "utf8"));
     it(`packages/${pkg}/README.md has a runnable example`, () => expect(examples.length).toBeGreaterThan(0));
     examples.forEach((code, i) => {
@@ -38,13 +38,17 @@ describe("README examples run as written", () => {
         const out: string[] = [];
         const write = process.stdout.write.bind(process.stdout);
         process.stdout.write = ((chunk: string) => (out.push(String(chunk)), true)) as typeof process.stdout.write;
+        const log = console.log;
+        console.log = (...args: unknown[]) => void out.push(args.map((a) => (typeof a === "string" ? a : JSON.stringify(a))).join(" "));
         try {
           await import(`${file}?t=${Date.now()}`);
         } finally {
           process.stdout.write = write;
+          console.log = log;
           await rm(file, { force: true });
         }
-        expect(out.join("").length).toBeGreaterThan(0); // it printed what it generated
+        expect(out.join("").length).toBeGreaterThan(0); // it printed what it made
+        expect(out.join("")).not.toMatch(/\bfalse\b/); // and no check it prints came out false
       });
     });
   }
