@@ -1,21 +1,17 @@
 // Checksums you can prove: df11 compress records df11-sum64 checksums in each file's __metadata__;
 // verify / decompress / loading check them; seal adds them to models that have none.
-import { execFile, execFileSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cp, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SafetensorsCollection } from "@df11/hub-loader";
 import { ChecksumMismatchError, CHECKSUMS_METADATA_KEY, loadCausalLM } from "@df11/models";
+import { pythonSkipReason } from "../../../test-support/python.js";
 import { fixtureNames, fixturesRoot, fixturesSkipReason, repoRoot } from "../../../test-support/fixtures.js";
 import { compressModel, sealModel, verifyModel, writeSyntheticModel } from "../src/index.js";
 
-const run = promisify(execFile);
-const bin = join(repoRoot, "packages", "cli", "dist", "bin.js");
-const df11 = (...args: string[]) => run(process.execPath, [bin, ...args]);
-const SMALL = { vocab: 1000, hidden: 64, intermediate: 160, layers: 2, heads: 4, kvHeads: 2 };
+import { bin, df11, run, SMALL } from "./helpers.js";
 
 let work: string;
 let bf16: string;
@@ -167,16 +163,7 @@ describe.skipIf(fixtureNames.length === 0)(`official fixtures${fixtureNames.leng
 });
 
 const python = process.env.DF11_PYTHON;
-const pythonSkip = !python
-  ? "DF11_PYTHON is not set"
-  : (() => {
-      try {
-        execFileSync(python, ["-c", "import safetensors, torch"], { stdio: "ignore" });
-        return undefined;
-      } catch {
-        return `${python} cannot import safetensors and torch`;
-      }
-    })();
+const pythonSkip = pythonSkipReason(["safetensors", "torch"], "Python safetensors peer test");
 
 describe.skipIf(!!pythonSkip)(`Python safetensors reads checksummed files${pythonSkip ? ` (skipped: ${pythonSkip})` : ""}`, () => {
   it("loads every tensor and sees the metadata as a string map", async () => {

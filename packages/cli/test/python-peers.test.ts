@@ -11,19 +11,11 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generate, loadCausalLM } from "@df11/models";
 import { repoRoot } from "../../../test-support/fixtures.js";
+import { pythonSkipReason } from "../../../test-support/python.js";
 import { compressModel, decompressModel } from "../src/index.js";
 
 const python = process.env.DF11_PYTHON;
-const skipReason = (() => {
-  if (!python) return "DF11_PYTHON is not set (a Python with torch and transformers; .ci/run sets it up)";
-  try {
-    execFileSync(python, ["-c", "import torch, transformers"], { stdio: "ignore" });
-    return undefined;
-  } catch {
-    return `${python} cannot import torch and transformers`;
-  }
-})();
-if (skipReason) console.warn(`[df11 tests] SKIPPING transformers peer tests: ${skipReason}`);
+const skipReason = pythonSkipReason(["torch", "transformers"], "transformers peer tests");
 
 const models = ["mistral-tiny", "qwen2-tiny", "gemma2-tiny", "gemma3-tiny", "phi3-tiny"].map((name) => ({ name, dir: join(repoRoot, "test-support", "reference-models", name) }));
 let work: string;

@@ -1,19 +1,15 @@
 // Bad input and hostile conditions: a config whose shapes disagree with the tensors, a sharded index naming
 // a missing shard, a full disk during compress / decompress, and a memory budget smaller than the work.
-import { execFile, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cp, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { repoRoot } from "../../../test-support/fixtures.js";
 import { compressModel, writeSyntheticModel } from "../src/index.js";
 
-const run = promisify(execFile);
-const bin = join(repoRoot, "packages", "cli", "dist", "bin.js");
-const df11 = (...args: string[]) => run(process.execPath, [bin, ...args]);
-const SMALL = { vocab: 1000, hidden: 64, intermediate: 160, layers: 2, heads: 4, kvHeads: 2 };
+import { bin, df11, run, SMALL } from "./helpers.js";
 
 let work: string;
 let bf16: string;

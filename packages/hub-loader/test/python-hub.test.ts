@@ -2,7 +2,7 @@
 // Python downloads from our loopback fake Hub (HF_ENDPOINT) and df11 then uses that cache offline;
 // df11 downloads and Python then reads the cache with HF_HUB_OFFLINE=1 (snapshot_download, scan_cache_dir).
 // Needs $DF11_PYTHON with huggingface_hub (.ci/run makes that venv); skipped, saying why, without it.
-import { execFile, execFileSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -10,20 +10,12 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeHub } from "../../../test-support/fake-hub.js";
+import { pythonSkipReason } from "../../../test-support/python.js";
 import { buildSafetensorsHeader, resolveModel } from "../src/index.js";
 
 const run = promisify(execFile);
 const python = process.env.DF11_PYTHON;
-const skipReason = (() => {
-  if (!python) return "DF11_PYTHON is not set (a Python with huggingface_hub; .ci/run sets it up)";
-  try {
-    execFileSync(python, ["-c", "import huggingface_hub"], { stdio: "ignore" });
-    return undefined;
-  } catch {
-    return `${python} cannot import huggingface_hub`;
-  }
-})();
-if (skipReason) console.warn(`[df11 tests] SKIPPING huggingface_hub peer tests: ${skipReason}`);
+const skipReason = pythonSkipReason(["huggingface_hub"], "huggingface_hub peer tests");
 
 const MAIN = "1111111111111111111111111111111111111111";
 const V2 = "2222222222222222222222222222222222222222";
