@@ -68,9 +68,9 @@ export async function decompressModel(input: string, output: string, options: De
   const totalBytes = modules.reduce((s, m) => s + weights.info(`${m}.sign_mantissa`).byteLength * 2, 0);
   const threads = options.threads ?? availableParallelism();
   const checksums = readRecordedChecksums(weights);
-  // A module in flight holds its stored tensors (~0.7 of its BF16 size) and its decoded weights, both in
-  // memory shared with its worker (never copied), plus what the writer buffers.
-  const moduleBytes = (m: string) => 2 * weights.info(`${m}.sign_mantissa`).byteLength * 2;
+  // A module in flight holds its stored tensors (~0.7 of its BF16 size) here and in its worker, and the
+  // decoded weights (shared with the worker, not copied back).
+  const moduleBytes = (m: string) => 2.5 * weights.info(`${m}.sign_mantissa`).byteLength * 2;
   const memory = planMemory(options.maxMemory ?? defaultMaxMemory(), threads, modules, moduleBytes);
   if (memory.note) options.onWarning?.(memory.note);
   await using pool = new CodecPool(threads);
@@ -95,7 +95,7 @@ export async function decompressModel(input: string, output: string, options: De
       modules,
       threads,
       async (path) => {
-        const module = await readDF11Module(weights, path, { shared: true });
+        const module = await readDF11Module(weights, path);
         const { decoded, checksum } = await pool.decode(module);
         return { path, decoded, checksum, splits: module.splitPositions };
       },

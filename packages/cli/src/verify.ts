@@ -66,9 +66,9 @@ export async function verifyModel(dir: string, options: VerifyOptions = {}): Pro
   await using weights = await SafetensorsCollection.openDirectory(dir);
   await using original = options.against ? await SafetensorsCollection.openDirectory(options.against) : undefined;
   const recorded = recordedShapes(weights);
-  // A module in flight: stored tensors (~0.7 of its BF16 size, shared with the worker), both decodes, the
+  // A module in flight: stored tensors (~0.7 of its BF16 size) here and in the worker, both decodes, the
   // original's tensor when comparing.
-  const moduleBytes = (m: string) => (options.against ? 4 : 3) * weights.info(`${m}.sign_mantissa`).byteLength * 2;
+  const moduleBytes = (m: string) => (options.against ? 4.5 : 3.5) * weights.info(`${m}.sign_mantissa`).byteLength * 2;
   const modules = compressedModulesOf(weights.names());
   const threads = options.threads ?? availableParallelism();
   const memory = planMemory(options.maxMemory ?? defaultMaxMemory(), threads, modules, moduleBytes);
@@ -99,7 +99,7 @@ export async function verifyModel(dir: string, options: VerifyOptions = {}): Pro
     threads,
     async (path) => {
       try {
-        const module = await readDF11Module(weights, path, { shared: true });
+        const module = await readDF11Module(weights, path);
         const checked = await pool.check(module);
         if (options.ledger) {
           // The stored tensors' checksums are of their bytes as stored (not as re-derived from the module).

@@ -3,7 +3,7 @@ import { float16ToFloat32 } from "./dtypes.js";
 import { readdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { SafetensorsError } from "./errors.js";
-import { SafetensorsFile, type ReadOptions, type TensorInfo } from "./safetensors-reader.js";
+import { SafetensorsFile, type TensorInfo } from "./safetensors-reader.js";
 
 /** A tensor's location: the file that holds it and its place there. */
 export interface LocatedTensor extends TensorInfo {
@@ -63,8 +63,8 @@ export class SafetensorsCollection implements AsyncDisposable {
     return t;
   }
 
-  read(name: string, options?: ReadOptions): Promise<Uint8Array> {
-    return this.info(name).file.read(name, options);
+  read(name: string): Promise<Uint8Array> {
+    return this.info(name).file.read(name);
   }
 
   /** Read a BF16 (or other 16-bit) tensor as raw 16-bit words. */

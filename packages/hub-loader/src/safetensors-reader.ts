@@ -83,12 +83,6 @@ export function parseSafetensorsHeader(
  * A safetensors file opened for positional reads: only the header is read up front, each tensor is read
  * on demand, so files of any size (> 4 GB included) work without loading them whole.
  */
-/** How to read a tensor. */
-export interface ReadOptions {
-  /** Into a SharedArrayBuffer: worker threads can then use the bytes without a copy of their own. */
-  readonly shared?: boolean;
-}
-
 export class SafetensorsFile implements AsyncDisposable {
   private constructor(
     readonly path: string,
@@ -130,11 +124,10 @@ export class SafetensorsFile implements AsyncDisposable {
     return t;
   }
 
-  /** Read a tensor's raw bytes (a fresh, 8-byte-aligned buffer; in shared memory with `shared`). */
-  async read(name: string, options: ReadOptions = {}): Promise<Uint8Array> {
+  /** Read a tensor's raw bytes (a fresh, 8-byte-aligned buffer). */
+  async read(name: string): Promise<Uint8Array> {
     const t = this.info(name);
-    const bytes = Math.ceil(t.byteLength / 8) * 8;
-    const out = new Uint8Array(options.shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes), 0, t.byteLength);
+    const out = new Uint8Array(new ArrayBuffer(Math.ceil(t.byteLength / 8) * 8), 0, t.byteLength);
     await this.readInto(name, out);
     return out;
   }

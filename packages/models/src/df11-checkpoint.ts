@@ -29,11 +29,8 @@ const EXPECTED_DTYPE: Record<(typeof MODULE_TENSOR_SUFFIXES)[number], string> = 
   split_positions: "I64",
 };
 
-/**
- * Read the six tensors of module `path` from a checkpoint. With `shared`, the two large ones land in
- * shared memory, so handing the module to a worker thread copies nothing.
- */
-export async function readDF11Module(weights: SafetensorsCollection, path: string, options: { shared?: boolean } = {}): Promise<DF11Module> {
+/** Read the six tensors of module `path` from a checkpoint. */
+export async function readDF11Module(weights: SafetensorsCollection, path: string): Promise<DF11Module> {
   const raw: Record<string, Uint8Array> = {};
   for (const suffix of MODULE_TENSOR_SUFFIXES) {
     const name = `${path}.${suffix}`;
@@ -42,7 +39,7 @@ export async function readDF11Module(weights: SafetensorsCollection, path: strin
     if (info.dtype !== EXPECTED_DTYPE[suffix]) {
       throw new InvalidModuleError(name, `dtype ${info.dtype}, expected ${EXPECTED_DTYPE[suffix]}`);
     }
-    raw[suffix] = await weights.read(name, { shared: options.shared && (suffix === "encoded_exponent" || suffix === "sign_mantissa") });
+    raw[suffix] = await weights.read(name);
   }
   const lutsShape = weights.info(`${path}.luts`).shape;
   if (lutsShape.length !== 2 || lutsShape[1] !== 256) {
