@@ -41,13 +41,10 @@ export function encode(task: {
   });
 }
 
-/** Output in shared memory: handed back to the main thread without a copy (a module's weights can be GBs). */
-const sharedOutput = (m: DF11Module) => new Uint16Array(new SharedArrayBuffer(m.signMantissa.length * 2));
-
 /** Decode a module; also returns the df11-sum64 of the decoded weights. */
 export function decode(task: { module: DF11Module; kernelSemantics?: boolean }): Outcome<{ decoded: Uint16Array; checksum: string }> {
   return guard(() => {
-    const decoded = task.kernelSemantics ? decodeLikeKernel(task.module) : decodeModule(task.module, sharedOutput(task.module));
+    const decoded = task.kernelSemantics ? decodeLikeKernel(task.module) : decodeModule(task.module);
     return { decoded, checksum: checksumHex(decoded) };
   });
 }
@@ -68,7 +65,7 @@ export function decodeRange(task: { module: DF11Module; start: number; end: numb
 /** Decode with both decoders, check they agree, and return the stats (with exponent entropy). */
 export function check(task: { module: DF11Module }): Outcome<{ decoded: Uint16Array; stats: ModuleStats; checksum: string }> {
   return guard(() => {
-    const decoded = decodeModule(task.module, sharedOutput(task.module));
+    const decoded = decodeModule(task.module);
     const kernel = decodeLikeKernel(task.module);
     const mismatch = kernel.findIndex((v, i) => v !== decoded[i]);
     if (mismatch >= 0) throw new Error(`kernel-semantics decode differs from sequential decode at element ${mismatch}`);

@@ -69,8 +69,9 @@ export async function decompressModel(input: string, output: string, options: De
   const threads = options.threads ?? availableParallelism();
   const checksums = readRecordedChecksums(weights);
   // A module in flight holds its stored tensors (~0.7 of its BF16 size) here and in its worker, and the
-  // decoded weights (shared with the worker, not copied back).
-  const moduleBytes = (m: string) => 2.5 * weights.info(`${m}.sign_mantissa`).byteLength * 2;
+  // decoded weights in the worker and copied back. (Shared memory avoided the copies but was measured
+  // worse: SharedArrayBuffers are freed lazily, and peak RSS doubled.)
+  const moduleBytes = (m: string) => 3.4 * weights.info(`${m}.sign_mantissa`).byteLength * 2;
   const memory = planMemory(options.maxMemory ?? defaultMaxMemory(), threads, modules, moduleBytes);
   if (memory.note) options.onWarning?.(memory.note);
   await using pool = new CodecPool(threads);
