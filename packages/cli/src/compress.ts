@@ -160,7 +160,7 @@ export async function compressModel(input: string, output: string, options: Comp
       },
       memory.budget,
     );
-    const finished = await finishModelDirectory(dir, writer, { directory: input, weights, unchanged: passthrough, ledger, pool }, (text) =>
+    const finished = await finishModelDirectory(dir, writer, { directory: input, weights, unchanged: passthrough, checksums: ledger && { ledger, pool } }, (text) =>
       setJsonMember(text, "dfloat11_config", dfloat11Config(chosen.patternDict), join(input, "config.json")),
     );
     outputBytes += finished.copiedBytes;

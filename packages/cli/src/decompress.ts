@@ -21,8 +21,7 @@ import {
   weightNamesOf,
 } from "@df11/models";
 import { patternDictOf, recordedShapes, shapeOfWeight } from "./model-info.js";
-import { defaultMaxMemory, planMemory } from "./memory-plan.js";
-import { storedConcurrency } from "./verify.js";
+import { defaultMaxMemory, planMemory, storedConcurrency } from "./memory-plan.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
 import { assertDistinctDirectories, explainWriteError, finishModelDirectory } from "./output-model.js";
 import { CodecPool } from "./pool.js";

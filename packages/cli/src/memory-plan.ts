@@ -1,4 +1,5 @@
 import { freemem } from "node:os";
+import type { SafetensorsCollection } from "@df11/hub-loader";
 import { formatBytes } from "./format-bytes.js";
 import { itemsWithinBudget, type MemoryBudget } from "./ordered-pipeline.js";
 
@@ -33,4 +34,10 @@ export function planMemory<T>(maxMemory: number, threads: number, items: readonl
         (fits === 1 && workBytes < Math.max(...items.map(cost)) ? ` (one of them needs ~${formatBytes(Math.max(...items.map(cost)))}; it runs alone and may exceed the budget)` : "")
       : undefined;
   return { budget, shardMemoryBytes, note };
+}
+
+/** Tensors checked at once: every thread, as far as the largest tensors (here and copied to a worker) fit the budget. */
+export function storedConcurrency(weights: SafetensorsCollection, threads: number, budgetBytes: number): number {
+  const largest = Math.max(1, ...weights.names().map((n) => weights.info(n).byteLength));
+  return Math.max(1, Math.min(threads, Math.floor(budgetBytes / (2 * largest))));
 }

@@ -1,7 +1,6 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { copySideFiles, type SafetensorsCollection, type ShardedSafetensorsWriter } from "@df11/hub-loader";
-import { checksumHex } from "@df11/codec";
 import type { ChecksumLedger } from "@df11/models";
 import { CliError } from "./errors.js";
 import { formatBytes } from "./format-bytes.js";
@@ -25,9 +24,8 @@ export async function finishModelDirectory(
     directory: string;
     weights: SafetensorsCollection;
     unchanged: readonly string[];
-    /** Where the copied tensors' checksums are recorded, summed on `pool`. */
-    ledger?: ChecksumLedger;
-    pool?: CodecPool;
+    /** Where the copied tensors' checksums are recorded, summed on `pool`'s workers. */
+    checksums?: { ledger: ChecksumLedger; pool: CodecPool };
   },
   editConfig: (configText: string) => string,
 ): Promise<{ files: string[]; copiedBytes: number }> {
@@ -36,7 +34,7 @@ export async function finishModelDirectory(
     const info = source.weights.info(name);
     const data = await source.weights.read(name);
     copiedBytes += data.byteLength;
-    if (source.ledger) source.ledger.addTensor(name, source.pool ? await source.pool.checksum(data) : checksumHex(data));
+    if (source.checksums) source.checksums.ledger.addTensor(name, await source.checksums.pool.checksum(data));
     await writer.add([{ name, dtype: info.dtype, shape: info.shape, data }]);
   }
   const written = await writer.finish();

@@ -33,9 +33,7 @@ export async function sealModel(dir: string, options: SealOptions = {}): Promise
     return { path: f.path, metadata: { ...kept, ...ledger.metadataFor(layouts) } };
   });
   await weights.close();
-  await replaceFilesAtomically(
-    plans.map((p) => p.path),
-    async (target, tmp) => copySafetensorsWithMetadata(target, tmp, plans.find((p) => p.path === target)!.metadata),
-  );
+  const metadataOf = new Map(plans.map((p) => [p.path, p.metadata]));
+  await replaceFilesAtomically([...metadataOf.keys()], (target, tmp) => copySafetensorsWithMetadata(target, tmp, metadataOf.get(target)!));
   return { verified, files: plans.map((p) => p.path) };
 }

@@ -14,7 +14,7 @@ import {
 } from "@df11/models";
 import { MODULE_TENSOR_SUFFIXES, splitWeights, type ModuleChecksums } from "@df11/codec";
 import { patternDictOf, recordedShapes, shapeOfWeight } from "./model-info.js";
-import { defaultMaxMemory, planMemory } from "./memory-plan.js";
+import { defaultMaxMemory, planMemory, storedConcurrency } from "./memory-plan.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
 import { CodecPool } from "./pool.js";
 import type { Progress } from "./progress.js";
@@ -81,7 +81,14 @@ export async function verifyModel(dir: string, options: VerifyOptions = {}): Pro
   let doneBytes = 0;
   let decodedModules = 0;
   const checksums = readRecordedChecksums(weights);
-  const stored = await asVerificationError(() => checkStoredTensors(weights, checksums, { sum: (b) => pool.checksum(b), concurrency: storedConcurrency(weights, threads, memory.budget.bytes) }));
+  // With a ledger (df11 seal) every tensor is summed here, once; the modules' entries are completed below.
+  const stored = await asVerificationError(() =>
+    checkStoredTensors(weights, checksums, {
+      sum: (b) => pool.checksum(b),
+      concurrency: storedConcurrency(weights, threads, memory.budget.bytes),
+      all: !!options.ledger,
+    }),
+  );
 
   const compare = async (name: string, bytes: Uint8Array) => {
     covered.add(name);
@@ -104,7 +111,7 @@ export async function verifyModel(dir: string, options: VerifyOptions = {}): Pro
         if (options.ledger) {
           // The stored tensors' checksums are of their bytes as stored (not as re-derived from the module).
           const sums = { weights: checked.checksum } as ModuleChecksums;
-          for (const s of MODULE_TENSOR_SUFFIXES) sums[s] = await pool.checksum(await weights.read(`${path}.${s}`));
+          for (const s of MODULE_TENSOR_SUFFIXES) sums[s] = stored.sums.get(`${path}.${s}`)!;
           options.ledger.addModule(path, sums);
         }
         return { path, module, ...checked };
@@ -136,7 +143,7 @@ export async function verifyModel(dir: string, options: VerifyOptions = {}): Pro
   for (const name of weights.names().filter((n) => !isModuleTensor(n))) {
     const data = await weights.read(name);
     await compare(name, data);
-    if (options.ledger) options.ledger.addTensor(name, await pool.checksum(data));
+    options.ledger?.addTensor(name, stored.sums.get(name)!);
   }
   if (original) {
     const missing = original.names().find((n) => !covered.has(n));
@@ -155,12 +162,6 @@ export async function verifyModel(dir: string, options: VerifyOptions = {}): Pro
       writers: checksums.writers,
     },
   };
-}
-
-/** Tensors checked at once: every thread, as far as the largest tensors (here and copied to a worker) fit the budget. */
-export function storedConcurrency(weights: SafetensorsCollection, threads: number, budgetBytes: number): number {
-  const largest = Math.max(1, ...weights.names().map((n) => weights.info(n).byteLength));
-  return Math.max(1, Math.min(threads, Math.floor(budgetBytes / (2 * largest))));
 }
 
 /** A checksum mismatch, reported as verify reports any bad tensor. */

@@ -308,16 +308,14 @@ export class DeviceModule implements Disposable {
   /**
    * df11-sum64 checksums of the tensors kept on the device exactly as stored (luts, encoded_exponent,
    * sign_mantissa, gaps), computed where they lie: what the loader compares with the recorded ones.
+   * `sum` may be one the caller already holds.
    */
-  storedChecksums(): Record<"luts" | "encoded_exponent" | "sign_mantissa" | "gaps", string> {
+  storedChecksums(sum?: DeviceChecksum): Record<"luts" | "encoded_exponent" | "sign_mantissa" | "gaps", string> {
     const where = call(() => this.native.stored());
-    using sum = new DeviceChecksum();
+    using own = sum ? undefined : new DeviceChecksum();
+    const summer = (sum ?? own)!;
     const out = {} as Record<keyof typeof where, string>;
-    for (const name of Object.keys(where) as Array<keyof typeof where>) {
-      sum.reset();
-      sum.add(where[name].address, where[name].bytes);
-      out[name] = sum.hex();
-    }
+    for (const name of Object.keys(where) as Array<keyof typeof where>) out[name] = summer.hexOf(where[name].address, where[name].bytes);
     return out;
   }
 

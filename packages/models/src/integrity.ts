@@ -1,4 +1,4 @@
-import { CHECKSUM_ALGORITHM, checksumHex, MODULE_TENSOR_SUFFIXES, parseSum64, type ModuleChecksums } from "@df11/codec";
+import { CHECKSUM_ALGORITHM, checksumHex, MODULE_TENSOR_SUFFIXES, type ModuleChecksums } from "@df11/codec";
 import type { SafetensorsCollection, TensorLayout } from "@df11/hub-loader";
 import { ChecksumMismatchError, ModelsError } from "./errors.js";
 
@@ -107,49 +107,49 @@ export function readRecordedChecksums(weights: SafetensorsCollection): RecordedC
 /** The outcome of checking stored tensors. */
 export interface StoredCheck {
   readonly checked: number;
-  readonly bytes: number;
   /** Tensors no checksum covers. */
   readonly unchecked: readonly string[];
+  /** The checksum of every tensor summed: the checked ones, and with `all` the unchecked ones too. */
+  readonly sums: ReadonlyMap<string, string>;
 }
 
 /**
  * Check every stored tensor that has a recorded checksum, in file order; throws
  * {@link ChecksumMismatchError} naming the first that differs. `sum` may run elsewhere (worker threads).
+ * With `all`, tensors without a record are summed too (what `df11 seal` records), each read once.
  */
 export async function checkStoredTensors(
   weights: SafetensorsCollection,
   recorded: RecordedChecksums,
-  options: { sum?: (bytes: Uint8Array) => Promise<string> | string; skip?: (name: string) => boolean; concurrency?: number } = {},
+  options: { sum?: (bytes: Uint8Array) => Promise<string> | string; skip?: (name: string) => boolean; concurrency?: number; all?: boolean } = {},
 ): Promise<StoredCheck> {
   const sum = options.sum ?? checksumHex;
   const names = weights.names().filter((n) => !options.skip?.(n));
   const unchecked = names.filter((n) => !recorded.stored.has(n));
-  const toCheck = names.filter((n) => recorded.stored.has(n));
-  let bytes = 0;
+  const toSum = options.all ? names : names.filter((n) => recorded.stored.has(n));
+  const sums = new Map<string, string>();
   let next = 0;
   const failures: Array<{ index: number; error: ChecksumMismatchError }> = [];
   const worker = async () => {
-    while (next < toCheck.length && failures.length === 0) {
+    while (next < toSum.length && failures.length === 0) {
       const index = next++;
-      const name = toCheck[index];
-      const data = await weights.read(name);
-      const actual = await sum(data);
-      bytes += data.byteLength;
-      const expected = recorded.stored.get(name)!;
+      const name = toSum[index];
+      const actual = await sum(await weights.read(name));
+      sums.set(name, actual);
+      const expected = recorded.stored.get(name);
       // With several in flight, report the first failing tensor in file order.
-      if (actual !== expected) failures.push({ index, error: new ChecksumMismatchError(name, expected, actual, "stored") });
+      if (expected !== undefined && actual !== expected) failures.push({ index, error: new ChecksumMismatchError(name, expected, actual, "stored") });
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, options.concurrency ?? 1) }, worker));
   if (failures.length > 0) throw failures.sort((x, y) => x.index - y.index)[0].error;
-  return { checked: toCheck.length, bytes, unchecked };
+  return { checked: toSum.length - (options.all ? unchecked.length : 0), unchecked, sums };
 }
 
 /** Compare a module's decoded-weights checksum with the recorded one (no-op without a record). */
 export function checkDecodedWeights(path: string, recorded: RecordedChecksums, actual: string): boolean {
   const expected = recorded.modules.get(path)?.weights;
   if (expected === undefined) return false;
-  parseSum64(actual);
   if (actual !== expected) throw new ChecksumMismatchError(path, expected, actual, "weights");
   return true;
 }

@@ -28,13 +28,7 @@ export async function loadCausalLM(directory: string, options: LoadCausalLMOptio
     const provider = await backendProvider("cuda");
     const reason = provider ? provider.unavailableReason() : "@df11/cuda-kernel is not installed (npm install @df11/cuda-kernel)";
     if (!reason) {
-      const backend = await provider!.load(directory, {
-        maxContext: options.maxContext,
-        slots: options.slots,
-        onProgress: options.onProgress,
-        checkStored: options.checkStored,
-        verifyWeights: options.verifyWeights,
-      });
+      const backend = await provider!.load(directory, options);
       return new CausalLM(backend.config, backend);
     }
     if (device === "cuda") throw new ModelsError(`device cuda: ${reason}`);

@@ -106,11 +106,10 @@ export class DeviceWeights implements Disposable {
       this.checks.storedTensors++;
       if (got !== expected) throw new ChecksumMismatchError(name, expected, got, "stored");
     };
-    const onDevice = (address: Address, bytes: number) => () => {
-      sum!.reset();
-      sum!.add(address, bytes);
-      return sum!.hex();
-    };
+    // One decode window for checking every module's weights (sized for the largest module).
+    const largestModule = patternDict ? Math.max(0, ...compressedModulesOf(weights.names()).map((m) => weights.info(`${m}.sign_mantissa`).byteLength)) : 0;
+    const verifyWindow = Math.min(VERIFY_WINDOW, Math.ceil(largestModule / 8) * 8);
+    using scratch = checks?.weights && verifyWindow > 0 ? DeviceBuffer.alloc(verifyWindow * 2 + 16) : undefined;
     const total = weights.names().reduce((n, t) => n + weights.info(t).byteLength, 0);
     let done = 0;
     const progress = (bytes: number) => onProgress?.((done += bytes), total);
@@ -125,7 +124,7 @@ export class DeviceWeights implements Disposable {
         const gpu = DeviceModule.upload(module);
         this.modules.push(gpu);
         if (checks?.stored && checks.recorded.modules.has(path)) {
-          const onGpu = gpu.storedChecksums();
+          const onGpu = gpu.storedChecksums(sum);
           for (const [suffix, hex] of Object.entries(onGpu)) expectStored(`${path}.${suffix}`, () => hex);
           // output_positions and split_positions are not kept as stored on the device: small, summed here.
           for (const suffix of ["output_positions", "split_positions"]) {
@@ -133,7 +132,7 @@ export class DeviceWeights implements Disposable {
             expectStored(`${path}.${suffix}`, () => checksumHex(raw));
           }
         }
-        if (checks?.weights && checks.recorded.modules.has(path)) this.checkModuleWeights(gpu, path, checks.recorded, sum!);
+        if (checks?.weights && checks.recorded.modules.has(path)) this.checkModuleWeights(gpu, path, checks.recorded, sum!, scratch!, verifyWindow);
         this.residentBytes += gpu.deviceBytes;
         const bounds = [0, ...module.splitPositions, module.signMantissa.length];
         names.forEach((name, i) => this.matrices.set(name, { kind: "df11", module: gpu, start: bounds[i], elements: bounds[i + 1] - bounds[i], modulePath: path }));
@@ -183,7 +182,7 @@ export class DeviceWeights implements Disposable {
       for (const n of names) {
         const info = weights.info(n);
         buf.upload(await weights.read(n), offset);
-        expectStored(n, onDevice(buf.address + offset, info.byteLength));
+        expectStored(n, () => sum!.hexOf(buf.address + offset, info.byteLength));
         this.matrices.set(n, { kind: "resident", address: buf.address + offset, elements: info.byteLength / 2, shape: info.shape });
         offset += align(info.byteLength, 256);
         progress(info.byteLength);
@@ -192,10 +191,8 @@ export class DeviceWeights implements Disposable {
   }
 
   /** Decode a module window by window into a scratch buffer, sum each window right after its decode, compare. */
-  private checkModuleWeights(module: DeviceModule, path: string, recorded: RecordedChecksums, sum: DeviceChecksum): void {
+  private checkModuleWeights(module: DeviceModule, path: string, recorded: RecordedChecksums, sum: DeviceChecksum, scratch: DeviceBuffer, window: number): void {
     const started = performance.now();
-    const window = Math.min(VERIFY_WINDOW, Math.ceil(module.elements / 8) * 8);
-    using scratch = DeviceBuffer.alloc(window * 2 + 16);
     sum.reset();
     for (let lo = 0; lo < module.elements; lo += window) {
       const hi = Math.min(module.elements, lo + window);

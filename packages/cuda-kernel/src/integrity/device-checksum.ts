@@ -42,6 +42,13 @@ export class DeviceChecksum implements Disposable {
     return { a: lanes[0], b: lanes[1] };
   }
 
+  /** Sum one stretch of memory from zero, synchronously: 16 hex digits. */
+  hexOf(address: Address, bytes: number, firstWordIndex = 0): string {
+    this.reset();
+    this.add(address, bytes, firstWordIndex);
+    return this.hex();
+  }
+
   /** {@link read} as 16 hex digits. */
   hex(stream?: CudaStream): string {
     return formatSum64(this.read(stream));
@@ -59,6 +66,5 @@ export class DeviceChecksum implements Disposable {
 /** df11-sum64 of device memory, as 16 hex digits (synchronous). */
 export function deviceChecksumHex(address: Address, bytes: number, firstWordIndex = 0): string {
   using sum = new DeviceChecksum();
-  sum.add(address, bytes, firstWordIndex);
-  return sum.hex();
+  return sum.hexOf(address, bytes, firstWordIndex);
 }
