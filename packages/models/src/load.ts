@@ -28,7 +28,9 @@ export async function loadCausalLM(directory: string, options: LoadCausalLMOptio
     const provider = await backendProvider("cuda");
     const reason = provider ? provider.unavailableReason() : "@df11/cuda-kernel is not installed (npm install @df11/cuda-kernel)";
     if (!reason) {
-      const backend = await provider!.load(directory, options);
+      // Not `device` ("cuda" here): a backend's own `device` option is a GPU index.
+      const { device: _device, ...backendOptions } = options;
+      const backend = await provider!.load(directory, backendOptions);
       return new CausalLM(backend.config, backend);
     }
     if (device === "cuda") throw new ModelsError(`device cuda: ${reason}`);
