@@ -26,3 +26,4 @@ export { decodeLikeKernel } from "./kernel-decoder.js";
 export * from "./stats.js";
 export * from "./synthetic.js";
 export * from "./checksum.js";
+export * from "./fused-layout.js";
