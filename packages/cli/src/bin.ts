@@ -18,12 +18,16 @@ import { listCachedModels, removePendingTemporaries, resolveModel } from "@df11/
 import { modelDirectory } from "./model-source.js";
 import { interruptSignal, parseIds, runChat, runGenerate, type GenerationFlags } from "./generate-command.js";
 import type { DeviceChoice } from "./load-model.js";
+import { BATCH_HELP, batchGenerateCommand } from "./batch-generate.js";
+import { CliError } from "./errors.js";
 
 const intOption = (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("expected a positive integer");
   return n;
 };
+/** A repeatable option's values, in order. */
+const collect = (v: string, previous: string[] = []) => [...previous, v];
 const sizeOption = (v: string) => {
   try {
     return parseBytes(v);
@@ -208,15 +212,24 @@ withSampling(
     .command("generate")
     .description("generate text with a BF16 or DFloat11 model, on the GPU when one is present")
     .argument("<model>", "model directory or Hub repo id, e.g. DFloat11/Qwen3-8B-DF11")
-    .option("-p, --prompt <text>", "prompt text (needs the model's tokenizer)")
-    .option("--input-ids <ids>", "prompt as token ids, e.g. 1,17,42 (models without a tokenizer)")
+    .option("-p, --prompt <text>", "prompt text (needs the model's tokenizer); repeat it for a batch", collect)
+    .option("--input-ids <ids>", "prompt as token ids, e.g. 1,17,42 (models without a tokenizer); repeat it for a batch", collect)
     .option("--chat", "wrap the prompt in the model's chat template")
-    .option("--json", "print one JSON object: tokenIds, text, tokens/s, peak memory"),
+    .option("--json", "print one JSON object: tokenIds, text, tokens/s, peak memory")
+    .option("-b, --batch-size <n>", "run N sequences together in one batch: N prompts, or one prompt N times with seeds seed, seed+1, …", intOption)
+    .option("--ignore-eos", "with --batch-size: keep generating after end-of-sequence tokens (benchmarks)")
+    .addHelpText("after", BATCH_HELP),
 ).action(async (modelDir: string, opts) => {
+  const inputIds = (opts.inputIds as string[] | undefined)?.map(parseIds);
+  if (opts.batchSize || opts.prompt?.length > 1 || (inputIds?.length ?? 0) > 1) {
+    const input = { prompts: opts.prompt, inputIds, chat: opts.chat, batchSize: opts.batchSize };
+    return batchGenerateCommand(await modelDirectory(modelDir), input, { ...flagsOf(opts), ignoreEos: opts.ignoreEos }, !!opts.json);
+  }
+  if (opts.ignoreEos) throw new CliError("--ignore-eos goes with --batch-size");
   const interrupt = interruptSignal();
   const result = await runGenerate(
     await modelDirectory(modelDir),
-    { prompt: opts.prompt, inputIds: opts.inputIds ? parseIds(opts.inputIds) : undefined, chat: opts.chat },
+    { prompt: opts.prompt?.[0], inputIds: inputIds?.[0], chat: opts.chat },
     flagsOf(opts),
     opts.json ? undefined : (piece) => process.stdout.write(piece),
     interrupt.signal,

@@ -33,6 +33,23 @@ export interface WeightsInfo {
 }
 
 /**
+ * Memory a backend holds, in bytes, as `df11 generate` reports it (the counterpart of DFloat11's
+ * `torch.cuda.memory_allocated()` / `max_memory_allocated()`).
+ */
+export interface BackendMemory {
+  /**
+   * What is counted. `device-allocated`: the bytes of device memory the backend has allocated (weights,
+   * KV cache, activations, scratch; not the CUDA context). `process-rss`: the resident set of the whole
+   * process (a CPU backend's weights, KV cache and activations live in it).
+   */
+  readonly measure: "device-allocated" | "process-rss";
+  /** Bytes in use now. */
+  readonly inUseBytes: number;
+  /** Most bytes in use at once: since the backend was created (device) or the process started (RSS). */
+  readonly peakBytes: number;
+}
+
+/**
  * The seam between the architecture (written once, in forward.ts) and the hardware that runs it. A
  * backend owns the weights, the KV cache and the activation tensors; the forward pass calls these ops
  * in order. Ops are asynchronous on GPU backends; `read` and `argmax` return host data.
@@ -82,5 +99,7 @@ export interface Backend<T extends BackendTensor = BackendTensor> extends Dispos
   replayable<R>(key: string, fn: () => R): R;
   /** Forget what a KV-cache slot holds (its sequence ended). */
   releaseSlot(slot: number): void;
+  /** Memory in use and its peak; optional: a backend without it reports nothing (callers print "n/a"). */
+  memory?(): BackendMemory;
   dispose(): void;
 }

@@ -1,9 +1,10 @@
 import { bf16ToFloat32 } from "@df11/codec";
-import type { Backend, BackendTensor, LinearWeight, StepRows, WeightsInfo } from "./backend.js";
+import type { Backend, BackendMemory, BackendTensor, LinearWeight, StepRows, WeightsInfo } from "./backend.js";
 import type { TextModelConfig } from "./config.js";
 import { addInPlace, gatedActivation, geluTanh, linear, rmsNorm, silu } from "./cpu-ops.js";
 import { WeightLayoutError } from "./errors.js";
 import { KvCache } from "./kv-cache.js";
+import { peakRssBytes } from "./memory.js";
 import { applyRope, ropeTable, type RopeTable } from "./rope.js";
 import { argmax } from "./sampling.js";
 import type { WeightStore } from "./weight-store.js";
@@ -196,6 +197,11 @@ export class CpuBackend implements Backend<CpuTensor> {
   /** Drop a slot's cached positions. */
   releaseSlot(slot: number): void {
     this.caches.delete(slot);
+  }
+
+  /** The process's resident set: weights, KV caches and activations are host memory here. */
+  memory(): BackendMemory {
+    return { measure: "process-rss", inUseBytes: process.memoryUsage.rss(), peakBytes: peakRssBytes() };
   }
 
   dispose(): void {

@@ -60,8 +60,12 @@ export class BatchScheduler implements Disposable {
   private readonly running: Sequence[] = [];
   private looping = false;
   private closed = false;
-  /** Tokens generated and steps run since creation. */
-  readonly stats = { steps: 0, tokens: 0, requests: 0 };
+  /**
+   * Since creation: tokens generated, decode steps run, requests taken, and the seconds spent admitting
+   * requests (their prefills) and in decode steps (each ends with its tokens on the host, so device
+   * work is included).
+   */
+  readonly stats = { steps: 0, tokens: 0, requests: 0, prefillSeconds: 0, decodeSeconds: 0 };
 
   constructor(
     readonly model: CausalLM,
@@ -123,8 +127,12 @@ export class BatchScheduler implements Disposable {
   private async loop(): Promise<void> {
     try {
       while (!this.closed && (this.queue.length > 0 || this.running.length > 0)) {
+        const t0 = performance.now();
         this.admit();
+        const t1 = performance.now();
         if (this.running.length > 0) this.decodeStep();
+        this.stats.prefillSeconds += (t1 - t0) / 1000;
+        this.stats.decodeSeconds += (performance.now() - t1) / 1000;
         // Token boundary: let clients read, new requests arrive, aborts land.
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
