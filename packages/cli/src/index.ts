@@ -23,3 +23,5 @@ export { formatBytes, parseBytes } from "./format-bytes.js";
 export type { Progress } from "./progress.js";
 export { serveModel, type RunningServer, type ServeOptions } from "./serve/server.js";
 export { ApiError, parseCompletionRequest } from "./serve/openai-protocol.js";
+// Types only: the batch runner loads models through @df11/cuda-kernel, which the library entry does not import.
+export type { BatchGenerateResult, BatchSequenceResult, BatchInput, BatchFlags } from "./batch-generate.js";
