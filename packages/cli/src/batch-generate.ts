@@ -14,10 +14,12 @@ aggregate and per-sequence tokens/s, memory in use and peak (GPU: the device's; 
   df11 generate DFloat11/Qwen3-8B-DF11 -p "Question: What is a binary tree? Answer:" -n 512 -b 8 --temperature 0.7 --seed 42
   df11 generate ./model -p "The capital of France is" -p "Water boils at" -n 32 --json
 
-Greedy sequences of a batch get exactly the tokens they get alone on the CPU, and on the GPU while at
-most 8 run (the float32 GEMV serves up to 8 rows); from 9 on, the GPU multiplies on the tensor cores in
-BF16, so a long greedy sequence may part from its solo run. Sampled sequence i uses seed --seed + i
-(--seed defaults to 0): it matches "df11 generate --seed <that seed>" alone, where greedy tokens would.
+On the CPU, greedy sequences of a batch get exactly the tokens they get alone. On the GPU they may
+differ: up to 8 sequences multiply on the same float32 GEMV as alone, but the attention splits its keys
+into a number of parts that depends on the batch size, and from 9 sequences on the matrix products run
+on the tensor cores in BF16; logits then differ in the last bits, and a long greedy sequence may part
+from its solo run. Sampled sequence i uses seed --seed + i (--seed defaults to 0): it matches
+"df11 generate --seed <that seed>" alone wherever greedy tokens would.
 `;
 
 /** What `df11 generate --batch-size N` runs: prompts as text or as token ids (one each, or one for all N). */
