@@ -1,7 +1,7 @@
 import { Model, TextTokenizer, type BackendMemory, type FinishReason, type ModelGenerateOptions } from "@df11/models";
 import { CliError } from "./errors.js";
 import { formatBytes } from "./format-bytes.js";
-import { interruptSignal, type GenerationFlags } from "./generate-command.js";
+import { interruptSignal, samplingOf, type GenerationFlags } from "./generate-command.js";
 import { loadModelOn } from "./load-model.js";
 
 /** `df11 generate --help`, after the options: what batch mode does and when it matches solo runs. */
@@ -102,18 +102,11 @@ export function planBatch(promptCount: number, batchSize = promptCount, seed = 0
   return Array.from({ length: batchSize }, (_, i) => ({ prompt: promptCount === 1 ? 0 : i, seed: seed + i }));
 }
 
-const samplingOf = (f: BatchFlags, seed: number, signal?: AbortSignal): ModelGenerateOptions => ({
-  maxTokens: f.maxTokens,
-  temperature: f.temperature,
-  topK: f.topK,
-  topP: f.topP,
-  minP: f.minP,
-  repetitionPenalty: f.repetitionPenalty,
-  seed,
-  stop: f.stop,
-  ignoreEos: f.ignoreEos,
-  signal,
-});
+/** Sequence options: the flags' sampling and stopping (as `df11 generate` alone), with the sequence's seed. */
+function sequenceOptions(f: BatchFlags, seed: number, signal?: AbortSignal): ModelGenerateOptions {
+  const { stopStrings, ...sampling } = samplingOf(f);
+  return { ...sampling, seed, stop: stopStrings, ignoreEos: f.ignoreEos, signal };
+}
 
 /**
  * `df11 generate --batch-size N`: load the model with N KV-cache slots and run the N sequences together
@@ -134,6 +127,7 @@ export async function runBatchGenerate(modelDir: string, input: BatchInput, flag
   // Refuse a bad prompt before any sequence starts.
   for (const p of prompts) {
     if (p.length === 0) throw new CliError("a prompt has no tokens");
+    if (p.length >= lm.maxContext) throw new CliError(`a prompt has ${p.length} tokens; the model was loaded for ${lm.maxContext} positions per sequence (--max-context)`);
     lm.checkTokenIds(p);
   }
 
@@ -148,7 +142,7 @@ export async function runBatchGenerate(modelDir: string, input: BatchInput, flag
   const t0 = performance.now();
   const sequences = await Promise.all(
     plan.map(async (p, index): Promise<BatchSequenceResult> => {
-      const r = await model.generate(prompts[p.prompt], samplingOf(flags, p.seed, signal)).result();
+      const r = await model.generate(prompts[p.prompt], sequenceOptions(flags, p.seed, signal)).result();
       return {
         index,
         seed: p.seed,

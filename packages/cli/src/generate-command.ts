@@ -38,7 +38,8 @@ export interface GenerateResult {
 
 
 
-const samplingOf = (f: GenerationFlags): GenerateOptions => ({
+/** The flags' sampling and stopping options (stop strings as `stopStrings`). */
+export const samplingOf = (f: GenerationFlags): GenerateOptions => ({
   maxTokens: f.maxTokens,
   temperature: f.temperature,
   topK: f.topK,

@@ -84,6 +84,7 @@ describe("df11 generate --batch-size on the CPU", () => {
     await expect(df11("generate", dir, "-p", "a", "--input-ids", "1,2", "-b", "2")).rejects.toMatchObject({ stderr: expect.stringMatching(/--prompt or --input-ids, not both/) });
     await expect(df11("generate", dir, "-p", "a", "--ignore-eos")).rejects.toMatchObject({ stderr: expect.stringMatching(/--ignore-eos goes with --batch-size/) });
     await expect(df11("generate", dir, "--input-ids", "1,2", "--input-ids", "3,99999")).rejects.toMatchObject({ stderr: expect.stringMatching(/token id 99999 is outside/) });
+    await expect(df11("generate", dir, "-b", "2", "-p", "the water is", "--max-context", "3")).rejects.toMatchObject({ stderr: expect.stringMatching(/a prompt has 4 tokens; the model was loaded for 3 positions/) });
     await expect(df11("generate", dir, "-b", "0", "-p", "a")).rejects.toMatchObject({ stderr: expect.stringMatching(/expected a positive integer/) });
     const bare = join(work, "no-tokenizer");
     await writeSyntheticModel(bare, SMALL, { seed: 42 });
