@@ -45,7 +45,7 @@ export interface BackendMemory {
   readonly measure: "device-allocated" | "process-rss";
   /** Bytes in use now. */
   readonly inUseBytes: number;
-  /** Most bytes in use at once: since the backend was created (device) or the process started (RSS). */
+  /** Most bytes in use at once so far, loading included (device: since counting began; RSS: since the process started). */
   readonly peakBytes: number;
 }
 
