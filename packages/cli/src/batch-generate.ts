@@ -113,7 +113,8 @@ function sequenceOptions(f: BatchFlags, seed: number, signal?: AbortSignal): Mod
  * through the continuous-batching scheduler `df11 serve` uses: each prompt is prefilled in its own slot,
  * then every decode step advances all running sequences in one forward pass (a DF11 module is decoded
  * once per step for the whole batch). Returns every response and the batch's latency, speed and memory.
- * Throws {@link CliError} for bad arguments, RangeError for a prompt longer than the context.
+ * Throws {@link CliError} for bad arguments or a prompt longer than the context, RangeError for token ids
+ * outside the vocabulary.
  */
 export async function runBatchGenerate(modelDir: string, input: BatchInput, flags: BatchFlags, signal?: AbortSignal): Promise<BatchGenerateResult> {
   if (input.prompts?.length && input.inputIds?.length) throw new CliError("give --prompt or --input-ids, not both");
