@@ -3,8 +3,8 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 
 /** Run `script` with `args` in a Node process of its own (its GPU memory and peak RSS are its own); its last stdout line is JSON. */
-export function runChild<T>(script: string, args: readonly string[]): T {
-  const out = execFileSync(process.execPath, [script, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 1 << 26 });
+export function runChild<T>(script: string, args: readonly string[], env?: Record<string, string>): T {
+  const out = execFileSync(process.execPath, [script, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 1 << 26, env: { ...process.env, ...env } });
   return JSON.parse(out.trim().split("\n").pop()!) as T;
 }
 

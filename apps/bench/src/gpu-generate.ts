@@ -1,16 +1,19 @@
 #!/usr/bin/env node
 /**
  * GPU generation benchmark: batch 1, a prompt of --prompt-tokens, --new-tokens greedy tokens, on our
- * engine from BF16 and from DF11 (each variant in a process of its own), with transformers' numbers
- * (tools/transformers_bench.py, same GPU, same run) merged in as the reference point.
+ * engine from BF16 (BF16 weights), from DF11 (fused layout, the default; and Huffman windows) and from
+ * BF16 into the fused layout — each variant in a process of its own — with transformers' numbers
+ * (tools/transformers_bench.py) and the cuBLAS floor (tools/cublas_floor.py) of the same GPU and run
+ * merged in as reference points. Every run records the configuration the engine reports it ran with.
  *
- *   node apps/bench/dist/gpu-generate.js --bf16 DIR --df11 DIR [--reference transformers.json] [--chunks 8,16,64]
+ *   node apps/bench/dist/gpu-generate.js --bf16 DIR --df11 DIR [--reference transformers.json] [--floor floor.json]
+ *        [--chunks 8,16] [--no-pdl] [--profile]
  */
 import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { CausalLM } from "@df11/models";
-import { CudaBackend, devices, memoryInfo, nativeAddon, type OpTime } from "@df11/cuda-kernel";
+import { CudaBackend, devices, memoryInfo, nativeAddon, resetPeakAllocation, type CudaEngineConfig, type GpuWeightsLayout, type OpTime } from "@df11/cuda-kernel";
 import { runChild, saveJson } from "./child.js";
 
 const { values: args, positionals } = parseArgs({
@@ -19,6 +22,9 @@ const { values: args, positionals } = parseArgs({
     bf16: { type: "string" },
     df11: { type: "string" },
     reference: { type: "string" },
+    floor: { type: "string" },
+    layout: { type: "string" },
+    "no-pdl": { type: "boolean", default: false },
     out: { type: "string", default: "bench-results/gpu-generate.json" },
     "prompt-tokens": { type: "string", default: "512" },
     "new-tokens": { type: "string", default: "256" },
@@ -37,8 +43,13 @@ const log = (s: string) => console.error(s);
 interface Run {
   readonly label: string;
   readonly weights: "bf16" | "df11";
-  readonly decodeChunkElements?: number;
+  /** What the engine ran with, as it reports it (layout, windows, row thresholds, GPU, PDL). */
+  readonly engine: CudaEngineConfig;
+  /** The fused layout's size and escapes, when used. */
+  readonly fused?: unknown;
   readonly loadSeconds: number;
+  /** From the start of loading to the first generated token of the prompt (cold: first prefill included). */
+  readonly firstTokenSeconds: number;
   readonly prefillTokensPerSecond: number;
   readonly decodeTokensPerSecond: number;
   readonly decodeMsPerToken: number;
@@ -46,27 +57,37 @@ interface Run {
   readonly hostOverheadMsPerToken: number;
   /** Host time per token by phase: inputs upload call, graph launch call, wait + copy of the token. */
   readonly hostMsPerToken: { setStep: number; launch: number; readBack: number };
+  /** Most device memory df11's buffers held at once while generating (after loading). */
   readonly peakGpuBytes: number;
+  /** The same from the start of loading (transcoding windows included). */
+  readonly peakGpuBytesWithLoad: number;
+  /** Device memory in use seen by cudaMemGetInfo (context included), at its peak during the run. */
+  readonly deviceUsedPeakBytes: number;
   readonly weightsBytes: number;
   readonly kvCacheBytes: number;
   readonly tokenIds: number[];
 }
 
-async function measure(dir: string, label: string, chunk?: number): Promise<Run> {
+async function measure(dir: string, label: string, chunk?: number, layout?: GpuWeightsLayout): Promise<Run> {
   memoryInfo(); // context first, so it is not counted
   const before = memoryInfo().free;
   let minFree = before;
   const sample = () => (minFree = Math.min(minFree, memoryInfo().free));
   const maxContext = promptTokens + newTokens + 32; // room for the GPU-time probe after the run
   let t = performance.now();
-  const backend = await CudaBackend.load(dir, { maxContext, decodeChunkElements: chunk });
+  const backend = await CudaBackend.load(dir, { maxContext, decodeChunkElements: chunk, gpuWeights: layout });
   const loadSeconds = (performance.now() - t) / 1000;
   using model = new CausalLM(backend.config, backend);
   sample();
   const vocab = backend.config.vocabSize;
   const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 7919 + 13) % vocab);
+  let id = model.forwardGreedy(prompt);
+  const firstTokenSeconds = (performance.now() - t) / 1000;
+  const peakGpuBytesWithLoad = backend.memory().peakBytes;
+  model.reset();
+  resetPeakAllocation();
   // Warm-up: the first steps allocate, the second one-token step records the CUDA graph.
-  let id = model.forwardGreedy(prompt.slice(0, 32));
+  id = model.forwardGreedy(prompt.slice(0, 32));
   for (let i = 0; i < 4; i++) id = model.forwardGreedy([id]);
   model.reset();
   backend.synchronize();
@@ -94,15 +115,19 @@ async function measure(dir: string, label: string, chunk?: number): Promise<Run>
   return {
     label,
     weights: backend.weights.kind,
-    decodeChunkElements: backend.weights.kind === "df11" ? (chunk ?? 16 * 1024 * 1024) : undefined,
+    engine: backend.engineConfig,
+    fused: backend.weights.fused ? { ...backend.weights.fused, perMatrix: backend.fusedMatrices().slice(0, 8) } : undefined,
     loadSeconds,
+    firstTokenSeconds,
     prefillTokensPerSecond: promptTokens / prefillSeconds,
     decodeTokensPerSecond: (newTokens - 1) / decodeSeconds,
     decodeMsPerToken,
     gpuMsPerToken,
     hostOverheadMsPerToken: decodeMsPerToken - gpuMsPerToken,
     hostMsPerToken,
-    peakGpuBytes: before - minFree,
+    peakGpuBytes: backend.memory().peakBytes,
+    peakGpuBytesWithLoad,
+    deviceUsedPeakBytes: before - minFree,
     weightsBytes: backend.weights.residentBytes,
     kvCacheBytes: 2 * c.numLayers * c.numKvHeads * maxContext * c.headDim * 2,
     tokenIds,
@@ -110,8 +135,8 @@ async function measure(dir: string, label: string, chunk?: number): Promise<Run>
 }
 
 /** Per-op GPU times (serialised): the prompt's prefill, and one-token steps averaged per token. */
-async function profile(dir: string, chunk?: number): Promise<{ prefill: OpTime[]; decodePerToken: OpTime[] }> {
-  const backend = await CudaBackend.load(dir, { maxContext: promptTokens + 64, decodeChunkElements: chunk, profile: true });
+async function profile(dir: string, chunk?: number, layout?: GpuWeightsLayout): Promise<{ prefill: OpTime[]; decodePerToken: OpTime[] }> {
+  const backend = await CudaBackend.load(dir, { maxContext: promptTokens + 64, decodeChunkElements: chunk, profile: true, gpuWeights: layout });
   using model = new CausalLM(backend.config, backend);
   const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 7919 + 13) % backend.config.vocabSize);
   model.forwardGreedy(prompt.slice(0, 16)); // one-time host work (row spans of the embedding) out of the profile
@@ -127,46 +152,64 @@ async function profile(dir: string, chunk?: number): Promise<{ prefill: OpTime[]
 }
 
 async function main() {
+  const layoutArg = args.layout as GpuWeightsLayout | undefined;
   if (positionals[0] === "profile") {
-    console.log(JSON.stringify(await profile(positionals[1], args.chunk ? Number(args.chunk) : undefined)));
+    console.log(JSON.stringify(await profile(positionals[1], args.chunk ? Number(args.chunk) : undefined, layoutArg)));
     return;
   }
   if (positionals[0] === "one") {
     if (args.variant) nativeAddon().setGemvVariant(args.variant === "no-allocate");
-    const run = await measure(positionals[1], positionals[2], args.chunk ? Number(args.chunk) : undefined);
+    const run = await measure(positionals[1], positionals[2], args.chunk ? Number(args.chunk) : undefined, layoutArg);
     console.log(JSON.stringify(run));
     return;
   }
   if (!args.bf16 || !args.df11) throw new Error("give --bf16 DIR and --df11 DIR");
   const self = fileURLToPath(import.meta.url);
-  const child = (dir: string, label: string, chunk?: number, mode = "one", variant?: string) => {
+  const child = (dir: string, label: string, layout: GpuWeightsLayout, o: { chunk?: number; mode?: string; variant?: string; env?: Record<string, string> } = {}) => {
+    const mode = o.mode ?? "one";
     log(`${mode === "one" ? "measuring" : "profiling"} ${label}…`);
-    const extra = [...(chunk ? ["--chunk", String(chunk)] : []), ...(variant ? ["--variant", variant] : [])];
-    return runChild<Run | { prefill: OpTime[]; decodePerToken: OpTime[] }>(self, [mode, dir, label, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), ...extra]);
+    const extra = [...(o.chunk ? ["--chunk", String(o.chunk)] : []), ...(o.variant ? ["--variant", o.variant] : []), "--layout", layout];
+    return runChild<Run | { prefill: OpTime[]; decodePerToken: OpTime[] }>(self, [mode, dir, label, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), ...extra], o.env);
   };
-  const runs = [child(args.bf16, "df11 engine, BF16 weights"), child(args.df11, "df11 engine, DF11 weights")] as Run[];
-  for (const c of args.chunks!.split(",").filter(Boolean)) runs.push(child(args.df11, `df11 engine, DF11 weights, decode window ${c} Mi elements`, Number(c) * 1024 * 1024) as Run);
+  const runs = [
+    child(args.bf16, "df11 engine, BF16 checkpoint, BF16 weights", "bf16"),
+    child(args.df11, "df11 engine, DF11 checkpoint, fused layout (default)", "fused"),
+    child(args.df11, "df11 engine, DF11 checkpoint, Huffman windows", "huffman"),
+    child(args.bf16, "df11 engine, BF16 checkpoint, fused layout", "fused"),
+  ] as Run[];
+  for (const c of args.chunks!.split(",").filter(Boolean)) runs.push(child(args.df11, `df11 engine, DF11 checkpoint, Huffman windows of ${c} Mi elements`, "huffman", { chunk: Number(c) * 1024 * 1024 }) as Run);
+  if (args["no-pdl"]) {
+    runs.push(child(args.bf16, "df11 engine, BF16 weights, without programmatic launches", "bf16", { env: { DF11_PDL: "0" } }) as Run);
+    runs.push(child(args.df11, "df11 engine, fused layout, without programmatic launches", "fused", { env: { DF11_PDL: "0" } }) as Run);
+  }
   if (args["gemv-variants"]) {
     for (const [v, name] of [["allocate", "weights through L1"]]) {
-      runs.push(child(args.bf16, `df11 engine, BF16 weights, GEMV ${name}`, undefined, "one", v) as Run);
+      runs.push(child(args.bf16, `df11 engine, BF16 weights, GEMV ${name}`, "bf16", { variant: v }) as Run);
     }
   }
+  type Profile = { prefill: OpTime[]; decodePerToken: OpTime[] };
   const profiles = args.profile
-    ? { bf16: child(args.bf16, "BF16", undefined, "profile") as { prefill: OpTime[]; decodePerToken: OpTime[] }, df11: child(args.df11, "DF11", undefined, "profile") as { prefill: OpTime[]; decodePerToken: OpTime[] } }
+    ? {
+        bf16: child(args.bf16, "BF16", "bf16", { mode: "profile" }) as Profile,
+        fused: child(args.df11, "DF11 fused", "fused", { mode: "profile" }) as Profile,
+        huffman: child(args.df11, "DF11 Huffman", "huffman", { mode: "profile" }) as Profile,
+      }
     : undefined;
   const reference = args.reference && existsSync(args.reference) ? JSON.parse(readFileSync(args.reference, "utf8")) : undefined;
+  const floor = args.floor && existsSync(args.floor) ? JSON.parse(readFileSync(args.floor, "utf8")) : undefined;
   const same = (a: number[], b: number[]) => a.findIndex((v, i) => v !== b[i]);
-  const identical = same(runs[0].tokenIds, runs[1].tokenIds) === -1;
+  const identical = runs.every((r) => same(runs[0].tokenIds, r.tokenIds) === -1);
   const agreeWithTransformers = reference ? (same(runs[0].tokenIds, reference.tokenIds) + 1 || newTokens + 1) - 1 : undefined;
   const gb = (n: number) => (n / 1e9).toFixed(2);
   log("");
   log(`| engine | prefill tok/s | decode tok/s | ms/token (GPU + host) | weights GB | peak GPU GB |`);
   log(`|---|---|---|---|---|---|`);
   if (reference) log(`| ${reference.engine} | ${reference.prefillTokensPerSecond.toFixed(0)} | ${reference.decodeTokensPerSecond.toFixed(1)} | ${(1000 / reference.decodeTokensPerSecond).toFixed(2)} | ${gb(reference.weightsBytes)} | ${gb(reference.peakGpuBytes)} |`);
+  if (floor) log(`| cuBLAS floor (every GEMV of a token, one CUDA graph) | | ${floor.tokensPerSecond.toFixed(1)} | ${floor.msPerToken.toFixed(2)} | | |`);
   for (const r of runs) {
     log(`| ${r.label} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} (${r.gpuMsPerToken.toFixed(2)} + ${r.hostOverheadMsPerToken.toFixed(3)}) | ${gb(r.weightsBytes)} | ${gb(r.peakGpuBytes)} |`);
   }
-  for (const r of runs) log(`${r.label}: host ms/token: inputs ${r.hostMsPerToken.setStep.toFixed(3)}, graph launch ${r.hostMsPerToken.launch.toFixed(3)}, wait + read back ${r.hostMsPerToken.readBack.toFixed(3)}`);
+  for (const r of runs) log(`${r.label}: load ${r.loadSeconds.toFixed(2)} s, first token ${r.firstTokenSeconds.toFixed(2)} s; host ms/token: inputs ${r.hostMsPerToken.setStep.toFixed(3)}, graph launch ${r.hostMsPerToken.launch.toFixed(3)}, wait + read back ${r.hostMsPerToken.readBack.toFixed(3)}`);
   if (profiles) {
     for (const [name, p] of Object.entries(profiles)) {
       log(`\n${name}: GPU ms per op (serialised), prefill of ${promptTokens} | one decode step`);
@@ -178,7 +221,7 @@ async function main() {
       }
     }
   }
-  log(`BF16 and DF11 tokens identical: ${identical}${reference ? `; first ${agreeWithTransformers} tokens equal transformers' (BF16 arithmetic differs, so greedy paths may part)` : ""}`);
+  log(`all runs' tokens identical: ${identical}${reference ? `; first ${agreeWithTransformers} tokens equal transformers' (BF16 arithmetic differs, so greedy paths may part)` : ""}`);
   const result = {
     benchmark: "gpu-generate",
     date: new Date().toISOString(),
@@ -190,6 +233,7 @@ async function main() {
     tokensIdentical: identical,
     tokensEqualToTransformers: agreeWithTransformers,
     reference: reference ? { ...reference, tokenIds: undefined } : undefined,
+    floor,
     runs: runs.map(({ tokenIds, ...r }) => r),
     profiles,
   };

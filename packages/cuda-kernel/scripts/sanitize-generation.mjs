@@ -1,5 +1,5 @@
 // Small generation workload for compute-sanitizer (prefill on the tensor cores, one-token steps replayed
-// from a CUDA graph, DF11 windows and embedding rows):
+// from a CUDA graph; BF16, the fused layout from BF16 and DF11, Huffman windows; embedding rows):
 //   compute-sanitizer --tool memcheck node packages/cuda-kernel/scripts/sanitize-generation.mjs
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,9 +15,10 @@ try {
     const df11 = join(work, String(i));
     await compressModel(bf16, df11, { threads: 1 });
     const tokens = [];
-    for (const dir of [bf16, df11]) {
-      // verifyWeights: the load-time checksum kernels (stored tensors on the device, decode + sum per window) run too.
-      const backend = await CudaBackend.load(dir, { maxContext: 48, maxRows: 16, decodeChunkElements: 4096, gemmMinRows: 9, verifyWeights: true });
+    for (const [dir, gpuWeights] of [[bf16, "bf16"], [bf16, "fused"], [df11, "fused"], [df11, "huffman"]]) {
+      // verifyWeights: the load-time checksum kernels (stored tensors on the device, decode + sum per window) run too;
+      // the fused layout is transcoded on the GPU and read by the fused GEMV and the unpack kernel.
+      const backend = await CudaBackend.load(dir, { maxContext: 48, maxRows: 16, decodeChunkElements: 4096, gemmMinRows: 9, verifyWeights: true, gpuWeights });
       const model = new CausalLM(backend.config, backend);
       const ids = [];
       // 20 prompt tokens with maxRows 16: two prefill steps (tensor-core GEMM for 16 rows, GEMV for 4).
@@ -25,7 +26,7 @@ try {
       model.dispose();
       tokens.push(ids.join(","));
     }
-    if (tokens[0] !== tokens[1]) throw new Error(`${bf16}: BF16 and DF11 tokens differ`);
+    if (new Set(tokens).size !== 1) throw new Error(`${bf16}: the layouts' tokens differ: ${tokens.join(" | ")}`);
     console.log(`${bf16}: ${tokens[0]}`);
   }
   console.log("sanitize generation workload: done");

@@ -34,6 +34,9 @@ export interface NativeAddon {
   setDevice(index: number): void;
   memInfo(): { free: number; total: number };
   synchronize(): void;
+  getDevice(): number;
+  allocationStats(device: number): { allocated: number; peak: number };
+  resetPeakAllocation(device: number): void;
   decode(module: NativeModule, out: NativeBuffer, offsetElements?: number, stream?: NativeStream): void;
   copy(dst: NativeBuffer, src: NativeBuffer, bytes: number, stream?: NativeStream): void;
   copyAddress(dst: Address, src: Address, bytes: number, stream?: NativeStream): void;
@@ -65,7 +68,26 @@ export interface NativeAddon {
   setGemvVariant(noAllocate: boolean): void;
   qkvPrepare(a: NativeAttention, qkv: Address, qNorm: Address, kNorm: Address, eps: number, unitOffset: boolean, invFreq: Address, rotaryDim: number, qOut: Address, stream?: NativeStream): void;
   attention(a: NativeAttention, q: Address, out: Address, splits: number, partial: Address, stream?: NativeStream): void;
+  fusedTablesAndCounts(src: Address, rowBegin: number, rows: number, cols: number, tables: Address, counts: Address, stream?: NativeStream): void;
+  exclusiveScanBytes(n: number): number;
+  exclusiveScan(counts: Address, offsets: Address, n: number, temp: Address, tempBytes: number, stream?: NativeStream): void;
+  fusedWrite(src: Address, rowBegin: number, rows: number, view: NativeFusedView, stream?: NativeStream): void;
+  fusedUnpack(view: NativeFusedView, rowBegin: number, rowEnd: number, out: Address, ldo: number, stream?: NativeStream): void;
+  fusedUnpackRows(view: NativeFusedView, ids: Address, count: number, out: Address, stream?: NativeStream): void;
+  fusedLinear(view: NativeFusedView, x: Address, ldx: number, rows: number, bias: Address, out: Address, ldo: number, accumulate: boolean, stream?: NativeStream): void;
   cudaRuntimeVersion: number;
+}
+
+/** A matrix in the DF11 fused layout as the addon reads it (see FusedView in csrc/kernels/fused.h). */
+export interface NativeFusedView {
+  data: Address;
+  tables: Address;
+  escapeOffsets: Address;
+  escapePositions: Address;
+  escapeExponents: Address;
+  rows: number;
+  cols: number;
+  steps: number;
 }
 export interface NativeBuffer {
   upload(src: ArrayBufferView, offset?: number, stream?: NativeStream): void;

@@ -94,27 +94,43 @@ async function checkGreedy(model, ref, label) {
   console.log(`# ${label}: all ${tokens.length} greedy tokens equal transformers'`);
 }
 
+/** Every weight layout the GPU runs, each of which must give the BF16 layout's logits bit for bit. */
+const LAYOUTS = [
+  ["DF11 checkpoint, fused layout (the default)", "df11", "fused"],
+  ["DF11 checkpoint, Huffman windows", "df11", "huffman"],
+  ["DF11 checkpoint decoded to BF16", "df11", "bf16"],
+  ["BF16 checkpoint, fused layout", "bf16", "fused"],
+];
+
 for (const m of models()) {
-  gpuTest(`${m.name}: GPU logits within tolerance of transformers fp32 (prefill and one-token steps), greedy tokens equal, DF11 bit-identical to BF16`, async () => {
+  gpuTest(`${m.name}: GPU logits within tolerance of transformers fp32 (prefill and one-token steps), greedy tokens equal; every layout (fused, huffman, DF11→BF16, BF16→fused) bit-identical to BF16`, async () => {
     const ref = await referenceOf(m.ref);
     const df11Dir = m.df11 ?? join(work, m.name);
     if (!m.df11) await compressModel(m.bf16, df11Dir);
-    const bf16 = await logitsBothWays(m.bf16, ref.input_ids);
-    const df11 = await logitsBothWays(df11Dir, ref.input_ids);
+    const bf16 = await logitsBothWays(m.bf16, ref.input_ids, { gpuWeights: "bf16" });
     try {
-      assert.equal(df11.model.weights.kind, "df11");
+      assert.equal(bf16.model.weights.layout, "bf16");
       const prefillErr = relError(bf16.prefill, ref.logits);
       const stepErr = relError(bf16.stepwise, ref.logits);
       console.log(`# ${m.name}: relative L2 error vs transformers fp32: prefill ${prefillErr.toExponential(2)}, one-token steps ${stepErr.toExponential(2)}`);
       assert.ok(prefillErr < REL_TOLERANCE, `prefill error ${prefillErr}`);
       assert.ok(stepErr < REL_TOLERANCE, `one-token error ${stepErr}`);
-      assert.ok(sameBits(df11.prefill, bf16.prefill), "DF11 prefill logits differ from BF16's");
-      assert.ok(sameBits(df11.stepwise, bf16.stepwise), "DF11 one-token logits differ from BF16's");
       await checkGreedy(bf16.model, ref, `${m.name} bf16`);
-      await checkGreedy(df11.model, ref, `${m.name} df11`);
+      for (const [label, checkpoint, layout] of LAYOUTS) {
+        const run = await logitsBothWays(checkpoint === "df11" ? df11Dir : m.bf16, ref.input_ids, { gpuWeights: layout });
+        try {
+          assert.equal(run.model.weights.kind, checkpoint);
+          assert.equal(run.model.weights.layout, layout);
+          assert.ok(sameBits(run.prefill, bf16.prefill), `${label}: prefill logits differ from BF16's`);
+          assert.ok(sameBits(run.stepwise, bf16.stepwise), `${label}: one-token logits differ from BF16's`);
+          if (layout === "fused") assert.ok(run.model.weights.fused.ratioToBf16 > 0.5, "fused layout report");
+          await checkGreedy(run.model, ref, `${m.name} ${label}`);
+        } finally {
+          run.model.dispose();
+        }
+      }
     } finally {
       bf16.model.dispose();
-      df11.model.dispose();
     }
   });
 }
@@ -187,7 +203,7 @@ gpuTest("generate() streams the same tokens on the GPU as greedy steps, and an A
 
 gpuTest("16 sequences decoded together on the GPU get exactly the tokens each gets alone (continuous batching, float32 GEMV up to 16 rows)", async () => {
   const m = models().find((x) => x.name === "qwen3-tiny") ?? models()[0];
-  const backend = await CudaBackend.load(m.df11 ?? m.bf16, { slots: 16, maxContext: 128, gemmMinRows: 17 });
+  const backend = await CudaBackend.load(m.df11 ?? m.bf16, { slots: 16, maxContext: 128, gemmMinRows: 17, gpuWeights: "fused" });
   const model = new Model(m.name, m.df11 ?? m.bf16, new CausalLM(backend.config, backend), undefined);
   try {
     assert.equal(model.device, "cuda");

@@ -15,6 +15,12 @@ export interface BackendLoadOptions {
   readonly checkStored?: boolean;
   /** Also decode every DF11 module once at load and check its weights' recorded checksum. */
   readonly verifyWeights?: boolean;
+  /**
+   * How a GPU holds the weights: `fused` (the DF11 fused layout, decoded inside the matrix kernels: DF11's
+   * memory at BF16's speed or better), `huffman` (DF11 modules as stored, decoded window by window: least
+   * memory), `bf16` (plain BF16), or `auto` (default: fused, or huffman when fused would not fit).
+   */
+  readonly gpuWeights?: "auto" | "fused" | "huffman" | "bf16";
 }
 
 /** A device backend that another package provides (the CUDA one lives in @df11/cuda-kernel). */

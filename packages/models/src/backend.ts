@@ -27,9 +27,26 @@ export interface BackendTensor {
 
 /** What a caller may know about a backend's weights. */
 export interface WeightsInfo {
+  /** The checkpoint's format. */
   readonly kind: "bf16" | "df11";
   /** Bytes of weights held resident (on the device for GPU backends). */
   readonly residentBytes: number;
+  /**
+   * How the weights are held while running: `bf16` (plain), `huffman` (DF11 modules as stored, decoded
+   * before use — the CPU backend's way with DF11), or `fused` (the GPU's DF11 fused layout, decoded in
+   * the matrix kernels). Absent: as `kind` says.
+   */
+  readonly layout?: "bf16" | "huffman" | "fused";
+  /** The fused layout's cost, when it is used: escapes, bits per weight, ratio to BF16. */
+  readonly fused?: {
+    readonly matrices: number;
+    readonly weights: number;
+    readonly escapes: number;
+    readonly escapeRate: number;
+    readonly bytes: number;
+    readonly bitsPerWeight: number;
+    readonly ratioToBf16: number;
+  };
 }
 
 /**

@@ -3,6 +3,7 @@
 // code "CUDA_ERROR" (or "CUDA_OUT_OF_MEMORY").
 #include "device-buffer.h"
 #include "event.h"
+#include "fused-ops.h"
 #include "graph.h"
 #include "module.h"
 #include "ops.h"
@@ -17,6 +18,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Graph::Init(env, exports);
   Module::Init(env, exports);
   InitOps(env, exports);
+  InitFusedOps(env, exports);
   int runtime = 0;
   cudaRuntimeGetVersion(&runtime);
   exports.Set("cudaRuntimeVersion", runtime);

@@ -4,6 +4,27 @@
 
 namespace df11addon {
 
+namespace {
+constexpr int kMaxDevices = 64;
+size_t gAllocated[kMaxDevices] = {};
+size_t gPeak[kMaxDevices] = {};
+}  // namespace
+
+AllocationStats allocationStats(int device) {
+  if (device < 0 || device >= kMaxDevices) return {0, 0};
+  return {static_cast<double>(gAllocated[device]), static_cast<double>(gPeak[device])};
+}
+
+void countAllocation(int device, long long bytes) {
+  if (device < 0 || device >= kMaxDevices) return;
+  gAllocated[device] = static_cast<size_t>(static_cast<long long>(gAllocated[device]) + bytes);
+  if (gAllocated[device] > gPeak[device]) gPeak[device] = gAllocated[device];
+}
+
+void resetPeakAllocation(int device) {
+  if (device >= 0 && device < kMaxDevices) gPeak[device] = gAllocated[device];
+}
+
 Napi::FunctionReference DeviceBuffer::ctor;
 
 void DeviceBuffer::Init(Napi::Env env, Napi::Object exports) {
@@ -20,7 +41,11 @@ DeviceBuffer::DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<De
   const double bytes = numberArg(info, 0, "byte length");
   if (!(bytes >= 0)) throw Napi::RangeError::New(info.Env(), "byte length must be ≥ 0");
   bytes_ = static_cast<size_t>(bytes);
-  if (bytes_ > 0) throwIfError(info.Env(), cudaMalloc(&ptr_, bytes_), "cudaMalloc");
+  if (bytes_ > 0) {
+    throwIfError(info.Env(), cudaMalloc(&ptr_, bytes_), "cudaMalloc");
+    cudaGetDevice(&device_);
+    countAllocation(device_, static_cast<long long>(bytes_));
+  }
 }
 
 DeviceBuffer::~DeviceBuffer() { release(); }
@@ -30,8 +55,10 @@ void DeviceBuffer::check(Napi::Env env) const {
 }
 
 void DeviceBuffer::release() {
-  if (ptr_) cudaFree(ptr_);
+  if (!ptr_) return;
+  cudaFree(ptr_);
   ptr_ = nullptr;
+  countAllocation(device_, -static_cast<long long>(bytes_));
 }
 
 // upload(source, byteOffset = 0, stream?) — with a stream, ordered after the work queued on it.

@@ -28,8 +28,20 @@ class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
 
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
+  int device_ = 0;
 };
 
 DeviceBuffer* unwrapBuffer(const Napi::Value& v);
+
+// Bytes held by DeviceBuffers on a device now, and the most held at once since the last reset (as
+// torch's memory_allocated / max_memory_allocated: the CUDA context itself is not counted).
+struct AllocationStats {
+  double allocated;
+  double peak;
+};
+AllocationStats allocationStats(int device);
+// Every cudaMalloc / cudaFree of the addon reports here (bytes < 0 for a free).
+void countAllocation(int device, long long bytes);
+void resetPeakAllocation(int device);
 
 }  // namespace df11addon

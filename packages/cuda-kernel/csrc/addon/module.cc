@@ -1,5 +1,7 @@
 #include "module.h"
 
+#include "device-buffer.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -49,6 +51,8 @@ Module::Module(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Module>(info) 
                oSm = align(oStream + streamBytes), oOp = align(oSm + smBytes), oGaps = align(oOp + positions_.size() * 4), total = align(oGaps + gapBytes);
   throwIfError(env, cudaMalloc(&base_, total), "cudaMalloc (module)");
   bytes_ = total;
+  cudaGetDevice(&device_);
+  countAllocation(device_, static_cast<long long>(total));
   uint8_t* b = static_cast<uint8_t*>(base_);
   try {
     throwIfError(env, cudaMemset(base_, 0, total), "cudaMemset (module)");
@@ -60,8 +64,7 @@ Module::Module(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Module>(info) 
     throwIfError(env, cudaMemcpy(b + oOp, positions_.data(), positions_.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy (output_positions)");
     throwIfError(env, cudaMemcpy(b + oGaps, gaps.data, gaps.length, cudaMemcpyHostToDevice), "cudaMemcpy (gaps)");
   } catch (...) {
-    cudaFree(base_);
-    base_ = nullptr;
+    release();
     throw;
   }
   streamBytes_ = stream.length;
@@ -70,8 +73,13 @@ Module::Module(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Module>(info) 
            nLuts, static_cast<uint32_t>(sm.length), blocks, maxSpan};
 }
 
-Module::~Module() {
-  if (base_) cudaFree(base_);
+Module::~Module() { release(); }
+
+void Module::release() {
+  if (!base_) return;
+  cudaFree(base_);
+  base_ = nullptr;
+  countAllocation(device_, -static_cast<long long>(bytes_));
 }
 
 const df11::ModuleView& Module::view(Napi::Env env) const {
@@ -80,8 +88,7 @@ const df11::ModuleView& Module::view(Napi::Env env) const {
 }
 
 Napi::Value Module::Free(const Napi::CallbackInfo& info) {
-  if (base_) cudaFree(base_);
-  base_ = nullptr;
+  release();
   return info.Env().Undefined();
 }
 

@@ -29,6 +29,8 @@ class Module : public Napi::ObjectWrap<Module> {
 
   void* base_ = nullptr;
   size_t bytes_ = 0;
+  int device_ = 0;
+  void release();
   df11::ModuleView view_{};
   size_t streamBytes_ = 0, gapsBytes_ = 0;               // encoded_exponent and gaps as stored (before padding)
   std::vector<uint32_t> positions_;                      // host copy of output_positions (blocks + 1)

@@ -51,6 +51,27 @@ Napi::Value MemInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// allocationStats(device) → { allocated, peak }: bytes of DeviceBuffers on the device now and at most.
+Napi::Value AllocationStatsOf(const Napi::CallbackInfo& info) {
+  const AllocationStats s = allocationStats(intArg(info, 0, "device"));
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("allocated", s.allocated);
+  o.Set("peak", s.peak);
+  return o;
+}
+
+Napi::Value ResetPeakAllocation(const Napi::CallbackInfo& info) {
+  resetPeakAllocation(intArg(info, 0, "device"));
+  return info.Env().Undefined();
+}
+
+// getDevice() → the current device index.
+Napi::Value GetDevice(const Napi::CallbackInfo& info) {
+  int d = 0;
+  throwIfError(info.Env(), cudaGetDevice(&d), "cudaGetDevice");
+  return Napi::Number::New(info.Env(), d);
+}
+
 Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   throwIfError(info.Env(), cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   return info.Env().Undefined();
@@ -251,6 +272,9 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   fn("setDevice", SetDevice);
   fn("memInfo", MemInfo);
   fn("synchronize", Synchronize);
+  fn("allocationStats", AllocationStatsOf);
+  fn("resetPeakAllocation", ResetPeakAllocation);
+  fn("getDevice", GetDevice);
   fn("decode", Decode);
   fn("copy", Copy);
   fn("copyAddress", CopyAddress);

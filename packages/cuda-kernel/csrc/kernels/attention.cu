@@ -4,6 +4,7 @@
 #include <cfloat>
 #include "bf16.cuh"
 #include "inference.h"
+#include "pdl.cuh"
 
 namespace df11 {
 namespace {
@@ -28,6 +29,8 @@ __device__ __forceinline__ size_t cacheIndex(const AttentionArgs& a, int slot, i
 __global__ void __launch_bounds__(kHeadsPerBlock * 32) qkvPrepareKernel(const AttentionArgs a, const float* __restrict__ qkv, const float* __restrict__ qNorm,
                                                                         const float* __restrict__ kNorm, float eps, bool unitOffset, const float* __restrict__ invFreq,
                                                                         int rotaryDim, float* __restrict__ qOut) {
+  pdlWait();
+  pdlLaunchDependents();
   __shared__ float staged[kHeadsPerBlock][kMaxHeadDim];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int r = blockIdx.x;
@@ -121,6 +124,8 @@ constexpr int kMaxGroup = 8;  // most query heads one warp serves
 // the output dims of every head.
 template <int D, int G>
 __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const AttentionArgs a, const float* __restrict__ q, float* __restrict__ out, float* __restrict__ partial) {
+  pdlWait();
+  pdlLaunchDependents();
   constexpr int kDims = D ? D : kPerLane;
   __shared__ __align__(16) float qs[kHeadsPerBlock][G][kMaxHeadDim];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -230,6 +235,8 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const Att
 
 // Merge the splits of one (row, head): one warp.
 __global__ void combineKernel(const AttentionArgs a, int splits, const float* __restrict__ partial, float* __restrict__ out) {
+  pdlWait();
+  pdlLaunchDependents();
   const int lane = threadIdx.x & 31;
   const int head = blockIdx.x * kHeadsPerBlock + (threadIdx.x >> 5);
   const int r = blockIdx.y, H = a.numHeads, d = a.headDim;
@@ -248,23 +255,23 @@ __global__ void combineKernel(const AttentionArgs a, int splits, const float* __
 }
 
 template <int G>
-void launchForGroup(const AttentionArgs& a, dim3 grid, const float* q, float* out, float* partial, cudaStream_t stream) {
-  const int block = kHeadsPerBlock * 32;
+cudaError_t launchForGroup(const AttentionArgs& a, dim3 grid, const float* q, float* out, float* partial, cudaStream_t stream) {
+  const dim3 block(kHeadsPerBlock * 32);
   switch (a.headDim) {
-    case 256: attentionKernel<8, G><<<grid, block, 0, stream>>>(a, q, out, partial); break;
-    case 128: attentionKernel<4, G><<<grid, block, 0, stream>>>(a, q, out, partial); break;
-    case 64: attentionKernel<2, G><<<grid, block, 0, stream>>>(a, q, out, partial); break;
-    case 32: attentionKernel<1, G><<<grid, block, 0, stream>>>(a, q, out, partial); break;
-    default: attentionKernel<0, G><<<grid, block, 0, stream>>>(a, q, out, partial); break;
+    case 256: return launchKernel(attentionKernel<8, G>, grid, block, 0, stream, a, q, out, partial);
+    case 128: return launchKernel(attentionKernel<4, G>, grid, block, 0, stream, a, q, out, partial);
+    case 64: return launchKernel(attentionKernel<2, G>, grid, block, 0, stream, a, q, out, partial);
+    case 32: return launchKernel(attentionKernel<1, G>, grid, block, 0, stream, a, q, out, partial);
+    default: return launchKernel(attentionKernel<0, G>, grid, block, 0, stream, a, q, out, partial);
   }
 }
 
-void launchGrouped(const AttentionArgs& a, int group, dim3 grid, const float* q, float* out, float* partial, cudaStream_t stream) {
+cudaError_t launchGrouped(const AttentionArgs& a, int group, dim3 grid, const float* q, float* out, float* partial, cudaStream_t stream) {
   switch (group) {
-    case 1: launchForGroup<1>(a, grid, q, out, partial, stream); break;
-    case 2: launchForGroup<2>(a, grid, q, out, partial, stream); break;
-    case 4: launchForGroup<4>(a, grid, q, out, partial, stream); break;
-    default: launchForGroup<8>(a, grid, q, out, partial, stream); break;
+    case 1: return launchForGroup<1>(a, grid, q, out, partial, stream);
+    case 2: return launchForGroup<2>(a, grid, q, out, partial, stream);
+    case 4: return launchForGroup<4>(a, grid, q, out, partial, stream);
+    default: return launchForGroup<8>(a, grid, q, out, partial, stream);
   }
 }
 
@@ -275,8 +282,7 @@ cudaError_t launchQkvPrepare(const AttentionArgs& a, const float* qkv, const flo
   if (a.rows == 0) return cudaSuccess;
   if (a.headDim > kMaxHeadDim || rotaryDim > a.headDim || (rotaryDim & 1)) return cudaErrorInvalidValue;
   const dim3 grid(a.rows, (a.numHeads + a.numKvHeads + kHeadsPerBlock - 1) / kHeadsPerBlock);
-  qkvPrepareKernel<<<grid, kHeadsPerBlock * 32, 0, stream>>>(a, qkv, qNorm, kNorm, normEps, unitOffset, invFreq, rotaryDim, qOut);
-  return cudaGetLastError();
+  return launchKernel(qkvPrepareKernel, dim3(grid), dim3(kHeadsPerBlock * 32), 0, stream, a, qkv, qNorm, kNorm, normEps, unitOffset, invFreq, rotaryDim, qOut);
 }
 
 cudaError_t launchAttention(const AttentionArgs& a, const float* q, float* out, int splits, float* partial, cudaStream_t stream) {
@@ -287,9 +293,9 @@ cudaError_t launchAttention(const AttentionArgs& a, const float* q, float* out, 
   const int G = group <= 1 ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : kMaxGroup;
   const int warps = a.numKvHeads * ((group + G - 1) / G);
   const dim3 grid((warps + kHeadsPerBlock - 1) / kHeadsPerBlock, a.rows, splits);
-  launchGrouped(a, G, grid, q, out, partial, stream);
-  if (splits > 1) combineKernel<<<dim3((a.numHeads + kHeadsPerBlock - 1) / kHeadsPerBlock, a.rows), kHeadsPerBlock * 32, 0, stream>>>(a, splits, partial, out);
-  return cudaGetLastError();
+  const cudaError_t e = launchGrouped(a, G, grid, q, out, partial, stream);
+  if (e != cudaSuccess || splits == 1) return e;
+  return launchKernel(combineKernel, dim3((a.numHeads + kHeadsPerBlock - 1) / kHeadsPerBlock, a.rows), dim3(kHeadsPerBlock * 32), 0, stream, a, splits, partial, out);
 }
 
 }  // namespace df11

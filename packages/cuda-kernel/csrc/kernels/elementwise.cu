@@ -3,11 +3,14 @@
 #include <cfloat>
 #include "bf16.cuh"
 #include "inference.h"
+#include "pdl.cuh"
 
 namespace df11 {
 namespace {
 
 __global__ void embeddingKernel(const uint16_t* __restrict__ table, const int32_t* __restrict__ ids, int dim, float scale, float* __restrict__ out) {
+  pdlWait();
+  pdlLaunchDependents();
   const int r = blockIdx.y;
   const size_t row = ids ? static_cast<size_t>(__ldg(&ids[r])) : static_cast<size_t>(r);
   const uint16_t* src = table + row * dim;
@@ -16,6 +19,8 @@ __global__ void embeddingKernel(const uint16_t* __restrict__ table, const int32_
 }
 
 __global__ void gatedActivationKernel(const float* __restrict__ gu, int inner, int activation, float* __restrict__ out) {
+  pdlWait();
+  pdlLaunchDependents();
   const int r = blockIdx.y;
   const float* g = gu + static_cast<size_t>(r) * 2 * inner;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < inner; i += gridDim.x * blockDim.x) {
@@ -28,18 +33,26 @@ __global__ void gatedActivationKernel(const float* __restrict__ gu, int inner, i
 }
 
 __global__ void addKernel(float* __restrict__ a, const float* __restrict__ b, size_t n) {
+  pdlWait();
+  pdlLaunchDependents();
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) a[i] += b[i];
 }
 
 __global__ void softcapKernel(float* __restrict__ x, size_t n, float cap) {
+  pdlWait();
+  pdlLaunchDependents();
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) x[i] = tanhf(x[i] / cap) * cap;
 }
 
 __global__ void toBf16Kernel(const float* __restrict__ x, size_t n, uint16_t* __restrict__ out) {
+  pdlWait();
+  pdlLaunchDependents();
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) out[i] = floatToBf16(x[i]);
 }
 
 __global__ void gatherRowsKernel(const float* __restrict__ x, const int32_t* __restrict__ rows, int dim, float* __restrict__ out) {
+  pdlWait();
+  pdlLaunchDependents();
   const float* src = x + static_cast<size_t>(__ldg(&rows[blockIdx.y])) * dim;
   float* dst = out + static_cast<size_t>(blockIdx.y) * dim;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < dim; i += gridDim.x * blockDim.x) dst[i] = src[i];
@@ -60,6 +73,8 @@ __device__ __forceinline__ void warpBest(float& best, int& index) {
 // One block per row: each thread scans a strided part, then a block reduction (ties → lowest index).
 constexpr int kArgmaxThreads = 1024;
 __global__ void __launch_bounds__(kArgmaxThreads) argmaxKernel(const float* __restrict__ x, int n, int32_t* __restrict__ out) {
+  pdlWait();
+  pdlLaunchDependents();
   const float* row = x + static_cast<size_t>(blockIdx.x) * n;
   float best = -FLT_MAX;
   int index = n;  // beyond any real index, so NaN-only rows still pick a valid one below
@@ -97,44 +112,37 @@ unsigned gridFor(size_t n, unsigned threads) {
 
 cudaError_t launchEmbedding(const uint16_t* table, const int32_t* ids, int rows, int dim, float scale, float* out, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  embeddingKernel<<<dim3((dim + 255) / 256, rows), 256, 0, stream>>>(table, ids, dim, scale, out);
-  return cudaGetLastError();
+  return launchKernel(embeddingKernel, dim3((dim + 255) / 256, rows), dim3(256), 0, stream, table, ids, dim, scale, out);
 }
 
 cudaError_t launchGatedActivation(const float* gu, int rows, int inner, int activation, float* out, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  gatedActivationKernel<<<dim3((inner + 255) / 256, rows), 256, 0, stream>>>(gu, inner, activation, out);
-  return cudaGetLastError();
+  return launchKernel(gatedActivationKernel, dim3((inner + 255) / 256, rows), dim3(256), 0, stream, gu, inner, activation, out);
 }
 
 cudaError_t launchAdd(float* a, const float* b, size_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  addKernel<<<gridFor(n, 256), 256, 0, stream>>>(a, b, n);
-  return cudaGetLastError();
+  return launchKernel(addKernel, dim3(gridFor(n, 256)), dim3(256), 0, stream, a, b, n);
 }
 
 cudaError_t launchSoftcap(float* x, size_t n, float cap, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  softcapKernel<<<gridFor(n, 256), 256, 0, stream>>>(x, n, cap);
-  return cudaGetLastError();
+  return launchKernel(softcapKernel, dim3(gridFor(n, 256)), dim3(256), 0, stream, x, n, cap);
 }
 
 cudaError_t launchArgmax(const float* x, int rows, int n, int32_t* out, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  argmaxKernel<<<rows, kArgmaxThreads, 0, stream>>>(x, n, out);
-  return cudaGetLastError();
+  return launchKernel(argmaxKernel, dim3(rows), dim3(kArgmaxThreads), 0, stream, x, n, out);
 }
 
 cudaError_t launchToBf16(const float* x, size_t n, uint16_t* out, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  toBf16Kernel<<<gridFor(n, 256), 256, 0, stream>>>(x, n, out);
-  return cudaGetLastError();
+  return launchKernel(toBf16Kernel, dim3(gridFor(n, 256)), dim3(256), 0, stream, x, n, out);
 }
 
 cudaError_t launchGatherRows(const float* x, const int32_t* rows, int count, int dim, float* out, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
-  gatherRowsKernel<<<dim3((dim + 255) / 256, count), 256, 0, stream>>>(x, rows, dim, out);
-  return cudaGetLastError();
+  return launchKernel(gatherRowsKernel, dim3((dim + 255) / 256, count), dim3(256), 0, stream, x, rows, dim, out);
 }
 
 }  // namespace df11

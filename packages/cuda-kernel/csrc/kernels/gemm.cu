@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "inference.h"
+#include "pdl.cuh"
 
 namespace df11 {
 namespace {
@@ -33,6 +34,8 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
 // With `partial` non-null (split-K), block z multiplies K tiles [z·tilesPerSplit, …) and writes its sums to
 // partial[z][M][N]; reduceSplitsKernel adds the splits in order (deterministic, no atomics).
 __global__ void __launch_bounds__(kThreads) gemmKernel(const LinearArgs a, const uint16_t* __restrict__ xb, float* __restrict__ partial, int tilesPerSplit) {
+  pdlWait();
+  pdlLaunchDependents();
   extern __shared__ __align__(16) uint16_t smem[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
@@ -124,6 +127,8 @@ __global__ void __launch_bounds__(kThreads) gemmKernel(const LinearArgs a, const
 
 // out (+)= Σ_z partial[z] + bias, splits added in order.
 __global__ void reduceSplitsKernel(const LinearArgs a, const float* __restrict__ partial, int splits) {
+  pdlWait();
+  pdlLaunchDependents();
   const size_t total = static_cast<size_t>(a.rows) * a.N;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     const int row = static_cast<int>(i / a.N), col = static_cast<int>(i % a.N);
@@ -137,6 +142,8 @@ __global__ void reduceSplitsKernel(const LinearArgs a, const float* __restrict__
 
 // Any shape, float32 x: one thread per output (odd K, unaligned rows).
 __global__ void linearFallbackKernel(const LinearArgs a) {
+  pdlWait();
+  pdlLaunchDependents();
   const int n = blockIdx.x * blockDim.x + threadIdx.x;
   const int r = blockIdx.y;
   if (n >= a.N) return;
@@ -165,8 +172,7 @@ cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, float* worksp
   if (a.rows == 0 || a.N == 0) return cudaSuccess;
   const bool tensorCores = xBf16 && (a.K % 8) == 0 && (reinterpret_cast<uintptr_t>(a.weight) & 15) == 0 && (reinterpret_cast<uintptr_t>(xBf16) & 15) == 0;
   if (!tensorCores) {
-    linearFallbackKernel<<<dim3((a.N + 127) / 128, a.rows), 128, 0, stream>>>(a);
-    return cudaGetLastError();
+    return launchKernel(linearFallbackKernel, dim3((a.N + 127) / 128, a.rows), dim3(128), 0, stream, a);
   }
   static bool configured = false;
   if (!configured) {
@@ -185,12 +191,9 @@ cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, float* worksp
     splits *= 2;
   const int tilesPerSplit = (kTiles + splits - 1) / splits;
   splits = (kTiles + tilesPerSplit - 1) / tilesPerSplit;
-  gemmKernel<<<dim3(tiles.x, tiles.y, splits), kThreads, kSharedBytes, stream>>>(a, xBf16, splits > 1 ? workspace : nullptr, tilesPerSplit);
-  if (splits > 1) {
-    const size_t total = perSplit;
-    reduceSplitsKernel<<<static_cast<unsigned>(std::min<size_t>((total + 255) / 256, 4096)), 256, 0, stream>>>(a, workspace, splits);
-  }
-  return cudaGetLastError();
+  const cudaError_t e = launchKernel(gemmKernel, dim3(tiles.x, tiles.y, splits), dim3(kThreads), kSharedBytes, stream, a, xBf16, splits > 1 ? workspace : nullptr, tilesPerSplit);
+  if (e != cudaSuccess || splits == 1) return e;
+  return launchKernel(reduceSplitsKernel, dim3(static_cast<unsigned>(std::min<size_t>((perSplit + 255) / 256, 4096))), dim3(256), 0, stream, a, workspace, splits);
 }
 
 }  // namespace df11

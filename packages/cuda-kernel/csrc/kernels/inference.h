@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cuda_runtime.h>
 
+#include "fused.h"
+
 namespace df11 {
 
 // ---- elementwise.cu -------------------------------------------------------------------------------
@@ -45,6 +47,9 @@ struct LinearArgs {
 // per row whatever the batch. rows ≤ kGemvMaxRows.
 constexpr int kGemvMaxRows = 16;
 cudaError_t launchGemv(const LinearArgs& a, cudaStream_t stream);
+// The same products with W in the DF11 fused layout (N = w.rows, K = w.cols, K % 8 == 0, x 16-byte
+// aligned), decoded in registers: bit-identical to launchGemv on the BF16 matrix it encodes.
+cudaError_t launchFusedGemv(const LinearArgs& a, const FusedView& w, cudaStream_t stream);
 // Benchmarks: whether weight loads bypass L1 (the default).
 void setGemvVariant(bool noAllocate);
 // Many rows (prefill, large batches): tensor cores (BF16 × BF16 → float32). xBf16 is x converted to

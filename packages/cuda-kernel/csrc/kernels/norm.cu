@@ -1,5 +1,6 @@
 // RMSNorm per row, optionally added into a residual stream (gemma's sandwich norms).
 #include "inference.h"
+#include "pdl.cuh"
 
 namespace df11 {
 namespace {
@@ -18,6 +19,8 @@ __device__ __forceinline__ float blockSum(float v, float* shared) {
 
 __global__ void __launch_bounds__(kNormThreads) rmsNormKernel(const float* __restrict__ x, int dim, const float* __restrict__ weight, float eps, bool unitOffset,
                                                              float* out, float* residual) {
+  pdlWait();
+  pdlLaunchDependents();
   __shared__ float partial[32];
   const float* row = x + static_cast<size_t>(blockIdx.x) * dim;
   float ss = 0.0f;
@@ -36,8 +39,7 @@ __global__ void __launch_bounds__(kNormThreads) rmsNormKernel(const float* __res
 
 cudaError_t launchRmsNorm(const float* x, int rows, int dim, const float* weight, float eps, bool unitOffset, float* out, float* residual, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  rmsNormKernel<<<rows, kNormThreads, 0, stream>>>(x, dim, weight, eps, unitOffset, out, residual);
-  return cudaGetLastError();
+  return launchKernel(rmsNormKernel, dim3(rows), dim3(kNormThreads), 0, stream, x, dim, weight, eps, unitOffset, out, residual);
 }
 
 }  // namespace df11

@@ -10,14 +10,18 @@ import {
   type LinearWeight,
   type PatternDict,
   type StepRows,
+  type BackendMemory,
   type TextModelConfig,
   type WeightsInfo,
 } from "@df11/models";
 import { OutOfDeviceMemoryError } from "../errors.js";
-import { CudaEvent, CudaGraph, CudaStream, DeviceBuffer, memoryInfo, setDevice } from "../index.js";
-import { OpProfile } from "./op-profile.js";
 import { call, native, type Address, type NativeAttention } from "../native.js";
-import { DeviceWeights, type LoadCheckReport, type LoadProgress, type MatrixSource } from "./device-weights.js";
+import { DeviceBuffer } from "../runtime/device-buffer.js";
+import { allocationStats, cudaRuntimeVersion, currentDevice, devices, memoryInfo, setDevice } from "../runtime/device.js";
+import { CudaEvent, CudaGraph, CudaStream } from "../runtime/stream.js";
+import { DeviceWeights, type LoadCheckReport, type LoadProgress, type MatrixSlice } from "./device-weights.js";
+import type { WeightFormat } from "./formats/matrix.js";
+import { OpProfile } from "./op-profile.js";
 
 /** An activation tensor on the GPU: [rows, cols] float32 at `address`. */
 export interface CudaTensor extends BackendTensor {
@@ -32,8 +36,14 @@ export interface CudaBackendOptions {
   /** Most rows per step; longer prompts are split. Default 512. */
   readonly maxRows?: number;
   /**
-   * DF11: elements decoded per window before their matrix product. Two windows are in flight (one
-   * decoding while the other is multiplied), so the scratch is twice this. Default 32 Mi (128 MB).
+   * How the GPU holds the weights (see {@link GpuWeightsLayout}). Default `auto`: the fused layout, or
+   * — for a DF11 model it would not fit — the Huffman-coded modules as stored.
+   */
+  readonly gpuWeights?: GpuWeightsLayout;
+  /**
+   * Elements decoded per window before a tensor-core product, when weights are not resident as BF16
+   * (Huffman modules; fused-layout matrices in prefill and large batches). Two windows are in flight (one
+   * decoding while the other is multiplied), so the scratch is twice this. Default {@link DEFAULT_DECODE_CHUNK}.
    */
   readonly decodeChunkElements?: number;
   /**
@@ -60,13 +70,46 @@ export interface CudaBackendOptions {
   readonly fault?: "rope-direction" | "attention-unscaled";
 }
 
+/**
+ * How the GPU holds the weights: `fused` — the DF11 fused layout (@df11/codec), ~71 % of BF16, decoded
+ * inside the matrix kernels (the GEMV reads it directly; bit-identical to BF16); `huffman` — DF11
+ * modules as stored (~68 %), decoded window by window before each product; `bf16` — plain BF16 (a DF11
+ * model is decoded once at load); `auto` — fused, or huffman when fused would not fit.
+ */
+export type GpuWeightsLayout = "auto" | WeightFormat;
+
+/** Default elements per decode window (Huffman modules, fused windows for the GEMM): 64 Mi (two windows: 256 MB). */
+export const DEFAULT_DECODE_CHUNK = 64 * 1024 * 1024;
+/** Default of {@link CudaBackendOptions.gemmMinRows}. */
+export const DEFAULT_GEMM_MIN_ROWS = 9;
+/** Default of {@link CudaBackendOptions.maxRows}. */
+export const DEFAULT_MAX_ROWS = 512;
+/** Default cap of {@link CudaBackendOptions.maxContext} (the model's max_position_embeddings when lower). */
+export const DEFAULT_MAX_CONTEXT = 4096;
+
+/** What the backend runs with, read back from it (benchmarks record this, never their own defaults). */
+export interface CudaEngineConfig {
+  readonly device: { readonly index: number; readonly name: string; readonly computeCapability: string };
+  readonly cudaRuntime: number;
+  /** Whether kernels are launched as programmatic dependent launches (Hopper; DF11_PDL=0 turns it off). */
+  readonly programmaticLaunch: boolean;
+  readonly weights: "bf16" | "df11";
+  readonly layout: WeightFormat;
+  readonly decodeChunkElements: number;
+  readonly gemvMaxRows: number;
+  readonly gemmMinRows: number;
+  readonly maxRows: number;
+  readonly slots: number;
+  readonly maxContext: number;
+}
+
 const GEMV_MAX_ROWS = 16; // csrc/kernels/inference.h kGemvMaxRows
 const SPLIT_K_BYTES = 32 * 1024 * 1024;
 const MAX_SPLITS = 64;
 const F32 = 4;
 
 /** Memory the backend will allocate besides the weights, in bytes. */
-function workingBytes(c: TextModelConfig, maxRows: number, slots: number, maxContext: number, decodeChunk: number, df11: boolean): { kv: number; activations: number; scratch: number } {
+function workingBytes(c: TextModelConfig, maxRows: number, slots: number, maxContext: number, decodeChunk: number, windows: boolean): { kv: number; activations: number; scratch: number } {
   const H = c.hiddenSize;
   const qDim = c.numHeads * c.headDim;
   const kvDim = c.numKvHeads * c.headDim;
@@ -78,21 +121,23 @@ function workingBytes(c: TextModelConfig, maxRows: number, slots: number, maxCon
     activations: (maxRows * perRow + partial) * F32 + maxRows * Math.max(H, I, qDim) * 2 + slots * c.vocabSize * F32 + SPLIT_K_BYTES,
     // Two windows (decoding / being multiplied); a window never exceeds the chunk, or one row when a row
     // is longer; +16 B for the 8-element alignment.
-    scratch: df11 ? 2 * (Math.max(decodeChunk, H + 8, I + 8) * 2 + 4096) : 0,
+    scratch: windows ? 2 * (Math.max(decodeChunk, H + 8, I + 8) * 2 + 4096) : 0,
   };
 }
 
 /**
  * Runs the forward pass on an NVIDIA GPU with df11's own kernels: GEMV for decoding, tensor-core GEMM
- * for prefill, split attention over a BF16 KV cache, and — for DF11 models — the compressed weights
- * decoded window by window right before each matrix product (scratch of `decodeChunkElements`), the
- * embedding rows decoded alone. One-token steps are recorded once as a CUDA graph and replayed.
+ * for prefill, split attention over a BF16 KV cache. Weights are held as {@link GpuWeightsLayout} says:
+ * in the DF11 fused layout the GEMV decodes them in registers (and prefill unpacks windows for the GEMM);
+ * Huffman-coded DF11 modules are decoded window by window right before each product. One-token steps
+ * are recorded once as a CUDA graph and replayed; kernels launch as programmatic dependent launches on
+ * Hopper, so each one's prologue (the GEMV's first weight loads) overlaps the kernel before it.
  */
 export class CudaBackend implements Backend<CudaTensor> {
   readonly device = "cuda";
   readonly weights: WeightsInfo;
   private readonly stream = new CudaStream();
-  /** DF11: windows decode on their own stream, overlapping the previous window's matrix product. */
+  /** Windows decode on their own stream, overlapping the previous window's matrix product. */
   private readonly decodeStream = new CudaStream();
   private readonly windowDecoded = [new CudaEvent({ timing: false }), new CudaEvent({ timing: false })];
   private readonly windowConsumed = [new CudaEvent({ timing: false }), new CudaEvent({ timing: false })];
@@ -118,6 +163,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   /** Split-K partial sums of the tensor-core GEMM when a step has few rows. */
   private readonly splitK: DeviceBuffer;
   private readonly decodeChunk: number;
+  private readonly deviceIndex: number;
   private rows = 0;
   private outputRows = 0;
   /** Host milliseconds spent per phase of the steps so far (cheap counters; reset them to measure). */
@@ -135,8 +181,10 @@ export class CudaBackend implements Backend<CudaTensor> {
     profile: boolean,
     private readonly gemmMinRows: number,
   ) {
+    this.deviceIndex = currentDevice();
     this.profile = profile ? new OpProfile(this.stream) : undefined;
-    this.weights = { kind: deviceWeights.kind, residentBytes: deviceWeights.residentBytes };
+    const fused = deviceWeights.fusedReport;
+    this.weights = { kind: deviceWeights.kind, residentBytes: deviceWeights.residentBytes, layout: deviceWeights.layout, ...(fused ? { fused } : {}) };
     this.decodeChunk = decodeChunk;
     const c = config;
     const alloc = (bytes: number) => {
@@ -149,7 +197,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     const kvBytes = c.numLayers * slots * c.numKvHeads * maxContext * c.headDim * 2;
     this.keys = alloc(kvBytes);
     this.values = alloc(kvBytes);
-    const w = workingBytes(c, maxRows, slots, maxContext, decodeChunk, deviceWeights.kind === "df11");
+    const w = workingBytes(c, maxRows, slots, maxContext, decodeChunk, deviceWeights.layout !== "bf16");
     if (w.scratch > 0) this.scratch.push(alloc(w.scratch / 2), alloc(w.scratch / 2));
     this.xBf16 = alloc(maxRows * Math.max(c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim) * 2);
     this.partial = alloc(GEMV_MAX_ROWS * c.numHeads * MAX_SPLITS * (c.headDim + 2) * F32);
@@ -165,9 +213,10 @@ export class CudaBackend implements Backend<CudaTensor> {
   }
 
   /**
-   * Load a model directory (BF16, or DF11 detected by `dfloat11_config`) onto the GPU. Before anything
-   * is allocated, checks that weights + KV cache + working memory fit in free GPU memory, and throws
-   * {@link OutOfDeviceMemoryError} saying how much is needed otherwise.
+   * Load a model directory (BF16, or DF11 detected by `dfloat11_config`) onto the GPU in the requested
+   * layout. Before anything is allocated, checks that weights + KV cache + working memory fit in free
+   * GPU memory (`auto` picks the fused layout when it fits, else Huffman) and throws
+   * {@link OutOfDeviceMemoryError} saying how much is needed and what would make it fit otherwise.
    */
   static async load(directory: string, options: CudaBackendOptions = {}): Promise<CudaBackend> {
     if (options.device !== undefined) setDevice(options.device);
@@ -176,30 +225,41 @@ export class CudaBackend implements Backend<CudaTensor> {
     const df11 = raw.dfloat11_config as { pattern_dict?: PatternDict } | undefined;
     if (df11 !== undefined && (typeof df11 !== "object" || !df11.pattern_dict)) throw new ConfigError("dfloat11_config.pattern_dict", "missing");
     if (config.headDim % 8 !== 0 || config.headDim > 256) throw new ConfigError("head_dim", `${config.headDim}: the CUDA backend needs a multiple of 8 up to 256`);
-    const maxContext = options.maxContext ?? Math.min(config.maxPositionEmbeddings, 4096);
+    const maxContext = options.maxContext ?? Math.min(config.maxPositionEmbeddings, DEFAULT_MAX_CONTEXT);
     const slots = options.slots ?? 1;
-    const maxRows = options.maxRows ?? 512;
-    const chunk = options.decodeChunkElements ?? 64 * 1024 * 1024;
+    const maxRows = options.maxRows ?? DEFAULT_MAX_ROWS;
+    const chunk = options.decodeChunkElements ?? DEFAULT_DECODE_CHUNK;
+    const requested = options.gpuWeights ?? "auto";
     for (const [k, v] of Object.entries({ maxContext, slots, maxRows, decodeChunkElements: chunk })) {
       if (!Number.isInteger(v) || v < 1) throw new RangeError(`${k} must be a positive integer, got ${v}`);
     }
+    if (!["auto", "fused", "huffman", "bf16"].includes(requested)) throw new RangeError(`gpuWeights must be auto, fused, huffman or bf16, got ${JSON.stringify(requested)}`);
+    if (requested === "huffman" && !df11) throw new ConfigError("gpuWeights", "huffman keeps DF11 modules as stored, and this model is BF16: use fused (the default) or bf16");
     await using weights = await SafetensorsCollection.openDirectory(directory);
-    const w = workingBytes(config, maxRows, slots, maxContext, chunk, !!df11);
-    const needed = DeviceWeights.plannedBytes(weights, !!df11) + w.kv + w.activations + w.scratch + 64 * 1024 * 1024;
     const { free } = memoryInfo();
-    if (needed > free) {
-      const gb = (n: number) => `${(n / 1e9).toFixed(2)} GB`;
+    const need = (layout: WeightFormat) => {
+      const w = workingBytes(config, maxRows, slots, maxContext, chunk, layout !== "bf16");
+      const weightBytes = DeviceWeights.plannedBytes(weights, df11?.pattern_dict, raw, layout);
+      // Loading a DF11 model into another layout holds one compressed module and a window besides.
+      return { weightBytes, ...w, total: weightBytes + w.kv + w.activations + w.scratch + 64 * 1024 * 1024 };
+    };
+    const candidates: WeightFormat[] = requested !== "auto" ? [requested] : df11 ? ["fused", "huffman"] : ["fused"];
+    const layout = candidates.find((l) => need(l).total <= free);
+    if (!layout) {
+      const n = need(candidates[0]);
+      const gb = (x: number) => `${(x / 1e9).toFixed(2)} GB`;
+      const smaller = df11 && requested !== "huffman" ? `--gpu-weights huffman (needs ${gb(need("huffman").total)}), ` : "";
       throw new OutOfDeviceMemoryError(
-        `${directory} needs ${gb(needed)} of GPU memory (weights ${gb(needed - w.kv - w.activations - w.scratch)}, KV cache ${gb(w.kv)} for ${slots} × ${maxContext} positions, working ${gb(w.activations + w.scratch)}); ${gb(free)} is free. ` +
-          `Try a smaller --max-context, a DF11 model, or --device cpu.`,
-        needed,
+        `${directory} needs ${gb(n.total)} of GPU memory with ${candidates[0]} weights (weights ${gb(n.weightBytes)}, KV cache ${gb(n.kv)} for ${slots} × ${maxContext} positions, working ${gb(n.activations + n.scratch)}); ${gb(free)} is free. ` +
+          `Try ${smaller}a smaller --max-context${df11 ? "" : ", a DF11 model (df11 compress)"}, or --device cpu.`,
+        n.total,
         free,
       );
     }
     const checks = { recorded: readRecordedChecksums(weights), stored: options.checkStored !== false, weights: !!options.verifyWeights };
-    const deviceWeights = await DeviceWeights.load(weights, df11?.pattern_dict, options.onProgress, checks);
+    const deviceWeights = await DeviceWeights.load(weights, df11?.pattern_dict, { layout, config: raw, onProgress: options.onProgress, checks });
     try {
-      return new CudaBackend(config, deviceWeights, maxRows, slots, maxContext, chunk, options.fault, options.profile ?? false, options.gemmMinRows ?? 9);
+      return new CudaBackend(config, deviceWeights, maxRows, slots, maxContext, chunk, options.fault, options.profile ?? false, options.gemmMinRows ?? DEFAULT_GEMM_MIN_ROWS);
     } catch (e) {
       deviceWeights.dispose();
       throw e;
@@ -213,6 +273,35 @@ export class CudaBackend implements Backend<CudaTensor> {
   /** What the checksum checks at load covered and cost. */
   get loadChecks(): LoadCheckReport {
     return this.deviceWeights.checks;
+  }
+
+  /** Per fused matrix: shape, bits per weight, escape rate (empty unless the layout is fused). */
+  fusedMatrices(): ReturnType<DeviceWeights["fusedMatrices"]> {
+    return this.deviceWeights.fusedMatrices();
+  }
+
+  /** The configuration this backend runs with, read from it. */
+  get engineConfig(): CudaEngineConfig {
+    const d = devices()[this.deviceIndex];
+    return {
+      device: { index: this.deviceIndex, name: d.name, computeCapability: d.computeCapability },
+      cudaRuntime: cudaRuntimeVersion(),
+      programmaticLaunch: Number(d.computeCapability.split(".")[0]) >= 9 && process.env.DF11_PDL !== "0",
+      weights: this.weights.kind,
+      layout: this.deviceWeights.layout,
+      decodeChunkElements: this.decodeChunk,
+      gemvMaxRows: GEMV_MAX_ROWS,
+      gemmMinRows: this.gemmMinRows,
+      maxRows: this.maxRows,
+      slots: this.slots,
+      maxContext: this.maxContext,
+    };
+  }
+
+  /** Device memory the backend's buffers hold now and at most (df11's allocations on its GPU; not the CUDA context). */
+  memory(): BackendMemory {
+    const s = allocationStats(this.deviceIndex);
+    return { measure: "device-allocated", inUseBytes: s.allocated, peakBytes: s.peak };
   }
 
   tensor(name: string, rows: number, cols: number): CudaTensor {
@@ -265,20 +354,19 @@ export class CudaBackend implements Backend<CudaTensor> {
 
   embed(out: CudaTensor, scale: number): void {
     const H = out.cols;
-    const source = this.deviceWeights.matrix("model.embed_tokens.weight");
-    this.checkElements("model.embed_tokens.weight", source, this.config.vocabSize, H);
+    const name = "model.embed_tokens.weight";
+    const slice = this.deviceWeights.matrix(name);
+    this.checkShape(name, slice, this.config.vocabSize, H);
+    const m = slice.matrix;
     const s = this.stream.native;
-    if (source.kind === "resident") {
-      this.time("embedding", () => call(() => native().embedding(source.address, this.ids, out.rows, H, scale, out.address, s)));
-    } else {
-      // Only the blocks holding the step's rows are decoded, chosen on the GPU from the token ids.
-      if (source.start % H !== 0) throw new WeightLayoutError("model.embed_tokens.weight", "does not start on a row boundary of its DF11 module");
-      const rowOffset = source.start / H;
-      if (rowOffset !== 0) throw new WeightLayoutError("model.embed_tokens.weight", "shares its DF11 module with other weights; the GPU embedding lookup needs it alone");
-      const staging = this.xBf16.address; // free until the first linear of the step
-      this.time("embedding (DF11 rows)", () => source.module.decodeRows(this.ids, out.rows, H, staging, this.stream));
-      this.time("embedding", () => call(() => native().embedding(staging, 0, out.rows, H, scale, out.address, s)));
+    if (m.address !== undefined) {
+      this.time("embedding", () => call(() => native().embedding(m.address!, this.ids, out.rows, H, scale, out.address, s)));
+      return;
     }
+    // Only the step's rows are decoded, chosen on the GPU from the token ids.
+    const staging = this.xBf16.address; // free until the first linear of the step
+    this.time(`embedding (${m.format} rows)`, () => m.gatherRows!(this.ids, out.rows, staging, this.stream));
+    this.time("embedding", () => call(() => native().embedding(staging, 0, out.rows, H, scale, out.address, s)));
   }
 
   rmsNorm(x: CudaTensor, weight: string, out: CudaTensor): void {
@@ -291,46 +379,49 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.time("rmsNorm", () => call(() => native().rmsNorm(x.address, x.rows, x.cols, this.deviceWeights.vector(weight, x.cols), c.rmsNormEps, c.gemmaNorms, 0, residual.address, this.stream.native)));
   }
 
-  private checkElements(name: string, source: MatrixSource, rows: number, cols: number): void {
-    if (source.elements !== rows * cols || (source.kind === "resident" && source.shape.length === 2 && (source.shape[0] !== rows || source.shape[1] !== cols))) {
-      const shape = source.kind === "resident" ? JSON.stringify(source.shape) : `${source.elements} elements`;
-      throw new WeightLayoutError(name, `shape ${shape} does not fit the config's [${rows}, ${cols}]`);
+  private checkShape(name: string, slice: MatrixSlice, rows: number, cols: number): void {
+    if (slice.rows !== rows || slice.matrix.cols !== cols) {
+      throw new WeightLayoutError(name, `shape [${slice.rows}, ${slice.matrix.cols}] does not fit the config's [${rows}, ${cols}]`);
     }
-  }
-
-  /** Whether `next` directly follows `prev` in memory (resident) or in the same compressed stream (DF11). */
-  private static adjacent(prev: MatrixSource, next: MatrixSource): boolean {
-    if (prev.kind === "resident" && next.kind === "resident") return prev.address + prev.elements * 2 === next.address;
-    if (prev.kind === "df11" && next.kind === "df11") return prev.module === next.module && prev.start + prev.elements === next.start;
-    return false;
   }
 
   linear(x: CudaTensor, weights: readonly LinearWeight[], out: CudaTensor, accumulate = false): void {
     const K = x.cols;
-    const sources = weights.map((w) => {
+    const slices = weights.map((w) => {
       const s = this.deviceWeights.matrix(w.name);
-      this.checkElements(w.name, s, w.rows, K);
+      this.checkShape(w.name, s, w.rows, K);
       return s;
     });
     const useGemm = x.rows >= Math.min(this.gemmMinRows, GEMV_MAX_ROWS + 1);
-    if (useGemm) this.time("toBf16", () => call(() => native().toBf16(x.address, x.rows * K, this.xBf16.address, this.stream.native)));
+    let converted = false;
     let column = 0;
     for (let i = 0; i < weights.length; ) {
-      // Adjacent weights (q|k|v, gate|up) run as one matrix.
+      // Consecutive rows of one device matrix (q|k|v, gate|up) run as one product.
       let j = i + 1;
-      while (j < weights.length && CudaBackend.adjacent(sources[j - 1], sources[j]) && !!weights[j].bias === !!weights[i].bias) j++;
+      while (j < weights.length && slices[j].matrix === slices[i].matrix && slices[j].firstRow === slices[j - 1].firstRow + slices[j - 1].rows && !!weights[j].bias === !!weights[i].bias) j++;
       const group = weights.slice(i, j);
       const rows = group.reduce((n, w) => n + w.rows, 0);
       const bias = group[0].bias ? this.deviceWeights.fusedVector(group.map((w) => w.bias!), group.map((w) => w.rows)) : 0;
-      this.matmul(x, sources[i], rows, out, column, bias, accumulate, useGemm);
+      const m = slices[i].matrix;
+      const direct = !useGemm && m.address === undefined && m.gemv !== undefined;
+      if (useGemm && !converted) {
+        this.time("toBf16", () => call(() => native().toBf16(x.address, x.rows * K, this.xBf16.address, this.stream.native)));
+        converted = true;
+      }
+      if (direct) {
+        this.time(`gemv (${m.format})`, () =>
+          m.gemv!({ rowBegin: slices[i].firstRow, rowEnd: slices[i].firstRow + rows, x: x.address, ldx: K, rows: x.rows, bias, out: out.address + column * F32, ldo: out.cols, accumulate, stream: this.stream }),
+        );
+      } else this.matmul(x, slices[i], rows, out, column, bias, accumulate, useGemm);
       column += rows;
       i = j;
     }
   }
 
-  /** out[:, column … column + N) (+)= x · Wᵀ for the N×K matrix starting at `source`. */
-  private matmul(x: CudaTensor, source: MatrixSource, N: number, out: CudaTensor, column: number, bias: Address, accumulate: boolean, useGemm: boolean): void {
+  /** out[:, column … column + N) (+)= x · Wᵀ for N rows of the slice's matrix, BF16 resident or decoded in windows. */
+  private matmul(x: CudaTensor, slice: MatrixSlice, N: number, out: CudaTensor, column: number, bias: Address, accumulate: boolean, useGemm: boolean): void {
     const K = x.cols;
+    const m = slice.matrix;
     const s = this.stream.native;
     const xb = useGemm ? this.xBf16.address : 0;
     const op = useGemm ? "gemm" : "gemv";
@@ -338,9 +429,10 @@ export class CudaBackend implements Backend<CudaTensor> {
       this.time(op, () =>
         call(() => native().linear(weight, n, K, x.address, K, x.rows, bias ? bias + firstRow * F32 : 0, out.address + (column + firstRow) * F32, out.cols, accumulate, xb, s, this.splitK.address, this.splitK.byteLength)),
       );
-    if (source.kind === "resident") return run(source.address, N, 0);
-    // DF11: windows of whole rows, decoded on the decode stream into one of two buffers while the
-    // previous window is multiplied on the compute stream.
+    if (m.address !== undefined) return run(m.address + slice.firstRow * K * 2, N, 0);
+    if (!m.decodeRows) throw new WeightLayoutError(`${m.format} matrix`, "has no way to reach the tensor cores");
+    // Windows of whole rows, decoded on the decode stream into one of two buffers while the previous
+    // window is multiplied on the compute stream.
     if (!this.decodeForked) {
       this.stepStarted.record(this.stream);
       this.decodeStream.waitEvent(this.stepStarted);
@@ -350,15 +442,14 @@ export class CudaBackend implements Backend<CudaTensor> {
     const chunkRows = useGemm && rowsPerChunk >= 128 ? rowsPerChunk - (rowsPerChunk % 128) : rowsPerChunk;
     for (let r0 = 0; r0 < N; r0 += chunkRows) {
       const n = Math.min(chunkRows, N - r0);
-      const lo = source.start + r0 * K;
-      const alignedLo = lo - (lo % 8);
       const k = this.windows++ % 2;
       const buffer = this.scratch[k].address;
       if (this.windowUsed[k]) this.decodeStream.waitEvent(this.windowConsumed[k]);
-      this.time("df11 decode", () => source.module.decodeRange(buffer, alignedLo, lo + n * K, this.decodeStream), this.decodeStream);
+      const first = slice.firstRow + r0;
+      const at = this.time(`${m.format} decode`, () => m.decodeRows!(first, first + n, buffer, this.decodeStream), this.decodeStream);
       this.windowDecoded[k].record(this.decodeStream);
       this.stream.waitEvent(this.windowDecoded[k]);
-      run(buffer + (lo - alignedLo) * 2, n, r0);
+      run(at, n, r0);
       this.windowConsumed[k].record(this.stream);
       this.windowUsed[k] = true;
     }
@@ -389,10 +480,11 @@ export class CudaBackend implements Backend<CudaTensor> {
     const s = this.stream.native;
     this.time("qkvPrepare", () => call(() => native().qkvPrepare(args, qkv.address, qNorm, kNorm, c.rmsNormEps, c.gemmaNorms, rope.address, rope.rotaryDim, q.address, s)));
     // Few rows (decoding): split each row's keys over warps (≥ 32 keys each) so that long contexts still
-    // give every SM work: about two warps per SM. The kernel takes each split's share of the current length.
+    // give every SM work: about two warps per SM for one row. The split count is the one-row count for
+    // every batch of up to 16 rows, so that a sequence's attention sums in the same order in any batch
+    // (batched greedy = solo). The kernel takes each split's share of the current length.
     const keys = Math.min(c.slidingWindow[layer] ?? this.maxContext, this.maxContext);
-    const warps = qkv.rows * c.numKvHeads;
-    const splits = qkv.rows <= GEMV_MAX_ROWS ? Math.max(1, Math.min(MAX_SPLITS, Math.ceil(keys / 32), Math.ceil(264 / warps))) : 1;
+    const splits = qkv.rows <= GEMV_MAX_ROWS ? Math.max(1, Math.min(MAX_SPLITS, Math.ceil(keys / 32), Math.ceil(264 / c.numKvHeads))) : 1;
     this.time("attention", () => call(() => native().attention(args, q.address, out.address, splits, this.partial.address, s)));
   }
 

@@ -4,6 +4,7 @@ import {
   ChecksumMismatchError,
   checkDecodedWeights,
   compressedModulesOf,
+  expectedWeightShape,
   isModuleTensor,
   readDF11Module,
   weightNamesOf,
@@ -12,13 +13,21 @@ import {
   type RecordedChecksums,
 } from "@df11/models";
 import { DeviceChecksum } from "../integrity/device-checksum.js";
-import { DeviceBuffer, DeviceModule } from "../index.js";
 import { call, native, type Address } from "../native.js";
+import { DeviceBuffer } from "../runtime/device-buffer.js";
+import { DeviceModule } from "../runtime/device-module.js";
+import { CudaStream } from "../runtime/stream.js";
+import { Bf16DeviceMatrix } from "./formats/bf16.js";
+import { FusedDeviceMatrix, fusedLayoutReport, type FusedLayoutReport, type RowSource } from "./formats/fused.js";
+import { HuffmanDeviceMatrix } from "./formats/huffman.js";
+import type { DeviceMatrix, WeightFormat } from "./formats/matrix.js";
 
-/** Where a weight matrix lives on the GPU: resident BF16, or a slice of a compressed DF11 module. */
-export type MatrixSource =
-  | { readonly kind: "resident"; readonly address: Address; readonly elements: number; readonly shape: readonly number[] }
-  | { readonly kind: "df11"; readonly module: DeviceModule; readonly start: number; readonly elements: number; readonly modulePath: string };
+/** Where a weight lives on the GPU: rows [firstRow, firstRow + rows) of a device matrix (q of a fused q|k|v, say). */
+export interface MatrixSlice {
+  readonly matrix: DeviceMatrix;
+  readonly firstRow: number;
+  readonly rows: number;
+}
 
 /** Loading progress: bytes of the checkpoint placed on the GPU so far. */
 export type LoadProgress = (done: number, total: number) => void;
@@ -28,7 +37,7 @@ export interface LoadChecks {
   readonly recorded: RecordedChecksums;
   /** Stored tensors, summed on the GPU where they were uploaded (small ones on the host). */
   readonly stored: boolean;
-  /** Each DF11 module decoded once, window by window, and its weights summed right after the decode. */
+  /** Each DF11 module's weights decoded once from what the GPU will run (Huffman stream, fused layout or BF16) and summed. */
   readonly weights: boolean;
 }
 
@@ -41,52 +50,145 @@ export interface LoadCheckReport {
   weightsMsPerModule: number[];
 }
 
-/** Elements decoded per window when checking a module's weights at load. */
-const VERIFY_WINDOW = 16 * 1024 * 1024;
+export interface DeviceWeightsOptions {
+  /** How matrices are held on the GPU (see {@link WeightFormat}); `huffman` needs a DF11 checkpoint. */
+  readonly layout: WeightFormat;
+  /** The model's config.json (matrix shapes of DF11 modules come from it). */
+  readonly config: Record<string, unknown>;
+  readonly onProgress?: LoadProgress;
+  readonly checks?: LoadChecks;
+  /** Elements per window when decoding modules at load (transcoding, checks). Default 16 Mi. */
+  readonly windowElements?: number;
+}
+
+const DEFAULT_WINDOW = 16 * 1024 * 1024;
 
 /** Matrices of one layer in the order the official pattern_dicts compress them, so fused projections are adjacent. */
 const LAYER_ORDER = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.gate_up_proj", "mlp.down_proj"];
-const layerOf = (name: string) => /^model\.layers\.(\d+)\./.exec(name)?.[1];
+/** Runs of matrices the forward pass multiplies by in one go (their outputs side by side): one device matrix each. */
+const GROUPS = [
+  ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+  ["mlp.gate_proj", "mlp.up_proj"],
+];
+const layerOf = (name: string) => /^(.*\.layers\.\d+)\./.exec(name)?.[1];
 const orderKey = (name: string) => {
   const i = LAYER_ORDER.findIndex((m) => name.endsWith(`.${m}.weight`));
   return i < 0 ? LAYER_ORDER.length : i;
 };
 const align = (n: number, to: number) => Math.ceil(n / to) * to;
 
+/** A matrix to place: its weights' names (a group, in order), rows of each, and the common cols. */
+interface Planned {
+  readonly names: readonly string[];
+  readonly rows: readonly number[];
+  readonly cols: number;
+}
+
 /**
- * A checkpoint's weights on the GPU. BF16 matrices of a layer share one allocation, in pattern order
- * (q, k, v, o, gate, up, down), so a fused projection is one contiguous matrix. DF11 modules stay
- * compressed ({@link DeviceModule}); vectors (norms, biases) are float32 in one buffer.
+ * Split `names` (one layer's or one module's matrices, in storage order) into device matrices: the
+ * q|k|v and gate|up runs of {@link GROUPS} become one matrix each when all are there, consecutive, and
+ * of equal cols; everything else stands alone.
+ */
+function planMatrices(names: readonly string[], shapeOf: (name: string) => readonly number[] | undefined): Planned[] {
+  const out: Planned[] = [];
+  for (let i = 0; i < names.length; ) {
+    const shape = shapeOf(names[i]);
+    const group = GROUPS.find((g) => names[i].endsWith(`.${g[0]}.weight`));
+    if (group && shape) {
+      const prefix = names[i].slice(0, -`${group[0]}.weight`.length);
+      const members = group.map((m) => `${prefix}${m}.weight`);
+      const shapes = members.map(shapeOf);
+      // Members packed back to back stay 16-byte aligned only when cols is a multiple of 8.
+      if (shape[1] % 8 === 0 && members.every((m, j) => names[i + j] === m) && shapes.every((s) => s && s[1] === shape[1])) {
+        out.push({ names: members, rows: shapes.map((s) => s![0]), cols: shape[1] });
+        i += members.length;
+        continue;
+      }
+    }
+    out.push({ names: [names[i]], rows: [shape?.[0] ?? 0], cols: shape?.[1] ?? 0 });
+    i++;
+  }
+  return out;
+}
+
+/**
+ * A checkpoint's weights on the GPU, each matrix in the requested {@link WeightFormat}:
+ * - DF11 modules stay as stored (`huffman`), are transcoded window by window into the fused layout
+ *   (`fused`; the compressed module is freed once its matrices are built, so the model is never whole
+ *   in BF16 on the GPU), or decoded to BF16 (`bf16`);
+ * - BF16 matrices stay BF16 (`bf16`), or are uploaded group by group and transcoded (`fused`).
+ * The q|k|v and gate|up runs of a layer become one matrix each; vectors (norms, biases) are float32 in
+ * one buffer. Matrices the fused layout cannot hold (cols not a multiple of 8) stay in their stored format.
  */
 export class DeviceWeights implements Disposable {
-  private readonly matrices = new Map<string, MatrixSource>();
+  private readonly matrices = new Map<string, MatrixSlice>();
   private readonly vectors = new Map<string, { address: Address; length: number }>();
   private readonly buffers: DeviceBuffer[] = [];
   private readonly modules: DeviceModule[] = [];
+  private readonly owned: DeviceMatrix[] = [];
   private fused = new Map<string, Address>();
   residentBytes = 0;
   readonly checks: LoadCheckReport = { storedTensors: 0, storedMs: 0, decodedModules: 0, weightsMsPerModule: [] };
 
-  private constructor(readonly kind: "bf16" | "df11") {}
+  private constructor(
+    readonly kind: "bf16" | "df11",
+    readonly layout: WeightFormat,
+  ) {}
 
-  /** Bytes the weights will take on the GPU (for the memory check before anything is allocated). */
-  static plannedBytes(weights: SafetensorsCollection, df11: boolean): number {
-    let bytes = 0;
-    for (const name of weights.names()) {
-      const info = weights.info(name);
-      // BF16 and F16 vectors (norms, biases) are held as float32; everything else as stored.
-      const widened = (info.dtype === "BF16" || info.dtype === "F16") && info.shape.length === 1 ? 2 : 1;
-      bytes += align(info.byteLength * widened, 256);
+  /** Shape [rows, cols] of a matrix: the checkpoint's for stored tensors, the config's for DF11 module parts. */
+  private static shapeOf(weights: SafetensorsCollection, config: Record<string, unknown>, name: string): readonly number[] | undefined {
+    if (weights.has(name) && weights.info(name).shape.length === 2) return weights.info(name).shape;
+    try {
+      return expectedWeightShape(config, name);
+    } catch {
+      return undefined;
     }
-    // Each DF11 module also holds its 20 KB decode tables and padding.
-    return bytes + (df11 ? compressedModulesOf(weights.names()).length * 24 * 1024 : 0);
   }
 
-  /** Upload a checkpoint (BF16, or DF11 with its pattern_dict). */
-  static async load(weights: SafetensorsCollection, patternDict: PatternDict | undefined, onProgress?: LoadProgress, checks?: LoadChecks): Promise<DeviceWeights> {
-    const w = new DeviceWeights(patternDict ? "df11" : "bf16");
+  /** Bytes the weights will take on the GPU in `layout` (the memory check before anything is allocated). */
+  static plannedBytes(weights: SafetensorsCollection, patternDict: PatternDict | undefined, config: Record<string, unknown>, layout: WeightFormat): number {
+    let bytes = 0;
+    const matrixBytes = (rows: number, cols: number, storedBytes: number) =>
+      layout === "fused" && FusedDeviceMatrix.fits(cols) && rows > 0 ? FusedDeviceMatrix.plannedBytes(rows, cols) : layout === "bf16" ? align(rows * cols * 2, 256) : storedBytes;
+    for (const name of weights.names()) {
+      if (isModuleTensor(name)) continue;
+      const info = weights.info(name);
+      // BF16 and F16 vectors (norms, biases) are held as float32; everything else as stored.
+      if (info.shape.length === 1) bytes += align(info.byteLength * (info.dtype === "BF16" || info.dtype === "F16" ? 2 : 1), 256);
+      else if (info.shape.length === 2 && info.dtype === "BF16") bytes += matrixBytes(info.shape[0], info.shape[1], align(info.byteLength, 256));
+      else bytes += align(info.byteLength, 256);
+    }
+    if (patternDict) {
+      for (const path of compressedModulesOf(weights.names())) {
+        const stored = ["luts", "encoded_exponent", "sign_mantissa", "output_positions", "gaps"].reduce((n, s) => n + weights.info(`${path}.${s}`).byteLength, 0) + 24 * 1024;
+        if (layout === "huffman") {
+          bytes += stored;
+          continue;
+        }
+        const elements = weights.info(`${path}.sign_mantissa`).byteLength;
+        let known = 0;
+        for (const name of weightNamesOf(patternDict, path)) {
+          const s = DeviceWeights.shapeOf(weights, config, name);
+          if (!s) continue;
+          known += s[0] * s[1];
+          bytes += matrixBytes(s[0], s[1], 0);
+        }
+        if (known !== elements) bytes += stored; // parts of unknown shape stay Huffman-coded
+      }
+    }
+    return bytes;
+  }
+
+  /**
+   * Upload a checkpoint (BF16, or DF11 with its pattern_dict) in `options.layout`. Throws
+   * ChecksumMismatchError (a recorded checksum fails), WeightLayoutError (a tensor that cannot run),
+   * OutOfDeviceMemoryError.
+   */
+  static async load(weights: SafetensorsCollection, patternDict: PatternDict | undefined, options: DeviceWeightsOptions): Promise<DeviceWeights> {
+    if (!patternDict && options.layout === "huffman") throw new WeightLayoutError("weights", "the huffman layout keeps DF11 modules as stored; this checkpoint is BF16 (use fused or bf16)");
+    const w = new DeviceWeights(patternDict ? "df11" : "bf16", options.layout);
     try {
-      await w.upload(weights, patternDict, onProgress, checks);
+      await w.upload(weights, patternDict, options);
       return w;
     } catch (e) {
       w.dispose();
@@ -94,8 +196,12 @@ export class DeviceWeights implements Disposable {
     }
   }
 
-  private async upload(weights: SafetensorsCollection, patternDict: PatternDict | undefined, onProgress?: LoadProgress, checks?: LoadChecks): Promise<void> {
+  private async upload(weights: SafetensorsCollection, patternDict: PatternDict | undefined, options: DeviceWeightsOptions): Promise<void> {
+    const { checks, config, layout } = options;
+    const windowElements = options.windowElements ?? DEFAULT_WINDOW;
+    using stream = new CudaStream();
     using sum = checks && (checks.stored || checks.weights) ? new DeviceChecksum() : undefined;
+    const shapeOf = (name: string) => DeviceWeights.shapeOf(weights, config, name);
     /** Compare a stored tensor's checksum (no record: nothing to check). */
     const expectStored = (name: string, actual: () => string) => {
       const expected = checks?.stored ? checks.recorded.stored.get(name) : undefined;
@@ -106,98 +212,205 @@ export class DeviceWeights implements Disposable {
       this.checks.storedTensors++;
       if (got !== expected) throw new ChecksumMismatchError(name, expected, got, "stored");
     };
-    // One decode window for checking every module's weights (sized for the largest module).
-    const largestModule = patternDict ? Math.max(0, ...compressedModulesOf(weights.names()).map((m) => weights.info(`${m}.sign_mantissa`).byteLength)) : 0;
-    const verifyWindow = Math.min(VERIFY_WINDOW, Math.ceil(largestModule / 8) * 8);
-    using scratch = checks?.weights && verifyWindow > 0 ? DeviceBuffer.alloc(verifyWindow * 2 + 16) : undefined;
     const total = weights.names().reduce((n, t) => n + weights.info(t).byteLength, 0);
     let done = 0;
-    const progress = (bytes: number) => onProgress?.((done += bytes), total);
+    const progress = (bytes: number) => options.onProgress?.((done += bytes), total);
+    // One scratch window for decoding modules at load (transcoding, checks), freed at the end.
+    let scratch: DeviceBuffer | undefined;
+    const window = (elements: number) => {
+      if (!scratch || scratch.byteLength < elements * 2 + 16) {
+        scratch?.dispose();
+        scratch = DeviceBuffer.alloc(elements * 2 + 16);
+      }
+      return scratch;
+    };
 
-    if (patternDict) {
-      for (const path of compressedModulesOf(weights.names())) {
-        const module = await readDF11Module(weights, path);
-        const names = weightNamesOf(patternDict, path);
-        if (module.splitPositions.length !== names.length - 1) {
-          throw new WeightLayoutError(`${path}.split_positions`, `${module.splitPositions.length + 1} parts, the pattern_dict lists ${names.length}`);
-        }
-        const gpu = DeviceModule.upload(module);
-        this.modules.push(gpu);
-        if (checks?.stored && checks.recorded.modules.has(path)) {
-          const onGpu = gpu.storedChecksums(sum);
-          for (const [suffix, hex] of Object.entries(onGpu)) expectStored(`${path}.${suffix}`, () => hex);
-          // output_positions and split_positions are not kept as stored on the device: small, summed here.
-          for (const suffix of ["output_positions", "split_positions"]) {
-            const raw = await weights.read(`${path}.${suffix}`);
-            expectStored(`${path}.${suffix}`, () => checksumHex(raw));
+    try {
+      if (patternDict) {
+        for (const path of compressedModulesOf(weights.names())) {
+          const module = await readDF11Module(weights, path);
+          const names = weightNamesOf(patternDict, path);
+          if (module.splitPositions.length !== names.length - 1) {
+            throw new WeightLayoutError(`${path}.split_positions`, `${module.splitPositions.length + 1} parts, the pattern_dict lists ${names.length}`);
+          }
+          const gpu = DeviceModule.upload(module);
+          let keep = false;
+          try {
+            if (checks?.stored && checks.recorded.modules.has(path)) {
+              const onGpu = gpu.storedChecksums(sum);
+              for (const [suffix, hex] of Object.entries(onGpu)) expectStored(`${path}.${suffix}`, () => hex);
+              // output_positions and split_positions are not kept as stored on the device: small, summed here.
+              for (const suffix of ["output_positions", "split_positions"]) {
+                const raw = await weights.read(`${path}.${suffix}`);
+                expectStored(`${path}.${suffix}`, () => checksumHex(raw));
+              }
+            }
+            const bounds = [0, ...module.splitPositions, module.signMantissa.length];
+            const startOf = new Map(names.map((n, i) => [n, bounds[i]]));
+            const elementsOf = (n: string) => bounds[names.indexOf(n) + 1] - bounds[names.indexOf(n)];
+            // Pieces of this module, in module order: [device matrix, element offset in the module].
+            const pieces: Array<{ matrix: DeviceMatrix; start: number }> = [];
+            for (const plan of planMatrices(names, shapeOf)) {
+              const start = startOf.get(plan.names[0])!;
+              const rows = plan.rows.reduce((a, b) => a + b, 0);
+              const elements = plan.names.reduce((n, name) => n + elementsOf(name), 0);
+              const known = plan.cols > 0 && rows * plan.cols === elements;
+              if (!known) {
+                // A part whose shape the config does not give (or that contradicts it): kept as stored, one row.
+                const m = new HuffmanDeviceMatrix(gpu, start, 1, elements, plan.names[0]);
+                keep = true;
+                this.place(plan.names.length === 1 ? plan : { names: plan.names, rows: plan.names.map(elementsOf), cols: 0 }, m, true);
+                pieces.push({ matrix: m, start });
+                continue;
+              }
+              let m: DeviceMatrix;
+              if (layout === "fused" && FusedDeviceMatrix.fits(plan.cols)) {
+                const windowRows = Math.max(1, Math.floor(windowElements / plan.cols));
+                const buf = window(Math.min(rows, windowRows) * plan.cols + 8);
+                const source: RowSource = { windowRows, fill: (r0, r1) => new HuffmanDeviceMatrix(gpu, start, rows, plan.cols, plan.names[0]).decodeRows(r0, r1, buf.address, stream) };
+                m = this.own(FusedDeviceMatrix.transcode(rows, plan.cols, source, stream));
+              } else if (layout === "bf16") {
+                const buf = this.ownBuffer(DeviceBuffer.alloc(align(elements * 2, 256)));
+                // The decoder writes from a multiple of 8 elements: a matrix starting elsewhere goes through the scratch.
+                const target = start % 8 === 0 ? buf.address : window(elements + 8).address;
+                const at = new HuffmanDeviceMatrix(gpu, start, rows, plan.cols, plan.names[0]).decodeRows(0, rows, target, stream);
+                if (at !== buf.address) call(() => native().copyAddress(buf.address, at, elements * 2, stream.native));
+                m = new Bf16DeviceMatrix(buf.address, rows, plan.cols);
+              } else {
+                m = new HuffmanDeviceMatrix(gpu, start, rows, plan.cols, plan.names[0]);
+                keep = true;
+              }
+              this.place(plan, m, false);
+              pieces.push({ matrix: m, start });
+            }
+            stream.synchronize();
+            if (checks?.weights && checks.recorded.modules.has(path)) this.checkModuleWeights(path, pieces, checks.recorded, sum!, window, windowElements, stream);
+            progress(module.luts.length + module.encodedExponent.length + module.signMantissa.length + module.gaps.length + module.outputPositions.byteLength);
+          } finally {
+            if (keep) {
+              this.modules.push(gpu);
+              this.residentBytes += gpu.deviceBytes;
+            } else {
+              stream.synchronize();
+              gpu.dispose();
+            }
           }
         }
-        if (checks?.weights && checks.recorded.modules.has(path)) this.checkModuleWeights(gpu, path, checks.recorded, sum!, scratch!, verifyWindow);
-        this.residentBytes += gpu.deviceBytes;
-        const bounds = [0, ...module.splitPositions, module.signMantissa.length];
-        names.forEach((name, i) => this.matrices.set(name, { kind: "df11", module: gpu, start: bounds[i], elements: bounds[i + 1] - bounds[i], modulePath: path }));
-        progress(module.luts.length + module.encodedExponent.length + module.signMantissa.length + module.gaps.length + module.outputPositions.byteLength);
       }
-    }
 
-    const plain = weights.names().filter((n) => !isModuleTensor(n));
-    const isVector = (n: string) => weights.info(n).shape.length === 1;
-    for (const name of plain) {
-      const info = weights.info(name);
-      const ok = info.dtype === "BF16" || (isVector(name) && (info.dtype === "F32" || info.dtype === "F16"));
-      if (!ok) throw new WeightLayoutError(name, `dtype ${info.dtype}; df11 runs BF16 (or DF11) matrices (vectors may also be F32 or F16)`);
-    }
-    // Vectors: float32, one buffer.
-    const vectorNames = plain.filter(isVector);
-    const offsets = new Map<string, number>();
-    let vectorBytes = 0;
-    for (const n of vectorNames) {
-      offsets.set(n, vectorBytes);
-      vectorBytes = align(vectorBytes + weights.info(n).shape[0] * 4, 256);
-    }
-    if (vectorBytes > 0) {
-      const buf = this.own(DeviceBuffer.alloc(vectorBytes));
+      const plain = weights.names().filter((n) => !isModuleTensor(n));
+      const isVector = (n: string) => weights.info(n).shape.length === 1;
+      for (const name of plain) {
+        const info = weights.info(name);
+        const ok = info.dtype === "BF16" || (isVector(name) && (info.dtype === "F32" || info.dtype === "F16"));
+        if (!ok) throw new WeightLayoutError(name, `dtype ${info.dtype}; df11 runs BF16 (or DF11) matrices (vectors may also be F32 or F16)`);
+      }
+      // Vectors: float32, one buffer.
+      const vectorNames = plain.filter(isVector);
+      const offsets = new Map<string, number>();
+      let vectorBytes = 0;
       for (const n of vectorNames) {
-        if (checks?.stored && checks.recorded.stored.has(n)) {
-          const raw = await weights.read(n);
-          expectStored(n, () => checksumHex(raw));
+        offsets.set(n, vectorBytes);
+        vectorBytes = align(vectorBytes + weights.info(n).shape[0] * 4, 256);
+      }
+      if (vectorBytes > 0) {
+        const buf = this.ownBuffer(DeviceBuffer.alloc(vectorBytes));
+        for (const n of vectorNames) {
+          if (checks?.stored && checks.recorded.stored.has(n)) {
+            const raw = await weights.read(n);
+            expectStored(n, () => checksumHex(raw));
+          }
+          const values = await weights.readFloat32(n);
+          buf.upload(values, offsets.get(n)!);
+          this.vectors.set(n, { address: buf.address + offsets.get(n)!, length: values.length });
+          progress(weights.info(n).byteLength);
         }
-        const values = await weights.readFloat32(n);
-        buf.upload(values, offsets.get(n)!);
-        this.vectors.set(n, { address: buf.address + offsets.get(n)!, length: values.length });
-        progress(weights.info(n).byteLength);
       }
-    }
-    // Matrices (and anything else of ≥ 2 dims): per layer one buffer, else one buffer each.
-    const groups = new Map<string, string[]>();
-    for (const n of plain.filter((n) => !isVector(n))) {
-      const key = layerOf(n) ?? n;
-      groups.set(key, [...(groups.get(key) ?? []), n]);
-    }
-    for (const names of groups.values()) {
-      names.sort((a, b) => orderKey(a) - orderKey(b));
-      const bytes = names.reduce((s, n) => s + align(weights.info(n).byteLength, 256), 0);
-      const buf = this.own(DeviceBuffer.alloc(bytes));
-      let offset = 0;
-      for (const n of names) {
-        const info = weights.info(n);
-        buf.upload(await weights.read(n), offset);
-        expectStored(n, () => sum!.hexOf(buf.address + offset, info.byteLength));
-        this.matrices.set(n, { kind: "resident", address: buf.address + offset, elements: info.byteLength / 2, shape: info.shape });
-        offset += align(info.byteLength, 256);
-        progress(info.byteLength);
+      // Matrices (and anything else of ≥ 2 dims), per layer (or alone), grouped as the forward pass multiplies them.
+      const byLayer = new Map<string, string[]>();
+      for (const n of plain.filter((n) => !isVector(n))) {
+        const key = layerOf(n) ?? n;
+        byLayer.set(key, [...(byLayer.get(key) ?? []), n]);
       }
+      for (const names of byLayer.values()) {
+        names.sort((a, b) => orderKey(a) - orderKey(b));
+        const plans = planMatrices(names, (n) => (weights.info(n).shape.length === 2 ? weights.info(n).shape : undefined));
+        const groupBytes = (p: Planned) => p.names.reduce((s, n) => s + weights.info(n).byteLength, 0);
+        const toFused = (p: Planned) => layout === "fused" && p.cols > 0 && FusedDeviceMatrix.fits(p.cols);
+        // BF16 matrices of the layer share one buffer; each group is contiguous in it.
+        const residentBytes = plans.filter((p) => !toFused(p)).reduce((s, p) => s + align(groupBytes(p), 256), 0);
+        const layerBuffer = residentBytes > 0 ? this.ownBuffer(DeviceBuffer.alloc(residentBytes)) : undefined;
+        let offset = 0;
+        for (const p of plans) {
+          const fused = toFused(p);
+          // A fused group is staged (uploaded, checked) in a transient buffer and transcoded.
+          using staging = fused ? DeviceBuffer.alloc(groupBytes(p) + 16) : undefined;
+          const base = fused ? staging!.address : layerBuffer!.address + offset;
+          let at = 0;
+          for (const n of p.names) {
+            const info = weights.info(n);
+            (fused ? staging! : layerBuffer!).upload(await weights.read(n), fused ? at : offset + at);
+            expectStored(n, () => sum!.hexOf(base + at, info.byteLength));
+            at += info.byteLength;
+            progress(info.byteLength);
+          }
+          const rows = p.rows.reduce((a, b) => a + b, 0);
+          let m: DeviceMatrix;
+          if (fused) {
+            const windowRows = Math.max(1, Math.floor(windowElements / p.cols));
+            m = this.own(FusedDeviceMatrix.transcode(rows, p.cols, { windowRows, fill: (r0) => base + r0 * p.cols * 2 }, stream));
+            stream.synchronize(); // the staging buffer is freed next
+          } else {
+            const shape = weights.info(p.names[0]).shape;
+            m = new Bf16DeviceMatrix(base, p.cols > 0 ? rows : shape[0], p.cols > 0 ? p.cols : shape.slice(1).reduce((a, b) => a * b, 1));
+            offset += align(groupBytes(p), 256);
+          }
+          this.place(p.cols > 0 ? p : { names: p.names, rows: [m.rows], cols: m.cols }, m, false);
+        }
+      }
+    } finally {
+      stream.synchronize();
+      scratch?.dispose();
     }
   }
 
-  /** Decode a module window by window into a scratch buffer, sum each window right after its decode, compare. */
-  private checkModuleWeights(module: DeviceModule, path: string, recorded: RecordedChecksums, sum: DeviceChecksum, scratch: DeviceBuffer, window: number): void {
+  /** Map each name of a planned matrix to its rows of `m`. */
+  private place(plan: Planned, m: DeviceMatrix, rowsAsElements: boolean): void {
+    let row = 0;
+    plan.names.forEach((name, i) => {
+      const rows = rowsAsElements ? m.rows : plan.rows[i];
+      this.matrices.set(name, { matrix: m, firstRow: rowsAsElements ? 0 : row, rows });
+      row += rows;
+    });
+  }
+
+  /**
+   * Decode a module's matrices back to BF16 from what the GPU will run (fused layout, BF16, or the
+   * Huffman stream), window by window in module order, sum each window right after its decode, compare.
+   */
+  private checkModuleWeights(
+    path: string,
+    pieces: ReadonlyArray<{ matrix: DeviceMatrix; start: number }>,
+    recorded: RecordedChecksums,
+    sum: DeviceChecksum,
+    window: (elements: number) => DeviceBuffer,
+    windowElements: number,
+    stream: CudaStream,
+  ): void {
     const started = performance.now();
     sum.reset();
-    for (let lo = 0; lo < module.elements; lo += window) {
-      const hi = Math.min(module.elements, lo + window);
-      module.decodeRange(scratch.address, lo, hi);
-      sum.add(scratch.address, (hi - lo) * 2, lo / 2);
+    for (const { matrix: m, start } of pieces) {
+      const rowsPerWindow = Math.max(1, Math.floor(windowElements / m.cols));
+      const buf = window(Math.min(m.rows, rowsPerWindow) * m.cols + 8);
+      for (let r0 = 0; r0 < m.rows; r0 += rowsPerWindow) {
+        const r1 = Math.min(m.rows, r0 + rowsPerWindow);
+        const lo = start + r0 * m.cols;
+        const elements = (r1 - r0) * m.cols;
+        // Windows are summed where they lie: 16-byte aligned, starting on a 32-bit word of the module's stream.
+        if (lo % 8 !== 0 || m.cols % 8 !== 0) throw new WeightLayoutError(path, `a matrix of ${m.cols} columns starts at element ${start} of its module; the GPU sums decoded weights from multiples of 8 only (load without --verify-weights, or check with df11 verify)`);
+        const at = m.address !== undefined ? m.address + r0 * m.cols * 2 : m.decodeRows!(r0, r1, buf.address, stream);
+        sum.add(at, elements * 2, lo / 2, stream);
+      }
     }
     const actual = sum.hex();
     this.checks.weightsMsPerModule.push(performance.now() - started);
@@ -205,7 +418,13 @@ export class DeviceWeights implements Disposable {
     checkDecodedWeights(path, recorded, actual);
   }
 
-  private own(b: DeviceBuffer): DeviceBuffer {
+  private own<T extends DeviceMatrix>(m: T): T {
+    this.owned.push(m);
+    this.residentBytes += m.deviceBytes;
+    return m;
+  }
+
+  private ownBuffer(b: DeviceBuffer): DeviceBuffer {
     this.buffers.push(b);
     this.residentBytes += b.byteLength;
     return b;
@@ -215,7 +434,8 @@ export class DeviceWeights implements Disposable {
     return this.matrices.has(name) || this.vectors.has(name);
   }
 
-  matrix(name: string): MatrixSource {
+  /** Where a matrix lives. Throws WeightLayoutError when it is missing or a vector. */
+  matrix(name: string): MatrixSlice {
     const m = this.matrices.get(name);
     if (!m) throw new WeightLayoutError(name, this.vectors.has(name) ? "is a vector, a matrix was expected" : "missing from the checkpoint");
     return m;
@@ -236,7 +456,7 @@ export class DeviceWeights implements Disposable {
     const known = this.fused.get(key);
     if (known !== undefined) return known;
     const total = lengths.reduce((a, b) => a + b, 0);
-    const buf = this.own(DeviceBuffer.alloc(total * 4));
+    const buf = this.ownBuffer(DeviceBuffer.alloc(total * 4));
     let offset = 0;
     names.forEach((n, i) => {
       const src = this.vector(n, lengths[i]);
@@ -248,9 +468,30 @@ export class DeviceWeights implements Disposable {
     return buf.address;
   }
 
+  /** Sizes and escape rates of the matrices held in the fused layout (undefined when there are none). */
+  get fusedReport(): FusedLayoutReport | undefined {
+    const fused = this.owned.filter((m): m is FusedDeviceMatrix => m instanceof FusedDeviceMatrix);
+    return fused.length ? fusedLayoutReport(fused) : undefined;
+  }
+
+  /** Per matrix (first weight name, shape, bits per weight, escape rate) for benchmark reports. */
+  fusedMatrices(): Array<{ name: string; rows: number; cols: number; bitsPerWeight: number; escapeRate: number }> {
+    const seen = new Set<DeviceMatrix>();
+    const out: Array<{ name: string; rows: number; cols: number; bitsPerWeight: number; escapeRate: number }> = [];
+    for (const [name, s] of this.matrices) {
+      if (!(s.matrix instanceof FusedDeviceMatrix) || seen.has(s.matrix)) continue;
+      seen.add(s.matrix);
+      const m = s.matrix;
+      out.push({ name, rows: m.rows, cols: m.cols, bitsPerWeight: (m.deviceBytes * 8) / (m.rows * m.cols), escapeRate: m.escapes / (m.rows * m.cols) });
+    }
+    return out;
+  }
+
   dispose(): void {
+    for (const m of this.owned) m.dispose();
     for (const b of this.buffers) b.dispose();
     for (const m of this.modules) m.dispose();
+    this.owned.length = 0;
     this.buffers.length = 0;
     this.modules.length = 0;
     this.matrices.clear();

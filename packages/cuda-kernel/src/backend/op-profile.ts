@@ -1,4 +1,4 @@
-import { CudaEvent, type CudaStream } from "../index.js";
+import { CudaEvent, type CudaStream } from "../runtime/stream.js";
 
 /** One op's accumulated GPU time. */
 export interface OpTime {

@@ -1,5 +1,6 @@
 import { formatSum64, type Sum64 } from "@df11/codec";
-import { DeviceBuffer, type CudaStream } from "../index.js";
+import { DeviceBuffer } from "../runtime/device-buffer.js";
+import type { CudaStream } from "../runtime/stream.js";
 import { call, native, type Address } from "../native.js";
 
 /**

@@ -1,0 +1,118 @@
+#include "fused-ops.h"
+
+#include "../kernels/fused.h"
+#include "../kernels/inference.h"
+#include "stream.h"
+
+namespace df11addon {
+namespace {
+
+// A fused matrix as JS passes it: { data, tables, escapeOffsets, escapePositions, escapeExponents
+// (device addresses), rows, cols, steps }.
+df11::FusedView viewArg(const Napi::CallbackInfo& info, size_t i) {
+  if (!info[i].IsObject()) throw Napi::TypeError::New(info.Env(), "expected a fused matrix view");
+  const Napi::Object o = info[i].As<Napi::Object>();
+  const auto num = [&](const char* k) {
+    const Napi::Value v = o.Get(k);
+    if (!v.IsNumber()) throw Napi::TypeError::New(info.Env(), std::string("fused view: ") + k + " must be a number");
+    return v.As<Napi::Number>().DoubleValue();
+  };
+  const auto ptr = [&](const char* k) { return reinterpret_cast<const void*>(static_cast<uintptr_t>(num(k))); };
+  df11::FusedView v{};
+  v.data = static_cast<const uint8_t*>(ptr("data"));
+  v.tables = static_cast<const uint8_t*>(ptr("tables"));
+  v.escapeOffsets = static_cast<const uint32_t*>(ptr("escapeOffsets"));
+  v.escapePositions = static_cast<const uint16_t*>(ptr("escapePositions"));
+  v.escapeExponents = static_cast<const uint8_t*>(ptr("escapeExponents"));
+  v.rows = static_cast<int>(num("rows"));
+  v.cols = static_cast<int>(num("cols"));
+  v.steps = static_cast<int>(num("steps"));
+  if (v.rows < 1 || v.cols < 8 || v.cols % 8 != 0 || v.steps != (v.cols + df11::kFusedStep - 1) / df11::kFusedStep)
+    throw Napi::RangeError::New(info.Env(), "fused view: inconsistent rows/cols/steps");
+  return v;
+}
+
+// fusedTablesAndCounts(src, rowBegin, rows, cols, tables, counts, stream)
+Napi::Value FusedTablesAndCounts(const Napi::CallbackInfo& info) {
+  throwIfError(info.Env(),
+               df11::launchFusedTablesAndCounts(pointerArg<const uint16_t>(info, 0, "src"), intArg(info, 1, "rowBegin"), intArg(info, 2, "rows"), intArg(info, 3, "cols"),
+                                                pointerArg<uint8_t>(info, 4, "tables"), pointerArg<uint32_t>(info, 5, "counts"), streamOf(info[6])),
+               "fused tables");
+  return info.Env().Undefined();
+}
+
+// exclusiveScanBytes(n) → scratch bytes exclusiveScan needs for n entries.
+Napi::Value ExclusiveScanBytes(const Napi::CallbackInfo& info) {
+  size_t bytes = 0;
+  throwIfError(info.Env(), df11::launchExclusiveScan(nullptr, nullptr, intArg(info, 0, "n"), nullptr, bytes, nullptr), "scan size");
+  return Napi::Number::New(info.Env(), static_cast<double>(bytes));
+}
+
+// exclusiveScan(counts, offsets, n, temp, tempBytes, stream)
+Napi::Value ExclusiveScan(const Napi::CallbackInfo& info) {
+  size_t bytes = static_cast<size_t>(numberArg(info, 4, "tempBytes"));
+  throwIfError(info.Env(),
+               df11::launchExclusiveScan(pointerArg<const uint32_t>(info, 0, "counts"), pointerArg<uint32_t>(info, 1, "offsets"), intArg(info, 2, "n"),
+                                         pointerArg<void>(info, 3, "temp"), bytes, streamOf(info[5])),
+               "exclusive scan");
+  return info.Env().Undefined();
+}
+
+// fusedWrite(src, rowBegin, rows, view, stream)
+Napi::Value FusedWrite(const Napi::CallbackInfo& info) {
+  const df11::FusedView v = viewArg(info, 3);
+  throwIfError(info.Env(), df11::launchFusedWrite(pointerArg<const uint16_t>(info, 0, "src"), intArg(info, 1, "rowBegin"), intArg(info, 2, "rows"), v, streamOf(info[4])),
+               "fused write");
+  return info.Env().Undefined();
+}
+
+// fusedUnpack(view, rowBegin, rowEnd, out, ldo, stream)
+Napi::Value FusedUnpack(const Napi::CallbackInfo& info) {
+  const df11::FusedView v = viewArg(info, 0);
+  throwIfError(info.Env(),
+               df11::launchFusedUnpack(v, intArg(info, 1, "rowBegin"), intArg(info, 2, "rowEnd"), pointerArg<uint16_t>(info, 3, "out"), intArg(info, 4, "ldo"), streamOf(info[5])),
+               "fused unpack");
+  return info.Env().Undefined();
+}
+
+// fusedUnpackRows(view, ids, count, out, stream)
+Napi::Value FusedUnpackRows(const Napi::CallbackInfo& info) {
+  const df11::FusedView v = viewArg(info, 0);
+  throwIfError(info.Env(),
+               df11::launchFusedUnpackRows(v, pointerArg<const int32_t>(info, 1, "ids"), intArg(info, 2, "count"), pointerArg<uint16_t>(info, 3, "out"), streamOf(info[4])),
+               "fused unpack rows");
+  return info.Env().Undefined();
+}
+
+// fusedLinear(view, x, ldx, rows, bias, out, ldo, accumulate, stream): the fused GEMV (rows ≤ 16).
+Napi::Value FusedLinear(const Napi::CallbackInfo& info) {
+  const df11::FusedView v = viewArg(info, 0);
+  df11::LinearArgs a{};
+  a.weight = nullptr;
+  a.N = v.rows;
+  a.K = v.cols;
+  a.x = pointerArg<const float>(info, 1, "x");
+  a.ldx = intArg(info, 2, "ldx");
+  a.rows = intArg(info, 3, "rows");
+  a.bias = pointerArg<const float>(info, 4, "bias");
+  a.out = pointerArg<float>(info, 5, "out");
+  a.ldo = intArg(info, 6, "ldo");
+  a.accumulate = info[7].ToBoolean().Value();
+  throwIfError(info.Env(), df11::launchFusedGemv(a, v, streamOf(info[8])), "fused gemv");
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void InitFusedOps(Napi::Env env, Napi::Object exports) {
+  const auto fn = [&](const char* name, Napi::Value (*f)(const Napi::CallbackInfo&)) { exports.Set(name, Napi::Function::New(env, f, name)); };
+  fn("fusedTablesAndCounts", FusedTablesAndCounts);
+  fn("exclusiveScanBytes", ExclusiveScanBytes);
+  fn("exclusiveScan", ExclusiveScan);
+  fn("fusedWrite", FusedWrite);
+  fn("fusedUnpack", FusedUnpack);
+  fn("fusedUnpackRows", FusedUnpackRows);
+  fn("fusedLinear", FusedLinear);
+}
+
+}  // namespace df11addon

@@ -1,0 +1,201 @@
+import { FUSED_STEP, FUSED_STEP_BYTES, FusedLayoutError, type FusedMatrix } from "@df11/codec";
+import { call, native, type Address, type NativeFusedView } from "../../native.js";
+import { DeviceBuffer } from "../../runtime/device-buffer.js";
+import type { CudaStream } from "../../runtime/stream.js";
+import type { DeviceMatrix, GemvCall } from "./matrix.js";
+
+const align = (n: number, to = 256) => Math.ceil(n / to) * to;
+
+/**
+ * Where the BF16 rows being transcoded come from: `fill(rowBegin, rowEnd)` puts rows [rowBegin, rowEnd)
+ * (at most `windowRows` of them) somewhere on the device, ordered on the transcoding stream, and returns
+ * the address of row rowBegin (row-major, cols each, 16-byte aligned).
+ */
+export interface RowSource {
+  readonly windowRows: number;
+  fill(rowBegin: number, rowEnd: number): Address;
+}
+
+/** What the fused layout costs, for reports (`df11 generate --json`, /health, the GPU bench). */
+export interface FusedLayoutReport {
+  readonly matrices: number;
+  readonly weights: number;
+  readonly escapes: number;
+  /** escapes / weights. */
+  readonly escapeRate: number;
+  /** Device bytes of the layout (blocks, tables, escape offsets and escapes). */
+  readonly bytes: number;
+  readonly bitsPerWeight: number;
+  /** bytes / (weights · 2). */
+  readonly ratioToBf16: number;
+}
+
+/**
+ * A matrix in the DF11 fused layout on the GPU (spec: @df11/codec `fused-layout.ts`), built on the GPU
+ * by {@link FusedDeviceMatrix.transcode} from BF16 rows — decoded DF11 windows or uploaded BF16 — and
+ * byte-identical to the reference encoder's output. The fused GEMV reads it directly (bit-identical to
+ * the BF16 GEMV on the same weights); `decodeRows` unpacks windows for the tensor-core GEMM.
+ */
+export class FusedDeviceMatrix implements DeviceMatrix {
+  readonly format = "fused";
+  readonly steps: number;
+  private readonly main: DeviceBuffer;
+  private readonly escapeStore: DeviceBuffer;
+  private readonly layout: { tables: number; offsets: number; positions: number; exponents: number };
+  private readonly view: NativeFusedView;
+
+  private constructor(
+    readonly rows: number,
+    readonly cols: number,
+    main: DeviceBuffer,
+    escapeStore: DeviceBuffer,
+    /** Escaped weights (exponent outside their row's table). */
+    readonly escapes: number,
+  ) {
+    this.steps = Math.ceil(cols / FUSED_STEP);
+    this.main = main;
+    this.escapeStore = escapeStore;
+    this.layout = FusedDeviceMatrix.offsets(rows, cols, escapes);
+    this.view = this.sliceView(0, rows);
+  }
+
+  /** Byte offsets of the arrays in the two buffers: data | tables | escape offsets, and positions | exponents. */
+  private static offsets(rows: number, cols: number, escapes: number) {
+    const steps = Math.ceil(cols / FUSED_STEP);
+    const tables = align(rows * steps * FUSED_STEP_BYTES);
+    const offsets = tables + align(rows * 8);
+    return { tables, offsets, mainBytes: offsets + align((rows * steps + 1) * 4), positions: 0, exponents: align(escapes * 2), escapeBytes: align(escapes * 2) + align(Math.max(escapes, 1)) };
+  }
+
+  /** Device bytes of a [rows, cols] matrix with `escapeRate` of its weights escaped (the loader's memory plan). */
+  static plannedBytes(rows: number, cols: number, escapeRate = 0.03): number {
+    const o = FusedDeviceMatrix.offsets(rows, cols, Math.ceil(rows * cols * escapeRate));
+    return o.mainBytes + o.escapeBytes;
+  }
+
+  /** Whether a [rows, cols] matrix can be held in the fused layout (cols a multiple of 8, under 2^24). */
+  static fits(cols: number): boolean {
+    return cols >= 8 && cols % 8 === 0 && cols < 1 << 24;
+  }
+
+  /**
+   * Build the layout of a [rows, cols] BF16 matrix on the GPU, window by window from `source`: a table
+   * pass (each row's 8 most frequent exponents, each step's escape count), a prefix sum of the counts
+   * (one host round trip, to size the escapes), and a write pass. Throws FusedLayoutError (from
+   * @df11/codec) for shapes the layout cannot hold, OutOfDeviceMemoryError when memory runs out.
+   */
+  static transcode(rows: number, cols: number, source: RowSource, stream: CudaStream): FusedDeviceMatrix {
+    if (!FusedDeviceMatrix.fits(cols) || rows < 1) throw new FusedLayoutError(`a fused matrix needs rows ≥ 1 and cols a multiple of 8 below 2^24, got [${rows}, ${cols}]`);
+    const steps = Math.ceil(cols / FUSED_STEP);
+    const n = rows * steps + 1;
+    const noEscapes = FusedDeviceMatrix.offsets(rows, cols, 0);
+    const main = DeviceBuffer.alloc(noEscapes.mainBytes);
+    try {
+      const tables = main.address + noEscapes.tables;
+      const offsets = main.address + noEscapes.offsets;
+      using counts = DeviceBuffer.alloc(n * 4);
+      counts.fill(0);
+      const windows = (fn: (rowBegin: number, rowEnd: number, at: Address) => void) => {
+        const step = Math.max(1, source.windowRows);
+        for (let r0 = 0; r0 < rows; r0 += step) {
+          const r1 = Math.min(rows, r0 + step);
+          fn(r0, r1, source.fill(r0, r1));
+        }
+      };
+      windows((r0, r1, at) => call(() => native().fusedTablesAndCounts(at, r0, r1 - r0, cols, tables, counts.address, stream.native)));
+      const tempBytes = call(() => native().exclusiveScanBytes(n));
+      using temp = DeviceBuffer.alloc(Math.max(tempBytes, 16));
+      call(() => native().exclusiveScan(counts.address, offsets, n, temp.address, tempBytes, stream.native));
+      const total = new Uint32Array(1);
+      main.download(total, noEscapes.offsets + (n - 1) * 4, stream);
+      const escapes = total[0];
+      const sized = FusedDeviceMatrix.offsets(rows, cols, escapes);
+      const escapeStore = DeviceBuffer.alloc(sized.escapeBytes);
+      const m = new FusedDeviceMatrix(rows, cols, main, escapeStore, escapes);
+      try {
+        windows((r0, r1, at) => call(() => native().fusedWrite(at, r0, r1 - r0, m.view, stream.native)));
+      } catch (e) {
+        m.dispose();
+        throw e;
+      }
+      return m;
+    } catch (e) {
+      if (!main.disposed) main.dispose();
+      throw e;
+    }
+  }
+
+  /** The view of rows [rowBegin, rowEnd) the kernels take (escape offsets stay indices into the whole array). */
+  private sliceView(rowBegin: number, rowEnd: number): NativeFusedView {
+    const base = this.main.address;
+    return {
+      data: base + rowBegin * this.steps * FUSED_STEP_BYTES,
+      tables: base + this.layout.tables + rowBegin * 8,
+      escapeOffsets: base + this.layout.offsets + rowBegin * this.steps * 4,
+      escapePositions: this.escapeStore.address + this.layout.positions,
+      escapeExponents: this.escapeStore.address + this.layout.exponents,
+      rows: rowEnd - rowBegin,
+      cols: this.cols,
+      steps: this.steps,
+    };
+  }
+
+  get deviceBytes(): number {
+    return this.main.byteLength + this.escapeStore.byteLength;
+  }
+
+  gemv(c: GemvCall): void {
+    const view = c.rowBegin === 0 && c.rowEnd === this.rows ? this.view : this.sliceView(c.rowBegin, c.rowEnd);
+    call(() => native().fusedLinear(view, c.x, c.ldx, c.rows, c.bias, c.out, c.ldo, c.accumulate, c.stream.native));
+  }
+
+  decodeRows(rowBegin: number, rowEnd: number, dst: Address, stream: CudaStream): Address {
+    call(() => native().fusedUnpack(this.view, rowBegin, rowEnd, dst, this.cols, stream.native));
+    return dst;
+  }
+
+  gatherRows(ids: Address, count: number, dst: Address, stream: CudaStream): void {
+    call(() => native().fusedUnpackRows(this.view, ids, count, dst, stream.native));
+  }
+
+  /** The layout's arrays on the host (for tests against the reference encoder). Synchronous. */
+  toHost(): FusedMatrix {
+    const o = this.layout;
+    const main = this.main.download();
+    const esc = this.escapeStore.download();
+    const bytes = (buf: Uint8Array, at: number, length: number) => buf.slice(at, at + length);
+    const n = this.rows * this.steps + 1;
+    return {
+      rows: this.rows,
+      cols: this.cols,
+      steps: this.steps,
+      data: bytes(main, 0, this.rows * this.steps * FUSED_STEP_BYTES),
+      tables: bytes(main, o.tables, this.rows * 8),
+      escapeOffsets: new Uint32Array(bytes(main, o.offsets, n * 4).buffer),
+      escapePositions: new Uint16Array(bytes(esc, o.positions, this.escapes * 2).buffer),
+      escapeExponents: bytes(esc, o.exponents, this.escapes),
+    };
+  }
+
+  dispose(): void {
+    this.main.dispose();
+    this.escapeStore.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/** Sums the costs of fused matrices into one report. */
+export function fusedLayoutReport(matrices: readonly FusedDeviceMatrix[]): FusedLayoutReport {
+  let weights = 0;
+  let escapes = 0;
+  let bytes = 0;
+  for (const m of matrices) {
+    weights += m.rows * m.cols;
+    escapes += m.escapes;
+    bytes += m.deviceBytes;
+  }
+  return { matrices: matrices.length, weights, escapes, escapeRate: weights ? escapes / weights : 0, bytes, bitsPerWeight: weights ? (bytes * 8) / weights : 0, ratioToBf16: weights ? bytes / (weights * 2) : 0 };
+}

@@ -1,0 +1,57 @@
+import type { Address } from "../../native.js";
+import type { CudaStream } from "../../runtime/stream.js";
+
+/**
+ * How a weight matrix is held on the GPU:
+ * - `bf16`: plain BF16, row-major — the GEMV and GEMM read it directly;
+ * - `huffman`: a slice of a DF11 module as stored (Huffman-coded exponents), decoded window by window
+ *   into scratch before each product (least memory, slowest);
+ * - `fused`: the DF11 fused layout (@df11/codec `fused-layout`), 11 bits + escapes per weight, decoded
+ *   in registers by the fused GEMV; windows unpacked to scratch for the tensor-core GEMM.
+ */
+export type WeightFormat = "bf16" | "huffman" | "fused";
+
+/** A matrix-vector product straight from a compressed format (≤ 16 rows of x). Addresses are device addresses. */
+export interface GemvCall {
+  /** Rows [rowBegin, rowEnd) of the matrix are multiplied (a slice of a fused q|k|v, say). */
+  readonly rowBegin: number;
+  readonly rowEnd: number;
+  /** x: [rows, ldx] float32. */
+  readonly x: Address;
+  readonly ldx: number;
+  readonly rows: number;
+  /** [rowEnd − rowBegin] float32 or 0. */
+  readonly bias: Address;
+  /** out: [rows, ldo] float32; the products land in columns 0 … rowEnd − rowBegin. */
+  readonly out: Address;
+  readonly ldo: number;
+  readonly accumulate: boolean;
+  readonly stream: CudaStream;
+}
+
+/**
+ * A weight matrix W[rows, cols] of BF16 values on the GPU, in one of the {@link WeightFormat}s. The
+ * CUDA backend multiplies by it through the first path the matrix offers: `address` (BF16 GEMV/GEMM),
+ * `gemv` (few rows, decoded in registers), or `decodeRows` into scratch windows and the BF16 kernels.
+ */
+export interface DeviceMatrix extends Disposable {
+  readonly format: WeightFormat;
+  readonly rows: number;
+  readonly cols: number;
+  /** Device memory the matrix holds (shared storage, such as a DF11 module, counted by its owner). */
+  readonly deviceBytes: number;
+  /** Device address of W when it is resident as BF16, row-major. */
+  readonly address?: Address;
+  /** The product from this format, when it has a kernel of its own for few rows. */
+  gemv?(call: GemvCall): void;
+  /**
+   * Rows [rowBegin, rowEnd) as BF16 into the scratch at `dst` (16-byte aligned, room for the rows and
+   * 16 bytes more), asynchronously on `stream`. Returns where row rowBegin starts (dst, or a few
+   * elements after it when the format decodes from an aligned element only).
+   */
+  decodeRows?(rowBegin: number, rowEnd: number, dst: Address, stream: CudaStream): Address;
+  /** Rows ids[0 … count) (device Int32 array) as BF16 into dst, [count, cols]: embedding lookups inside CUDA graphs. */
+  gatherRows?(ids: Address, count: number, dst: Address, stream: CudaStream): void;
+  /** Frees what the matrix owns. */
+  dispose(): void;
+}
