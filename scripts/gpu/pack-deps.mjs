@@ -29,7 +29,9 @@ const visit = (name, fromDir) => {
   if (name.startsWith("@df11/") || BUILD_ONLY.has(name) || copied.has(name)) return;
   const dir = packageDir(name, fromDir);
   copied.set(name, dir);
-  cpSync(dir, join(out, name), { recursive: true, dereference: true });
+  // Only what runs: no sources, source maps, type declarations or docs (the device tool carries 64 MiB in all).
+  const runs = (src) => !/\.(map|d\.ts|d\.mts|d\.cts|md|ts)$/.test(src) && !/[/\\](src|docs?|test|tests|__tests__)$/.test(src);
+  cpSync(dir, join(out, name), { recursive: true, dereference: true, filter: runs });
   const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8"));
   for (const dep of Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies })) {
     try {
