@@ -49,13 +49,25 @@ function shared<T extends Uint8Array | Uint32Array>(a: T): T {
  * A pool of worker threads for the codec: encodes and decodes whole modules in parallel, and splits
  * the decode of one large module across all workers by GPU-block ranges.
  */
+/**
+ * Node flags for the workers. Piscina first `require()`s the worker file and falls back to `import()`;
+ * on Node versions where require() of ES modules is on by default, that require() of our ES-module worker
+ * crashed the whole process under load (a fatal V8 error, "IsGraphAsync must be used on an instantiated
+ * module", seen on a 16-core GPU host with Node 20.20). With require(esm) off in the workers, the
+ * require() throws as piscina expects and the import() loads the worker.
+ */
+function workerExecArgv(): string[] {
+  const flag = "--no-experimental-require-module";
+  return [...process.execArgv, ...(process.allowedNodeEnvironmentFlags.has(flag) ? [flag] : [])];
+}
+
 export class CodecPool implements AsyncDisposable {
   private readonly piscina: Piscina;
   readonly threads: number;
 
   constructor(threads = availableParallelism()) {
     this.threads = Math.max(1, threads);
-    this.piscina = new Piscina({ filename: workerFile(), minThreads: this.threads, maxThreads: this.threads, idleTimeout: 1000 });
+    this.piscina = new Piscina({ filename: workerFile(), minThreads: this.threads, maxThreads: this.threads, idleTimeout: 1000, execArgv: workerExecArgv() });
   }
 
   /**

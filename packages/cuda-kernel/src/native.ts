@@ -92,7 +92,7 @@ export interface NativeFusedView {
 export interface NativeBuffer {
   upload(src: ArrayBufferView, offset?: number, stream?: NativeStream): void;
   download(dst: ArrayBufferView, offset?: number, stream?: NativeStream): void;
-  fill(value: number): void;
+  fill(value: number, stream?: NativeStream): void;
   free(): void;
   readonly byteLength: number;
   readonly address: Address;

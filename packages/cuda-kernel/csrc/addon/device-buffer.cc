@@ -71,7 +71,10 @@ Napi::Value DeviceBuffer::Upload(const Napi::CallbackInfo& info) {
   if (info.Length() > 2 && !info[2].IsUndefined()) {
     throwIfError(info.Env(), cudaMemcpyAsync(dst, src.data, src.length, cudaMemcpyHostToDevice, streamOf(info[2])), "cudaMemcpyAsync (upload)");
   } else {
+    // From pageable memory cudaMemcpy may return before the last DMA lands; df11's streams do not wait
+    // for the legacy stream, so wait here: without a stream, the bytes are on the device on return.
     throwIfError(info.Env(), cudaMemcpy(dst, src.data, src.length, cudaMemcpyHostToDevice), "cudaMemcpy (upload)");
+    throwIfError(info.Env(), cudaStreamSynchronize(0), "cudaStreamSynchronize (upload)");
   }
   return info.Env().Undefined();
 }
@@ -93,9 +96,17 @@ Napi::Value DeviceBuffer::Download(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// fill(value, stream?) — with a stream, ordered on it; without, done before it returns (cudaMemset alone
+// is asynchronous, and df11's streams do not wait for the legacy default stream).
 Napi::Value DeviceBuffer::Fill(const Napi::CallbackInfo& info) {
   check(info.Env());
-  throwIfError(info.Env(), cudaMemset(ptr_, info[0].As<Napi::Number>().Int32Value(), bytes_), "cudaMemset");
+  const int value = info[0].As<Napi::Number>().Int32Value();
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    throwIfError(info.Env(), cudaMemsetAsync(ptr_, value, bytes_, streamOf(info[1])), "cudaMemsetAsync");
+  } else {
+    throwIfError(info.Env(), cudaMemset(ptr_, value, bytes_), "cudaMemset");
+    throwIfError(info.Env(), cudaStreamSynchronize(0), "cudaStreamSynchronize (fill)");
+  }
   return info.Env().Undefined();
 }
 

@@ -63,6 +63,8 @@ Module::Module(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Module>(info) 
     throwIfError(env, cudaMemcpy(b + oSm, sm.data, sm.length, cudaMemcpyHostToDevice), "cudaMemcpy (sign_mantissa)");
     throwIfError(env, cudaMemcpy(b + oOp, positions_.data(), positions_.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy (output_positions)");
     throwIfError(env, cudaMemcpy(b + oGaps, gaps.data, gaps.length, cudaMemcpyHostToDevice), "cudaMemcpy (gaps)");
+    // The copies ran on the legacy stream, which the decode streams (non-blocking) do not wait for.
+    throwIfError(env, cudaStreamSynchronize(0), "cudaStreamSynchronize (module)");
   } catch (...) {
     release();
     throw;

@@ -55,9 +55,9 @@ export class DeviceBuffer implements Disposable {
     return out;
   }
 
-  /** Set every byte to `value`. */
-  fill(value: number): void {
-    call(() => this.native.fill(value));
+  /** Set every byte to `value`: ordered on `stream` when given, else complete when this returns. */
+  fill(value: number, stream?: CudaStream): void {
+    call(() => this.native.fill(value, stream?.native));
   }
 
   get disposed(): boolean {
