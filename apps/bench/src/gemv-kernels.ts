@@ -19,7 +19,7 @@ const { values: args } = parseArgs({
   options: {
     out: { type: "string", default: "bench-results/gemv-kernels.json" },
     iterations: { type: "string", default: "50" },
-    rows: { type: "string", default: "1,2,4,8,16" },
+    rows: { type: "string", default: "1,2,4,8,16,32,64" },
     layers: { type: "string", default: "32" },
   },
 });
@@ -77,7 +77,7 @@ for (const [name, rows, cols] of shapes) {
   for (let at = 0; at < rows * cols; at += POOL) addon.copyAddress(bf16.address + at * 2, src.address, Math.min(POOL, rows * cols - at) * 2);
   synchronize();
   const t0 = performance.now();
-  const fused = FusedDeviceMatrix.transcode(rows, cols, { windowRows: rows, fill: (r0) => bf16.address + r0 * cols * 2 }, stream);
+  const fused = FusedDeviceMatrix.transcode(rows, cols, { windowRows: Math.ceil(rows / 8) * 8, fill: (r0) => bf16.address + r0 * cols * 2 }, stream);
   stream.synchronize();
   const transcodeMs = performance.now() - t0;
   matrices.push({ name, rows, cols, bf16, fused, transcodeMs });
@@ -85,16 +85,31 @@ for (const [name, rows, cols] of shapes) {
 }
 
 const maxK = I;
-const x = DeviceBuffer.alloc(16 * maxK * 4);
+const x = DeviceBuffer.alloc(64 * maxK * 4);
 {
-  const host = new Float32Array(16 * maxK);
+  const host = new Float32Array(64 * maxK);
   for (let i = 0; i < host.length; i++) host[i] = Math.sin(i * 12.9898) * 0.5;
   x.upload(host);
 }
-const outA = DeviceBuffer.alloc(16 * 128256 * 4);
-const outB = DeviceBuffer.alloc(16 * 128256 * 4);
-const bf16Gemv = (m: Matrix, r: number, out: DeviceBuffer) => addon.linear(m.bf16.address, m.rows, m.cols, x.address, m.cols, r, 0, out.address, m.rows, false, 0, stream.native);
-const fusedGemv = (m: Matrix, r: number, out: DeviceBuffer) => m.fused.gemv({ rowBegin: 0, rowEnd: m.rows, x: x.address, ldx: m.cols, rows: r, bias: 0, out: out.address, ldo: m.rows, accumulate: false, stream });
+const outA = DeviceBuffer.alloc(64 * 128256 * 4);
+const outB = DeviceBuffer.alloc(64 * 128256 * 4);
+// x as the tensor cores' A operands, per K and rows (prepared once: the products alone are timed).
+const xas = new Map<string, DeviceBuffer>();
+const xaOf = (K: number, r: number) => {
+  const key = `${K}/${r}`;
+  let b = xas.get(key);
+  if (!b) {
+    b = DeviceBuffer.alloc(addon.mmaABytes(r, K));
+    addon.toMmaA(x.address, r, K, K, b.address, stream.native);
+    stream.synchronize();
+    xas.set(key, b);
+  }
+  return b.address;
+};
+const bf16Gemv = (m: Matrix, r: number, out: DeviceBuffer) =>
+  addon.linear(m.bf16.address, m.rows, m.cols, x.address, m.cols, r, 0, out.address, m.rows, false, xaOf(m.cols, r), stream.native, 0, 0, false);
+const fusedGemv = (m: Matrix, r: number, out: DeviceBuffer) =>
+  m.fused.gemv({ rowBegin: 0, rowEnd: m.rows, x: x.address, ldx: m.cols, xa: xaOf(m.cols, r), rows: r, bias: 0, out: out.address, ldo: m.rows, accumulate: false, stream });
 
 const perMatrix = [];
 let allIdentical = true;
@@ -127,7 +142,11 @@ for (const m of matrices) {
 // A token's matrix-vector products: layers × (q|k|v, o, gate|up, down) + lm_head, as one CUDA graph.
 const layers = Number(args.layers);
 const tokenGraph = (layout: "bf16" | "fused", r: number) => {
-  const gemv = layout === "bf16" ? bf16Gemv : fusedGemv;
+  // Each product after its conversion of x to the A operands, as the engine runs them.
+  const gemv = (m: Matrix, rows: number, out: DeviceBuffer) => {
+    addon.toMmaA(x.address, rows, m.cols, m.cols, xaOf(m.cols, rows), stream.native);
+    (layout === "bf16" ? bf16Gemv : fusedGemv)(m, rows, out);
+  };
   stream.beginCapture();
   let ok = false;
   try {
@@ -155,7 +174,7 @@ const token = rowCounts.map((r) => {
 // Unpack (fused → BF16, the windows prefill multiplies on the tensor cores) and copy bandwidth.
 const big = matrices[2];
 const unpackMs = time(() => big.fused.decodeRows(0, big.rows, big.bf16.address, stream));
-const copyMs = time(() => addon.copyAddress(outA.address, big.bf16.address, big.rows * big.cols * 2, stream.native));
+const copyMs = time(() => addon.copyAddress(matrices[4].bf16.address, big.bf16.address, big.rows * big.cols * 2, stream.native));
 const copyGBps = (2 * big.rows * big.cols * 2) / (copyMs * 1e6);
 log(`unpack ${big.name}: ${unpackMs.toFixed(3)} ms (${((big.fused.deviceBytes + big.rows * big.cols * 2) / (unpackMs * 1e6)).toFixed(0)} GB/s read + written); device copy ${copyGBps.toFixed(0)} GB/s (read + written)`);
 

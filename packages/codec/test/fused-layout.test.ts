@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import {
   decodeFusedMatrix,
   encodeFusedMatrix,
-  FUSED_STEP_BYTES,
+  FUSED_TILE_BYTES,
   FusedLayoutError,
   fusedLayoutStats,
   mergeBF16,
@@ -29,14 +29,14 @@ describe("fused layout", () => {
     const w = syntheticWeights(rows * cols, 11);
     const m = roundTrip(w, rows, cols);
     const s = fusedLayoutStats(m);
-    expect(m.data.length).toBe(rows * 4 * FUSED_STEP_BYTES);
+    expect(m.data.length).toBe((rows / 8) * 16 * FUSED_TILE_BYTES);
     expect(s.escapeRate).toBeGreaterThan(0.002);
     expect(s.escapeRate).toBeLessThan(0.03);
     expect(s.ratioToBf16).toBeLessThan(0.72);
     expect(s.bitsPerWeight).toBeGreaterThan(11);
   });
 
-  it("round-trips sizes aligned to nothing (K not a multiple of 1024, one row, long rows)", () => {
+  it("round-trips sizes aligned to nothing (rows not a multiple of 8, K not of 256, one row, long rows)", () => {
     for (const [rows, cols] of [
       [1, 8],
       [3, 344],
@@ -88,16 +88,21 @@ describe("fused layout", () => {
     expect([...rowTable(h)]).toEqual([121, 120, 122, 119, 114, 115, 116, 117]);
   });
 
-  it("escapes of a step are ordered by lane, then group, then element", () => {
-    const cols = 1024;
-    const w = new Uint16Array(cols).fill(mergeBF16(120, 1));
-    // Seven more exponents, twice each, fill the rest of the table; the four escapes occur once each.
-    for (let e = 0; e < 7; e++) for (let t = 0; t < 2; t++) w[600 + e * 2 + t] = mergeBF16(110 + e, 0);
-    const escaped = [256 + 8 * 3 + 1, 8 * 3 + 5, 8 * 2, 768 + 8 * 31 + 7];
-    escaped.forEach((p, j) => (w[p] = mergeBF16(10 + j, 3)));
-    const m = roundTrip(w, 1, cols);
-    const positions = [...m.escapePositions];
-    expect(positions).toEqual([8 * 2, 8 * 3 + 5, 256 + 8 * 3 + 1, 768 + 8 * 31 + 7]);
+  it("escapes of a tile are ordered by lane, then chunk, then element", () => {
+    const cols = 256;
+    const w = new Uint16Array(8 * cols).fill(mergeBF16(120, 1));
+    // Seven more exponents, twice in each row, fill the rest of the tables; the escapes occur once each.
+    for (let n = 0; n < 8; n++) for (let e = 0; e < 7; e++) for (let t = 0; t < 2; t++) w[n * cols + 200 + e * 2 + t] = mergeBF16(110 + e, 0);
+    // (row, k) → lane 4·row + ⌊(k mod 32) / 8⌋, chunk ⌊k / 32⌋, element k mod 8.
+    const escaped = [
+      [3, 32 * 5 + 8 * 2 + 1], // lane 14, chunk 5
+      [0, 8 * 1 + 5], // lane 1, chunk 0
+      [3, 32 * 1 + 8 * 2 + 0], // lane 14, chunk 1
+      [7, 32 * 7 + 8 * 3 + 7], // lane 31, chunk 7
+    ];
+    escaped.forEach(([n, k], j) => (w[n * cols + k] = mergeBF16(10 + j, 3)));
+    const m = roundTrip(w, 8, cols);
+    expect([...m.escapePositions]).toEqual([64 * 1 + 8 * 0 + 5, 64 * 14 + 8 * 1 + 0, 64 * 14 + 8 * 5 + 1, 64 * 31 + 8 * 7 + 7]);
   });
 
   it("refuses shapes it cannot hold, naming them", () => {

@@ -63,18 +63,22 @@ export interface NativeAddon {
     stream?: NativeStream,
     workspace?: Address,
     workspaceBytes?: number,
+    gemm?: boolean,
   ): void;
   toBf16(x: Address, n: number, out: Address, stream?: NativeStream): void;
   setGemvVariant(noAllocate: boolean): void;
   qkvPrepare(a: NativeAttention, qkv: Address, qNorm: Address, kNorm: Address, eps: number, unitOffset: boolean, invFreq: Address, rotaryDim: number, qOut: Address, stream?: NativeStream): void;
   attention(a: NativeAttention, q: Address, out: Address, splits: number, partial: Address, stream?: NativeStream): void;
-  fusedTablesAndCounts(src: Address, rowBegin: number, rows: number, cols: number, tables: Address, counts: Address, stream?: NativeStream): void;
+  fusedTables(src: Address, rowBegin: number, rows: number, cols: number, tables: Address, stream?: NativeStream): void;
+  fusedCounts(src: Address, rowBegin: number, rows: number, view: NativeFusedView, counts: Address, stream?: NativeStream): void;
   exclusiveScanBytes(n: number): number;
   exclusiveScan(counts: Address, offsets: Address, n: number, temp: Address, tempBytes: number, stream?: NativeStream): void;
   fusedWrite(src: Address, rowBegin: number, rows: number, view: NativeFusedView, stream?: NativeStream): void;
   fusedUnpack(view: NativeFusedView, rowBegin: number, rowEnd: number, out: Address, ldo: number, stream?: NativeStream): void;
   fusedUnpackRows(view: NativeFusedView, ids: Address, count: number, out: Address, stream?: NativeStream): void;
-  fusedLinear(view: NativeFusedView, x: Address, ldx: number, rows: number, bias: Address, out: Address, ldo: number, accumulate: boolean, stream?: NativeStream): void;
+  fusedLinear(view: NativeFusedView, x: Address, ldx: number, rows: number, bias: Address, out: Address, ldo: number, accumulate: boolean, stream: NativeStream | undefined, xa: Address): void;
+  toMmaA(x: Address, rows: number, K: number, ldx: number, xa: Address, stream?: NativeStream): void;
+  mmaABytes(rows: number, K: number): number;
   cudaRuntimeVersion: number;
 }
 
@@ -87,7 +91,8 @@ export interface NativeFusedView {
   escapeExponents: Address;
   rows: number;
   cols: number;
-  steps: number;
+  groups: number;
+  tiles: number;
 }
 export interface NativeBuffer {
   upload(src: ArrayBufferView, offset?: number, stream?: NativeStream): void;

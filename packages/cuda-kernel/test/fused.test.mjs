@@ -20,7 +20,7 @@ function withDisposables(fn) {
 const sameBytes = (a, b) => a.byteLength === b.byteLength && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
 /** Uploads BF16 bits and transcodes them on the GPU in windows of `windowRows` rows. */
-function transcode(bits, rows, cols, stream, windowRows = rows) {
+function transcode(bits, rows, cols, stream, windowRows = Math.ceil(rows / 8) * 8) {
   const src = DeviceBuffer.from(bits);
   try {
     const m = FusedDeviceMatrix.transcode(rows, cols, { windowRows, fill: (r0) => src.address + r0 * cols * 2 }, stream);
@@ -48,11 +48,11 @@ function crafted(cols) {
 gpuTest("GPU transcoding writes exactly the reference encoder's fused layout (realistic, crafted, unaligned shapes, windows)", () => withDisposables((own) => {
   const stream = own(new CudaStream());
   const cases = [
-    ["realistic 300×4096", syntheticWeights(300 * 4096, 1, 0.5 / 64), 300, 4096, 37],
-    ["realistic 23×14344", syntheticWeights(23 * 14344, 2, 0.5 / 120), 23, 14344, 5],
-    ["realistic 9×344", syntheticWeights(9 * 344, 3), 9, 344, 9],
-    ["crafted 4×3072", crafted(3072), 4, 3072, 3],
-    ["crafted 4×1000", crafted(1000), 4, 1000, 1],
+    ["realistic 300×4096", syntheticWeights(300 * 4096, 1, 0.5 / 64), 300, 4096, 40],
+    ["realistic 23×14344", syntheticWeights(23 * 14344, 2, 0.5 / 120), 23, 14344, 8],
+    ["realistic 9×344", syntheticWeights(9 * 344, 3), 9, 344, 16],
+    ["crafted 4×3072", crafted(3072), 4, 3072, 8],
+    ["crafted 4×1000", crafted(1000), 4, 1000, 8],
   ];
   for (const [label, bits, rows, cols, windowRows] of cases) {
     const expected = encodeFusedMatrix(bits, rows, cols);
@@ -73,7 +73,7 @@ gpuTest("the fused layout round-trips 256 M realistic weights and crafted ones b
     const cols = [4096, 4096, 14336, 4096, 8192, 4096, 14336, 4096][i];
     const rows = Math.floor((32 * 1024 * 1024) / cols);
     const bits = syntheticWeights(rows * cols, 100 + i, 0.5 / Math.sqrt(cols));
-    const m = own(transcode(bits, rows, cols, stream, 1000));
+    const m = own(transcode(bits, rows, cols, stream, 1000 - (1000 % 8)));
     const back = own(DeviceBuffer.alloc(rows * cols * 2));
     back.fill(0xff);
     m.decodeRows(0, rows, back.address, stream);
@@ -99,13 +99,13 @@ gpuTest("the fused layout round-trips 256 M realistic weights and crafted ones b
   addon.synchronize();
 }));
 
-gpuTest("the fused GEMV is bit-identical to the BF16 GEMV: rows 1…16, slices, bias, accumulate, K aligned and not to 1024", () => withDisposables((own) => {
+gpuTest("the fused GEMV is bit-identical to the BF16 GEMV: rows 1…64, slices, bias, accumulate, N and K aligned and not", () => withDisposables((own) => {
   const stream = own(new CudaStream());
   const addon = nativeAddon();
   for (const [N, K] of [
     [1003, 4096],
     [257, 1032],
-    [64, 344],
+    [61, 344],
     [4096, 14336],
   ]) {
     const bits = syntheticWeights(N * K, N + K, 0.5 / Math.sqrt(K));
@@ -115,26 +115,28 @@ gpuTest("the fused GEMV is bit-identical to the BF16 GEMV: rows 1…16, slices, 
       const e = (bits[i] >> 7) & 0xff;
       if (e > 130) bits[i] = mergeBF16(130 - (e % 9), ((bits[i] >> 8) & 0x80) | (bits[i] & 0x7f));
     }
-    const m = own(transcode(bits, N, K, stream, 97));
+    const m = own(transcode(bits, N, K, stream, 96));
     const w = own(DeviceBuffer.from(bits));
     const rand = mulberry32(K);
-    const x = own(DeviceBuffer.from(Float32Array.from({ length: 16 * K }, () => rand() * 2 - 1)));
+    const x = own(DeviceBuffer.from(Float32Array.from({ length: 64 * K }, () => rand() * 2 - 1)));
+    const xa = own(DeviceBuffer.alloc(addon.mmaABytes(64, K)));
     const bias = own(DeviceBuffer.from(Float32Array.from({ length: N }, () => rand() - 0.5)));
-    const start = Float32Array.from({ length: 16 * N }, () => rand());
-    const a = own(DeviceBuffer.alloc(16 * N * 4));
-    const b = own(DeviceBuffer.alloc(16 * N * 4));
-    for (let rows = 1; rows <= 16; rows++) {
+    const start = Float32Array.from({ length: 64 * N }, () => rand());
+    const a = own(DeviceBuffer.alloc(64 * N * 4));
+    const b = own(DeviceBuffer.alloc(64 * N * 4));
+    for (const rows of [1, 2, 3, 5, 8, 9, 13, 16, 17, 31, 33, 64]) {
+      addon.toMmaA(x.address, rows, K, K, xa.address, stream.native);
       for (const [r0, r1, withBias, accumulate] of [
         [0, N, false, false],
-        [7, N - 3, true, true],
+        [8, N - 3, true, true],
       ]) {
         const n = r1 - r0;
         for (const out of [a, b]) accumulate ? out.upload(start) : out.fill(0xff);
-        addon.linear(w.address + r0 * K * 2, n, K, x.address, K, rows, withBias ? bias.address : 0, a.address, N, accumulate, 0, stream.native);
-        m.gemv({ rowBegin: r0, rowEnd: r1, x: x.address, ldx: K, rows, bias: withBias ? bias.address : 0, out: b.address, ldo: N, accumulate, stream });
+        addon.linear(w.address + r0 * K * 2, n, K, x.address, K, rows, withBias ? bias.address : 0, a.address, N, accumulate, xa.address, stream.native, 0, 0, false);
+        m.gemv({ rowBegin: r0, rowEnd: r1, x: x.address, ldx: K, xa: xa.address, rows, bias: withBias ? bias.address : 0, out: b.address, ldo: N, accumulate, stream });
         stream.synchronize();
-        const ga = a.download(new Float32Array(16 * N));
-        const gb = b.download(new Float32Array(16 * N));
+        const ga = a.download(new Float32Array(64 * N));
+        const gb = b.download(new Float32Array(64 * N));
         const bad = ga.findIndex((v, i) => !Object.is(v, gb[i]));
         assert.equal(bad, -1, `[${N}, ${K}] rows ${rows}, slice ${r0}…${r1}: output ${bad} is ${gb[bad]}, BF16 gives ${ga[bad]}`);
         assert.ok(ga.subarray(0, rows * N).every((v, i) => i % N >= n || Number.isFinite(v)), "every output written");

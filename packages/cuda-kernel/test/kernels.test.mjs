@@ -33,18 +33,21 @@ function randomLinear(N, K, rows, seed) {
 function runLinear({ N, K, rows, accumulate, withBias }, seed) {
   const addon = nativeAddon();
   const { w, x, bias, start } = randomLinear(N, K, rows, seed);
-  const bufs = [DeviceBuffer.from(w), DeviceBuffer.from(x), DeviceBuffer.from(bias), DeviceBuffer.alloc(rows * N * 4), DeviceBuffer.alloc(rows * K * 2 + 16), DeviceBuffer.alloc(32 << 20)];
+  const gemm = rows > 64;
+  const xbBytes = gemm ? rows * K * 2 + 16 : nativeAddon().mmaABytes(rows, K);
+  const bufs = [DeviceBuffer.from(w), DeviceBuffer.from(x), DeviceBuffer.from(bias), DeviceBuffer.alloc(rows * N * 4), DeviceBuffer.alloc(xbBytes), DeviceBuffer.alloc(32 << 20)];
   const [dw, dx, db, dout, dxb, workspace] = bufs;
   try {
     if (accumulate) dout.upload(start);
     else dout.fill(0xff); // NaN: every output must be written
-    const gemm = rows > 16;
     if (gemm) addon.toBf16(dx.address, rows * K, dxb.address);
-    addon.linear(dw.address, N, K, dx.address, K, rows, withBias ? db.address : 0, dout.address, N, accumulate, gemm ? dxb.address : 0, undefined, workspace.address, workspace.byteLength);
+    else addon.toMmaA(dx.address, rows, K, K, dxb.address);
+    addon.linear(dw.address, N, K, dx.address, K, rows, withBias ? db.address : 0, dout.address, N, accumulate, dxb.address, undefined, workspace.address, workspace.byteLength, gemm);
     synchronize();
     const got = dout.download(new Float32Array(rows * N));
-    // Tensor-core GEMM multiplies BF16-rounded activations (when K suits it); GEMV and the fallback use float32 x.
-    const tensorCores = gemm && K % 8 === 0;
+    // The tensor cores (GEMV up to 64 rows, GEMM beyond) multiply BF16-rounded activations when K suits
+    // them (K % 8 == 0); the float32 fallbacks use x as it is.
+    const tensorCores = K % 8 === 0;
     const expected = new Float64Array(rows * N);
     for (let r = 0; r < rows; r++) {
       for (let n = 0; n < N; n++) {
@@ -59,7 +62,7 @@ function runLinear({ N, K, rows, accumulate, withBias }, seed) {
   }
 }
 
-gpuTest("linear: GEMV (1…16 rows), tensor-core GEMM and the float32 fallback match float64 on random data", () => {
+gpuTest("linear: GEMV (1…64 rows), tensor-core GEMM and the float32 fallbacks match float64 on random data", () => {
   const shapes = [
     { N: 1, K: 8, rows: 1 },
     { N: 77, K: 264, rows: 3, withBias: true },
@@ -74,6 +77,9 @@ gpuTest("linear: GEMV (1…16 rows), tensor-core GEMM and the float32 fallback m
     { N: 1024, K: 14336, rows: 64, withBias: true, accumulate: true }, // split over K (few row tiles)
     { N: 1000, K: 4096, rows: 40 },
     { N: 33, K: 100, rows: 20 },
+    { N: 4096, K: 14336, rows: 1 },
+    { N: 6144, K: 4096, rows: 33, withBias: true },
+    { N: 517, K: 1032, rows: 12, accumulate: true },
   ];
   shapes.forEach((shape, i) => {
     const err = runLinear(shape, 100 + i);

@@ -8,7 +8,7 @@ namespace df11addon {
 namespace {
 
 // A fused matrix as JS passes it: { data, tables, escapeOffsets, escapePositions, escapeExponents
-// (device addresses), rows, cols, steps }.
+// (device addresses), rows, cols, groups, tiles }.
 df11::FusedView viewArg(const Napi::CallbackInfo& info, size_t i) {
   if (!info[i].IsObject()) throw Napi::TypeError::New(info.Env(), "expected a fused matrix view");
   const Napi::Object o = info[i].As<Napi::Object>();
@@ -26,18 +26,29 @@ df11::FusedView viewArg(const Napi::CallbackInfo& info, size_t i) {
   v.escapeExponents = static_cast<const uint8_t*>(ptr("escapeExponents"));
   v.rows = static_cast<int>(num("rows"));
   v.cols = static_cast<int>(num("cols"));
-  v.steps = static_cast<int>(num("steps"));
-  if (v.rows < 1 || v.cols < 8 || v.cols % 8 != 0 || v.steps != (v.cols + df11::kFusedStep - 1) / df11::kFusedStep)
-    throw Napi::RangeError::New(info.Env(), "fused view: inconsistent rows/cols/steps");
+  v.groups = static_cast<int>(num("groups"));
+  v.tiles = static_cast<int>(num("tiles"));
+  if (v.rows < 1 || v.cols < 8 || v.cols % 8 != 0 || v.tiles != (v.cols + df11::kFusedTileK - 1) / df11::kFusedTileK || v.groups != (v.rows + 7) / 8)
+    throw Napi::RangeError::New(info.Env(), "fused view: inconsistent rows/cols/groups/tiles");
   return v;
 }
 
-// fusedTablesAndCounts(src, rowBegin, rows, cols, tables, counts, stream)
-Napi::Value FusedTablesAndCounts(const Napi::CallbackInfo& info) {
+// fusedTables(src, rowBegin, rows, cols, tables, stream)
+Napi::Value FusedTables(const Napi::CallbackInfo& info) {
   throwIfError(info.Env(),
-               df11::launchFusedTablesAndCounts(pointerArg<const uint16_t>(info, 0, "src"), intArg(info, 1, "rowBegin"), intArg(info, 2, "rows"), intArg(info, 3, "cols"),
-                                                pointerArg<uint8_t>(info, 4, "tables"), pointerArg<uint32_t>(info, 5, "counts"), streamOf(info[6])),
+               df11::launchFusedTables(pointerArg<const uint16_t>(info, 0, "src"), intArg(info, 1, "rowBegin"), intArg(info, 2, "rows"), intArg(info, 3, "cols"),
+                                       pointerArg<uint8_t>(info, 4, "tables"), streamOf(info[5])),
                "fused tables");
+  return info.Env().Undefined();
+}
+
+// fusedCounts(src, rowBegin, rows, view, counts, stream)
+Napi::Value FusedCounts(const Napi::CallbackInfo& info) {
+  const df11::FusedView v = viewArg(info, 3);
+  throwIfError(info.Env(),
+               df11::launchFusedCounts(pointerArg<const uint16_t>(info, 0, "src"), intArg(info, 1, "rowBegin"), intArg(info, 2, "rows"), v, pointerArg<uint32_t>(info, 4, "counts"),
+                                       streamOf(info[5])),
+               "fused counts");
   return info.Env().Undefined();
 }
 
@@ -84,7 +95,7 @@ Napi::Value FusedUnpackRows(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// fusedLinear(view, x, ldx, rows, bias, out, ldo, accumulate, stream): the fused GEMV (rows ≤ 16).
+// fusedLinear(view, x, ldx, rows, bias, out, ldo, accumulate, stream, xBf16): the fused GEMV (rows ≤ kGemvMaxRows).
 Napi::Value FusedLinear(const Napi::CallbackInfo& info) {
   const df11::FusedView v = viewArg(info, 0);
   df11::LinearArgs a{};
@@ -98,7 +109,7 @@ Napi::Value FusedLinear(const Napi::CallbackInfo& info) {
   a.out = pointerArg<float>(info, 5, "out");
   a.ldo = intArg(info, 6, "ldo");
   a.accumulate = info[7].ToBoolean().Value();
-  throwIfError(info.Env(), df11::launchFusedGemv(a, v, streamOf(info[8])), "fused gemv");
+  throwIfError(info.Env(), df11::launchFusedGemv(a, pointerArg<const uint16_t>(info, 9, "xBf16"), v, streamOf(info[8])), "fused gemv");
   return info.Env().Undefined();
 }
 
@@ -106,7 +117,8 @@ Napi::Value FusedLinear(const Napi::CallbackInfo& info) {
 
 void InitFusedOps(Napi::Env env, Napi::Object exports) {
   const auto fn = [&](const char* name, Napi::Value (*f)(const Napi::CallbackInfo&)) { exports.Set(name, Napi::Function::New(env, f, name)); };
-  fn("fusedTablesAndCounts", FusedTablesAndCounts);
+  fn("fusedTables", FusedTables);
+  fn("fusedCounts", FusedCounts);
   fn("exclusiveScanBytes", ExclusiveScanBytes);
   fn("exclusiveScan", ExclusiveScan);
   fn("fusedWrite", FusedWrite);

@@ -1,6 +1,7 @@
-// Decoding the DF11 fused layout (spec: packages/codec/src/fused-layout.ts) in registers: one lane's 32
-// weights of one row-step. Shared by the fused GEMV, the unpack kernel and a host test (the arithmetic is
-// __host__ __device__; host builds emulate the byte permute).
+// Decoding the DF11 fused layout (spec: packages/codec/src/fused-layout.ts) in registers: one lane's 64
+// weights of one tile, as the B operands of mma.m16n8k16 (two BF16 values per register). Shared by the
+// GEMV, the unpack kernel and a host test (the arithmetic is __host__ __device__; host builds emulate
+// the byte permute).
 #pragma once
 #include <cstdint>
 
@@ -32,24 +33,27 @@ __host__ __device__ __forceinline__ uint32_t bitSelect(uint32_t a, uint32_t b) {
 #endif
 }
 
-// A lane's share of one row-step: 32 sign+mantissa bytes (groups 0,1 in a; 2,3 in b) and 3 code words.
+// A lane's share of one tile: 64 sign+mantissa bytes (chunks 2j, 2j+1 in sm[j]) and 6 code words.
 struct FusedLane {
-  uint4 a, b;
-  uint32_t c0, c1, c2;
+  uint4 sm[4];
+  uint32_t code[6];
 };
 
-// Exponent bytes of the lane's 32 weights from the row table: word 2u + h holds weights (u, 4h … 4h+3).
-__host__ __device__ __forceinline__ void lookupExponents(const FusedLane& s, uint2 table, uint32_t (&e)[8]) {
-  const uint32_t s0 = s.c0 & 0x77777777u, s1 = s.c1 & 0x77777777u, s2 = s.c2 & 0x77777777u;
-  const uint32_t s3 = ((s.c0 >> 3) & 0x11111111u) | ((s.c1 >> 2) & 0x22222222u) | ((s.c2 >> 1) & 0x44444444u);
-  e[0] = permute(table.x, table.y, s0);
-  e[1] = permute(table.x, table.y, s0 >> 16);
-  e[2] = permute(table.x, table.y, s1);
-  e[3] = permute(table.x, table.y, s1 >> 16);
-  e[4] = permute(table.x, table.y, s2);
-  e[5] = permute(table.x, table.y, s2 >> 16);
-  e[6] = permute(table.x, table.y, s3);
-  e[7] = permute(table.x, table.y, s3 >> 16);
+// Exponent bytes of the lane's 64 weights from its row's table: word 2c + h holds elements 4h … 4h+3 of chunk c.
+__host__ __device__ __forceinline__ void lookupExponents(const FusedLane& s, uint2 table, uint32_t (&e)[16]) {
+#pragma unroll
+  for (int c = 0; c < 6; ++c) {
+    const uint32_t sel = s.code[c] & 0x77777777u;
+    e[2 * c] = permute(table.x, table.y, sel);
+    e[2 * c + 1] = permute(table.x, table.y, sel >> 16);
+  }
+#pragma unroll
+  for (int c = 6; c < 8; ++c) {
+    const int w = 3 * (c - 6);
+    const uint32_t sel = ((s.code[w] >> 3) & 0x11111111u) | ((s.code[w + 1] >> 2) & 0x22222222u) | ((s.code[w + 2] >> 1) & 0x44444444u);
+    e[2 * c] = permute(table.x, table.y, sel);
+    e[2 * c + 1] = permute(table.x, table.y, sel >> 16);
+  }
 }
 
 // Four BF16 values (two words, element order) from four exponent bytes and four sign+mantissa bytes:
@@ -61,27 +65,22 @@ __host__ __device__ __forceinline__ void assemble4(uint32_t e, uint32_t sm, uint
   p23 = permute(lo, hi, 0x7362);
 }
 
-// The 8 BF16 values of group u (a 16-byte vector, as a BF16 GEMV lane loads them).
-__host__ __device__ __forceinline__ uint4 assembleGroup(const uint32_t (&e)[8], uint32_t sm0, uint32_t sm1, int u) {
+// The 8 BF16 values of chunk c (a 16-byte vector in k order: two mma B operands' worth).
+__host__ __device__ __forceinline__ uint4 assembleChunk(const FusedLane& s, const uint32_t (&e)[16], int c) {
+  const uint4 q = s.sm[c >> 1];
+  const uint32_t sm0 = (c & 1) ? q.z : q.x, sm1 = (c & 1) ? q.w : q.y;
   uint4 v;
-  assemble4(e[2 * u], sm0, v.x, v.y);
-  assemble4(e[2 * u + 1], sm1, v.z, v.w);
+  assemble4(e[2 * c], sm0, v.x, v.y);
+  assemble4(e[2 * c + 1], sm1, v.z, v.w);
   return v;
 }
 
-__host__ __device__ __forceinline__ void assembleAll(const FusedLane& s, const uint32_t (&e)[8], uint4 (&w)[4]) {
-  w[0] = assembleGroup(e, s.a.x, s.a.y, 0);
-  w[1] = assembleGroup(e, s.a.z, s.a.w, 1);
-  w[2] = assembleGroup(e, s.b.x, s.b.y, 2);
-  w[3] = assembleGroup(e, s.b.z, s.b.w, 3);
-}
+// Where exponent byte q (= 8c + i) of lane l lies in a warp's 2 KB patch area: 64 bytes per lane, its
+// 16-byte quarters rotated by lane so that 8 lanes' 16-byte stores hit 32 distinct banks.
+__host__ __device__ __forceinline__ uint32_t patchOffset(uint32_t lane, uint32_t q) { return lane * 64 + ((((q >> 4) ^ (lane >> 1)) & 3) << 4) + (q & 15); }
 
-// Where escape byte q (= 8u + i) of lane l lies in a warp's 1 KB patch area: 32 bytes per lane, its two
-// 16-byte halves swapped for lanes with bit 2 set, so that 8 lanes' 16-byte stores hit 32 distinct banks.
-__host__ __device__ __forceinline__ uint32_t patchOffset(uint32_t lane, uint32_t q) { return lane * 32 + ((((q >> 4) ^ (lane >> 2)) & 1) << 4) + (q & 15); }
-
-// The lane and byte an escape at step position p patches.
-__host__ __device__ __forceinline__ uint32_t patchOffsetOfPosition(uint32_t p) { return patchOffset((p >> 3) & 31, (((p >> 8) & 3) << 3) | (p & 7)); }
+// The lane and byte an escape at tile position p (= 64·lane + q) patches.
+__host__ __device__ __forceinline__ uint32_t patchOffsetOfPosition(uint32_t p) { return patchOffset((p >> 6) & 31, p & 63); }
 
 #ifdef __CUDACC__
 __device__ __forceinline__ uint4 loadStreaming16(const void* p) {
@@ -95,26 +94,23 @@ __device__ __forceinline__ uint32_t loadStreaming4(const void* p) {
   return v;
 }
 
-// Loads lane `lane`'s part of step `s` of `row` and the step's first escape (if any) for this lane.
-struct FusedStepLoad {
+// A lane's loads for one tile, and the tile's first escape for this lane (lane < escCount).
+struct FusedTileLoad {
   FusedLane lane;
-  uint2 table;
   uint32_t escBegin, escCount;
-  uint32_t escPos, escExp;  // this lane's escape (lane < escCount)
+  uint32_t escPos, escExp;
 };
 
-__device__ __forceinline__ FusedStepLoad loadFusedStep(const FusedView& v, uint32_t row, uint32_t s, uint32_t lane) {
-  FusedStepLoad r;
-  const size_t step = static_cast<size_t>(row) * v.steps + s;
-  const uint8_t* block = v.data + step * kFusedStepBytes;
-  r.lane.a = loadStreaming16(block + lane * 16);
-  r.lane.b = loadStreaming16(block + 512 + lane * 16);
-  r.lane.c0 = loadStreaming4(block + 1024 + lane * 4);
-  r.lane.c1 = loadStreaming4(block + 1152 + lane * 4);
-  r.lane.c2 = loadStreaming4(block + 1280 + lane * 4);
-  r.table = __ldg(reinterpret_cast<const uint2*>(v.tables) + row);
-  r.escBegin = __ldg(v.escapeOffsets + step);
-  r.escCount = __ldg(v.escapeOffsets + step + 1) - r.escBegin;
+// Issue lane `lane`'s loads of tile `tile` (group · tiles + t). All 32 lanes call it with the same tile.
+__device__ __forceinline__ FusedTileLoad loadFusedTile(const FusedView& v, uint32_t tile, uint32_t lane) {
+  FusedTileLoad r;
+  const uint8_t* block = v.data + static_cast<size_t>(tile) * kFusedTileBytes;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) r.lane.sm[j] = loadStreaming16(block + 512 * j + 16 * lane);
+#pragma unroll
+  for (int w = 0; w < 6; ++w) r.lane.code[w] = loadStreaming4(block + 2048 + 128 * w + 4 * lane);
+  r.escBegin = __ldg(v.escapeOffsets + tile);
+  r.escCount = __ldg(v.escapeOffsets + tile + 1) - r.escBegin;
   r.escPos = 0;
   r.escExp = 0;
   if (lane < r.escCount) {
@@ -124,30 +120,34 @@ __device__ __forceinline__ FusedStepLoad loadFusedStep(const FusedView& v, uint3
   return r;
 }
 
-// Decode a loaded step into the 4 groups of 8 BF16 values of this lane, patching escapes through the
-// warp's 1 KB shared-memory area `patch` (16-byte aligned). All 32 lanes must call it together.
-__device__ __forceinline__ void decodeFusedStep(const FusedView& v, const FusedStepLoad& r, uint32_t lane, uint8_t* patch, uint4 (&w)[4]) {
-  uint32_t e[8];
-  lookupExponents(r.lane, r.table, e);
-  if (r.escCount != 0) {  // the same for the whole warp
-    const uint32_t swap = (lane >> 2) & 1;
-    *reinterpret_cast<uint4*>(patch + lane * 32 + swap * 16) = make_uint4(e[0], e[1], e[2], e[3]);
-    *reinterpret_cast<uint4*>(patch + lane * 32 + (swap ^ 1) * 16) = make_uint4(e[4], e[5], e[6], e[7]);
-    __syncwarp();
-    if (lane < r.escCount) patch[patchOffsetOfPosition(r.escPos)] = static_cast<uint8_t>(r.escExp);
-    for (uint32_t base = 32; base < r.escCount; base += 32) {  // more than 32 escapes in this step
+// The exponents of a loaded tile, escapes patched through the warp's 2 KB shared-memory area `patch`
+// (16-byte aligned). All 32 lanes must call it together.
+__device__ __forceinline__ void fusedExponents(const FusedView& v, const FusedTileLoad& r, uint2 table, uint32_t lane, uint8_t* patch, uint32_t (&e)[16]) {
+  lookupExponents(r.lane, table, e);
+  if (r.escCount == 0) return;  // the same for the whole warp
+#pragma unroll
+  for (int j = 0; j < 4; ++j) *reinterpret_cast<uint4*>(patch + patchOffset(lane, 16 * j)) = make_uint4(e[4 * j], e[4 * j + 1], e[4 * j + 2], e[4 * j + 3]);
+  __syncwarp();
+  if (lane < r.escCount) patch[patchOffsetOfPosition(r.escPos)] = static_cast<uint8_t>(r.escExp);
+  if (r.escCount > 32) {  // rare: more escapes in this tile than lanes
+    for (uint32_t base = 32; base < r.escCount; base += 32) {
       if (base + lane < r.escCount) {
         const uint32_t i = r.escBegin + base + lane;
         patch[patchOffsetOfPosition(__ldg(v.escapePositions + i))] = __ldg(v.escapeExponents + i);
       }
     }
-    __syncwarp();
-    const uint4 lo = *reinterpret_cast<const uint4*>(patch + lane * 32 + swap * 16);
-    const uint4 hi = *reinterpret_cast<const uint4*>(patch + lane * 32 + (swap ^ 1) * 16);
-    e[0] = lo.x, e[1] = lo.y, e[2] = lo.z, e[3] = lo.w;
-    e[4] = hi.x, e[5] = hi.y, e[6] = hi.z, e[7] = hi.w;
   }
-  assembleAll(r.lane, e, w);
+  __syncwarp();
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const uint4 q = *reinterpret_cast<const uint4*>(patch + patchOffset(lane, 16 * j));
+    e[4 * j] = q.x, e[4 * j + 1] = q.y, e[4 * j + 2] = q.z, e[4 * j + 3] = q.w;
+  }
+}
+
+// The table of a lane's row in group `group` (rows are padded to whole groups).
+__device__ __forceinline__ uint2 fusedTable(const FusedView& v, uint32_t group, uint32_t lane) {
+  return __ldg(reinterpret_cast<const uint2*>(v.tables) + group * kFusedGroupRows + (lane >> 2));
 }
 #endif
 

@@ -1,6 +1,6 @@
 // The DF11 fused layout on the GPU (spec: packages/codec/src/fused-layout.ts): building it from BF16
 // (transcoding, on the GPU, window by window) and reading it back (unpack to BF16 for the tensor-core
-// GEMM and embedding lookups). The fused GEMV is in gemv.cu.
+// GEMM and embedding lookups). The GEMV that decodes it in registers is in gemv.cu.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -8,31 +8,35 @@
 
 namespace df11 {
 
-constexpr int kFusedStep = 1024;        // weights per row-step
-constexpr int kFusedStepBytes = 1408;   // bytes per row-step block
+constexpr int kFusedGroupRows = 8;     // rows per group
+constexpr int kFusedTileK = 256;       // k per tile
+constexpr int kFusedTileBytes = 2816;  // bytes per tile block: 2048 sign+mantissa bytes, 6 × 32 code words
 
 // Device pointers of one matrix [rows, cols] in the fused layout.
 struct FusedView {
-  const uint8_t* data;              // rows · steps · 1408 B
-  const uint8_t* tables;            // rows · 8 exponent bytes (8-byte aligned)
-  const uint32_t* escapeOffsets;    // rows · steps + 1
-  const uint16_t* escapePositions;  // per escape: position in its step
+  const uint8_t* data;              // groups · tiles · 2816 B
+  const uint8_t* tables;            // groups · 8 rows · 8 exponent bytes (8-byte aligned)
+  const uint32_t* escapeOffsets;    // groups · tiles + 1
+  const uint16_t* escapePositions;  // per escape: position in its tile
   const uint8_t* escapeExponents;   // per escape: exponent
-  int rows, cols, steps;
+  int rows, cols, groups, tiles;
 };
 
-// ---- transcoding BF16 → fused (rows [rowBegin, rowBegin + rows) of the matrix, from `src` holding those
-// rows, row-major with `cols` elements each) ----------------------------------------------------------
-// Pass 1: each row's table (tables + 8·rowBegin …) and each row-step's escape count into
-// counts[rowBegin·steps …] (counts has rows·steps + 1 entries overall; the last is left alone).
-cudaError_t launchFusedTablesAndCounts(const uint16_t* src, int rowBegin, int rows, int cols, uint8_t* tables, uint32_t* counts, cudaStream_t stream);
+// ---- transcoding BF16 → fused -------------------------------------------------------------------------
+// `src` holds rows [rowBegin, rowBegin + rows) of the matrix, row-major with `cols` elements each;
+// rowBegin is a multiple of 8 (windows hold whole groups).
+// Pass 1: each row's table (into tables + 8·row).
+cudaError_t launchFusedTables(const uint16_t* src, int rowBegin, int rows, int cols, uint8_t* tables, cudaStream_t stream);
+// Pass 2: each tile's escape count, into counts[group·tiles + t] (counts has groups·tiles + 1 entries; the
+// last is left alone). Needs the tables of the rows.
+cudaError_t launchFusedCounts(const uint16_t* src, int rowBegin, int rows, const FusedView& m, uint32_t* counts, cudaStream_t stream);
 // offsets[i] = Σ counts[0 … i) for i < n (CUB's device scan). With counts[n − 1] = 0, offsets[n − 1] is
 // the total. `temp`/`tempBytes`: scratch (with temp = null only its size is returned in tempBytes).
 cudaError_t launchExclusiveScan(const uint32_t* counts, uint32_t* offsets, int n, void* temp, size_t& tempBytes, cudaStream_t stream);
-// Pass 2: the step blocks and escapes of the rows (escape offsets from the scan).
-cudaError_t launchFusedWrite(const uint16_t* src, int rowBegin, int rows, const FusedView& dst, cudaStream_t stream);
+// Pass 3: the tile blocks and escapes of the rows' groups (escape offsets from the scan).
+cudaError_t launchFusedWrite(const uint16_t* src, int rowBegin, int rows, const FusedView& m, cudaStream_t stream);
 
-// ---- fused → BF16 ------------------------------------------------------------------------------------
+// ---- fused → BF16 --------------------------------------------------------------------------------------
 // Rows [rowBegin, rowEnd) into out[(row − rowBegin)·ldo …] (ldo ≥ cols, a multiple of 8; out 16-byte aligned).
 cudaError_t launchFusedUnpack(const FusedView& m, int rowBegin, int rowEnd, uint16_t* out, int ldo, cudaStream_t stream);
 // Rows ids[0 … count) (device memory, e.g. token ids: an embedding lookup inside a CUDA graph) into

@@ -1,12 +1,16 @@
-// Matrix-vector products for decoding (1…16 rows of x): out[r, n] (+)= Σ_k x[r, k]·W[n, k] + bias[n].
-// One kernel body, two weight loaders: BF16 rows read with 16-byte loads, or the DF11 fused layout
-// (fused-decode.cuh) decoded in registers. Both hand the body the same 16-byte groups of 8 BF16 values
-// for the same k, and each output's per-lane sums run over the same k in the same order, then the same
-// warp reduction: a model gives bit-identical logits from either layout.
+// Matrix products for decoding and batched decoding (1…64 rows of x), on the tensor cores:
+// out[r, n] (+)= Σ_k x[r, k]·W[n, k] + bias[n], x rounded to BF16 (as the prefill GEMM and transformers
+// do), float32 accumulation (mma.m16n8k16). x comes laid out as the mma's A operands (launchToMmaA), so
+// a lane's operands are two 16-byte loads. One kernel body, two weight loaders: BF16 rows read with
+// 16-byte loads, or the DF11 fused layout (fused-decode.cuh) decoded in registers straight into the
+// mma's B operands. Both hand the body the same operands for the same k, the body sums them in the same
+// order, and so a model gives bit-identical logits from either layout.
 //
-// Memory-bound on the weights: warps stream rows of W, several loads in flight per lane; x (float32, a
-// few KB per row) comes through L1. Accumulation is float32, per row independent of the batch, so a
-// sequence decoded in a batch gets the same logits as alone. Launched as programmatic dependent
+// Shape: W is taken 8 rows (a group: the mma's 8 columns) × 256 k (a tile) at a time; lane 4g + q holds
+// row g's k = 32c + 8q … 8q + 7 of chunk c (16 bytes), two mma B operands. The 4 warps of a block split
+// one group's tiles and add their partial sums in warp order; blocks loop over groups. Each output
+// element depends only on its own row of x and column of W, never on the batch: a sequence decoded in a
+// batch gets exactly its solo logits. Memory-bound on the weights; launched as programmatic dependent
 // launches (pdl.cuh): a warp's first weights are in flight before the previous kernel has finished.
 #include "bf16.cuh"
 #include "fused-decode.cuh"
@@ -16,140 +20,147 @@
 namespace df11 {
 namespace {
 
-constexpr int kWarps = 8;  // per block
-constexpr int kGroup = 256;  // k a warp covers with one 16-byte load per lane
+constexpr int kWarps = 4;          // per block: warps sharing one group's tiles
+constexpr int kTilesInFlight = 2;  // tiles a warp loads before decoding the first
 
-// Whether BF16 weight loads bypass L1, keeping x there (setGemvVariant, for benchmarks). Measured on an
-// H100: 139.8 tok/s vs 133.5 with L1-allocating loads (8B model, BF16, batch 1).
+// Whether BF16 weight loads bypass L1, keeping x there (setGemvVariant, for benchmarks).
 bool gNoAllocate = true;
 
-// ---- weight loaders: rows n0 … n0 + NR − 1 (clamped to the last row), groups g0 … g0 + G − 1 ----------
-template <bool NoAllocate>
+__device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// ---- weight loaders ---------------------------------------------------------------------------------
+// group(g): per-group state of a lane; load(state, tile): issue the tile's loads; prepare(raw): work on
+// the whole tile once loaded (all lanes together); chunk(raw, c): chunk c's 8 BF16 values in k order.
+template <bool NoAllocate, bool Aligned>
 struct Bf16Weights {
   const uint16_t* weight;  // [N, K]
-  int K;
+  int N, K;
   struct Shared {};
-  // Rows of W per warp and groups per load batch, by rows of x: one row and 8 loads in flight for a
-  // single sequence (even load per SM); for batches several rows, so each x load (from L1) serves them
-  // all — with one row per warp, 8–16 rows of x would make L1, not memory, the limit.
-  template <int R>
-  struct Shape {
-    static constexpr int kRows = R >= 8 ? 2 : R >= 4 ? 4 : R;
-    static constexpr int kGroups = R >= 8 ? 4 : R >= 4 ? 2 : R == 2 ? 4 : 8;
+  using Group = const uint16_t*;  // the lane's row (rows past N read row N − 1: their outputs are dropped)
+  struct Raw {
+    uint4 w[8];
   };
-  template <int NR, int G>
-  __device__ __forceinline__ void load(int n0, int N, int g0, int lane, Shared&, uint4 (&wv)[NR][G]) const {
+  __device__ __forceinline__ Group group(int g, int lane) const { return weight + static_cast<size_t>(min(g * 8 + (lane >> 2), N - 1)) * K; }
+  __device__ __forceinline__ Raw load(Group row, int group, int t, int lane) const {
+    Raw r;
 #pragma unroll
-    for (int j = 0; j < NR; ++j) {
-      const uint16_t* row = weight + static_cast<size_t>(min(n0 + j, N - 1)) * K;
-#pragma unroll
-      for (int u = 0; u < G; ++u) {
-        const int k = (g0 + u) * kGroup + lane * 8;
-        if (k >= K) wv[j][u] = make_uint4(0, 0, 0, 0);
-        else if constexpr (NoAllocate) wv[j][u] = loadStreaming16(row + k);
-        else wv[j][u] = __ldg(reinterpret_cast<const uint4*>(row + k));
-      }
+    for (int c = 0; c < 8; ++c) {
+      const int k = t * kFusedTileK + 32 * c + 8 * (lane & 3);
+      if (!Aligned && k >= K) r.w[c] = make_uint4(0, 0, 0, 0);
+      else if constexpr (NoAllocate) r.w[c] = loadStreaming16(row + k);
+      else r.w[c] = __ldg(reinterpret_cast<const uint4*>(row + k));
     }
+    return r;
   }
+  __device__ __forceinline__ void prepare(Raw&, Group, int, Shared&) const {}
+  __device__ __forceinline__ uint4 chunk(const Raw& r, int c) const { return r.w[c]; }
 };
 
 struct FusedWeights {
   FusedView view;
   struct Shared {
-    __align__(16) uint8_t patch[kWarps][1024];  // per warp, for escapes
+    __align__(16) uint8_t patch[kWarps][2048];  // per warp, for escapes
   };
-  // Whole steps (4 groups) per batch: two steps in flight for one sequence, one for batches.
-  template <int R>
-  struct Shape {
-    static constexpr int kRows = R == 1 ? 1 : 2;
-    static constexpr int kGroups = R == 1 ? 8 : 4;
+  using Group = uint2;  // the lane's row table
+  struct Raw {
+    FusedTileLoad tile;
+    uint32_t e[16];
   };
-  template <int NR, int G>
-  __device__ __forceinline__ void load(int n0, int N, int g0, int lane, Shared& shared, uint4 (&wv)[NR][G]) const {
-    static_assert(G % 4 == 0, "whole steps");
-    constexpr int F = G / 4;
-    const int s0 = g0 / 4;
-    FusedStepLoad steps[NR][F];
-#pragma unroll
-    for (int j = 0; j < NR; ++j)
-#pragma unroll
-      for (int f = 0; f < F; ++f) steps[j][f] = loadFusedStep(view, min(n0 + j, N - 1), min(s0 + f, view.steps - 1), lane);
-    uint8_t* patch = shared.patch[threadIdx.x >> 5];
-#pragma unroll
-    for (int j = 0; j < NR; ++j)
-#pragma unroll
-      for (int f = 0; f < F; ++f) {
-        uint4 w[4];
-        decodeFusedStep(view, steps[j][f], lane, patch, w);
-#pragma unroll
-        for (int u = 0; u < 4; ++u) wv[j][4 * f + u] = w[u];
-      }
+  __device__ __forceinline__ Group group(int g, int lane) const { return fusedTable(view, g, lane); }
+  __device__ __forceinline__ Raw load(Group, int group, int t, int lane) const {
+    Raw r;
+    r.tile = loadFusedTile(view, static_cast<uint32_t>(group) * view.tiles + t, lane);
+    return r;
   }
+  __device__ __forceinline__ void prepare(Raw& r, Group table, int lane, Shared& shared) const {
+    fusedExponents(view, r.tile, table, lane, shared.patch[threadIdx.x >> 5], r.e);
+  }
+  __device__ __forceinline__ uint4 chunk(const Raw& r, int c) const { return assembleChunk(r.tile.lane, r.e, c); }
 };
 
-// ---- the kernel body -----------------------------------------------------------------------------------
-// Rows of W are dealt round-robin, in groups of NR, over a grid sized to the GPU, so every SM streams
-// about the same number of bytes.
-template <int R, class Weights>
-__global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, const Weights weights) {
-  constexpr int NR = Weights::template Shape<R>::kRows;
-  constexpr int G = Weights::template Shape<R>::kGroups;
+// ---- the kernel body --------------------------------------------------------------------------------
+// MT m-tiles of 16 rows of x; Half: one m-tile of which only rows 0…7 exist (the mma's rows 8…15 are zero).
+template <int MT, bool Half, class Weights>
+__global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, const uint4* __restrict__ xa, const Weights weights) {
   __shared__ typename Weights::Shared shared;
-  const int lane = threadIdx.x & 31;
-  const int warps = gridDim.x * kWarps;
+  __shared__ float partial[kWarps][MT][4][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, q = lane & 3;
   const int K = a.K;
-  const int groups = (K + kGroup - 1) / kGroup;
+  const int groups = (a.N + 7) / 8;
+  const int tiles = (K + kFusedTileK - 1) / kFusedTileK;
+  const int kChunks = tiles * (kFusedTileK / 8);  // 8-k chunks per row of xa
   bool waited = false;
-  for (int n0 = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * NR; n0 < a.N; n0 += warps * NR) {
-    float acc[R][NR];
+  for (int group = blockIdx.x; group < groups; group += gridDim.x) {
+    float acc[MT][4];
 #pragma unroll
-    for (int r = 0; r < R; ++r)
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int j = 0; j < NR; ++j) acc[r][j] = 0.0f;
-    for (int g0 = 0; g0 < groups; g0 += G) {
-      uint4 wv[NR][G];
-      weights.template load<NR, G>(n0, a.N, g0, lane, shared, wv);
+      for (int e = 0; e < 4; ++e) acc[mt][e] = 0.0f;
+    const typename Weights::Group state = weights.group(group, lane);
+    for (int t0 = warp; t0 < tiles; t0 += kWarps * kTilesInFlight) {
+      typename Weights::Raw raw[kTilesInFlight];
+#pragma unroll
+      for (int i = 0; i < kTilesInFlight; ++i) {
+        const int t = t0 + i * kWarps;
+        if (t < tiles) raw[i] = weights.load(state, group, t, lane);
+      }
       if (!waited) {  // weights only so far: x is the previous kernel's output
         pdlWait();
         pdlLaunchDependents();
         waited = true;
       }
 #pragma unroll
-      for (int u = 0; u < G; ++u) {
-        const int k = (g0 + u) * kGroup + lane * 8;
-        if (k >= K) break;
-        float wf[NR][8];
+      for (int i = 0; i < kTilesInFlight; ++i) {
+        const int t = t0 + i * kWarps;
+        if (t >= tiles) break;  // the same for the whole warp
+        weights.prepare(raw[i], state, lane, shared);
+        // x's A operands for k = 256t + 32c + 8q … + 7: two 16-byte pieces per m-tile (zeros past rows and
+        // K), chunk c 8 pieces further on, m-tile mt 16·kChunks pieces further on.
+        const uint4* xt = xa + (g * kChunks + t * (kFusedTileK / 8) + q) * 2;
 #pragma unroll
-        for (int j = 0; j < NR; ++j) widen8(wv[j][u], wf[j]);
+        for (int c = 0; c < 8; ++c) {
+          const uint4 b = weights.chunk(raw[i], c);
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-          if (r >= a.rows) break;
-          const float4* xp = reinterpret_cast<const float4*>(a.x + static_cast<size_t>(r) * a.ldx + k);
-          const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
-#pragma unroll
-          for (int j = 0; j < NR; ++j) acc[r][j] = dot8(x0, x1, wf[j], acc[r][j]);
+          for (int mt = 0; mt < MT; ++mt) {
+            const uint4* xp = xt + mt * 16 * kChunks + 8 * c;
+            const uint4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+            mma16816(acc[mt], x0.x, x0.y, x0.z, x0.w, b.x, b.y);
+            mma16816(acc[mt], x1.x, x1.y, x1.z, x1.w, b.z, b.w);
+          }
         }
       }
     }
+    // The block's warps add their partial sums in warp order (fixed: deterministic in any batch).
 #pragma unroll
-    for (int r = 0; r < R; ++r)
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int j = 0; j < NR; ++j)
+      for (int e = 0; e < 4; ++e) partial[warp][mt][e][lane] = acc[mt][e];
+    __syncthreads();
+    if (warp == 0) {
 #pragma unroll
-        for (int o = 16; o > 0; o >>= 1) acc[r][j] += __shfl_xor_sync(0xffffffffu, acc[r][j], o);
-    // Every lane holds the sums; output (r, j) is written by lane (r·NR + j) mod 32.
+      for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
+        for (int e = 0; e < 4; ++e) {
+          if (Half && e >= 2) continue;
+          float s = partial[0][mt][e][lane];
 #pragma unroll
-      for (int j = 0; j < NR; ++j) {
-        const int n = n0 + j;
-        if (r < a.rows && n < a.N && lane == (r * NR + j) % 32) {
-          const float v = acc[r][j] + (a.bias ? a.bias[n] : 0.0f);
-          float* o = a.out + static_cast<size_t>(r) * a.ldo + n;
-          *o = a.accumulate ? *o + v : v;
+          for (int w = 1; w < kWarps; ++w) s += partial[w][mt][e][lane];
+          const int m = 16 * mt + g + (e >= 2 ? 8 : 0);
+          const int n = group * 8 + 2 * q + (e & 1);
+          if (m < a.rows && n < a.N) {
+            const float v = s + (a.bias ? a.bias[n] : 0.0f);
+            float* o = a.out + static_cast<size_t>(m) * a.ldo + n;
+            *o = a.accumulate ? *o + v : v;
+          }
         }
       }
     }
+    __syncthreads();
   }
   if (!waited) {
     pdlWait();
@@ -157,13 +168,13 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, co
   }
 }
 
-// Unaligned rows or K % 8 ≠ 0 (BF16 only): one lane per k, any shape.
-__global__ void __launch_bounds__(kWarps * 32) gemvScalarKernel(const LinearArgs a) {
+// Unaligned rows, K % 8 ≠ 0 or x not in BF16 (BF16 weights only): one warp per row, float32 x, any shape.
+__global__ void __launch_bounds__(256) gemvScalarKernel(const LinearArgs a) {
   pdlWait();
   pdlLaunchDependents();
   const int lane = threadIdx.x & 31;
-  const int warps = gridDim.x * kWarps;
-  for (int n = blockIdx.x * kWarps + (threadIdx.x >> 5); n < a.N; n += warps) {
+  const int warps = gridDim.x * 8;
+  for (int n = blockIdx.x * 8 + (threadIdx.x >> 5); n < a.N; n += warps) {
     const uint16_t* w = a.weight + static_cast<size_t>(n) * a.K;
     for (int r = 0; r < a.rows; ++r) {
       float acc = 0.0f;
@@ -181,57 +192,101 @@ __global__ void __launch_bounds__(kWarps * 32) gemvScalarKernel(const LinearArgs
 // Blocks that fit on the GPU at once for this kernel (a persistent grid: every block starts right away,
 // which is what lets it prefetch weights under the previous kernel).
 template <auto Kernel>
-int residentBlocks() {
+int residentBlocks(int threads) {
   static int blocks = 0;  // per kernel
   if (blocks == 0) {
     int device = 0, sms = 0, perSm = 0;
     cudaGetDevice(&device);
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, Kernel, kWarps * 32, 0);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, Kernel, threads, 0);
     blocks = sms * (perSm > 0 ? perSm : 1);
   }
   return blocks;
 }
 
-template <int R, class Weights>
-cudaError_t launchRows(const LinearArgs& a, const Weights& w, cudaStream_t stream) {
-  constexpr int NR = Weights::template Shape<R>::kRows;
-  const int rowGroups = (a.N + NR - 1) / NR;
-  const int blocks = min((rowGroups + kWarps - 1) / kWarps, residentBlocks<gemvKernel<R, Weights>>());
-  return launchKernel(gemvKernel<R, Weights>, dim3(blocks), dim3(kWarps * 32), 0, stream, a, w);
+template <int MT, bool Half, class Weights>
+cudaError_t launchTiles(const LinearArgs& a, const uint4* xa, const Weights& w, cudaStream_t stream) {
+  const int groups = (a.N + 7) / 8;
+  const int blocks = min(groups, residentBlocks<gemvKernel<MT, Half, Weights>>(kWarps * 32));
+  return launchKernel(gemvKernel<MT, Half, Weights>, dim3(blocks), dim3(kWarps * 32), 0, stream, a, xa, w);
 }
 
 template <class Weights>
-cudaError_t launchAnyRows(const LinearArgs& a, const Weights& w, cudaStream_t stream) {
-  if (a.rows == 1) return launchRows<1>(a, w, stream);
-  if (a.rows == 2) return launchRows<2>(a, w, stream);
-  if (a.rows <= 4) return launchRows<4>(a, w, stream);
-  if (a.rows <= 8) return launchRows<8>(a, w, stream);
-  return launchRows<16>(a, w, stream);
+cudaError_t launchAnyRows(const LinearArgs& a, const uint4* xa, const Weights& w, cudaStream_t stream) {
+  if (a.rows <= 8) return launchTiles<1, true>(a, xa, w, stream);
+  if (a.rows <= 16) return launchTiles<1, false>(a, xa, w, stream);
+  if (a.rows <= 32) return launchTiles<2, false>(a, xa, w, stream);
+  return launchTiles<4, false>(a, xa, w, stream);
 }
 
-bool xAligned(const LinearArgs& a) { return (a.ldx & 3) == 0 && (reinterpret_cast<uintptr_t>(a.x) & 15) == 0; }
+// x [rows, ldx] float32 → xa: for m-tile mt, row pair (g, g + 8) and 8-k chunk j, two 16-byte pieces
+// [x[g][8j, 8j+1], x[g+8][8j, 8j+1], x[g][8j+2, 8j+3], x[g+8][8j+2, 8j+3]] and the same for 8j+4 … 8j+7:
+// exactly the A operands (a0 … a3) of the two mma.m16n8k16 a lane issues for that chunk. Rows past
+// `rows` and k past K are zeros (K padded to whole tiles).
+__global__ void toMmaAKernel(const float* __restrict__ x, int rows, int K, int ldx, int mTiles, int kChunks, uint4* __restrict__ xa) {
+  pdlWait();
+  pdlLaunchDependents();
+  const size_t total = static_cast<size_t>(mTiles) * 8 * kChunks;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const int j = static_cast<int>(i % kChunks);
+    const int pair = static_cast<int>(i / kChunks);  // mt · 8 + g
+    const int r0 = (pair / 8) * 16 + pair % 8, r8 = r0 + 8;
+    uint32_t h[2][4];  // [row 0/8][k pair 0…3]
+#pragma unroll
+    for (int s = 0; s < 2; ++s) {
+      const int r = s ? r8 : r0;
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        const int k = 8 * j + 2 * p;
+        const float v0 = r < rows && k < K ? x[static_cast<size_t>(r) * ldx + k] : 0.0f;
+        const float v1 = r < rows && k + 1 < K ? x[static_cast<size_t>(r) * ldx + k + 1] : 0.0f;
+        h[s][p] = static_cast<uint32_t>(floatToBf16(v0)) | (static_cast<uint32_t>(floatToBf16(v1)) << 16);
+      }
+    }
+    xa[2 * i] = make_uint4(h[0][0], h[1][0], h[0][1], h[1][1]);
+    xa[2 * i + 1] = make_uint4(h[0][2], h[1][2], h[0][3], h[1][3]);
+  }
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+int mTilesOf(int rows) { return rows <= 16 ? 1 : rows <= 32 ? 2 : 4; }
 
 }  // namespace
 
 void setGemvVariant(bool noAllocate) { gNoAllocate = noAllocate; }
 
-cudaError_t launchGemv(const LinearArgs& a, cudaStream_t stream) {
-  if (a.rows == 0 || a.N == 0) return cudaSuccess;
-  if (a.rows > kGemvMaxRows) return cudaErrorInvalidValue;
-  const bool vectorized = (a.K & 7) == 0 && (reinterpret_cast<uintptr_t>(a.weight) & 15) == 0 && xAligned(a);
-  if (!vectorized) {
-    const int blocks = min((a.N + kWarps - 1) / kWarps, residentBlocks<gemvScalarKernel>());
-    return launchKernel(gemvScalarKernel, dim3(blocks), dim3(kWarps * 32), 0, stream, a);
-  }
-  if (gNoAllocate) return launchAnyRows(a, Bf16Weights<true>{a.weight, a.K}, stream);
-  return launchAnyRows(a, Bf16Weights<false>{a.weight, a.K}, stream);
+size_t mmaABytes(int rows, int K) { return static_cast<size_t>(mTilesOf(rows)) * 16 * ((K + kFusedTileK - 1) / kFusedTileK) * kFusedTileK * 2; }
+
+cudaError_t launchToMmaA(const float* x, int rows, int K, int ldx, uint16_t* xa, cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  if (rows > kGemvMaxRows || !aligned16(xa)) return cudaErrorInvalidValue;
+  const int mTiles = mTilesOf(rows);
+  const int kChunks = (K + kFusedTileK - 1) / kFusedTileK * (kFusedTileK / 8);
+  const size_t total = static_cast<size_t>(mTiles) * 8 * kChunks;
+  const unsigned blocks = static_cast<unsigned>((total + 255) / 256 < 1024 ? (total + 255) / 256 : 1024);
+  return launchKernel(toMmaAKernel, dim3(blocks), dim3(256), 0, stream, x, rows, K, ldx, mTiles, kChunks, reinterpret_cast<uint4*>(xa));
 }
 
-cudaError_t launchFusedGemv(const LinearArgs& a, const FusedView& w, cudaStream_t stream) {
+cudaError_t launchGemv(const LinearArgs& a, const uint16_t* xa, cudaStream_t stream) {
   if (a.rows == 0 || a.N == 0) return cudaSuccess;
-  if (a.rows > kGemvMaxRows || a.N != w.rows || a.K != w.cols || (a.K & 7) != 0 || !xAligned(a)) return cudaErrorInvalidValue;
-  return launchAnyRows(a, FusedWeights{w}, stream);
+  if (a.rows > kGemvMaxRows) return cudaErrorInvalidValue;
+  if (!xa || (a.K & 7) != 0 || !aligned16(a.weight) || !aligned16(xa)) {
+    const int blocks = min((a.N + 7) / 8, residentBlocks<gemvScalarKernel>(256));
+    return launchKernel(gemvScalarKernel, dim3(blocks), dim3(256), 0, stream, a);
+  }
+  const uint4* x = reinterpret_cast<const uint4*>(xa);
+  if (a.K % kFusedTileK == 0) {
+    if (gNoAllocate) return launchAnyRows(a, x, Bf16Weights<true, true>{a.weight, a.N, a.K}, stream);
+    return launchAnyRows(a, x, Bf16Weights<false, true>{a.weight, a.N, a.K}, stream);
+  }
+  if (gNoAllocate) return launchAnyRows(a, x, Bf16Weights<true, false>{a.weight, a.N, a.K}, stream);
+  return launchAnyRows(a, x, Bf16Weights<false, false>{a.weight, a.N, a.K}, stream);
+}
+
+cudaError_t launchFusedGemv(const LinearArgs& a, const uint16_t* xa, const FusedView& w, cudaStream_t stream) {
+  if (a.rows == 0 || a.N == 0) return cudaSuccess;
+  if (a.rows > kGemvMaxRows || a.N > w.rows || a.K != w.cols || (a.K & 7) != 0 || !xa || !aligned16(xa)) return cudaErrorInvalidValue;
+  return launchAnyRows(a, reinterpret_cast<const uint4*>(xa), FusedWeights{w}, stream);
 }
 
 }  // namespace df11

@@ -47,11 +47,11 @@ export interface CudaBackendOptions {
    */
   readonly decodeChunkElements?: number;
   /**
-   * Steps of at least this many rows multiply on the tensor cores (BF16 activations, split over K when
-   * rows are few); fewer use the float32 GEMV, whose per-row arithmetic does not depend on the batch, so
-   * batched sequences get exactly their solo logits. Default 9: with more rows the GEMV is bound by
-   * reading x through L1 (on an H100, 16 rows: ~33 ms per 8B step, vs ~28 ms for 64 rows on the tensor
-   * cores). Up to 17 keeps batches of 16 exact.
+   * Steps of at least this many rows use the tiled GEMM (prefill: weights unpacked to BF16 windows when
+   * they are not BF16); fewer (at most 64) use the GEMV, which reads each weight once from its layout
+   * (the fused layout decoded in registers) and whose per-row arithmetic does not depend on the batch,
+   * so batched sequences get exactly their solo logits. Both run on the tensor cores with x in BF16.
+   * Default {@link DEFAULT_GEMM_MIN_ROWS}.
    */
   readonly gemmMinRows?: number;
   /** CUDA device index. Default 0. */
@@ -80,8 +80,8 @@ export type GpuWeightsLayout = "auto" | WeightFormat;
 
 /** Default elements per decode window (Huffman modules, fused windows for the GEMM): 64 Mi (two windows: 256 MB). */
 export const DEFAULT_DECODE_CHUNK = 64 * 1024 * 1024;
-/** Default of {@link CudaBackendOptions.gemmMinRows}. */
-export const DEFAULT_GEMM_MIN_ROWS = 9;
+/** Default of {@link CudaBackendOptions.gemmMinRows}: every step the GEMV takes (up to 64 rows) stays there. */
+export const DEFAULT_GEMM_MIN_ROWS = 65;
 /** Default of {@link CudaBackendOptions.maxRows}. */
 export const DEFAULT_MAX_ROWS = 512;
 /** Default cap of {@link CudaBackendOptions.maxContext} (the model's max_position_embeddings when lower). */
@@ -103,10 +103,18 @@ export interface CudaEngineConfig {
   readonly maxContext: number;
 }
 
-const GEMV_MAX_ROWS = 16; // csrc/kernels/inference.h kGemvMaxRows
+const GEMV_MAX_ROWS = 64; // csrc/kernels/inference.h kGemvMaxRows
+/** Steps of up to this many rows split each row's attention over several warps (decoding). */
+const ATTENTION_SPLIT_ROWS = 16;
 const SPLIT_K_BYTES = 32 * 1024 * 1024;
 const MAX_SPLITS = 64;
 const F32 = 4;
+
+/** The BF16 copy of a step's x: [maxRows, K] for the GEMM, or the GEMV's A operands (K padded to 256). */
+function xBf16Bytes(c: TextModelConfig, maxRows: number): number {
+  const K = Math.max(c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim);
+  return Math.max(maxRows * K * 2, 64 * Math.ceil(K / 256) * 256 * 2);
+}
 
 /** Memory the backend will allocate besides the weights, in bytes. */
 function workingBytes(c: TextModelConfig, maxRows: number, slots: number, maxContext: number, decodeChunk: number, windows: boolean): { kv: number; activations: number; scratch: number } {
@@ -115,10 +123,10 @@ function workingBytes(c: TextModelConfig, maxRows: number, slots: number, maxCon
   const kvDim = c.numKvHeads * c.headDim;
   const I = c.intermediateSize;
   const perRow = 4 * H + qDim + 2 * kvDim + 2 * qDim + 3 * I + c.vocabSize / 8;
-  const partial = GEMV_MAX_ROWS * c.numHeads * MAX_SPLITS * (c.headDim + 2);
+  const partial = ATTENTION_SPLIT_ROWS * c.numHeads * MAX_SPLITS * (c.headDim + 2);
   return {
     kv: 2 * c.numLayers * slots * c.numKvHeads * maxContext * c.headDim * 2,
-    activations: (maxRows * perRow + partial) * F32 + maxRows * Math.max(H, I, qDim) * 2 + slots * c.vocabSize * F32 + SPLIT_K_BYTES,
+    activations: (maxRows * perRow + partial) * F32 + xBf16Bytes(c, maxRows) + slots * c.vocabSize * F32 + SPLIT_K_BYTES,
     // Two windows (decoding / being multiplied); a window never exceeds the chunk, or one row when a row
     // is longer; +16 B for the 8-element alignment.
     scratch: windows ? 2 * (Math.max(decodeChunk, H + 8, I + 8) * 2 + 4096) : 0,
@@ -199,8 +207,8 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.values = alloc(kvBytes);
     const w = workingBytes(c, maxRows, slots, maxContext, decodeChunk, deviceWeights.layout !== "bf16");
     if (w.scratch > 0) this.scratch.push(alloc(w.scratch / 2), alloc(w.scratch / 2));
-    this.xBf16 = alloc(maxRows * Math.max(c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim) * 2);
-    this.partial = alloc(GEMV_MAX_ROWS * c.numHeads * MAX_SPLITS * (c.headDim + 2) * F32);
+    this.xBf16 = alloc(xBf16Bytes(c, maxRows));
+    this.partial = alloc(ATTENTION_SPLIT_ROWS * c.numHeads * MAX_SPLITS * (c.headDim + 2) * F32);
     this.argmaxOut = alloc(Math.max(slots, maxRows) * 4);
     this.splitK = alloc(SPLIT_K_BYTES);
     for (let l = 0; l < c.numLayers; l++) {
@@ -393,7 +401,10 @@ export class CudaBackend implements Backend<CudaTensor> {
       return s;
     });
     const useGemm = x.rows >= Math.min(this.gemmMinRows, GEMV_MAX_ROWS + 1);
-    let converted = false;
+    // The tensor cores take x in BF16: [rows, K] for the GEMM, the A-operand layout for the GEMV.
+    const s = this.stream.native;
+    if (useGemm) this.time("toBf16", () => call(() => native().toBf16(x.address, x.rows * K, this.xBf16.address, s)));
+    else this.time("toMmaA", () => call(() => native().toMmaA(x.address, x.rows, K, K, this.xBf16.address, s)));
     let column = 0;
     for (let i = 0; i < weights.length; ) {
       // Consecutive rows of one device matrix (q|k|v, gate|up) run as one product.
@@ -403,14 +414,11 @@ export class CudaBackend implements Backend<CudaTensor> {
       const rows = group.reduce((n, w) => n + w.rows, 0);
       const bias = group[0].bias ? this.deviceWeights.fusedVector(group.map((w) => w.bias!), group.map((w) => w.rows)) : 0;
       const m = slices[i].matrix;
-      const direct = !useGemm && m.address === undefined && m.gemv !== undefined;
-      if (useGemm && !converted) {
-        this.time("toBf16", () => call(() => native().toBf16(x.address, x.rows * K, this.xBf16.address, this.stream.native)));
-        converted = true;
-      }
+      const first = slices[i].firstRow;
+      const direct = !useGemm && m.address === undefined && m.gemv !== undefined && (m.canGemv?.(first) ?? true);
       if (direct) {
         this.time(`gemv (${m.format})`, () =>
-          m.gemv!({ rowBegin: slices[i].firstRow, rowEnd: slices[i].firstRow + rows, x: x.address, ldx: K, rows: x.rows, bias, out: out.address + column * F32, ldo: out.cols, accumulate, stream: this.stream }),
+          m.gemv!({ rowBegin: first, rowEnd: first + rows, x: x.address, ldx: K, xa: this.xBf16.address, rows: x.rows, bias, out: out.address + column * F32, ldo: out.cols, accumulate, stream: this.stream }),
         );
       } else this.matmul(x, slices[i], rows, out, column, bias, accumulate, useGemm);
       column += rows;
@@ -423,11 +431,12 @@ export class CudaBackend implements Backend<CudaTensor> {
     const K = x.cols;
     const m = slice.matrix;
     const s = this.stream.native;
-    const xb = useGemm ? this.xBf16.address : 0;
     const op = useGemm ? "gemm" : "gemv";
     const run = (weight: Address, n: number, firstRow: number) =>
       this.time(op, () =>
-        call(() => native().linear(weight, n, K, x.address, K, x.rows, bias ? bias + firstRow * F32 : 0, out.address + (column + firstRow) * F32, out.cols, accumulate, xb, s, this.splitK.address, this.splitK.byteLength)),
+        call(() =>
+          native().linear(weight, n, K, x.address, K, x.rows, bias ? bias + firstRow * F32 : 0, out.address + (column + firstRow) * F32, out.cols, accumulate, this.xBf16.address, s, this.splitK.address, this.splitK.byteLength, useGemm),
+        ),
       );
     if (m.address !== undefined) return run(m.address + slice.firstRow * K * 2, N, 0);
     if (!m.decodeRows) throw new WeightLayoutError(`${m.format} matrix`, "has no way to reach the tensor cores");
@@ -484,7 +493,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     // every batch of up to 16 rows, so that a sequence's attention sums in the same order in any batch
     // (batched greedy = solo). The kernel takes each split's share of the current length.
     const keys = Math.min(c.slidingWindow[layer] ?? this.maxContext, this.maxContext);
-    const splits = qkv.rows <= GEMV_MAX_ROWS ? Math.max(1, Math.min(MAX_SPLITS, Math.ceil(keys / 32), Math.ceil(264 / c.numKvHeads))) : 1;
+    const splits = qkv.rows <= ATTENTION_SPLIT_ROWS ? Math.max(1, Math.min(MAX_SPLITS, Math.ceil(keys / 32), Math.ceil(264 / c.numKvHeads))) : 1;
     this.time("attention", () => call(() => native().attention(args, q.address, out.address, splits, this.partial.address, s)));
   }
 

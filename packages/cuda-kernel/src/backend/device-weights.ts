@@ -265,7 +265,7 @@ export class DeviceWeights implements Disposable {
               }
               let m: DeviceMatrix;
               if (layout === "fused" && FusedDeviceMatrix.fits(plan.cols)) {
-                const windowRows = Math.max(1, Math.floor(windowElements / plan.cols));
+                const windowRows = FusedDeviceMatrix.windowRows(windowElements, plan.cols);
                 const buf = window(Math.min(rows, windowRows) * plan.cols + 8);
                 const source: RowSource = { windowRows, fill: (r0, r1) => new HuffmanDeviceMatrix(gpu, start, rows, plan.cols, plan.names[0]).decodeRows(r0, r1, buf.address, stream) };
                 m = this.own(FusedDeviceMatrix.transcode(rows, plan.cols, source, stream));
@@ -357,7 +357,7 @@ export class DeviceWeights implements Disposable {
           const rows = p.rows.reduce((a, b) => a + b, 0);
           let m: DeviceMatrix;
           if (fused) {
-            const windowRows = Math.max(1, Math.floor(windowElements / p.cols));
+            const windowRows = FusedDeviceMatrix.windowRows(windowElements, p.cols);
             m = this.own(FusedDeviceMatrix.transcode(rows, p.cols, { windowRows, fill: (r0) => base + r0 * p.cols * 2 }, stream));
             stream.synchronize(); // the staging buffer is freed next
           } else {

@@ -1,6 +1,6 @@
 // Host run of the GPU's fused-layout decode arithmetic (csrc/kernels/fused-decode.cuh: the same
-// lookupExponents, assembleAll and escape-patch offsets the GEMV and unpack kernels use, with the byte
-// permute emulated), one emulated warp per row-step. Reads a fused matrix written by the test
+// lookupExponents, assembleChunk and escape-patch offsets the GEMV and unpack kernels use, with the byte
+// permute emulated), one emulated warp per tile. Reads a fused matrix written by the test
 // (fused-decode-host.test.ts) and writes the BF16 matrix it decodes to.
 // Usage: fused-decode-host IN OUT
 #include <cstdio>
@@ -26,54 +26,46 @@ int main(int argc, char** argv) {
   if (argc != 3) return 2;
   FILE* in = fopen(argv[1], "rb");
   if (!in) return 2;
-  uint32_t header[4];  // rows, cols, steps, escapes
-  if (fread(header, 4, 4, in) != 4) return 2;
-  const uint32_t rows = header[0], cols = header[1], steps = header[2], escapes = header[3];
-  const auto data = readArray<uint8_t>(in, static_cast<size_t>(rows) * steps * kFusedStepBytes);
-  const auto tables = readArray<uint8_t>(in, static_cast<size_t>(rows) * 8);
-  const auto offsets = readArray<uint32_t>(in, static_cast<size_t>(rows) * steps + 1);
+  uint32_t header[5];  // rows, cols, groups, tiles, escapes
+  if (fread(header, 4, 5, in) != 5) return 2;
+  const uint32_t rows = header[0], cols = header[1], groups = header[2], tiles = header[3], escapes = header[4];
+  const auto data = readArray<uint8_t>(in, static_cast<size_t>(groups) * tiles * kFusedTileBytes);
+  const auto tables = readArray<uint8_t>(in, static_cast<size_t>(groups) * 8 * 8);
+  const auto offsets = readArray<uint32_t>(in, static_cast<size_t>(groups) * tiles + 1);
   const auto positions = readArray<uint16_t>(in, escapes);
   const auto exponents = readArray<uint8_t>(in, escapes);
   fclose(in);
   std::vector<uint16_t> out(static_cast<size_t>(rows) * cols);
-  alignas(16) uint8_t patch[1024];
-  for (uint32_t row = 0; row < rows; ++row) {
-    uint2 table;
-    std::memcpy(&table, &tables[row * 8], 8);
-    for (uint32_t s = 0; s < steps; ++s) {
-      const size_t step = static_cast<size_t>(row) * steps + s;
-      const uint8_t* block = &data[step * kFusedStepBytes];
+  alignas(16) uint8_t patch[2048];
+  for (uint32_t group = 0; group < groups; ++group) {
+    for (uint32_t t = 0; t < tiles; ++t) {
+      const size_t tile = static_cast<size_t>(group) * tiles + t;
+      const uint8_t* block = &data[tile * kFusedTileBytes];
       FusedLane lanes[32];
-      uint32_t e[32][8];
-      for (uint32_t lane = 0; lane < 32; ++lane) {  // as loadFusedStep + lookupExponents
+      uint32_t e[32][16];
+      for (uint32_t lane = 0; lane < 32; ++lane) {  // as loadFusedTile + lookupExponents
         FusedLane& l = lanes[lane];
-        std::memcpy(&l.a, block + lane * 16, 16);
-        std::memcpy(&l.b, block + 512 + lane * 16, 16);
-        std::memcpy(&l.c0, block + 1024 + lane * 4, 4);
-        std::memcpy(&l.c1, block + 1152 + lane * 4, 4);
-        std::memcpy(&l.c2, block + 1280 + lane * 4, 4);
+        for (int j = 0; j < 4; ++j) std::memcpy(&l.sm[j], block + 512 * j + 16 * lane, 16);
+        for (int w = 0; w < 6; ++w) std::memcpy(&l.code[w], block + 2048 + 128 * w + 4 * lane, 4);
+        uint2 table;
+        std::memcpy(&table, &tables[(group * 8 + (lane >> 2)) * 8], 8);
         lookupExponents(l, table, e[lane]);
       }
-      const uint32_t begin = offsets[step], count = offsets[step + 1] - begin;
-      if (count != 0) {  // as decodeFusedStep: store, patch, reload through the warp's area
-        for (uint32_t lane = 0; lane < 32; ++lane) {
-          const uint32_t swap = (lane >> 2) & 1;
-          std::memcpy(patch + lane * 32 + swap * 16, &e[lane][0], 16);
-          std::memcpy(patch + lane * 32 + (swap ^ 1) * 16, &e[lane][4], 16);
-        }
+      const uint32_t begin = offsets[tile], count = offsets[tile + 1] - begin;
+      if (count != 0) {  // as fusedExponents: store, patch, reload through the warp's area
+        for (uint32_t lane = 0; lane < 32; ++lane)
+          for (uint32_t j = 0; j < 4; ++j) std::memcpy(patch + patchOffset(lane, 16 * j), &e[lane][4 * j], 16);
         for (uint32_t i = 0; i < count; ++i) patch[patchOffsetOfPosition(positions[begin + i])] = exponents[begin + i];
-        for (uint32_t lane = 0; lane < 32; ++lane) {
-          const uint32_t swap = (lane >> 2) & 1;
-          std::memcpy(&e[lane][0], patch + lane * 32 + swap * 16, 16);
-          std::memcpy(&e[lane][4], patch + lane * 32 + (swap ^ 1) * 16, 16);
-        }
+        for (uint32_t lane = 0; lane < 32; ++lane)
+          for (uint32_t j = 0; j < 4; ++j) std::memcpy(&e[lane][4 * j], patch + patchOffset(lane, 16 * j), 16);
       }
       for (uint32_t lane = 0; lane < 32; ++lane) {
-        uint4 w[4];
-        assembleAll(lanes[lane], e[lane], w);
-        for (int u = 0; u < 4; ++u) {
-          const uint32_t k = s * kFusedStep + u * 256 + lane * 8;
-          if (k < cols) std::memcpy(&out[static_cast<size_t>(row) * cols + k], &w[u], 16);
+        const uint32_t n = group * 8 + (lane >> 2);
+        if (n >= rows) continue;
+        for (int c = 0; c < 8; ++c) {
+          const uint4 v = assembleChunk(lanes[lane], e[lane], c);
+          const uint32_t k = t * kFusedTileK + 32 * c + 8 * (lane & 3);
+          if (k < cols) std::memcpy(&out[static_cast<size_t>(n) * cols + k], &v, 16);
         }
       }
     }

@@ -1,4 +1,4 @@
-import { FUSED_STEP, FUSED_STEP_BYTES, FusedLayoutError, type FusedMatrix } from "@df11/codec";
+import { FUSED_GROUP_ROWS, FUSED_TILE_BYTES, FUSED_TILE_K, FusedLayoutError, type FusedMatrix } from "@df11/codec";
 import { call, native, type Address, type NativeFusedView } from "../../native.js";
 import { DeviceBuffer } from "../../runtime/device-buffer.js";
 import type { CudaStream } from "../../runtime/stream.js";
@@ -8,8 +8,8 @@ const align = (n: number, to = 256) => Math.ceil(n / to) * to;
 
 /**
  * Where the BF16 rows being transcoded come from: `fill(rowBegin, rowEnd)` puts rows [rowBegin, rowEnd)
- * (at most `windowRows` of them) somewhere on the device, ordered on the transcoding stream, and returns
- * the address of row rowBegin (row-major, cols each, 16-byte aligned).
+ * (at most `windowRows` of them; rowBegin a multiple of 8) somewhere on the device, ordered on the
+ * transcoding stream, and returns the address of row rowBegin (row-major, cols each, 16-byte aligned).
  */
 export interface RowSource {
   readonly windowRows: number;
@@ -38,7 +38,8 @@ export interface FusedLayoutReport {
  */
 export class FusedDeviceMatrix implements DeviceMatrix {
   readonly format = "fused";
-  readonly steps: number;
+  readonly groups: number;
+  readonly tiles: number;
   private readonly main: DeviceBuffer;
   private readonly escapeStore: DeviceBuffer;
   private readonly layout: { tables: number; offsets: number; positions: number; exponents: number };
@@ -52,7 +53,8 @@ export class FusedDeviceMatrix implements DeviceMatrix {
     /** Escaped weights (exponent outside their row's table). */
     readonly escapes: number,
   ) {
-    this.steps = Math.ceil(cols / FUSED_STEP);
+    this.groups = Math.ceil(rows / FUSED_GROUP_ROWS);
+    this.tiles = Math.ceil(cols / FUSED_TILE_K);
     this.main = main;
     this.escapeStore = escapeStore;
     this.layout = FusedDeviceMatrix.offsets(rows, cols, escapes);
@@ -61,10 +63,18 @@ export class FusedDeviceMatrix implements DeviceMatrix {
 
   /** Byte offsets of the arrays in the two buffers: data | tables | escape offsets, and positions | exponents. */
   private static offsets(rows: number, cols: number, escapes: number) {
-    const steps = Math.ceil(cols / FUSED_STEP);
-    const tables = align(rows * steps * FUSED_STEP_BYTES);
-    const offsets = tables + align(rows * 8);
-    return { tables, offsets, mainBytes: offsets + align((rows * steps + 1) * 4), positions: 0, exponents: align(escapes * 2), escapeBytes: align(escapes * 2) + align(Math.max(escapes, 1)) };
+    const groups = Math.ceil(rows / FUSED_GROUP_ROWS);
+    const tiles = Math.ceil(cols / FUSED_TILE_K);
+    const tables = align(groups * tiles * FUSED_TILE_BYTES);
+    const offsets = tables + align(groups * FUSED_GROUP_ROWS * 8);
+    return {
+      tables,
+      offsets,
+      mainBytes: offsets + align((groups * tiles + 1) * 4),
+      positions: 0,
+      exponents: align(escapes * 2),
+      escapeBytes: align(escapes * 2) + align(Math.max(escapes, 1)),
+    };
   }
 
   /** Device bytes of a [rows, cols] matrix with `escapeRate` of its weights escaped (the loader's memory plan). */
@@ -73,36 +83,50 @@ export class FusedDeviceMatrix implements DeviceMatrix {
     return o.mainBytes + o.escapeBytes;
   }
 
+  /** Rows per transcoding window of about `elements` weights: whole groups of 8, at least one. */
+  static windowRows(elements: number, cols: number): number {
+    return Math.max(FUSED_GROUP_ROWS, Math.floor(elements / cols / FUSED_GROUP_ROWS) * FUSED_GROUP_ROWS);
+  }
+
   /** Whether a [rows, cols] matrix can be held in the fused layout (cols a multiple of 8, under 2^24). */
   static fits(cols: number): boolean {
     return cols >= 8 && cols % 8 === 0 && cols < 1 << 24;
   }
 
   /**
-   * Build the layout of a [rows, cols] BF16 matrix on the GPU, window by window from `source`: a table
-   * pass (each row's 8 most frequent exponents, each step's escape count), a prefix sum of the counts
-   * (one host round trip, to size the escapes), and a write pass. Throws FusedLayoutError (from
-   * @df11/codec) for shapes the layout cannot hold, OutOfDeviceMemoryError when memory runs out.
+   * Build the layout of a [rows, cols] BF16 matrix on the GPU, window by window from `source` (windows
+   * of whole groups of 8 rows): each row's table (its 8 most frequent exponents) and each tile's escape
+   * count, a prefix sum of the counts (one host round trip, to size the escapes), then the tile blocks
+   * and escapes. Throws FusedLayoutError (from @df11/codec) for shapes the layout cannot hold,
+   * OutOfDeviceMemoryError when memory runs out.
    */
   static transcode(rows: number, cols: number, source: RowSource, stream: CudaStream): FusedDeviceMatrix {
     if (!FusedDeviceMatrix.fits(cols) || rows < 1) throw new FusedLayoutError(`a fused matrix needs rows ≥ 1 and cols a multiple of 8 below 2^24, got [${rows}, ${cols}]`);
-    const steps = Math.ceil(cols / FUSED_STEP);
-    const n = rows * steps + 1;
+    const groups = Math.ceil(rows / FUSED_GROUP_ROWS);
+    const tiles = Math.ceil(cols / FUSED_TILE_K);
+    const n = groups * tiles + 1;
     const noEscapes = FusedDeviceMatrix.offsets(rows, cols, 0);
     const main = DeviceBuffer.alloc(noEscapes.mainBytes);
     try {
       const tables = main.address + noEscapes.tables;
       const offsets = main.address + noEscapes.offsets;
+      main.fill(0, stream); // padded rows' tables and tiles stay zero
       using counts = DeviceBuffer.alloc(n * 4);
-      counts.fill(0);
+      counts.fill(0, stream);
+      if (source.windowRows < FUSED_GROUP_ROWS || source.windowRows % FUSED_GROUP_ROWS !== 0) throw new FusedLayoutError(`transcoding windows hold whole groups of ${FUSED_GROUP_ROWS} rows, got ${source.windowRows}`);
+      const windowRows = source.windowRows;
       const windows = (fn: (rowBegin: number, rowEnd: number, at: Address) => void) => {
-        const step = Math.max(1, source.windowRows);
-        for (let r0 = 0; r0 < rows; r0 += step) {
-          const r1 = Math.min(rows, r0 + step);
+        for (let r0 = 0; r0 < rows; r0 += windowRows) {
+          const r1 = Math.min(rows, r0 + windowRows);
           fn(r0, r1, source.fill(r0, r1));
         }
       };
-      windows((r0, r1, at) => call(() => native().fusedTablesAndCounts(at, r0, r1 - r0, cols, tables, counts.address, stream.native)));
+      // Views for the kernels: before the scan only the tables and offsets are meaningful.
+      const partial = new FusedDeviceMatrix(rows, cols, main, main, 0);
+      windows((r0, r1, at) => {
+        call(() => native().fusedTables(at, r0, r1 - r0, cols, tables, stream.native));
+        call(() => native().fusedCounts(at, r0, r1 - r0, partial.view, counts.address, stream.native));
+      });
       const tempBytes = call(() => native().exclusiveScanBytes(n));
       using temp = DeviceBuffer.alloc(Math.max(tempBytes, 16));
       call(() => native().exclusiveScan(counts.address, offsets, n, temp.address, tempBytes, stream.native));
@@ -125,18 +149,24 @@ export class FusedDeviceMatrix implements DeviceMatrix {
     }
   }
 
-  /** The view of rows [rowBegin, rowEnd) the kernels take (escape offsets stay indices into the whole array). */
+  /**
+   * The view of rows [rowBegin, rowEnd) the kernels take (rowBegin a multiple of 8; escape offsets stay
+   * indices into the whole array).
+   */
   private sliceView(rowBegin: number, rowEnd: number): NativeFusedView {
     const base = this.main.address;
+    const group = rowBegin / FUSED_GROUP_ROWS;
+    const rows = rowEnd - rowBegin;
     return {
-      data: base + rowBegin * this.steps * FUSED_STEP_BYTES,
+      data: base + group * this.tiles * FUSED_TILE_BYTES,
       tables: base + this.layout.tables + rowBegin * 8,
-      escapeOffsets: base + this.layout.offsets + rowBegin * this.steps * 4,
+      escapeOffsets: base + this.layout.offsets + group * this.tiles * 4,
       escapePositions: this.escapeStore.address + this.layout.positions,
       escapeExponents: this.escapeStore.address + this.layout.exponents,
-      rows: rowEnd - rowBegin,
+      rows,
       cols: this.cols,
-      steps: this.steps,
+      groups: Math.ceil(rows / FUSED_GROUP_ROWS),
+      tiles: this.tiles,
     };
   }
 
@@ -144,9 +174,14 @@ export class FusedDeviceMatrix implements DeviceMatrix {
     return this.main.byteLength + this.escapeStore.byteLength;
   }
 
+  /** Whether the fused GEMV can multiply rows [rowBegin, rowEnd) alone (slices start on a group). */
+  canGemv(rowBegin: number): boolean {
+    return rowBegin % FUSED_GROUP_ROWS === 0;
+  }
+
   gemv(c: GemvCall): void {
     const view = c.rowBegin === 0 && c.rowEnd === this.rows ? this.view : this.sliceView(c.rowBegin, c.rowEnd);
-    call(() => native().fusedLinear(view, c.x, c.ldx, c.rows, c.bias, c.out, c.ldo, c.accumulate, c.stream.native));
+    call(() => native().fusedLinear(view, c.x, c.ldx, c.rows, c.bias, c.out, c.ldo, c.accumulate, c.stream.native, c.xa));
   }
 
   decodeRows(rowBegin: number, rowEnd: number, dst: Address, stream: CudaStream): Address {
@@ -164,13 +199,14 @@ export class FusedDeviceMatrix implements DeviceMatrix {
     const main = this.main.download();
     const esc = this.escapeStore.download();
     const bytes = (buf: Uint8Array, at: number, length: number) => buf.slice(at, at + length);
-    const n = this.rows * this.steps + 1;
+    const n = this.groups * this.tiles + 1;
     return {
       rows: this.rows,
       cols: this.cols,
-      steps: this.steps,
-      data: bytes(main, 0, this.rows * this.steps * FUSED_STEP_BYTES),
-      tables: bytes(main, o.tables, this.rows * 8),
+      groups: this.groups,
+      tiles: this.tiles,
+      data: bytes(main, 0, this.groups * this.tiles * FUSED_TILE_BYTES),
+      tables: bytes(main, o.tables, this.groups * FUSED_GROUP_ROWS * 8),
       escapeOffsets: new Uint32Array(bytes(main, o.offsets, n * 4).buffer),
       escapePositions: new Uint16Array(bytes(esc, o.positions, this.escapes * 2).buffer),
       escapeExponents: bytes(esc, o.exponents, this.escapes),

@@ -11,7 +11,7 @@ import type { CudaStream } from "../../runtime/stream.js";
  */
 export type WeightFormat = "bf16" | "huffman" | "fused";
 
-/** A matrix-vector product straight from a compressed format (≤ 16 rows of x). Addresses are device addresses. */
+/** A matrix-vector product straight from a compressed format (≤ 64 rows of x). Addresses are device addresses. */
 export interface GemvCall {
   /** Rows [rowBegin, rowEnd) of the matrix are multiplied (a slice of a fused q|k|v, say). */
   readonly rowBegin: number;
@@ -19,6 +19,8 @@ export interface GemvCall {
   /** x: [rows, ldx] float32. */
   readonly x: Address;
   readonly ldx: number;
+  /** x as the tensor cores' A operands (toMmaA), what the kernel reads. */
+  readonly xa: Address;
   readonly rows: number;
   /** [rowEnd − rowBegin] float32 or 0. */
   readonly bias: Address;
@@ -44,6 +46,8 @@ export interface DeviceMatrix extends Disposable {
   readonly address?: Address;
   /** The product from this format, when it has a kernel of its own for few rows. */
   gemv?(call: GemvCall): void;
+  /** Whether `gemv` takes rows starting at rowBegin (default: any). */
+  canGemv?(rowBegin: number): boolean;
   /**
    * Rows [rowBegin, rowEnd) as BF16 into the scratch at `dst` (16-byte aligned, room for the rows and
    * 16 bytes more), asynchronously on `stream`. Returns where row rowBegin starts (dst, or a few
