@@ -84,7 +84,9 @@ gpuTest("linear: GEMV (1…64 rows), tensor-core GEMM and the float32 fallbacks 
   shapes.forEach((shape, i) => {
     const err = runLinear(shape, 100 + i);
     console.log(`# linear ${JSON.stringify(shape)}: relative error ${err.toExponential(2)}`);
-    assert.ok(err < 2e-6, `${JSON.stringify(shape)}: relative error ${err}`);
+    // float32 sums in a different order than float64's (the tensor cores add 16 products at a time): ~1e-7
+    // per term, growing with K; a wrong index or a missed term is orders of magnitude more.
+    assert.ok(err < 1e-5, `${JSON.stringify(shape)}: relative error ${err}`);
   });
 });
 

@@ -127,8 +127,10 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, co
           const uint4 b = weights.chunk(raw[i], c);
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
+            // Only lanes whose rows of x exist load them (one row: 4 lanes of 32); the rest multiply zeros.
             const uint4* xp = xt + mt * 16 * kChunks + 8 * c;
-            const uint4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+            const bool rows = 16 * mt + g < a.rows;
+            const uint4 x0 = rows ? __ldg(xp) : make_uint4(0, 0, 0, 0), x1 = rows ? __ldg(xp + 1) : make_uint4(0, 0, 0, 0);
             mma16816(acc[mt], x0.x, x0.y, x0.z, x0.w, b.x, b.y);
             mma16816(acc[mt], x1.x, x1.y, x1.z, x1.w, b.z, b.w);
           }
