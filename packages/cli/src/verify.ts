@@ -13,7 +13,7 @@ import {
   type ChecksumLedger,
 } from "@df11/models";
 import { MODULE_TENSOR_SUFFIXES, splitWeights, type ModuleChecksums } from "@df11/codec";
-import { patternDictOf, recordedShapes, shapeOfWeight } from "./model-info.js";
+import { df11ConfigOf, recordedShapes, shapeOfWeight } from "./model-info.js";
 import { defaultMaxMemory, planMemory, storedConcurrency } from "./memory-plan.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
 import { CodecPool } from "./pool.js";
@@ -62,7 +62,7 @@ export interface VerifyReport {
 export async function verifyModel(dir: string, options: VerifyOptions = {}): Promise<VerifyReport> {
   const started = performance.now();
   const config = await readModelConfig(dir);
-  const patternDict = patternDictOf(config, dir);
+  const { patternDict } = df11ConfigOf(config, dir);
   await using weights = await SafetensorsCollection.openDirectory(dir);
   await using original = options.against ? await SafetensorsCollection.openDirectory(options.against) : undefined;
   const recorded = recordedShapes(weights);

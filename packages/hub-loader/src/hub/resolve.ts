@@ -32,9 +32,9 @@ export interface ResolvedModel {
   readonly downloadedFiles: number;
 }
 
-/** Files a model needs: config, weights and their index, tokenizer/generation/chat-template files. */
+/** Files a model needs: config, weights and their index, tokenizer/generation/chat-template files (hidden files never). */
 export const isNeededModelFile = (path: string): boolean =>
-  !path.includes("/") && (path === "config.json" || path.endsWith(".safetensors") || path.endsWith(".safetensors.index.json") || isSideFile(path));
+  !path.includes("/") && !path.startsWith(".") && (path === "config.json" || path.endsWith(".safetensors") || path.endsWith(".safetensors.index.json") || isSideFile(path));
 
 function hubError(e: unknown, repo: RepoRef): Error {
   const err = e as { statusCode?: number; message?: string; cause?: unknown };
