@@ -11,7 +11,7 @@ import {
   type TensorLayout,
   type TensorToWrite,
 } from "@df11/hub-loader";
-import { ChecksumLedger, compressionUnits, expectedWeightShape, moduleTensors, patternDictFor, TORCH_FORMAT_KEY, type PatternDict } from "@df11/models";
+import { ChecksumLedger, compressionUnits, dfloat11ConfigOf, expectedWeightShape, moduleTensors, patternDictFor, TORCH_FORMAT_KEY, type PatternDict } from "@df11/models";
 import { CliError } from "./errors.js";
 import { dfloat11Config, dtypeBreakdown, formatDtypes, SHAPES_METADATA_KEY } from "./model-info.js";
 import { defaultMaxMemory, planMemory } from "./memory-plan.js";
@@ -64,6 +64,8 @@ export async function compressModel(input: string, output: string, options: Comp
   const started = performance.now();
   assertDistinctDirectories(input, output);
   const config = await readModelConfig(input);
+  const already = dfloat11ConfigOf(config, input); // a DFloat11 0.1.0 model is named as such here
+  if (already) throw new CliError(`${input}: already DFloat11-compressed (dfloat11_config version ${already.version}); df11 decompress gives back its BF16 model`);
   await using weights = await SafetensorsCollection.openDirectory(input);
   const descriptors = weights.names().map((n) => ({ name: n, dtype: weights.info(n).dtype, shape: weights.info(n).shape }));
   const chosen = options.patternDict
