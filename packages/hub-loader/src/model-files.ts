@@ -63,9 +63,12 @@ export async function selectWeightFiles(directory: string): Promise<WeightFileSe
   } else {
     files = visible.filter((f) => f.endsWith(".safetensors"));
   }
-  if (files.length === 0) throw new SafetensorsError(directory, index ? `${index} names no shards` : "no *.safetensors files in this directory");
   const used = new Set([...files, ...(index ? [index] : [])]);
   const ignored = entries.filter((f) => !used.has(f) && LOOKS_LIKE_WEIGHTS.test(f));
+  if (files.length === 0) {
+    const instead = ignored.length ? ` (${ignored.join(", ")} ${ignored.length === 1 ? "is" : "are"} not: df11 reads visible *.safetensors files)` : "";
+    throw new SafetensorsError(directory, index ? `${index} names no shards` : `no *.safetensors files in this directory${instead}`);
+  }
   return { files, index, weightMap, ignored };
 }
 
