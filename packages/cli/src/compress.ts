@@ -11,7 +11,7 @@ import {
   type TensorLayout,
   type TensorToWrite,
 } from "@df11/hub-loader";
-import { ChecksumLedger, compressionUnits, dfloat11ConfigOf, expectedWeightShape, moduleTensors, patternDictFor, TORCH_FORMAT_KEY, type PatternDict } from "@df11/models";
+import { ChecksumLedger, compressionUnits, dfloat11ConfigOf, expectedWeightShape, inCurrentLayout, moduleTensors, patternDictFor, TORCH_FORMAT_KEY, type PatternDict } from "@df11/models";
 import { CliError } from "./errors.js";
 import { dfloat11Config, dtypeBreakdown, formatDtypes, SHAPES_METADATA_KEY } from "./model-info.js";
 import { defaultMaxMemory, planMemory } from "./memory-plan.js";
@@ -66,7 +66,12 @@ export async function compressModel(input: string, output: string, options: Comp
   const config = await readModelConfig(input);
   const already = dfloat11ConfigOf(config, input); // a DFloat11 0.1.0 model is named as such here
   if (already) throw new CliError(`${input}: already DFloat11-compressed (dfloat11_config version ${already.version}); df11 decompress gives back its BF16 model`);
-  await using weights = await SafetensorsCollection.openDirectory(input);
+  await using stored = await SafetensorsCollection.openDirectory(input);
+  // A pre-4.52 multimodal checkpoint (gemma-3 as Google ships it) is written under the names transformers
+  // 4.52+ uses, the only ones the official loader finds with today's transformers. A caller's own
+  // pattern_dict speaks of the names as stored, so they stay.
+  const weights = options.patternDict ? stored : inCurrentLayout(stored);
+  if (weights !== stored) options.onWarning?.(`${input} stores its language model as language_model.model.* (before transformers 4.52): written as model.language_model.* (transformers 4.52+, and the official dfloat11 loader with it)`);
   const descriptors = weights.names().map((n) => ({ name: n, dtype: weights.info(n).dtype, shape: weights.info(n).shape }));
   const chosen = options.patternDict
     ? { patternDict: options.patternDict, architecture: "custom" }

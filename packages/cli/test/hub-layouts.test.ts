@@ -146,6 +146,24 @@ describe("DFloat11 Hub release layouts (tiny twins)", () => {
     expect(lm.patternDict).toEqual({ "model\\.layers\\.0": L7, "model\\.layers\\.1": L7 });
   });
 
+  it("df11 compress on gemma-3 as Google ships it: pattern for the language model's layers, names as transformers 4.52+ has them, verify --against the original across the rename", async () => {
+    const bf16 = join(refRoot, "gemma3-vlm-tiny", "bf16");
+    const out = join(work, "gemma3-vlm-ours");
+    const { stdout, stderr } = await df11("compress", bf16, "-o", out);
+    expect(stdout).toMatch(/Compressed 2 modules \(gemma3\)/);
+    expect(stderr).toMatch(/written as model\.language_model\.\*/);
+    const config = JSON.parse(readFileSync(join(out, "config.json"), "utf8"));
+    expect(config.dfloat11_config.pattern_dict).toEqual({ "model\\.language_model\\.layers\\.\\d+": L7 });
+    await using w = await SafetensorsCollection.openDirectory(out);
+    expect(w.names().filter((n) => !n.startsWith("model.language_model.") && !n.startsWith("model.vision_tower.") && !n.startsWith("model.multi_modal_projector."))).toEqual([]);
+    expect(w.info("model.language_model.embed_tokens.weight").dtype).toBe("BF16"); // tied: kept BF16
+    const verified = JSON.parse((await df11("verify", out, "--against", bf16, "--json")).stdout);
+    expect(verified).toMatchObject({ ok: true, modules: 2 });
+    const ref = await referenceOf("gemma3-vlm-tiny");
+    const generated = JSON.parse((await df11("generate", out, "--input-ids", ref.input_ids.join(","), "-n", "16", "--device", "cpu", "--json")).stdout);
+    expect(generated.tokenIds).toEqual(ref.greedy_fp32);
+  });
+
   it("a geometry no release uses (threads_per_block [256]) is refused, naming the key", async () => {
     const twin = join(work, "qwen2-tiny");
     const bad = join(work, "bad-geometry");

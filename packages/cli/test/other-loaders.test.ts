@@ -69,13 +69,15 @@ describe.skipIf(!!skipReason)(`the official dfloat11 loader, emulated on the CPU
   it("loads what df11 compress writes for every architecture (tied qwen3, gemma2/3, gemma-3 multimodal included) with transformers' logits", async () => {
     const originals: Array<[string, string]> = [
       ...["gemma2-tiny", "gemma3-tiny", "mistral-tiny", "phi3-tiny", "qwen2-tiny", "qwen3-tied-tiny"].map((n): [string, string] => [n, join(refRoot, n, "bf16")]),
-      ["gemma3-vlm-tiny (transformers 5 layout)", await gemma3CurrentLayout(join(work, "gemma3-vlm-current"))],
+      // gemma-3 as Google ships it (language_model.model.*; df11 writes it under transformers 4.52+ names) and as transformers 5 saves it.
+      ["gemma3-vlm-tiny", join(refRoot, "gemma3-vlm-tiny", "bf16")],
+      ["gemma3-vlm-current-layout", await gemma3CurrentLayout(join(work, "gemma3-vlm-current-bf16"))],
       ...fixtureNames.map((n): [string, string] => [n, join(fixturesRoot, n, "bf16")]),
     ];
     if (fixtureNames.length === 0) console.warn(`[df11 tests] official fixtures absent (${fixturesRoot}): llama-tiny and qwen3-tiny not emulated`);
     const pairs: Array<[string, string]> = [];
     for (const [name, bf16] of originals) {
-      const out = join(work, name.split(" ")[0]);
+      const out = join(work, name);
       await compressModel(bf16, out);
       pairs.push([out, bf16]);
     }

@@ -68,6 +68,32 @@ export function languageModelLayout(tensorNames: readonly string[]): LanguageMod
   return layoutOf(legacy ? "multimodal-legacy" : current ? "multimodal" : "causal-lm");
 }
 
+/**
+ * transformers 4.52 moved multimodal (LLaVA-style) models' tensors: `language_model.model.*` →
+ * `model.language_model.*`, `vision_tower.*` → `model.vision_tower.*`, `multi_modal_projector.*` →
+ * `model.multi_modal_projector.*`, `language_model.lm_head.*` → `lm_head.*` (its checkpoint key mapping).
+ * This maps a pre-4.52 name to its current one; names of any other layout stay as they are.
+ */
+export function currentLayoutName(layout: LanguageModelLayout): (name: string) => string {
+  if (layout.kind !== "multimodal-legacy") return (n) => n;
+  const rules: readonly PrefixRule[] = [
+    ["language_model.model", "model.language_model"],
+    ["language_model.lm_head", "lm_head"],
+    ["vision_tower", "model.vision_tower"],
+    ["multi_modal_projector", "model.multi_modal_projector"],
+  ];
+  return (n) => {
+    const rule = rules.find(([old]) => under(n, old));
+    return rule ? swap(n, rule[0], rule[1]) : n;
+  };
+}
+
+/** A checkpoint under the names transformers ≥ 4.52 uses (itself unless it is a pre-4.52 multimodal one). */
+export function inCurrentLayout(weights: SafetensorsCollection): SafetensorsCollection {
+  const layout = languageModelLayout(weights.names());
+  return layout.kind === "multimodal-legacy" ? weights.renamed(currentLayoutName(layout)) : weights;
+}
+
 /** A checkpoint's language model, under the usual names. */
 export interface LanguageModelWeights {
   readonly layout: LanguageModelLayout;
