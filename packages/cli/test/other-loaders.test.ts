@@ -149,3 +149,40 @@ print(json.dumps(out))
     expect(existsSync(join(dirs[1], "model.safetensors.index.json"))).toBe(true);
   });
 });
+
+describe.skipIf(!!skipReason)(`tools/peer_official_dfloat11.py, the GPU host's peer script${skipReason ? ` (skipped: ${skipReason})` : ""}`, () => {
+  it("runs end to end on the CPU with a stand-in for the package (the emulated loader), applying its shims", async () => {
+    // The real package needs a GPU (it loads its kernel with cupy on import); the lead runs it on the GPU host.
+    const stub = join(work, "stub-peer", "dfloat11");
+    await mkdir(stub, { recursive: true });
+    await writeFile(join(stub, "__init__.py"), "from .dfloat11 import DFloat11Model\n");
+    await writeFile(
+      join(stub, "dfloat11.py"),
+      `import sys
+sys.path.insert(0, ${JSON.stringify(join(repoRoot, "tools"))})
+import pkg_resources  # the imports the real module makes, served by the script's shims where absent
+from dahuffman import HuffmanCodec
+from transformers.modeling_utils import no_init_weights
+from emulate_official_loader import load_like_official
+version = "stand-in"
+class DFloat11Model:
+    @classmethod
+    def from_pretrained(cls, path, device=None, device_map="auto", attn_implementation=None, **kwargs):
+        model, placement = load_like_official(path, attn_implementation or "sdpa")
+        for name in placement["unplaced"]:
+            print(f"Cannot find module path for {name}", file=sys.stderr)
+        return model.to(device) if device else model
+`,
+    );
+    const out = join(work, "peer.json");
+    await exec(python!, [join(repoRoot, "tools", "peer_official_dfloat11.py"), "--device", "cpu", "--only", "qwen3-tied", "--out", out], {
+      env: { ...process.env, PYTHONPATH: join(work, "stub-peer") },
+      maxBuffer: 1 << 24,
+    });
+    const summary = JSON.parse(readFileSync(out, "utf8"));
+    expect(summary).toMatchObject({ ok: true, passed: 1, failed: [], peer: { dfloat11: "stand-in" } });
+    expect(summary.results[0]).toMatchObject({ model: "qwen3-tied-tiny", files: "df11 compress", finite: true, maxLogitDifference: 0, loaderWarnings: [] });
+    expect(summary.results[0].patternDict).toEqual({ "model\\.layers\\.\\d+": L7 });
+    expect(summary.results[0].greedyOfficial).toEqual(summary.results[0].greedyTransformers);
+  });
+});
