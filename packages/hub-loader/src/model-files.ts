@@ -42,18 +42,12 @@ export async function selectWeightFiles(directory: string): Promise<WeightFileSe
     throw new ModelDirectoryError(directory, `cannot list the directory (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   const visible = entries.filter((f) => !isHidden(f));
-  const indexes = visible.filter((f) => f.endsWith(".safetensors.index.json"));
-  let index: string | undefined;
-  if (indexes.includes(SAFETENSORS_INDEX)) index = SAFETENSORS_INDEX;
-  else if (indexes.length === 1) index = indexes[0];
-  else if (indexes.length > 1) {
-    throw new ModelDirectoryError(directory, `several safetensors indexes (${indexes.join(", ")}) and none is ${SAFETENSORS_INDEX}: which one is the model is ambiguous`);
-  }
+  const index = chooseIndex(visible, directory);
   let files: string[];
   let weightMap: Record<string, string> | undefined;
   if (index) {
     weightMap = await readWeightMap(join(directory, index));
-    files = [...new Set(Object.values(weightMap))].sort();
+    files = shardsOf(weightMap);
     for (const f of files) {
       if (!existsSync(join(directory, f))) {
         const tensor = Object.keys(weightMap).find((t) => weightMap![t] === f);
@@ -72,8 +66,23 @@ export async function selectWeightFiles(directory: string): Promise<WeightFileSe
   return { files, index, weightMap, ignored };
 }
 
+/**
+ * The index that says which shards are the model, among file names: `model.safetensors.index.json`, else
+ * the only `*.safetensors.index.json` (diffusers' `diffusion_pytorch_model.safetensors.index.json`), else
+ * none. Hidden files never count. Throws {@link ModelDirectoryError} when several others leave it open.
+ */
+export function chooseIndex(names: readonly string[], where: string): string | undefined {
+  const indexes = names.filter((f) => !isHidden(f) && f.endsWith(".safetensors.index.json"));
+  if (indexes.includes(SAFETENSORS_INDEX)) return SAFETENSORS_INDEX;
+  if (indexes.length > 1) throw new ModelDirectoryError(where, `several safetensors indexes (${indexes.join(", ")}) and none is ${SAFETENSORS_INDEX}: which one is the model is ambiguous`);
+  return indexes[0];
+}
+
+/** The shard names an index's weight map gives. */
+export const shardsOf = (weightMap: Readonly<Record<string, string>>): string[] => [...new Set(Object.values(weightMap))].sort();
+
 /** Read and check an index's weight map: an object of tensor → plain file name inside the directory. */
-async function readWeightMap(path: string): Promise<Record<string, string>> {
+export async function readWeightMap(path: string): Promise<Record<string, string>> {
   let index: { weight_map?: unknown };
   try {
     index = JSON.parse(await readFile(path, "utf8"));
