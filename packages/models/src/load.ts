@@ -27,6 +27,9 @@ export interface LoadCausalLMOptions extends BackendLoadOptions {
  */
 export async function loadCausalLM(directory: string, options: LoadCausalLMOptions = {}): Promise<CausalLM> {
   const device = options.device ?? "cpu";
+  // Formats df11 does not read (DFloat11 0.1.0) are named the same way whichever device runs the model.
+  const raw = await readModelConfig(directory);
+  const df11 = dfloat11ConfigOf(raw, directory);
   if (device !== "cpu") {
     const provider = await backendProvider("cuda");
     const reason = provider ? provider.unavailableReason() : "@df11/cuda-kernel is not installed (npm install @df11/cuda-kernel)";
@@ -38,8 +41,6 @@ export async function loadCausalLM(directory: string, options: LoadCausalLMOptio
     }
     if (device === "cuda") throw new ModelsError(`device cuda: ${reason}`);
   }
-  const raw = await readModelConfig(directory);
-  const df11 = dfloat11ConfigOf(raw, directory);
   const config = parseTextModelConfig(raw);
   await using files = await SafetensorsCollection.openDirectory(directory);
   // A multimodal checkpoint's language model under the usual names; a causal LM as it is.
