@@ -57,6 +57,10 @@ async function cleanOnSignal<T>(job: () => Promise<T>): Promise<T> {
   }
 }
 
+// Library warnings (e.g. weight-like files ignored beside a model) print like the CLI's own, once.
+process.removeAllListeners("warning");
+process.on("warning", (w) => process.stderr.write(`warning: ${w.message}\n`));
+
 const program = new Command("df11")
   .description("DFloat11: lossless compression of BF16 models to ~70 % (Huffman-coded exponents)")
   .version(VERSION)
@@ -117,8 +121,8 @@ withOutputOptions(
 
 program
   .command("inspect")
-  .description("per-module sizes, ratio, exponent entropy, code lengths and LUT rows of a DFloat11 model")
-  .argument("<model>", "DFloat11 model directory or Hub repo id")
+  .description("per-module sizes, ratio, exponent entropy, code lengths and LUT rows of a DFloat11 model; the stored dtypes of any model")
+  .argument("<model>", "model directory or Hub repo id (DFloat11, or any safetensors model)")
   .option("--json", "print JSON")
   .option("-t, --threads <n>", "worker threads", intOption)
   .action(async (dir: string, opts) => {

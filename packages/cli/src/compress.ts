@@ -11,9 +11,9 @@ import {
   type TensorLayout,
   type TensorToWrite,
 } from "@df11/hub-loader";
-import { ChecksumLedger, compressionUnits, expectedWeightShape, moduleTensors, patternDictFor, type PatternDict } from "@df11/models";
+import { ChecksumLedger, compressionUnits, dfloat11ConfigOf, expectedWeightShape, inCurrentLayout, moduleTensors, patternDictFor, TORCH_FORMAT_KEY, type PatternDict } from "@df11/models";
 import { CliError } from "./errors.js";
-import { dfloat11Config, SHAPES_METADATA_KEY } from "./model-info.js";
+import { dfloat11Config, dtypeBreakdown, formatDtypes, SHAPES_METADATA_KEY } from "./model-info.js";
 import { defaultMaxMemory, planMemory } from "./memory-plan.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
 import { assertDistinctDirectories, explainWriteError, finishModelDirectory } from "./output-model.js";
@@ -64,17 +64,20 @@ export async function compressModel(input: string, output: string, options: Comp
   const started = performance.now();
   assertDistinctDirectories(input, output);
   const config = await readModelConfig(input);
-  await using weights = await SafetensorsCollection.openDirectory(input);
+  const already = dfloat11ConfigOf(config, input); // a DFloat11 0.1.0 model is named as such here
+  if (already) throw new CliError(`${input}: already DFloat11-compressed (dfloat11_config version ${already.version}); df11 decompress gives back its BF16 model`);
+  await using stored = await SafetensorsCollection.openDirectory(input);
+  // A pre-4.52 multimodal checkpoint (gemma-3 as Google ships it) is written under the names transformers
+  // 4.52+ uses, the only ones the official loader finds with today's transformers. A caller's own
+  // pattern_dict speaks of the names as stored, so they stay.
+  const weights = options.patternDict ? stored : inCurrentLayout(stored);
+  if (weights !== stored) options.onWarning?.(`${input} stores its language model as language_model.model.* (before transformers 4.52): written as model.language_model.* (transformers 4.52+, and the official dfloat11 loader with it)`);
   const descriptors = weights.names().map((n) => ({ name: n, dtype: weights.info(n).dtype, shape: weights.info(n).shape }));
   const chosen = options.patternDict
     ? { patternDict: options.patternDict, architecture: "custom" }
     : patternDictFor(config, descriptors);
   const units = compressionUnits(chosen.patternDict, weights.names());
-  for (const u of units) {
-    for (const w of u.weights) {
-      if (weights.info(w).dtype !== "BF16") throw new CliError(`${w}: dtype ${weights.info(w).dtype}; DFloat11 compresses BF16 weights only`);
-    }
-  }
+  refuseUnlessBf16(input, weights, units.flatMap((u) => u.weights));
   const consumed = new Set(units.flatMap((u) => u.weights));
   const passthrough = weights.names().filter((n) => !consumed.has(n));
 
@@ -98,7 +101,10 @@ export async function compressModel(input: string, output: string, options: Comp
     ? { [SHAPES_METADATA_KEY]: JSON.stringify(Object.fromEntries(needsShapes.map((w) => [w, weights.info(w).shape]))) }
     : undefined;
   const ledger = options.checksums === false ? undefined : new ChecksumLedger(WRITER);
-  const metadata = ledger ? (tensors: readonly TensorLayout[]) => ({ ...shapesMetadata, ...ledger.metadataFor(tensors) }) : shapesMetadata;
+  // Any metadata at all says `format: pt`: accelerate refuses safetensors metadata without it.
+  const metadata = ledger
+    ? (tensors: readonly TensorLayout[]) => ({ ...shapesMetadata, ...ledger.metadataFor(tensors) })
+    : shapesMetadata && { [TORCH_FORMAT_KEY]: "pt", ...shapesMetadata };
 
   const weightBytesTotal = units.reduce((s, u) => s + u.weights.reduce((a, w) => a + weights.info(w).byteLength, 0), 0);
   const keptUncompressed: string[] = [];
@@ -180,4 +186,22 @@ export async function compressModel(input: string, output: string, options: Comp
     files,
     seconds: (performance.now() - started) / 1000,
   };
+}
+
+/**
+ * DFloat11 is lossless for BF16 weights only: refuse, before anything is written, a model with nothing
+ * to compress (no BF16 matrix: an FP16 or FP32 model) or whose matrices to compress are not all BF16,
+ * naming the dtypes found and what to do.
+ */
+function refuseUnlessBf16(input: string, weights: SafetensorsCollection, toCompress: readonly string[]): void {
+  const other = toCompress.filter((w) => weights.info(w).dtype !== "BF16");
+  if (toCompress.length > 0 && other.length === 0) return;
+  const matrices = weights.names().filter((n) => weights.info(n).shape.length >= 2);
+  const found = formatDtypes(dtypeBreakdown(weights, matrices.length ? matrices : weights.names()));
+  const what = toCompress.length === 0 ? "it has no BF16 weight matrix to compress" : `${other[0]} is ${weights.info(other[0]).dtype}`;
+  throw new CliError(
+    `${input}: nothing written: DFloat11 compresses BF16 weights (losslessly), and ${what}. Its ${matrices.length ? "matrices" : "tensors"}: ${found}. ` +
+      `Use the model's BF16 release if there is one. Converting FP16 or FP32 to BF16 first would round away mantissa bits, so df11 does not do it for you; ` +
+      `if that loss is acceptable to you, convert it yourself (e.g. in Python: model.to(torch.bfloat16).save_pretrained(...)) and compress the result.`,
+  );
 }

@@ -20,7 +20,7 @@ import {
   readRecordedChecksums,
   weightNamesOf,
 } from "@df11/models";
-import { patternDictOf, recordedShapes, shapeOfWeight } from "./model-info.js";
+import { df11ConfigOf, recordedShapes, shapeOfWeight } from "./model-info.js";
 import { defaultMaxMemory, planMemory, storedConcurrency } from "./memory-plan.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
 import { assertDistinctDirectories, explainWriteError, finishModelDirectory } from "./output-model.js";
@@ -59,7 +59,7 @@ export async function decompressModel(input: string, output: string, options: De
   const started = performance.now();
   assertDistinctDirectories(input, output);
   const config = await readModelConfig(input);
-  const patternDict = patternDictOf(config, input);
+  const { patternDict } = df11ConfigOf(config, input);
   await using weights = await SafetensorsCollection.openDirectory(input);
   const recorded = recordedShapes(weights);
   const modules = compressedModulesOf(weights.names());

@@ -1,7 +1,8 @@
 import { FORMAT_VERSION, THREADS_PER_BLOCK, BYTES_PER_THREAD } from "@df11/codec";
 import type { ModelConfig, SafetensorsCollection } from "@df11/hub-loader";
-import { expectedWeightShape, type PatternDict } from "@df11/models";
+import { dfloat11ConfigOf, expectedWeightShape, type Dfloat11Config, type PatternDict } from "@df11/models";
 import { CliError } from "./errors.js";
+import { formatBytes } from "./format-bytes.js";
 
 /** Key of the safetensors metadata entry where df11 records weight shapes it cannot derive from config. */
 export const SHAPES_METADATA_KEY = "df11.weight_shapes";
@@ -14,16 +15,36 @@ export const dfloat11Config = (patternDict: PatternDict) => ({
   pattern_dict: patternDict,
 });
 
-/** The pattern_dict of a DF11 model's config, or a CliError if it is not one. */
-export function patternDictOf(config: ModelConfig, dir: string): PatternDict {
-  const c = config.dfloat11_config as { pattern_dict?: PatternDict; threads_per_block?: number[]; bytes_per_thread?: number } | undefined;
-  if (!c || typeof c !== "object") throw new CliError(`${dir}: config.json has no dfloat11_config — not a DFloat11 model`);
-  if (!c.pattern_dict || typeof c.pattern_dict !== "object") throw new CliError(`${dir}: dfloat11_config.pattern_dict is missing`);
-  if ((c.threads_per_block?.[0] ?? THREADS_PER_BLOCK) !== THREADS_PER_BLOCK || (c.bytes_per_thread ?? BYTES_PER_THREAD) !== BYTES_PER_THREAD) {
-    throw new CliError(`${dir}: dfloat11_config uses threads_per_block ${c.threads_per_block} / bytes_per_thread ${c.bytes_per_thread}; only 512 / 8 exist`);
-  }
-  return c.pattern_dict;
+/** The validated dfloat11_config of a DF11 model's config, or a CliError if it is not one. */
+export function df11ConfigOf(config: ModelConfig, dir: string): Dfloat11Config {
+  const c = dfloat11ConfigOf(config, dir);
+  if (!c) throw new CliError(`${dir}: config.json has no dfloat11_config — not a DFloat11 model`);
+  return c;
 }
+
+/** How many tensors of one dtype, and their bytes. */
+export interface DtypeShare {
+  readonly dtype: string;
+  readonly tensors: number;
+  readonly bytes: number;
+}
+
+/** Tensors and bytes per dtype, largest share first. */
+export function dtypeBreakdown(weights: SafetensorsCollection, names: readonly string[] = weights.names()): DtypeShare[] {
+  const by = new Map<string, { dtype: string; tensors: number; bytes: number }>();
+  for (const n of names) {
+    const { dtype, byteLength } = weights.info(n);
+    const e = by.get(dtype) ?? { dtype, tensors: 0, bytes: 0 };
+    e.tensors++;
+    e.bytes += byteLength;
+    by.set(dtype, e);
+  }
+  return [...by.values()].sort((a, b) => b.bytes - a.bytes);
+}
+
+/** `F16: 240 tensors (13.1 GB), F32: 2 tensors (8.0 KB)`. */
+export const formatDtypes = (d: readonly DtypeShare[]): string =>
+  d.map((e) => `${e.dtype}: ${e.tensors} tensor${e.tensors === 1 ? "" : "s"} (${formatBytes(e.bytes)})`).join(", ");
 
 /** Shapes recorded in the files' metadata by `df11 compress` (for architectures df11 does not know). */
 export function recordedShapes(weights: SafetensorsCollection): Record<string, number[]> {

@@ -2,6 +2,7 @@ import type { VerifyReport } from "./verify.js";
 import type { CompressSummary } from "./compress.js";
 import type { InspectReport } from "./inspect.js";
 import { formatBytes, percent } from "./format-bytes.js";
+import { formatDtypes } from "./model-info.js";
 
 const table = (rows: string[][]): string => {
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
@@ -26,6 +27,15 @@ export function formatCompressSummary(s: CompressSummary, output: string): strin
 
 /** The per-module table `df11 inspect` prints. */
 export function formatInspectReport(r: InspectReport): string {
+  const stored = formatDtypes(r.uncompressedDtypes);
+  if (r.format === "plain") {
+    const bf16 = r.uncompressedDtypes.some((d) => d.dtype === "BF16");
+    return [
+      `${r.path} — not DFloat11-compressed (config.json has no dfloat11_config): ${r.uncompressedTensors} tensors, ${formatBytes(r.uncompressedBytes)}`,
+      `Stored as ${stored}`,
+      bf16 ? "df11 compress compresses its BF16 matrices" : "No BF16 tensors: DFloat11 is lossless for BF16 weights only, so df11 compress has nothing to compress here",
+    ].join("\n");
+  }
   const rows = [["module", "elements", "original", "DF11", "ratio", "bits/exp", "entropy", "code lengths", "LUT rows"]];
   for (const m of r.modules) {
     const lens = m.codeLengths.map(([, l]) => l);
@@ -44,9 +54,9 @@ export function formatInspectReport(r: InspectReport): string {
   const t = r.totals;
   rows.push(["total (compressed modules)", "", formatBytes(t.originalBytes), formatBytes(t.compressedBytes), percent(t.ratio), "", "", "", ""]);
   return [
-    `${r.path} — DFloat11 ${r.version}, ${r.modules.length} compressed modules, ${r.uncompressedTensors} uncompressed tensors (${formatBytes(r.uncompressedBytes)})`,
-    table(rows),
-    `Model: ${formatBytes(t.modelOriginalBytes)} as BF16 → ${formatBytes(t.modelBytes)} as DF11 (${percent(t.modelBytes / Math.max(1, t.modelOriginalBytes))})`,
+    `${r.path} — DFloat11 ${r.version}, ${r.modules.length} compressed modules (BF16), ${r.uncompressedTensors} uncompressed tensors (${formatBytes(r.uncompressedBytes)}${stored ? `; ${stored}` : ""})`,
+    ...(r.modules.length ? [table(rows)] : []),
+    `Model: ${formatBytes(t.modelOriginalBytes)} decompressed → ${formatBytes(t.modelBytes)} as stored (${percent(t.modelBytes / Math.max(1, t.modelOriginalBytes))})`,
   ].join("\n");
 }
 

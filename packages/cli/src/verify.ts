@@ -7,13 +7,16 @@ import {
   ChecksumMismatchError,
   compressedModulesOf,
   isModuleTensor,
+  currentLayoutName,
+  inCurrentLayout,
+  languageModelLayout,
   readDF11Module,
   readRecordedChecksums,
   weightNamesOf,
   type ChecksumLedger,
 } from "@df11/models";
 import { MODULE_TENSOR_SUFFIXES, splitWeights, type ModuleChecksums } from "@df11/codec";
-import { patternDictOf, recordedShapes, shapeOfWeight } from "./model-info.js";
+import { df11ConfigOf, recordedShapes, shapeOfWeight } from "./model-info.js";
 import { defaultMaxMemory, planMemory, storedConcurrency } from "./memory-plan.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
 import { CodecPool } from "./pool.js";
@@ -62,9 +65,12 @@ export interface VerifyReport {
 export async function verifyModel(dir: string, options: VerifyOptions = {}): Promise<VerifyReport> {
   const started = performance.now();
   const config = await readModelConfig(dir);
-  const patternDict = patternDictOf(config, dir);
+  const { patternDict } = df11ConfigOf(config, dir);
   await using weights = await SafetensorsCollection.openDirectory(dir);
-  await using original = options.against ? await SafetensorsCollection.openDirectory(options.against) : undefined;
+  await using againstFiles = options.against ? await SafetensorsCollection.openDirectory(options.against) : undefined;
+  // Compared under transformers 4.52+ names on both sides: a multimodal original may predate them.
+  const original = againstFiles && inCurrentLayout(againstFiles);
+  const currentName = currentLayoutName(languageModelLayout(weights.names()));
   const recorded = recordedShapes(weights);
   // A module in flight: stored tensors (~0.7 of its BF16 size) here and in the worker, both decodes, the
   // original's tensor when comparing.
@@ -91,10 +97,11 @@ export async function verifyModel(dir: string, options: VerifyOptions = {}): Pro
   );
 
   const compare = async (name: string, bytes: Uint8Array) => {
-    covered.add(name);
+    const key = currentName(name);
+    covered.add(key);
     if (!original) return;
-    if (!original.has(name)) throw new VerificationError(name, `not in the original model ${options.against}`);
-    const ref = await original.read(name);
+    if (!original.has(key)) throw new VerificationError(name, `not in the original model ${options.against}`);
+    const ref = await original.read(key);
     if (!Buffer.from(ref.buffer, ref.byteOffset, ref.byteLength).equals(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))) {
       throw new VerificationError(name, "differs from the original");
     }

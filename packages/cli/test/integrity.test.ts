@@ -176,7 +176,7 @@ with safe_open(sys.argv[1], framework="pt") as f:
 `;
     const { stdout } = await run(python!, ["-c", script, join(sealed, "model.safetensors")]);
     const seen = JSON.parse(stdout);
-    expect(seen.keys).toEqual(["df11.checksums", "df11.writer"]);
+    expect(seen.keys).toEqual(["df11.checksums", "df11.writer", "format"]);
     expect(seen.algorithm).toBe("df11-sum64");
     expect(seen.tensors).toBe(29);
     await using w = await SafetensorsCollection.openDirectory(sealed);

@@ -17,7 +17,7 @@ import { compressModel, decompressModel } from "../src/index.js";
 const python = process.env.DF11_PYTHON;
 const skipReason = pythonSkipReason(["torch", "transformers"], "transformers peer tests");
 
-const models = ["mistral-tiny", "qwen2-tiny", "gemma2-tiny", "gemma3-tiny", "phi3-tiny"].map((name) => ({ name, dir: join(repoRoot, "test-support", "reference-models", name) }));
+const models = ["mistral-tiny", "qwen2-tiny", "qwen3-tied-tiny", "gemma2-tiny", "gemma3-tiny", "gemma3-vlm-tiny", "phi3-tiny"].map((name) => ({ name, dir: join(repoRoot, "test-support", "reference-models", name) }));
 let work: string;
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), "df11-peers-"));

@@ -1,6 +1,7 @@
-// Architectures beyond the official fixtures (mistral with a sliding window, qwen2 with biases, gemma2
-// with soft-capping and sandwich norms, gemma3 with q/k norms and per-layer RoPE, phi3 with fused
-// projections), checked against transformers' fp32 outputs. The tiny models and their references
+// Architectures beyond the official fixtures (mistral with a sliding window, qwen2 with biases, qwen3 with
+// tied embeddings, gemma2 with soft-capping and sandwich norms, gemma3 with q/k norms and per-layer RoPE,
+// gemma-3's multimodal checkpoint with a sparse text_config, phi3 with fused projections), checked
+// against transformers' fp32 outputs. The tiny models and their references
 // were made by tools/make_reference_models.py and live in test-support/reference-models.
 import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -24,8 +25,8 @@ afterAll(async () => {
 });
 
 describe("forward pass vs transformers fp32 on every supported family", () => {
-  it("covers mistral, qwen2, gemma2, gemma3 and phi3", () => {
-    expect(names).toEqual(["gemma2-tiny", "gemma3-tiny", "mistral-tiny", "phi3-tiny", "qwen2-tiny"]);
+  it("covers mistral, qwen2, qwen3 (tied), gemma2, gemma3 (text, and multimodal in the Hub's layout) and phi3", () => {
+    expect(names).toEqual(["gemma2-tiny", "gemma3-tiny", "gemma3-vlm-tiny", "mistral-tiny", "phi3-tiny", "qwen2-tiny", "qwen3-tied-tiny"]);
   });
   for (const name of names) {
     it(`${name}: logits and greedy tokens match; its DF11 compression gives bit-identical logits`, async () => {

@@ -14,6 +14,7 @@ export * from "./dtypes.js";
 export * from "./safetensors-reader.js";
 export * from "./safetensors-writer.js";
 export * from "./safetensors-collection.js";
+export * from "./model-files.js";
 export * from "./sharded-writer.js";
 export * from "./metadata-rewrite.js";
 export * from "./atomic.js";

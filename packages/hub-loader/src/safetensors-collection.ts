@@ -1,8 +1,7 @@
-import { existsSync } from "node:fs";
+import { basename, join } from "node:path";
 import { float16ToFloat32 } from "./dtypes.js";
-import { readdir, readFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
 import { SafetensorsError } from "./errors.js";
+import { selectWeightFiles, warnIgnoredFiles, type WeightFileSelection } from "./model-files.js";
 import { SafetensorsFile, type TensorInfo } from "./safetensors-reader.js";
 
 /** A tensor's location: the file that holds it and its place there. */
@@ -10,27 +9,36 @@ export interface LocatedTensor extends TensorInfo {
   readonly file: SafetensorsFile;
 }
 
-/** Name of the index file of a sharded checkpoint. */
-export const SAFETENSORS_INDEX = "model.safetensors.index.json";
+/** Options of {@link SafetensorsCollection.openDirectory}. */
+export interface OpenDirectoryOptions {
+  /**
+   * Called with the files that look like weights but are not part of the model. Default: name them once
+   * per process as a Node warning ({@link warnIgnoredFiles}).
+   */
+  readonly onIgnoredFiles?: (directory: string, selection: WeightFileSelection) => void;
+}
 
 /**
- * Every `*.safetensors` file of a directory seen as one set of tensors — a single file or a sharded
- * checkpoint. Where a `*.safetensors.index.json` exists, its weight map is checked against the files.
+ * The weight files of a model directory seen as one set of tensors — a single file or a sharded
+ * checkpoint — chosen by {@link selectWeightFiles}: an index's shards, else the `*.safetensors` files
+ * that are not hidden. The index's weight map is checked against the files.
  */
 export class SafetensorsCollection implements AsyncDisposable {
   private constructor(
     readonly directory: string,
     readonly files: readonly SafetensorsFile[],
     private readonly byName: ReadonlyMap<string, LocatedTensor>,
+    /** Weight-like files of the directory that are not part of the model. */
+    readonly ignoredFiles: readonly string[],
+    private readonly rename: (stored: string) => string | undefined = (n) => n,
   ) {}
 
-  static async openDirectory(directory: string): Promise<SafetensorsCollection> {
-    const entries = (await readdir(directory)).sort();
-    const names = entries.filter((f) => f.endsWith(".safetensors"));
-    if (names.length === 0) throw new SafetensorsError(directory, "no *.safetensors files in this directory");
+  static async openDirectory(directory: string, options: OpenDirectoryOptions = {}): Promise<SafetensorsCollection> {
+    const selection = await selectWeightFiles(directory);
+    (options.onIgnoredFiles ?? warnIgnoredFiles)(directory, selection);
     const files: SafetensorsFile[] = [];
     try {
-      for (const n of names) files.push(await SafetensorsFile.open(join(directory, n)));
+      for (const n of selection.files) files.push(await SafetensorsFile.open(join(directory, n)));
       const byName = new Map<string, LocatedTensor>();
       for (const file of files) {
         for (const info of file.tensors.values()) {
@@ -39,14 +47,38 @@ export class SafetensorsCollection implements AsyncDisposable {
           byName.set(info.name, { ...info, file });
         }
       }
-      for (const index of entries.filter((f) => f.endsWith(".safetensors.index.json"))) {
-        await checkIndex(join(directory, index), byName);
-      }
-      return new SafetensorsCollection(directory, files, byName);
+      if (selection.index) checkWeightMap(join(directory, selection.index), selection.weightMap!, byName);
+      return new SafetensorsCollection(directory, files, byName, selection.ignored);
     } catch (e) {
       await Promise.all(files.map((f) => f.close()));
       throw e;
     }
+  }
+
+  /**
+   * The same files under other names: `rename` maps each dotted name of this collection (tensor names
+   * and module paths alike) to its name in the view, or to undefined to leave it out. Used to present a multimodal
+   * checkpoint's language model under the usual `model.*` names. The view shares the files: closing
+   * either closes both. `info(name).name` stays the name in the file.
+   */
+  renamed(rename: (stored: string) => string | undefined): SafetensorsCollection {
+    const byName = new Map<string, LocatedTensor>();
+    for (const [current, t] of this.byName) {
+      const name = rename(current);
+      if (name === undefined) continue;
+      if (byName.has(name)) throw new SafetensorsError(t.file.path, `renamed to ${name}, which another tensor already has`, t.name);
+      byName.set(name, t);
+    }
+    const outer = this.rename;
+    return new SafetensorsCollection(this.directory, this.files, byName, this.ignoredFiles, (n) => {
+      const inner = outer(n);
+      return inner === undefined ? undefined : rename(inner);
+    });
+  }
+
+  /** The name under which a stored name (tensor or module path) appears here, or undefined when left out. */
+  nameOf(stored: string): string | undefined {
+    return this.rename(stored);
   }
 
   names(): string[] {
@@ -64,7 +96,14 @@ export class SafetensorsCollection implements AsyncDisposable {
   }
 
   read(name: string): Promise<Uint8Array> {
-    return this.info(name).file.read(name);
+    const t = this.info(name);
+    return t.file.read(t.name);
+  }
+
+  /** Read a tensor's raw bytes into `target` (length ≥ its byte length), e.g. pinned staging memory. */
+  readInto(name: string, target: Uint8Array): Promise<void> {
+    const t = this.info(name);
+    return t.file.readInto(t.name, target);
   }
 
   /** Read a BF16 (or other 16-bit) tensor as raw 16-bit words. */
@@ -98,26 +137,11 @@ export class SafetensorsCollection implements AsyncDisposable {
   }
 }
 
-async function checkIndex(path: string, byName: ReadonlyMap<string, LocatedTensor>): Promise<void> {
-  let index: { weight_map?: Record<string, string> };
-  try {
-    index = JSON.parse(await readFile(path, "utf8"));
-  } catch (e) {
-    throw new SafetensorsError(path, `index is not valid JSON (${(e as Error).message})`);
-  }
-  if (typeof index?.weight_map !== "object" || index.weight_map === null) {
-    throw new SafetensorsError(path, "index has no weight_map object");
-  }
-  for (const [tensor, file] of Object.entries(index.weight_map)) {
+/** Every tensor the weight map names must be in the file it names. */
+function checkWeightMap(path: string, weightMap: Readonly<Record<string, string>>, byName: ReadonlyMap<string, LocatedTensor>): void {
+  for (const [tensor, file] of Object.entries(weightMap)) {
     const located = byName.get(tensor);
-    if (!located) {
-      if (typeof file === "string" && !existsSync(join(dirname(path), file))) {
-        throw new SafetensorsError(path, `weight_map puts it in the shard ${file}, which is missing from ${dirname(path)} (an incomplete download or copy?)`, tensor);
-      }
-      throw new SafetensorsError(path, `weight_map names ${file} but no file holds it`, tensor);
-    }
-    if (!located.file.path.endsWith(`/${file}`) && located.file.path !== file) {
-      throw new SafetensorsError(path, `weight_map says ${file} but it is in ${located.file.path}`, tensor);
-    }
+    if (!located) throw new SafetensorsError(path, `weight_map names ${file} but no file holds it`, tensor);
+    if (basename(located.file.path) !== file) throw new SafetensorsError(path, `weight_map says ${file} but it is in ${located.file.path}`, tensor);
   }
 }

@@ -1,6 +1,6 @@
 import { open, rename, rm, writeFile, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
-import { SAFETENSORS_INDEX } from "./safetensors-collection.js";
+import { SAFETENSORS_INDEX } from "./model-files.js";
 import { buildSafetensorsHeader, writeFully, type TensorLayout, type TensorToWrite } from "./safetensors-writer.js";
 
 /** Default shard size, as `transformers` uses. */

@@ -72,6 +72,31 @@ describe("Hub downloads into the shared cache", () => {
     expect(hub.log.some((l) => l.includes("README"))).toBe(false);
   });
 
+  it("a sharded repo: fetches exactly the shards its index names, not a consolidated.safetensors or a hidden file beside them", async () => {
+    const shard = (name: string, value: number) => {
+      const data = new Uint8Array(1000).fill(value);
+      return Buffer.concat([buildSafetensorsHeader(name, [{ name: `t${value}`, dtype: "U8", shape: [data.length], data }]).header, data]);
+    };
+    hub.add({
+      id: "org/sharded",
+      commit: COMMIT,
+      files: {
+        "config.json": Buffer.from(JSON.stringify({ model_type: "mistral" })),
+        "model-00001-of-00002.safetensors": shard("a", 1),
+        "model-00002-of-00002.safetensors": shard("b", 2),
+        "model.safetensors.index.json": Buffer.from(JSON.stringify({ weight_map: { t1: "model-00001-of-00002.safetensors", t2: "model-00002-of-00002.safetensors" } })),
+        "consolidated.safetensors": shard("c", 3),
+        "._model-00001-of-00002.safetensors": Buffer.alloc(4096),
+      },
+    });
+    const r = await resolveModel("org/sharded", opts());
+    expect((await readdir(r.dir)).sort()).toEqual(["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"]);
+    expect(r.downloadedFiles).toBe(4);
+    expect(hub.log.some((l) => l.includes("consolidated") || l.includes("._model"))).toBe(false);
+    const again = await resolveModel("org/sharded", opts());
+    expect(again.downloadedFiles).toBe(0); // the snapshot is complete without consolidated.safetensors
+  });
+
   it("reuses a complete cached snapshot without any request, and refreshes on demand", async () => {
     await resolveModel("org/model", opts());
     const before = hub.log.length;

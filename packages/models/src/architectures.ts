@@ -1,5 +1,7 @@
 import { ConfigError } from "./errors.js";
-import { generalizePath, type PatternDict } from "./pattern-dict.js";
+import { textConfigOf, tiedWordEmbeddings } from "./config.js";
+import { languageModelLayout } from "./language-model.js";
+import { escapePath, generalizePath, type PatternDict } from "./pattern-dict.js";
 
 /** What df11 knows about one family of architectures. */
 export interface ArchitectureSpec {
@@ -9,8 +11,8 @@ export interface ArchitectureSpec {
   readonly modelTypes: readonly string[];
   /** `architectures` entries of config.json. */
   readonly architectures: readonly string[];
-  /** The DF11 pattern_dict the official releases use for it. */
-  readonly patternDict: PatternDict;
+  /** The linear layers of one decoder layer, compressed together in this order (the official releases'). */
+  readonly layer: readonly string[];
 }
 
 const LLAMA_LIKE_LAYER = [
@@ -23,26 +25,15 @@ const LLAMA_LIKE_LAYER = [
   "mlp.down_proj",
 ];
 
-const llamaLike = (layer: readonly string[] = LLAMA_LIKE_LAYER): PatternDict => ({
-  lm_head: [],
-  "model\\.embed_tokens": [],
-  "model\\.layers\\.\\d+": layer,
-});
-
 /** The architectures df11 ships pattern_dicts for. */
 export const ARCHITECTURES: readonly ArchitectureSpec[] = [
-  { name: "llama", modelTypes: ["llama"], architectures: ["LlamaForCausalLM"], patternDict: llamaLike() },
-  { name: "mistral", modelTypes: ["mistral"], architectures: ["MistralForCausalLM"], patternDict: llamaLike() },
-  { name: "qwen2", modelTypes: ["qwen2"], architectures: ["Qwen2ForCausalLM"], patternDict: llamaLike() },
-  { name: "qwen3", modelTypes: ["qwen3"], architectures: ["Qwen3ForCausalLM"], patternDict: llamaLike() },
-  { name: "gemma2", modelTypes: ["gemma2"], architectures: ["Gemma2ForCausalLM"], patternDict: llamaLike() },
-  { name: "gemma3", modelTypes: ["gemma3_text"], architectures: ["Gemma3ForCausalLM"], patternDict: llamaLike() },
-  {
-    name: "phi3",
-    modelTypes: ["phi3"],
-    architectures: ["Phi3ForCausalLM"],
-    patternDict: llamaLike(["self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"]),
-  },
+  { name: "llama", modelTypes: ["llama"], architectures: ["LlamaForCausalLM"], layer: LLAMA_LIKE_LAYER },
+  { name: "mistral", modelTypes: ["mistral"], architectures: ["MistralForCausalLM"], layer: LLAMA_LIKE_LAYER },
+  { name: "qwen2", modelTypes: ["qwen2"], architectures: ["Qwen2ForCausalLM"], layer: LLAMA_LIKE_LAYER },
+  { name: "qwen3", modelTypes: ["qwen3"], architectures: ["Qwen3ForCausalLM"], layer: LLAMA_LIKE_LAYER },
+  { name: "gemma2", modelTypes: ["gemma2"], architectures: ["Gemma2ForCausalLM"], layer: LLAMA_LIKE_LAYER },
+  { name: "gemma3", modelTypes: ["gemma3_text", "gemma3"], architectures: ["Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"], layer: LLAMA_LIKE_LAYER },
+  { name: "phi3", modelTypes: ["phi3"], architectures: ["Phi3ForCausalLM"], layer: ["self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"] },
 ];
 
 /** The spec for a config.json, or undefined when df11 does not know its architecture. */
@@ -63,13 +54,41 @@ export interface WeightDescriptor {
 }
 
 /**
- * Generic fallback for unknown models (diffusion transformers, new LLMs): every BF16 matrix
- * `<module>.weight` is compressed alone. Layer indices become `\d+`, so the dict stays small.
+ * The pattern_dict of a known architecture, for a checkpoint whose tensors are `tensorNames`: every
+ * decoder layer's linear layers as one module; the embedding and lm_head each alone, unless the model
+ * ties them. A tied model keeps its embedding in BF16, as the official releases of tied models do
+ * (Qwen3-4B-DF11, gemma-3): loaders that build the model with transformers tie lm_head to the
+ * embedding's BF16 weight and drop the weights of the modules they decode, so a compressed tied
+ * embedding leaves lm_head without weights in them. Multimodal checkpoints (gemma-3) compress their
+ * language model's layers under its stored names.
  */
-export function genericPatternDict(weights: readonly WeightDescriptor[]): PatternDict {
+export function architecturePatternDict(spec: ArchitectureSpec, config: Record<string, unknown>, tensorNames: readonly string[]): PatternDict {
+  const layout = languageModelLayout(tensorNames);
+  const stored = (usual: string) => escapePath(layout.storedName(usual));
+  const dict: Record<string, readonly string[]> = {};
+  if (!tiedWordEmbeddings(config)) {
+    dict[stored("lm_head")] = [];
+    dict[stored("model.embed_tokens")] = [];
+  }
+  dict[`${stored("model.layers")}\\.\\d+`] = spec.layer;
+  return dict;
+}
+
+/**
+ * Generic fallback for unknown models (diffusion transformers, new LLMs): every BF16 matrix
+ * `<module>.weight` is compressed alone. Layer indices become `\d+`, so the dict stays small. A matrix
+ * of the embedding's shape [vocab_size, hidden_size] stays BF16 when the model may tie it to its output
+ * head (`tie_word_embeddings` true, or unsaid with only one such matrix), for the reason
+ * {@link architecturePatternDict} gives.
+ */
+export function genericPatternDict(weights: readonly WeightDescriptor[], config: Record<string, unknown> = {}): PatternDict {
+  const matrices = weights.filter((w) => w.dtype === "BF16" && w.shape.length === 2 && w.name.endsWith(".weight"));
+  const text = textConfigOf(config);
+  const isEmbeddingShaped = (w: WeightDescriptor) => w.shape[0] === text.vocab_size && w.shape[1] === text.hidden_size;
+  const tied = tiedWordEmbeddings(config) ?? matrices.filter(isEmbeddingShaped).length === 1;
   const dict: Record<string, string[]> = {};
-  for (const w of weights) {
-    if (w.dtype !== "BF16" || w.shape.length !== 2 || !w.name.endsWith(".weight")) continue;
+  for (const w of matrices) {
+    if (tied && isEmbeddingShaped(w)) continue;
     dict[generalizePath(w.name.slice(0, -".weight".length))] = [];
   }
   return dict;
@@ -80,8 +99,8 @@ export function patternDictFor(config: Record<string, unknown>, weights: readonl
   patternDict: PatternDict;
   architecture: string;
 } {
-  if ("dfloat11_config" in config) throw new ConfigError("dfloat11_config", "this model is already DFloat11-compressed");
+  if ("dfloat11_config" in config || "dfloat11_version" in config) throw new ConfigError("dfloat11_config", "this model is already DFloat11-compressed");
   const spec = findArchitecture(config);
-  if (spec) return { patternDict: spec.patternDict, architecture: spec.name };
-  return { patternDict: genericPatternDict(weights), architecture: "generic" };
+  if (spec) return { patternDict: architecturePatternDict(spec, config, weights.map((w) => w.name)), architecture: spec.name };
+  return { patternDict: genericPatternDict(weights, config), architecture: "generic" };
 }

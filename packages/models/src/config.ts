@@ -84,11 +84,65 @@ const FAMILY_BY_MODEL_TYPE: Record<string, Family> = {
   phi3: "phi3",
 };
 
+/**
+ * What transformers' config classes (5.x) assume for the keys df11 reads when config.json leaves them
+ * out. Nested `text_config`s are saved as a diff against these (gemma-3's Hub configs give little more
+ * than the sizes), so a missing key means the class default, not a guess of ours.
+ */
+const CLASS_DEFAULTS: Record<Family, Raw> = {
+  llama: { rms_norm_eps: 1e-6, rope_theta: 10000, max_position_embeddings: 2048, tie_word_embeddings: false, bos_token_id: 1, eos_token_id: 2 },
+  mistral: { rms_norm_eps: 1e-6, rope_theta: 10000, max_position_embeddings: 131072, sliding_window: 4096, tie_word_embeddings: false, bos_token_id: 1, eos_token_id: 2 },
+  qwen2: { rms_norm_eps: 1e-6, rope_theta: 10000, max_position_embeddings: 32768, sliding_window: null, use_sliding_window: false, max_window_layers: 28, tie_word_embeddings: false },
+  qwen3: { rms_norm_eps: 1e-6, rope_theta: 10000, max_position_embeddings: 32768, sliding_window: null, use_sliding_window: false, max_window_layers: 28, tie_word_embeddings: false, head_dim: 128 },
+  gemma2: {
+    vocab_size: 256000, hidden_size: 2304, intermediate_size: 9216, num_hidden_layers: 26, num_attention_heads: 8, num_key_value_heads: 4, head_dim: 256,
+    hidden_activation: "gelu_pytorch_tanh", max_position_embeddings: 8192, rms_norm_eps: 1e-6, rope_theta: 10000, query_pre_attn_scalar: 256,
+    sliding_window: 4096, final_logit_softcapping: 30, attn_logit_softcapping: 50, tie_word_embeddings: true, bos_token_id: 2, eos_token_id: 1,
+  },
+  gemma3: {
+    vocab_size: 262208, hidden_size: 2304, intermediate_size: 9216, num_hidden_layers: 26, num_attention_heads: 8, num_key_value_heads: 4, head_dim: 256,
+    hidden_activation: "gelu_pytorch_tanh", max_position_embeddings: 131072, rms_norm_eps: 1e-6, rope_theta: 1_000_000, rope_local_base_freq: 10000,
+    query_pre_attn_scalar: 256, sliding_window: 4096, sliding_window_pattern: 6, final_logit_softcapping: null, attn_logit_softcapping: null,
+    tie_word_embeddings: true, bos_token_id: 2, eos_token_id: 1,
+  },
+  phi3: { rms_norm_eps: 1e-5, rope_theta: 10000, max_position_embeddings: 4096, sliding_window: null, tie_word_embeddings: false, bos_token_id: 1, eos_token_id: 32000 },
+};
+
+/** The family of a config.json (its `text_config`'s model type first), or undefined when df11 does not run it. */
+export function familyOf(raw: Raw): Family | undefined {
+  const nested = raw.text_config as Raw | undefined;
+  return FAMILY_BY_MODEL_TYPE[String(nested?.model_type ?? raw.model_type ?? "")];
+}
+
+/**
+ * The text model's settings of a config.json: its `text_config` (multimodal models) or the config
+ * itself, over its class's defaults where df11 knows the family. What `dimensionsOf` and
+ * {@link parseTextModelConfig} read.
+ */
+export function textConfigOf(raw: Raw): Raw {
+  const c = (raw.text_config as Raw | undefined) ?? raw;
+  const family = familyOf(raw);
+  return family ? { ...CLASS_DEFAULTS[family], ...c } : c;
+}
+
+/**
+ * Whether the output head shares the input embedding's weights (transformers ties them): config.json's
+ * `tie_word_embeddings` (top level, as transformers reads it; else the text config's), else the class
+ * default of a known family; undefined for an unknown model type that does not say.
+ */
+export function tiedWordEmbeddings(raw: Raw): boolean | undefined {
+  const nested = raw.text_config as Raw | undefined;
+  const v = raw.tie_word_embeddings ?? nested?.tie_word_embeddings;
+  if (typeof v === "boolean") return v;
+  const family = familyOf(raw);
+  return family ? (CLASS_DEFAULTS[family].tie_word_embeddings as boolean) : undefined;
+}
+
 /** Parse the RoPE settings of one rope dict (`rope_scaling` merged with `rope_theta`, or a `rope_parameters` entry). */
-function parseRope(params: Raw, where: string, fallbackPartialRotaryFactor: number): RopeSettings {
+function parseRope(params: Raw, where: string, fallbackPartialRotaryFactor: number, fallbackTheta: number): RopeSettings {
   const type = (params.rope_type ?? params.type ?? "default") as string;
   const partialRotaryFactor = num(params, "partial_rotary_factor", fallbackPartialRotaryFactor, (v) => v > 0 && v <= 1);
-  const theta = num(params, "rope_theta", 10000);
+  const theta = num(params, "rope_theta", fallbackTheta);
   if (type === "default") return { type, theta, partialRotaryFactor };
   if (type === "linear") return { type, theta, partialRotaryFactor, factor: num(params, "factor") };
   if (type === "llama3") {
@@ -107,15 +161,16 @@ function parseRope(params: Raw, where: string, fallbackPartialRotaryFactor: numb
 
 /**
  * Parse and validate a text model's config.json (llama, mistral, qwen2, qwen3, gemma2, gemma3 text,
- * phi3). Unknown or unsupported settings raise {@link ConfigError} naming the key.
+ * phi3; a multimodal model's `text_config`, e.g. gemma-3's). Keys left out take their transformers
+ * class default. Unknown or unsupported settings raise {@link ConfigError} naming the key.
  */
 export function parseTextModelConfig(raw: Raw): TextModelConfig {
-  const c = (raw.text_config as Raw | undefined) ?? raw;
-  const modelType = String(c.model_type ?? raw.model_type ?? "");
-  const family = FAMILY_BY_MODEL_TYPE[modelType];
+  const family = familyOf(raw);
   if (!family) {
+    const modelType = String((raw.text_config as Raw | undefined)?.model_type ?? raw.model_type ?? "");
     throw new ConfigError("model_type", `"${modelType}" is not supported (supported: ${Object.keys(FAMILY_BY_MODEL_TYPE).join(", ")})`);
   }
+  const c = textConfigOf(raw);
   const hiddenSize = int(c, "hidden_size");
   const numHeads = int(c, "num_attention_heads");
   const numKvHeads = int(c, "num_key_value_heads", numHeads);
@@ -153,24 +208,27 @@ export function parseTextModelConfig(raw: Raw): TextModelConfig {
   const rp = c.rope_parameters as Raw | undefined;
   if (rp && typeof rp === "object") {
     const perType = "full_attention" in rp || "sliding_attention" in rp;
+    const globalTheta = num(c, "rope_theta", 10000);
     rope = slidingWindow.map((w, i) => {
-      if (!perType) return parseRope(rp, "rope_parameters", partial);
+      if (!perType) return parseRope(rp, "rope_parameters", partial, globalTheta);
       const kind = layerTypes?.[i] ?? (w ? "sliding_attention" : "full_attention");
       const p = rp[kind] as Raw | undefined;
       if (!p) throw new ConfigError(`rope_parameters.${kind}`, "missing");
-      return parseRope(p, `rope_parameters.${kind}`, partial);
+      return parseRope(p, `rope_parameters.${kind}`, partial, kind === "sliding_attention" ? num(c, "rope_local_base_freq", globalTheta) : globalTheta);
     });
   } else {
     const scaling = c.rope_scaling as Raw | null | undefined;
     if (scaling !== null && scaling !== undefined && typeof scaling !== "object") throw new ConfigError("rope_scaling", "expected an object or null");
-    const global = parseRope({ ...(scaling ?? {}), rope_theta: c.rope_theta ?? 10000 }, "rope_scaling", partial);
-    const local = family === "gemma3" ? parseRope({ rope_theta: c.rope_local_base_freq ?? 10000 }, "rope_local_base_freq", partial) : global;
+    const global = parseRope({ ...(scaling ?? {}), rope_theta: c.rope_theta ?? 10000 }, "rope_scaling", partial, 10000);
+    const local = family === "gemma3" ? parseRope({ rope_theta: c.rope_local_base_freq ?? 10000 }, "rope_local_base_freq", partial, 10000) : global;
     rope = slidingWindow.map((w) => (w ? local : global));
   }
 
-  const eos = c.eos_token_id ?? raw.eos_token_id;
+  // Token ids given anywhere (text config, then top level: gemma-3 keeps [1, 106] there) beat the class default.
+  const given = (raw.text_config as Raw | undefined) ?? raw;
+  const eos = given.eos_token_id ?? raw.eos_token_id ?? c.eos_token_id;
   const eosTokenIds = eos === undefined || eos === null ? [] : Array.isArray(eos) ? (eos as number[]) : [eos as number];
-  const bos = c.bos_token_id ?? raw.bos_token_id;
+  const bos = given.bos_token_id ?? raw.bos_token_id ?? c.bos_token_id;
   const queryScalar = gemma ? num(c, "query_pre_attn_scalar", headDim) : headDim;
 
   return {
@@ -184,7 +242,7 @@ export function parseTextModelConfig(raw: Raw): TextModelConfig {
     headDim,
     rmsNormEps: num(c, "rms_norm_eps", 1e-6),
     activation,
-    tieWordEmbeddings: bool(raw, "tie_word_embeddings", gemma),
+    tieWordEmbeddings: tiedWordEmbeddings(raw)!,
     attentionBias: family === "qwen2" ? true : bool(c, "attention_bias", false),
     outputProjectionBias: family === "qwen2" ? false : bool(c, "attention_bias", false),
     mlpBias: bool(c, "mlp_bias", false),

@@ -14,6 +14,8 @@ export * from "./pattern-dict.js";
 export * from "./architectures.js";
 export * from "./shapes.js";
 export * from "./df11-checkpoint.js";
+export * from "./dfloat11-config.js";
+export * from "./language-model.js";
 export * from "./integrity.js";
 export * from "./config.js";
 export * from "./rope.js";

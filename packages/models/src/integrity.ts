@@ -6,6 +6,11 @@ import { ChecksumMismatchError, ModelsError } from "./errors.js";
 export const CHECKSUMS_METADATA_KEY = "df11.checksums";
 /** safetensors `__metadata__` key naming the df11 version that wrote the file. */
 export const WRITER_METADATA_KEY = "df11.writer";
+/**
+ * The `__metadata__` key transformers' `save_pretrained` writes (`"pt"`). Files df11 gives metadata carry it
+ * too: accelerate's loader refuses safetensors metadata without it.
+ */
+export const TORCH_FORMAT_KEY = "format";
 
 /**
  * What one file records (the value of `df11.checksums`): df11-sum64 checksums of its compressed modules
@@ -33,7 +38,7 @@ export class ChecksumLedger {
     this.tensors.set(name, hex);
   }
 
-  /** The `__metadata__` entries of a shard holding `tensors`. */
+  /** The `__metadata__` entries of a shard holding `tensors` (with `format: pt`). */
   metadataFor(tensors: readonly TensorLayout[]): Record<string, string> {
     const record: { algorithm: string; modules: Record<string, ModuleChecksums>; tensors: Record<string, string> } = {
       algorithm: CHECKSUM_ALGORITHM,
@@ -46,7 +51,7 @@ export class ChecksumLedger {
       else if (this.tensors.has(t.name)) record.tensors[t.name] = this.tensors.get(t.name)!;
       else throw new ModelsError(`${t.name}: written without a checksum (internal error)`);
     }
-    return { [WRITER_METADATA_KEY]: this.writer, [CHECKSUMS_METADATA_KEY]: JSON.stringify(record) };
+    return { [TORCH_FORMAT_KEY]: "pt", [WRITER_METADATA_KEY]: this.writer, [CHECKSUMS_METADATA_KEY]: JSON.stringify(record) };
   }
 }
 
@@ -94,12 +99,20 @@ export function readRecordedChecksums(weights: SafetensorsCollection): RecordedC
       if (typeof v !== "string" || !HEX16.test(v)) throw bad(`${where}: ${JSON.stringify(v)} is not 16 hex digits`);
       return v;
     };
-    for (const [path, sums] of Object.entries(record.modules ?? {})) {
-      checkHex(`${path}.weights`, sums?.weights);
-      for (const s of MODULE_TENSOR_SUFFIXES) stored.set(`${path}.${s}`, checkHex(`${path}.${s}`, sums[s]));
+    // Records name tensors as stored; a renamed view (a multimodal model's language model) keys them its way.
+    for (const [storedPath, sums] of Object.entries(record.modules ?? {})) {
+      checkHex(`${storedPath}.weights`, sums?.weights);
+      for (const s of MODULE_TENSOR_SUFFIXES) checkHex(`${storedPath}.${s}`, sums[s]);
+      const path = weights.nameOf(storedPath);
+      if (path === undefined) continue;
+      for (const s of MODULE_TENSOR_SUFFIXES) stored.set(`${path}.${s}`, sums[s]);
       modules.set(path, sums);
     }
-    for (const [name, hex] of Object.entries(record.tensors ?? {})) stored.set(name, checkHex(name, hex));
+    for (const [storedName, hex] of Object.entries(record.tensors ?? {})) {
+      checkHex(storedName, hex);
+      const name = weights.nameOf(storedName);
+      if (name !== undefined) stored.set(name, hex);
+    }
   }
   return { modules, stored, filesWithout, writers: [...writers] };
 }

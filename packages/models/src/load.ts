@@ -3,8 +3,9 @@ import { backendProvider, type BackendLoadOptions } from "./backend-registry.js"
 import { CausalLM } from "./causal-lm.js";
 import { CpuBackend } from "./cpu-backend.js";
 import { parseTextModelConfig } from "./config.js";
-import { ConfigError, ModelsError } from "./errors.js";
-import type { PatternDict } from "./pattern-dict.js";
+import { ModelsError } from "./errors.js";
+import { dfloat11ConfigOf } from "./dfloat11-config.js";
+import { languageModelOf } from "./language-model.js";
 import { Bf16WeightStore, Df11WeightStore } from "./weight-store.js";
 import { checksumHex, decodeModule } from "@df11/codec";
 import { compressedModulesOf, readDF11Module } from "./df11-checkpoint.js";
@@ -16,7 +17,9 @@ export interface LoadCausalLMOptions extends BackendLoadOptions {
 }
 
 /**
- * Load a causal LM from a model directory, BF16 or DFloat11 (detected by `dfloat11_config`). On the CPU
+ * Load a causal LM from a model directory, BF16 or DFloat11 (detected by `dfloat11_config`; every
+ * layout the DFloat11 releases use since 0.2.0). A multimodal checkpoint (gemma-3) loads its language
+ * model and leaves the vision parts out (see {@link languageModelOf}). On the CPU
  * only a DF11 model's compressed modules are held, each decoded just before use; `device: "cuda"` runs
  * it on the GPU through @df11/cuda-kernel (which must be installed). Stored tensors are checked against
  * the checksums the files record (if any) unless `checkStored` is false; `verifyWeights` also decodes
@@ -24,6 +27,9 @@ export interface LoadCausalLMOptions extends BackendLoadOptions {
  */
 export async function loadCausalLM(directory: string, options: LoadCausalLMOptions = {}): Promise<CausalLM> {
   const device = options.device ?? "cpu";
+  // Formats df11 does not read (DFloat11 0.1.0) are named the same way whichever device runs the model.
+  const raw = await readModelConfig(directory);
+  const df11 = dfloat11ConfigOf(raw, directory);
   if (device !== "cpu") {
     const provider = await backendProvider("cuda");
     const reason = provider ? provider.unavailableReason() : "@df11/cuda-kernel is not installed (npm install @df11/cuda-kernel)";
@@ -35,13 +41,10 @@ export async function loadCausalLM(directory: string, options: LoadCausalLMOptio
     }
     if (device === "cuda") throw new ModelsError(`device cuda: ${reason}`);
   }
-  const raw = await readModelConfig(directory);
   const config = parseTextModelConfig(raw);
-  await using weights = await SafetensorsCollection.openDirectory(directory);
-  const df11 = raw.dfloat11_config as { pattern_dict?: PatternDict } | undefined;
-  if (df11 !== undefined && (typeof df11 !== "object" || !df11.pattern_dict)) {
-    throw new ConfigError("dfloat11_config.pattern_dict", "missing");
-  }
+  await using files = await SafetensorsCollection.openDirectory(directory);
+  // A multimodal checkpoint's language model under the usual names; a causal LM as it is.
+  const { weights, patternDict } = languageModelOf(files, df11?.patternDict);
   const recorded = readRecordedChecksums(weights);
   if (options.checkStored !== false) await checkStoredTensors(weights, recorded);
   if (options.verifyWeights && df11) {
@@ -49,6 +52,6 @@ export async function loadCausalLM(directory: string, options: LoadCausalLMOptio
       checkDecodedWeights(path, recorded, checksumHex(decodeModule(await readDF11Module(weights, path))));
     }
   }
-  const store = df11 ? await Df11WeightStore.load(weights, df11.pattern_dict!) : await Bf16WeightStore.load(weights);
+  const store = patternDict ? await Df11WeightStore.load(weights, patternDict) : await Bf16WeightStore.load(weights);
   return new CausalLM(config, new CpuBackend(config, store, options.maxContext));
 }

@@ -59,21 +59,30 @@ export function compressionUnits(patternDict: PatternDict, tensorNames: readonly
   return units;
 }
 
+/** The pattern_dict entry whose pattern full-matches a module path: the pattern and its sub-modules. */
+export function patternEntryOf(patternDict: PatternDict, module: string): { pattern: string; subs: readonly string[] } {
+  for (const [pattern, subs] of Object.entries(patternDict)) {
+    if (fullMatcher(pattern).test(module)) return { pattern, subs };
+  }
+  throw new WeightLayoutError(module, "compressed module matches no pattern of dfloat11_config.pattern_dict");
+}
+
 /**
  * Weight tensor names of a compressed module, from the pattern_dict entry whose pattern matches it.
  */
 export function weightNamesOf(patternDict: PatternDict, module: string): string[] {
-  for (const [pattern, subs] of Object.entries(patternDict)) {
-    if (fullMatcher(pattern).test(module)) {
-      return subs.length === 0 ? [`${module}.weight`] : subs.map((s) => `${module}.${s}.weight`);
-    }
-  }
-  throw new WeightLayoutError(module, "compressed module matches no pattern of dfloat11_config.pattern_dict");
+  const { subs } = patternEntryOf(patternDict, module);
+  return subs.length === 0 ? [`${module}.weight`] : subs.map((s) => `${module}.${s}.weight`);
 }
+
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+/** A module path as a pattern matching exactly it. */
+export const escapePath = (module: string): string => escapeRegExp(module);
 
 /** Escape a module path for use as a pattern, turning layer indices into `\d+`. */
 export const generalizePath = (module: string): string =>
   module
     .split(".")
-    .map((p) => (/^\d+$/.test(p) ? "\\d+" : p.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))
+    .map((p) => (/^\d+$/.test(p) ? "\\d+" : escapeRegExp(p)))
     .join("\\.");

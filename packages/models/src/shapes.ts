@@ -1,3 +1,4 @@
+import { textConfigOf } from "./config.js";
 import { ConfigError } from "./errors.js";
 
 const positiveInt = (config: Record<string, unknown>, key: string, fallback?: number): number => {
@@ -18,9 +19,9 @@ export interface Dimensions {
   readonly headDim: number;
 }
 
-/** Read the dimensions from a config.json (text configs nested under `text_config` included). */
+/** Read the dimensions from a config.json (text configs nested under `text_config` included, over their class defaults). */
 export function dimensionsOf(rawConfig: Record<string, unknown>): Dimensions {
-  const config = (rawConfig.text_config as Record<string, unknown> | undefined) ?? rawConfig;
+  const config = textConfigOf(rawConfig);
   const hidden = positiveInt(config, "hidden_size");
   const heads = positiveInt(config, "num_attention_heads");
   const kvHeads = positiveInt(config, "num_key_value_heads", heads);
@@ -40,6 +41,8 @@ export function dimensionsOf(rawConfig: Record<string, unknown>): Dimensions {
  * undefined for a name it does not know.
  */
 export function expectedWeightShape(config: Record<string, unknown>, tensor: string): number[] | undefined {
+  // A vision tower's or projector's linear layers are not sized by the text config.
+  if (/(^|\.)(vision_tower|vision_model|multi_modal_projector|visual|audio_tower)\./.test(tensor)) return undefined;
   const d = dimensionsOf(config);
   const suffix = tensor.replace(/^.*?(?=(self_attn|mlp)\.)/, "");
   if (/(^|\.)embed_tokens\.weight$/.test(tensor) || /(^|\.)lm_head\.weight$/.test(tensor)) return [d.vocab, d.hidden];

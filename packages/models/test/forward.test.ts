@@ -93,7 +93,9 @@ describe("config parsing", () => {
     const l3 = parseTextModelConfig({ ...base, rope_theta: 5e5, rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 } });
     expect(l3.rope[0]).toMatchObject({ type: "llama3", factor: 8 });
     expect(parseTextModelConfig({ ...base, rope_parameters: { rope_type: "linear", factor: 2, rope_theta: 1e4 } }).rope[1]).toMatchObject({ type: "linear", factor: 2 });
-    expect(parseTextModelConfig({ ...base, model_type: "qwen3" })).toMatchObject({ qkNorm: true, headDim: 16 });
+    // Qwen3Config's head_dim defaults to 128, not hidden_size / heads (transformers 5).
+    expect(parseTextModelConfig({ ...base, model_type: "qwen3" })).toMatchObject({ qkNorm: true, headDim: 128 });
+    expect(parseTextModelConfig({ ...base, model_type: "qwen3", head_dim: 16 })).toMatchObject({ headDim: 16 });
     expect(parseTextModelConfig({ ...base, model_type: "qwen2" })).toMatchObject({ attentionBias: true, outputProjectionBias: false });
   });
   it("names the offending key", () => {

@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, readFile, readdir, readlink, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
+import { chooseIndex, readWeightMap, shardsOf } from "../model-files.js";
 
 /** A model repository and revision, as written `org/name[@revision]`. */
 export interface RepoRef {
@@ -105,11 +106,15 @@ export class RepoCache {
     const files = new Set(await this.snapshotFiles(commit));
     const missing: string[] = [];
     if (!files.has("config.json")) missing.push("config.json");
-    const index = [...files].find((f) => f.endsWith(".safetensors.index.json"));
+    let index: string | undefined;
+    try {
+      index = chooseIndex([...files], this.snapshotDir(commit));
+    } catch {
+      // Several indexes: loading will say so; the snapshot holds what the Hub has.
+    }
     if (index) {
       try {
-        const map = JSON.parse(await readFile(join(this.snapshotDir(commit), index), "utf8")).weight_map ?? {};
-        for (const shard of new Set(Object.values(map) as string[])) if (!files.has(shard)) missing.push(shard);
+        for (const shard of shardsOf(await readWeightMap(join(this.snapshotDir(commit), index)))) if (!files.has(shard)) missing.push(shard);
       } catch {
         missing.push(`${index} (unreadable)`);
       }

@@ -26,7 +26,7 @@ export async function listCachedModels(cacheDir = hubEnvironment().cacheDir): Pr
     if (revisions[0]) {
       try {
         const config = JSON.parse(await readFile(join(revisions[0].path, "config.json"), "utf8"));
-        format = config.dfloat11_config ? "df11" : config.torch_dtype === "bfloat16" || config.dtype === "bfloat16" ? "bf16" : "unknown";
+        format = config.dfloat11_config || config.dfloat11_version ? "df11" : config.torch_dtype === "bfloat16" || config.dtype === "bfloat16" ? "bf16" : "unknown";
       } catch {
         // no config in this snapshot
       }

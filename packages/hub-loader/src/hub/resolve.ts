@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { resolve as resolvePath } from "node:path";
 import { HubAuthError, HubError, HubLoaderError, HubNetworkError, HubNotFoundError, OfflineCacheMissError } from "../errors.js";
 import { isSideFile } from "../model-directory.js";
+import { chooseIndex, readWeightMap, shardsOf } from "../model-files.js";
 import { parseRepoRef, RepoCache, type RepoRef } from "./cache-layout.js";
 import { downloadBlob, type RemoteFile } from "./download.js";
 import { hubEnvironment, type HubEnvironment } from "./environment.js";
@@ -32,9 +33,9 @@ export interface ResolvedModel {
   readonly downloadedFiles: number;
 }
 
-/** Files a model needs: config, weights and their index, tokenizer/generation/chat-template files. */
+/** Files a model needs: config, weights and their index, tokenizer/generation/chat-template files (hidden files never). */
 export const isNeededModelFile = (path: string): boolean =>
-  !path.includes("/") && (path === "config.json" || path.endsWith(".safetensors") || path.endsWith(".safetensors.index.json") || isSideFile(path));
+  !path.includes("/") && !path.startsWith(".") && (path === "config.json" || path.endsWith(".safetensors") || path.endsWith(".safetensors.index.json") || isSideFile(path));
 
 function hubError(e: unknown, repo: RepoRef): Error {
   const err = e as { statusCode?: number; message?: string; cause?: unknown };
@@ -79,7 +80,7 @@ export async function resolveModel(spec: string, options: ResolveOptions = {}): 
   const { listFiles, modelInfo } = await import("@huggingface/hub");
   const credentials = { hubUrl: env.endpoint, accessToken: env.token, fetch: options.fetch };
   let commit: string;
-  const remote: RemoteFile[] = [];
+  let remote: RemoteFile[] = [];
   try {
     const info = (await modelInfo({ name: repo.id, revision: repo.revision, additionalFields: ["sha"], ...credentials })) as { sha?: string };
     if (!info.sha) throw new HubError(`${repo.id}: the Hub did not say which commit "${repo.revision}" is`);
@@ -101,6 +102,24 @@ export async function resolveModel(spec: string, options: ResolveOptions = {}): 
   if (!remote.some((f) => f.path === "config.json")) throw new HubNotFoundError(repo.id, `revision ${repo.revision} has no config.json`);
 
   const etagOf = (f: RemoteFile) => (f.sha256 ?? f.gitSha1)!;
+  const fetchOne = (f: RemoteFile, onBytes?: (n: number) => void) => downloadBlob(f, cache.blobPath(etagOf(f)), { token: env.token, fetch: options.fetch, onBytes });
+  // The same rule as loading: with an index, exactly the shards it names (not a consolidated.safetensors beside them).
+  let index: string | undefined;
+  try {
+    index = chooseIndex(remote.map((f) => f.path), repo.id);
+  } catch {
+    // several indexes: fetch them all; loading names the ambiguity
+  }
+  let fetchedFirst = 0;
+  if (index) {
+    const indexFile = remote.find((f) => f.path === index)!;
+    if ((await cache.blobSize(etagOf(indexFile))) !== indexFile.size) {
+      await fetchOne(indexFile);
+      fetchedFirst++;
+    }
+    const shards = new Set(shardsOf(await readWeightMap(cache.blobPath(etagOf(indexFile)))));
+    remote = remote.filter((f) => !f.path.endsWith(".safetensors") || shards.has(f.path));
+  }
   const todo: RemoteFile[] = [];
   for (const f of remote) if ((await cache.blobSize(etagOf(f))) !== f.size) todo.push(f);
   const bytesTotal = todo.reduce((s, f) => s + f.size, 0);
@@ -109,18 +128,14 @@ export async function resolveModel(spec: string, options: ResolveOptions = {}): 
   const report = () => options.onProgress?.({ filesDone, filesTotal: todo.length, bytesDone, bytesTotal });
   report();
   await eachLimited(todo, options.concurrency ?? 4, async (f) => {
-    await downloadBlob(f, cache.blobPath(etagOf(f)), {
-      token: env.token,
-      fetch: options.fetch,
-      onBytes: (n) => {
-        bytesDone += n;
-        report();
-      },
+    await fetchOne(f, (n) => {
+      bytesDone += n;
+      report();
     });
     filesDone++;
     report();
   });
   for (const f of remote) await cache.linkSnapshotFile(commit, f.path, etagOf(f));
   await cache.writeRef(repo.revision, commit);
-  return { dir: cache.snapshotDir(commit), repo, commit, downloadedFiles: todo.length };
+  return { dir: cache.snapshotDir(commit), repo, commit, downloadedFiles: fetchedFirst + todo.length };
 }
