@@ -1,6 +1,8 @@
 import { readModelConfig, SafetensorsCollection } from "@df11/hub-loader";
 import {
   ConfigError,
+  dfloat11ConfigOf,
+  languageModelOf,
   parseTextModelConfig,
   readRecordedChecksums,
   ropeTable,
@@ -8,7 +10,6 @@ import {
   type Backend,
   type BackendTensor,
   type LinearWeight,
-  type PatternDict,
   type StepRows,
   type BackendMemory,
   type TextModelConfig,
@@ -229,9 +230,8 @@ export class CudaBackend implements Backend<CudaTensor> {
   static async load(directory: string, options: CudaBackendOptions = {}): Promise<CudaBackend> {
     if (options.device !== undefined) setDevice(options.device);
     const raw = await readModelConfig(directory);
+    const dfc = dfloat11ConfigOf(raw, directory);
     const config = parseTextModelConfig(raw);
-    const df11 = raw.dfloat11_config as { pattern_dict?: PatternDict } | undefined;
-    if (df11 !== undefined && (typeof df11 !== "object" || !df11.pattern_dict)) throw new ConfigError("dfloat11_config.pattern_dict", "missing");
     if (config.headDim % 8 !== 0 || config.headDim > 256) throw new ConfigError("head_dim", `${config.headDim}: the CUDA backend needs a multiple of 8 up to 256`);
     const maxContext = options.maxContext ?? Math.min(config.maxPositionEmbeddings, DEFAULT_MAX_CONTEXT);
     const slots = options.slots ?? 1;
@@ -242,30 +242,32 @@ export class CudaBackend implements Backend<CudaTensor> {
       if (!Number.isInteger(v) || v < 1) throw new RangeError(`${k} must be a positive integer, got ${v}`);
     }
     if (!["auto", "fused", "huffman", "bf16"].includes(requested)) throw new RangeError(`gpuWeights must be auto, fused, huffman or bf16, got ${JSON.stringify(requested)}`);
-    if (requested === "huffman" && !df11) throw new ConfigError("gpuWeights", "huffman keeps DF11 modules as stored, and this model is BF16: use fused (the default) or bf16");
-    await using weights = await SafetensorsCollection.openDirectory(directory);
+    if (requested === "huffman" && !dfc) throw new ConfigError("gpuWeights", "huffman keeps DF11 modules as stored, and this model is BF16: use fused (the default) or bf16");
+    await using files = await SafetensorsCollection.openDirectory(directory);
+    // A multimodal checkpoint's language model under the usual names (vision parts left out).
+    const { weights, patternDict } = languageModelOf(files, dfc?.patternDict);
     const { free } = memoryInfo();
     const need = (layout: WeightFormat) => {
       const w = workingBytes(config, maxRows, slots, maxContext, chunk, layout !== "bf16");
-      const weightBytes = DeviceWeights.plannedBytes(weights, df11?.pattern_dict, raw, layout);
+      const weightBytes = DeviceWeights.plannedBytes(weights, patternDict, raw, layout);
       // Loading a DF11 model into another layout holds one compressed module and a window besides.
       return { weightBytes, ...w, total: weightBytes + w.kv + w.activations + w.scratch + 64 * 1024 * 1024 };
     };
-    const candidates: WeightFormat[] = requested !== "auto" ? [requested] : df11 ? ["fused", "huffman"] : ["fused"];
+    const candidates: WeightFormat[] = requested !== "auto" ? [requested] : patternDict ? ["fused", "huffman"] : ["fused"];
     const layout = candidates.find((l) => need(l).total <= free);
     if (!layout) {
       const n = need(candidates[0]);
       const gb = (x: number) => `${(x / 1e9).toFixed(2)} GB`;
-      const smaller = df11 && requested !== "huffman" ? `--gpu-weights huffman (needs ${gb(need("huffman").total)}), ` : "";
+      const smaller = patternDict && requested !== "huffman" ? `--gpu-weights huffman (needs ${gb(need("huffman").total)}), ` : "";
       throw new OutOfDeviceMemoryError(
         `${directory} needs ${gb(n.total)} of GPU memory with ${candidates[0]} weights (weights ${gb(n.weightBytes)}, KV cache ${gb(n.kv)} for ${slots} × ${maxContext} positions, working ${gb(n.activations + n.scratch)}); ${gb(free)} is free. ` +
-          `Try ${smaller}a smaller --max-context${df11 ? "" : ", a DF11 model (df11 compress)"}, or --device cpu.`,
+          `Try ${smaller}a smaller --max-context${patternDict ? "" : ", a DF11 model (df11 compress)"}, or --device cpu.`,
         n.total,
         free,
       );
     }
     const checks = { recorded: readRecordedChecksums(weights), stored: options.checkStored !== false, weights: !!options.verifyWeights };
-    const deviceWeights = await DeviceWeights.load(weights, df11?.pattern_dict, { layout, config: raw, onProgress: options.onProgress, checks });
+    const deviceWeights = await DeviceWeights.load(weights, patternDict, { layout, config: raw, onProgress: options.onProgress, checks });
     try {
       return new CudaBackend(config, deviceWeights, maxRows, slots, maxContext, chunk, options.fault, options.profile ?? false, options.gemmMinRows ?? DEFAULT_GEMM_MIN_ROWS);
     } catch (e) {
