@@ -93,23 +93,9 @@ const x = DeviceBuffer.alloc(64 * maxK * 4);
 }
 const outA = DeviceBuffer.alloc(64 * 128256 * 4);
 const outB = DeviceBuffer.alloc(64 * 128256 * 4);
-// x as the tensor cores' A operands, per K and rows (prepared once: the products alone are timed).
-const xas = new Map<string, DeviceBuffer>();
-const xaOf = (K: number, r: number) => {
-  const key = `${K}/${r}`;
-  let b = xas.get(key);
-  if (!b) {
-    b = DeviceBuffer.alloc(addon.mmaABytes(r, K));
-    addon.toMmaA(x.address, r, K, K, b.address, stream.native);
-    stream.synchronize();
-    xas.set(key, b);
-  }
-  return b.address;
-};
-const bf16Gemv = (m: Matrix, r: number, out: DeviceBuffer) =>
-  addon.linear(m.bf16.address, m.rows, m.cols, x.address, m.cols, r, 0, out.address, m.rows, false, xaOf(m.cols, r), stream.native, 0, 0, false);
+const bf16Gemv = (m: Matrix, r: number, out: DeviceBuffer) => addon.linear(m.bf16.address, m.rows, m.cols, x.address, m.cols, r, 0, out.address, m.rows, false, 0, stream.native, 0, 0, false);
 const fusedGemv = (m: Matrix, r: number, out: DeviceBuffer) =>
-  m.fused.gemv({ rowBegin: 0, rowEnd: m.rows, x: x.address, ldx: m.cols, xa: xaOf(m.cols, r), rows: r, bias: 0, out: out.address, ldo: m.rows, accumulate: false, stream });
+  m.fused.gemv({ rowBegin: 0, rowEnd: m.rows, x: x.address, ldx: m.cols, rows: r, bias: 0, out: out.address, ldo: m.rows, accumulate: false, stream });
 
 const perMatrix = [];
 let allIdentical = true;
@@ -142,11 +128,7 @@ for (const m of matrices) {
 // A token's matrix-vector products: layers × (q|k|v, o, gate|up, down) + lm_head, as one CUDA graph.
 const layers = Number(args.layers);
 const tokenGraph = (layout: "bf16" | "fused", r: number) => {
-  // Each product after its conversion of x to the A operands, as the engine runs them.
-  const gemv = (m: Matrix, rows: number, out: DeviceBuffer) => {
-    addon.toMmaA(x.address, rows, m.cols, m.cols, xaOf(m.cols, rows), stream.native);
-    (layout === "bf16" ? bf16Gemv : fusedGemv)(m, rows, out);
-  };
+  const gemv = layout === "bf16" ? bf16Gemv : fusedGemv;
   stream.beginCapture();
   let ok = false;
   try {

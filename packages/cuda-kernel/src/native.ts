@@ -76,9 +76,7 @@ export interface NativeAddon {
   fusedWrite(src: Address, rowBegin: number, rows: number, view: NativeFusedView, stream?: NativeStream): void;
   fusedUnpack(view: NativeFusedView, rowBegin: number, rowEnd: number, out: Address, ldo: number, stream?: NativeStream): void;
   fusedUnpackRows(view: NativeFusedView, ids: Address, count: number, out: Address, stream?: NativeStream): void;
-  fusedLinear(view: NativeFusedView, x: Address, ldx: number, rows: number, bias: Address, out: Address, ldo: number, accumulate: boolean, stream: NativeStream | undefined, xa: Address): void;
-  toMmaA(x: Address, rows: number, K: number, ldx: number, xa: Address, stream?: NativeStream): void;
-  mmaABytes(rows: number, K: number): number;
+  fusedLinear(view: NativeFusedView, x: Address, ldx: number, rows: number, bias: Address, out: Address, ldo: number, accumulate: boolean, stream?: NativeStream): void;
   cudaRuntimeVersion: number;
 }
 

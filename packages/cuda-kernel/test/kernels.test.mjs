@@ -34,14 +34,12 @@ function runLinear({ N, K, rows, accumulate, withBias }, seed) {
   const addon = nativeAddon();
   const { w, x, bias, start } = randomLinear(N, K, rows, seed);
   const gemm = rows > 64;
-  const xbBytes = gemm ? rows * K * 2 + 16 : nativeAddon().mmaABytes(rows, K);
-  const bufs = [DeviceBuffer.from(w), DeviceBuffer.from(x), DeviceBuffer.from(bias), DeviceBuffer.alloc(rows * N * 4), DeviceBuffer.alloc(xbBytes), DeviceBuffer.alloc(32 << 20)];
+  const bufs = [DeviceBuffer.from(w), DeviceBuffer.from(x), DeviceBuffer.from(bias), DeviceBuffer.alloc(rows * N * 4), DeviceBuffer.alloc(rows * K * 2 + 16), DeviceBuffer.alloc(32 << 20)];
   const [dw, dx, db, dout, dxb, workspace] = bufs;
   try {
     if (accumulate) dout.upload(start);
     else dout.fill(0xff); // NaN: every output must be written
     if (gemm) addon.toBf16(dx.address, rows * K, dxb.address);
-    else addon.toMmaA(dx.address, rows, K, K, dxb.address);
     addon.linear(dw.address, N, K, dx.address, K, rows, withBias ? db.address : 0, dout.address, N, accumulate, dxb.address, undefined, workspace.address, workspace.byteLength, gemm);
     synchronize();
     const got = dout.download(new Float32Array(rows * N));

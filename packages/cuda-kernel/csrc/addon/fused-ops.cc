@@ -95,7 +95,7 @@ Napi::Value FusedUnpackRows(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// fusedLinear(view, x, ldx, rows, bias, out, ldo, accumulate, stream, xBf16): the fused GEMV (rows ≤ kGemvMaxRows).
+// fusedLinear(view, x, ldx, rows, bias, out, ldo, accumulate, stream): the fused GEMV (rows ≤ kGemvMaxRows).
 Napi::Value FusedLinear(const Napi::CallbackInfo& info) {
   const df11::FusedView v = viewArg(info, 0);
   df11::LinearArgs a{};
@@ -109,7 +109,7 @@ Napi::Value FusedLinear(const Napi::CallbackInfo& info) {
   a.out = pointerArg<float>(info, 5, "out");
   a.ldo = intArg(info, 6, "ldo");
   a.accumulate = info[7].ToBoolean().Value();
-  throwIfError(info.Env(), df11::launchFusedGemv(a, pointerArg<const uint16_t>(info, 9, "xBf16"), v, streamOf(info[8])), "fused gemv");
+  throwIfError(info.Env(), df11::launchFusedGemv(a, v, streamOf(info[8])), "fused gemv");
   return info.Env().Undefined();
 }
 

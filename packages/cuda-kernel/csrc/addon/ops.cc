@@ -167,9 +167,9 @@ Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
 }
 
 // linear(weight, N, K, x, ldx, rows, bias, out, ldo, accumulate, xBf16, stream, workspace?, workspaceBytes?, gemm?)
-// xBf16: x converted with toBf16, [rows, K] (or 0). rows ≤ kGemvMaxRows and not `gemm`: the GEMV (tensor
-// cores on xBf16; float32 x without it). Otherwise the tensor-core GEMM (split over K when rows are few);
-// a float32 fallback when the shape does not suit the tensor cores.
+// rows ≤ kGemvMaxRows and not `gemm`: the GEMV (tensor cores, x rounded to BF16 as read). Otherwise the
+// tensor-core GEMM on xBf16 (x converted with toBf16, [rows, K]; split over K when rows are few); a
+// float32 fallback when the shape does not suit the tensor cores.
 Napi::Value Linear(const Napi::CallbackInfo& info) {
   df11::LinearArgs a{};
   a.weight = pointerArg<const uint16_t>(info, 0, "weight");
@@ -188,23 +188,9 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   const size_t workspaceFloats = workspace && info.Length() > 13 ? static_cast<size_t>(numberArg(info, 13, "workspaceBytes")) / 4 : 0;
   const bool gemm = (info.Length() > 14 && info[14].ToBoolean().Value()) || a.rows > df11::kGemvMaxRows;
   const uint16_t* xb = a.ldx == a.K ? xBf16 : nullptr;
-  if (!gemm) throwIfError(info.Env(), df11::launchGemv(a, xb, stream), "gemv");
+  if (!gemm) throwIfError(info.Env(), df11::launchGemv(a, stream), "gemv");
   else throwIfError(info.Env(), df11::launchGemm(a, xb, workspace, workspaceFloats, stream), "gemm");
   return info.Env().Undefined();
-}
-
-// toMmaA(x, rows, K, ldx, xa, stream): x → the GEMV's A operands (BF16).
-Napi::Value ToMmaA(const Napi::CallbackInfo& info) {
-  throwIfError(info.Env(),
-               df11::launchToMmaA(pointerArg<const float>(info, 0, "x"), intArg(info, 1, "rows"), intArg(info, 2, "K"), intArg(info, 3, "ldx"), pointerArg<uint16_t>(info, 4, "xa"),
-                                  streamOf(info[5])),
-               "toMmaA");
-  return info.Env().Undefined();
-}
-
-// mmaABytes(rows, K) → bytes toMmaA writes.
-Napi::Value MmaABytes(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(df11::mmaABytes(intArg(info, 0, "rows"), intArg(info, 1, "K"))));
 }
 
 // setGemvVariant(noAllocate) — benchmarks only.
@@ -303,8 +289,6 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   fn("rmsNorm", RmsNorm);
   fn("linear", Linear);
   fn("toBf16", ToBf16);
-  fn("toMmaA", ToMmaA);
-  fn("mmaABytes", MmaABytes);
   fn("setGemvVariant", SetGemvVariant);
   fn("qkvPrepare", QkvPrepare);
   fn("attention", Attention);

@@ -1,7 +1,6 @@
 // Matrix products for decoding and batched decoding (1…64 rows of x), on the tensor cores:
-// out[r, n] (+)= Σ_k x[r, k]·W[n, k] + bias[n], x rounded to BF16 (as the prefill GEMM and transformers
-// do), float32 accumulation (mma.m16n8k16). x comes laid out as the mma's A operands (launchToMmaA), so
-// a lane's operands are two 16-byte loads. One kernel body, two weight loaders: BF16 rows read with
+// out[r, n] (+)= Σ_k x[r, k]·W[n, k] + bias[n], x rounded to BF16 as it is loaded (as the prefill GEMM
+// and transformers do), float32 accumulation (mma.m16n8k16). One kernel body, two weight loaders: BF16 rows read with
 // 16-byte loads, or the DF11 fused layout (fused-decode.cuh) decoded in registers straight into the
 // mma's B operands. Both hand the body the same operands for the same k, the body sums them in the same
 // order, and so a model gives bit-identical logits from either layout.
@@ -23,8 +22,6 @@ namespace {
 constexpr int kWarps = 4;          // per block: warps sharing one group's tiles
 constexpr int kTilesInFlight = 2;  // tiles a warp loads before decoding the first
 
-// Whether BF16 weight loads bypass L1, keeping x there (setGemvVariant, for benchmarks).
-bool gNoAllocate = true;
 
 __device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -33,31 +30,53 @@ __device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1
 }
 
 // ---- weight loaders ---------------------------------------------------------------------------------
-// group(g): per-group state of a lane; load(state, tile): issue the tile's loads; prepare(raw): work on
-// the whole tile once loaded (all lanes together); chunk(raw, c): chunk c's 8 BF16 values in k order.
-template <bool NoAllocate, bool Aligned>
+// Two tiles per warp are in flight: while one is multiplied, the next one's loads are outstanding.
+// group(g): a lane's per-group state; load(state, group, t, slot): issue tile t's loads into stage `slot`;
+// prepare(raw, state, slot, pending): once loaded (all lanes together; `pending`: whether a later tile's
+// loads were issued since), what the chunks need; chunk(raw, dec, slot, c): chunk c's 8 BF16 values in
+// k order (the lane's two mma B operands); release(slot): before a stage's storage is loaded again.
+template <bool Aligned>
 struct Bf16Weights {
   const uint16_t* weight;  // [N, K]
   int N, K;
-  struct Shared {};
-  using Group = const uint16_t*;  // the lane's row (rows past N read row N − 1: their outputs are dropped)
-  struct Raw {
-    uint4 w[8];
+  // Each warp copies its tiles' 8 rows × 512 bytes into shared memory with coalesced 16-byte copies
+  // (a row per instruction) and reads the mma operands back: loading the operands straight from global
+  // memory (8 rows × 64 bytes per instruction) ran at two thirds of the bandwidth. Rows are padded by
+  // 64 bytes so that a quarter-warp's reads of 8 rows hit 32 distinct banks.
+  static constexpr int kRowBytes = 512 + 64;
+  struct Shared {
+    __align__(16) uint8_t stage[kWarps][2][8 * kRowBytes];
   };
-  __device__ __forceinline__ Group group(int g, int lane) const { return weight + static_cast<size_t>(min(g * 8 + (lane >> 2), N - 1)) * K; }
-  __device__ __forceinline__ Raw load(Group row, int group, int t, int lane) const {
-    Raw r;
+  using Group = const uint16_t*;  // the warp's first row
+  struct Raw {};
+  struct Decoded {};
+  __device__ __forceinline__ Group group(int g, int) const { return weight + static_cast<size_t>(g) * 8 * K; }
+  __device__ __forceinline__ Raw load(Group rows, int group, int t, int slot, Shared& shared) const {
+    const int lane = threadIdx.x & 31;
+    uint8_t* dst = shared.stage[threadIdx.x >> 5][slot] + 16 * lane;
+    const int k = t * kFusedTileK + 8 * lane;
+    const bool inside = Aligned || k < K;
 #pragma unroll
-    for (int c = 0; c < 8; ++c) {
-      const int k = t * kFusedTileK + 32 * c + 8 * (lane & 3);
-      if (!Aligned && k >= K) r.w[c] = make_uint4(0, 0, 0, 0);
-      else if constexpr (NoAllocate) r.w[c] = loadStreaming16(row + k);
-      else r.w[c] = __ldg(reinterpret_cast<const uint4*>(row + k));
+    for (int j = 0; j < 8; ++j) {
+      // Rows past N copy row N − 1: their outputs are dropped.
+      const uint16_t* src = rows + static_cast<size_t>(min(group * 8 + j, N - 1) - group * 8) * K + (inside ? k : 0);
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(dst + j * kRowBytes))), "l"(src),
+                   "r"(inside ? 16 : 0));
     }
-    return r;
+    asm volatile("cp.async.commit_group;\n");
+    return {};
   }
-  __device__ __forceinline__ void prepare(Raw&, Group, int, Shared&) const {}
-  __device__ __forceinline__ uint4 chunk(const Raw& r, int c) const { return r.w[c]; }
+  __device__ __forceinline__ Decoded prepare(Raw&, Group, int, bool pending, Shared&) const {
+    if (pending) asm volatile("cp.async.wait_group 1;\n");
+    else asm volatile("cp.async.wait_group 0;\n");
+    __syncwarp();
+    return {};
+  }
+  __device__ __forceinline__ uint4 chunk(const Raw&, const Decoded&, int slot, int c, Shared& shared) const {
+    const int lane = threadIdx.x & 31;
+    return *reinterpret_cast<const uint4*>(shared.stage[threadIdx.x >> 5][slot] + (lane >> 2) * kRowBytes + 64 * c + 16 * (lane & 3));
+  }
+  __device__ __forceinline__ void release() const { __syncwarp(); }
 };
 
 struct FusedWeights {
@@ -66,76 +85,105 @@ struct FusedWeights {
     __align__(16) uint8_t patch[kWarps][2048];  // per warp, for escapes
   };
   using Group = uint2;  // the lane's row table
-  struct Raw {
-    FusedTileLoad tile;
+  using Raw = FusedTileLoad;
+  struct Decoded {
     uint32_t e[16];
   };
   __device__ __forceinline__ Group group(int g, int lane) const { return fusedTable(view, g, lane); }
-  __device__ __forceinline__ Raw load(Group, int group, int t, int lane) const {
-    Raw r;
-    r.tile = loadFusedTile(view, static_cast<uint32_t>(group) * view.tiles + t, lane);
-    return r;
+  __device__ __forceinline__ Raw load(Group, int group, int t, int, Shared&) const {
+    return loadFusedTile(view, static_cast<uint32_t>(group) * view.tiles + t, threadIdx.x & 31);
   }
-  __device__ __forceinline__ void prepare(Raw& r, Group table, int lane, Shared& shared) const {
-    fusedExponents(view, r.tile, table, lane, shared.patch[threadIdx.x >> 5], r.e);
+  __device__ __forceinline__ Decoded prepare(Raw& r, Group table, int, bool, Shared& shared) const {
+    Decoded d;
+    fusedExponents(view, r, table, threadIdx.x & 31, shared.patch[threadIdx.x >> 5], d.e);
+    return d;
   }
-  __device__ __forceinline__ uint4 chunk(const Raw& r, int c) const { return assembleChunk(r.tile.lane, r.e, c); }
+  __device__ __forceinline__ uint4 chunk(const Raw& r, const Decoded& d, int, int c, Shared&) const { return assembleChunk(r.lane, d.e, c); }
+  __device__ __forceinline__ void release() const {}
 };
 
 // ---- the kernel body --------------------------------------------------------------------------------
 // MT m-tiles of 16 rows of x; Half: one m-tile of which only rows 0…7 exist (the mma's rows 8…15 are zero).
-template <int MT, bool Half, class Weights>
-__global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, const uint4* __restrict__ xa, const Weights weights) {
+// Two BF16 (round to nearest even) in one register, `lo` in the low half: an mma operand pair.
+__device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+// x row r's k … k + 7 as two mma A-operand pairs each for the two mmas of a chunk (zeros past rows and K).
+template <bool Aligned>
+__device__ __forceinline__ void loadX(const LinearArgs& a, int r, int k, uint32_t (&lo)[2], uint32_t (&hi)[2]) {
+  if (r < a.rows && (Aligned || k < a.K)) {
+    const float4* p = reinterpret_cast<const float4*>(a.x + static_cast<size_t>(r) * a.ldx + k);
+    const float4 v0 = __ldg(p), v1 = __ldg(p + 1);
+    lo[0] = packBf16(v0.x, v0.y);
+    hi[0] = packBf16(v0.z, v0.w);
+    lo[1] = packBf16(v1.x, v1.y);
+    hi[1] = packBf16(v1.z, v1.w);
+  } else {
+    lo[0] = hi[0] = lo[1] = hi[1] = 0;
+  }
+}
+
+template <int MT, bool Half, bool Aligned, class Weights>
+__global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, const Weights weights) {
   __shared__ typename Weights::Shared shared;
   __shared__ float partial[kWarps][MT][4][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, q = lane & 3;
-  const int K = a.K;
   const int groups = (a.N + 7) / 8;
-  const int tiles = (K + kFusedTileK - 1) / kFusedTileK;
-  const int kChunks = tiles * (kFusedTileK / 8);  // 8-k chunks per row of xa
+  const int tiles = (a.K + kFusedTileK - 1) / kFusedTileK;
   bool waited = false;
+  float acc[MT][4];
+  // Multiply one loaded tile into acc.
+  const auto multiply = [&](typename Weights::Raw& raw, int t, int slot, bool pending, typename Weights::Group state) {
+    const typename Weights::Decoded dec = weights.prepare(raw, state, slot, pending, shared);
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      const uint4 b = weights.chunk(raw, dec, slot, c, shared);
+      const int k = t * kFusedTileK + 32 * c + 8 * q;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        // The A operands: rows g and g + 8 of the m-tile at k … k + 7, the lanes whose rows exist loading
+        // them (one row of x: 4 lanes of 32), the rest multiplying zeros.
+        uint32_t g0[2], g1[2], e0[2] = {0, 0}, e1[2] = {0, 0};
+        loadX<Aligned>(a, 16 * mt + g, k, g0, g1);
+        if (!Half) loadX<Aligned>(a, 16 * mt + g + 8, k, e0, e1);
+        mma16816(acc[mt], g0[0], e0[0], g1[0], e1[0], b.x, b.y);
+        mma16816(acc[mt], g0[1], e0[1], g1[1], e1[1], b.z, b.w);
+      }
+    }
+    weights.release();
+  };
   for (int group = blockIdx.x; group < groups; group += gridDim.x) {
-    float acc[MT][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[mt][e] = 0.0f;
     const typename Weights::Group state = weights.group(group, lane);
-    for (int t0 = warp; t0 < tiles; t0 += kWarps * kTilesInFlight) {
-      typename Weights::Raw raw[kTilesInFlight];
-#pragma unroll
-      for (int i = 0; i < kTilesInFlight; ++i) {
-        const int t = t0 + i * kWarps;
-        if (t < tiles) raw[i] = weights.load(state, group, t, lane);
-      }
-      if (!waited) {  // weights only so far: x is the previous kernel's output
-        pdlWait();
-        pdlLaunchDependents();
-        waited = true;
-      }
-#pragma unroll
-      for (int i = 0; i < kTilesInFlight; ++i) {
-        const int t = t0 + i * kWarps;
-        if (t >= tiles) break;  // the same for the whole warp
-        weights.prepare(raw[i], state, lane, shared);
-        // x's A operands for k = 256t + 32c + 8q … + 7: two 16-byte pieces per m-tile (zeros past rows and
-        // K), chunk c 8 pieces further on, m-tile mt 16·kChunks pieces further on.
-        const uint4* xt = xa + (g * kChunks + t * (kFusedTileK / 8) + q) * 2;
-#pragma unroll
-        for (int c = 0; c < 8; ++c) {
-          const uint4 b = weights.chunk(raw[i], c);
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt) {
-            // Only lanes whose rows of x exist load them (one row: 4 lanes of 32); the rest multiply zeros.
-            const uint4* xp = xt + mt * 16 * kChunks + 8 * c;
-            const bool rows = 16 * mt + g < a.rows;
-            const uint4 x0 = rows ? __ldg(xp) : make_uint4(0, 0, 0, 0), x1 = rows ? __ldg(xp + 1) : make_uint4(0, 0, 0, 0);
-            mma16816(acc[mt], x0.x, x0.y, x0.z, x0.w, b.x, b.y);
-            mma16816(acc[mt], x1.x, x1.y, x1.z, x1.w, b.z, b.w);
-          }
-        }
-      }
+    // This warp's tiles: warp, warp + kWarps, …, two in flight (stages 0 and 1, taken in turn).
+    int t = warp;
+    typename Weights::Raw r0, r1;
+    bool has0 = t < tiles, has1 = t + kWarps < tiles;
+    if (has0) r0 = weights.load(state, group, t, 0, shared);
+    if (has1) r1 = weights.load(state, group, t + kWarps, 1, shared);
+    if (!waited) {  // weights only so far: x is the previous kernel's output
+      pdlWait();
+      pdlLaunchDependents();
+      waited = true;
+    }
+    while (has0) {
+      multiply(r0, t, 0, has1, state);
+      const bool next0 = t + 2 * kWarps < tiles;
+      if (next0) r0 = weights.load(state, group, t + 2 * kWarps, 0, shared);
+      if (!has1) break;
+      multiply(r1, t + kWarps, 1, next0, state);
+      const bool next1 = t + 3 * kWarps < tiles;
+      if (next1) r1 = weights.load(state, group, t + 3 * kWarps, 1, shared);
+      t += 2 * kWarps;
+      has0 = next0;
+      has1 = next1;
     }
     // The block's warps add their partial sums in warp order (fixed: deterministic in any batch).
 #pragma unroll
@@ -170,7 +218,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, co
   }
 }
 
-// Unaligned rows, K % 8 ≠ 0 or x not in BF16 (BF16 weights only): one warp per row, float32 x, any shape.
+// Unaligned rows or K % 8 ≠ 0 (BF16 weights only): one warp per row, float32 x, any shape.
 __global__ void __launch_bounds__(256) gemvScalarKernel(const LinearArgs a) {
   pdlWait();
   pdlLaunchDependents();
@@ -206,89 +254,46 @@ int residentBlocks(int threads) {
   return blocks;
 }
 
-template <int MT, bool Half, class Weights>
-cudaError_t launchTiles(const LinearArgs& a, const uint4* xa, const Weights& w, cudaStream_t stream) {
+template <int MT, bool Half, bool Aligned, class Weights>
+cudaError_t launchTiles(const LinearArgs& a, const Weights& w, cudaStream_t stream) {
   const int groups = (a.N + 7) / 8;
-  const int blocks = min(groups, residentBlocks<gemvKernel<MT, Half, Weights>>(kWarps * 32));
-  return launchKernel(gemvKernel<MT, Half, Weights>, dim3(blocks), dim3(kWarps * 32), 0, stream, a, xa, w);
+  const int blocks = min(groups, residentBlocks<gemvKernel<MT, Half, Aligned, Weights>>(kWarps * 32));
+  return launchKernel(gemvKernel<MT, Half, Aligned, Weights>, dim3(blocks), dim3(kWarps * 32), 0, stream, a, w);
 }
 
-template <class Weights>
-cudaError_t launchAnyRows(const LinearArgs& a, const uint4* xa, const Weights& w, cudaStream_t stream) {
-  if (a.rows <= 8) return launchTiles<1, true>(a, xa, w, stream);
-  if (a.rows <= 16) return launchTiles<1, false>(a, xa, w, stream);
-  if (a.rows <= 32) return launchTiles<2, false>(a, xa, w, stream);
-  return launchTiles<4, false>(a, xa, w, stream);
-}
-
-// x [rows, ldx] float32 → xa: for m-tile mt, row pair (g, g + 8) and 8-k chunk j, two 16-byte pieces
-// [x[g][8j, 8j+1], x[g+8][8j, 8j+1], x[g][8j+2, 8j+3], x[g+8][8j+2, 8j+3]] and the same for 8j+4 … 8j+7:
-// exactly the A operands (a0 … a3) of the two mma.m16n8k16 a lane issues for that chunk. Rows past
-// `rows` and k past K are zeros (K padded to whole tiles).
-__global__ void toMmaAKernel(const float* __restrict__ x, int rows, int K, int ldx, int mTiles, int kChunks, uint4* __restrict__ xa) {
-  pdlWait();
-  pdlLaunchDependents();
-  const size_t total = static_cast<size_t>(mTiles) * 8 * kChunks;
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const int j = static_cast<int>(i % kChunks);
-    const int pair = static_cast<int>(i / kChunks);  // mt · 8 + g
-    const int r0 = (pair / 8) * 16 + pair % 8, r8 = r0 + 8;
-    uint32_t h[2][4];  // [row 0/8][k pair 0…3]
-#pragma unroll
-    for (int s = 0; s < 2; ++s) {
-      const int r = s ? r8 : r0;
-#pragma unroll
-      for (int p = 0; p < 4; ++p) {
-        const int k = 8 * j + 2 * p;
-        const float v0 = r < rows && k < K ? x[static_cast<size_t>(r) * ldx + k] : 0.0f;
-        const float v1 = r < rows && k + 1 < K ? x[static_cast<size_t>(r) * ldx + k + 1] : 0.0f;
-        h[s][p] = static_cast<uint32_t>(floatToBf16(v0)) | (static_cast<uint32_t>(floatToBf16(v1)) << 16);
-      }
-    }
-    xa[2 * i] = make_uint4(h[0][0], h[1][0], h[0][1], h[1][1]);
-    xa[2 * i + 1] = make_uint4(h[0][2], h[1][2], h[0][3], h[1][3]);
-  }
+template <bool Aligned, class Weights>
+cudaError_t launchAnyRows(const LinearArgs& a, const Weights& w, cudaStream_t stream) {
+  if (a.rows <= 8) return launchTiles<1, true, Aligned>(a, w, stream);
+  if (a.rows <= 16) return launchTiles<1, false, Aligned>(a, w, stream);
+  if (a.rows <= 32) return launchTiles<2, false, Aligned>(a, w, stream);
+  return launchTiles<4, false, Aligned>(a, w, stream);
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-int mTilesOf(int rows) { return rows <= 16 ? 1 : rows <= 32 ? 2 : 4; }
 
 }  // namespace
 
-void setGemvVariant(bool noAllocate) { gNoAllocate = noAllocate; }
+void setGemvVariant(bool) {}  // BF16 weights go through shared memory (cp.async.cg: no L1) in every variant
 
-size_t mmaABytes(int rows, int K) { return static_cast<size_t>(mTilesOf(rows)) * 16 * ((K + kFusedTileK - 1) / kFusedTileK) * kFusedTileK * 2; }
+// x's rows must be 16-byte aligned for the float4 loads (ldx % 4 == 0, x aligned).
+bool xAligned(const LinearArgs& a) { return (a.ldx & 3) == 0 && aligned16(a.x); }
 
-cudaError_t launchToMmaA(const float* x, int rows, int K, int ldx, uint16_t* xa, cudaStream_t stream) {
-  if (rows <= 0) return cudaSuccess;
-  if (rows > kGemvMaxRows || !aligned16(xa)) return cudaErrorInvalidValue;
-  const int mTiles = mTilesOf(rows);
-  const int kChunks = (K + kFusedTileK - 1) / kFusedTileK * (kFusedTileK / 8);
-  const size_t total = static_cast<size_t>(mTiles) * 8 * kChunks;
-  const unsigned blocks = static_cast<unsigned>((total + 255) / 256 < 1024 ? (total + 255) / 256 : 1024);
-  return launchKernel(toMmaAKernel, dim3(blocks), dim3(256), 0, stream, x, rows, K, ldx, mTiles, kChunks, reinterpret_cast<uint4*>(xa));
-}
-
-cudaError_t launchGemv(const LinearArgs& a, const uint16_t* xa, cudaStream_t stream) {
+cudaError_t launchGemv(const LinearArgs& a, cudaStream_t stream) {
   if (a.rows == 0 || a.N == 0) return cudaSuccess;
   if (a.rows > kGemvMaxRows) return cudaErrorInvalidValue;
-  if (!xa || (a.K & 7) != 0 || !aligned16(a.weight) || !aligned16(xa)) {
+  if ((a.K & 7) != 0 || !aligned16(a.weight) || !xAligned(a)) {
     const int blocks = min((a.N + 7) / 8, residentBlocks<gemvScalarKernel>(256));
     return launchKernel(gemvScalarKernel, dim3(blocks), dim3(256), 0, stream, a);
   }
-  const uint4* x = reinterpret_cast<const uint4*>(xa);
-  if (a.K % kFusedTileK == 0) {
-    if (gNoAllocate) return launchAnyRows(a, x, Bf16Weights<true, true>{a.weight, a.N, a.K}, stream);
-    return launchAnyRows(a, x, Bf16Weights<false, true>{a.weight, a.N, a.K}, stream);
-  }
-  if (gNoAllocate) return launchAnyRows(a, x, Bf16Weights<true, false>{a.weight, a.N, a.K}, stream);
-  return launchAnyRows(a, x, Bf16Weights<false, false>{a.weight, a.N, a.K}, stream);
+  if (a.K % kFusedTileK == 0) return launchAnyRows<true>(a, Bf16Weights<true>{a.weight, a.N, a.K}, stream);
+  return launchAnyRows<false>(a, Bf16Weights<false>{a.weight, a.N, a.K}, stream);
 }
 
-cudaError_t launchFusedGemv(const LinearArgs& a, const uint16_t* xa, const FusedView& w, cudaStream_t stream) {
+cudaError_t launchFusedGemv(const LinearArgs& a, const FusedView& w, cudaStream_t stream) {
   if (a.rows == 0 || a.N == 0) return cudaSuccess;
-  if (a.rows > kGemvMaxRows || a.N > w.rows || a.K != w.cols || (a.K & 7) != 0 || !xa || !aligned16(xa)) return cudaErrorInvalidValue;
-  return launchAnyRows(a, reinterpret_cast<const uint4*>(xa), FusedWeights{w}, stream);
+  if (a.rows > kGemvMaxRows || a.N > w.rows || a.K != w.cols || (a.K & 7) != 0 || !xAligned(a)) return cudaErrorInvalidValue;
+  if (a.K % kFusedTileK == 0) return launchAnyRows<true>(a, FusedWeights{w}, stream);
+  return launchAnyRows<false>(a, FusedWeights{w}, stream);
 }
 
 }  // namespace df11

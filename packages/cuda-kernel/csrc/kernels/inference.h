@@ -43,17 +43,14 @@ struct LinearArgs {
   int ldo;
   bool accumulate;
 };
-// Few rows (decoding, batches up to kGemvMaxRows): tensor cores on x rounded to BF16, every weight read
-// once, each row's result independent of the batch. xa: x as the mma's A operands (launchToMmaA, at
-// least mmaABytes). Without xa, or with K % 8 ≠ 0 or an unaligned W: a float32 kernel on x.
+// Few rows (decoding, batches up to kGemvMaxRows): tensor cores on x rounded to BF16 as it is read,
+// every weight read once, each row's result independent of the batch. With K % 8 ≠ 0 or unaligned
+// rows: a float32 kernel on x.
 constexpr int kGemvMaxRows = 64;
-cudaError_t launchGemv(const LinearArgs& a, const uint16_t* xa, cudaStream_t stream);
+cudaError_t launchGemv(const LinearArgs& a, cudaStream_t stream);
 // The same products with W in the DF11 fused layout (N ≤ w.rows, K = w.cols, K % 8 == 0), decoded in
 // registers: bit-identical to launchGemv on the BF16 matrix it encodes.
-cudaError_t launchFusedGemv(const LinearArgs& a, const uint16_t* xa, const FusedView& w, cudaStream_t stream);
-// x [rows ≤ kGemvMaxRows, ldx] float32 → xa (16-byte aligned, mmaABytes(rows, K)): BF16, round to nearest even.
-cudaError_t launchToMmaA(const float* x, int rows, int K, int ldx, uint16_t* xa, cudaStream_t stream);
-size_t mmaABytes(int rows, int K);
+cudaError_t launchFusedGemv(const LinearArgs& a, const FusedView& w, cudaStream_t stream);
 // Benchmarks: whether weight loads bypass L1 (the default).
 void setGemvVariant(bool noAllocate);
 // Many rows (prefill, large batches): tensor cores (BF16 × BF16 → float32). xBf16 is x converted to

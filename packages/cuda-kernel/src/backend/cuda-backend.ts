@@ -111,10 +111,9 @@ const SPLIT_K_BYTES = 32 * 1024 * 1024;
 const MAX_SPLITS = 64;
 const F32 = 4;
 
-/** The BF16 copy of a step's x: [maxRows, K] for the GEMM, or the GEMV's A operands (K padded to 256). */
+/** The BF16 copy of a step's x for the GEMM: [maxRows, K]. */
 function xBf16Bytes(c: TextModelConfig, maxRows: number): number {
-  const K = Math.max(c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim);
-  return Math.max(maxRows * K * 2, 64 * Math.ceil(K / 256) * 256 * 2);
+  return maxRows * Math.max(c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim) * 2;
 }
 
 /** Memory the backend will allocate besides the weights, in bytes. */
@@ -403,10 +402,8 @@ export class CudaBackend implements Backend<CudaTensor> {
       return s;
     });
     const useGemm = x.rows >= Math.min(this.gemmMinRows, GEMV_MAX_ROWS + 1);
-    // The tensor cores take x in BF16: [rows, K] for the GEMM, the A-operand layout for the GEMV.
-    const s = this.stream.native;
-    if (useGemm) this.time("toBf16", () => call(() => native().toBf16(x.address, x.rows * K, this.xBf16.address, s)));
-    else this.time("toMmaA", () => call(() => native().toMmaA(x.address, x.rows, K, K, this.xBf16.address, s)));
+    // The GEMM takes x converted to BF16 ([rows, K]); the GEMV converts it as it reads it.
+    if (useGemm) this.time("toBf16", () => call(() => native().toBf16(x.address, x.rows * K, this.xBf16.address, this.stream.native)));
     let column = 0;
     for (let i = 0; i < weights.length; ) {
       // Consecutive rows of one device matrix (q|k|v, gate|up) run as one product.
@@ -420,7 +417,7 @@ export class CudaBackend implements Backend<CudaTensor> {
       const direct = !useGemm && m.address === undefined && m.gemv !== undefined && (m.canGemv?.(first) ?? true);
       if (direct) {
         this.time(`gemv (${m.format})`, () =>
-          m.gemv!({ rowBegin: first, rowEnd: first + rows, x: x.address, ldx: K, xa: this.xBf16.address, rows: x.rows, bias, out: out.address + column * F32, ldo: out.cols, accumulate, stream: this.stream }),
+          m.gemv!({ rowBegin: first, rowEnd: first + rows, x: x.address, ldx: K, rows: x.rows, bias, out: out.address + column * F32, ldo: out.cols, accumulate, stream: this.stream }),
         );
       } else this.matmul(x, slices[i], rows, out, column, bias, accumulate, useGemm);
       column += rows;

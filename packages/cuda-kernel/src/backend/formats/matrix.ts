@@ -19,8 +19,6 @@ export interface GemvCall {
   /** x: [rows, ldx] float32. */
   readonly x: Address;
   readonly ldx: number;
-  /** x as the tensor cores' A operands (toMmaA), what the kernel reads. */
-  readonly xa: Address;
   readonly rows: number;
   /** [rowEnd − rowBegin] float32 or 0. */
   readonly bias: Address;
