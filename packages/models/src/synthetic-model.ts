@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { float32ToBF16, syntheticWeights } from "@df11/codec";
+import { syntheticNormWeights, syntheticWeights } from "@df11/codec";
 import { writeSafetensors, type TensorToWrite } from "@df11/hub-loader";
 import { bytesOf } from "./df11-checkpoint.js";
 
@@ -67,13 +67,7 @@ export async function writeSyntheticModel(dir: string, shape: SyntheticModelShap
     shape: [rows, cols],
     data: bytesOf(syntheticWeights(rows * cols, s++, 1 / Math.sqrt(cols))),
   });
-  const norm = (name: string, size = hidden): TensorToWrite => {
-    const v = syntheticWeights(size, s++, 0.05);
-    const f = new Float32Array(size);
-    const u = new Uint32Array(f.buffer);
-    for (let i = 0; i < size; i++) u[i] = v[i] << 16;
-    return { name, dtype: "BF16", shape: [size], data: bytesOf(float32ToBF16(f.map((x) => 1 + x))) };
-  };
+  const norm = (name: string, size = hidden): TensorToWrite => ({ name, dtype: "BF16", shape: [size], data: bytesOf(syntheticNormWeights(size, s++)) });
   const tensors: TensorToWrite[] = [matrix("model.embed_tokens.weight", vocab, hidden), matrix("lm_head.weight", vocab, hidden), norm("model.norm.weight")];
   for (let l = 0; l < layers; l++) {
     const p = `model.layers.${l}`;
