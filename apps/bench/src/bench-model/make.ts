@@ -96,11 +96,15 @@ export async function makeBenchModel(options: MakeBenchModelOptions): Promise<Ma
     await writeBf16Model(source, configText, options.bf16, { threads, maxMemory, maxShardBytes: options.maxShardBytes, overwrite: options.overwrite, onProgress: (p) => options.onProgress?.("bf16", p) });
     bf16Seconds = (performance.now() - started) / 1000;
   }
+  // Whole shards in memory when an eighth of the budget holds one: the disk sees every byte once.
+  const maxShardBytes = options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
+  const shardMemoryBytes = maxShardBytes <= maxMemory / 8 ? maxShardBytes : undefined;
   const df11 = options.out
     ? await compressTensors({ weights: source, configText, name: `synthetic ${layers}-layer model` }, options.out, {
         threads,
-        maxMemory,
-        maxShardBytes: options.maxShardBytes,
+        maxMemory: maxMemory - (shardMemoryBytes ?? 0),
+        shardMemoryBytes,
+        maxShardBytes,
         overwrite: options.overwrite,
         onProgress: (p) => options.onProgress?.("df11", p),
       })

@@ -3,16 +3,18 @@
  * the caller without a copy.
  */
 import { Piscina } from "piscina";
-import { syntheticNormWeights, syntheticWeights } from "@df11/codec";
+import { drawNormWeights, drawWeights } from "./normal.js";
 
 export interface GenerateTask {
   readonly count: number;
   readonly seed: number;
-  /** Column count of a matrix (std 0.5/√cols); absent for a norm. */
+  /** Column count of a matrix (std 0.5/√cols, as tools/make_bench_model.py); absent for a norm. */
   readonly cols?: number;
 }
 
 export default function generate(task: GenerateTask): Uint16Array {
-  const values = task.cols ? syntheticWeights(task.count, task.seed, 0.5 / Math.sqrt(task.cols)) : syntheticNormWeights(task.count, task.seed);
-  return Piscina.move(values) as unknown as Uint16Array;
+  const out = new Uint16Array(task.count);
+  if (task.cols) drawWeights(out, task.seed, 0.5 / Math.sqrt(task.cols));
+  else drawNormWeights(out, task.seed);
+  return Piscina.move(out) as unknown as Uint16Array;
 }
