@@ -3,13 +3,9 @@
  * synthetic weights with the statistics of a trained model (see tools/make_bench_model.py).
  */
 
-export interface BenchShape {
-  readonly hidden: number;
-  readonly intermediate: number;
-  readonly layers: number;
-  readonly heads: number;
-  readonly kvHeads: number;
-  readonly vocab: number;
+import { syntheticModelTensors, type SyntheticModelShape, type SyntheticTensorSpec } from "@df11/models";
+
+export interface BenchShape extends SyntheticModelShape {
   /** Values of config.json that are not dimensions. */
   readonly extra: Readonly<Record<string, unknown>>;
 }
@@ -38,36 +34,15 @@ export const BENCH_SHAPES = {
 
 export type BenchShapeName = keyof typeof BENCH_SHAPES;
 
-/** A tensor of the model: its name, shape, and how its values are drawn. */
-export interface BenchTensor {
-  readonly name: string;
-  readonly shape: readonly number[];
-  /** `matrix`: normal with std 0.5/√cols and 0.05 % outliers ×8; `norm`: 1 + normal(0, 0.05). */
-  readonly kind: "matrix" | "norm";
-}
+/**
+ * A tensor of the model: `matrix` values are normal with std 0.5/√cols and 0.05 % outliers ×8, `norm`
+ * values 1 + normal(0, 0.05).
+ */
+export type BenchTensor = SyntheticTensorSpec;
 
 /** The model's tensors (with `layers` layers), sorted by name: the order a directory of them lists. */
 export function benchTensors(shape: BenchShape, layers = shape.layers): BenchTensor[] {
-  const { hidden: H, intermediate: I, heads, kvHeads, vocab: V } = shape;
-  const hd = H / heads;
-  const matrix = (name: string, rows: number, cols: number): BenchTensor => ({ name, shape: [rows, cols], kind: "matrix" });
-  const norm = (name: string): BenchTensor => ({ name, shape: [H], kind: "norm" });
-  const out = [matrix("model.embed_tokens.weight", V, H), matrix("lm_head.weight", V, H), norm("model.norm.weight")];
-  for (let l = 0; l < layers; l++) {
-    const p = `model.layers.${l}`;
-    out.push(
-      matrix(`${p}.self_attn.q_proj.weight`, heads * hd, H),
-      matrix(`${p}.self_attn.k_proj.weight`, kvHeads * hd, H),
-      matrix(`${p}.self_attn.v_proj.weight`, kvHeads * hd, H),
-      matrix(`${p}.self_attn.o_proj.weight`, H, heads * hd),
-      matrix(`${p}.mlp.gate_proj.weight`, I, H),
-      matrix(`${p}.mlp.up_proj.weight`, I, H),
-      matrix(`${p}.mlp.down_proj.weight`, H, I),
-      norm(`${p}.input_layernorm.weight`),
-      norm(`${p}.post_attention_layernorm.weight`),
-    );
-  }
-  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return syntheticModelTensors({ ...shape, layers }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 /** config.json of the model with `layers` layers, as text. */

@@ -99,6 +99,17 @@ std::vector<cudaStream_t> streamsArg(const Napi::Value& v, size_t ranks) {
   return out;
 }
 
+// The arguments every collective starts with: (sends, recvs, count, dtype, …).
+struct CollectiveArgs {
+  std::vector<void*> send, recv;
+  size_t count;
+  ncclDataType_t dtype;
+};
+
+CollectiveArgs collectiveArgs(const Napi::CallbackInfo& info, size_t ranks, const char* countName) {
+  return {addressesArg(info[0], ranks, "sends"), addressesArg(info[1], ranks, "recvs"), countArg(info[2], countName), dataTypeArg(info[3])};
+}
+
 // Issue one call per rank inside a group (what a single thread driving several GPUs must do), always
 // closing the group; reports the first failure.
 template <typename Issue>
@@ -212,46 +223,31 @@ void NcclClique::checkOpen(Napi::Env env) const {
 // allReduce(sends, recvs, count, dtype, op, streams): per rank, recv = op over ranks of send (count
 // elements; send == recv is in place).
 Napi::Value NcclClique::AllReduce(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  checkOpen(env);
-  const size_t n = comms_.size();
-  const auto send = addressesArg(info[0], n, "sends");
-  const auto recv = addressesArg(info[1], n, "recvs");
-  const size_t count = countArg(info[2], "count");
-  const ncclDataType_t dtype = dataTypeArg(info[3]);
+  checkOpen(info.Env());
+  const auto a = collectiveArgs(info, comms_.size(), "count");
   const ncclRedOp_t op = redOpArg(info[4]);
-  const auto streams = streamsArg(info[5], n);
-  grouped(env, comms_, "ncclAllReduce", [&](size_t i, ncclComm_t c) { return api.allReduce(send[i], recv[i], count, dtype, op, c, streams[i]); });
-  return env.Undefined();
+  const auto streams = streamsArg(info[5], comms_.size());
+  grouped(info.Env(), comms_, "ncclAllReduce", [&](size_t i, ncclComm_t c) { return api.allReduce(a.send[i], a.recv[i], a.count, a.dtype, op, c, streams[i]); });
+  return info.Env().Undefined();
 }
 
 // allGather(sends, recvs, sendCount, dtype, streams): per rank, recv[r * sendCount …] = send of rank r.
 Napi::Value NcclClique::AllGather(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  checkOpen(env);
-  const size_t n = comms_.size();
-  const auto send = addressesArg(info[0], n, "sends");
-  const auto recv = addressesArg(info[1], n, "recvs");
-  const size_t count = countArg(info[2], "sendCount");
-  const ncclDataType_t dtype = dataTypeArg(info[3]);
-  const auto streams = streamsArg(info[4], n);
-  grouped(env, comms_, "ncclAllGather", [&](size_t i, ncclComm_t c) { return api.allGather(send[i], recv[i], count, dtype, c, streams[i]); });
-  return env.Undefined();
+  checkOpen(info.Env());
+  const auto a = collectiveArgs(info, comms_.size(), "sendCount");
+  const auto streams = streamsArg(info[4], comms_.size());
+  grouped(info.Env(), comms_, "ncclAllGather", [&](size_t i, ncclComm_t c) { return api.allGather(a.send[i], a.recv[i], a.count, a.dtype, c, streams[i]); });
+  return info.Env().Undefined();
 }
 
 // broadcast(sends, recvs, count, dtype, root, streams): per rank, recv = send of rank `root`.
 Napi::Value NcclClique::Broadcast(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  checkOpen(env);
-  const size_t n = comms_.size();
-  const auto send = addressesArg(info[0], n, "sends");
-  const auto recv = addressesArg(info[1], n, "recvs");
-  const size_t count = countArg(info[2], "count");
-  const ncclDataType_t dtype = dataTypeArg(info[3]);
+  checkOpen(info.Env());
+  const auto a = collectiveArgs(info, comms_.size(), "count");
   const int root = intArg(info, 4, "root");
-  const auto streams = streamsArg(info[5], n);
-  grouped(env, comms_, "ncclBroadcast", [&](size_t i, ncclComm_t c) { return api.broadcast(send[i], recv[i], count, dtype, root, c, streams[i]); });
-  return env.Undefined();
+  const auto streams = streamsArg(info[5], comms_.size());
+  grouped(info.Env(), comms_, "ncclBroadcast", [&](size_t i, ncclComm_t c) { return api.broadcast(a.send[i], a.recv[i], a.count, a.dtype, root, c, streams[i]); });
+  return info.Env().Undefined();
 }
 
 Napi::Value NcclClique::Destroy(const Napi::CallbackInfo& info) {

@@ -27,6 +27,10 @@ export interface RankBuffer {
   readonly source?: Address;
 }
 
+const sources = (buffers: readonly RankBuffer[]) => buffers.map((b) => b.source ?? b.address);
+const results = (buffers: readonly RankBuffer[]) => buffers.map((b) => b.address);
+const nativeStreams = (streams: readonly (CudaStream | undefined)[]) => streams.map((s) => s?.native);
+
 /**
  * One NCCL communicator per GPU of this process (`ncclCommInitAll`, single process, one thread), and
  * the collectives for all of them at once: each call issues one NCCL call per rank inside
@@ -117,16 +121,7 @@ export class NcclClique implements Disposable {
    */
   allReduce(buffers: readonly RankBuffer[], dtype: NcclDataType, op: NcclReduceOp, streams: readonly (CudaStream | undefined)[]): void {
     const count = this.check("allReduce", buffers, streams);
-    ncclCall(() =>
-      this.native.allReduce(
-        buffers.map((b) => b.source ?? b.address),
-        buffers.map((b) => b.address),
-        count,
-        dtype,
-        op,
-        streams.map((s) => s?.native),
-      ),
-    );
+    ncclCall(() => this.native.allReduce(sources(buffers), results(buffers), count, dtype, op, nativeStreams(streams)));
   }
 
   /**
@@ -137,31 +132,15 @@ export class NcclClique implements Disposable {
   allGather(buffers: readonly RankBuffer[], dtype: NcclDataType, streams: readonly (CudaStream | undefined)[]): void {
     const count = this.check("allGather", buffers, streams);
     const bytes = NCCL_DTYPE_BYTES[dtype];
-    ncclCall(() =>
-      this.native.allGather(
-        buffers.map((b, r) => b.source ?? b.address + r * count * bytes),
-        buffers.map((b) => b.address),
-        count,
-        dtype,
-        streams.map((s) => s?.native),
-      ),
-    );
+    const inPlace = buffers.map((b, r) => b.source ?? b.address + r * count * bytes);
+    ncclCall(() => this.native.allGather(inPlace, results(buffers), count, dtype, nativeStreams(streams)));
   }
 
   /** Copy rank `root`'s `count` elements to every rank's `address`. */
   broadcast(buffers: readonly RankBuffer[], dtype: NcclDataType, root: number, streams: readonly (CudaStream | undefined)[]): void {
     const count = this.check("broadcast", buffers, streams);
     if (!Number.isInteger(root) || root < 0 || root >= this.size) throw new RangeError(`broadcast: root ${root} is not a rank (0…${this.size - 1})`);
-    ncclCall(() =>
-      this.native.broadcast(
-        buffers.map((b) => b.source ?? b.address),
-        buffers.map((b) => b.address),
-        count,
-        dtype,
-        root,
-        streams.map((s) => s?.native),
-      ),
-    );
+    ncclCall(() => this.native.broadcast(sources(buffers), results(buffers), count, dtype, root, nativeStreams(streams)));
   }
 
   get disposed(): boolean {
