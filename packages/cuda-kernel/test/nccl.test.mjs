@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { gpuUnavailableReason } from "./gpu-helpers.mjs";
-import { CudaEvent, CudaStream, DeviceBuffer, NcclClique, deviceCount, loadNccl, withDevice } from "../dist/index.js";
+import { CudaEvent, CudaStream, DeviceBuffer, NcclClique, currentDevice, deviceCount, loadNccl, setDevice, withDevice } from "../dist/index.js";
 
 const gpus = gpuUnavailableReason ? 0 : deviceCount();
 let ncclReason;
@@ -42,7 +42,10 @@ function perDevice(devices, bytes) {
 function disposeAll(ranks) {
   for (const r of ranks) withDevice(r.device, () => (r.buffer.dispose(), r.stream.dispose()));
 }
-const download = (r, n) => withDevice(r.device, () => r.buffer.download(new Float32Array(n)));
+// Host copies go through the rank's own stream: the collectives run on non-blocking streams, which do
+// not wait for work on the legacy default stream (plain cudaMemcpy / cudaMemset).
+const upload = (r, data, byteOffset = 0) => withDevice(r.device, () => r.buffer.upload(data, byteOffset, r.stream));
+const download = (r, n, Type = Float32Array) => withDevice(r.device, () => r.buffer.download(new Type(n), 0, r.stream));
 
 function assertArrayEqual(got, expected, what) {
   const bad = got.findIndex((v, i) => v !== expected[i]);
@@ -56,7 +59,7 @@ test("single-rank clique: create, all-reduce is the identity, version, dispose",
     const [r] = perDevice([0], COUNT * 4);
     try {
       const x = inputOf(0);
-      r.buffer.upload(x);
+      upload(r, x);
       clique.allReduce([{ device: 0, address: r.buffer.address, count: COUNT }], "float32", "sum", [r.stream]);
       r.stream.synchronize();
       assertArrayEqual(download(r, COUNT), x, "1-rank all-reduce");
@@ -73,7 +76,7 @@ test("all-reduce over every GPU: float32 sum (exact on integers), int32 max, bfl
     try {
       const inputs = ALL.map((r) => inputOf(r));
       const sum = inputs[0].map((_, i) => inputs.reduce((s, x) => s + x[i], 0));
-      ranks.forEach((r, i) => r.buffer.upload(inputs[i]));
+      ranks.forEach((r, i) => upload(r, inputs[i]));
       // out of place: inputs stay, results land in `out`
       clique.allReduce(ranks.map((r, i) => ({ device: r.device, address: out[i].buffer.address, source: r.buffer.address, count: COUNT })), "float32", "sum", ranks.map((r) => r.stream));
       ranks.forEach((r) => r.stream.synchronize());
@@ -86,20 +89,20 @@ test("all-reduce over every GPU: float32 sum (exact on integers), int32 max, bfl
 
       // int32 max
       const ints = ALL.map((r) => Int32Array.from({ length: COUNT }, (_, i) => ((i * 2654435761) ^ (r * 40503)) | 0));
-      ranks.forEach((r, i) => r.buffer.upload(ints[i]));
+      ranks.forEach((r, i) => upload(r, ints[i]));
       clique.allReduce(ranks.map((r) => ({ device: r.device, address: r.buffer.address, count: COUNT })), "int32", "max", ranks.map((r) => r.stream));
       ranks.forEach((r) => r.stream.synchronize());
       const max = ints[0].map((_, i) => Math.max(...ints.map((x) => x[i])));
-      ranks.forEach((r, i) => assert.deepEqual(withDevice(r.device, () => r.buffer.download(new Int32Array(COUNT))), max, `rank ${i} int32 max`));
+      ranks.forEach((r, i) => assert.deepEqual(download(r, COUNT, Int32Array), max, `rank ${i} int32 max`));
 
       // bfloat16 sum of small integers (exact: every partial sum stays below 256)
       const bf = ALL.map((r) => Uint16Array.from({ length: COUNT }, (_, i) => new Uint32Array(Float32Array.of((i + r) % 32).buffer)[0] >>> 16));
-      ranks.forEach((r, i) => r.buffer.upload(bf[i]));
+      ranks.forEach((r, i) => upload(r, bf[i]));
       clique.allReduce(ranks.map((r) => ({ device: r.device, address: r.buffer.address, count: COUNT })), "bfloat16", "sum", ranks.map((r) => r.stream));
       ranks.forEach((r) => r.stream.synchronize());
       const bfSum = Float32Array.from({ length: COUNT }, (_, i) => ALL.reduce((s, r) => s + ((i + r) % 32), 0));
       ranks.forEach((r, i) => {
-        const got = withDevice(r.device, () => r.buffer.download(new Uint16Array(COUNT)));
+        const got = download(r, COUNT, Uint16Array);
         assertArrayEqual(new Float32Array(Uint32Array.from(got, (b) => b << 16).buffer), bfSum, `rank ${i} bfloat16 sum`);
       });
     } finally {
@@ -119,18 +122,19 @@ test("all-gather (in place and out of place) and broadcast over every GPU", { sk
       const gathered = new Float32Array(W * n);
       parts.forEach((p, r) => gathered.set(p, r * n));
       // in place: rank r's part already sits at element r*n of its result
-      ranks.forEach((r, i) => withDevice(r.device, () => (r.buffer.fill(0xff), r.buffer.upload(parts[i], i * n * 4))));
+      ranks.forEach((r, i) => (upload(r, new Float32Array(W * n).fill(NaN)), upload(r, parts[i], i * n * 4)));
       clique.allGather(ranks.map((r) => ({ device: r.device, address: r.buffer.address, count: n })), "float32", ranks.map((r) => r.stream));
       ranks.forEach((r) => r.stream.synchronize());
       ranks.forEach((r, i) => assertArrayEqual(download(r, W * n), gathered, `rank ${i} in-place all-gather`));
       // out of place
-      src.forEach((s, i) => s.buffer.upload(parts[i]));
-      ranks.forEach((r) => withDevice(r.device, () => r.buffer.fill(0)));
+      // the gather runs on ranks[i].stream: its inputs are uploaded there too
+      src.forEach((s, i) => upload({ ...s, stream: ranks[i].stream }, parts[i]));
+      ranks.forEach((r) => upload(r, new Float32Array(W * n)));
       clique.allGather(ranks.map((r, i) => ({ device: r.device, address: r.buffer.address, source: src[i].buffer.address, count: n })), "float32", ranks.map((r) => r.stream));
       ranks.forEach((r) => r.stream.synchronize());
       ranks.forEach((r, i) => assertArrayEqual(download(r, W * n), gathered, `rank ${i} out-of-place all-gather`));
       // broadcast from the last rank
-      src.forEach((s, i) => s.buffer.upload(parts[i]));
+      src.forEach((s, i) => upload(s, parts[i]));
       clique.broadcast(src.map((s) => ({ device: s.device, address: s.buffer.address, count: n })), "float32", W - 1, src.map((s) => s.stream));
       src.forEach((s) => s.stream.synchronize());
       src.forEach((s, i) => assertArrayEqual(download(s, n), parts[W - 1], `rank ${i} broadcast`));
@@ -156,7 +160,7 @@ test("collectives recorded in one CUDA graph per device replay correctly (all-re
 
       for (let round = 0; round < 3; round++) {
         const inputs = ALL.map((r) => inputOf(r + 10 * round, n));
-        red.forEach((r, i) => r.buffer.upload(inputs[i]));
+        red.forEach((r, i) => upload(r, inputs[i]));
         graphs.forEach((g, i) => withDevice(ALL[i], () => g.launch(streams[i])));
         streams.forEach((s) => s.synchronize());
         const sum = inputs[0].map((_, i) => inputs.reduce((s, x) => s + x[i], 0));
@@ -189,7 +193,8 @@ test("collectives recorded in one graph spanning every device (streams forked an
       graph = withDevice(first.device, () => first.stream.endCapture());
       for (let round = 0; round < 2; round++) {
         const inputs = ALL.map((r) => inputOf(r + round, n));
-        ranks.forEach((r, i) => r.buffer.upload(inputs[i]));
+        ranks.forEach((r, i) => upload(r, inputs[i]));
+        ranks.forEach((r) => r.stream.synchronize()); // the graph runs on the first stream only
         withDevice(first.device, () => graph.launch(first.stream));
         first.stream.synchronize();
         const sum = inputs[0].map((_, i) => inputs.reduce((s, x) => s + x[i], 0));
@@ -201,6 +206,25 @@ test("collectives recorded in one graph spanning every device (streams forked an
       disposeAll(ranks);
     }
   }));
+
+test("the caller's current device is kept across create, collectives and dispose (NCCL sets devices of its own)", { skip: skipFor(2) }, () => {
+  for (const current of [ALL[ALL.length - 1], ALL[0]]) {
+    setDevice(current);
+    const clique = NcclClique.create(ALL);
+    assert.equal(currentDevice(), current, "after create");
+    const ranks = perDevice(ALL, 1024 * 4);
+    try {
+      clique.allReduce(ranks.map((r) => ({ device: r.device, address: r.buffer.address, count: 1024 })), "float32", "sum", ranks.map((r) => r.stream));
+      assert.equal(currentDevice(), current, "after a collective");
+      ranks.forEach((r) => r.stream.synchronize());
+    } finally {
+      disposeAll(ranks);
+      clique.dispose();
+    }
+    assert.equal(currentDevice(), current, "after dispose");
+  }
+  setDevice(0);
+});
 
 test("bad arguments are refused with the rank and field named", { skip: skipFor(2) }, () =>
   withClique(ALL, (clique) => {

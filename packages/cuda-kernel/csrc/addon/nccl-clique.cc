@@ -110,10 +110,24 @@ CollectiveArgs collectiveArgs(const Napi::CallbackInfo& info, size_t ranks, cons
   return {addressesArg(info[0], ranks, "sends"), addressesArg(info[1], ranks, "recvs"), countArg(info[2], countName), dataTypeArg(info[3])};
 }
 
+// Keeps the calling thread's current device across NCCL calls, which set devices of their own (init,
+// launches, destroy) and do not always put the caller's back.
+class DeviceGuard {
+ public:
+  DeviceGuard() { cudaGetDevice(&device_); }
+  ~DeviceGuard() { cudaSetDevice(device_); }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int device_ = 0;
+};
+
 // Issue one call per rank inside a group (what a single thread driving several GPUs must do), always
 // closing the group; reports the first failure.
 template <typename Issue>
 void grouped(Napi::Env env, const std::vector<ncclComm_t>& comms, const char* what, Issue issue) {
+  DeviceGuard keep;
   ncclResult_t r = api.groupStart();
   if (r != ncclSuccess) throwNccl(env, r, "ncclGroupStart", nullptr);
   ncclResult_t first = ncclSuccess;
@@ -200,10 +214,11 @@ NcclClique::NcclClique(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NcclCl
     devices_.push_back(a.Get(i).As<Napi::Number>().Int32Value());
   }
   comms_.assign(devices_.size(), nullptr);
-  int current = 0;
-  throwIfError(env, cudaGetDevice(&current), "cudaGetDevice");
-  const ncclResult_t r = api.commInitAll(comms_.data(), static_cast<int>(devices_.size()), devices_.data());
-  cudaSetDevice(current);
+  ncclResult_t r;
+  {
+    DeviceGuard keep;
+    r = api.commInitAll(comms_.data(), static_cast<int>(devices_.size()), devices_.data());
+  }
   if (r != ncclSuccess) {
     comms_.clear();
     throwNccl(env, r, "ncclCommInitAll", nullptr);
@@ -211,6 +226,7 @@ NcclClique::NcclClique(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NcclCl
 }
 
 void NcclClique::release() {
+  DeviceGuard keep;
   for (ncclComm_t c : comms_)
     if (c) api.commDestroy(c);
   comms_.clear();
