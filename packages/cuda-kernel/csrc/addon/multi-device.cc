@@ -3,13 +3,6 @@
 namespace df11addon {
 namespace {
 
-// getDevice() → the calling thread's current device.
-Napi::Value GetDevice(const Napi::CallbackInfo& info) {
-  int d = 0;
-  throwIfError(info.Env(), cudaGetDevice(&d), "cudaGetDevice");
-  return Napi::Number::New(info.Env(), d);
-}
-
 // canAccessPeer(device, peer) → whether `device` can address `peer`'s memory directly.
 Napi::Value CanAccessPeer(const Napi::CallbackInfo& info) {
   int can = 0;
@@ -32,7 +25,6 @@ Napi::Value EnablePeerAccess(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitMultiDevice(Napi::Env env, Napi::Object exports) {
-  exports.Set("getDevice", Napi::Function::New(env, GetDevice, "getDevice"));
   exports.Set("canAccessPeer", Napi::Function::New(env, CanAccessPeer, "canAccessPeer"));
   exports.Set("enablePeerAccess", Napi::Function::New(env, EnablePeerAccess, "enablePeerAccess"));
 }

@@ -1,6 +1,5 @@
-// Free functions for a process that drives several GPUs: which device is current, and peer access
-// between devices (direct loads/stores and copies over NVLink or PCIe). Existing calls keep working on
-// the current device; these only add what a multi-GPU caller needs to choose and restore it.
+// Free functions for a process that drives several GPUs: peer access between devices (direct loads,
+// stores and copies over NVLink or PCIe). Which device is current: setDevice/getDevice in ops.cc.
 #pragma once
 #include "common.h"
 

@@ -1,4 +1,5 @@
 import { call } from "../native.js";
+import { currentDevice, requireDevice } from "../runtime/device.js";
 import { parallelAddon } from "./nccl-addon.js";
 
 /**
@@ -7,11 +8,6 @@ import { parallelAddon } from "./nccl-addon.js";
  * when it was made, and work goes to a stream's own device. {@link withDevice} makes one device current
  * for a block of code and restores the previous one, so single-GPU code keeps its device untouched.
  */
-
-/** The calling thread's current CUDA device. */
-export function currentDevice(): number {
-  return call(() => parallelAddon().getDevice());
-}
 
 /**
  * Run `fn` with `device` current, then make the previous device current again (also when `fn` throws).
@@ -24,8 +20,8 @@ export function currentDevice(): number {
  * ```
  */
 export function withDevice<T>(device: number, fn: () => T): T {
-  const addon = parallelAddon();
-  const previous = call(() => addon.getDevice());
+  const addon = requireDevice();
+  const previous = currentDevice();
   call(() => addon.setDevice(device));
   let result: T;
   try {

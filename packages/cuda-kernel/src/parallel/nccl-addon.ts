@@ -13,7 +13,6 @@ export interface NativeNcclClique {
 
 export interface NativeParallel {
   NcclClique: { new (devices: number[]): NativeNcclClique; load(path: string): { path: string; version: number } };
-  getDevice(): number;
   canAccessPeer(device: number, peer: number): boolean;
   enablePeerAccess(peer: number): boolean;
 }
@@ -21,9 +20,9 @@ export interface NativeParallel {
 /** The addon with its multi-GPU entry points; a binary built before they existed says to rebuild. */
 export function parallelAddon(): NativeAddon & NativeParallel {
   const addon = native() as NativeAddon & Partial<NativeParallel>;
-  if (typeof addon.NcclClique !== "function" || typeof addon.getDevice !== "function") {
+  if (typeof addon.NcclClique !== "function" || typeof addon.canAccessPeer !== "function") {
     throw new CudaUnavailableError(
-      "this @df11/cuda-kernel binary predates multi-GPU support (no NcclClique / getDevice): rebuild it with `npm explore @df11/cuda-kernel -- npm run build:native`",
+      "this @df11/cuda-kernel binary predates multi-GPU support (no NcclClique): rebuild it with `npm explore @df11/cuda-kernel -- npm run build:native`",
     );
   }
   return addon as NativeAddon & NativeParallel;

@@ -1,4 +1,4 @@
-import type { CudaStream } from "../index.js";
+import type { CudaStream } from "../runtime/stream.js";
 import { call, type Address } from "../native.js";
 import { DisposedError } from "../errors.js";
 import { ncclCall, parallelAddon, type NativeNcclClique } from "./nccl-addon.js";
