@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { fileURLToPath } from "node:url";
 import { Piscina } from "piscina";
+import { workerExecArgv } from "@df11/cli";
 import type { TensorSource } from "@df11/hub-loader";
 import type { BenchTensor } from "./shapes.js";
 import type { GenerateTask } from "./synthetic-worker.js";
@@ -33,7 +34,8 @@ export class SyntheticTensors implements TensorSource, AsyncDisposable {
     threads = availableParallelism(),
   ) {
     this.byName = new Map(tensors.map((t) => [t.name, t]));
-    this.piscina = new Piscina({ filename: workerFile(), minThreads: threads, maxThreads: threads, idleTimeout: 60_000 });
+    // the codec pool's worker flags: without them piscina's require() of an ES-module worker can crash Node 20.20
+    this.piscina = new Piscina({ filename: workerFile(), minThreads: threads, maxThreads: threads, idleTimeout: 60_000, execArgv: workerExecArgv() });
   }
 
   names(): string[] {
