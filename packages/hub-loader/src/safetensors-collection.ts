@@ -23,7 +23,7 @@ export interface OpenDirectoryOptions {
  * in memory by whatever implements it.
  */
 export interface TensorSource {
-  /** Tensor names, in the order a model directory lists them (files in name order, then each file's header order). */
+  /** Tensor names, in the order a model directory lists them (its weight files in turn, each in its header order). */
   names(): string[];
   info(name: string): { readonly dtype: DType; readonly shape: readonly number[]; readonly byteLength: number };
   read(name: string): Promise<Uint8Array>;
