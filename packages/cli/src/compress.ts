@@ -2,13 +2,15 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { moduleStats, UncodableExponentError } from "@df11/codec";
 import {
-  readModelConfig,
+  parseModelConfig,
+  readModelConfigText,
   SafetensorsCollection,
   ShardedSafetensorsWriter,
   setJsonMember,
   writeDirectoryAtomically,
   DEFAULT_MAX_SHARD_BYTES,
   type TensorLayout,
+  type TensorSource,
   type TensorToWrite,
 } from "@df11/hub-loader";
 import { ChecksumLedger, compressionUnits, dfloat11ConfigOf, expectedWeightShape, inCurrentLayout, moduleTensors, patternDictFor, TORCH_FORMAT_KEY, type PatternDict } from "@df11/models";
@@ -37,6 +39,12 @@ export interface CompressOptions {
   readonly checksums?: boolean;
   /** Bound on peak memory in bytes (default: half the available memory); limits the modules in flight. */
   readonly maxMemory?: number;
+  /**
+   * Bytes of the open output shard kept in memory before the rest is spooled to a file and copied behind
+   * the header when the shard closes (default: an eighth of maxMemory, at most 512 MiB). Counted on top of
+   * maxMemory; a whole shard's worth writes every byte once instead of twice.
+   */
+  readonly shardMemoryBytes?: number;
   readonly onProgress?: (p: Progress) => void;
   readonly onWarning?: (message: string) => void;
 }
@@ -56,15 +64,26 @@ export interface CompressSummary {
   readonly seconds: number;
 }
 
+/** A model to compress that need not be a directory: tensors from anywhere plus the config.json text. */
+export interface CompressInput {
+  /** The tensors (a SafetensorsCollection, or tensors made in memory); names() order decides where uncompressed ones go. */
+  readonly weights: TensorSource;
+  /** config.json's text; written out unchanged but for the added `dfloat11_config`. */
+  readonly configText: string;
+  /** The model's name in messages: its directory, or a description. */
+  readonly name: string;
+  /** A model directory whose side files (tokenizer, generation config, …) are copied; none when absent. */
+  readonly sideFilesFrom?: string;
+}
+
 /**
  * Compress a BF16 Hugging Face model directory into a DFloat11 one that the official `dfloat11`
  * package loads. The output appears atomically: an interrupted or failed run leaves nothing behind.
  */
 export async function compressModel(input: string, output: string, options: CompressOptions = {}): Promise<CompressSummary> {
-  const started = performance.now();
   assertDistinctDirectories(input, output);
-  const config = await readModelConfig(input);
-  const already = dfloat11ConfigOf(config, input); // a DFloat11 0.1.0 model is named as such here
+  const configText = await readModelConfigText(input);
+  const already = dfloat11ConfigOf(parseModelConfig(configText, join(input, "config.json")), input); // a DFloat11 0.1.0 model is named as such here
   if (already) throw new CliError(`${input}: already DFloat11-compressed (dfloat11_config version ${already.version}); df11 decompress gives back its BF16 model`);
   await using stored = await SafetensorsCollection.openDirectory(input);
   // A pre-4.52 multimodal checkpoint (gemma-3 as Google ships it) is written under the names transformers
@@ -72,12 +91,25 @@ export async function compressModel(input: string, output: string, options: Comp
   // pattern_dict speaks of the names as stored, so they stay.
   const weights = options.patternDict ? stored : inCurrentLayout(stored);
   if (weights !== stored) options.onWarning?.(`${input} stores its language model as language_model.model.* (before transformers 4.52): written as model.language_model.* (transformers 4.52+, and the official dfloat11 loader with it)`);
+  // awaited here: `stored` closes when this function returns
+  return await compressTensors({ weights, configText, name: input, sideFilesFrom: input }, output, options);
+}
+
+/**
+ * {@link compressModel} for tensors that are not read from a model directory (e.g. generated in memory):
+ * the same files, byte for byte, as compressing a directory holding these tensors and this config.json.
+ */
+export async function compressTensors(input: CompressInput, output: string, options: CompressOptions = {}): Promise<CompressSummary> {
+  const started = performance.now();
+  const { weights } = input;
+  const configSource = join(input.name, "config.json");
+  const config = parseModelConfig(input.configText, configSource);
   const descriptors = weights.names().map((n) => ({ name: n, dtype: weights.info(n).dtype, shape: weights.info(n).shape }));
   const chosen = options.patternDict
     ? { patternDict: options.patternDict, architecture: "custom" }
     : patternDictFor(config, descriptors);
   const units = compressionUnits(chosen.patternDict, weights.names());
-  refuseUnlessBf16(input, weights, units.flatMap((u) => u.weights));
+  refuseUnlessBf16(input.name, weights, units.flatMap((u) => u.weights));
   const consumed = new Set(units.flatMap((u) => u.weights));
   const passthrough = weights.names().filter((n) => !consumed.has(n));
 
@@ -124,7 +156,7 @@ export async function compressModel(input: string, output: string, options: Comp
     await using writer = new ShardedSafetensorsWriter(dir, {
       maxShardBytes: options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES,
       metadata,
-      memoryBytes: memory.shardMemoryBytes,
+      memoryBytes: options.shardMemoryBytes ?? memory.shardMemoryBytes,
     });
     const report = (modulesDone: number) =>
       options.onProgress?.({ modulesDone, modulesTotal: units.length, bytesDone: weightBytes, bytesTotal: weightBytesTotal });
@@ -166,8 +198,11 @@ export async function compressModel(input: string, output: string, options: Comp
       },
       memory.budget,
     );
-    const finished = await finishModelDirectory(dir, writer, { directory: input, weights, unchanged: passthrough, checksums: ledger && { ledger, pool } }, (text) =>
-      setJsonMember(text, "dfloat11_config", dfloat11Config(chosen.patternDict), join(input, "config.json")),
+    const finished = await finishModelDirectory(
+      dir,
+      writer,
+      { config: { text: input.configText, source: configSource }, sideFilesFrom: input.sideFilesFrom, weights, unchanged: passthrough, checksums: ledger && { ledger, pool } },
+      (text) => setJsonMember(text, "dfloat11_config", dfloat11Config(chosen.patternDict), configSource),
     );
     outputBytes += finished.copiedBytes;
     return finished.files;
@@ -193,7 +228,7 @@ export async function compressModel(input: string, output: string, options: Comp
  * to compress (no BF16 matrix: an FP16 or FP32 model) or whose matrices to compress are not all BF16,
  * naming the dtypes found and what to do.
  */
-function refuseUnlessBf16(input: string, weights: SafetensorsCollection, toCompress: readonly string[]): void {
+function refuseUnlessBf16(input: string, weights: TensorSource, toCompress: readonly string[]): void {
   const other = toCompress.filter((w) => weights.info(w).dtype !== "BF16");
   if (toCompress.length > 0 && other.length === 0) return;
   const matrices = weights.names().filter((n) => weights.info(n).shape.length >= 2);

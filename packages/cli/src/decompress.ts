@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { splitWeights } from "@df11/codec";
 import {
   readModelConfig,
+  readModelConfigText,
   SafetensorsCollection,
   ShardedSafetensorsWriter,
   removeJsonMember,
@@ -119,8 +120,9 @@ export async function decompressModel(input: string, output: string, options: De
       },
       memory.budget,
     );
-    const finished = await finishModelDirectory(dir, writer, { directory: input, weights, unchanged: passthrough }, (text) =>
-      removeJsonMember(text, "dfloat11_config", join(input, "config.json")),
+    const configSource = join(input, "config.json");
+    const finished = await finishModelDirectory(dir, writer, { config: { text: await readModelConfigText(input), source: configSource }, sideFilesFrom: input, weights, unchanged: passthrough }, (text) =>
+      removeJsonMember(text, "dfloat11_config", configSource),
     );
     copiedBytes = finished.copiedBytes;
     return finished.files;

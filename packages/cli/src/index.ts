@@ -20,6 +20,7 @@ export * from "./seal.js";
 export { DEMO_SHAPE, writeSyntheticModel, type SyntheticModelShape } from "@df11/models";
 export * from "./report.js";
 export { formatBytes, parseBytes } from "./format-bytes.js";
+export { orderedPipeline, type MemoryBudget } from "./ordered-pipeline.js";
 export type { Progress } from "./progress.js";
 export { serveModel, type RunningServer, type ServeOptions } from "./serve/server.js";
 export { ApiError, parseCompletionRequest } from "./serve/openai-protocol.js";

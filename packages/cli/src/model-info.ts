@@ -1,5 +1,5 @@
 import { FORMAT_VERSION, THREADS_PER_BLOCK, BYTES_PER_THREAD } from "@df11/codec";
-import type { ModelConfig, SafetensorsCollection } from "@df11/hub-loader";
+import type { ModelConfig, SafetensorsCollection, TensorSource } from "@df11/hub-loader";
 import { dfloat11ConfigOf, expectedWeightShape, type Dfloat11Config, type PatternDict } from "@df11/models";
 import { CliError } from "./errors.js";
 import { formatBytes } from "./format-bytes.js";
@@ -30,7 +30,7 @@ export interface DtypeShare {
 }
 
 /** Tensors and bytes per dtype, largest share first. */
-export function dtypeBreakdown(weights: SafetensorsCollection, names: readonly string[] = weights.names()): DtypeShare[] {
+export function dtypeBreakdown(weights: Pick<TensorSource, "names" | "info">, names: readonly string[] = weights.names()): DtypeShare[] {
   const by = new Map<string, { dtype: string; tensors: number; bytes: number }>();
   for (const n of names) {
     const { dtype, byteLength } = weights.info(n);

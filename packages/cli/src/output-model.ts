@@ -1,6 +1,6 @@
-import { readFile, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { copySideFiles, type SafetensorsCollection, type ShardedSafetensorsWriter } from "@df11/hub-loader";
+import { copySideFiles, type ShardedSafetensorsWriter, type TensorSource } from "@df11/hub-loader";
 import type { ChecksumLedger } from "@df11/models";
 import { CliError } from "./errors.js";
 import { formatBytes } from "./format-bytes.js";
@@ -21,8 +21,11 @@ export async function finishModelDirectory(
   dir: string,
   writer: ShardedSafetensorsWriter,
   source: {
-    directory: string;
-    weights: SafetensorsCollection;
+    /** config.json's text, and where it came from (for messages). */
+    config: { text: string; source: string };
+    /** The model directory whose side files are copied; none when absent. */
+    sideFilesFrom?: string;
+    weights: TensorSource;
     unchanged: readonly string[];
     /** Where the copied tensors' checksums are recorded, summed on `pool`'s workers. */
     checksums?: { ledger: ChecksumLedger; pool: CodecPool };
@@ -38,9 +41,8 @@ export async function finishModelDirectory(
     await writer.add([{ name, dtype: info.dtype, shape: info.shape, data }]);
   }
   const written = await writer.finish();
-  const configPath = join(source.directory, "config.json");
-  await writeFile(join(dir, "config.json"), editConfig(await readFile(configPath, "utf8")));
-  const side = await copySideFiles(source.directory, dir);
+  await writeFile(join(dir, "config.json"), editConfig(source.config.text));
+  const side = source.sideFilesFrom ? await copySideFiles(source.sideFilesFrom, dir) : [];
   return { files: ["config.json", ...written, ...side], copiedBytes };
 }
 

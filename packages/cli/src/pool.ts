@@ -56,7 +56,7 @@ function shared<T extends Uint8Array | Uint32Array>(a: T): T {
  * module", seen on a 16-core GPU host with Node 20.20). With require(esm) off in the workers, the
  * require() throws as piscina expects and the import() loads the worker.
  */
-function workerExecArgv(): string[] {
+export function workerExecArgv(): string[] {
   const flag = "--no-experimental-require-module";
   return [...process.execArgv, ...(process.allowedNodeEnvironmentFlags.has(flag) ? [flag] : [])];
 }

@@ -47,10 +47,9 @@ export function bf16ToFloat32(bits: Uint16Array): Float32Array {
   return out;
 }
 
-/** float32 → BF16 bits, rounding to nearest even (as torch does); NaN stays NaN. */
-export function float32ToBF16(values: Float32Array): Uint16Array {
+/** float32 → BF16 bits, rounding to nearest even (as torch does); NaN stays NaN. Writes into `out` when given. */
+export function float32ToBF16(values: Float32Array, out: Uint16Array = new Uint16Array(values.length)): Uint16Array {
   const u32 = new Uint32Array(values.buffer, values.byteOffset, values.length);
-  const out = new Uint16Array(values.length);
   for (let i = 0; i < values.length; i++) {
     const x = u32[i];
     if ((x & 0x7fffffff) > 0x7f800000) {

@@ -47,4 +47,5 @@ export { DeviceWeights, type LoadProgress, type LoadChecks, type LoadCheckReport
 export { FusedDeviceMatrix, type FusedLayoutReport } from "./backend/formats/fused.js";
 export type { DeviceMatrix, WeightFormat } from "./backend/formats/matrix.js";
 export { OpProfile, type OpTime } from "./backend/op-profile.js";
+export * from "./parallel/index.js";
 import "./register.js";

@@ -5,18 +5,20 @@ import { ModelDirectoryError } from "./errors.js";
 /** A model's config.json, as parsed JSON. */
 export type ModelConfig = Record<string, unknown>;
 
-/** Read and parse `config.json` of a model directory. */
-export async function readModelConfig(directory: string): Promise<ModelConfig> {
-  const path = join(directory, "config.json");
-  let text: string;
+/** The text of `config.json` of a model directory (a ModelDirectoryError when it cannot be read). */
+export async function readModelConfigText(directory: string): Promise<string> {
   try {
     const s = await stat(directory);
     if (!s.isDirectory()) throw new ModelDirectoryError(directory, "is not a directory");
-    text = await readFile(path, "utf8");
+    return await readFile(join(directory, "config.json"), "utf8");
   } catch (e) {
     if (e instanceof ModelDirectoryError) throw e;
     throw new ModelDirectoryError(directory, `cannot read config.json (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
+}
+
+/** Parse config.json text (`path` names it in errors): a JSON object, or a ModelDirectoryError. */
+export function parseModelConfig(text: string, path: string): ModelConfig {
   try {
     const config = JSON.parse(text);
     if (typeof config !== "object" || config === null || Array.isArray(config)) throw new Error("not a JSON object");
@@ -24,6 +26,11 @@ export async function readModelConfig(directory: string): Promise<ModelConfig> {
   } catch (e) {
     throw new ModelDirectoryError(path, `invalid JSON (${(e as Error).message})`);
   }
+}
+
+/** Read and parse `config.json` of a model directory. */
+export async function readModelConfig(directory: string): Promise<ModelConfig> {
+  return parseModelConfig(await readModelConfigText(directory), join(directory, "config.json"));
 }
 
 /** Files that travel with the weights: tokenizer, generation settings, chat template, licence. */

@@ -1,5 +1,5 @@
 import { basename, join } from "node:path";
-import { float16ToFloat32 } from "./dtypes.js";
+import { float16ToFloat32, type DType } from "./dtypes.js";
 import { SafetensorsError } from "./errors.js";
 import { selectWeightFiles, warnIgnoredFiles, type WeightFileSelection } from "./model-files.js";
 import { SafetensorsFile, type TensorInfo } from "./safetensors-reader.js";
@@ -19,11 +19,24 @@ export interface OpenDirectoryOptions {
 }
 
 /**
+ * Named tensors to read: a model directory's safetensors ({@link SafetensorsCollection}), or tensors made
+ * in memory by whatever implements it.
+ */
+export interface TensorSource {
+  /** Tensor names, in the order a model directory lists them (its weight files in turn, each in its header order). */
+  names(): string[];
+  info(name: string): { readonly dtype: DType; readonly shape: readonly number[]; readonly byteLength: number };
+  read(name: string): Promise<Uint8Array>;
+  /** A 16-bit tensor (BF16) as raw words. */
+  readU16(name: string): Promise<Uint16Array>;
+}
+
+/**
  * The weight files of a model directory seen as one set of tensors — a single file or a sharded
  * checkpoint — chosen by {@link selectWeightFiles}: an index's shards, else the `*.safetensors` files
  * that are not hidden. The index's weight map is checked against the files.
  */
-export class SafetensorsCollection implements AsyncDisposable {
+export class SafetensorsCollection implements TensorSource, AsyncDisposable {
   private constructor(
     readonly directory: string,
     readonly files: readonly SafetensorsFile[],

@@ -35,3 +35,4 @@ export * from "./backend-registry.js";
 export * from "./serving/token-stream.js";
 export * from "./serving/batch-scheduler.js";
 export * from "./serving/model.js";
+export * from "./parallel/tensor-parallel.js";

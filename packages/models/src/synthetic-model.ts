@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { float32ToBF16, syntheticWeights } from "@df11/codec";
+import { syntheticNormWeights, syntheticWeights } from "@df11/codec";
 import { writeSafetensors, type TensorToWrite } from "@df11/hub-loader";
 import { bytesOf } from "./df11-checkpoint.js";
 
@@ -48,6 +48,42 @@ function tokenizerJson(vocab: number): object {
   };
 }
 
+/** A tensor of a llama-shaped model: its name, its shape, and how its values are drawn. */
+export interface SyntheticTensorSpec {
+  readonly name: string;
+  readonly shape: readonly number[];
+  /** `matrix`: normal values (and a few outliers); `norm`: RMSNorm scales around 1. */
+  readonly kind: "matrix" | "norm";
+}
+
+/**
+ * The tensors of a llama-family model of this shape (qwen3 adds per-head q/k norms), in the order
+ * {@link writeSyntheticModel} draws them: embeddings, lm_head, final norm, then each layer's.
+ */
+export function syntheticModelTensors(shape: SyntheticModelShape, family: "llama" | "qwen3" = "llama"): SyntheticTensorSpec[] {
+  const { vocab, hidden, intermediate, layers, heads, kvHeads } = shape;
+  const headDim = hidden / heads;
+  const matrix = (name: string, rows: number, cols: number): SyntheticTensorSpec => ({ name, shape: [rows, cols], kind: "matrix" });
+  const norm = (name: string, size = hidden): SyntheticTensorSpec => ({ name, shape: [size], kind: "norm" });
+  const out = [matrix("model.embed_tokens.weight", vocab, hidden), matrix("lm_head.weight", vocab, hidden), norm("model.norm.weight")];
+  for (let l = 0; l < layers; l++) {
+    const p = `model.layers.${l}`;
+    out.push(
+      matrix(`${p}.self_attn.q_proj.weight`, heads * headDim, hidden),
+      matrix(`${p}.self_attn.k_proj.weight`, kvHeads * headDim, hidden),
+      matrix(`${p}.self_attn.v_proj.weight`, kvHeads * headDim, hidden),
+      matrix(`${p}.self_attn.o_proj.weight`, hidden, heads * headDim),
+      matrix(`${p}.mlp.gate_proj.weight`, intermediate, hidden),
+      matrix(`${p}.mlp.up_proj.weight`, intermediate, hidden),
+      matrix(`${p}.mlp.down_proj.weight`, hidden, intermediate),
+      norm(`${p}.input_layernorm.weight`),
+      norm(`${p}.post_attention_layernorm.weight`),
+    );
+    if (family === "qwen3") out.push(norm(`${p}.self_attn.q_norm.weight`, headDim), norm(`${p}.self_attn.k_norm.weight`, headDim));
+  }
+  return out;
+}
+
 const CHAT_TEMPLATE =
   "{% for message in messages %}{{ '<|' + message['role'] + '|> ' + message['content'] + ' ' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
 
@@ -61,35 +97,12 @@ export async function writeSyntheticModel(dir: string, shape: SyntheticModelShap
   const family = options.family ?? "llama";
   const headDim = hidden / heads;
   let s = options.seed ?? 1;
-  const matrix = (name: string, rows: number, cols: number): TensorToWrite => ({
+  const tensors: TensorToWrite[] = syntheticModelTensors(shape, family).map(({ name, shape: [rows, cols], kind }) => ({
     name,
     dtype: "BF16",
-    shape: [rows, cols],
-    data: bytesOf(syntheticWeights(rows * cols, s++, 1 / Math.sqrt(cols))),
-  });
-  const norm = (name: string, size = hidden): TensorToWrite => {
-    const v = syntheticWeights(size, s++, 0.05);
-    const f = new Float32Array(size);
-    const u = new Uint32Array(f.buffer);
-    for (let i = 0; i < size; i++) u[i] = v[i] << 16;
-    return { name, dtype: "BF16", shape: [size], data: bytesOf(float32ToBF16(f.map((x) => 1 + x))) };
-  };
-  const tensors: TensorToWrite[] = [matrix("model.embed_tokens.weight", vocab, hidden), matrix("lm_head.weight", vocab, hidden), norm("model.norm.weight")];
-  for (let l = 0; l < layers; l++) {
-    const p = `model.layers.${l}`;
-    tensors.push(
-      matrix(`${p}.self_attn.q_proj.weight`, heads * headDim, hidden),
-      matrix(`${p}.self_attn.k_proj.weight`, kvHeads * headDim, hidden),
-      matrix(`${p}.self_attn.v_proj.weight`, kvHeads * headDim, hidden),
-      matrix(`${p}.self_attn.o_proj.weight`, hidden, heads * headDim),
-      matrix(`${p}.mlp.gate_proj.weight`, intermediate, hidden),
-      matrix(`${p}.mlp.up_proj.weight`, intermediate, hidden),
-      matrix(`${p}.mlp.down_proj.weight`, hidden, intermediate),
-      norm(`${p}.input_layernorm.weight`),
-      norm(`${p}.post_attention_layernorm.weight`),
-    );
-    if (family === "qwen3") tensors.push(norm(`${p}.self_attn.q_norm.weight`, headDim), norm(`${p}.self_attn.k_norm.weight`, headDim));
-  }
+    shape: kind === "matrix" ? [rows, cols] : [rows],
+    data: bytesOf(kind === "matrix" ? syntheticWeights(rows * cols, s++, 1 / Math.sqrt(cols)) : syntheticNormWeights(rows, s++)),
+  }));
   await writeSafetensors(join(dir, "model.safetensors"), tensors, { format: "pt" });
   const config = {
     architectures: [family === "qwen3" ? "Qwen3ForCausalLM" : "LlamaForCausalLM"],

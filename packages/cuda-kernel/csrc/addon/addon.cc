@@ -6,6 +6,8 @@
 #include "fused-ops.h"
 #include "graph.h"
 #include "module.h"
+#include "multi-device.h"
+#include "nccl-clique.h"
 #include "ops.h"
 #include "stream.h"
 
@@ -19,6 +21,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Module::Init(env, exports);
   InitOps(env, exports);
   InitFusedOps(env, exports);
+  InitMultiDevice(env, exports);
+  NcclClique::Init(env, exports);
   int runtime = 0;
   cudaRuntimeGetVersion(&runtime);
   exports.Set("cudaRuntimeVersion", runtime);
