@@ -12,6 +12,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { sizeThreadPoolForReads } from "@df11/hub-loader";
 import { CausalLM } from "@df11/models";
 import { CudaBackend, devices, memoryInfo, nativeAddon, resetPeakAllocation, type CudaEngineConfig, type GpuWeightsLayout, type OpTime } from "@df11/cuda-kernel";
 import { runChild, saveJson } from "./child.js";
@@ -35,6 +36,7 @@ const { values: args, positionals } = parseArgs({
     variant: { type: "string" },
   },
 });
+sizeThreadPoolForReads(); // before the first file is read
 const promptTokens = Number(args["prompt-tokens"]);
 const newTokens = Number(args["new-tokens"]);
 const log = (s: string) => console.error(s);

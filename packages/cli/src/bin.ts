@@ -14,12 +14,14 @@ import { formatBytes, parseBytes, percent } from "./format-bytes.js";
 import { downloadBar, progressBar } from "./progress.js";
 import { formatCompressSummary, formatInspectReport } from "./report.js";
 import { DEMO_SHAPE, writeSyntheticModel } from "@df11/models";
-import { listCachedModels, removePendingTemporaries, resolveModel } from "@df11/hub-loader";
+import { listCachedModels, removePendingTemporaries, resolveModel, sizeThreadPoolForReads } from "@df11/hub-loader";
 import { modelDirectory } from "./model-source.js";
 import { interruptSignal, parseIds, runChat, runGenerate, type GenerationFlags } from "./generate-command.js";
 import type { DeviceChoice } from "./load-model.js";
 import { BATCH_HELP, batchGenerateCommand } from "./batch-generate.js";
 import { CliError } from "./errors.js";
+
+sizeThreadPoolForReads(); // before the first file is read: loading reads many pieces at once
 
 const intOption = (v: string) => {
   const n = Number(v);

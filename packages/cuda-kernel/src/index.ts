@@ -29,9 +29,10 @@ export {
   type DeviceInfo,
 } from "./runtime/device.js";
 export { DeviceBuffer, copyDeviceToDevice } from "./runtime/device-buffer.js";
+export { PinnedBuffer } from "./runtime/pinned-buffer.js";
 export { CudaEvent, CudaGraph, CudaStream } from "./runtime/stream.js";
 export { DeviceModule, decode, type DecodeOptions } from "./runtime/device-module.js";
-export { DeviceChecksum, deviceChecksumHex } from "./integrity/device-checksum.js";
+export { DeviceChecksum, DeviceChecksumBatch, deviceChecksumHex } from "./integrity/device-checksum.js";
 export {
   CudaBackend,
   DEFAULT_DECODE_CHUNK,

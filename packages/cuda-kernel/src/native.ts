@@ -29,6 +29,7 @@ export interface NativeAddon {
   Stream: new () => NativeStream;
   Event: new (timing?: boolean) => NativeEvent;
   Module: new (m: object) => NativeModule;
+  PinnedBuffer: new (bytes: number) => NativePinnedBuffer;
   deviceCount(): number;
   deviceInfo(index: number): Record<string, unknown>;
   setDevice(index: number): void;
@@ -99,6 +100,11 @@ export interface NativeBuffer {
   free(): void;
   readonly byteLength: number;
   readonly address: Address;
+}
+export interface NativePinnedBuffer {
+  readonly buffer: ArrayBuffer;
+  readonly byteLength: number;
+  free(): void;
 }
 export interface NativeStream {
   synchronize(): void;

@@ -25,3 +25,4 @@ export * from "./hub/download.js";
 export * from "./hub/resolve.js";
 export * from "./hub/list-cache.js";
 export * from "./json-text.js";
+export { sizeThreadPoolForReads } from "./thread-pool.js";

@@ -113,10 +113,13 @@ export class SafetensorsCollection implements TensorSource, AsyncDisposable {
     return t.file.read(t.name);
   }
 
-  /** Read a tensor's raw bytes into `target` (length ≥ its byte length), e.g. pinned staging memory. */
-  readInto(name: string, target: Uint8Array): Promise<void> {
+  /**
+   * Read a tensor's raw bytes into `target` (length ≥ its byte length), e.g. pinned staging memory, with
+   * up to `concurrency` positional reads at once.
+   */
+  readInto(name: string, target: Uint8Array, concurrency = 1): Promise<void> {
     const t = this.info(name);
-    return t.file.readInto(t.name, target);
+    return t.file.readInto(t.name, target, concurrency);
   }
 
   /** Read a BF16 (or other 16-bit) tensor as raw 16-bit words. */

@@ -29,8 +29,11 @@ const EXPECTED_DTYPE: Record<(typeof MODULE_TENSOR_SUFFIXES)[number], string> = 
   split_positions: "I64",
 };
 
-/** Read the six tensors of module `path` from a checkpoint. */
-export async function readDF11Module(weights: SafetensorsCollection, path: string): Promise<DF11Module> {
+/**
+ * Read the six tensors of module `path` from a checkpoint; `read` may put them somewhere of the
+ * caller's (pinned memory for a GPU upload, say).
+ */
+export async function readDF11Module(weights: SafetensorsCollection, path: string, read: (name: string) => Promise<Uint8Array> = (n) => weights.read(n)): Promise<DF11Module> {
   const raw: Record<string, Uint8Array> = {};
   for (const suffix of MODULE_TENSOR_SUFFIXES) {
     const name = `${path}.${suffix}`;
@@ -39,7 +42,7 @@ export async function readDF11Module(weights: SafetensorsCollection, path: strin
     if (info.dtype !== EXPECTED_DTYPE[suffix]) {
       throw new InvalidModuleError(name, `dtype ${info.dtype}, expected ${EXPECTED_DTYPE[suffix]}`);
     }
-    raw[suffix] = await weights.read(name);
+    raw[suffix] = await read(name);
   }
   const lutsShape = weights.info(`${path}.luts`).shape;
   if (lutsShape.length !== 2 || lutsShape[1] !== 256) {

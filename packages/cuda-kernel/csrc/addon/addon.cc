@@ -9,6 +9,7 @@
 #include "multi-device.h"
 #include "nccl-clique.h"
 #include "ops.h"
+#include "pinned-buffer.h"
 #include "stream.h"
 
 namespace df11addon {
@@ -19,6 +20,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Event::Init(env, exports);
   Graph::Init(env, exports);
   Module::Init(env, exports);
+  PinnedBuffer::Init(env, exports);
   InitOps(env, exports);
   InitFusedOps(env, exports);
   InitMultiDevice(env, exports);

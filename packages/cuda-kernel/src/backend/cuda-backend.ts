@@ -105,8 +105,12 @@ export interface CudaEngineConfig {
 }
 
 const GEMV_MAX_ROWS = 64; // csrc/kernels/inference.h kGemvMaxRows
-/** Steps of up to this many rows split each row's attention over several warps (decoding). */
-const ATTENTION_SPLIT_ROWS = 16;
+/**
+ * Steps of up to this many rows (every step the GEMV takes) split each row's attention over several warps
+ * (decoding), the split count depending on the context length only: a sequence's attention sums in the
+ * same order in any batch.
+ */
+const ATTENTION_SPLIT_ROWS = GEMV_MAX_ROWS;
 const SPLIT_K_BYTES = 32 * 1024 * 1024;
 const MAX_SPLITS = 64;
 const F32 = 4;
@@ -489,7 +493,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.time("qkvPrepare", () => call(() => native().qkvPrepare(args, qkv.address, qNorm, kNorm, c.rmsNormEps, c.gemmaNorms, rope.address, rope.rotaryDim, q.address, s)));
     // Few rows (decoding): split each row's keys over warps (≥ 32 keys each) so that long contexts still
     // give every SM work: about two warps per SM for one row. The split count is the one-row count for
-    // every batch of up to 16 rows, so that a sequence's attention sums in the same order in any batch
+    // every batch the GEMV takes, so that a sequence's attention sums in the same order in any batch
     // (batched greedy = solo). The kernel takes each split's share of the current length.
     const keys = Math.min(c.slidingWindow[layer] ?? this.maxContext, this.maxContext);
     const splits = qkv.rows <= ATTENTION_SPLIT_ROWS ? Math.max(1, Math.min(MAX_SPLITS, Math.ceil(keys / 32), Math.ceil(264 / c.numKvHeads))) : 1;

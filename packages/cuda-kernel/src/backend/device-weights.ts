@@ -1,5 +1,5 @@
 import type { SafetensorsCollection } from "@df11/hub-loader";
-import { checksumHex } from "@df11/codec";
+import { checksumHex, MODULE_TENSOR_SUFFIXES } from "@df11/codec";
 import {
   ChecksumMismatchError,
   checkDecodedWeights,
@@ -12,11 +12,12 @@ import {
   type PatternDict,
   type RecordedChecksums,
 } from "@df11/models";
-import { DeviceChecksum } from "../integrity/device-checksum.js";
+import { DeviceChecksum, DeviceChecksumBatch } from "../integrity/device-checksum.js";
 import { call, native, type Address } from "../native.js";
 import { DeviceBuffer } from "../runtime/device-buffer.js";
 import { DeviceModule } from "../runtime/device-module.js";
 import { CudaStream } from "../runtime/stream.js";
+import { PinnedStaging } from "./staging.js";
 import { Bf16DeviceMatrix } from "./formats/bf16.js";
 import { FusedDeviceMatrix, fusedLayoutReport, type FusedLayoutReport, type RowSource } from "./formats/fused.js";
 import { HuffmanDeviceMatrix } from "./formats/huffman.js";
@@ -225,15 +226,28 @@ export class DeviceWeights implements Disposable {
       return scratch;
     };
 
+    // Files are read into pinned memory a unit ahead of the GPU work (see PinnedStaging).
+    using staging = new PinnedStaging(weights);
     try {
       if (patternDict) {
-        for (const path of compressedModulesOf(weights.names())) {
-          const module = await readDF11Module(weights, path);
+        const paths = compressedModulesOf(weights.names());
+        const tensorsOf = (path: string) => MODULE_TENSOR_SUFFIXES.map((suffix) => `${path}.${suffix}`);
+        let next = paths.length > 0 ? staging.read(tensorsOf(paths[0])) : undefined;
+        for (const [index, path] of paths.entries()) {
+          const unit = await next!;
+          next = index + 1 < paths.length ? staging.read(tensorsOf(paths[index + 1])) : undefined;
+          const module = await readDF11Module(weights, path, async (n) => unit.bytes.get(n)!);
           const names = weightNamesOf(patternDict, path);
           if (module.splitPositions.length !== names.length - 1) {
+            unit.release();
             throw new WeightLayoutError(`${path}.split_positions`, `${module.splitPositions.length + 1} parts, the pattern_dict lists ${names.length}`);
           }
-          const gpu = DeviceModule.upload(module);
+          let gpu: DeviceModule;
+          try {
+            gpu = DeviceModule.upload(module); // copies (from pinned memory) before it returns
+          } finally {
+            unit.release();
+          }
           let keep = false;
           try {
             if (checks?.stored && checks.recorded.modules.has(path)) {
@@ -332,40 +346,57 @@ export class DeviceWeights implements Disposable {
         const key = layerOf(n) ?? n;
         byLayer.set(key, [...(byLayer.get(key) ?? []), n]);
       }
-      for (const names of byLayer.values()) {
-        names.sort((a, b) => orderKey(a) - orderKey(b));
+      const units = [...byLayer.values()].map((names) => names.sort((a, b) => orderKey(a) - orderKey(b)));
+      let nextUnit = units.length > 0 ? staging.read(units[0]) : undefined;
+      for (const [index, names] of units.entries()) {
+        const unit = await nextUnit!;
+        nextUnit = index + 1 < units.length ? staging.read(units[index + 1]) : undefined;
         const plans = planMatrices(names, (n) => (weights.info(n).shape.length === 2 ? weights.info(n).shape : undefined));
         const groupBytes = (p: Planned) => p.names.reduce((s, n) => s + weights.info(n).byteLength, 0);
         const toFused = (p: Planned) => layout === "fused" && p.cols > 0 && FusedDeviceMatrix.fits(p.cols);
         // BF16 matrices of the layer share one buffer; each group is contiguous in it.
         const residentBytes = plans.filter((p) => !toFused(p)).reduce((s, p) => s + align(groupBytes(p), 256), 0);
         const layerBuffer = residentBytes > 0 ? this.ownBuffer(DeviceBuffer.alloc(residentBytes)) : undefined;
+        // Stored tensors are summed on the device as they land, and checked together at the layer's end.
+        const recorded = names.filter((n) => checks?.stored && checks.recorded.stored.has(n));
+        using sums = recorded.length > 0 ? new DeviceChecksumBatch(recorded.length, stream) : undefined;
         let offset = 0;
-        for (const p of plans) {
-          const fused = toFused(p);
-          // A fused group is staged (uploaded, checked) in a transient buffer and transcoded.
-          using staging = fused ? DeviceBuffer.alloc(groupBytes(p) + 16) : undefined;
-          const base = fused ? staging!.address : layerBuffer!.address + offset;
-          let at = 0;
-          for (const n of p.names) {
-            const info = weights.info(n);
-            (fused ? staging! : layerBuffer!).upload(await weights.read(n), fused ? at : offset + at);
-            expectStored(n, () => sum!.hexOf(base + at, info.byteLength));
-            at += info.byteLength;
-            progress(info.byteLength);
+        try {
+          for (const p of plans) {
+            const fused = toFused(p);
+            // A fused group is staged (uploaded, checked) in a transient buffer and transcoded.
+            using target = fused ? DeviceBuffer.alloc(groupBytes(p) + 16) : undefined;
+            const base = fused ? target!.address : layerBuffer!.address + offset;
+            let at = 0;
+            for (const n of p.names) {
+              const info = weights.info(n);
+              (fused ? target! : layerBuffer!).upload(unit.bytes.get(n)!, fused ? at : offset + at, stream);
+              if (recorded.includes(n)) sums!.add(recorded.indexOf(n), base + at, info.byteLength);
+              at += info.byteLength;
+              progress(info.byteLength);
+            }
+            const rows = p.rows.reduce((a, b) => a + b, 0);
+            let m: DeviceMatrix;
+            if (fused) {
+              const windowRows = FusedDeviceMatrix.windowRows(windowElements, p.cols);
+              m = this.own(FusedDeviceMatrix.transcode(rows, p.cols, { windowRows, fill: (r0) => base + r0 * p.cols * 2 }, stream));
+              stream.synchronize(); // the staging buffer is freed next
+            } else {
+              const shape = weights.info(p.names[0]).shape;
+              m = new Bf16DeviceMatrix(base, p.cols > 0 ? rows : shape[0], p.cols > 0 ? p.cols : shape.slice(1).reduce((a, b) => a * b, 1));
+              offset += align(groupBytes(p), 256);
+            }
+            this.place(p.cols > 0 ? p : { names: p.names, rows: [m.rows], cols: m.cols }, m, false);
           }
-          const rows = p.rows.reduce((a, b) => a + b, 0);
-          let m: DeviceMatrix;
-          if (fused) {
-            const windowRows = FusedDeviceMatrix.windowRows(windowElements, p.cols);
-            m = this.own(FusedDeviceMatrix.transcode(rows, p.cols, { windowRows, fill: (r0) => base + r0 * p.cols * 2 }, stream));
-            stream.synchronize(); // the staging buffer is freed next
-          } else {
-            const shape = weights.info(p.names[0]).shape;
-            m = new Bf16DeviceMatrix(base, p.cols > 0 ? rows : shape[0], p.cols > 0 ? p.cols : shape.slice(1).reduce((a, b) => a * b, 1));
-            offset += align(groupBytes(p), 256);
-          }
-          this.place(p.cols > 0 ? p : { names: p.names, rows: [m.rows], cols: m.cols }, m, false);
+        } finally {
+          stream.synchronize(); // the copies from the unit's pinned memory are done
+          unit.release();
+        }
+        if (sums) {
+          const started = performance.now();
+          const got = sums.hex();
+          this.checks.storedMs += performance.now() - started;
+          recorded.forEach((n, i) => expectStored(n, () => got[i]));
         }
       }
     } finally {

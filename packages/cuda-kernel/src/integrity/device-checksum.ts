@@ -69,3 +69,39 @@ export function deviceChecksumHex(address: Address, bytes: number, firstWordInde
   using sum = new DeviceChecksum();
   return sum.hexOf(address, bytes, firstWordIndex);
 }
+
+/**
+ * df11-sum64 of several stretches of device memory at once: each summed into its own slot on `stream`,
+ * all read back with one synchronisation (the loader checks a layer's tensors so, not one wait each).
+ */
+export class DeviceChecksumBatch implements Disposable {
+  private readonly lanes: DeviceBuffer;
+
+  constructor(
+    readonly slots: number,
+    private readonly stream?: CudaStream,
+  ) {
+    this.lanes = DeviceBuffer.alloc(Math.max(1, slots) * 8);
+    this.lanes.fill(0, stream);
+  }
+
+  /** Add `bytes` bytes at `address` (16-byte aligned) into slot `slot`. Asynchronous on the batch's stream. */
+  add(slot: number, address: Address, bytes: number, firstWordIndex = 0): void {
+    if (slot < 0 || slot >= this.slots) throw new RangeError(`slot ${slot} outside 0…${this.slots - 1}`);
+    call(() => native().sum64(address, bytes, firstWordIndex, this.lanes.address + slot * 8, this.stream?.native));
+  }
+
+  /** Every slot's sum as 16 hex digits (waits for the stream). */
+  hex(): string[] {
+    const lanes = this.lanes.download(new Uint32Array(2 * this.slots), 0, this.stream);
+    return Array.from({ length: this.slots }, (_, i) => formatSum64({ a: lanes[2 * i], b: lanes[2 * i + 1] }));
+  }
+
+  dispose(): void {
+    this.lanes.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}

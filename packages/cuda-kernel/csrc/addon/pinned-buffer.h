@@ -1,0 +1,26 @@
+// PinnedBuffer: page-locked host memory (cudaHostAlloc) seen from JS as an ArrayBuffer: files are read
+// straight into it and copied to the device asynchronously (DMA), overlapping the next read.
+#pragma once
+#include "common.h"
+
+namespace df11addon {
+
+class PinnedBuffer : public Napi::ObjectWrap<PinnedBuffer> {
+ public:
+  static Napi::FunctionReference ctor;
+  static void Init(Napi::Env env, Napi::Object exports);
+  explicit PinnedBuffer(const Napi::CallbackInfo& info);
+  ~PinnedBuffer() override;
+
+ private:
+  void release();
+  Napi::Value Buffer(const Napi::CallbackInfo& info);
+  Napi::Value Free(const Napi::CallbackInfo& info);
+  Napi::Value ByteLength(const Napi::CallbackInfo& info);
+
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+  Napi::Reference<Napi::ArrayBuffer> buffer_;
+};
+
+}  // namespace df11addon
