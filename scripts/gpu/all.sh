@@ -22,7 +22,7 @@ fi
 if has sanitize; then
   stamp "compute-sanitizer memcheck"
   for w in sanitize.mjs sanitize-generation.mjs; do
-    compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 node packages/cuda-kernel/scripts/$w > "$logs/sanitize-$w.log" 2>&1
+    timeout 200 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 node packages/cuda-kernel/scripts/$w > "$logs/sanitize-$w.log" 2>&1
     echo "$w: exit $? $(grep -E 'ERROR SUMMARY|LEAK SUMMARY' "$logs/sanitize-$w.log" | tr '\n' ' ')" | tee -a "$summary"
   done
 fi
@@ -40,19 +40,19 @@ if has generate; then
 fi
 if has serve; then
   stamp "serving bench"
-  SKIP_GENERATE=1 SERVE=1 bash scripts/gpu/bench-generate.sh "$logs" > "$logs/bench-serve.log" 2>&1
+  SKIP_GENERATE=1 SERVE=1 timeout ${SERVE_TIMEOUT:-200} bash scripts/gpu/bench-generate.sh "$logs" > "$logs/bench-serve.log" 2>&1
   grep -E "^\||ratio|concurrent" "$logs/bench-serve.log" | head -20 | tee -a "$summary"
 fi
 if has batch; then
   stamp "df11 generate --batch-size"
-  for m in df11 bf16; do
-    node apps/bench/dist/batch-generate.js --model /tmp/df11-bench/$m --batch-sizes 1,8,32 --device cuda --out "$logs/batch-generate-$m.json" > "$logs/batch-$m.log" 2>&1
+  for m in ${BATCH_MODELS:-df11 bf16}; do
+    timeout 150 node apps/bench/dist/batch-generate.js --model /tmp/df11-bench/$m --batch-sizes 1,8,32 --device cuda --out "$logs/batch-generate-$m.json" > "$logs/batch-$m.log" 2>&1
     grep -E "^\|" "$logs/batch-$m.log" | tee -a "$summary"
   done
 fi
 if has peer; then
   stamp "official dfloat11 peer"
-  PYTHONPATH=.gpu-host/peers/DFloat11 timeout 300 python3 tools/peer_official_dfloat11.py --out "$logs/peer-official.json" > "$logs/peer-official.log" 2>&1
+  PYTHONPATH=.gpu-host/peers/DFloat11 timeout ${PEER_TIMEOUT:-150} python3 tools/peer_official_dfloat11.py --out "$logs/peer-official.json" > "$logs/peer-official.log" 2>&1
   echo "peer exit $?" | tee -a "$summary"
   python3 -c "import json;d=json.load(open('$logs/peer-official.json'));print('ok', d['ok'], 'passed', d['passed'], 'failed', d['failed'])" 2>/dev/null | tee -a "$summary"
 fi

@@ -10,7 +10,7 @@
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { loadModel, type Model } from "@df11/models";
-import { CudaBackend, devices, memoryInfo } from "@df11/cuda-kernel";
+import { CudaBackend, devices, memoryInfo, type GpuWeightsLayout } from "@df11/cuda-kernel";
 import { serveModel } from "@df11/cli";
 import { runChild, saveJson } from "./child.js";
 
@@ -95,8 +95,8 @@ async function measureLevels(model: Model): Promise<Level[]> {
 }
 
 /** The most sequences of `context` positions (and the longest single context) this GPU holds beside the weights. */
-async function capacity(dir: string) {
-  const probe = await CudaBackend.load(dir, { maxContext: 64, slots: 1 });
+async function capacity(dir: string, gpuWeights: GpuWeightsLayout) {
+  const probe = await CudaBackend.load(dir, { maxContext: 64, slots: 1, gpuWeights });
   const c = probe.config;
   const weights = probe.weights.residentBytes;
   probe.dispose();
@@ -109,7 +109,7 @@ async function capacity(dir: string) {
   // Prove the claim: load with that many slots of `context` positions.
   let loaded = false;
   try {
-    const b = await CudaBackend.load(dir, { maxContext: context, slots, maxRows: 64 });
+    const b = await CudaBackend.load(dir, { maxContext: context, slots, maxRows: 64, gpuWeights });
     b.dispose();
     loaded = true;
   } catch (e) {
@@ -118,24 +118,25 @@ async function capacity(dir: string) {
   return { freeGpuBytesBeforeLoad: free, kvBytesPerPosition: perPosition, slotsOf4096Positions: slots, loadedWithThoseSlots: loaded, longestSingleContext: longest };
 }
 
-async function one(dir: string) {
-  const model = await loadModel(dir, { device: "cuda", slots: Math.max(...levels), maxContext: promptTokens + newTokens + 8 });
+/** The BF16 checkpoint runs as BF16 (the baseline), the DF11 one in its default layout (fused). */
+async function one(dir: string, gpuWeights: GpuWeightsLayout) {
+  const model = await loadModel(dir, { device: "cuda", slots: Math.max(...levels), maxContext: promptTokens + newTokens + 8, gpuWeights });
   const weights = model.lm.weights;
-  const result = { weights: weights.kind, weightsBytes: weights.residentBytes, levels: await measureLevels(model) };
+  const result = { weights: weights.kind, layout: weights.layout, weightsBytes: weights.residentBytes, levels: await measureLevels(model) };
   model.dispose();
-  return { ...result, capacity: await capacity(dir) };
+  return { ...result, capacity: await capacity(dir, gpuWeights) };
 }
 
 async function main() {
-  if (positionals[0] === "one") return console.log(JSON.stringify(await one(positionals[1])));
+  if (positionals[0] === "one") return console.log(JSON.stringify(await one(positionals[1], positionals[2] as GpuWeightsLayout)));
   if (!args.bf16 || !args.df11) throw new Error("give --bf16 DIR and --df11 DIR");
   const self = fileURLToPath(import.meta.url);
-  const child = (dir: string, label: string) => {
+  const child = (dir: string, label: string, layout: GpuWeightsLayout) => {
     log(`${label}:`);
-    return runChild<Awaited<ReturnType<typeof one>>>(self, ["one", dir, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), "--concurrency", args.concurrency!]);
+    return runChild<Awaited<ReturnType<typeof one>>>(self, ["one", dir, layout, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), "--concurrency", args.concurrency!]);
   };
-  const bf16 = child(args.bf16, "BF16");
-  const df11 = child(args.df11, "DF11");
+  const bf16 = child(args.bf16, "BF16", "bf16");
+  const df11 = child(args.df11, "DF11", "auto");
   log(`\n| concurrent | BF16 tok/s | DF11 tok/s | DF11 / BF16 | BF16 TTFT / latency ms | DF11 TTFT / latency ms |`);
   log(`|---|---|---|---|---|---|`);
   bf16.levels.forEach((b: Level, i: number) => {

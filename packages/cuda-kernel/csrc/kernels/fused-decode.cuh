@@ -94,44 +94,51 @@ __device__ __forceinline__ uint32_t loadStreaming4(const void* p) {
   return v;
 }
 
-// A lane's loads for one tile, and the tile's first escape for this lane (lane < escCount).
+// A lane's loads for one tile, and the tile's first escape for this lane (when lane < end − begin).
 struct FusedTileLoad {
   FusedLane lane;
-  uint32_t escBegin, escCount;
+  uint32_t escBegin, escEnd;
   uint32_t escPos, escExp;
 };
 
-// Issue lane `lane`'s loads of tile `tile` (group · tiles + t). All 32 lanes call it with the same tile.
-__device__ __forceinline__ FusedTileLoad loadFusedTile(const FusedView& v, uint32_t tile, uint32_t lane) {
+// Issue lane `lane`'s loads of tile `tile` (group · tiles + t) whose escapes are entries [begin, end). All
+// 32 lanes call it with the same tile.
+__device__ __forceinline__ FusedTileLoad loadFusedTile(const FusedView& v, uint32_t tile, uint32_t lane, uint32_t begin, uint32_t end) {
   FusedTileLoad r;
   const uint8_t* block = v.data + static_cast<size_t>(tile) * kFusedTileBytes;
 #pragma unroll
   for (int j = 0; j < 4; ++j) r.lane.sm[j] = loadStreaming16(block + 512 * j + 16 * lane);
 #pragma unroll
   for (int w = 0; w < 6; ++w) r.lane.code[w] = loadStreaming4(block + 2048 + 128 * w + 4 * lane);
-  r.escBegin = __ldg(v.escapeOffsets + tile);
-  r.escCount = __ldg(v.escapeOffsets + tile + 1) - r.escBegin;
+  r.escBegin = begin;
+  r.escEnd = end;
   r.escPos = 0;
   r.escExp = 0;
-  if (lane < r.escCount) {
-    r.escPos = __ldg(v.escapePositions + r.escBegin + lane);
-    r.escExp = __ldg(v.escapeExponents + r.escBegin + lane);
+  if (begin + lane < end) {
+    r.escPos = __ldg(v.escapePositions + begin + lane);
+    r.escExp = __ldg(v.escapeExponents + begin + lane);
   }
   return r;
+}
+
+// The same, reading the tile's escape range first (one round trip more: for lone tiles).
+__device__ __forceinline__ FusedTileLoad loadFusedTile(const FusedView& v, uint32_t tile, uint32_t lane) {
+  return loadFusedTile(v, tile, lane, __ldg(v.escapeOffsets + tile), __ldg(v.escapeOffsets + tile + 1));
 }
 
 // The exponents of a loaded tile, escapes patched through the warp's 2 KB shared-memory area `patch`
 // (16-byte aligned). All 32 lanes must call it together.
 __device__ __forceinline__ void fusedExponents(const FusedView& v, const FusedTileLoad& r, uint2 table, uint32_t lane, uint8_t* patch, uint32_t (&e)[16]) {
   lookupExponents(r.lane, table, e);
-  if (r.escCount == 0) return;  // the same for the whole warp
+  const uint32_t count = r.escEnd - r.escBegin;
+  if (count == 0) return;  // the same for the whole warp
 #pragma unroll
   for (int j = 0; j < 4; ++j) *reinterpret_cast<uint4*>(patch + patchOffset(lane, 16 * j)) = make_uint4(e[4 * j], e[4 * j + 1], e[4 * j + 2], e[4 * j + 3]);
   __syncwarp();
-  if (lane < r.escCount) patch[patchOffsetOfPosition(r.escPos)] = static_cast<uint8_t>(r.escExp);
-  if (r.escCount > 32) {  // rare: more escapes in this tile than lanes
-    for (uint32_t base = 32; base < r.escCount; base += 32) {
-      if (base + lane < r.escCount) {
+  if (lane < count) patch[patchOffsetOfPosition(r.escPos)] = static_cast<uint8_t>(r.escExp);
+  if (count > 32) {  // rare: more escapes in this tile than lanes
+    for (uint32_t base = 32; base < count; base += 32) {
+      if (base + lane < count) {
         const uint32_t i = r.escBegin + base + lane;
         patch[patchOffsetOfPosition(__ldg(v.escapePositions + i))] = __ldg(v.escapeExponents + i);
       }

@@ -84,18 +84,40 @@ struct FusedWeights {
   struct Shared {
     __align__(16) uint8_t patch[kWarps][2048];  // per warp, for escapes
   };
-  using Group = uint2;  // the lane's row table
+  // The lane's row table, and the escape ranges of the warp's tiles of the group (lane j: its j-th tile),
+  // read once per group so that a tile's escapes are loaded with its data, with no round trip between.
+  struct Group {
+    uint2 table;
+    uint32_t begin, end;
+    bool direct;  // more than 32 tiles per warp: ranges read per tile
+  };
   using Raw = FusedTileLoad;
   struct Decoded {
     uint32_t e[16];
   };
-  __device__ __forceinline__ Group group(int g, int lane) const { return fusedTable(view, g, lane); }
-  __device__ __forceinline__ Raw load(Group, int group, int t, int, Shared&) const {
-    return loadFusedTile(view, static_cast<uint32_t>(group) * view.tiles + t, threadIdx.x & 31);
+  __device__ __forceinline__ Group group(int g, int lane) const {
+    Group s;
+    s.table = fusedTable(view, g, lane);
+    const int warp = threadIdx.x >> 5;
+    const int mine = (view.tiles - warp + kWarps - 1) / kWarps;
+    s.direct = mine > 32;
+    s.begin = s.end = 0;
+    if (!s.direct && lane < mine) {
+      const uint32_t tile = static_cast<uint32_t>(g) * view.tiles + warp + kWarps * lane;
+      s.begin = __ldg(view.escapeOffsets + tile);
+      s.end = __ldg(view.escapeOffsets + tile + 1);
+    }
+    return s;
   }
-  __device__ __forceinline__ Decoded prepare(Raw& r, Group table, int, bool, Shared& shared) const {
+  __device__ __forceinline__ Raw load(const Group& s, int group, int t, int, Shared&) const {
+    const uint32_t tile = static_cast<uint32_t>(group) * view.tiles + t, lane = threadIdx.x & 31;
+    if (s.direct) return loadFusedTile(view, tile, lane);
+    const int j = (t - static_cast<int>(threadIdx.x >> 5)) / kWarps;
+    return loadFusedTile(view, tile, lane, __shfl_sync(0xffffffffu, s.begin, j), __shfl_sync(0xffffffffu, s.end, j));
+  }
+  __device__ __forceinline__ Decoded prepare(Raw& r, const Group& s, int, bool, Shared& shared) const {
     Decoded d;
-    fusedExponents(view, r, table, threadIdx.x & 31, shared.patch[threadIdx.x >> 5], d.e);
+    fusedExponents(view, r, s.table, threadIdx.x & 31, shared.patch[threadIdx.x >> 5], d.e);
     return d;
   }
   __device__ __forceinline__ uint4 chunk(const Raw& r, const Decoded& d, int, int c, Shared&) const { return assembleChunk(r.lane, d.e, c); }
@@ -137,7 +159,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, co
   bool waited = false;
   float acc[MT][4];
   // Multiply one loaded tile into acc.
-  const auto multiply = [&](typename Weights::Raw& raw, int t, int slot, bool pending, typename Weights::Group state) {
+  const auto multiply = [&](typename Weights::Raw& raw, int t, int slot, bool pending, const typename Weights::Group& state) {
     const typename Weights::Decoded dec = weights.prepare(raw, state, slot, pending, shared);
 #pragma unroll
     for (int c = 0; c < 8; ++c) {
