@@ -30,6 +30,8 @@ export interface LoadModelOptions {
   readonly checkStored?: boolean;
   /** Also decode every DF11 module once at load and check its weights' recorded checksum. */
   readonly verifyWeights?: boolean;
+  /** GPU: how the weights are held (fused, huffman, bf16; default auto: fused, or huffman when fused would not fit). */
+  readonly gpuWeights?: "auto" | "fused" | "huffman" | "bf16";
   readonly onProgress?: (progress: LoadProgress) => void;
 }
 
@@ -175,6 +177,7 @@ export async function loadModel(source: string, options: LoadModelOptions = {}):
     slots: options.slots,
     checkStored: options.checkStored,
     verifyWeights: options.verifyWeights,
+    gpuWeights: options.gpuWeights,
     onProgress: (done, total) => options.onProgress?.({ phase: "load", done, total }),
   });
   try {
