@@ -1,0 +1,191 @@
+// A tiny Llama-architecture model whose greedy output we choose, with a byte-level BPE tokenizer (GPT-2's
+// byte alphabet): for tests of what users see — stopping rules, characters split across tokens, logprobs,
+// tool calls, constrained decoding. transformers loads it as it is (the Python peer tests check that).
+//
+// How it is scripted: embeddings are one-hot (hidden ≥ vocabulary), the layer adds nothing to the
+// residual stream (o_proj and down_proj are zero), and the final norm makes the last hidden state the
+// one-hot row of the current token, so logits[next] = lm_head[next][current]: a table of transitions.
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+
+/** A token: text (its UTF-8 bytes as one token; an added token's content names it) or raw bytes. */
+export type Tok = string | { readonly bytes: readonly number[] };
+
+export interface ScriptedModelSpec {
+  /**
+   * The greedy continuation: each token follows the one before it (logit 8), and the first follows every
+   * token that has no transition of its own (logit 4) — so any prompt starts it.
+   */
+  readonly script: readonly Tok[];
+  /** More transitions: after `from`, `to` gets `logit` (an exact BF16 value). */
+  readonly transitions?: ReadonlyArray<{ readonly from: Tok; readonly to: Tok; readonly logit: number }>;
+  /** More vocabulary entries (multi-byte tokens) with no transitions of their own (they continue with the script). */
+  readonly extraTokens?: readonly Tok[];
+  /** Added tokens marked special (left out of decoded text), ids 256… in this order. */
+  readonly special?: readonly string[];
+  /** Added tokens not special (kept in text), e.g. `<tool_call>`. */
+  readonly added?: readonly string[];
+  /** Merged into config.json (e.g. `eos_token_id`). */
+  readonly config?: Record<string, unknown>;
+  /** generation_config.json; none written when absent. */
+  readonly generationConfig?: Record<string, unknown>;
+  /** Merged into tokenizer_config.json (e.g. `eos_token`, `chat_template`). */
+  readonly tokenizerConfig?: Record<string, unknown>;
+}
+
+export interface ScriptedModel {
+  readonly dir: string;
+  readonly vocabSize: number;
+  /** The id of a token as the spec names it. */
+  idOf(tok: Tok): number;
+}
+
+const HIDDEN = 1024; // one-hot embeddings need hidden ≥ vocabulary; 1/√1024 = 1/32 is exact in BF16
+
+/** GPT-2's byte → printable character table, in its vocabulary order (id i = BYTE_ORDER[i]). */
+const BYTE_ORDER: number[] = [];
+const BYTE_CHAR = new Map<number, string>();
+{
+  for (let b = 33; b <= 126; b++) BYTE_ORDER.push(b);
+  for (let b = 161; b <= 172; b++) BYTE_ORDER.push(b);
+  for (let b = 174; b <= 255; b++) BYTE_ORDER.push(b);
+  for (const b of BYTE_ORDER) BYTE_CHAR.set(b, String.fromCharCode(b));
+  let n = 0;
+  for (let b = 0; b < 256; b++) {
+    if (!BYTE_CHAR.has(b)) {
+      BYTE_ORDER.push(b);
+      BYTE_CHAR.set(b, String.fromCharCode(256 + n++));
+    }
+  }
+}
+
+const bytesOf = (tok: Tok): number[] => (typeof tok === "string" ? [...new TextEncoder().encode(tok)] : [...tok.bytes]);
+const byteLevel = (bytes: readonly number[]) => bytes.map((b) => BYTE_CHAR.get(b)!).join("");
+
+/** BF16 bits of a float32 (round to nearest even). */
+function bf16(x: number): number {
+  const u = new Uint32Array(Float32Array.of(x).buffer)[0];
+  return (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
+}
+
+/** A minimal safetensors writer (BF16 tensors only). */
+async function writeSafetensors(path: string, tensors: Array<{ name: string; shape: number[]; data: Uint16Array }>): Promise<void> {
+  const header: Record<string, unknown> = { __metadata__: { format: "pt" } };
+  let offset = 0;
+  for (const t of tensors) {
+    header[t.name] = { dtype: "BF16", shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
+    offset += t.data.byteLength;
+  }
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - (json.length % 8)) % 8);
+  const head = Buffer.alloc(8);
+  head.writeBigUInt64LE(BigInt(json.length));
+  await writeFile(path, Buffer.concat([head, Buffer.from(json), ...tensors.map((t) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))]));
+}
+
+/** Small deterministic weights (exact BF16 values). */
+function noise(count: number, seed: number): Uint16Array {
+  const out = new Uint16Array(count);
+  let s = seed >>> 0;
+  for (let i = 0; i < count; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = bf16(((s >>> 24) - 128) / 4096);
+  }
+  return out;
+}
+
+/** Write the model, tokenizer and configs to `dir`. */
+export async function writeScriptedModel(dir: string, spec: ScriptedModelSpec): Promise<ScriptedModel> {
+  await mkdir(dir, { recursive: true });
+  const special = spec.special ?? [];
+  const added = spec.added ?? [];
+  const vocab = new Map<string, number>(BYTE_ORDER.map((b, i) => [BYTE_CHAR.get(b)!, i]));
+  const addedIds = new Map<string, number>();
+  for (const content of [...special, ...added]) addedIds.set(content, vocab.size + addedIds.size);
+  let next = vocab.size + addedIds.size;
+  const idOf = (tok: Tok): number => {
+    if (typeof tok === "string" && addedIds.has(tok)) return addedIds.get(tok)!;
+    const key = byteLevel(bytesOf(tok));
+    if (!vocab.has(key)) vocab.set(key, next++);
+    return vocab.get(key)!;
+  };
+
+  // The transition table: logits[to][from].
+  const edges = new Map<number, Map<number, number>>();
+  const edge = (from: number, to: number, logit: number) => {
+    if (!edges.has(from)) edges.set(from, new Map());
+    edges.get(from)!.set(to, logit);
+  };
+  const script = spec.script.map(idOf);
+  if (new Set(script).size !== script.length) throw new Error("a scripted token repeats: give it as a different token (bytes split otherwise)");
+  for (let i = 1; i < script.length; i++) edge(script[i - 1], script[i], 8);
+  for (const t of spec.transitions ?? []) edge(idOf(t.from), idOf(t.to), t.logit);
+  for (const t of spec.extraTokens ?? []) idOf(t);
+  const size = next;
+  if (size > HIDDEN) throw new Error(`${size} tokens: at most ${HIDDEN}`);
+  const lmHead = new Uint16Array(size * HIDDEN);
+  for (let from = 0; from < size; from++) {
+    const out = edges.get(from) ?? new Map([[script[0], 4]]);
+    for (const [to, logit] of out) lmHead[to * HIDDEN + from] = bf16(logit);
+  }
+  const embed = new Uint16Array(size * HIDDEN);
+  for (let t = 0; t < size; t++) embed[t * HIDDEN + t] = bf16(1);
+
+  const heads = 2;
+  const headDim = 64;
+  const intermediate = 64;
+  const ones = (n: number) => new Uint16Array(n).fill(bf16(1));
+  await writeSafetensors(join(dir, "model.safetensors"), [
+    { name: "model.embed_tokens.weight", shape: [size, HIDDEN], data: embed },
+    { name: "lm_head.weight", shape: [size, HIDDEN], data: lmHead },
+    { name: "model.norm.weight", shape: [HIDDEN], data: new Uint16Array(HIDDEN).fill(bf16(1 / 32)) },
+    { name: "model.layers.0.input_layernorm.weight", shape: [HIDDEN], data: ones(HIDDEN) },
+    { name: "model.layers.0.post_attention_layernorm.weight", shape: [HIDDEN], data: ones(HIDDEN) },
+    { name: "model.layers.0.self_attn.q_proj.weight", shape: [heads * headDim, HIDDEN], data: noise(heads * headDim * HIDDEN, 1) },
+    { name: "model.layers.0.self_attn.k_proj.weight", shape: [headDim, HIDDEN], data: noise(headDim * HIDDEN, 2) },
+    { name: "model.layers.0.self_attn.v_proj.weight", shape: [headDim, HIDDEN], data: noise(headDim * HIDDEN, 3) },
+    { name: "model.layers.0.self_attn.o_proj.weight", shape: [HIDDEN, heads * headDim], data: new Uint16Array(HIDDEN * heads * headDim) },
+    { name: "model.layers.0.mlp.gate_proj.weight", shape: [intermediate, HIDDEN], data: noise(intermediate * HIDDEN, 4) },
+    { name: "model.layers.0.mlp.up_proj.weight", shape: [intermediate, HIDDEN], data: noise(intermediate * HIDDEN, 5) },
+    { name: "model.layers.0.mlp.down_proj.weight", shape: [HIDDEN, intermediate], data: new Uint16Array(HIDDEN * intermediate) },
+  ]);
+  const config = {
+    architectures: ["LlamaForCausalLM"],
+    model_type: "llama",
+    vocab_size: size,
+    hidden_size: HIDDEN,
+    intermediate_size: intermediate,
+    num_hidden_layers: 1,
+    num_attention_heads: heads,
+    num_key_value_heads: 1,
+    head_dim: headDim,
+    hidden_act: "silu",
+    max_position_embeddings: 512,
+    rms_norm_eps: 1e-10,
+    rope_theta: 10000,
+    tie_word_embeddings: false,
+    torch_dtype: "bfloat16",
+    ...spec.config,
+  };
+  await writeFile(join(dir, "config.json"), JSON.stringify(config, null, 2));
+  if (spec.generationConfig) await writeFile(join(dir, "generation_config.json"), JSON.stringify(spec.generationConfig, null, 2));
+  const addedTokens = [...addedIds].map(([content, id]) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: special.includes(content) }));
+  const modelVocab = Object.fromEntries([...vocab].filter(([, id]) => ![...addedIds.values()].includes(id)));
+  const tokenizer = {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: addedTokens,
+    normalizer: null,
+    pre_tokenizer: { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true },
+    post_processor: null,
+    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: { type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab: modelVocab, merges: [] },
+  };
+  await writeFile(join(dir, "tokenizer.json"), JSON.stringify(tokenizer));
+  await writeFile(
+    join(dir, "tokenizer_config.json"),
+    JSON.stringify({ tokenizer_class: "PreTrainedTokenizerFast", clean_up_tokenization_spaces: false, model_max_length: 512, ...spec.tokenizerConfig }, null, 2),
+  );
+  return { dir, vocabSize: size, idOf };
+}
