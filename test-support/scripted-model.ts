@@ -6,7 +6,8 @@
 // residual stream (o_proj and down_proj are zero), and the final norm makes the last hidden state the
 // one-hot row of the current token, so logits[next] = lm_head[next][current]: a table of transitions.
 import { mkdir, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 /** A token: text (its UTF-8 bytes as one token; an added token's content names it) or raw bytes. */
 export type Tok = string | { readonly bytes: readonly number[] };
@@ -189,3 +190,95 @@ export async function writeScriptedModel(dir: string, spec: ScriptedModelSpec): 
   );
   return { dir, vocabSize: size, idOf };
 }
+
+/**
+ * `text` as tokens no one of which repeats an earlier one (a scripted token has one successor): single
+ * bytes where free, else longer runs — so characters split across tokens, as byte-level BPE splits them.
+ * `used` carries the tokens already taken across calls.
+ */
+export function uniqueTokens(text: string, used: Set<string> = new Set()): Tok[] {
+  const bytes = [...new TextEncoder().encode(text)];
+  const out: number[][] = [];
+  const key = (b: readonly number[]) => b.join(",");
+  for (let i = 0; i < bytes.length; ) {
+    let n = 1;
+    while (i + n <= bytes.length && used.has(key(bytes.slice(i, i + n)))) n++;
+    if (i + n > bytes.length) {
+      // No free run left at the end: lengthen the token before.
+      const last = out.pop();
+      if (!last) throw new Error(`cannot split ${JSON.stringify(text)} into unused tokens`);
+      used.delete(key(last));
+      const joined = [...last, ...bytes.slice(i)];
+      if (used.has(key(joined))) throw new Error(`cannot split ${JSON.stringify(text)} into unused tokens`);
+      out.push(joined);
+      used.add(key(joined));
+      break;
+    }
+    const run = bytes.slice(i, i + n);
+    used.add(key(run));
+    out.push(run);
+    i += n;
+  }
+  return out.map((b) => ({ bytes: b }));
+}
+
+/** ChatML with tools in the Hermes/Qwen way (our own template, written for the tests). */
+export const CHATML_TOOLS_TEMPLATE = `{%- if tools %}<|im_start|>system
+{% if messages[0].role == 'system' %}{{ messages[0].content }}
+
+{% endif %}# Tools
+<tools>
+{% for tool in tools %}{{ tool | tojson }}
+{% endfor %}</tools>
+Call a tool as <tool_call>
+{"name": <function-name>, "arguments": <args-json-object>}
+</tool_call><|im_end|>
+{% elif messages[0].role == 'system' %}<|im_start|>system
+{{ messages[0].content }}<|im_end|>
+{% endif %}
+{%- for message in messages %}{% if message.role == 'assistant' %}<|im_start|>assistant
+{{ message.content }}{% if message.tool_calls %}{% for call in message.tool_calls %}<tool_call>
+{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}
+</tool_call>{% endfor %}{% endif %}<|im_end|>
+{% elif message.role == 'tool' %}<|im_start|>user
+<tool_response>
+{{ message.content }}
+</tool_response><|im_end|>
+{% elif message.role != 'system' %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% endif %}{% endfor %}
+{%- if reasoning_effort is defined %}<|im_start|>system
+Reasoning: {{ reasoning_effort }}<|im_end|>
+{% endif %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% if enable_thinking is defined and enable_thinking is false %}<think>
+
+</think>
+
+{% endif %}{% endif %}`;
+
+/** Llama 3.x headers with tools as JSON calls (our own template, written for the tests). */
+export const LLAMA3_TOOLS_TEMPLATE = `{{- bos_token }}<|start_header_id|>system<|end_header_id|>
+
+{% if tools %}Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.
+{% for t in tools %}{{ t | tojson }}
+{% endfor %}{% endif %}{% if messages[0].role == 'system' %}{{ messages[0].content }}{% endif %}<|eot_id|>
+{%- for message in messages %}{% if message.role != 'system' %}<|start_header_id|>{{ 'ipython' if message.role == 'tool' else message.role }}<|end_header_id|>
+
+{% if message.tool_calls %}{"name": "{{ message.tool_calls[0].function.name }}", "parameters": {{ message.tool_calls[0].function.arguments | tojson }}}{% else %}{{ message.content }}{% endif %}<|eot_id|>{% endif %}{% endfor %}
+{%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>
+
+{% endif %}`;
+
+/** A template that refuses what Gemma's refuses: a system message, and turns that do not alternate (our own). */
+export const STRICT_TEMPLATE = `{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}
+{%- for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}
+{{- '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}
+{%- if add_generation_prompt %}<start_of_turn>model
+{% endif %}`;
+
+/** Special tokens the templates above use. */
+export const TEMPLATE_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|eot|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<start_of_turn>", "<end_of_turn>"];
+
+/** Real chat templates of public models, beside the checkout in ../shared/chat-templates (never committed here). */
+export const chatTemplatesRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "shared", "chat-templates");
