@@ -171,7 +171,8 @@ export async function writeScriptedModel(dir: string, spec: ScriptedModelSpec): 
   await writeFile(join(dir, "config.json"), JSON.stringify(config, null, 2));
   if (spec.generationConfig) await writeFile(join(dir, "generation_config.json"), JSON.stringify(spec.generationConfig, null, 2));
   const addedTokens = [...addedIds].map(([content, id]) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: special.includes(content) }));
-  const modelVocab = Object.fromEntries([...vocab].filter(([, id]) => ![...addedIds.values()].includes(id)));
+  // Added tokens are in the model's vocabulary too, at their ids (else the Rust tokenizers library gives them new ids after it).
+  const modelVocab = Object.fromEntries([...vocab, ...addedIds]);
   const tokenizer = {
     version: "1.0",
     truncation: null,
@@ -194,9 +195,11 @@ export async function writeScriptedModel(dir: string, spec: ScriptedModelSpec): 
 /**
  * `text` as tokens no one of which repeats an earlier one (a scripted token has one successor): single
  * bytes where free, else longer runs — so characters split across tokens, as byte-level BPE splits them.
- * `used` carries the tokens already taken across calls.
+ * `used` carries the tokens already taken across calls; a lone newline is never one of them, since chat
+ * templates end their prompt with it (and the script must start after the prompt, not inside itself).
  */
 export function uniqueTokens(text: string, used: Set<string> = new Set()): Tok[] {
+  used.add("10");
   const bytes = [...new TextEncoder().encode(text)];
   const out: number[][] = [];
   const key = (b: readonly number[]) => b.join(",");

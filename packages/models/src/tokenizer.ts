@@ -82,7 +82,9 @@ const utf8 = new TextEncoder();
 export class TextTokenizer {
   private readonly templates = new Map<string, Template>();
   private readonly specialIds: ReadonlySet<number>;
+  private readonly addedIds: ReadonlySet<number>;
   private readonly decoderSteps: readonly DecoderStep[];
+  private readonly decoderTypes: ReadonlySet<string>;
   private bytesCache: Uint8Array[] | undefined;
   private size: number | undefined;
 
@@ -94,8 +96,10 @@ export class TextTokenizer {
     private readonly chatTemplates: ReadonlyMap<string, string>,
   ) {
     this.specialIds = new Set((json.added_tokens ?? []).filter((t) => t.special).map((t) => t.id));
+    this.addedIds = new Set((json.added_tokens ?? []).map((t) => t.id));
     const d = json.decoder;
     this.decoderSteps = !d ? [] : d.type === "Sequence" ? (d.decoders ?? []) : [d];
+    this.decoderTypes = new Set(this.decoderSteps.map((s) => s.type));
   }
 
   /** Load from a model directory; undefined when it has no tokenizer.json. */
@@ -165,8 +169,8 @@ export class TextTokenizer {
     if (this.specialIds.has(id)) return new Uint8Array(0);
     const token = this.tokenizer.id_to_token(id);
     if (token === undefined) return new Uint8Array(0);
-    if ((this.json.added_tokens ?? []).some((t) => t.id === id)) return utf8.encode(token);
-    const types = new Set(this.decoderSteps.map((s) => s.type));
+    if (this.addedIds.has(id)) return utf8.encode(token);
+    const types = this.decoderTypes;
     if (types.has("ByteLevel")) {
       const bytes = [...token].map((c) => UNICODE_TO_BYTE.get(c));
       if (bytes.every((b) => b !== undefined)) return Uint8Array.from(bytes as number[]);

@@ -84,6 +84,7 @@ export class ToolCallParser {
   private inCall = false;
   private mode: "undecided" | "content" | "json" = "undecided"; // llama3-json: decided at the first non-space character
   private count = 0;
+  private finished = false;
 
   constructor(
     readonly format: ToolCallFormat,
@@ -101,14 +102,15 @@ export class ToolCallParser {
   }
 
   push(text: string): ToolCallDelta {
-    if (this.done) return { content: "", calls: [] };
+    if (this.done || this.finished) return { content: "", calls: [] };
     this.buffer += text;
     return this.format === "hermes" ? this.hermes(false) : this.llama(false);
   }
 
-  /** The output ended: what is still held. */
+  /** The output ended: what is still held (once; later calls give nothing). */
   finish(): ToolCallDelta {
-    if (this.done) return { content: "", calls: [] };
+    if (this.done || this.finished) return { content: "", calls: [] };
+    this.finished = true;
     return this.format === "hermes" ? this.hermes(true) : this.llama(true);
   }
 

@@ -220,7 +220,8 @@ function checkKeys(b: Json, chat: boolean): void {
   const known = chat ? CHAT_KEYS : COMPLETION_KEYS;
   for (const key of Object.keys(b)) {
     if (b[key] === undefined || (b[key] === null && !REFUSED[key])) continue;
-    if (REFUSED[key] && !(key === "suffix" && (b.suffix === null || b.suffix === ""))) throw unsupported(key, REFUSED[key]);
+    if (key === "suffix" && !chat && (b.suffix === null || b.suffix === "")) continue; // no suffix asked for
+    if (REFUSED[key]) throw unsupported(key, REFUSED[key]);
     if (!known.has(key)) throw new ApiError(400, `Unrecognized request argument supplied: ${key}`, key, "unrecognized_parameter");
   }
 }

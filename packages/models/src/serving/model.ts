@@ -257,7 +257,7 @@ export class Model implements Disposable {
     const useTools = !!options.tools && options.tools.length > 0 && choice !== "none";
     if (!useTools) {
       if (choice !== "auto" && choice !== "none") throw new ModelsError(`toolChoice ${JSON.stringify(choice)} needs tools`);
-      return this.generate(messages, options);
+      return this.start(this.promptIds(messages, { variables: options.templateVariables }), options);
     }
     const tools = options.tools!;
     const format = requireToolCallFormat(this.tokenizer.chatTemplate(true));
