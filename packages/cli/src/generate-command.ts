@@ -39,7 +39,7 @@ export interface GenerationFlags {
 }
 
 /** What a generation ran with (`--json` reports it). */
-export interface GenerationSettings {
+export interface ReportedSettings {
   /** Sampling used: temperature 0 is greedy; topK 0, topP 1, minP 0, repetitionPenalty 1 are off. */
   readonly sampling: { temperature: number; topK: number; topP: number; minP: number; repetitionPenalty: number; seed: number };
   /** Where each sampling setting came from: a flag, the model's generation_config.json, or df11's default. */
@@ -62,7 +62,18 @@ export interface GenerateResult {
   readonly peakRssBytes: number;
   /** Whether Ctrl-C (or the signal) ended generation early. */
   readonly interrupted: boolean;
-  readonly settings: GenerationSettings;
+  readonly settings: ReportedSettings;
+}
+
+/** Settings as `--json` reports them: every filter with its value ("off" ones too) and where it came from. */
+export function reportSettings(resolved: ResolvedSampling, seed: number, stopTokenIds: readonly number[], stopStrings: readonly string[]): ReportedSettings {
+  const o = resolved.options;
+  return {
+    sampling: { temperature: o.temperature ?? 0, topK: o.topK ?? 0, topP: o.topP ?? 1, minP: o.minP ?? 0, repetitionPenalty: o.repetitionPenalty ?? 1, seed },
+    sources: resolved.sources,
+    stopTokenIds: [...stopTokenIds],
+    stopStrings: [...stopStrings],
+  };
 }
 
 /**
@@ -81,26 +92,14 @@ export const samplingOf = (f: GenerationFlags): GenerateOptions => ({
 });
 
 /** The generation options from the flags and the model's generation_config.json defaults, and what they came to. */
-async function settingsOf(modelDir: string, model: CausalLM, tokenizer: TextTokenizer | undefined, f: GenerationFlags): Promise<{ options: GenerateOptions; settings: GenerationSettings }> {
+async function settingsOf(modelDir: string, model: CausalLM, tokenizer: TextTokenizer | undefined, f: GenerationFlags): Promise<{ options: GenerateOptions; settings: ReportedSettings }> {
   const defaults = f.samplingDefaults === false ? undefined : (await readGenerationConfig(modelDir))?.sampling;
-  const { options, sources } = resolveSampling(samplingOf(f), defaults, { temperature: 0 });
+  const resolved = resolveSampling(samplingOf(f), defaults, { temperature: 0 });
   const stopTokenIds = endOfSequenceIds(model.config.eosTokenIds, tokenizer);
   const stopStrings = f.stop ?? [];
   return {
-    options: { ...options, stopStrings, stopTokenIds, tokenizer },
-    settings: {
-      sampling: {
-        temperature: options.temperature ?? 0,
-        topK: options.topK ?? 0,
-        topP: options.topP ?? 1,
-        minP: options.minP ?? 0,
-        repetitionPenalty: options.repetitionPenalty ?? 1,
-        seed: f.seed ?? DEFAULT_SEED,
-      },
-      sources,
-      stopTokenIds,
-      stopStrings,
-    },
+    options: { ...resolved.options, stopStrings, stopTokenIds, tokenizer },
+    settings: reportSettings(resolved, f.seed ?? DEFAULT_SEED, stopTokenIds, stopStrings),
   };
 }
 

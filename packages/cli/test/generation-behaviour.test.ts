@@ -115,6 +115,18 @@ describe("stopping rules: every end-of-sequence id stops generation", () => {
     });
   }
 
+  it("df11 generate --batch-size: every sequence stops at 260 with the whole-character text; --json reports the settings", async () => {
+    const r = JSON.parse((await df11("generate", bf16, "-p", "hi", "-b", "3", "-n", "20", "--json", "--device", "cpu")).stdout);
+    expect(r.sequences.map((s: { text: string; stopReason: string; tokenIds: number[] }) => [s.text, s.stopReason, s.tokenIds.at(-1)])).toEqual([
+      ["afé 😀", "eos", 260],
+      ["afé 😀", "eos", 260],
+      ["afé 😀", "eos", 260],
+    ]);
+    expect(r.settings.stopTokenIds.sort((x: number, y: number) => x - y)).toEqual([0, 256, 260]);
+    const plain = await df11("generate", bf16, "-p", "hi", "-p", "hi", "-n", "20", "--device", "cpu");
+    expect(plain.stdout).toBe("[1/2] afé 😀\n[2/2] afé 😀\n");
+  });
+
   it("the tokenizer's EOS alone stops it too (config.json names none, no generation_config.json); ignore_eos runs on", async () => {
     const dir = join(work, "eos-tokenizer");
     await writeScriptedModel(dir, { script: [...AFE, "<|eot|>", "Z"], special: TEMPLATE_SPECIALS, tokenizerConfig: { eos_token: "<|eot|>" } });
@@ -168,6 +180,15 @@ describe("generation_config.json sampling defaults", () => {
     expect({ text: off.text, temperature: off.settings.sampling.temperature, source: off.settings.sources.temperature }).toEqual({ text: "A", temperature: 0, source: "default" });
     const greedy = JSON.parse((await df11("generate", sampled, "--prompt", "?", "--json", "--temperature", "0", "--device", "cpu")).stdout);
     expect({ text: greedy.text, source: greedy.settings.sources.temperature }).toEqual({ text: "A", source: "request" });
+  });
+
+  it("df11 generate --batch-size: sequence i samples with seed + i under the same defaults", async () => {
+    const r = JSON.parse((await df11("generate", sampled, "-p", "?", "-b", "8", "--seed", "1", "--json", "--device", "cpu")).stdout);
+    expect(r.settings.sources.topK).toBe("generation_config.json");
+    const texts = r.sequences.map((s: { text: string }) => s.text);
+    expect(new Set(texts)).toEqual(new Set(["A", "B"])); // top_k 2 from generation_config.json
+    const alone = await Promise.all([1, 2, 3].map(async (seed) => JSON.parse((await df11("generate", sampled, "-p", "?", "--seed", String(seed), "--json", "--device", "cpu")).stdout).text));
+    expect(texts.slice(0, 3)).toEqual(alone);
   });
 
   it("do_sample: false with repetition_penalty: greedy, penalised (A is in the prompt, so B); switched off, A", async () => {
