@@ -127,11 +127,11 @@ describe("stopping rules: every end-of-sequence id stops generation", () => {
     expect(plain.stdout).toBe("[1/2] afé 😀\n[2/2] afé 😀\n");
   });
 
-  it("the tokenizer's EOS alone stops it too (config.json names none, no generation_config.json); ignore_eos runs on", async () => {
+  it("the tokenizer's EOS alone stops it too (config.json names none — LlamaConfig's default 2 counts, as in transformers — no generation_config.json); ignore_eos runs on", async () => {
     const dir = join(work, "eos-tokenizer");
     await writeScriptedModel(dir, { script: [...AFE, "<|eot|>", "Z"], special: TEMPLATE_SPECIALS, tokenizerConfig: { eos_token: "<|eot|>" } });
     const json = JSON.parse((await df11("generate", dir, "--prompt", "hi", "-n", "20", "--json", "--device", "cpu")).stdout);
-    expect({ stop: json.stopReason, text: json.text, stopIds: json.settings.stopTokenIds }).toEqual({ stop: "eos", text: "afé 😀", stopIds: [260] });
+    expect({ stop: json.stopReason, text: json.text, stopIds: json.settings.stopTokenIds }).toEqual({ stop: "eos", text: "afé 😀", stopIds: [2, 260] });
     using model = await loadModel(dir, { device: "cpu" });
     const r = await model.generate("hi", { maxTokens: 12, ignoreEos: true }).result();
     expect(r.finishReason).toBe("max-tokens");
