@@ -12,6 +12,16 @@ import { fileURLToPath } from "node:url";
 /** A token: text (its UTF-8 bytes as one token; an added token's content names it) or raw bytes. */
 export type Tok = string | { readonly bytes: readonly number[] };
 
+/** A token of these raw bytes (part of a character, say). */
+export const bytesTok = (...bytes: number[]): Tok => ({ bytes });
+
+/** "afé 😀" (issue 16's example) with é and the emoji split into single bytes, as byte-level BPE splits them. */
+export const AFE: readonly Tok[] = ["a", "f", bytesTok(0xc3), bytesTok(0xa9), " ", bytesTok(0xf0), bytesTok(0x9f), bytesTok(0x98), bytesTok(0x80)];
+
+/** Whether text is whole characters: no lone surrogate (and, with `noReplacement`, no U+FFFD). */
+export const wholeCharacters = (s: string, noReplacement = true): boolean =>
+  !(noReplacement && s.includes("\uFFFD")) && !/\p{Surrogate}/u.test(s.replace(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g, ""));
+
 export interface ScriptedModelSpec {
   /**
    * The greedy continuation: each token follows the one before it (logit 8), and the first follows every

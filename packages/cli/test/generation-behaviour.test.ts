@@ -11,7 +11,7 @@ import { join } from "node:path";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChatTemplateError, generate, loadCausalLM, loadModel, TextTokenizer, type Model } from "@df11/models";
-import { CHATML_TOOLS_TEMPLATE, STRICT_TEMPLATE, TEMPLATE_SPECIALS, uniqueTokens, writeScriptedModel, type Tok } from "../../../test-support/scripted-model.js";
+import { AFE, CHATML_TOOLS_TEMPLATE, STRICT_TEMPLATE, TEMPLATE_SPECIALS, uniqueTokens, wholeCharacters, writeScriptedModel, type Tok } from "../../../test-support/scripted-model.js";
 import { compressModel, serveModel } from "../src/index.js";
 import { bin, df11 } from "./helpers.js";
 
@@ -23,9 +23,6 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-const b = (...bytes: number[]) => ({ bytes });
-/** "afé 😀" with é and the emoji split into single bytes, as byte-level BPE splits them. */
-const AFE: Tok[] = ["a", "f", b(0xc3), b(0xa9), " ", b(0xf0), b(0x9f), b(0x98), b(0x80)];
 
 /** Run `df11 chat` with these lines on stdin; its stdout. */
 function chat(dir: string, lines: string[], ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -47,7 +44,7 @@ async function serving(model: Model) {
   return { client, close: () => server.close() };
 }
 
-const wellFormed = (s: string) => !s.includes("\uFFFD") && !/\p{Surrogate}/u.test(s.replace(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g, ""));
+const wellFormed = (s: string) => wholeCharacters(s);
 
 describe("stopping rules: every end-of-sequence id stops generation", () => {
   // config.json says eos 0, generation_config.json [0, 260] (as Llama-3-Instruct and Gemma-2-it ship them);

@@ -20,11 +20,10 @@ import {
   type ScriptedModel,
   type ScriptedModelSpec,
   type Tok,
+  AFE,
 } from "../../../test-support/scripted-model.js";
 import { serveModel, type RunningServer } from "../src/index.js";
 
-const b = (...bytes: number[]) => ({ bytes });
-const AFE: Tok[] = ["a", "f", b(0xc3), b(0xa9), " ", b(0xf0), b(0x9f), b(0x98), b(0x80)];
 const IM_END = 258;
 const user = (content: string) => [{ role: "user" as const, content }];
 /** Parameters the openai client's types do not know (vLLM's, or ones we test refusals of). */

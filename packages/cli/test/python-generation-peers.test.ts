@@ -20,7 +20,8 @@ import {
   TEMPLATE_SPECIALS,
   uniqueTokens,
   writeScriptedModel,
-  type Tok,
+  AFE,
+  bytesTok,
 } from "../../../test-support/scripted-model.js";
 import { compressModel } from "../src/index.js";
 import { df11 } from "./helpers.js";
@@ -38,8 +39,7 @@ function peers<T>(requests: object[]): Promise<T[]> {
   });
 }
 
-const b = (...bytes: number[]) => ({ bytes });
-const AFE: Tok[] = ["a", "f", b(0xc3), b(0xa9), " ", b(0xf0), b(0x9f), b(0x98), b(0x80)];
+const b = bytesTok;
 const CHAR_SAMPLES = ["Привет, мир! 中文 👩‍💻🇫🇷", "e\u0301 𝔘𝔫𝔦 한국어 עברית"];
 
 const TOOLS: ToolDefinition[] = [

@@ -90,7 +90,7 @@ export class TextTokenizer {
 
   private constructor(
     private readonly tokenizer: Tokenizer,
-    private readonly json: { decoder?: DecoderStep & { decoders?: DecoderStep[] }; added_tokens?: Array<{ id: number; content: string; special?: boolean }> },
+    json: { decoder?: DecoderStep & { decoders?: DecoderStep[] }; added_tokens?: Array<{ id: number; content: string; special?: boolean }> },
     private readonly config: Record<string, unknown>,
     /** The chat template (`default`), and named ones such as `tool_use`. */
     private readonly chatTemplates: ReadonlyMap<string, string>,

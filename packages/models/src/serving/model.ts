@@ -75,7 +75,11 @@ export interface ModelChatOptions extends ModelGenerateOptions {
   readonly templateVariables?: Readonly<Record<string, unknown>>;
 }
 
-/** A generated token as `Model` streams it: `text` is the reply's content, `toolCalls` the calls it completed. */
+/**
+ * A generated token as `Model` streams it: `text` is the reply's content, `toolCalls` the calls it
+ * completed. With tools, text the tool-call reader still held when generation was cut short comes last
+ * with `id` -1 (no token).
+ */
 export interface ModelToken extends GeneratedToken {
   readonly toolCalls?: readonly ToolCall[];
 }
