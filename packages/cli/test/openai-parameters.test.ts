@@ -213,10 +213,11 @@ describe("penalties and logit_bias", () => {
 
 describe("response_format", () => {
   let client: OpenAI;
+  let jsonModel: Model;
   beforeAll(async () => {
     // Greedy, the model says "Sure!"; its second choice after the prompt starts a JSON object.
     const json = ['{"', "city", '": "', "Paris", '"}'];
-    ({ client } = await served("json", {
+    ({ client, model: jsonModel } = await served("json", {
       script: ["Sure", "!", "<|im_end|>"],
       transitions: [
         { from: "\n", to: "Sure", logit: 4 },
@@ -246,6 +247,13 @@ describe("response_format", () => {
     await expect(
       client.chat.completions.create({ model: "m", messages: user("x"), response_format: { type: "json_schema", json_schema: { name: "x", schema: {} } } }),
     ).rejects.toMatchObject({ status: 400, param: "response_format", message: expect.stringMatching(/json_schema/) });
+  });
+
+  it("the library gives the same: responseFormat json_object, with logprobs of the constrained tokens", async () => {
+    const r = await jsonModel.chat(user("city?"), { responseFormat: "json_object", logprobs: 1 }).result();
+    expect(JSON.parse(r.text)).toEqual({ city: "Paris" });
+    expect(r.logprobs!.map((t) => t.id)).toEqual(r.tokenIds.slice(0, -1)); // every token but the end-of-sequence one
+    expect((await jsonModel.chat(user("city?")).result()).text).toBe("Sure!");
   });
 });
 
@@ -280,11 +288,12 @@ describe("tools and tool_choice", () => {
   const weather = '\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n';
   const hermes: Tok[] = ["<tool_call>", ...uniqueTokens(weather, used), "</tool_call>", ...uniqueTokens('\n<tool_call>\n{"name": "get_time", "arguments": {"zone": "CET"}}\n</tool_call>', used), "<|im_end|>"];
   let qwenStyle: OpenAI;
+  let qwenModel: Model;
   let llamaStyle: OpenAI;
   let forced: OpenAI;
   let noTools: OpenAI;
   beforeAll(async () => {
-    ({ client: qwenStyle } = await served("tools-hermes", { script: hermes, added: ["<tool_call>", "</tool_call>"] }));
+    ({ client: qwenStyle, model: qwenModel } = await served("tools-hermes", { script: hermes, added: ["<tool_call>", "</tool_call>"] }));
     ({ client: llamaStyle } = await served("tools-llama", {
       script: [...uniqueTokens('{"name": "get_weather", "parameters": {"city": "Paris"}}'), "<|eot_id|>"],
       config: { eos_token_id: [IM_END, 263] },
@@ -333,6 +342,19 @@ describe("tools and tool_choice", () => {
     const history: OpenAI.ChatCompletionMessageParam[] = [...user("weather?"), { role: "assistant", content: null, tool_calls: msg.tool_calls }, { role: "tool", tool_call_id: msg.tool_calls![0].id, content: "sunny" }];
     const next = await qwenStyle.chat.completions.create({ model: "m", messages: history, tools: TOOLS, temperature: 0 });
     expect(next.usage!.prompt_tokens).toBeGreaterThan(r.usage!.prompt_tokens);
+  });
+
+  it("the library gives the same: model.chat(…, { tools }) streams the calls as toolCalls and ends with tool-calls", async () => {
+    const g = qwenModel.chat(user("weather and time?"), { tools: TOOLS as never, temperature: 0 });
+    const calls: string[] = [];
+    let content = "";
+    for await (const t of g) {
+      content += t.text;
+      for (const c of t.toolCalls ?? []) calls.push(`${c.name} ${c.arguments}`);
+    }
+    expect({ content, calls, finish: g.finishReason }).toEqual({ content: "", calls: ['get_weather {"city":"Paris"}', 'get_time {"zone":"CET"}'], finish: "tool-calls" });
+    const one = await qwenModel.chat(user("weather?"), { tools: TOOLS as never, parallelToolCalls: false }).result();
+    expect(one.toolCalls!.map((c) => c.name)).toEqual(["get_weather"]);
   });
 
   it("Llama 3.x template: a JSON reply is read as the call, streamed too", async () => {
