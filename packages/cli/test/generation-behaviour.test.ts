@@ -79,7 +79,7 @@ describe("stopping rules: every end-of-sequence id stops generation", () => {
       expect(plain.stderr).toMatch(/10 tokens, eos/);
       const talk = await chat(dir, ["hi", "/exit"]);
       expect(talk.stdout).toContain("> afé 😀\n");
-      expect(talk.stdout).not.toContain("Z");
+      expect(talk.stdout).not.toContain("😀Z"); // nothing after the end-of-sequence token
 
       using model = await loadModel(dir, { device: "cpu" });
       const r = await model.generate("hi", { maxTokens: 20 }).result();
