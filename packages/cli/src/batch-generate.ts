@@ -1,7 +1,7 @@
-import { Model, TextTokenizer, type BackendMemory, type FinishReason, type ModelGenerateOptions } from "@df11/models";
+import { Model, readGenerationConfig, TextTokenizer, type BackendMemory, type GenerationFinish, type GenerationSettings, type ModelGenerateOptions } from "@df11/models";
 import { CliError } from "./errors.js";
 import { formatBytes } from "./format-bytes.js";
-import { interruptSignal, samplingOf, type GenerationFlags } from "./generate-command.js";
+import { interruptSignal, reportSettings, samplingOf, type GenerationFlags, type ReportedSettings } from "./generate-command.js";
 import { loadModelOn } from "./load-model.js";
 
 /** `df11 generate --help`, after the options: what batch mode does and when it matches solo runs. */
@@ -49,7 +49,7 @@ export interface BatchSequenceResult {
   readonly tokenIds: number[];
   /** The response (cut before a --stop string), or null without a tokenizer. */
   readonly text: string | null;
-  readonly stopReason: FinishReason;
+  readonly stopReason: GenerationFinish;
   /** Seconds from the start of the batch to this sequence's last token. */
   readonly seconds: number;
 }
@@ -81,6 +81,8 @@ export interface BatchGenerateResult {
   readonly warmedUp: boolean;
   /** Whether Ctrl-C (or the signal) ended generation early. */
   readonly interrupted: boolean;
+  /** What the sequences ran with, as `df11 generate --json` says it (`sampling.seed`: the first sequence's; sequence i's is seed + i). */
+  readonly settings: ReportedSettings;
 }
 
 /** Sequence i's prompt (index into the given prompts) and seed. */
@@ -123,7 +125,8 @@ export async function runBatchGenerate(modelDir: string, input: BatchInput, flag
   const tokenizer = await TextTokenizer.load(modelDir);
   if (input.prompts?.length && !tokenizer) throw new CliError(`${modelDir} has no tokenizer.json: use --input-ids`);
   const lm = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights, slots: plan.length });
-  using model = new Model(modelDir, modelDir, lm, tokenizer, { maxBatch: plan.length });
+  // The model's generation_config.json: its sampling defaults fill in what the flags leave unset (as alone).
+  using model = new Model(modelDir, modelDir, lm, tokenizer, { maxBatch: plan.length, generationConfig: await readGenerationConfig(modelDir), samplingDefaults: flags.samplingDefaults });
   const prompts = sources.map((p) => (typeof p !== "string" ? [...p] : model.promptIds(input.chat ? [{ role: "user", content: p }] : p)));
   // Refuse a bad prompt before any sequence starts.
   for (const p of prompts) {
@@ -141,9 +144,12 @@ export async function runBatchGenerate(modelDir: string, input: BatchInput, flag
 
   const before = { ...model.scheduler.stats };
   const t0 = performance.now();
+  let settings: GenerationSettings | undefined;
   const sequences = await Promise.all(
     plan.map(async (p, index): Promise<BatchSequenceResult> => {
-      const r = await model.generate(prompts[p.prompt], sequenceOptions(flags, p.seed, signal)).result();
+      const generation = model.generate(prompts[p.prompt], sequenceOptions(flags, p.seed, signal));
+      settings ??= generation.settings;
+      const r = await generation.result();
       return {
         index,
         seed: p.seed,
@@ -176,6 +182,7 @@ export async function runBatchGenerate(modelDir: string, input: BatchInput, flag
     memory: lm.backend.memory?.() ?? null,
     warmedUp,
     interrupted: signal?.aborted ?? false,
+    settings: reportSettings({ options: settings!.sampling, sources: settings!.sources }, plan[0].seed, settings!.stopTokenIds, flags.stop ?? []),
   };
 }
 

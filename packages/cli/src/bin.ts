@@ -183,13 +183,14 @@ const numberOption = (name: string, check: (v: number) => boolean) => (v: string
 const withSampling = (cmd: Command) =>
   cmd
     .option("-n, --max-tokens <n>", "most tokens to generate", intOption, 128)
-    .option("--temperature <t>", "sampling temperature; 0 = greedy", numberOption("temperature", (v) => v >= 0), 0)
+    .option("--temperature <t>", "sampling temperature; 0 = greedy (default: the model's generation_config.json, else 0)", numberOption("temperature", (v) => v >= 0))
     .option("--top-k <k>", "keep the k most likely tokens", numberOption("top-k", (v) => Number.isInteger(v) && v >= 0))
     .option("--top-p <p>", "nucleus sampling threshold", numberOption("top-p", (v) => v > 0 && v <= 1))
     .option("--min-p <p>", "drop tokens below p × the top probability", numberOption("min-p", (v) => v >= 0 && v < 1))
     .option("--repetition-penalty <r>", "penalise tokens already in the context (> 1)", numberOption("repetition penalty", (v) => v > 0))
     .option("--seed <n>", "RNG seed: same seed, same output", intOption)
     .option("--stop <text...>", "stop when the text contains one of these strings")
+    .option("--no-sampling-defaults", "ignore the sampling defaults in the model's generation_config.json (do_sample, temperature, top_k, top_p, min_p, repetition_penalty)")
     .option("--device <device>", "cuda (GPU), cpu, or auto: the GPU when one is present", deviceOption, "auto")
     .option("--max-context <n>", "GPU: positions the KV cache holds (default: min(model's maximum, 4096))", intOption)
     .option("--verify-weights", "decode every DF11 module once at load and check it against its recorded checksum");
@@ -201,7 +202,7 @@ function deviceOption(v: string): DeviceChoice {
 
 const flagsOf = (o: Record<string, unknown>): GenerationFlags => ({
   maxTokens: o.maxTokens as number,
-  temperature: o.temperature as number,
+  temperature: o.temperature as number | undefined,
   topK: o.topK as number | undefined,
   topP: o.topP as number | undefined,
   minP: o.minP as number | undefined,
@@ -211,6 +212,7 @@ const flagsOf = (o: Record<string, unknown>): GenerationFlags => ({
   device: o.device as DeviceChoice,
   maxContext: o.maxContext as number | undefined,
   verifyWeights: o.verifyWeights as boolean | undefined,
+  samplingDefaults: o.samplingDefaults as boolean,
 });
 
 withSampling(
@@ -221,7 +223,7 @@ withSampling(
     .option("-p, --prompt <text>", "prompt text (needs the model's tokenizer); repeat it for a batch", collect)
     .option("--input-ids <ids>", "prompt as token ids, e.g. 1,17,42 (models without a tokenizer); repeat it for a batch", collect)
     .option("--chat", "wrap the prompt in the model's chat template")
-    .option("--json", "print one JSON object: tokenIds, text, tokens/s, peak memory")
+    .option("--json", "print one JSON object: tokenIds, text, stop reason, settings used, tokens/s, peak memory")
     .option("-b, --batch-size <n>", "run N sequences together in one batch: N prompts, or one prompt N times with seeds seed, seed+1, …", intOption)
     .option("--ignore-eos", "with --batch-size: keep generating after end-of-sequence tokens (benchmarks)")
     .addHelpText("after", BATCH_HELP),
@@ -272,6 +274,7 @@ program
   .option("--model-id <id>", "the name clients use in `model` (default: the argument)")
   .option("--device <device>", "cuda (GPU), cpu, or auto: the GPU when one is present", deviceOption, "auto")
   .option("--verify-weights", "decode every DF11 module once at load and check it against its recorded checksum")
+  .option("--no-sampling-defaults", "ignore the sampling defaults in the model's generation_config.json (requests that set none get OpenAI's)")
   .action(async (source: string, opts) => {
     const { loadModel } = await import("@df11/models");
     await import("@df11/cuda-kernel"); // registers the GPU backend
@@ -282,6 +285,7 @@ program
       maxContext: opts.maxContext,
       slots: opts.maxBatch,
       verifyWeights: opts.verifyWeights,
+      samplingDefaults: opts.samplingDefaults,
       onProgress: (p) => bar.update({ filesDone: 0, filesTotal: 1, bytesDone: p.done, bytesTotal: p.total }),
     }).finally(bar.stop);
     const running = await serveModel(model, {

@@ -1,12 +1,27 @@
 import { createInterface } from "node:readline/promises";
-import { endOfSequenceIds, generate, peakRssBytes, TextTokenizer, type CausalLM, type ChatMessage, type GenerateOptions, type GenerationStats } from "@df11/models";
+import {
+  ChatTemplateError,
+  DEFAULT_SEED,
+  endOfSequenceIds,
+  generate,
+  peakRssBytes,
+  readGenerationConfig,
+  resolveSampling,
+  TextTokenizer,
+  type CausalLM,
+  type ChatMessage,
+  type GenerateOptions,
+  type GenerationStats,
+  type ResolvedSampling,
+} from "@df11/models";
 import { CliError } from "./errors.js";
 import { loadModelOn, type DeviceChoice } from "./load-model.js";
 
 /** Options shared by `df11 generate` and `df11 chat`. */
 export interface GenerationFlags {
   readonly maxTokens: number;
-  readonly temperature: number;
+  /** Unset: the model's generation_config.json default, else 0 (greedy). */
+  readonly temperature?: number;
   readonly topK?: number;
   readonly topP?: number;
   readonly minP?: number;
@@ -19,6 +34,19 @@ export interface GenerationFlags {
   readonly maxContext?: number;
   /** Decode every DF11 module once at load and check its weights' recorded checksum. */
   readonly verifyWeights?: boolean;
+  /** false (--no-sampling-defaults): ignore generation_config.json's sampling defaults. */
+  readonly samplingDefaults?: boolean;
+}
+
+/** What a generation ran with (`--json` reports it). */
+export interface ReportedSettings {
+  /** Sampling used: temperature 0 is greedy; topK 0, topP 1, minP 0, repetitionPenalty 1 are off. */
+  readonly sampling: { temperature: number; topK: number; topP: number; minP: number; repetitionPenalty: number; seed: number };
+  /** Where each sampling setting came from: a flag, the model's generation_config.json, or df11's default. */
+  readonly sources: ResolvedSampling["sources"];
+  /** Token ids that end generation: config.json's, generation_config.json's and the tokenizer's EOS. */
+  readonly stopTokenIds: number[];
+  readonly stopStrings: string[];
 }
 
 /** The result `df11 generate --json` prints. */
@@ -34,11 +62,24 @@ export interface GenerateResult {
   readonly peakRssBytes: number;
   /** Whether Ctrl-C (or the signal) ended generation early. */
   readonly interrupted: boolean;
+  readonly settings: ReportedSettings;
 }
 
+/** Settings as `--json` reports them: every filter with its value ("off" ones too) and where it came from. */
+export function reportSettings(resolved: ResolvedSampling, seed: number, stopTokenIds: readonly number[], stopStrings: readonly string[]): ReportedSettings {
+  const o = resolved.options;
+  return {
+    sampling: { temperature: o.temperature ?? 0, topK: o.topK ?? 0, topP: o.topP ?? 1, minP: o.minP ?? 0, repetitionPenalty: o.repetitionPenalty ?? 1, seed },
+    sources: resolved.sources,
+    stopTokenIds: [...stopTokenIds],
+    stopStrings: [...stopStrings],
+  };
+}
 
-
-/** The flags' sampling and stopping options (stop strings as `stopStrings`). */
+/**
+ * The flags' sampling and stopping options (stop strings as `stopStrings`). Sampling the flags leave
+ * unset is undefined: the model's generation_config.json defaults fill it in (see {@link settingsOf}).
+ */
 export const samplingOf = (f: GenerationFlags): GenerateOptions => ({
   maxTokens: f.maxTokens,
   temperature: f.temperature,
@@ -50,6 +91,18 @@ export const samplingOf = (f: GenerationFlags): GenerateOptions => ({
   stopStrings: f.stop,
 });
 
+/** The generation options from the flags and the model's generation_config.json defaults, and what they came to. */
+async function settingsOf(modelDir: string, model: CausalLM, tokenizer: TextTokenizer | undefined, f: GenerationFlags): Promise<{ options: GenerateOptions; settings: ReportedSettings }> {
+  const defaults = f.samplingDefaults === false ? undefined : (await readGenerationConfig(modelDir))?.sampling;
+  const resolved = resolveSampling(samplingOf(f), defaults, { temperature: 0 });
+  const stopTokenIds = endOfSequenceIds(model.config.eosTokenIds, tokenizer);
+  const stopStrings = f.stop ?? [];
+  return {
+    options: { ...resolved.options, stopStrings, stopTokenIds, tokenizer },
+    settings: reportSettings(resolved, f.seed ?? DEFAULT_SEED, stopTokenIds, stopStrings),
+  };
+}
+
 /** An AbortSignal that fires on Ctrl-C (SIGINT) until `release` is called; a second Ctrl-C exits at once. */
 export function interruptSignal(): { signal: AbortSignal; release: () => void } {
   const controller = new AbortController();
@@ -60,9 +113,6 @@ export function interruptSignal(): { signal: AbortSignal; release: () => void } 
   process.on("SIGINT", onSigint);
   return { signal: controller.signal, release: () => process.off("SIGINT", onSigint) };
 }
-
-/** End-of-sequence ids: the config's, plus the tokenizer's EOS token. */
-const stopTokenIds = (model: CausalLM, tokenizer: TextTokenizer | undefined): number[] => endOfSequenceIds(model.config.eosTokenIds, tokenizer);
 
 /** Parse `--input-ids 1,2,3`. */
 export function parseIds(text: string): number[] {
@@ -92,12 +142,14 @@ export async function runGenerate(
     const text = input.chat ? tokenizer.applyChatTemplate([{ role: "user", content: input.prompt }]) : input.prompt;
     prompt = tokenizer.encode(text, !input.chat);
   }
-  const eos = stopTokenIds(model, tokenizer);
+  const { options, settings } = await settingsOf(modelDir, model, tokenizer, flags);
   const stats: { value?: GenerationStats } = {};
   const ids: number[] = [];
+  let text = "";
   let stopReason = "max-tokens";
-  for await (const t of generate(model, prompt, { ...samplingOf(flags), tokenizer, stopTokenIds: eos, signal }, stats)) {
+  for await (const t of generate(model, prompt, { ...options, signal }, stats)) {
     ids.push(t.id);
+    text += t.text;
     write(tokenizer ? t.text : `${ids.length > 1 ? "," : ""}${t.id}`);
     if (t.stop) stopReason = t.stop;
   }
@@ -108,11 +160,12 @@ export async function runGenerate(
     device: model.device,
     promptTokenIds: prompt,
     tokenIds: ids,
-    text: tokenizer ? tokenizer.decode(ids) : null,
+    text: tokenizer ? text : null,
     stopReason,
     tokensPerSecond: { prefill: s.promptTokens / s.prefillSeconds, decode: s.generatedTokens > 1 ? (s.generatedTokens - 1) / s.decodeSeconds : 0 },
     peakRssBytes: peakRssBytes(),
     interrupted: signal?.aborted ?? false,
+    settings,
   };
 }
 
@@ -121,8 +174,16 @@ export async function runChat(modelDir: string, flags: GenerationFlags, system?:
   using model = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights });
   const tokenizer = await TextTokenizer.load(modelDir);
   if (!tokenizer?.hasChatTemplate) throw new CliError(`${modelDir} has no tokenizer with a chat template; use df11 generate`);
-  const eos = stopTokenIds(model, tokenizer);
+  const { options } = await settingsOf(modelDir, model, tokenizer, flags);
   const messages: ChatMessage[] = system ? [{ role: "system", content: system }] : [];
+  if (system) {
+    try {
+      tokenizer.applyChatTemplate([...messages, { role: "user", content: "Hi" }]);
+    } catch (e) {
+      if (e instanceof ChatTemplateError) throw new CliError(`--system: ${e.message}`);
+      throw e;
+    }
+  }
   const rl = createInterface({ input: process.stdin, output: process.stdout });
   process.stdout.write(`df11 chat — ${modelDir} (${model.weights.kind} on ${model.device}). /reset starts over, /exit quits; Ctrl-C stops a reply.\n`);
   try {
@@ -135,14 +196,22 @@ export async function runChat(modelDir: string, flags: GenerationFlags, system?:
       }
       if (!line) continue;
       messages.push({ role: "user", content: line });
-      const prompt = tokenizer.encode(tokenizer.applyChatTemplate(messages), false);
+      let prompt: number[];
+      try {
+        prompt = tokenizer.encode(tokenizer.applyChatTemplate(messages), false);
+      } catch (e) {
+        if (!(e instanceof ChatTemplateError)) throw e;
+        messages.pop(); // the template refused this turn: say why, keep the conversation as it was
+        process.stdout.write(`error: ${e.message}\n`);
+        continue;
+      }
       let reply = "";
       // Ctrl-C while a reply streams stops that reply; at the prompt it ends the chat.
       const interrupt = new AbortController();
       const onSigint = () => interrupt.abort();
       rl.on("SIGINT", onSigint);
       try {
-        for await (const t of generate(model, prompt, { ...samplingOf(flags), tokenizer, stopTokenIds: eos, signal: interrupt.signal })) {
+        for await (const t of generate(model, prompt, { ...options, signal: interrupt.signal })) {
           reply += t.text;
           process.stdout.write(t.text);
         }

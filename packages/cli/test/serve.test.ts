@@ -107,8 +107,10 @@ describe("df11 serve (OpenAI API, CPU, tiny model)", () => {
     await expect(call({ model: "tiny", messages: user("hi"), temperature: -1 })).rejects.toMatchObject({ status: 400, param: "temperature", message: expect.stringMatching(/temperature/) });
     await expect(call({ model: "tiny", messages: [] })).rejects.toMatchObject({ status: 400, param: "messages" });
     await expect(call({ model: "tiny", messages: user("hi"), max_tokens: 0 })).rejects.toMatchObject({ status: 400, param: "max_tokens" });
-    await expect(call({ model: "tiny", messages: user("hi"), n: 3 })).rejects.toMatchObject({ status: 400, param: "n" });
+    await expect(call({ model: "tiny", messages: user("hi"), n: 0 })).rejects.toMatchObject({ status: 400, param: "n" });
     await expect(call({ model: "other", messages: user("hi") })).rejects.toMatchObject({ status: 404, code: "model_not_found" });
+    // This word-level vocabulary has no "{": it cannot write JSON, and says so up front.
+    await expect(call({ model: "tiny", messages: user("hi"), response_format: { type: "json_object" } })).rejects.toMatchObject({ status: 400, param: "response_format", message: expect.stringMatching(/no token of this model's vocabulary/) });
     const wrongKey = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "nope", maxRetries: 0 });
     await expect(wrongKey.models.list()).rejects.toMatchObject({ status: 401, code: "invalid_api_key" });
     const noKey = await fetch(`${server.url}/v1/models`);

@@ -79,6 +79,21 @@ export class CausalLM implements Disposable {
     return out;
   }
 
+  /**
+   * Like `forward(ids, { allLogits: true })`, but hands each step's logits ([rows, vocab], host copies)
+   * to `visit` instead of holding all positions' logits at once (prompt scoring). Returns the last row's.
+   */
+  forwardRows(ids: ArrayLike<number>, visit: (logits: Float32Array, firstRow: number) => void, slot = 0): Float32Array {
+    const vocab = this.config.vocabSize;
+    let last = new Float32Array(0);
+    this.extend(ids, { allLogits: true, slot }, (tensor, firstRow) => {
+      const logits = this.backend.read(tensor);
+      visit(logits, firstRow);
+      last = logits.slice(logits.length - vocab);
+    });
+    return last;
+  }
+
   /** Greedy next token after `ids` (appended to the sequence), chosen on the backend: no logits copied to the host. */
   forwardGreedy(ids: ArrayLike<number>, slot = 0): number {
     return this.backend.argmax(this.extend(ids, { slot }))[0];

@@ -1,28 +1,21 @@
 import type { CausalLM } from "./causal-lm.js";
-import { Sampler, type SamplingOptions } from "./sampling.js";
-import type { TextTokenizer } from "./tokenizer.js";
+import { tokenLogprob, type TokenLogprob } from "./logprobs.js";
+import { SequenceState, type GeneratedToken, type SequenceOptions } from "./sequence.js";
+import { endOfSequenceIds } from "./tokenizer.js";
 
-export interface GenerateOptions extends SamplingOptions {
-  /** Most new tokens to produce (default 128). */
-  readonly maxTokens?: number;
-  /** Token ids that end generation (default: the model's EOS ids). Pass [] to never stop early. */
+export type { GeneratedToken, StopReason } from "./sequence.js";
+
+export interface GenerateOptions extends SequenceOptions {
+  /**
+   * Token ids that end generation. Default: every end-of-sequence id of the model (config.json's and
+   * generation_config.json's, as `loadCausalLM` reads them) and the tokenizer's EOS token. Pass [] to
+   * never stop early.
+   */
   readonly stopTokenIds?: readonly number[];
-  /** Strings that end generation when the decoded text contains them (needs a tokenizer). */
-  readonly stopStrings?: readonly string[];
-  readonly tokenizer?: TextTokenizer;
   /** Keep the KV cache from earlier calls and continue the sequence (chat). */
   readonly continueSequence?: boolean;
   /** Stops generation before the next token when aborted (the tokens so far stay yielded). */
   readonly signal?: AbortSignal;
-}
-
-/** One generated token, as the iterator yields it. */
-export interface GeneratedToken {
-  readonly id: number;
-  /** Text this token adds (with a tokenizer). */
-  readonly text: string;
-  /** Why generation stopped, on the last token. */
-  readonly stop?: "eos" | "stop-string" | "max-tokens" | "max-context";
 }
 
 /** Statistics of a finished generation. */
@@ -34,7 +27,29 @@ export interface GenerationStats {
 }
 
 /**
- * Generate tokens after a prompt, streaming them. Greedy when temperature is 0 (the default).
+ * Prefill a prompt into a sequence's KV cache and score it: the log-probability of each prompt token
+ * given those before it (the first has none: null), with `top` alternatives. Returns the last
+ * position's logits too, to choose the first generated token from.
+ */
+export function scorePrompt(model: CausalLM, prompt: readonly number[], top: number, slot = 0): { logits: Float32Array; promptLogprobs: Array<TokenLogprob | null> } {
+  const vocab = model.config.vocabSize;
+  const promptLogprobs: Array<TokenLogprob | null> = [null];
+  const logits = model.forwardRows(
+    prompt,
+    (rows, firstRow) => {
+      for (let r = 0; r * vocab < rows.length; r++) {
+        const position = firstRow + r;
+        if (position + 1 < prompt.length) promptLogprobs.push(tokenLogprob(rows.subarray(r * vocab, (r + 1) * vocab), prompt[position + 1], top));
+      }
+    },
+    slot,
+  );
+  return { logits, promptLogprobs };
+}
+
+/**
+ * Generate tokens after a prompt, streaming them. Greedy when temperature is 0 (the default). Text comes
+ * in whole characters and stops before a stop string (see {@link GeneratedToken}).
  *
  * @example
  * ```ts
@@ -47,58 +62,26 @@ export async function* generate(
   options: GenerateOptions = {},
   stats?: { value?: GenerationStats },
 ): AsyncGenerator<GeneratedToken> {
-  const maxTokens = options.maxTokens ?? 128;
-  const stopIds = new Set(options.stopTokenIds ?? model.config.eosTokenIds);
-  const sampler = new Sampler(options);
+  const seq = new SequenceState(prompt, { ...options, stopTokenIds: options.stopTokenIds ?? endOfSequenceIds(model.config.eosTokenIds, options.tokenizer) });
   if (!options.continueSequence) model.reset();
-  if (prompt.length === 0) throw new RangeError("the prompt has no tokens");
-  const context: number[] = [...prompt];
-  const generated: number[] = [];
-  let text = "";
   let t0 = performance.now();
   // Greedy choice needs no logits on the host: the backend picks the token (no 0.5 MB copy per token on a GPU).
-  const onDevice = sampler.isGreedy;
-  const next = (ids: readonly number[]): (() => number) => {
-    if (onDevice) {
-      const id = model.forwardGreedy(ids);
-      return () => id;
-    }
-    const logits = model.forward(ids);
-    return () => sampler.next(logits, context);
-  };
-  let choose = next(prompt);
+  const next = (ids: readonly number[]) => (seq.needsLogits ? seq.choose(model.forward(ids)) : seq.choose(undefined, model.forwardGreedy(ids)));
+  let choice = seq.maxTokens > 0 ? next(prompt) : undefined;
   const prefillSeconds = (performance.now() - t0) / 1000;
   t0 = performance.now();
   try {
-    for (let i = 0; i < maxTokens; i++) {
+    while (choice) {
       await new Promise<void>((resolve) => setImmediate(resolve)); // let consumers and signals (Ctrl-C) run between tokens
       if (options.signal?.aborted) return;
-      const id = choose();
-      context.push(id);
-      generated.push(id);
-      let piece = "";
-      if (options.tokenizer) {
-        const full = options.tokenizer.decode(generated);
-        piece = full.slice(text.length);
-        text = full;
-      }
-      const hitStopString = options.stopStrings?.some((s) => text.includes(s)) ?? false;
-      const stop = stopIds.has(id)
-        ? "eos"
-        : hitStopString
-          ? "stop-string"
-          : i === maxTokens - 1
-            ? "max-tokens"
-            : model.length() >= model.maxContext
-              ? "max-context"
-              : undefined;
-      yield { id, text: piece, stop };
-      if (stop) return;
-      choose = next([id]);
+      const token = seq.accept(choice, model.length() >= model.maxContext);
+      yield token;
+      if (token.stop) return;
+      choice = next([token.id]);
     }
   } finally {
     if (stats) {
-      stats.value = { promptTokens: prompt.length, generatedTokens: generated.length, prefillSeconds, decodeSeconds: (performance.now() - t0) / 1000 };
+      stats.value = { promptTokens: prompt.length, generatedTokens: seq.generated.length, prefillSeconds, decodeSeconds: (performance.now() - t0) / 1000 };
     }
   }
 }

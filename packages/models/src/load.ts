@@ -10,6 +10,15 @@ import { Bf16WeightStore, Df11WeightStore } from "./weight-store.js";
 import { checksumHex, decodeModule } from "@df11/codec";
 import { compressedModulesOf, readDF11Module } from "./df11-checkpoint.js";
 import { checkDecodedWeights, checkStoredTensors, readRecordedChecksums } from "./integrity.js";
+import { readGenerationConfig } from "./generation-config.js";
+import type { TextModelConfig } from "./config.js";
+
+/** The config with generation_config.json's end-of-sequence ids added to config.json's (transformers stops on either). */
+async function withGenerationEos(directory: string, config: TextModelConfig): Promise<TextModelConfig> {
+  const generation = await readGenerationConfig(directory);
+  if (!generation) return config;
+  return { ...config, eosTokenIds: [...new Set([...config.eosTokenIds, ...generation.eosTokenIds])] };
+}
 
 export interface LoadCausalLMOptions extends BackendLoadOptions {
   /** cpu (default here), cuda, or auto: the GPU when @df11/cuda-kernel is installed and a GPU is usable. */
@@ -23,7 +32,8 @@ export interface LoadCausalLMOptions extends BackendLoadOptions {
  * only a DF11 model's compressed modules are held, each decoded just before use; `device: "cuda"` runs
  * it on the GPU through @df11/cuda-kernel (which must be installed). Stored tensors are checked against
  * the checksums the files record (if any) unless `checkStored` is false; `verifyWeights` also decodes
- * every module once and checks its weights. A mismatch throws {@link ChecksumMismatchError}.
+ * every module once and checks its weights. A mismatch throws {@link ChecksumMismatchError}. The
+ * model's `config.eosTokenIds` are config.json's and generation_config.json's together.
  */
 export async function loadCausalLM(directory: string, options: LoadCausalLMOptions = {}): Promise<CausalLM> {
   const device = options.device ?? "cpu";
@@ -37,11 +47,16 @@ export async function loadCausalLM(directory: string, options: LoadCausalLMOptio
       // Not `device` ("cuda" here): a backend's own `device` option is a GPU index.
       const { device: _device, ...backendOptions } = options;
       const backend = await provider!.load(directory, backendOptions);
-      return new CausalLM(backend.config, backend);
+      try {
+        return new CausalLM(await withGenerationEos(directory, backend.config), backend);
+      } catch (e) {
+        backend.dispose();
+        throw e;
+      }
     }
     if (device === "cuda") throw new ModelsError(`device cuda: ${reason}`);
   }
-  const config = parseTextModelConfig(raw);
+  const config = await withGenerationEos(directory, parseTextModelConfig(raw));
   await using files = await SafetensorsCollection.openDirectory(directory);
   // A multimodal checkpoint's language model under the usual names; a causal LM as it is.
   const { weights, patternDict } = languageModelOf(files, df11?.patternDict);

@@ -11,9 +11,18 @@ export interface SamplingOptions {
   readonly minP?: number;
   /** > 1 discourages tokens already in the context (CTRL-style, as transformers applies it). */
   readonly repetitionPenalty?: number;
+  /** Subtracted once from every token already generated (OpenAI's presence_penalty, -2…2; 0 = off). */
+  readonly presencePenalty?: number;
+  /** Subtracted per occurrence from every token already generated (OpenAI's frequency_penalty, -2…2; 0 = off). */
+  readonly frequencyPenalty?: number;
+  /** Added to the logits of these token ids before anything else (OpenAI's logit_bias, -100…100). */
+  readonly logitBias?: Readonly<Record<number, number>>;
   /** Seed of the sampling RNG: same seed, same tokens. */
   readonly seed?: number;
 }
+
+/** The sampling RNG's seed when none is given (so unseeded runs repeat too). */
+export const DEFAULT_SEED = 0x5eed;
 
 /** Index of the largest logit (first one on ties, as torch.argmax). */
 export function argmax(logits: ArrayLike<number>): number {
@@ -22,33 +31,55 @@ export function argmax(logits: ArrayLike<number>): number {
   return best;
 }
 
-/** A stateful sampler: applies the penalties and filters in transformers' order, then draws. */
+/**
+ * A stateful sampler. Order, as vLLM applies them: logit bias, then the penalties (repetition over prompt
+ * and output, CTRL-style as in transformers; presence and frequency over the output, as OpenAI defines
+ * them), then temperature, top-k, top-p and min-p, then the draw.
+ */
 export class Sampler {
   private readonly rand: () => number;
   constructor(private readonly options: SamplingOptions = {}) {
-    const { temperature = 0, topK = 0, topP = 1, minP = 0, repetitionPenalty = 1 } = options;
+    const { temperature = 0, topK = 0, topP = 1, minP = 0, repetitionPenalty = 1, presencePenalty = 0, frequencyPenalty = 0 } = options;
     if (!(temperature >= 0)) throw new RangeError(`temperature must be ≥ 0, got ${temperature}`);
     if (!(topK >= 0) || !Number.isInteger(topK)) throw new RangeError(`top-k must be a whole number ≥ 0, got ${topK}`);
     if (!(topP > 0 && topP <= 1)) throw new RangeError(`top-p must be in (0, 1], got ${topP}`);
     if (!(minP >= 0 && minP < 1)) throw new RangeError(`min-p must be in [0, 1), got ${minP}`);
     if (!(repetitionPenalty > 0)) throw new RangeError(`repetition penalty must be > 0, got ${repetitionPenalty}`);
-    this.rand = mulberry32(options.seed ?? 0x5eed);
+    if (!Number.isFinite(presencePenalty)) throw new RangeError(`presence penalty must be a number, got ${presencePenalty}`);
+    if (!Number.isFinite(frequencyPenalty)) throw new RangeError(`frequency penalty must be a number, got ${frequencyPenalty}`);
+    for (const [id, bias] of Object.entries(options.logitBias ?? {})) {
+      if (!/^\d+$/.test(id) || !Number.isFinite(bias)) throw new RangeError(`logit bias: expected token id → number, got ${id} → ${bias}`);
+    }
+    this.rand = mulberry32(options.seed ?? DEFAULT_SEED);
   }
 
-  /** Whether every choice is the argmax of the logits (temperature 0, no repetition penalty). */
+  /** Whether every choice is the argmax of the raw logits (temperature 0, no penalty, no bias). */
   get isGreedy(): boolean {
-    return (this.options.temperature ?? 0) === 0 && (this.options.repetitionPenalty ?? 1) === 1;
+    const o = this.options;
+    return (o.temperature ?? 0) === 0 && (o.repetitionPenalty ?? 1) === 1 && !o.presencePenalty && !o.frequencyPenalty && Object.keys(o.logitBias ?? {}).length === 0;
   }
 
-  /** Choose the next token from the last position's logits, given the tokens so far. */
-  next(logits: Float32Array, context: ArrayLike<number>): number {
-    const { temperature = 0, topK = 0, topP = 1, minP = 0, repetitionPenalty = 1 } = this.options;
+  /**
+   * Choose the next token from the last position's logits, given the tokens so far (`context`, prompt
+   * included) and the generated ones among them (`generated`; default: none, so no presence/frequency
+   * penalty). Logits of -Infinity (masked tokens) are never chosen while any other is finite.
+   */
+  next(logits: Float32Array, context: ArrayLike<number>, generated: ArrayLike<number> = []): number {
+    const { temperature = 0, topK = 0, topP = 1, minP = 0, repetitionPenalty = 1, presencePenalty = 0, frequencyPenalty = 0, logitBias } = this.options;
     let scores = logits;
+    const writable = () => (scores === logits ? (scores = Float32Array.from(logits)) : scores);
+    if (logitBias) for (const [id, bias] of Object.entries(logitBias)) if (Number(id) < scores.length) writable()[Number(id)] += bias;
     if (repetitionPenalty !== 1) {
-      scores = Float32Array.from(logits);
+      const s = writable();
       const seen = new Set<number>();
       for (let i = 0; i < context.length; i++) seen.add(context[i]);
-      for (const t of seen) scores[t] = scores[t] < 0 ? scores[t] * repetitionPenalty : scores[t] / repetitionPenalty;
+      for (const t of seen) s[t] = s[t] < 0 ? s[t] * repetitionPenalty : s[t] / repetitionPenalty;
+    }
+    if ((presencePenalty !== 0 || frequencyPenalty !== 0) && generated.length > 0) {
+      const s = writable();
+      const counts = new Map<number, number>();
+      for (let i = 0; i < generated.length; i++) counts.set(generated[i], (counts.get(generated[i]) ?? 0) + 1);
+      for (const [t, n] of counts) s[t] -= presencePenalty + frequencyPenalty * n;
     }
     if (temperature === 0) return argmax(scores);
 

@@ -1,8 +1,9 @@
 import { randomUUID, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { cutAtStop, QueueFullError, type ChatMessage, type Generation, type Model } from "@df11/models";
-import { ApiError, finishReasonOf, parseCompletionRequest, type CompletionRequest } from "./openai-protocol.js";
+import type { Model } from "@df11/models";
+import { bestOf, ResponseFormat, startCandidates } from "./completions.js";
+import { ApiError, parseCompletionRequest, type CompletionRequest, type RequestLimits } from "./openai-protocol.js";
 
 export interface ServeOptions {
   /** Default 127.0.0.1: reachable from this machine only. */
@@ -67,66 +68,60 @@ export async function serveModel(model: Model, options: ServeOptions = {}): Prom
   const created = Math.floor(Date.now() / 1000);
   const log = options.log ?? (() => {});
 
+  const limits: RequestLimits = {
+    maxTokens: maxTokensLimit,
+    vocabSize: model.lm.config.vocabSize,
+    templateReads: (variable) => new RegExp(`\\b${variable}\\b`).test(model.tokenizer?.chatTemplate() ?? ""),
+  };
+  const chunkOf = (id: string, chat: boolean, choices: object[], usage?: object) => ({
+    id,
+    object: chat ? "chat.completion.chunk" : "text_completion",
+    created: Math.floor(Date.now() / 1000),
+    model: modelId,
+    choices,
+    ...(usage ? { usage } : {}),
+  });
+
   const complete = async (req: IncomingMessage, res: ServerResponse, chat: boolean) => {
-    const request: CompletionRequest = parseCompletionRequest(await readJson(req, maxBody), chat, maxTokensLimit);
+    const request: CompletionRequest = parseCompletionRequest(await readJson(req, maxBody), chat, limits);
     if (request.model !== modelId) throw new ApiError(404, `The model \`${request.model}\` does not exist (this server serves \`${modelId}\`)`, "model", "model_not_found");
-    // A client that goes away frees its slot at the next token.
+    // A client that goes away frees its slots at the next token.
     const abort = new AbortController();
     res.on("close", () => abort.abort());
-    let generation: Generation;
-    try {
-      const options = { ...request.options, signal: abort.signal };
-      generation = chat ? model.chat(request.prompt as readonly ChatMessage[], options) : model.generate(request.prompt, options);
-    } catch (e) {
-      if (e instanceof QueueFullError) throw new ApiError(503, `the server is busy: ${e.message}`, null, "queue_full", "server_error");
-      if (e instanceof RangeError || (e as Error).name === "ModelsError") throw new ApiError(400, (e as Error).message, chat ? "messages" : "prompt", "invalid_prompt");
-      throw e;
-    }
+    const candidates = startCandidates(model, request, abort);
     const id = `${chat ? "chatcmpl" : "cmpl"}-${randomUUID()}`;
-    const object = chat ? "chat.completion" : "text_completion";
-    const stop = request.options.stop ?? [];
-    const usage = (completion: number) => ({ prompt_tokens: generation.promptTokens, completion_tokens: completion, total_tokens: generation.promptTokens + completion });
+    const promptTokens = candidates.filter((c) => c.first).reduce((n, c) => n + c.generation.promptTokens, 0);
+    const usage = (completion: number) => ({ prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion });
+    const format = new ResponseFormat(model, chat, request.logprobs !== undefined);
 
     if (!request.stream) {
-      const r = await generation.result();
+      const results = await Promise.all(candidates.map(async (c) => ({ c, r: await c.generation.result() })));
       if (abort.signal.aborted) return;
-      const choice = chat
-        ? { index: 0, message: { role: "assistant", content: r.text }, finish_reason: finishReasonOf(r.finishReason), logprobs: null }
-        : { index: 0, text: r.text, finish_reason: finishReasonOf(r.finishReason), logprobs: null };
-      return send(res, 200, { id, object, created: Math.floor(Date.now() / 1000), model: modelId, choices: [choice], usage: usage(r.tokenIds.length) });
+      const choices = bestOf(results, request).map(({ c, r }, index) => format.choice(index, c, r));
+      const completion = results.reduce((n, { r }) => n + r.tokenIds.length, 0);
+      return send(res, 200, { id, object: chat ? "chat.completion" : "text_completion", created: Math.floor(Date.now() / 1000), model: modelId, choices, usage: usage(completion) });
     }
 
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
     const event = (data: object | string) => res.write(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`);
-    const chunk = (delta: string | undefined, finish: string | null, role = false) =>
-      event({
-        id,
-        object: chat ? "chat.completion.chunk" : "text_completion",
-        created: Math.floor(Date.now() / 1000),
-        model: modelId,
-        choices: [chat ? { index: 0, delta: { ...(role ? { role: "assistant" } : {}), ...(delta !== undefined ? { content: delta } : {}) }, finish_reason: finish, logprobs: null } : { index: 0, text: delta ?? "", finish_reason: finish, logprobs: null }],
-      });
-    if (chat) chunk("", null, true);
-    // Text that could still turn into a stop string is held back until it cannot.
-    const holdBack = Math.max(0, ...stop.map((s) => s.length - 1));
-    let text = "";
-    let sent = 0;
-    let count = 0;
-    let reason = "max-tokens";
-    for await (const t of generation) {
-      count++;
-      text += t.text;
-      if (t.stop) reason = t.stop;
-      const visible = cutAtStop(text, stop);
-      const upTo = t.stop || visible.length < text.length ? visible.length : Math.max(sent, text.length - holdBack);
-      if (upTo > sent) {
-        chunk(visible.slice(sent, upTo), null);
-        sent = upTo;
-      } else if (!model.tokenizer && !t.stop) chunk("", null); // no text to show: still one event per token
-    }
+    let completion = 0;
+    await Promise.all(
+      candidates.map(async (c, index) => {
+        for (const delta of format.opening(index, c)) event(chunkOf(id, chat, [delta]));
+        let reason = "aborted";
+        for await (const t of c.generation) {
+          if (t.id >= 0) completion++;
+          const delta = format.delta(index, t);
+          // No text to show (a character or a possible stop string is incomplete): still one event per token without a tokenizer.
+          if (delta) event(chunkOf(id, chat, [delta]));
+          else if (!model.tokenizer && !t.stop) event(chunkOf(id, chat, [format.empty(index)]));
+        }
+        reason = c.generation.finishReason ?? reason;
+        if (!abort.signal.aborted) event(chunkOf(id, chat, [format.closing(index, reason)]));
+      }),
+    );
     if (abort.signal.aborted) return res.end();
-    chunk(undefined, finishReasonOf(reason));
-    if (request.includeUsage) event({ id, object: chat ? "chat.completion.chunk" : "text_completion", created: Math.floor(Date.now() / 1000), model: modelId, choices: [], usage: usage(count) });
+    if (request.includeUsage) event(chunkOf(id, chat, [], usage(completion)));
     event("[DONE]");
     res.end();
   };

@@ -1,19 +1,18 @@
 import type { CausalLM } from "../causal-lm.js";
 import { ModelsError } from "../errors.js";
-import type { GeneratedToken } from "../generate.js";
-import { Sampler, type SamplingOptions } from "../sampling.js";
+import { scorePrompt } from "../generate.js";
+import type { TokenLogprob } from "../logprobs.js";
+import { SequenceState, type GeneratedToken, type SequenceOptions, type StopReason } from "../sequence.js";
 import type { TextTokenizer } from "../tokenizer.js";
 import { TokenStream } from "./token-stream.js";
 
-/** A generation request, as the scheduler takes it. */
-export interface BatchRequest extends SamplingOptions {
+/** A generation request, as the scheduler takes it (the scheduler's tokenizer makes the text). */
+export interface BatchRequest extends Omit<SequenceOptions, "tokenizer"> {
   readonly prompt: readonly number[];
-  /** Most new tokens (default 128). */
-  readonly maxTokens?: number;
-  /** Ids that end the sequence (default: the model's EOS ids). */
+  /** Ids that end the sequence (default: the model's end-of-sequence ids). */
   readonly stopTokenIds?: readonly number[];
-  /** Text that ends the sequence (needs the tokenizer). */
-  readonly stopStrings?: readonly string[];
+  /** Also score the prompt: each prompt token's log-probability with this many alternatives (0…20). */
+  readonly promptLogprobs?: number;
   /** Aborting frees the request's slot at the next token boundary. */
   readonly signal?: AbortSignal;
 }
@@ -24,17 +23,21 @@ export class QueueFullError extends ModelsError {
 }
 
 /** How a sequence ended. */
-export type FinishReason = "eos" | "stop-string" | "max-tokens" | "max-context" | "aborted";
+export type FinishReason = StopReason | "aborted";
+
+/** A submitted request's tokens, as they come; the last one carries `stop`. */
+export class SequenceStream extends TokenStream<GeneratedToken> {
+  /** The prompt's log-probabilities (first entry null), once prefilled, when the request asked for them. */
+  promptLogprobs: Array<TokenLogprob | null> | undefined;
+  /** How the sequence ended, once it has. */
+  finishReason: FinishReason | undefined;
+}
 
 interface Sequence {
   readonly request: BatchRequest;
-  readonly stream: TokenStream<GeneratedToken>;
-  readonly sampler: Sampler;
-  readonly stopIds: Set<number>;
-  readonly context: number[];
-  readonly generated: number[];
+  readonly stream: SequenceStream;
+  readonly state: SequenceState;
   slot: number;
-  text: string;
   done: boolean;
 }
 
@@ -92,26 +95,22 @@ export class BatchScheduler implements Disposable {
    * Throws {@link QueueFullError} when maxQueue requests already wait, RangeError for a prompt that
    * cannot fit the context.
    */
-  submit(request: BatchRequest): AsyncIterableIterator<GeneratedToken> {
+  submit(request: BatchRequest): SequenceStream {
     if (this.closed) throw new ModelsError("the scheduler is closed");
     if (request.prompt.length === 0) throw new RangeError("the prompt has no tokens");
-    if (request.prompt.length >= this.model.maxContext) throw new RangeError(`the prompt has ${request.prompt.length} tokens; the model holds at most ${this.model.maxContext} positions`);
+    const room = request.maxTokens === 0 ? this.model.maxContext + 1 : this.model.maxContext;
+    if (request.prompt.length >= room) throw new RangeError(`the prompt has ${request.prompt.length} tokens; the model holds at most ${this.model.maxContext} positions`);
     this.model.checkTokenIds(request.prompt);
     if (this.queue.length >= this.maxQueue && this.freeSlots.length === 0) throw new QueueFullError(`${this.queue.length} requests are already waiting (the queue holds ${this.maxQueue})`);
-    const stream = new TokenStream<GeneratedToken>();
-    const seq: Sequence = {
-      request,
-      stream,
-      sampler: new Sampler(request),
-      stopIds: new Set(request.stopTokenIds ?? this.model.config.eosTokenIds),
-      context: [...request.prompt],
-      generated: [],
-      slot: -1,
-      text: "",
-      done: false,
-    };
-    stream.onReturn = () => this.finish(seq);
-    request.signal?.addEventListener("abort", () => this.finish(seq), { once: true });
+    const stream = new SequenceStream();
+    const state = new SequenceState(request.prompt, {
+      ...request,
+      tokenizer: this.options.tokenizer,
+      stopTokenIds: request.stopTokenIds ?? this.model.config.eosTokenIds,
+    });
+    const seq: Sequence = { request, stream, state, slot: -1, done: false };
+    stream.onReturn = () => this.finish(seq, "aborted");
+    request.signal?.addEventListener("abort", () => this.finish(seq, "aborted"), { once: true });
     this.queue.push(seq);
     this.stats.requests++;
     this.kick();
@@ -137,7 +136,12 @@ export class BatchScheduler implements Disposable {
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } catch (e) {
-      for (const s of [...this.running, ...this.queue]) s.stream.end(e);
+      for (const s of [...this.running, ...this.queue]) {
+        s.done = true;
+        s.stream.end(e);
+        if (s.slot >= 0) this.model.reset(s.slot);
+      }
+      this.freeSlots.splice(0, this.freeSlots.length, ...Array.from({ length: this.maxBatch }, (_, i) => this.maxBatch - 1 - i));
       this.running.length = 0;
       this.queue.length = 0;
     } finally {
@@ -153,9 +157,21 @@ export class BatchScheduler implements Disposable {
       seq.slot = this.freeSlots.pop()!;
       this.model.reset(seq.slot);
       this.running.push(seq);
-      const { prompt } = seq.request;
-      if (seq.sampler.isGreedy) this.emit(seq, this.model.forwardGreedy(prompt, seq.slot));
-      else this.emit(seq, seq.sampler.next(this.model.forward(prompt, { slot: seq.slot }), seq.context));
+      const { prompt, promptLogprobs } = seq.request;
+      const { state } = seq;
+      if (promptLogprobs !== undefined) {
+        const scored = scorePrompt(this.model, prompt, promptLogprobs, seq.slot);
+        seq.stream.promptLogprobs = scored.promptLogprobs;
+        if (state.maxTokens > 0) this.emit(seq, () => state.choose(scored.logits));
+      } else if (state.maxTokens === 0) this.model.forward(prompt, { slot: seq.slot }); // nothing to generate; the prompt is still read
+      else if (!state.needsLogits) {
+        const id = this.model.forwardGreedy(prompt, seq.slot);
+        this.emit(seq, () => state.choose(undefined, id));
+      } else {
+        const logits = this.model.forward(prompt, { slot: seq.slot });
+        this.emit(seq, () => state.choose(logits));
+      }
+      if (state.maxTokens === 0) this.finish(seq, "max-tokens");
     }
   }
 
@@ -163,45 +179,35 @@ export class BatchScheduler implements Disposable {
   private decodeStep(): void {
     const batch = this.running.filter((s) => !s.done);
     if (batch.length === 0) return;
-    const logits = this.model.step(batch.map((s) => ({ slot: s.slot, tokens: [s.context[s.context.length - 1]] })));
+    const logits = this.model.step(batch.map((s) => ({ slot: s.slot, tokens: [s.state.context[s.state.context.length - 1]] })));
     this.stats.steps++;
     const greedy = this.model.backend.argmax(logits);
     const vocab = this.model.config.vocabSize;
-    const all = batch.some((s) => !s.sampler.isGreedy) ? this.model.backend.read(logits) : undefined;
-    batch.forEach((s, i) => this.emit(s, s.sampler.isGreedy ? greedy[i] : s.sampler.next(all!.subarray(i * vocab, (i + 1) * vocab), s.context)));
+    const all = batch.some((s) => s.state.needsLogits) ? this.model.backend.read(logits) : undefined;
+    batch.forEach((s, i) => this.emit(s, () => (s.state.needsLogits ? s.state.choose(all!.subarray(i * vocab, (i + 1) * vocab)) : s.state.choose(undefined, greedy[i]))));
   }
 
-  private emit(seq: Sequence, id: number): void {
+  /** Choose and record a sequence's next token; an error there (e.g. a constraint no token can meet) ends that sequence only. */
+  private emit(seq: Sequence, choose: () => ReturnType<SequenceState["choose"]>): void {
     if (seq.done) return;
-    seq.context.push(id);
-    seq.generated.push(id);
-    this.stats.tokens++;
-    const tokenizer = this.options.tokenizer;
-    let piece = "";
-    if (tokenizer) {
-      const full = tokenizer.decode(seq.generated);
-      piece = full.slice(seq.text.length);
-      seq.text = full;
+    let token: GeneratedToken;
+    try {
+      token = seq.state.accept(choose(), this.model.length(seq.slot) >= this.model.maxContext);
+    } catch (e) {
+      this.finish(seq, "aborted", e);
+      return;
     }
-    const r = seq.request;
-    const stop: GeneratedToken["stop"] = seq.stopIds.has(id)
-      ? "eos"
-      : r.stopStrings?.some((s) => seq.text.includes(s))
-        ? "stop-string"
-        : seq.generated.length >= (r.maxTokens ?? 128)
-          ? "max-tokens"
-          : this.model.length(seq.slot) + 1 >= this.model.maxContext
-            ? "max-context"
-            : undefined;
-    seq.stream.push({ id, text: piece, stop });
-    if (stop) this.finish(seq);
+    this.stats.tokens++;
+    seq.stream.push(token);
+    if (token.stop) this.finish(seq, token.stop);
   }
 
-  /** End a sequence and free its slot at once (the last token already carries why, if it stopped). */
-  private finish(seq: Sequence): void {
+  /** End a sequence and free its slot at once (the last token already carries why, if it stopped; an error goes to its reader). */
+  private finish(seq: Sequence, reason: FinishReason, error?: unknown): void {
     if (seq.done) return;
     seq.done = true;
-    seq.stream.end();
+    seq.stream.finishReason = reason;
+    seq.stream.end(error);
     const i = this.running.indexOf(seq);
     if (i >= 0) {
       this.running.splice(i, 1);
@@ -216,7 +222,7 @@ export class BatchScheduler implements Disposable {
   /** Stop: running and waiting requests end now. */
   dispose(): void {
     this.closed = true;
-    for (const s of [...this.running, ...this.queue]) this.finish(s);
+    for (const s of [...this.running, ...this.queue]) this.finish(s, "aborted");
   }
 
   [Symbol.dispose](): void {

@@ -1,0 +1,188 @@
+import { randomInt } from "node:crypto";
+import {
+  ChatTemplateError,
+  ConstraintError,
+  ModelsError,
+  QueueFullError,
+  ToolsNotSupportedError,
+  type Generation,
+  type GenerationResult,
+  type Model,
+  type ModelChatOptions,
+  type ModelToken,
+  type TokenLogprob,
+  type ToolCall,
+} from "@df11/models";
+import { ApiError, finishReasonOf, type CompletionRequest } from "./openai-protocol.js";
+
+/** One generation a request runs: n per prompt (best_of when more). */
+export interface Candidate {
+  readonly generation: Generation;
+  /** Index of its prompt (completions take several). */
+  readonly prompt: number;
+  /** The first candidate of its prompt (usage counts a prompt once). */
+  readonly first: boolean;
+  /** The prompt's text and ids, with echo. */
+  readonly echo?: { readonly text: string; readonly ids: readonly number[] };
+}
+
+/** An error while starting a generation, as the client's or the server's. */
+function apiErrorOf(e: unknown, chat: boolean): unknown {
+  if (e instanceof QueueFullError) return new ApiError(503, `the server is busy: ${e.message}`, null, "queue_full", "server_error");
+  if (e instanceof ChatTemplateError) return new ApiError(400, e.message, "messages", "chat_template_error");
+  if (e instanceof ToolsNotSupportedError) return new ApiError(400, `tools: ${e.message}`, "tools", "tools_not_supported");
+  if (e instanceof ConstraintError) return new ApiError(400, e.message, e.message.startsWith("tool_choice") ? "tool_choice" : "response_format", "unsatisfiable_constraint");
+  if (e instanceof RangeError || e instanceof ModelsError) return new ApiError(400, (e as Error).message, chat ? "messages" : "prompt", "invalid_prompt");
+  return e;
+}
+
+/**
+ * Start every generation a request asks for, in the model's scheduler (so they batch): each prompt
+ * `bestOf` times, choice j seeded with seed + j (a random seed each without one, as OpenAI's API).
+ * Sampling the request leaves unset comes from the model's generation_config.json, else OpenAI's
+ * defaults (temperature 1). Aborting `abort` ends them all.
+ */
+export function startCandidates(model: Model, request: CompletionRequest, abort: AbortController): Candidate[] {
+  const chat = request.messages !== undefined;
+  const inputs = chat ? [request.messages!] : request.prompts!;
+  const out: Candidate[] = [];
+  try {
+    const sampling = model.samplingFor(request.options, { temperature: 1 }).options;
+    inputs.forEach((input, p) => {
+      const ids = chat ? undefined : model.promptIds(input as string | readonly number[]);
+      for (let j = 0; j < request.bestOf; j++) {
+        const options: ModelChatOptions = {
+          ...request.options,
+          ...sampling,
+          seed: request.seed !== undefined ? request.seed + j : randomInt(2 ** 31),
+          signal: abort.signal,
+          // best_of ranks candidates by their log-probability, so it needs them even when the reply does not.
+          logprobs: request.logprobs ?? (request.bestOf > request.n ? 0 : undefined),
+          promptLogprobs: request.echo && request.logprobs !== undefined ? request.logprobs : undefined,
+        };
+        const generation = chat ? model.chat(request.messages!, options) : model.generate(ids!, options);
+        const echo = request.echo ? { text: typeof input === "string" ? input : (model.tokenizer?.decode(ids!, false) ?? ""), ids: ids! } : undefined;
+        out.push({ generation, prompt: p, first: j === 0, echo });
+      }
+    });
+  } catch (e) {
+    abort.abort(); // candidates already queued end
+    throw apiErrorOf(e, chat);
+  }
+  return out;
+}
+
+const sum = (lps: readonly TokenLogprob[] | undefined) => (lps ?? []).reduce((a, t) => a + t.logprob, 0);
+
+/** The n choices of each prompt: with best_of, the n candidates of highest total log-probability. */
+export function bestOf<T extends { c: Candidate; r: GenerationResult }>(results: T[], request: CompletionRequest): T[] {
+  if (request.bestOf === request.n) return results;
+  const byPrompt = new Map<number, T[]>();
+  for (const x of results) byPrompt.set(x.c.prompt, [...(byPrompt.get(x.c.prompt) ?? []), x]);
+  return [...byPrompt.values()].flatMap((list) => [...list].sort((a, b) => sum(b.r.logprobs) - sum(a.r.logprobs)).slice(0, request.n));
+}
+
+const lossy = new TextDecoder();
+
+/** Writes choices, deltas and log-probabilities in OpenAI's shapes (chat or completions). */
+export class ResponseFormat {
+  private readonly offsets = new Map<number, number>();
+  private readonly callCounts = new Map<number, number>();
+
+  constructor(
+    private readonly model: Model,
+    private readonly chat: boolean,
+    private readonly withLogprobs: boolean,
+  ) {}
+
+  /** A token's text as the API names it: its bytes (lossy where they are part of a character), a special token's name. */
+  private token(id: number): { token: string; bytes: number[] } {
+    const t = this.model.tokenizer;
+    if (!t) return { token: `token_id:${id}`, bytes: [] };
+    const bytes = t.tokenBytes(id);
+    const token = bytes.length > 0 ? lossy.decode(bytes) : t.decode([id], false);
+    return { token, bytes: [...(bytes.length > 0 ? bytes : new TextEncoder().encode(token))] };
+  }
+
+  private chatLogprobs(lps: readonly TokenLogprob[]): object {
+    return {
+      content: lps.map((lp) => ({
+        ...this.token(lp.id),
+        logprob: lp.logprob,
+        top_logprobs: lp.top.map((t) => ({ ...this.token(t.id), logprob: t.logprob })),
+      })),
+      refusal: null,
+    };
+  }
+
+  /** Legacy completions log-probabilities; `ids[i]` is the token of `lps[i]` (null: no log-probability, the prompt's first). */
+  private completionLogprobs(index: number, ids: readonly number[], lps: ReadonlyArray<TokenLogprob | null>): object {
+    const tokens: string[] = [];
+    const offsets: number[] = [];
+    let offset = this.offsets.get(index) ?? 0;
+    for (const id of ids) {
+      const { token } = this.token(id);
+      tokens.push(token);
+      offsets.push(offset);
+      offset += token.length;
+    }
+    this.offsets.set(index, offset);
+    return {
+      tokens,
+      token_logprobs: lps.map((lp) => lp?.logprob ?? null),
+      // vLLM's rule: the chosen token is always among the alternatives.
+      top_logprobs: lps.map((lp) => (lp ? Object.fromEntries([...lp.top, lp].map((t) => [this.token(t.id).token, t.logprob])) : null)),
+      text_offset: offsets,
+    };
+  }
+
+  private toolCalls(index: number, calls: readonly ToolCall[]) {
+    const first = this.callCounts.get(index) ?? 0;
+    this.callCounts.set(index, first + calls.length);
+    return calls.map((c, i) => ({ index: first + i, id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } }));
+  }
+
+  /** A whole choice (not streamed). */
+  choice(index: number, c: Candidate, r: GenerationResult): object {
+    const finish_reason = finishReasonOf(r.finishReason);
+    if (this.chat) {
+      const calls = r.toolCalls?.length ? this.toolCalls(index, r.toolCalls) : undefined;
+      const message = { role: "assistant", content: calls && r.text === "" ? null : r.text, ...(calls ? { tool_calls: calls } : {}) };
+      return { index, message, logprobs: this.withLogprobs ? this.chatLogprobs(r.logprobs ?? []) : null, finish_reason };
+    }
+    const generated = r.logprobs ?? [];
+    const echoed = c.echo ? [...c.echo.ids] : [];
+    const logprobs = this.withLogprobs
+      ? this.completionLogprobs(index, [...echoed, ...generated.map((t) => t.id)], [...(c.echo ? (r.promptLogprobs ?? []) : []), ...generated])
+      : null;
+    return { index, text: (c.echo?.text ?? "") + r.text, logprobs, finish_reason };
+  }
+
+  /** Streamed: the first deltas of a choice (chat: the role; completions with echo: the prompt). */
+  opening(index: number, c: Candidate): object[] {
+    if (this.chat) return [{ index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }];
+    if (!c.echo) return [];
+    const lps = c.generation.promptLogprobs ?? [];
+    return [{ index, text: c.echo.text, logprobs: this.withLogprobs ? this.completionLogprobs(index, c.echo.ids, lps) : null, finish_reason: null }];
+  }
+
+  /** Streamed: what a token adds (undefined when nothing). */
+  delta(index: number, t: ModelToken): object | undefined {
+    const lps = t.logprob ? [t.logprob] : [];
+    const logprobs = this.withLogprobs && lps.length > 0 ? (this.chat ? this.chatLogprobs(lps) : this.completionLogprobs(index, [t.id], lps)) : null;
+    if (!t.text && !logprobs && !t.toolCalls) return undefined;
+    if (!this.chat) return { index, text: t.text, logprobs, finish_reason: null };
+    const delta = { ...(t.text || !t.toolCalls ? { content: t.text } : {}), ...(t.toolCalls ? { tool_calls: this.toolCalls(index, t.toolCalls) } : {}) };
+    return { index, delta, logprobs, finish_reason: null };
+  }
+
+  /** Streamed without a tokenizer: an event with no text. */
+  empty(index: number): object {
+    return this.chat ? { index, delta: { content: "" }, logprobs: null, finish_reason: null } : { index, text: "", logprobs: null, finish_reason: null };
+  }
+
+  /** Streamed: the last delta of a choice. */
+  closing(index: number, reason: string): object {
+    return this.chat ? { index, delta: {}, logprobs: null, finish_reason: finishReasonOf(reason) } : { index, text: "", logprobs: null, finish_reason: finishReasonOf(reason) };
+  }
+}
