@@ -3,16 +3,20 @@
 # tests (GPU tests), sanitize (compute-sanitizer memcheck workloads), kernels (GEMV bench + cuBLAS floor),
 # generate (8B generation bench, transformers in the same run), serve (HTTP serving bench), batch
 # (df11 generate --batch-size 1,8,32), peer (the official dfloat11 package on df11's files).
-# Everything lands in $1/logs, packed as $1/results.tar.gz (the device tool returns at most 8 files),
+# Logs go to $LOGS (default /tmp/df11-logs) and are packed into $1/results.tar.gz after every stage (the
+# device tool returns at most 8 files, and nothing if the call runs out of time before a final step),
 # with a short summary in $1/summary.txt.
 set -uo pipefail
 out=${1:-gpu-logs}
-logs="$out/logs"
-mkdir -p "$logs"
+logs=${LOGS:-/tmp/df11-logs}
+mkdir -p "$logs" "$out"
 stages=${STAGES:-tests sanitize kernels generate serve batch peer}
 has() { [[ " $stages " == *" $1 "* ]]; }
 summary="$out/summary.txt"
-stamp() { echo "[$(date +%T)] $*" | tee -a "$summary"; }
+stamp() {
+  tar -czf "$out/results.tar.gz" -C "$(dirname "$logs")" "$(basename "$logs")" 2>/dev/null
+  echo "[$(date +%T)] $*" | tee -a "$summary"
+}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
 if has tests; then
   stamp "GPU tests"
@@ -22,7 +26,7 @@ fi
 if has sanitize; then
   stamp "compute-sanitizer memcheck"
   for w in sanitize.mjs sanitize-generation.mjs; do
-    timeout 200 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 node packages/cuda-kernel/scripts/$w > "$logs/sanitize-$w.log" 2>&1
+    timeout ${SANITIZE_TIMEOUT:-100} compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 node packages/cuda-kernel/scripts/$w > "$logs/sanitize-$w.log" 2>&1
     echo "$w: exit $? $(grep -E 'ERROR SUMMARY|LEAK SUMMARY' "$logs/sanitize-$w.log" | tr '\n' ' ')" | tee -a "$summary"
   done
 fi
@@ -40,21 +44,20 @@ if has generate; then
 fi
 if has serve; then
   stamp "serving bench"
-  SKIP_GENERATE=1 SERVE=1 timeout ${SERVE_TIMEOUT:-200} bash scripts/gpu/bench-generate.sh "$logs" > "$logs/bench-serve.log" 2>&1
+  SKIP_GENERATE=1 SERVE=1 timeout ${SERVE_TIMEOUT:-150} bash scripts/gpu/bench-generate.sh "$logs" > "$logs/bench-serve.log" 2>&1
   grep -E "^\||ratio|concurrent" "$logs/bench-serve.log" | head -20 | tee -a "$summary"
 fi
 if has batch; then
   stamp "df11 generate --batch-size"
   for m in ${BATCH_MODELS:-df11 bf16}; do
-    timeout 150 node apps/bench/dist/batch-generate.js --model /tmp/df11-bench/$m --batch-sizes 1,8,32 --device cuda --out "$logs/batch-generate-$m.json" > "$logs/batch-$m.log" 2>&1
+    timeout 100 node apps/bench/dist/batch-generate.js --model /tmp/df11-bench/$m --batch-sizes 1,8,32 --device cuda --out "$logs/batch-generate-$m.json" > "$logs/batch-$m.log" 2>&1
     grep -E "^\|" "$logs/batch-$m.log" | tee -a "$summary"
   done
 fi
 if has peer; then
   stamp "official dfloat11 peer"
-  PYTHONPATH=.gpu-host/peers/DFloat11 timeout ${PEER_TIMEOUT:-150} python3 tools/peer_official_dfloat11.py --out "$logs/peer-official.json" > "$logs/peer-official.log" 2>&1
+  PYTHONPATH=.gpu-host/peers/DFloat11 timeout ${PEER_TIMEOUT:-120} python3 tools/peer_official_dfloat11.py --out "$logs/peer-official.json" > "$logs/peer-official.log" 2>&1
   echo "peer exit $?" | tee -a "$summary"
   python3 -c "import json;d=json.load(open('$logs/peer-official.json'));print('ok', d['ok'], 'passed', d['passed'], 'failed', d['failed'])" 2>/dev/null | tee -a "$summary"
 fi
 stamp "done"
-tar -czf "$out/results.tar.gz" -C "$out" logs
