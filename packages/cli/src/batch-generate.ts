@@ -3,6 +3,7 @@ import { CliError } from "./errors.js";
 import { formatBytes } from "./format-bytes.js";
 import { interruptSignal, reportSettings, samplingOf, type GenerationFlags, type ReportedSettings } from "./generate-command.js";
 import { loadModelOn } from "./load-model.js";
+import { weightsReport, type WeightsReport } from "./weights-report.js";
 
 /** `df11 generate --help`, after the options: what batch mode does and when it matches solo runs. */
 export const BATCH_HELP = `
@@ -57,7 +58,10 @@ export interface BatchSequenceResult {
 /** What `df11 generate --batch-size N --json` prints. */
 export interface BatchGenerateResult {
   readonly model: string;
+  /** The checkpoint's format. */
   readonly weights: "bf16" | "df11";
+  /** The weights as held while running: layout, resident bytes, the fused layout's cost. */
+  readonly weightsInUse: WeightsReport;
   readonly device: "cpu" | "cuda";
   readonly batchSize: number;
   readonly sequences: BatchSequenceResult[];
@@ -124,7 +128,7 @@ export async function runBatchGenerate(modelDir: string, input: BatchInput, flag
   const plan = planBatch(sources.length, input.batchSize, flags.seed);
   const tokenizer = await TextTokenizer.load(modelDir);
   if (input.prompts?.length && !tokenizer) throw new CliError(`${modelDir} has no tokenizer.json: use --input-ids`);
-  const lm = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights, slots: plan.length });
+  const lm = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights, gpuWeights: flags.gpuWeights, slots: plan.length });
   // The model's generation_config.json: its sampling defaults fill in what the flags leave unset (as alone).
   using model = new Model(modelDir, modelDir, lm, tokenizer, { maxBatch: plan.length, generationConfig: await readGenerationConfig(modelDir), samplingDefaults: flags.samplingDefaults });
   const prompts = sources.map((p) => (typeof p !== "string" ? [...p] : model.promptIds(input.chat ? [{ role: "user", content: p }] : p)));
@@ -172,6 +176,7 @@ export async function runBatchGenerate(modelDir: string, input: BatchInput, flag
   return {
     model: modelDir,
     weights: lm.weights.kind,
+    weightsInUse: weightsReport(lm.weights),
     device: lm.device,
     batchSize: plan.length,
     sequences,
@@ -202,7 +207,7 @@ export function formatBatchSummary(r: BatchGenerateResult): string {
     `[${r.batchSize} sequences, ${r.generatedTokens} tokens (${r.interrupted ? "interrupted" : stops}); ` +
     `latency ${r.seconds.total.toFixed(3)} s (prefill ${r.seconds.prefill.toFixed(3)} s, decode ${r.seconds.decode.toFixed(3)} s in ${r.decodeSteps} steps); ` +
     `${r.tokensPerSecond.aggregate.toFixed(1)} tok/s aggregate, ${r.tokensPerSecond.perSequence.toFixed(1)} tok/s per sequence; ` +
-    `${r.weights} on ${r.device}; ${memory}]\n`
+    `${r.weights}${r.weightsInUse.layout !== r.weights ? ` (${r.weightsInUse.layout})` : ""} on ${r.device}; ${memory}]\n`
   );
 }
 

@@ -18,6 +18,7 @@ import { listCachedModels, removePendingTemporaries, resolveModel, sizeThreadPoo
 import { modelDirectory } from "./model-source.js";
 import { interruptSignal, parseIds, runChat, runGenerate, type GenerationFlags } from "./generate-command.js";
 import type { DeviceChoice } from "./load-model.js";
+import { gpuWeightsOption, weightsReport, type GpuWeightsChoice } from "./weights-report.js";
 import { BATCH_HELP, batchGenerateCommand } from "./batch-generate.js";
 import { CliError } from "./errors.js";
 
@@ -193,12 +194,16 @@ const withSampling = (cmd: Command) =>
     .option("--no-sampling-defaults", "ignore the sampling defaults in the model's generation_config.json (do_sample, temperature, top_k, top_p, min_p, repetition_penalty)")
     .option("--device <device>", "cuda (GPU), cpu, or auto: the GPU when one is present", deviceOption, "auto")
     .option("--max-context <n>", "GPU: positions the KV cache holds (default: min(model's maximum, 4096))", intOption)
+    .option("--gpu-weights <layout>", GPU_WEIGHTS_HELP, gpuWeightsOption, "auto")
     .option("--verify-weights", "decode every DF11 module once at load and check it against its recorded checksum");
 
 function deviceOption(v: string): DeviceChoice {
   if (v !== "auto" && v !== "cpu" && v !== "cuda") throw new InvalidArgumentError("expected cuda, cpu or auto");
   return v;
 }
+
+const GPU_WEIGHTS_HELP =
+  "GPU: how the weights are held: fused (DF11 decoded inside the matrix kernels: DF11's memory, BF16's speed), huffman (as stored, decoded per window: least memory, slowest), bf16 (plain), auto (fused, or huffman when fused would not fit)";
 
 const flagsOf = (o: Record<string, unknown>): GenerationFlags => ({
   maxTokens: o.maxTokens as number,
@@ -212,6 +217,7 @@ const flagsOf = (o: Record<string, unknown>): GenerationFlags => ({
   device: o.device as DeviceChoice,
   maxContext: o.maxContext as number | undefined,
   verifyWeights: o.verifyWeights as boolean | undefined,
+  gpuWeights: o.gpuWeights as GpuWeightsChoice,
   samplingDefaults: o.samplingDefaults as boolean,
 });
 
@@ -273,6 +279,7 @@ program
   .option("--api-key <key>", "require Authorization: Bearer <key> (default: $DF11_API_KEY, else none)")
   .option("--model-id <id>", "the name clients use in `model` (default: the argument)")
   .option("--device <device>", "cuda (GPU), cpu, or auto: the GPU when one is present", deviceOption, "auto")
+  .option("--gpu-weights <layout>", GPU_WEIGHTS_HELP, gpuWeightsOption, "auto")
   .option("--verify-weights", "decode every DF11 module once at load and check it against its recorded checksum")
   .option("--no-sampling-defaults", "ignore the sampling defaults in the model's generation_config.json (requests that set none get OpenAI's)")
   .action(async (source: string, opts) => {
@@ -280,8 +287,10 @@ program
     await import("@df11/cuda-kernel"); // registers the GPU backend
     const { serveModel } = await import("./serve/server.js");
     const bar = downloadBar("load");
+    if (opts.device === "cpu" && opts.gpuWeights !== "auto") throw new CliError(`--gpu-weights ${opts.gpuWeights} applies to the GPU, not --device cpu (the CPU runs DF11 as stored)`);
     const model = await loadModel(await modelDirectory(source), {
       device: opts.device,
+      gpuWeights: opts.gpuWeights,
       maxContext: opts.maxContext,
       slots: opts.maxBatch,
       verifyWeights: opts.verifyWeights,
@@ -295,7 +304,8 @@ program
       modelId: opts.modelId ?? source,
       log: (l) => process.stderr.write(`${l}\n`),
     });
-    process.stderr.write(`df11 serve: ${opts.modelId ?? source} (${model.lm.weights.kind} on ${model.device}, batch ≤ ${opts.maxBatch}, context ${model.lm.maxContext}) at ${running.url}/v1\n`);
+    const held = weightsReport(model.lm.weights);
+    process.stderr.write(`df11 serve: ${opts.modelId ?? source} (${held.format}${held.layout !== held.format ? ` as ${held.layout}` : ""}, ${formatBytes(held.residentBytes)} on ${model.device}, batch ≤ ${opts.maxBatch}, context ${model.lm.maxContext}) at ${running.url}/v1\n`);
     const stop = async () => {
       await running.close();
       model.dispose();

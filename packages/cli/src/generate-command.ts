@@ -8,6 +8,7 @@ import {
   readGenerationConfig,
   resolveSampling,
   TextTokenizer,
+  type BackendMemory,
   type CausalLM,
   type ChatMessage,
   type GenerateOptions,
@@ -16,6 +17,7 @@ import {
 } from "@df11/models";
 import { CliError } from "./errors.js";
 import { loadModelOn, type DeviceChoice } from "./load-model.js";
+import { weightsReport, type GpuWeightsChoice, type WeightsReport } from "./weights-report.js";
 
 /** Options shared by `df11 generate` and `df11 chat`. */
 export interface GenerationFlags {
@@ -34,6 +36,8 @@ export interface GenerationFlags {
   readonly maxContext?: number;
   /** Decode every DF11 module once at load and check its weights' recorded checksum. */
   readonly verifyWeights?: boolean;
+  /** GPU: how the weights are held (default auto: fused, or huffman when fused would not fit). */
+  readonly gpuWeights?: GpuWeightsChoice;
   /** false (--no-sampling-defaults): ignore generation_config.json's sampling defaults. */
   readonly samplingDefaults?: boolean;
 }
@@ -52,7 +56,10 @@ export interface ReportedSettings {
 /** The result `df11 generate --json` prints. */
 export interface GenerateResult {
   readonly model: string;
+  /** The checkpoint's format. */
   readonly weights: "bf16" | "df11";
+  /** The weights as held while running: layout, resident bytes, the fused layout's cost. */
+  readonly weightsInUse: WeightsReport;
   readonly device: "cpu" | "cuda";
   readonly promptTokenIds: number[];
   readonly tokenIds: number[];
@@ -60,6 +67,8 @@ export interface GenerateResult {
   readonly stopReason: string;
   readonly tokensPerSecond: { readonly prefill: number; readonly decode: number };
   readonly peakRssBytes: number;
+  /** The backend's memory in use and peak after the run (GPU: device allocations; CPU: process RSS); null when it does not say. */
+  readonly memory: BackendMemory | null;
   /** Whether Ctrl-C (or the signal) ended generation early. */
   readonly interrupted: boolean;
   readonly settings: ReportedSettings;
@@ -132,7 +141,7 @@ export async function runGenerate(
   write: (piece: string) => void = () => {},
   signal?: AbortSignal,
 ): Promise<GenerateResult> {
-  using model = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights });
+  using model = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights, gpuWeights: flags.gpuWeights });
   const tokenizer = await TextTokenizer.load(modelDir);
   let prompt: number[];
   if (input.inputIds) prompt = input.inputIds;
@@ -157,6 +166,7 @@ export async function runGenerate(
   return {
     model: modelDir,
     weights: model.weights.kind,
+    weightsInUse: weightsReport(model.weights),
     device: model.device,
     promptTokenIds: prompt,
     tokenIds: ids,
@@ -164,6 +174,7 @@ export async function runGenerate(
     stopReason,
     tokensPerSecond: { prefill: s.promptTokens / s.prefillSeconds, decode: s.generatedTokens > 1 ? (s.generatedTokens - 1) / s.decodeSeconds : 0 },
     peakRssBytes: peakRssBytes(),
+    memory: model.backend.memory?.() ?? null,
     interrupted: signal?.aborted ?? false,
     settings,
   };
@@ -171,7 +182,7 @@ export async function runGenerate(
 
 /** `df11 chat`: an interactive conversation using the model's chat template. */
 export async function runChat(modelDir: string, flags: GenerationFlags, system?: string): Promise<void> {
-  using model = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights });
+  using model = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights, gpuWeights: flags.gpuWeights });
   const tokenizer = await TextTokenizer.load(modelDir);
   if (!tokenizer?.hasChatTemplate) throw new CliError(`${modelDir} has no tokenizer with a chat template; use df11 generate`);
   const { options } = await settingsOf(modelDir, model, tokenizer, flags);

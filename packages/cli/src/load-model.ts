@@ -1,5 +1,6 @@
 import "@df11/cuda-kernel"; // registers the CUDA backend with @df11/models
 import { loadCausalLM, type CausalLM } from "@df11/models";
+import type { GpuWeightsChoice } from "./weights-report.js";
 import { CliError } from "./errors.js";
 
 /** Where generation runs: a CUDA GPU, the CPU, or (auto) the GPU when one is present. */
@@ -13,12 +14,16 @@ export interface LoadOptions {
   readonly slots?: number;
   /** Decode every DF11 module once at load and check its weights' recorded checksum (--verify-weights). */
   readonly verifyWeights?: boolean;
+  /** GPU: how the weights are held (--gpu-weights; default auto). */
+  readonly gpuWeights?: GpuWeightsChoice;
   /** GPU: bytes placed on the device so far. */
   readonly onProgress?: (done: number, total: number) => void;
 }
 
 /** Load a BF16 or DF11 model for generation on the chosen device (default: the GPU when present). */
 export async function loadModelOn(directory: string, options: LoadOptions = {}): Promise<CausalLM> {
+  if (options.device === "cpu" && options.gpuWeights && options.gpuWeights !== "auto")
+    throw new CliError(`--gpu-weights ${options.gpuWeights} applies to the GPU, not --device cpu (the CPU runs DF11 as stored)`);
   try {
     return await loadCausalLM(directory, { ...options, device: options.device ?? "auto" });
   } catch (e) {

@@ -42,6 +42,7 @@ describe("df11 generate --batch-size on the CPU", () => {
       const r = await batch(dir, "-n", "12", ...prompts.flatMap((p) => ["-p", p]));
       expect(r.batchSize).toBe(4);
       expect(r.weights).toBe(dir === bf16 ? "bf16" : "df11");
+      expect(r.weightsInUse.format).toBe(r.weights);
       expect(new Set(r.sequences.map((s) => s.promptTokenIds.length)).size).toBeGreaterThan(1); // positions differ per slot
       for (const [i, p] of prompts.entries()) {
         const alone = await solo(dir, "-n", "12", "-p", p);

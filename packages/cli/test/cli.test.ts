@@ -180,6 +180,21 @@ describe("df11 generate", () => {
     expect(b.tokenIds.length).toBeGreaterThan(0);
     expect(b.tokensPerSecond.decode).toBeGreaterThan(0);
     expect(b.peakRssBytes).toBeGreaterThan(1e6);
+    // How the weights are held: BF16 as is; DF11 fused on a GPU, as stored on the CPU — and smaller.
+    expect(a.weightsInUse).toMatchObject({ format: "bf16", layout: "bf16" });
+    expect(b.weightsInUse).toMatchObject({ format: "df11", layout: b.device === "cuda" ? "fused" : "huffman" });
+    expect(b.weightsInUse.residentBytes).toBeLessThan(a.weightsInUse.residentBytes);
+    expect(b.memory?.peakBytes).toBeGreaterThan(0);
+    if (b.device === "cuda") {
+      expect(b.weightsInUse.fused.ratioToBf16).toBeLessThan(0.9);
+      for (const layout of ["huffman", "bf16"]) {
+        const r = await runJson(out, "--prompt", "the water is", "--gpu-weights", layout);
+        expect(r.weightsInUse.layout).toBe(layout);
+        expect(r.tokenIds).toEqual(b.tokenIds);
+      }
+    }
+    await expect(df11("generate", out, "--prompt", "x", "--gpu-weights", "int4")).rejects.toMatchObject({ stderr: expect.stringMatching(/--gpu-weights.*expected fused, huffman, bf16 or auto/) });
+    await expect(df11("generate", out, "--prompt", "x", "--device", "cpu", "--gpu-weights", "fused")).rejects.toMatchObject({ stderr: expect.stringMatching(/--gpu-weights fused applies to the GPU/) });
     const ids = await runJson(out, "--input-ids", b.promptTokenIds.join(","));
     expect(ids.tokenIds).toEqual(b.tokenIds);
     const s1 = await runJson(out, "--prompt", "the water is", "--temperature", "0.9", "--seed", "5");

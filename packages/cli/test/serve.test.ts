@@ -36,7 +36,8 @@ describe("df11 serve (OpenAI API, CPU, tiny model)", () => {
   it("binds 127.0.0.1 and answers /health and /v1/models", async () => {
     expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     const health = await (await fetch(`${server.url}/health`)).json();
-    expect(health).toMatchObject({ status: "ok", model: "tiny", device: "cpu" });
+    expect(health).toMatchObject({ status: "ok", model: "tiny", device: "cpu", weights: { format: "bf16", layout: "bf16" } });
+    expect(health.weights.residentBytes).toBeGreaterThan(0);
     const models = await client.models.list();
     expect(models.data.map((m) => m.id)).toEqual(["tiny"]);
   });

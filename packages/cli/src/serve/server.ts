@@ -4,6 +4,7 @@ import type { AddressInfo } from "node:net";
 import type { Model } from "@df11/models";
 import { bestOf, ResponseFormat, startCandidates } from "./completions.js";
 import { ApiError, parseCompletionRequest, type CompletionRequest, type RequestLimits } from "./openai-protocol.js";
+import { weightsReport } from "../weights-report.js";
 
 export interface ServeOptions {
   /** Default 127.0.0.1: reachable from this machine only. */
@@ -130,7 +131,7 @@ export async function serveModel(model: Model, options: ServeOptions = {}): Prom
     const url = new URL(req.url ?? "/", "http://localhost");
     try {
       if (url.pathname === "/health" && req.method === "GET") {
-        return send(res, 200, { status: "ok", model: modelId, device: model.device, active: model.scheduler.active, queued: model.scheduler.queued });
+        return send(res, 200, { status: "ok", model: modelId, device: model.device, weights: weightsReport(model.lm.weights), active: model.scheduler.active, queued: model.scheduler.queued });
       }
       if (!url.pathname.startsWith("/v1/")) throw new ApiError(404, `no route ${req.method} ${url.pathname}`, null, "not_found");
       if (options.apiKey && !authorized(req, options.apiKey)) throw new ApiError(401, "Incorrect or missing API key: send Authorization: Bearer <key>", null, "invalid_api_key");
