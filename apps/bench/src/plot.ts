@@ -14,8 +14,8 @@ const escape = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;");
 
 /** A horizontal bar chart as a standalone SVG (no dependencies). */
 export function barChart(title: string, unit: string, bars: readonly Bar[]): string {
-  const width = 860;
-  const left = 250;
+  const left = Math.max(250, 10 + 7 * Math.max(...bars.map((b) => b.label.length)));
+  const width = left + 610;
   const rowHeight = 34;
   const top = 48;
   const height = top + bars.length * rowHeight + 30;
@@ -43,7 +43,7 @@ ${rows}
 
 const readJson = async (path: string) => JSON.parse(await readFile(path, "utf8"));
 
-/** Charts of the saved results in `dir` (kernel-h100.json, codec-cpu.json, generate-cpu.json, gpu-generate-h100.json), written beside them. */
+/** Charts of the saved results in `dir` (kernel-h100.json, codec-cpu.json, generate-cpu.json, gpu-generate-h200.json (else -h100), gemv-kernels-h200.json, batch-generate-h200.json, gpu-serve-h200.json (else -h100)…), written beside them. */
 export async function plotResults(dir: string): Promise<string[]> {
   const written: string[] = [];
   const save = async (name: string, svg: string) => {
@@ -134,46 +134,28 @@ export async function plotResults(dir: string): Promise<string[]> {
       ]),
     );
   }
-  const gpu = await readJson(join(dir, "gpu-generate-h100.json")).catch(() => undefined);
-  if (gpu) {
-    const [bf16, df11] = gpu.runs;
-    const ref = gpu.reference;
-    const title = `Llama-3.1-8B-shaped model, batch 1, ${gpu.promptTokens}-token prompt, ${gpu.newTokens} new, ${gpu.device.name}`;
-    await save(
-      "gpu-generate-decode.svg",
-      barChart(`GPU decode: ${title}`, "tokens/s", [
-        ...(ref ? [{ label: "transformers BF16 (this run)", value: ref.decodeTokensPerSecond, kind: "reference" as const }] : []),
-        { label: "transformers BF16 (issue's anchor)", value: 27.6, kind: "reference" },
-        { label: "official dfloat11 (issue's anchor)", value: 21.4, kind: "reference" },
-        { label: "df11 engine, BF16", value: bf16.decodeTokensPerSecond, kind: "ours" },
-        { label: "target BF16", value: 150, kind: "target" },
-        { label: "df11 engine, DF11", value: df11.decodeTokensPerSecond, kind: "ours" },
-        { label: "target DF11", value: 50, kind: "target" },
-      ]),
-    );
-    await save(
-      "gpu-generate-prefill.svg",
-      barChart(`GPU prefill: ${title}`, "tokens/s", [
-        ...(ref ? [{ label: "transformers BF16 (this run)", value: ref.prefillTokensPerSecond, kind: "reference" as const }] : []),
-        { label: "df11 engine, BF16", value: bf16.prefillTokensPerSecond, kind: "ours" },
-        { label: "df11 engine, DF11", value: df11.prefillTokensPerSecond, kind: "ours" },
-        { label: "target", value: 8000, kind: "target" },
-      ]),
-    );
-    await save(
-      "gpu-generate-memory.svg",
-      barChart(`GPU memory: ${title}`, "GB", [
-        ...(ref ? [{ label: "transformers BF16 peak (this run)", value: ref.peakGpuBytes / 1e9, kind: "reference" as const }] : []),
-        { label: "df11 engine, BF16 weights", value: bf16.weightsBytes / 1e9, kind: "reference" },
-        { label: "df11 engine, BF16 peak", value: bf16.peakGpuBytes / 1e9, kind: "reference" },
-        { label: "df11 engine, DF11 weights", value: df11.weightsBytes / 1e9, kind: "ours" },
-        { label: "df11 engine, DF11 peak", value: df11.peakGpuBytes / 1e9, kind: "ours" },
-        { label: "DF11 target: weights + KV + 0.6 GB", value: (df11.weightsBytes + df11.kvCacheBytes) / 1e9 + 0.6, kind: "target" },
-        { label: "official dfloat11 peak (issue's anchor)", value: 11.9, kind: "reference" },
-      ]),
-    );
+  // GPU runs: the newest GPU's files (H200), else the older H100 ones.
+  const gpuFile = async (base: string) => (await readJson(join(dir, `${base}-h200.json`)).catch(() => undefined)) ?? (await readJson(join(dir, `${base}-h100.json`)).catch(() => undefined));
+  const gpu = await gpuFile("gpu-generate");
+  if (gpu) await saveGenerateCharts(gpu, save);
+  const gemv = await readJson(join(dir, "gemv-kernels-h200.json")).catch(() => undefined);
+  if (gemv) {
+    const bars: Bar[] = [];
+    for (const m of gemv.perMatrix.filter((r: { xRows: number }) => r.xRows === 1)) {
+      bars.push({ label: `${m.matrix} ${m.rows}×${m.cols}, BF16`, value: m.bf16Us, kind: "reference" });
+      bars.push({ label: `${m.matrix}, DF11 fused`, value: m.fusedUs, kind: "ours" });
+    }
+    const t = gemv.token.find((r: { xRows: number }) => r.xRows === 1);
+    bars.push({ label: "whole token, BF16 (ms×100)", value: t.bf16Ms * 100, kind: "reference" });
+    bars.push({ label: "whole token, DF11 fused (ms×100)", value: t.fusedMs * 100, kind: "ours" });
+    await save("gemv-kernels.svg", barChart(`GEMV, batch 1, one CUDA graph per matrix: µs per call (lower is better), ${gemv.device.name}`, "µs", bars));
   }
-  const serve = await readJson(join(dir, "gpu-serve-h100.json")).catch(() => undefined);
+  const batch = await readJson(join(dir, "batch-generate-h200.json")).catch(() => undefined);
+  if (batch) {
+    const bars: Bar[] = batch.runs.map((r: { batchSize: number; tokensPerSecond: { aggregate: number } }) => ({ label: `batch ${r.batchSize}, DF11 fused`, value: r.tokensPerSecond.aggregate, kind: "ours" as const }));
+    await save("batch-generate.svg", barChart(`df11 generate --batch-size N, aggregate tokens/s (${batch.promptTokens}-token prompts, ${batch.newTokens} new), ${batch.gpu.name}`, "tokens/s", bars));
+  }
+  const serve = await gpuFile("gpu-serve");
   if (serve) {
     const bars: Bar[] = [];
     serve.bf16.levels.forEach((b: { concurrency: number; aggregateTokensPerSecond: number }, i: number) => {
@@ -183,4 +165,48 @@ export async function plotResults(dir: string): Promise<string[]> {
     await save("gpu-serve.svg", barChart(`df11 serve, aggregate tokens/s (${serve.promptTokens}-token prompts, ${serve.newTokens} new each), ${serve.device.name}`, "tokens/s", bars));
   }
   return written;
+}
+
+interface GenerateRun {
+  readonly label: string;
+  readonly weights: string;
+  readonly engine?: { readonly layout: string };
+  readonly decodeTokensPerSecond: number;
+  readonly prefillTokensPerSecond: number;
+  readonly peakGpuBytes: number;
+  readonly weightsBytes: number;
+  readonly kvCacheBytes: number;
+}
+
+/** Decode, prefill and memory charts of a `gpu-generate` result (the df11 engine in each layout, transformers, the cuBLAS floor). */
+async function saveGenerateCharts(gpu: { runs: GenerateRun[]; reference?: { decodeTokensPerSecond: number; prefillTokensPerSecond: number; peakGpuBytes: number }; floor?: { tokensPerSecond: number }; promptTokens: number; newTokens: number; device: { name: string } }, save: (name: string, svg: string) => Promise<void>) {
+  const ref = gpu.reference;
+  const title = `Llama-3.1-8B shape, batch 1, ${gpu.promptTokens}-token prompt, ${gpu.newTokens} new, ${gpu.device.name}`;
+  const kind = (r: GenerateRun) => ((r.engine?.layout ?? r.weights) === "bf16" ? ("reference" as const) : ("ours" as const));
+  const name = (r: GenerateRun) => r.label.replace(/^df11 engine, /, "df11: ");
+  await save(
+    "gpu-generate-decode.svg",
+    barChart(`GPU decode: ${title}`, "tokens/s", [
+      ...(ref ? [{ label: "transformers BF16 (this run)", value: ref.decodeTokensPerSecond, kind: "reference" as const }] : []),
+      ...(gpu.floor ? [{ label: "cuBLAS BF16 GEMVs only (floor)", value: gpu.floor.tokensPerSecond, kind: "target" as const }] : []),
+      ...gpu.runs.map((r) => ({ label: name(r), value: r.decodeTokensPerSecond, kind: kind(r) })),
+    ]),
+  );
+  await save(
+    "gpu-generate-prefill.svg",
+    barChart(`GPU prefill: ${title}`, "tokens/s", [
+      ...(ref ? [{ label: "transformers BF16 (this run)", value: ref.prefillTokensPerSecond, kind: "reference" as const }] : []),
+      ...gpu.runs.map((r) => ({ label: name(r), value: r.prefillTokensPerSecond, kind: kind(r) })),
+    ]),
+  );
+  await save(
+    "gpu-generate-memory.svg",
+    barChart(`GPU memory (weights, peak): ${title}`, "GB", [
+      ...(ref ? [{ label: "transformers BF16 peak (this run)", value: ref.peakGpuBytes / 1e9, kind: "reference" as const }] : []),
+      ...gpu.runs.flatMap((r) => [
+        { label: `${name(r)}: weights`, value: r.weightsBytes / 1e9, kind: kind(r) },
+        { label: `${name(r)}: peak`, value: r.peakGpuBytes / 1e9, kind: kind(r) },
+      ]),
+    ]),
+  );
 }
