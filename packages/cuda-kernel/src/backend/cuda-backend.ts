@@ -30,11 +30,11 @@ export interface CudaTensor extends BackendTensor {
 }
 
 export interface CudaBackendOptions {
-  /** Positions each sequence may hold (KV cache size). Default: min(max_position_embeddings, 4096). */
+  /** Positions each sequence may hold (KV cache size). Default: min(max_position_embeddings, {@link DEFAULT_MAX_CONTEXT}). */
   readonly maxContext?: number;
   /** Sequences decoded together (KV-cache slots). Default 1. */
   readonly slots?: number;
-  /** Most rows per step; longer prompts are split. Default 512. */
+  /** Most rows per step; longer prompts are split. Default {@link DEFAULT_MAX_ROWS}. */
   readonly maxRows?: number;
   /**
    * How the GPU holds the weights (see {@link GpuWeightsLayout}). Default `auto`: the fused layout, or
