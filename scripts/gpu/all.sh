@@ -2,7 +2,8 @@
 # On the GPU host (after `source scripts/gpu/setup.sh`): the stages named in $STAGES (default: all) —
 # tests (GPU tests), sanitize (compute-sanitizer memcheck workloads), kernels (GEMV bench + cuBLAS floor),
 # generate (8B generation bench, transformers in the same run), serve (HTTP serving bench), batch
-# (df11 generate --batch-size 1,8,32), peer (the official dfloat11 package on df11's files).
+# (df11 generate --batch-size 1,8,32), peer (the official dfloat11 package on df11's files), cli (the df11
+# command on a reference model: every --gpu-weights, serve's /health).
 # Logs go to $LOGS (default /tmp/df11-logs) and are packed into $1/results.tar.gz after every stage (the
 # device tool returns at most 8 files, and nothing if the call runs out of time before a final step),
 # with a short summary in $1/summary.txt.
@@ -10,7 +11,7 @@ set -uo pipefail
 out=${1:-gpu-logs}
 logs=${LOGS:-/tmp/df11-logs}
 mkdir -p "$logs" "$out"
-stages=${STAGES:-tests sanitize kernels generate serve batch peer}
+stages=${STAGES:-tests sanitize kernels generate serve batch peer cli}
 has() { [[ " $stages " == *" $1 "* ]]; }
 summary="$out/summary.txt"
 stamp() {
@@ -59,5 +60,11 @@ if has peer; then
   PYTHONPATH=.gpu-host/peers/DFloat11 timeout ${PEER_TIMEOUT:-120} python3 tools/peer_official_dfloat11.py --out "$logs/peer-official.json" > "$logs/peer-official.log" 2>&1
   echo "peer exit $?" | tee -a "$summary"
   python3 -c "import json;d=json.load(open('$logs/peer-official.json'));print('ok', d['ok'], 'passed', d['passed'], 'failed', d['failed'])" 2>/dev/null | tee -a "$summary"
+fi
+if has cli; then
+  stamp "df11 command (--gpu-weights, serve /health)"
+  timeout ${CLI_TIMEOUT:-150} node scripts/gpu/cli-smoke.mjs > "$logs/cli-smoke.json" 2> "$logs/cli-smoke.log"
+  echo "cli smoke exit $?" | tee -a "$summary"
+  grep -E '"ok"|failures' "$logs/cli-smoke.json" | head -3 | tee -a "$summary"
 fi
 stamp "done"

@@ -203,7 +203,7 @@ function deviceOption(v: string): DeviceChoice {
 }
 
 const GPU_WEIGHTS_HELP =
-  "GPU: how the weights are held: fused (DF11 decoded inside the matrix kernels: DF11's memory, BF16's speed), huffman (as stored, decoded per window: least memory, slowest), bf16 (plain), auto (fused, or huffman when fused would not fit)";
+  "GPU: how the weights are held: fused (DF11 decoded inside the matrix kernels: DF11's memory, BF16's speed), huffman (as stored, decoded per window: least memory, slowest), bf16 (plain), auto (fused (bf16 for tiny models, where its padding costs more), or huffman when that would not fit)";
 
 const flagsOf = (o: Record<string, unknown>): GenerationFlags => ({
   maxTokens: o.maxTokens as number,

@@ -36,7 +36,7 @@ export interface GenerationFlags {
   readonly maxContext?: number;
   /** Decode every DF11 module once at load and check its weights' recorded checksum. */
   readonly verifyWeights?: boolean;
-  /** GPU: how the weights are held (default auto: fused, or huffman when fused would not fit). */
+  /** GPU: how the weights are held (default auto: fused (bf16 for tiny models, where its padding costs more), or huffman when that would not fit). */
   readonly gpuWeights?: GpuWeightsChoice;
   /** false (--no-sampling-defaults): ignore generation_config.json's sampling defaults. */
   readonly samplingDefaults?: boolean;

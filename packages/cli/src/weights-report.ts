@@ -4,7 +4,8 @@ import type { WeightsInfo } from "@df11/models";
 /**
  * How a GPU holds the weights (`--gpu-weights`): `fused` (DF11's fused layout, decoded inside the
  * matrix kernels), `huffman` (DF11 modules as stored, decoded window by window: least memory, slowest),
- * `bf16` (plain BF16: most memory), `auto` (fused, or huffman when fused would not fit).
+ * `bf16` (plain BF16: most memory), `auto` (fused — bf16 for tiny models, where fused padding makes it
+ * larger — or huffman when that would not fit).
  */
 export type GpuWeightsChoice = "auto" | "fused" | "huffman" | "bf16";
 

@@ -86,3 +86,15 @@ describe("documented defaults = the code's (README table, JSDoc, CLI help)", () 
     expect(help).toContain(`min(model's maximum, ${DEFAULT_MAX_CONTEXT})`);
   });
 });
+
+describe("decode windows", () => {
+  it("are the chunk asked for, capped at the model's largest matrix", async () => {
+    const { decodeWindowElements } = await import("../src/backend/cuda-backend.js");
+    const { parseTextModelConfig } = await import("@df11/models");
+    const llama8b = parseTextModelConfig({ model_type: "llama", hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: 128256 });
+    expect(decodeWindowElements(llama8b, DEFAULT_DECODE_CHUNK)).toBe(DEFAULT_DECODE_CHUNK);
+    const tiny = parseTextModelConfig({ model_type: "llama", hidden_size: 64, intermediate_size: 256, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 1000 });
+    expect(decodeWindowElements(tiny, DEFAULT_DECODE_CHUNK)).toBe(1000 * 64); // lm_head
+    expect(decodeWindowElements(tiny, 4096)).toBe(4096);
+  });
+});

@@ -96,7 +96,7 @@ async function checkGreedy(model, ref, label) {
 
 /** Every weight layout the GPU runs, each of which must give the BF16 layout's logits bit for bit. */
 const LAYOUTS = [
-  ["DF11 checkpoint, fused layout (the default)", "df11", "fused"],
+  ["DF11 checkpoint, fused layout (auto's choice for real models)", "df11", "fused"],
   ["DF11 checkpoint, Huffman windows", "df11", "huffman"],
   ["DF11 checkpoint decoded to BF16", "df11", "bf16"],
   ["BF16 checkpoint, fused layout", "bf16", "fused"],

@@ -18,7 +18,7 @@ export interface BackendLoadOptions {
   /**
    * How a GPU holds the weights: `fused` (the DF11 fused layout, decoded inside the matrix kernels: DF11's
    * memory at BF16's speed or better), `huffman` (DF11 modules as stored, decoded window by window: least
-   * memory), `bf16` (plain BF16), or `auto` (default: fused, or huffman when fused would not fit).
+   * memory), `bf16` (plain BF16), or `auto` (default: fused (bf16 for tiny models, where its padding costs more), or huffman when that would not fit).
    */
   readonly gpuWeights?: "auto" | "fused" | "huffman" | "bf16";
 }

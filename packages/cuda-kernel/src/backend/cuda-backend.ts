@@ -37,14 +37,16 @@ export interface CudaBackendOptions {
   /** Most rows per step; longer prompts are split. Default {@link DEFAULT_MAX_ROWS}. */
   readonly maxRows?: number;
   /**
-   * How the GPU holds the weights (see {@link GpuWeightsLayout}). Default `auto`: the fused layout, or
-   * — for a DF11 model it would not fit — the Huffman-coded modules as stored.
+   * How the GPU holds the weights (see {@link GpuWeightsLayout}). Default `auto`: the fused layout (BF16
+   * for tiny models, where its padding makes it larger), or — for a DF11 model it would not fit — the
+   * Huffman-coded modules as stored.
    */
   readonly gpuWeights?: GpuWeightsLayout;
   /**
    * Elements decoded per window before a tensor-core product, when weights are not resident as BF16
    * (Huffman modules; fused-layout matrices in prefill and large batches). Two windows are in flight (one
-   * decoding while the other is multiplied), so the scratch is twice this. Default {@link DEFAULT_DECODE_CHUNK}.
+   * decoding while the other is multiplied), so the scratch is twice this; a window never exceeds the
+   * model's largest matrix. Default {@link DEFAULT_DECODE_CHUNK}.
    */
   readonly decodeChunkElements?: number;
   /**
@@ -75,7 +77,7 @@ export interface CudaBackendOptions {
  * How the GPU holds the weights: `fused` — the DF11 fused layout (@df11/codec), ~71 % of BF16, decoded
  * inside the matrix kernels (the GEMV reads it directly; bit-identical to BF16); `huffman` — DF11
  * modules as stored (~68 %), decoded window by window before each product; `bf16` — plain BF16 (a DF11
- * model is decoded once at load); `auto` — fused, or huffman when fused would not fit.
+ * model is decoded once at load); `auto` — fused (bf16 for tiny models, where its padding costs more), or huffman when that would not fit.
  */
 export type GpuWeightsLayout = "auto" | WeightFormat;
 
@@ -96,6 +98,7 @@ export interface CudaEngineConfig {
   readonly programmaticLaunch: boolean;
   readonly weights: "bf16" | "df11";
   readonly layout: WeightFormat;
+  /** Elements per decode window in use: the option, capped at the largest matrix. */
   readonly decodeChunkElements: number;
   readonly gemvMaxRows: number;
   readonly gemmMinRows: number;
@@ -121,6 +124,29 @@ function xBf16Bytes(c: TextModelConfig, maxRows: number): number {
 }
 
 /** Memory the backend will allocate besides the weights, in bytes. */
+/**
+ * `auto`'s layouts, in order of preference (the first that fits is used): the fused layout when it is
+ * smaller than BF16 (every real model: it pads rows to groups of 8 and columns to tiles of 256, which
+ * only tiny test models notice), else BF16; for a DF11 checkpoint the Huffman modules as stored last.
+ */
+function autoCandidates(df11: boolean, fusedSmaller: boolean): WeightFormat[] {
+  const first: WeightFormat = fusedSmaller ? "fused" : "bf16";
+  return df11 ? [first, "huffman"] : [first];
+}
+
+/**
+ * Elements per decode window: the chunk asked for, but never more than the largest matrix the forward
+ * pass multiplies by (so a small model does not hold two 64 Mi-element windows it cannot fill).
+ */
+export function decodeWindowElements(c: TextModelConfig, chunk: number): number {
+  const H = c.hiddenSize;
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  const I = c.intermediateSize;
+  const largest = Math.max(c.vocabSize * H, 2 * I * H, (qDim + 2 * kvDim) * H, H * qDim, H * I);
+  return Math.min(chunk, largest);
+}
+
 function workingBytes(c: TextModelConfig, maxRows: number, slots: number, maxContext: number, decodeChunk: number, windows: boolean): { kv: number; activations: number; scratch: number } {
   const H = c.hiddenSize;
   const qDim = c.numHeads * c.headDim;
@@ -240,8 +266,10 @@ export class CudaBackend implements Backend<CudaTensor> {
     const slots = options.slots ?? 1;
     const maxRows = options.maxRows ?? DEFAULT_MAX_ROWS;
     const chunk = options.decodeChunkElements ?? DEFAULT_DECODE_CHUNK;
+    if (!Number.isInteger(chunk) || chunk < 1) throw new RangeError(`decodeChunkElements must be a positive integer, got ${chunk}`);
+    const window = decodeWindowElements(config, chunk);
     const requested = options.gpuWeights ?? "auto";
-    for (const [k, v] of Object.entries({ maxContext, slots, maxRows, decodeChunkElements: chunk })) {
+    for (const [k, v] of Object.entries({ maxContext, slots, maxRows })) {
       if (!Number.isInteger(v) || v < 1) throw new RangeError(`${k} must be a positive integer, got ${v}`);
     }
     if (!["auto", "fused", "huffman", "bf16"].includes(requested)) throw new RangeError(`gpuWeights must be auto, fused, huffman or bf16, got ${JSON.stringify(requested)}`);
@@ -251,12 +279,12 @@ export class CudaBackend implements Backend<CudaTensor> {
     const { weights, patternDict } = languageModelOf(files, dfc?.patternDict);
     const { free } = memoryInfo();
     const need = (layout: WeightFormat) => {
-      const w = workingBytes(config, maxRows, slots, maxContext, chunk, layout !== "bf16");
+      const w = workingBytes(config, maxRows, slots, maxContext, window, layout !== "bf16");
       const weightBytes = DeviceWeights.plannedBytes(weights, patternDict, raw, layout);
       // Loading a DF11 model into another layout holds one compressed module and a window besides.
       return { weightBytes, ...w, total: weightBytes + w.kv + w.activations + w.scratch + 64 * 1024 * 1024 };
     };
-    const candidates: WeightFormat[] = requested !== "auto" ? [requested] : patternDict ? ["fused", "huffman"] : ["fused"];
+    const candidates: WeightFormat[] = requested !== "auto" ? [requested] : autoCandidates(!!patternDict, need("fused").weightBytes < need("bf16").weightBytes);
     const layout = candidates.find((l) => need(l).total <= free);
     if (!layout) {
       const n = need(candidates[0]);
@@ -272,7 +300,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     const checks = { recorded: readRecordedChecksums(weights), stored: options.checkStored !== false, weights: !!options.verifyWeights };
     const deviceWeights = await DeviceWeights.load(weights, patternDict, { layout, config: raw, onProgress: options.onProgress, checks });
     try {
-      return new CudaBackend(config, deviceWeights, maxRows, slots, maxContext, chunk, options.fault, options.profile ?? false, options.gemmMinRows ?? DEFAULT_GEMM_MIN_ROWS);
+      return new CudaBackend(config, deviceWeights, maxRows, slots, maxContext, window, options.fault, options.profile ?? false, options.gemmMinRows ?? DEFAULT_GEMM_MIN_ROWS);
     } catch (e) {
       deviceWeights.dispose();
       throw e;

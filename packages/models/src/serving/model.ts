@@ -34,7 +34,7 @@ export interface LoadModelOptions {
   readonly checkStored?: boolean;
   /** Also decode every DF11 module once at load and check its weights' recorded checksum. */
   readonly verifyWeights?: boolean;
-  /** GPU: how the weights are held (fused, huffman, bf16; default auto: fused, or huffman when fused would not fit). */
+  /** GPU: how the weights are held (fused, huffman, bf16; default auto: fused (bf16 for tiny models, where its padding costs more), or huffman when that would not fit). */
   readonly gpuWeights?: "auto" | "fused" | "huffman" | "bf16";
   /** Apply generation_config.json's sampling defaults where a request sets none (default true; vLLM's `--generation-config`). */
   readonly samplingDefaults?: boolean;

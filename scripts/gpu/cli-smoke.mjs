@@ -1,0 +1,87 @@
+// On the GPU host: the `df11` command as a user runs it, on a reference model — compress, then
+// generate --json with every --gpu-weights (same tokens, the layout asked for, DF11 smaller than BF16),
+// then `df11 serve` (/health names the layout; a completion gives the same tokens). Prints one JSON
+// summary and exits non-zero on any mismatch.
+//   node scripts/gpu/cli-smoke.mjs [MODEL_BF16_DIR] [WORK_DIR]
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+
+const bf16 = process.argv[2] ?? "test-support/reference-models/qwen2-tiny/bf16";
+const work = process.argv[3] ?? "/tmp/df11-cli-smoke";
+const bin = "packages/cli/dist/bin.js";
+const DEVICE = process.env.DEVICE ?? "cuda"; // cpu: a dry run of the script itself
+const df11 = (...args) => execFileSync(process.execPath, [bin, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+const failures = [];
+const check = (ok, what) => {
+  if (!ok) failures.push(what);
+};
+
+rmSync(work, { recursive: true, force: true });
+mkdirSync(work, { recursive: true });
+const df11Dir = join(work, "df11");
+df11("compress", bf16, "-o", df11Dir);
+
+const ids = "1,17,42,99,7";
+const runs = [];
+for (const [dir, format] of [[bf16, "bf16"], [df11Dir, "df11"]]) {
+  for (const layout of ["auto", "fused", "huffman", "bf16"]) {
+    if (format === "bf16" && layout === "huffman") continue; // huffman needs a DF11 checkpoint
+    const r = JSON.parse(df11("generate", dir, "--input-ids", ids, "-n", "16", "--json", "--device", DEVICE, ...(DEVICE === "cpu" ? [] : ["--gpu-weights", layout])));
+    check(r.device === "cuda", `${format}/${layout}: ran on ${r.device}`);
+    check(r.weightsInUse.format === format, `${format}/${layout}: format ${r.weightsInUse.format}`);
+    if (layout !== "auto") check(r.weightsInUse.layout === layout, `${format}/${layout}: layout ${r.weightsInUse.layout}`);
+    check(r.memory?.measure === "device-allocated" && r.memory.peakBytes > 0, `${format}/${layout}: memory ${JSON.stringify(r.memory)}`);
+    runs.push({ format, asked: layout, layout: r.weightsInUse.layout, residentBytes: r.weightsInUse.residentBytes, peakBytes: r.memory?.peakBytes, tokenIds: r.tokenIds });
+  }
+}
+const tokens = runs[0].tokenIds.join(",");
+for (const r of runs) check(r.tokenIds.join(",") === tokens, `${r.format}/${r.asked}: tokens ${r.tokenIds} differ from ${tokens}`);
+const bytes = (format, layout) => runs.find((r) => r.format === format && r.asked === layout).residentBytes;
+// auto takes the smaller of fused and BF16 (tiny models: fused pads rows to 8 and columns to 256).
+for (const format of ["bf16", "df11"]) {
+  const auto = runs.find((r) => r.format === format && r.asked === "auto");
+  const best = Math.min(bytes(format, "fused"), bytes(format, "bf16"));
+  check(auto.residentBytes === best, `${format}/auto: ${auto.layout} holds ${auto.residentBytes} bytes; the smaller layout ${best}`);
+}
+check(bytes("df11", "huffman") < bytes("df11", "bf16"), "DF11 huffman is not smaller than BF16");
+// Working memory beyond BF16's: at most two decode windows, each at most the largest matrix (vocab × hidden here).
+const config = JSON.parse(readFileSync(join(bf16, "config.json"), "utf8"));
+const windows = 2 * 2 * config.vocab_size * config.hidden_size + (1 << 20);
+const base = runs.find((r) => r.format === "bf16" && r.asked === "bf16");
+for (const r of runs) {
+  const extra = r.peakBytes - r.residentBytes - (base.peakBytes - base.residentBytes);
+  check(extra <= windows, `${r.format}/${r.asked}: ${extra} bytes of working memory beyond BF16's; two windows are ${windows}`);
+}
+
+// df11 serve: /health reports the layout; a greedy completion gives the CLI's tokens.
+const serve = spawn(process.execPath, [bin, "serve", df11Dir, "--port", "0", "--device", DEVICE, ...(DEVICE === "cpu" ? [] : ["--gpu-weights", "huffman"])], { stdio: ["ignore", "ignore", "pipe"] });
+let stderr = "";
+const url = await new Promise((resolve, reject) => {
+  const timer = setTimeout(() => reject(new Error(`serve did not start: ${stderr}`)), 60_000);
+  serve.stderr.on("data", (d) => {
+    stderr += d;
+    const m = /at (http:\/\/\S+)\/v1/.exec(stderr);
+    if (m) {
+      clearTimeout(timer);
+      resolve(m[1]);
+    }
+  });
+  serve.on("exit", (code) => reject(new Error(`serve exited ${code}: ${stderr}`)));
+});
+const health = await (await fetch(`${url}/health`)).json();
+check(health.weights?.layout === "huffman" && health.weights?.format === "df11", `/health: ${JSON.stringify(health)}`);
+const completion = await (
+  await fetch(`${url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ model: df11Dir, prompt: ids.split(",").map(Number), max_tokens: 16, temperature: 0, ignore_eos: true, logprobs: 1 }),
+  })
+).json();
+serve.kill("SIGTERM");
+const served = completion.choices?.[0]?.logprobs?.tokens;
+check(completion.usage?.completion_tokens === 16, `serve: ${JSON.stringify(completion).slice(0, 300)}`);
+
+const summary = { ok: failures.length === 0, failures, tokens, runs: runs.map(({ tokenIds, ...r }) => r), health, servedTokens: served?.length ?? null };
+console.log(JSON.stringify(summary, null, 2));
+process.exit(failures.length ? 1 : 0);
