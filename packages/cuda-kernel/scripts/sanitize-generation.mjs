@@ -15,10 +15,11 @@ try {
     const df11 = join(work, String(i));
     await compressModel(bf16, df11, { threads: 1 });
     const tokens = [];
-    for (const [dir, gpuWeights] of [[bf16, "bf16"], [bf16, "fused"], [df11, "fused"], [df11, "huffman"]]) {
+    // Small windows (4096 elements: many per matrix), and the default (capped at the largest matrix: one window exactly its size).
+    for (const [dir, gpuWeights, decodeChunkElements] of [[bf16, "bf16", 4096], [bf16, "fused", 4096], [df11, "fused", 4096], [df11, "huffman", 4096], [df11, "fused"], [df11, "huffman"]]) {
       // verifyWeights: the load-time checksum kernels (stored tensors on the device, decode + sum per window) run too;
       // the fused layout is transcoded on the GPU and read by the fused GEMV and the unpack kernel.
-      const backend = await CudaBackend.load(dir, { maxContext: 48, maxRows: 16, decodeChunkElements: 4096, gemmMinRows: 9, verifyWeights: true, gpuWeights });
+      const backend = await CudaBackend.load(dir, { maxContext: 48, maxRows: 16, decodeChunkElements, gemmMinRows: 9, verifyWeights: true, gpuWeights });
       const model = new CausalLM(backend.config, backend);
       const ids = [];
       // 20 prompt tokens with maxRows 16: two prefill steps (tensor-core GEMM for 16 rows, GEMV for 4).
