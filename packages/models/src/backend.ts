@@ -38,15 +38,21 @@ export interface WeightsInfo {
    */
   readonly layout?: "bf16" | "huffman" | "fused";
   /** The fused layout's cost, when it is used: escapes, bits per weight, ratio to BF16. */
-  readonly fused?: {
-    readonly matrices: number;
-    readonly weights: number;
-    readonly escapes: number;
-    readonly escapeRate: number;
-    readonly bytes: number;
-    readonly bitsPerWeight: number;
-    readonly ratioToBf16: number;
-  };
+  readonly fused?: FusedLayoutReport;
+}
+
+/** What the GPU's DF11 fused layout costs, for reports (`df11 generate --json`, /health, the GPU bench). */
+export interface FusedLayoutReport {
+  readonly matrices: number;
+  readonly weights: number;
+  readonly escapes: number;
+  /** escapes / weights. */
+  readonly escapeRate: number;
+  /** Device bytes of the layout (blocks, tables, escape offsets and escapes). */
+  readonly bytes: number;
+  readonly bitsPerWeight: number;
+  /** bytes / (weights · 2). */
+  readonly ratioToBf16: number;
 }
 
 /**

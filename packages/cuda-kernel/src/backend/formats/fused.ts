@@ -3,6 +3,7 @@ import { call, native, type Address, type NativeFusedView } from "../../native.j
 import { DeviceBuffer } from "../../runtime/device-buffer.js";
 import type { CudaStream } from "../../runtime/stream.js";
 import type { DeviceMatrix, GemvCall } from "./matrix.js";
+import type { FusedLayoutReport } from "@df11/models";
 
 const align = (n: number, to = 256) => Math.ceil(n / to) * to;
 
@@ -16,19 +17,7 @@ export interface RowSource {
   fill(rowBegin: number, rowEnd: number): Address;
 }
 
-/** What the fused layout costs, for reports (`df11 generate --json`, /health, the GPU bench). */
-export interface FusedLayoutReport {
-  readonly matrices: number;
-  readonly weights: number;
-  readonly escapes: number;
-  /** escapes / weights. */
-  readonly escapeRate: number;
-  /** Device bytes of the layout (blocks, tables, escape offsets and escapes). */
-  readonly bytes: number;
-  readonly bitsPerWeight: number;
-  /** bytes / (weights · 2). */
-  readonly ratioToBf16: number;
-}
+export type { FusedLayoutReport };
 
 /**
  * A matrix in the DF11 fused layout on the GPU (spec: @df11/codec `fused-layout.ts`), built on the GPU
