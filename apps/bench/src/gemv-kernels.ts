@@ -12,7 +12,7 @@
  */
 import { parseArgs } from "node:util";
 import { syntheticWeights } from "@df11/codec";
-import { CudaEvent, CudaStream, DeviceBuffer, devices, FusedDeviceMatrix, nativeAddon, synchronize } from "@df11/cuda-kernel";
+import { CudaEvent, CudaStream, DeviceBuffer, devices, FusedDeviceMatrix, fusedLayoutReport, nativeAddon, programmaticLaunch, synchronize } from "@df11/cuda-kernel";
 import { saveJson } from "./child.js";
 
 const { values: args } = parseArgs({
@@ -160,21 +160,18 @@ const copyMs = time(() => addon.copyAddress(matrices[4].bf16.address, big.bf16.a
 const copyGBps = (2 * big.rows * big.cols * 2) / (copyMs * 1e6);
 log(`unpack ${big.name}: ${unpackMs.toFixed(3)} ms (${((big.fused.deviceBytes + big.rows * big.cols * 2) / (unpackMs * 1e6)).toFixed(0)} GB/s read + written); device copy ${copyGBps.toFixed(0)} GB/s (read + written)`);
 
-const weights = matrices.reduce((s, m) => s + m.rows * m.cols, 0);
-const fusedBytes = matrices.reduce((s, m) => s + m.fused.deviceBytes, 0);
-const escapes = matrices.reduce((s, m) => s + m.fused.escapes, 0);
 const result = {
   benchmark: "gemv-kernels",
   date: new Date().toISOString(),
   device: devices()[0],
-  programmaticLaunch: process.env.DF11_PDL !== "0",
+  programmaticLaunch: programmaticLaunch(),
   iterations,
   layout: {
-    weights,
-    bitsPerWeight: (fusedBytes * 8) / weights,
-    ratioToBf16: fusedBytes / (weights * 2),
-    escapeRate: escapes / weights,
-    perMatrix: matrices.map((m) => ({ name: m.name, rows: m.rows, cols: m.cols, bitsPerWeight: (m.fused.deviceBytes * 8) / (m.rows * m.cols), escapeRate: m.fused.escapes / (m.rows * m.cols), transcodeMs: m.transcodeMs })),
+    ...fusedLayoutReport(matrices.map((m) => m.fused)),
+    perMatrix: matrices.map((m) => {
+      const r = fusedLayoutReport([m.fused]);
+      return { name: m.name, rows: m.rows, cols: m.cols, bitsPerWeight: r.bitsPerWeight, escapeRate: r.escapeRate, transcodeMs: m.transcodeMs };
+    }),
   },
   allBitIdentical: allIdentical,
   perMatrix,

@@ -23,6 +23,7 @@ export {
   isCudaAvailable,
   memoryInfo,
   nativeAddon,
+  programmaticLaunch,
   resetPeakAllocation,
   setDevice,
   synchronize,
@@ -45,7 +46,7 @@ export {
   type GpuWeightsLayout,
 } from "./backend/cuda-backend.js";
 export { DeviceWeights, type LoadProgress, type LoadChecks, type LoadCheckReport } from "./backend/device-weights.js";
-export { FusedDeviceMatrix, type FusedLayoutReport } from "./backend/formats/fused.js";
+export { FusedDeviceMatrix, fusedLayoutReport, type FusedLayoutReport } from "./backend/formats/fused.js";
 export type { DeviceMatrix, WeightFormat } from "./backend/formats/matrix.js";
 export { OpProfile, type OpTime } from "./backend/op-profile.js";
 export * from "./parallel/index.js";

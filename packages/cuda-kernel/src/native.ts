@@ -36,6 +36,7 @@ export interface NativeAddon {
   memInfo(): { free: number; total: number };
   synchronize(): void;
   getDevice(): number;
+  programmaticLaunch(device: number): boolean;
   allocationStats(device: number): { allocated: number; peak: number };
   resetPeakAllocation(device: number): void;
   decode(module: NativeModule, out: NativeBuffer, offsetElements?: number, stream?: NativeStream): void;

@@ -3,6 +3,7 @@
 #include "../kernels/checksum.h"
 #include "../kernels/decode.h"
 #include "../kernels/inference.h"
+#include "../kernels/launch.h"
 #include "device-buffer.h"
 #include "module.h"
 #include "stream.h"
@@ -70,6 +71,17 @@ Napi::Value GetDevice(const Napi::CallbackInfo& info) {
   int d = 0;
   throwIfError(info.Env(), cudaGetDevice(&d), "cudaGetDevice");
   return Napi::Number::New(info.Env(), d);
+}
+
+// programmaticLaunch(device): whether the kernels use programmatic dependent launches on that device.
+Napi::Value ProgrammaticLaunch(const Napi::CallbackInfo& info) {
+  int current = 0;
+  throwIfError(info.Env(), cudaGetDevice(&current), "cudaGetDevice");
+  const int device = intArg(info, 0, "device");
+  throwIfError(info.Env(), cudaSetDevice(device), "cudaSetDevice");
+  const bool enabled = df11::pdlEnabled();
+  throwIfError(info.Env(), cudaSetDevice(current), "cudaSetDevice");
+  return Napi::Boolean::New(info.Env(), enabled);
 }
 
 Napi::Value Synchronize(const Napi::CallbackInfo& info) {
@@ -277,6 +289,7 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   fn("allocationStats", AllocationStatsOf);
   fn("resetPeakAllocation", ResetPeakAllocation);
   fn("getDevice", GetDevice);
+  fn("programmaticLaunch", ProgrammaticLaunch);
   fn("decode", Decode);
   fn("copy", Copy);
   fn("copyAddress", CopyAddress);

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "checksum.h"
+#include "launch.h"
 
 namespace df11 {
 namespace {
@@ -80,13 +81,7 @@ cudaError_t launchSum64(const void* data, uint64_t bytes, uint32_t firstWord, ui
   if (bytes == 0) return cudaSuccess;
   if (reinterpret_cast<uintptr_t>(data) % 16 != 0) return cudaErrorMisalignedAddress;
   const uint64_t words = bytes / 4;
-  static int blocks = 0;
-  if (blocks == 0) {
-    int device = 0, sms = 0;
-    cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    blocks = sms * 8;
-  }
+  const int blocks = multiprocessors() * 8;
   const uint64_t needed = (words / 4 + kChecksumThreads - 1) / kChecksumThreads;
   const int grid = static_cast<int>(needed < 1 ? 1 : (needed < static_cast<uint64_t>(blocks) ? needed : blocks));
   sum64Kernel<<<grid, kChecksumThreads, 0, stream>>>(static_cast<const uint8_t*>(data), words, static_cast<uint32_t>(bytes % 4), firstWord, out);

@@ -207,15 +207,9 @@ __global__ void __launch_bounds__(kThreads) unpackKernel(const FusedView m, int 
 }
 
 int unpackBlocks(size_t items) {
-  static int perDevice = 0;
-  if (perDevice == 0) {
-    int device = 0, sms = 0;
-    cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    perDevice = sms * 4;
-  }
+  const size_t most = static_cast<size_t>(multiprocessors()) * 4;
   const size_t needed = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  return static_cast<int>(needed < static_cast<size_t>(perDevice) ? needed : perDevice);
+  return static_cast<int>(needed < most ? needed : most);
 }
 
 }  // namespace

@@ -158,16 +158,6 @@ __global__ void linearFallbackKernel(const LinearArgs a) {
 
 }  // namespace
 
-int multiprocessors() {
-  static int sms = 0;
-  if (sms == 0) {
-    int device = 0;
-    cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  }
-  return sms;
-}
-
 cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, float* workspace, size_t workspaceFloats, cudaStream_t stream) {
   if (a.rows == 0 || a.N == 0) return cudaSuccess;
   const bool tensorCores = xBf16 && (a.K % 8) == 0 && (reinterpret_cast<uintptr_t>(a.weight) & 15) == 0 && (reinterpret_cast<uintptr_t>(xBf16) & 15) == 0;

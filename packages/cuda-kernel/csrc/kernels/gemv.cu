@@ -20,7 +20,7 @@ namespace df11 {
 namespace {
 
 constexpr int kWarps = 4;          // per block: warps sharing one group's tiles
-constexpr int kTilesInFlight = 2;  // tiles a warp loads before decoding the first
+constexpr int kTilesInFlight = 2;  // tiles a warp loads before decoding the first (the kernel loop takes two stages in turn)
 
 
 __device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
@@ -45,7 +45,7 @@ struct Bf16Weights {
   // 64 bytes so that a quarter-warp's reads of 8 rows hit 32 distinct banks.
   static constexpr int kRowBytes = 512 + 64;
   struct Shared {
-    __align__(16) uint8_t stage[kWarps][2][8 * kRowBytes];
+    __align__(16) uint8_t stage[kWarps][kTilesInFlight][8 * kRowBytes];
   };
   using Group = const uint16_t*;  // the warp's first row
   struct Raw {};
@@ -265,15 +265,12 @@ __global__ void __launch_bounds__(256) gemvScalarKernel(const LinearArgs a) {
 // which is what lets it prefetch weights under the previous kernel).
 template <auto Kernel>
 int residentBlocks(int threads) {
-  static int blocks = 0;  // per kernel
-  if (blocks == 0) {
-    int device = 0, sms = 0, perSm = 0;
-    cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  static int perSm = 0;  // per kernel
+  if (perSm == 0) {
     cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, Kernel, threads, 0);
-    blocks = sms * (perSm > 0 ? perSm : 1);
+    if (perSm < 1) perSm = 1;
   }
-  return blocks;
+  return multiprocessors() * perSm;
 }
 
 template <int MT, bool Half, bool Aligned, class Weights>

@@ -9,6 +9,8 @@
 
 #include <utility>
 
+#include "launch.h"
+
 namespace df11 {
 
 __device__ __forceinline__ void pdlWait() {
@@ -22,9 +24,6 @@ __device__ __forceinline__ void pdlLaunchDependents() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
-
-// Whether the current device takes programmatic launches (compute capability ≥ 9.0, not turned off).
-bool pdlEnabled();
 
 // kernel<<<grid, block, sharedBytes, stream>>>(args...), as a programmatic dependent launch where enabled.
 template <typename... KernelArgs, typename... Args>

@@ -18,7 +18,7 @@ import {
 import { OutOfDeviceMemoryError } from "../errors.js";
 import { call, native, type Address, type NativeAttention } from "../native.js";
 import { DeviceBuffer } from "../runtime/device-buffer.js";
-import { allocationStats, cudaRuntimeVersion, currentDevice, devices, memoryInfo, setDevice } from "../runtime/device.js";
+import { allocationStats, cudaRuntimeVersion, currentDevice, devices, memoryInfo, programmaticLaunch, setDevice } from "../runtime/device.js";
 import { CudaEvent, CudaGraph, CudaStream } from "../runtime/stream.js";
 import { DeviceWeights, type LoadCheckReport, type LoadProgress, type MatrixSlice } from "./device-weights.js";
 import type { WeightFormat } from "./formats/matrix.js";
@@ -253,7 +253,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   /**
    * Load a model directory (BF16, or DF11 detected by `dfloat11_config`) onto the GPU in the requested
    * layout. Before anything is allocated, checks that weights + KV cache + working memory fit in free
-   * GPU memory (`auto` picks the fused layout when it fits, else Huffman) and throws
+   * GPU memory (`auto`: the fused layout, BF16 where fused would be larger, Huffman when neither fits) and throws
    * {@link OutOfDeviceMemoryError} saying how much is needed and what would make it fit otherwise.
    */
   static async load(directory: string, options: CudaBackendOptions = {}): Promise<CudaBackend> {
@@ -327,7 +327,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     return {
       device: { index: this.deviceIndex, name: d.name, computeCapability: d.computeCapability },
       cudaRuntime: cudaRuntimeVersion(),
-      programmaticLaunch: Number(d.computeCapability.split(".")[0]) >= 9 && process.env.DF11_PDL !== "0",
+      programmaticLaunch: programmaticLaunch(this.deviceIndex),
       weights: this.weights.kind,
       layout: this.deviceWeights.layout,
       decodeChunkElements: this.decodeChunk,

@@ -277,21 +277,23 @@ export class DeviceWeights implements Disposable {
                 pieces.push({ matrix: m, start });
                 continue;
               }
+              // The matrix as stored (Huffman-coded): kept as it is, or decoded into the layout asked for.
+              const stored = new HuffmanDeviceMatrix(gpu, start, rows, plan.cols, plan.names[0]);
               let m: DeviceMatrix;
               if (layout === "fused" && FusedDeviceMatrix.fits(plan.cols)) {
                 const windowRows = FusedDeviceMatrix.windowRows(windowElements, plan.cols);
                 const buf = window(Math.min(rows, windowRows) * plan.cols + 8);
-                const source: RowSource = { windowRows, fill: (r0, r1) => new HuffmanDeviceMatrix(gpu, start, rows, plan.cols, plan.names[0]).decodeRows(r0, r1, buf.address, stream) };
+                const source: RowSource = { windowRows, fill: (r0, r1) => stored.decodeRows(r0, r1, buf.address, stream) };
                 m = this.own(FusedDeviceMatrix.transcode(rows, plan.cols, source, stream));
               } else if (layout === "bf16") {
                 const buf = this.ownBuffer(DeviceBuffer.alloc(align(elements * 2, 256)));
                 // The decoder writes from a multiple of 8 elements: a matrix starting elsewhere goes through the scratch.
                 const target = start % 8 === 0 ? buf.address : window(elements + 8).address;
-                const at = new HuffmanDeviceMatrix(gpu, start, rows, plan.cols, plan.names[0]).decodeRows(0, rows, target, stream);
+                const at = stored.decodeRows(0, rows, target, stream);
                 if (at !== buf.address) call(() => native().copyAddress(buf.address, at, elements * 2, stream.native));
                 m = new Bf16DeviceMatrix(buf.address, rows, plan.cols);
               } else {
-                m = new HuffmanDeviceMatrix(gpu, start, rows, plan.cols, plan.names[0]);
+                m = stored;
                 keep = true;
               }
               this.place(plan, m, false);
@@ -512,8 +514,8 @@ export class DeviceWeights implements Disposable {
     for (const [name, s] of this.matrices) {
       if (!(s.matrix instanceof FusedDeviceMatrix) || seen.has(s.matrix)) continue;
       seen.add(s.matrix);
-      const m = s.matrix;
-      out.push({ name, rows: m.rows, cols: m.cols, bitsPerWeight: (m.deviceBytes * 8) / (m.rows * m.cols), escapeRate: m.escapes / (m.rows * m.cols) });
+      const r = fusedLayoutReport([s.matrix]);
+      out.push({ name, rows: s.matrix.rows, cols: s.matrix.cols, bitsPerWeight: r.bitsPerWeight, escapeRate: r.escapeRate });
     }
     return out;
   }

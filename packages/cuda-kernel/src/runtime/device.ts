@@ -79,6 +79,11 @@ export function resetPeakAllocation(device = currentDevice()): void {
   call(() => requireDevice().resetPeakAllocation(device));
 }
 
+/** Whether df11's kernels launch as programmatic dependent launches on `device` (Hopper and newer, unless DF11_PDL=0), as the addon decides it. */
+export function programmaticLaunch(device = currentDevice()): boolean {
+  return call(() => requireDevice().programmaticLaunch(device));
+}
+
 /** The device later calls use. */
 export function currentDevice(): number {
   return call(() => requireDevice().getDevice());
