@@ -195,11 +195,19 @@ export async function runChat(modelDir: string, flags: GenerationFlags, system?:
       throw e;
     }
   }
-  const rl = createInterface({ input: process.stdin, output: process.stdout });
+  const rl = createInterface({ input: process.stdin, output: process.stdout, prompt: "> " });
+  // Lines are read through the iterator, which queues those that arrive while a reply is generated (piped
+  // input); the end of input (or Ctrl-C at the prompt, which closes readline) ends the chat.
+  const lines = rl[Symbol.asyncIterator]();
+  const nextLine = async () => {
+    rl.prompt();
+    const r = await lines.next();
+    return r.done ? "/exit" : r.value.trim();
+  };
   process.stdout.write(`df11 chat — ${modelDir} (${model.weights.kind} on ${model.device}). /reset starts over, /exit quits; Ctrl-C stops a reply.\n`);
   try {
     for (;;) {
-      const line = (await rl.question("> ").catch(() => "/exit")).trim();
+      const line = await nextLine();
       if (line === "/exit" || line === "/quit") break;
       if (line === "/reset") {
         messages.splice(system ? 1 : 0);

@@ -80,6 +80,9 @@ describe("stopping rules: every end-of-sequence id stops generation", () => {
       const talk = await chat(dir, ["hi", "/exit"]);
       expect(talk.stdout).toContain("> afé 😀\n");
       expect(talk.stdout).not.toContain("😀Z"); // nothing after the end-of-sequence token
+      // Piped lines that arrive while a reply is generated wait their turn: one reply per line.
+      const piped = await chat(dir, ["hi", "hi again", "and again"]);
+      expect(piped.stdout.match(/> afé 😀\n/g)?.length, piped.stdout).toBe(3);
 
       using model = await loadModel(dir, { device: "cpu" });
       const r = await model.generate("hi", { maxTokens: 20 }).result();
