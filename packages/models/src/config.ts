@@ -125,6 +125,14 @@ export function textConfigOf(raw: Raw): Raw {
   return family ? { ...CLASS_DEFAULTS[family], ...c } : c;
 }
 
+/** Token ids from an `eos_token_id` value: one id, a list of ids, or null. */
+export function tokenIdList(value: unknown, key: string, fail: (key: string, detail: string) => Error): number[] {
+  if (value === undefined || value === null) return [];
+  const list = Array.isArray(value) ? value : [value];
+  if (list.some((v) => !Number.isInteger(v) || (v as number) < 0)) fail(key, `expected a token id or a list of them, got ${JSON.stringify(value)}`);
+  return list as number[];
+}
+
 /**
  * Whether the output head shares the input embedding's weights (transformers ties them): config.json's
  * `tie_word_embeddings` (top level, as transformers reads it; else the text config's), else the class
@@ -134,6 +142,7 @@ export function tiedWordEmbeddings(raw: Raw): boolean | undefined {
   const nested = raw.text_config as Raw | undefined;
   const v = raw.tie_word_embeddings ?? nested?.tie_word_embeddings;
   if (typeof v === "boolean") return v;
+  if (v !== undefined && v !== null) throw new ConfigError("tie_word_embeddings", `expected true or false, got ${JSON.stringify(v)}`);
   const family = familyOf(raw);
   return family ? (CLASS_DEFAULTS[family].tie_word_embeddings as boolean) : undefined;
 }
@@ -205,8 +214,9 @@ export function parseTextModelConfig(raw: Raw): TextModelConfig {
   // RoPE: the newer `rope_parameters` (possibly per layer type), or `rope_theta` + `rope_scaling`.
   const partial = num(c, "partial_rotary_factor", 1, (v) => v > 0 && v <= 1);
   let rope: RopeSettings[];
-  const rp = c.rope_parameters as Raw | undefined;
-  if (rp && typeof rp === "object") {
+  const rp = c.rope_parameters as Raw | null | undefined;
+  if (rp !== null && rp !== undefined && (typeof rp !== "object" || Array.isArray(rp))) throw new ConfigError("rope_parameters", `expected an object, got ${JSON.stringify(rp)}`);
+  if (rp) {
     const perType = "full_attention" in rp || "sliding_attention" in rp;
     const globalTheta = num(c, "rope_theta", 10000);
     rope = slidingWindow.map((w, i) => {
@@ -227,7 +237,9 @@ export function parseTextModelConfig(raw: Raw): TextModelConfig {
   // Token ids given anywhere (text config, then top level: gemma-3 keeps [1, 106] there) beat the class default.
   const given = (raw.text_config as Raw | undefined) ?? raw;
   const eos = given.eos_token_id ?? raw.eos_token_id ?? c.eos_token_id;
-  const eosTokenIds = eos === undefined || eos === null ? [] : Array.isArray(eos) ? (eos as number[]) : [eos as number];
+  const eosTokenIds = tokenIdList(eos, "eos_token_id", (key, detail) => {
+    throw new ConfigError(key, detail);
+  });
   const bos = given.bos_token_id ?? raw.bos_token_id ?? c.bos_token_id;
   const queryScalar = gemma ? num(c, "query_pre_attn_scalar", headDim) : headDim;
 

@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { tokenIdList } from "./config.js";
 import { ModelsError } from "./errors.js";
 import type { SamplingOptions } from "./sampling.js";
 
@@ -40,14 +41,6 @@ function optionalNumber(raw: Raw, key: string, check: (v: number) => boolean, ru
   if (v === undefined || v === null) return undefined;
   if (typeof v !== "number" || !Number.isFinite(v) || !check(v)) throw new GenerationConfigError(key, `${rule}, got ${JSON.stringify(v)}`);
   return v;
-}
-
-/** Token ids from an `eos_token_id` value: one id, a list of ids, or null. */
-export function tokenIdList(value: unknown, key: string, fail: (key: string, detail: string) => Error): number[] {
-  if (value === undefined || value === null) return [];
-  const list = Array.isArray(value) ? value : [value];
-  if (list.some((v) => !Number.isInteger(v) || (v as number) < 0)) fail(key, `expected a token id or a list of them, got ${JSON.stringify(value)}`);
-  return list as number[];
 }
 
 /** Parse a generation_config.json object. Throws {@link GenerationConfigError} naming a bad key. */

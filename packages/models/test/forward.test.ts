@@ -104,6 +104,12 @@ describe("config parsing", () => {
     expect(() => parseTextModelConfig({ ...base, num_attention_heads: -4 })).toThrowError(/num_attention_heads/);
     expect(() => parseTextModelConfig({ ...base, rope_scaling: { rope_type: "yarn", factor: 4 } })).toThrowError(/rope_scaling.rope_type: RoPE type "yarn"/);
     expect(() => parseTextModelConfig({ ...base, hidden_act: "relu" })).toThrowError(ConfigError);
+    // Wrong types are named, not read as "absent" (which would run with defaults and give other tokens).
+    expect(() => parseTextModelConfig({ ...base, rope_parameters: 5 })).toThrowError(/config\.json: rope_parameters: expected an object, got 5/);
+    expect(() => parseTextModelConfig({ ...base, eos_token_id: "2" })).toThrowError(/config\.json: eos_token_id: expected a token id or a list of them, got "2"/);
+    expect(() => parseTextModelConfig({ ...base, eos_token_id: [2, -1] })).toThrowError(/eos_token_id/);
+    expect(() => parseTextModelConfig({ ...base, tie_word_embeddings: "yes" })).toThrowError(/config\.json: tie_word_embeddings: expected true or false, got "yes"/);
+    expect(parseTextModelConfig({ ...base, eos_token_id: [2, 7], rope_parameters: null, tie_word_embeddings: null })).toMatchObject({ eosTokenIds: [2, 7], tieWordEmbeddings: false });
   });
 });
 
