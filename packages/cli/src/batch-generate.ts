@@ -124,6 +124,7 @@ function sequenceOptions(f: BatchFlags, seed: number, signal?: AbortSignal): Mod
  */
 export async function runBatchGenerate(modelDir: string, input: BatchInput, flags: BatchFlags, signal?: AbortSignal): Promise<BatchGenerateResult> {
   if (input.prompts?.length && input.inputIds?.length) throw new CliError("give --prompt or --input-ids, not both");
+  if (input.chat && input.inputIds?.length) throw new CliError("--chat wraps a text prompt in the chat template; it does not apply to --input-ids");
   const sources: readonly (string | readonly number[])[] = input.prompts?.length ? input.prompts : (input.inputIds ?? []);
   const plan = planBatch(sources.length, input.batchSize, flags.seed);
   const tokenizer = await TextTokenizer.load(modelDir);
@@ -204,7 +205,7 @@ export function formatBatchSummary(r: BatchGenerateResult): string {
     : `${m.measure === "process-rss" ? "RSS" : "GPU memory"} ${formatBytes(m.inUseBytes)} in use, ${formatBytes(m.peakBytes)} peak`;
   const stops = [...new Set(r.sequences.map((s) => s.stopReason))].join("/");
   return (
-    `[${r.batchSize} sequences, ${r.generatedTokens} tokens (${r.interrupted ? "interrupted" : stops}); ` +
+    `[${r.batchSize} ${r.batchSize === 1 ? "sequence" : "sequences"}, ${r.generatedTokens} tokens (${r.interrupted ? "interrupted" : stops}); ` +
     `latency ${r.seconds.total.toFixed(3)} s (prefill ${r.seconds.prefill.toFixed(3)} s, decode ${r.seconds.decode.toFixed(3)} s in ${r.decodeSteps} steps); ` +
     `${r.tokensPerSecond.aggregate.toFixed(1)} tok/s aggregate, ${r.tokensPerSecond.perSequence.toFixed(1)} tok/s per sequence; ` +
     `${r.weights}${r.weightsInUse.layout !== r.weights ? ` (${r.weightsInUse.layout})` : ""} on ${r.device}; ${memory}]\n`

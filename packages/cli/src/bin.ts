@@ -14,19 +14,31 @@ import { formatBytes, parseBytes, percent } from "./format-bytes.js";
 import { downloadBar, progressBar } from "./progress.js";
 import { formatCompressSummary, formatInspectReport } from "./report.js";
 import { DEMO_SHAPE, writeSyntheticModel } from "@df11/models";
-import { listCachedModels, removePendingTemporaries, resolveModel, sizeThreadPoolForReads } from "@df11/hub-loader";
+import { hubEnvironment, listCachedModels, removePendingTemporaries, resolveModel, sizeThreadPoolForReads } from "@df11/hub-loader";
 import { modelDirectory } from "./model-source.js";
 import { interruptSignal, parseIds, runChat, runGenerate, type GenerationFlags } from "./generate-command.js";
 import type { DeviceChoice } from "./load-model.js";
-import { gpuWeightsOption, weightsReport, type GpuWeightsChoice } from "./weights-report.js";
+import { gpuWeightsOption, warnIfGpuWeightsUnused, weightsReport, type GpuWeightsChoice } from "./weights-report.js";
 import { BATCH_HELP, batchGenerateCommand } from "./batch-generate.js";
-import { CliError } from "./errors.js";
+import { asDeviceFlagError, CliError } from "./errors.js";
 
 sizeThreadPoolForReads(); // before the first file is read: loading reads many pieces at once
 
 const intOption = (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("expected a positive integer");
+  return n;
+};
+/** A whole number ≥ 0 (seeds: 0 is a seed like any other). */
+const wholeOption = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("expected a whole number ≥ 0");
+  return n;
+};
+/** A TCP port (0: any free one). */
+const portOption = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError("expected a port number from 0 to 65535 (0: any free port)");
   return n;
 };
 /** A repeatable option's values, in order. */
@@ -189,7 +201,7 @@ const withSampling = (cmd: Command) =>
     .option("--top-p <p>", "nucleus sampling threshold", numberOption("top-p", (v) => v > 0 && v <= 1))
     .option("--min-p <p>", "drop tokens below p × the top probability", numberOption("min-p", (v) => v >= 0 && v < 1))
     .option("--repetition-penalty <r>", "penalise tokens already in the context (> 1)", numberOption("repetition penalty", (v) => v > 0))
-    .option("--seed <n>", "RNG seed: same seed, same output", intOption)
+    .option("--seed <n>", "RNG seed: same seed, same output", wholeOption)
     .option("--stop <text...>", "stop when the text contains one of these strings")
     .option("--no-sampling-defaults", "ignore the sampling defaults in the model's generation_config.json (do_sample, temperature, top_k, top_p, min_p, repetition_penalty)")
     .option("--device <device>", "cuda (GPU), cpu, or auto: the GPU when one is present", deviceOption, "auto")
@@ -273,7 +285,7 @@ program
   .description("serve a model over the OpenAI API (chat/completions, completions, models) with continuous batching")
   .argument("<model>", "model directory or Hub repo id")
   .option("--host <host>", "address to listen on (127.0.0.1: this machine only)", "127.0.0.1")
-  .option("--port <port>", "port", (v) => Number(v), 8080)
+  .option("--port <port>", "port (0: any free port)", portOption, 8080)
   .option("--max-batch <n>", "requests decoded together (KV-cache slots)", intOption, 8)
   .option("--max-context <n>", "positions per request (prompt + completion)", intOption)
   .option("--api-key <key>", "require Authorization: Bearer <key> (default: $DF11_API_KEY, else none)")
@@ -296,7 +308,12 @@ program
       verifyWeights: opts.verifyWeights,
       samplingDefaults: opts.samplingDefaults,
       onProgress: (p) => bar.update({ filesDone: 0, filesTotal: 1, bytesDone: p.done, bytesTotal: p.total }),
-    }).finally(bar.stop);
+    })
+      .catch((e) => {
+        throw asDeviceFlagError(e);
+      })
+      .finally(bar.stop);
+    warnIfGpuWeightsUnused(model.device, opts.gpuWeights);
     const running = await serveModel(model, {
       host: opts.host,
       port: opts.port,
@@ -332,7 +349,7 @@ program
   .action(async (opts) => {
     const models = await listCachedModels();
     if (opts.json) return console.log(JSON.stringify(models, null, 2));
-    if (models.length === 0) return console.log("no models in the cache");
+    if (models.length === 0) return console.log(`no models in the cache (${hubEnvironment().cacheDir})`);
     const width = Math.max(...models.map((m) => m.id.length));
     for (const m of models) {
       const rev = m.revisions[0];

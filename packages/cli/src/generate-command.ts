@@ -141,6 +141,8 @@ export async function runGenerate(
   write: (piece: string) => void = () => {},
   signal?: AbortSignal,
 ): Promise<GenerateResult> {
+  if (input.prompt !== undefined && input.inputIds) throw new CliError("give --prompt or --input-ids, not both");
+  if (input.chat && input.inputIds) throw new CliError("--chat wraps a text prompt in the chat template; it does not apply to --input-ids");
   using model = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights, gpuWeights: flags.gpuWeights });
   const tokenizer = await TextTokenizer.load(modelDir);
   let prompt: number[];

@@ -1,7 +1,7 @@
 import "@df11/cuda-kernel"; // registers the CUDA backend with @df11/models
 import { loadCausalLM, type CausalLM } from "@df11/models";
-import type { GpuWeightsChoice } from "./weights-report.js";
-import { CliError } from "./errors.js";
+import { warnIfGpuWeightsUnused, type GpuWeightsChoice } from "./weights-report.js";
+import { asDeviceFlagError, CliError } from "./errors.js";
 
 /** Where generation runs: a CUDA GPU, the CPU, or (auto) the GPU when one is present. */
 export type DeviceChoice = "auto" | "cpu" | "cuda";
@@ -25,9 +25,10 @@ export async function loadModelOn(directory: string, options: LoadOptions = {}):
   if (options.device === "cpu" && options.gpuWeights && options.gpuWeights !== "auto")
     throw new CliError(`--gpu-weights ${options.gpuWeights} applies to the GPU, not --device cpu (the CPU runs DF11 as stored)`);
   try {
-    return await loadCausalLM(directory, { ...options, device: options.device ?? "auto" });
+    const model = await loadCausalLM(directory, { ...options, device: options.device ?? "auto" });
+    warnIfGpuWeightsUnused(model.device, options.gpuWeights);
+    return model;
   } catch (e) {
-    if ((e as Error).message.startsWith("device cuda: ")) throw new CliError(`--${(e as Error).message}`);
-    throw e;
+    throw asDeviceFlagError(e);
   }
 }

@@ -15,6 +15,11 @@ export function gpuWeightsOption(v: string): GpuWeightsChoice {
   return v;
 }
 
+/** `--gpu-weights` chose a GPU layout but `--device auto` found no GPU: say so on stderr (the run goes on, on the CPU). */
+export function warnIfGpuWeightsUnused(device: "cpu" | "cuda", gpuWeights: GpuWeightsChoice | undefined): void {
+  if (device === "cpu" && gpuWeights && gpuWeights !== "auto") process.stderr.write(`warning: --gpu-weights ${gpuWeights} is ignored: no usable GPU, running on the CPU\n`);
+}
+
 /** The weights as `--json` and `/health` report them: checkpoint format, layout in use, resident bytes, fused cost. */
 export interface WeightsReport {
   /** The checkpoint's format. */

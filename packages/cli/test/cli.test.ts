@@ -193,6 +193,13 @@ describe("df11 generate", () => {
         expect(r.tokenIds).toEqual(b.tokenIds);
       }
     }
+    // Flags that would be ignored are refused; seed 0 is a seed.
+    await expect(df11("generate", out, "--prompt", "x", "--input-ids", "1,2")).rejects.toMatchObject({ stderr: expect.stringMatching(/give --prompt or --input-ids, not both/) });
+    await expect(df11("generate", out, "--input-ids", "1,2", "--chat")).rejects.toMatchObject({ stderr: expect.stringMatching(/--chat wraps a text prompt .* does not apply to --input-ids/) });
+    const z1 = await runJson(out, "--prompt", "the water is", "--temperature", "0.9", "--seed", "0");
+    expect(z1.settings.sampling.seed).toBe(0);
+    await expect(df11("generate", out, "--prompt", "x", "--seed", "-1")).rejects.toMatchObject({ stderr: expect.stringMatching(/--seed.*expected a whole number ≥ 0/) });
+    for (const port of ["abc", "99999", "-1"]) await expect(df11("serve", out, "--port", port)).rejects.toMatchObject({ stderr: expect.stringMatching(/--port.*expected a port number from 0 to 65535/) });
     await expect(df11("generate", out, "--prompt", "x", "--gpu-weights", "int4")).rejects.toMatchObject({ stderr: expect.stringMatching(/--gpu-weights.*expected fused, huffman, bf16 or auto/) });
     await expect(df11("generate", out, "--prompt", "x", "--device", "cpu", "--gpu-weights", "fused")).rejects.toMatchObject({ stderr: expect.stringMatching(/--gpu-weights fused applies to the GPU/) });
     const ids = await runJson(out, "--input-ids", b.promptTokenIds.join(","));
@@ -218,6 +225,11 @@ describe("df11 generate", () => {
     expect(cpu.tokenIds).toEqual(auto.tokenIds);
     await expect(df11("generate", dir, "--input-ids", "1", "--device", "cuda")).rejects.toMatchObject({ stderr: expect.stringMatching(/--device cuda: (no CUDA device|no @df11\/cuda-kernel binary)/) });
     await expect(df11("generate", dir, "--input-ids", "1", "--device", "tpu")).rejects.toMatchObject({ stderr: expect.stringMatching(/expected cuda, cpu or auto/) });
+    // A GPU layout asked for where --device auto finds no GPU: said on stderr, the run goes on on the CPU.
+    const fallback = await df11("generate", dir, "--json", "-n", "3", "--input-ids", "1,5,9", "--gpu-weights", "fused");
+    expect(fallback.stderr).toMatch(/warning: --gpu-weights fused is ignored: no usable GPU, running on the CPU/);
+    expect(JSON.parse(fallback.stdout).tokenIds).toEqual(auto.tokenIds);
+    await expect(df11("serve", dir, "--device", "cuda", "--port", "0")).rejects.toMatchObject({ stderr: expect.stringMatching(/--device cuda: (no CUDA device|no @df11\/cuda-kernel binary)/) });
   });
 });
 

@@ -172,6 +172,7 @@ describe("Hub downloads into the shared cache", () => {
     expect(hub.log.length).toBe(0);
     const cached = await listCachedModels(cacheDir);
     expect(cached.map((m) => [m.id, m.format, m.revisions[0].refs])).toEqual([["org/python-model", "df11", ["main"]]]);
+    expect(await listCachedModels(join(cacheDir, "never-created"))).toEqual([]); // a machine that downloaded nothing yet
   });
 });
 

@@ -57,7 +57,7 @@ export interface CudaBackendOptions {
    * Default {@link DEFAULT_GEMM_MIN_ROWS}.
    */
   readonly gemmMinRows?: number;
-  /** CUDA device index. Default 0. */
+  /** CUDA device index. Default: the current device (see `currentDevice`, `withDevice`; 0 unless changed). */
   readonly device?: number;
   readonly onProgress?: LoadProgress;
   /** Check the stored tensors against the checksums the files record, on the GPU where they were uploaded (default true). */

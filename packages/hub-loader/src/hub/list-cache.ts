@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { hubEnvironment } from "./environment.js";
@@ -12,8 +13,9 @@ export interface CachedModel {
   readonly format: "df11" | "bf16" | "unknown";
 }
 
-/** Every model repo in the cache (Python's and ours are the same cache). */
+/** Every model repo in the cache (Python's and ours are the same cache); none when the cache does not exist yet. */
 export async function listCachedModels(cacheDir = hubEnvironment().cacheDir): Promise<CachedModel[]> {
+  if (!existsSync(cacheDir)) return [];
   const { scanCacheDir } = await import("@huggingface/hub");
   const info = await scanCacheDir(cacheDir);
   const models: CachedModel[] = [];
