@@ -13,20 +13,21 @@ import {
   moduleStats,
   Sum64Stream,
   UncodableExponentError,
+  type InvalidModuleError,
   type DF11Module,
   type ModuleChecksums,
   type ModuleStats,
 } from "@df11/codec";
 
-export type WorkerError = { name: string; message: string; tensor?: string; index?: number; exponent?: number };
+export type WorkerError = { name: string; message: string; tensor?: string; index?: number; exponent?: number; field?: string; detail?: string };
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: WorkerError };
 
 const guard = <T>(work: () => T): Outcome<T> => {
   try {
     return { ok: true, value: work() };
   } catch (e) {
-    const err = e as Error & Partial<UncodableExponentError>;
-    return { ok: false, error: { name: err.name, message: err.message, tensor: err.tensor, index: err.index, exponent: err.exponent } };
+    const err = e as Error & Partial<UncodableExponentError> & Partial<InvalidModuleError>;
+    return { ok: false, error: { name: err.name, message: err.message, tensor: err.tensor, index: err.index, exponent: err.exponent, field: err.field, detail: err.detail } };
   }
 };
 

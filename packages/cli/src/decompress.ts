@@ -17,6 +17,7 @@ import {
   checkStoredTensors,
   compressedModulesOf,
   isModuleTensor,
+  namingModule,
   readDF11Module,
   readRecordedChecksums,
   weightNamesOf,
@@ -97,7 +98,9 @@ export async function decompressModel(input: string, output: string, options: De
       threads,
       async (path) => {
         const module = await readDF11Module(weights, path);
-        const { decoded, checksum } = await pool.decode(module);
+        const { decoded, checksum } = await pool.decode(module).catch((e) => {
+          throw namingModule(path, e);
+        });
         return { path, decoded, checksum, splits: module.splitPositions };
       },
       async ({ path, decoded, checksum, splits }, i) => {

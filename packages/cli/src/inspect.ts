@@ -2,7 +2,7 @@ import { availableParallelism } from "node:os";
 import { readModelConfig, SafetensorsCollection } from "@df11/hub-loader";
 import type { ModuleStats } from "@df11/codec";
 import { dtypeBreakdown, type DtypeShare } from "./model-info.js";
-import { compressedModulesOf, dfloat11ConfigOf, isModuleTensor, readDF11Module } from "@df11/models";
+import { compressedModulesOf, dfloat11ConfigOf, isModuleTensor, namingModule, readDF11Module } from "@df11/models";
 import { orderedPipeline } from "./ordered-pipeline.js";
 import { CodecPool } from "./pool.js";
 
@@ -42,7 +42,13 @@ export async function inspectModel(dir: string, options: { threads?: number } = 
   await orderedPipeline(
     compressedModulesOf(weights.names()),
     threads,
-    async (path) => ({ path, stats: (await pool.check(await readDF11Module(weights, path))).stats }),
+    async (path) => {
+      const module = await readDF11Module(weights, path);
+      const checked = await pool.check(module).catch((e) => {
+        throw namingModule(path, e);
+      });
+      return { path, stats: checked.stats };
+    },
     async ({ path, stats }) => {
       modules.push({ module: path, ...stats });
     },

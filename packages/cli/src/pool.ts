@@ -23,10 +23,7 @@ function workerFile(): string {
 /** Rebuild the typed error a worker reported. */
 function revive(e: WorkerError): Error {
   if (e.name === "UncodableExponentError") return new UncodableExponentError(e.tensor!, e.index!, e.exponent!);
-  if (e.name === "InvalidModuleError") {
-    const [field, ...rest] = e.message.split(": ");
-    return new InvalidModuleError(field, rest.join(": "));
-  }
+  if (e.name === "InvalidModuleError") return new InvalidModuleError(e.field!, e.detail!);
   const err = e.name === "CodecError" ? new CodecError(e.message) : new Error(e.message);
   err.name = e.name;
   return err;

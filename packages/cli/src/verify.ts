@@ -10,12 +10,13 @@ import {
   currentLayoutName,
   inCurrentLayout,
   languageModelLayout,
+  namingModule,
   readDF11Module,
   readRecordedChecksums,
   weightNamesOf,
   type ChecksumLedger,
 } from "@df11/models";
-import { MODULE_TENSOR_SUFFIXES, splitWeights, type ModuleChecksums } from "@df11/codec";
+import { InvalidModuleError, MODULE_TENSOR_SUFFIXES, splitWeights, type ModuleChecksums } from "@df11/codec";
 import { df11ConfigOf, recordedShapes, shapeOfWeight } from "./model-info.js";
 import { defaultMaxMemory, planMemory, storedConcurrency } from "./memory-plan.js";
 import { orderedPipeline } from "./ordered-pipeline.js";
@@ -123,7 +124,8 @@ export async function verifyModel(dir: string, options: VerifyOptions = {}): Pro
         }
         return { path, module, ...checked };
       } catch (e) {
-        throw new VerificationError(path, (e as Error).message);
+        const named = namingModule(path, e);
+        throw named instanceof InvalidModuleError ? new VerificationError(named.field, named.detail) : new VerificationError(path, (e as Error).message);
       }
     },
     async ({ path, module, decoded, checksum }, i) => {

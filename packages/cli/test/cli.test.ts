@@ -131,7 +131,16 @@ describe("df11 on a generated model", () => {
     const gapsInfo = model.info("model.layers.0.gaps");
     bytes[gapsInfo.fileOffset + 2] ^= 0x08;
     await writeFile(file, bytes);
-    await expect(df11("verify", broken)).rejects.toMatchObject({ stderr: expect.stringMatching(/model\.layers\.0: .*(gaps|output_positions)/) });
+    await expect(df11("verify", broken)).rejects.toMatchObject({ stderr: expect.stringMatching(/model\.layers\.0\.(gaps|output_positions): /) });
+    // inspect decodes the way the GPU does too, and names the module the same way.
+    await expect(df11("inspect", broken)).rejects.toMatchObject({ stderr: expect.stringMatching(/model\.layers\.0\.(gaps|output_positions): /) });
+    // A structural error (output_positions out of order) is named wherever the module is read: generate included.
+    bytes[gapsInfo.fileOffset + 2] ^= 0x08;
+    const op = model.info("model.layers.0.output_positions");
+    bytes.set([0xff, 0xff, 0xff, 0x7f], op.fileOffset + 8);
+    await writeFile(file, bytes);
+    for (const cmd of ["inspect", "verify"]) await expect(df11(cmd, broken)).rejects.toMatchObject({ stderr: expect.stringMatching(/model\.layers\.0\.output_positions: entry 2 = \d+ is out of order/) });
+    await expect(df11("generate", broken, "--input-ids", "1,2", "-n", "2", "--device", "cpu")).rejects.toMatchObject({ stderr: expect.stringMatching(/model\.layers\.0\.output_positions: entry 2/) });
   });
 });
 

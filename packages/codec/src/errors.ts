@@ -35,8 +35,9 @@ export class InvalidModuleError extends CodecError {
   constructor(
     /** The field (tensor suffix) found to be wrong, e.g. `gaps`. */
     readonly field: string,
-    message: string,
+    /** What is wrong with it. */
+    readonly detail: string,
   ) {
-    super(`${field}: ${message}`);
+    super(`${field}: ${detail}`);
   }
 }

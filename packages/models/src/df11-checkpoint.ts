@@ -3,6 +3,7 @@ import {
   moduleTensorBytes,
   outputPositionsFromBytes,
   InvalidModuleError,
+  validateModule,
   type DF11Module,
   type ModuleTensorSuffix,
 } from "@df11/codec";
@@ -30,8 +31,18 @@ const EXPECTED_DTYPE: Record<(typeof MODULE_TENSOR_SUFFIXES)[number], string> = 
 };
 
 /**
- * Read the six tensors of module `path` from a checkpoint; `read` may put them somewhere of the
- * caller's (pinned memory for a GPU upload, say).
+ * `e` naming module `path`: an {@link InvalidModuleError} about one of its tensors (`gaps: …`, as the
+ * codec reports it) becomes one about `<path>.gaps`; anything else is returned as it is.
+ */
+export function namingModule(path: string, e: unknown): unknown {
+  if (!(e instanceof InvalidModuleError) || e.field.startsWith(`${path}.`)) return e;
+  return new InvalidModuleError(`${path}.${e.field}`, e.detail);
+}
+
+/**
+ * Read the six tensors of module `path` from a checkpoint and check their structure (the codec's
+ * `validateModule`: LUTs, output positions, gaps size, split positions); `read` may put them somewhere
+ * of the caller's (pinned memory for a GPU upload, say). Throws InvalidModuleError naming `<path>.<tensor>`.
  */
 export async function readDF11Module(weights: SafetensorsCollection, path: string, read: (name: string) => Promise<Uint8Array> = (n) => weights.read(n)): Promise<DF11Module> {
   const raw: Record<string, Uint8Array> = {};
@@ -50,7 +61,7 @@ export async function readDF11Module(weights: SafetensorsCollection, path: strin
   }
   const split = raw.split_positions;
   const splitView = new BigInt64Array(split.buffer, split.byteOffset, split.byteLength / 8);
-  return {
+  const module: DF11Module = {
     luts: raw.luts,
     encodedExponent: raw.encoded_exponent,
     signMantissa: raw.sign_mantissa,
@@ -58,6 +69,12 @@ export async function readDF11Module(weights: SafetensorsCollection, path: strin
     gaps: raw.gaps,
     splitPositions: [...splitView].map(Number),
   };
+  try {
+    validateModule(module);
+  } catch (e) {
+    throw namingModule(path, e);
+  }
+  return module;
 }
 
 /** The six tensors of a module, ready for a safetensors writer, in the official dtypes and shapes. */

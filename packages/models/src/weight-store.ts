@@ -1,4 +1,4 @@
-import { bf16ToFloat32, decodeElements, decodeModule, validateModule, type DF11Module } from "@df11/codec";
+import { bf16ToFloat32, decodeElements, decodeModule, type DF11Module } from "@df11/codec";
 import type { SafetensorsCollection } from "@df11/hub-loader";
 import { WeightLayoutError } from "./errors.js";
 import { compressedModulesOf, isModuleTensor, readDF11Module } from "./df11-checkpoint.js";
@@ -118,8 +118,7 @@ export class Df11WeightStore implements WeightStore {
     const owner = new Map<string, { module: string; index: number }>();
     let bytes = 0;
     for (const path of compressedModulesOf(weights.names())) {
-      const module = await readDF11Module(weights, path);
-      validateModule(module);
+      const module = await readDF11Module(weights, path); // validated
       const names = weightNamesOf(patternDict, path);
       if (module.splitPositions.length !== names.length - 1) {
         throw new WeightLayoutError(`${path}.split_positions`, `${module.splitPositions.length + 1} parts, the pattern_dict lists ${names.length}`);
