@@ -82,6 +82,39 @@ serve.kill("SIGTERM");
 const served = completion.choices?.[0]?.logprobs?.tokens;
 check(completion.usage?.completion_tokens === 16, `serve: ${JSON.stringify(completion).slice(0, 300)}`);
 
-const summary = { ok: failures.length === 0, failures, tokens, runs: runs.map(({ tokenIds, ...r }) => r), health, servedTokens: served?.length ?? null };
+// Tensor parallel over every GPU (two or more): generate --devices reports each GPU's memory; serve
+// --devices names them in /health and completes.
+let tensorParallel = null;
+const gpus = DEVICE === "cpu" ? 0 : Number(execFileSync("nvidia-smi", ["-L"], { encoding: "utf8" }).trim().split("\n").length);
+if (gpus >= 2) {
+  const list = Array.from({ length: gpus }, (_, i) => i).join(",");
+  const r = JSON.parse(df11("generate", df11Dir, "--input-ids", ids, "-n", "16", "--json", "--devices", list));
+  check(r.device === "cuda" && r.memory?.devices?.length === gpus, `generate --devices ${list}: ${JSON.stringify(r.memory)}`);
+  check(r.tokenIds.length === 16, `generate --devices ${list}: ${r.tokenIds.length} tokens`);
+  const tp = spawn(process.execPath, [bin, "serve", df11Dir, "--port", "0", "--devices", list], { stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  const tpUrl = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`serve --devices did not start: ${err}`)), 60_000);
+    tp.stderr.on("data", (d) => {
+      err += d;
+      const m = /at (http:\/\/\S+)\/v1/.exec(err);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    tp.on("exit", (code) => reject(new Error(`serve --devices exited ${code}: ${err}`)));
+  });
+  const tpHealth = await (await fetch(`${tpUrl}/health`)).json();
+  const tpCompletion = await (
+    await fetch(`${tpUrl}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: df11Dir, prompt: ids.split(",").map(Number), max_tokens: 16, temperature: 0, ignore_eos: true }) })
+  ).json();
+  tp.kill("SIGTERM");
+  check(JSON.stringify(tpHealth.devices) === JSON.stringify(Array.from({ length: gpus }, (_, i) => i)), `serve --devices /health: ${JSON.stringify(tpHealth)}`);
+  check(tpCompletion.usage?.completion_tokens === 16, `serve --devices: ${JSON.stringify(tpCompletion).slice(0, 300)}`);
+  tensorParallel = { devices: list, generateTokens: r.tokenIds, memory: r.memory, health: tpHealth };
+}
+
+const summary = { ok: failures.length === 0, failures, tokens, runs: runs.map(({ tokenIds, ...r }) => r), health, servedTokens: served?.length ?? null, tensorParallel };
 console.log(JSON.stringify(summary, null, 2));
 process.exit(failures.length ? 1 : 0);

@@ -17,7 +17,7 @@ import { DEMO_SHAPE, writeSyntheticModel } from "@df11/models";
 import { hubEnvironment, listCachedModels, removePendingTemporaries, resolveModel, sizeThreadPoolForReads } from "@df11/hub-loader";
 import { modelDirectory } from "./model-source.js";
 import { interruptSignal, parseIds, runChat, runGenerate, type GenerationFlags } from "./generate-command.js";
-import type { DeviceChoice } from "./load-model.js";
+import { deviceFor, parseDevices, type DeviceChoice } from "./devices-option.js";
 import { gpuWeightsOption, warnIfGpuWeightsUnused, weightsReport, type GpuWeightsChoice } from "./weights-report.js";
 import { BATCH_HELP, batchGenerateCommand } from "./batch-generate.js";
 import { asDeviceFlagError, CliError } from "./errors.js";
@@ -207,11 +207,22 @@ const withSampling = (cmd: Command) =>
     .option("--device <device>", "cuda (GPU), cpu, or auto: the GPU when one is present", deviceOption, "auto")
     .option("--max-context <n>", "GPU: positions the KV cache holds (default: min(model's maximum, 4096))", intOption)
     .option("--gpu-weights <layout>", GPU_WEIGHTS_HELP, gpuWeightsOption, "auto")
+    .option("--devices <ids>", DEVICES_HELP, devicesOption)
     .option("--verify-weights", "decode every DF11 module once at load and check it against its recorded checksum");
 
 function deviceOption(v: string): DeviceChoice {
   if (v !== "auto" && v !== "cpu" && v !== "cuda") throw new InvalidArgumentError("expected cuda, cpu or auto");
   return v;
+}
+
+const DEVICES_HELP = "GPU indices, e.g. 0,1: one runs on that GPU; several split the model over them (tensor parallel: attention heads, MLP features and vocabulary per GPU, NCCL between)";
+
+function devicesOption(v: string): number[] {
+  try {
+    return parseDevices(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
 }
 
 const GPU_WEIGHTS_HELP =
@@ -230,6 +241,7 @@ const flagsOf = (o: Record<string, unknown>): GenerationFlags => ({
   maxContext: o.maxContext as number | undefined,
   verifyWeights: o.verifyWeights as boolean | undefined,
   gpuWeights: o.gpuWeights as GpuWeightsChoice,
+  devices: o.devices as number[] | undefined,
   samplingDefaults: o.samplingDefaults as boolean,
 });
 
@@ -292,6 +304,7 @@ program
   .option("--model-id <id>", "the name clients use in `model` (default: the argument)")
   .option("--device <device>", "cuda (GPU), cpu, or auto: the GPU when one is present", deviceOption, "auto")
   .option("--gpu-weights <layout>", GPU_WEIGHTS_HELP, gpuWeightsOption, "auto")
+  .option("--devices <ids>", DEVICES_HELP, devicesOption)
   .option("--verify-weights", "decode every DF11 module once at load and check it against its recorded checksum")
   .option("--no-sampling-defaults", "ignore the sampling defaults in the model's generation_config.json (requests that set none get OpenAI's)")
   .action(async (source: string, opts) => {
@@ -301,7 +314,8 @@ program
     const bar = downloadBar("load");
     if (opts.device === "cpu" && opts.gpuWeights !== "auto") throw new CliError(`--gpu-weights ${opts.gpuWeights} applies to the GPU, not --device cpu (the CPU runs DF11 as stored)`);
     const model = await loadModel(await modelDirectory(source), {
-      device: opts.device,
+      device: deviceFor(opts.device, opts.devices),
+      devices: opts.devices,
       gpuWeights: opts.gpuWeights,
       maxContext: opts.maxContext,
       slots: opts.maxBatch,

@@ -38,6 +38,8 @@ export interface GenerationFlags {
   readonly verifyWeights?: boolean;
   /** GPU: how the weights are held (default auto: fused (bf16 for tiny models, where its padding costs more), or huffman when that would not fit). */
   readonly gpuWeights?: GpuWeightsChoice;
+  /** GPU indices (--devices): one picks that GPU, several run tensor parallel over them. */
+  readonly devices?: readonly number[];
   /** false (--no-sampling-defaults): ignore generation_config.json's sampling defaults. */
   readonly samplingDefaults?: boolean;
 }
@@ -143,7 +145,7 @@ export async function runGenerate(
 ): Promise<GenerateResult> {
   if (input.prompt !== undefined && input.inputIds) throw new CliError("give --prompt or --input-ids, not both");
   if (input.chat && input.inputIds) throw new CliError("--chat wraps a text prompt in the chat template; it does not apply to --input-ids");
-  using model = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights, gpuWeights: flags.gpuWeights });
+  using model = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights, gpuWeights: flags.gpuWeights, devices: flags.devices });
   const tokenizer = await TextTokenizer.load(modelDir);
   let prompt: number[];
   if (input.inputIds) prompt = input.inputIds;
@@ -184,7 +186,7 @@ export async function runGenerate(
 
 /** `df11 chat`: an interactive conversation using the model's chat template. */
 export async function runChat(modelDir: string, flags: GenerationFlags, system?: string): Promise<void> {
-  using model = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights, gpuWeights: flags.gpuWeights });
+  using model = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights, gpuWeights: flags.gpuWeights, devices: flags.devices });
   const tokenizer = await TextTokenizer.load(modelDir);
   if (!tokenizer?.hasChatTemplate) throw new CliError(`${modelDir} has no tokenizer with a chat template; use df11 generate`);
   const { options } = await settingsOf(modelDir, model, tokenizer, flags);

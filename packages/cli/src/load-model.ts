@@ -2,9 +2,10 @@ import "@df11/cuda-kernel"; // registers the CUDA backend with @df11/models
 import { loadCausalLM, type CausalLM } from "@df11/models";
 import { warnIfGpuWeightsUnused, type GpuWeightsChoice } from "./weights-report.js";
 import { asDeviceFlagError, CliError } from "./errors.js";
+import { deviceFor } from "./devices-option.js";
 
-/** Where generation runs: a CUDA GPU, the CPU, or (auto) the GPU when one is present. */
-export type DeviceChoice = "auto" | "cpu" | "cuda";
+export type { DeviceChoice } from "./devices-option.js";
+import type { DeviceChoice } from "./devices-option.js";
 
 export interface LoadOptions {
   readonly device?: DeviceChoice;
@@ -16,6 +17,8 @@ export interface LoadOptions {
   readonly verifyWeights?: boolean;
   /** GPU: how the weights are held (--gpu-weights; default auto). */
   readonly gpuWeights?: GpuWeightsChoice;
+  /** GPU indices: one picks that GPU, several run the model tensor parallel over them (--devices). */
+  readonly devices?: readonly number[];
   /** GPU: bytes placed on the device so far. */
   readonly onProgress?: (done: number, total: number) => void;
 }
@@ -25,7 +28,7 @@ export async function loadModelOn(directory: string, options: LoadOptions = {}):
   if (options.device === "cpu" && options.gpuWeights && options.gpuWeights !== "auto")
     throw new CliError(`--gpu-weights ${options.gpuWeights} applies to the GPU, not --device cpu (the CPU runs DF11 as stored)`);
   try {
-    const model = await loadCausalLM(directory, { ...options, device: options.device ?? "auto" });
+    const model = await loadCausalLM(directory, { ...options, device: deviceFor(options.device, options.devices) });
     warnIfGpuWeightsUnused(model.device, options.gpuWeights);
     return model;
   } catch (e) {

@@ -234,6 +234,13 @@ describe("df11 generate", () => {
     expect(cpu.tokenIds).toEqual(auto.tokenIds);
     await expect(df11("generate", dir, "--input-ids", "1", "--device", "cuda")).rejects.toMatchObject({ stderr: expect.stringMatching(/--device cuda: (no CUDA device|no @df11\/cuda-kernel binary)/) });
     await expect(df11("generate", dir, "--input-ids", "1", "--device", "tpu")).rejects.toMatchObject({ stderr: expect.stringMatching(/expected cuda, cpu or auto/) });
+    // --devices names GPUs: refused on the CPU, malformed lists named, and without a GPU it says why.
+    await expect(df11("generate", dir, "--input-ids", "1", "--device", "cpu", "--devices", "0,1")).rejects.toMatchObject({ stderr: expect.stringMatching(/--devices 0,1 names GPUs; it does not apply to --device cpu/) });
+    for (const [bad, why] of [["0,0", /lists a GPU twice/], ["0,x", /expected GPU indices separated by commas/], ["", /expected GPU indices/]] as const) {
+      await expect(df11("generate", dir, "--input-ids", "1", "--devices", bad)).rejects.toMatchObject({ stderr: expect.stringMatching(why) });
+    }
+    await expect(df11("serve", dir, "--devices", "0,-1")).rejects.toMatchObject({ stderr: expect.stringMatching(/--devices.*expected GPU indices/) });
+    await expect(df11("generate", dir, "--input-ids", "1", "--devices", "0,1")).rejects.toMatchObject({ stderr: expect.stringMatching(/--device cuda: (no CUDA device|no @df11\/cuda-kernel binary)|CUDA/) });
     // A GPU layout asked for where --device auto finds no GPU: said on stderr, the run goes on on the CPU.
     const fallback = await df11("generate", dir, "--json", "-n", "3", "--input-ids", "1,5,9", "--gpu-weights", "fused");
     expect(fallback.stderr).toMatch(/warning: --gpu-weights fused is ignored: no usable GPU, running on the CPU/);

@@ -45,6 +45,7 @@ export {
   type CudaTensor,
   type GpuWeightsLayout,
 } from "./backend/cuda-backend.js";
+export { TensorParallelBackend, type TensorParallelBackendOptions, type TensorParallelEngineConfig, type TensorParallelTensor } from "./backend/tensor-parallel-backend.js";
 export { DeviceWeights, type LoadProgress, type LoadChecks, type LoadCheckReport } from "./backend/device-weights.js";
 export { FusedDeviceMatrix, fusedLayoutReport, type FusedLayoutReport } from "./backend/formats/fused.js";
 export type { DeviceMatrix, WeightFormat } from "./backend/formats/matrix.js";

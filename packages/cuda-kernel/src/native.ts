@@ -46,7 +46,10 @@ export interface NativeAddon {
   gatedActivation(gu: Address, rows: number, inner: number, activation: number, out: Address, stream?: NativeStream): void;
   add(a: Address, b: Address, n: number, stream?: NativeStream): void;
   softcap(x: Address, n: number, cap: number, stream?: NativeStream): void;
-  argmax(x: Address, rows: number, n: number, out: Address, stream?: NativeStream): void;
+  /** `values` (optional): each row's largest value, float32. */
+  argmax(x: Address, rows: number, n: number, out: Address, stream?: NativeStream, values?: Address): void;
+  /** A strided block device to device: `height` rows of `widthBytes` (cudaMemcpy2DAsync). */
+  copy2D(dst: Address, dstPitch: number, src: Address, srcPitch: number, widthBytes: number, height: number, stream?: NativeStream): void;
   sum64(address: Address, bytes: number, firstWord: number, out: Address, stream?: NativeStream): void;
   gatherRows(x: Address, rows: Address, count: number, dim: number, out: Address, stream?: NativeStream): void;
   rmsNorm(x: Address, rows: number, dim: number, weight: Address, eps: number, unitOffset: boolean, out: Address, residual: Address, stream?: NativeStream): void;

@@ -2,55 +2,19 @@
 // DF11, against transformers' float32 logits and greedy tokens; DF11 bit-identical to BF16 on the GPU;
 // a deliberately broken kernel caught; memory errors and release. Skipped, with the reason, without a GPU.
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { after } from "node:test";
-import { fileURLToPath } from "node:url";
-import { SafetensorsFile } from "../../hub-loader/dist/index.js";
 import { CausalLM, generate, loadCausalLM, Model, writeSyntheticModel } from "../../models/dist/index.js";
 import { compressModel } from "../../cli/dist/index.js";
 import { gpuTest, gpuUnavailableReason, relError } from "./gpu-helpers.mjs";
+import { checkGreedy, models, referenceOf, REL_TOLERANCE, repo, sameBits } from "./reference-models.mjs";
 import { CudaBackend, memoryInfo, OutOfDeviceMemoryError } from "../dist/index.js";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, "..", "..", "..");
-const fixturesRoot = resolve(process.env.DF11_FIXTURES ?? join(repo, "..", "shared", "fixtures"));
-
-/**
- * Tolerance on logits vs transformers float32, as relative L2 error over all positions. The GPU runs
- * BF16 weights with float32 activations and accumulation, but prefill multiplies on the tensor cores
- * with activations rounded to BF16 (relative rounding 2^-9 ≈ 2e-3 per operand) and the KV cache is
- * BF16: through two layers that left 0.9e-3…6.8e-3 on the H100 (largest: gemma2's soft-capped prefill).
- * Broken kernels (RoPE turning the wrong way, attention without its 1/√d scale) land above it (tested).
- */
-const REL_TOLERANCE = 1e-2;
-
-/** Every model to check: [name, bf16 dir, df11 dir or undefined (compressed here), reference dir]. */
-function models() {
-  const list = [];
-  const refRoot = join(repo, "test-support", "reference-models");
-  for (const name of readdirSync(refRoot).sort()) list.push({ name, bf16: join(refRoot, name, "bf16"), ref: join(refRoot, name) });
-  if (existsSync(fixturesRoot)) {
-    for (const name of readdirSync(fixturesRoot).sort()) {
-      if (existsSync(join(fixturesRoot, name, "df11", "config.json"))) list.push({ name, bf16: join(fixturesRoot, name, "bf16"), df11: join(fixturesRoot, name, "df11"), ref: join(fixturesRoot, name) });
-    }
-  } else console.log(`# official fixtures not found at ${fixturesRoot}: only the reference models run`);
-  return list;
-}
 
 const work = gpuUnavailableReason ? undefined : mkdtempSync(join(tmpdir(), "df11-gpu-gen-"));
 after(() => work && rmSync(work, { recursive: true, force: true }));
-
-async function referenceOf(dir) {
-  const ref = JSON.parse(readFileSync(join(dir, "reference.json"), "utf8"));
-  const f = await SafetensorsFile.open(join(dir, "reference_logits.safetensors"));
-  const raw = await f.read("logits_fp32");
-  await f.close();
-  return { ...ref, logits: new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4) };
-}
-
-const sameBits = (a, b) => a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
 async function gpuModel(dir, options = {}) {
   const backend = await CudaBackend.load(dir, { maxContext: 64, ...options });
@@ -71,27 +35,6 @@ async function logitsBothWays(dir, ids, options) {
     model.dispose();
     throw e;
   }
-}
-
-/** Greedy tokens; where they leave the reference, the two best logits must be within the tolerance (a near tie). */
-async function checkGreedy(model, ref, label) {
-  const tokens = [];
-  const margins = [];
-  model.reset();
-  let logits = model.forward(ref.input_ids);
-  for (let i = 0; i < ref.greedy_fp32.length; i++) {
-    const sorted = [...logits].map((v, t) => [v, t]).sort((a, b) => b[0] - a[0]);
-    tokens.push(sorted[0][1]);
-    margins.push(sorted[0][0] - sorted[1][0]);
-    if (tokens[i] !== ref.greedy_fp32[i]) {
-      const scale = Math.max(...logits.map(Math.abs));
-      assert.ok(margins[i] < REL_TOLERANCE * scale, `${label}: token ${i} is ${tokens[i]}, transformers chose ${ref.greedy_fp32[i]}, with a top-two margin ${margins[i]} (not a near tie)`);
-      console.log(`# ${label}: greedy tokens agree for ${i} steps, then a near tie (margin ${margins[i].toExponential(2)})`);
-      return;
-    }
-    logits = model.forward([tokens[i]]);
-  }
-  console.log(`# ${label}: all ${tokens.length} greedy tokens equal transformers'`);
 }
 
 /** Every weight layout the GPU runs, each of which must give the BF16 layout's logits bit for bit. */

@@ -144,39 +144,8 @@ test("all-gather (in place and out of place) and broadcast over every GPU", { sk
     }
   }));
 
-test("collectives recorded in one CUDA graph per device replay correctly (all-reduce then all-gather)", { skip: skipFor(2) }, () =>
-  withClique(ALL, (clique) => {
-    const W = ALL.length;
-    const n = 65_536 + 5;
-    const red = perDevice(ALL, n * 4);
-    const gat = perDevice(ALL, W * n * 4);
-    const graphs = [];
-    try {
-      const streams = red.map((r) => r.stream);
-      red.forEach((r) => withDevice(r.device, () => r.stream.beginCapture()));
-      clique.allReduce(red.map((r) => ({ device: r.device, address: r.buffer.address, count: n })), "float32", "sum", streams);
-      clique.allGather(gat.map((g, i) => ({ device: g.device, address: g.buffer.address, source: red[i].buffer.address, count: n })), "float32", streams);
-      red.forEach((r) => graphs.push(withDevice(r.device, () => r.stream.endCapture())));
-
-      for (let round = 0; round < 3; round++) {
-        const inputs = ALL.map((r) => inputOf(r + 10 * round, n));
-        red.forEach((r, i) => upload(r, inputs[i]));
-        graphs.forEach((g, i) => withDevice(ALL[i], () => g.launch(streams[i])));
-        streams.forEach((s) => s.synchronize());
-        const sum = inputs[0].map((_, i) => inputs.reduce((s, x) => s + x[i], 0));
-        const gathered = new Float32Array(W * n);
-        for (let r = 0; r < W; r++) gathered.set(sum, r * n);
-        red.forEach((r, i) => assertArrayEqual(download(r, n), sum, `round ${round}, rank ${i}: graph all-reduce`));
-        gat.forEach((g, i) => assertArrayEqual(download(g, W * n), gathered, `round ${round}, rank ${i}: graph all-gather`));
-      }
-    } finally {
-      // graphs before the clique: NCCL's destroy waits for the graphs that recorded its collectives
-      graphs.forEach((g, i) => withDevice(ALL[i], () => g.dispose()));
-      disposeAll(red);
-      disposeAll(gat);
-    }
-  }));
-
+// One graph per device does not work for collectives over several devices (cudaGraphInstantiate:
+// cudaErrorStreamCaptureUnsupported, seen on two H200s with NCCL 2.28): record one graph spanning them.
 test("collectives recorded in one graph spanning every device (streams forked and joined with events)", { skip: skipFor(2) }, () =>
   withClique(ALL, (clique) => {
     const n = 8191;

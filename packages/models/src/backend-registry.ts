@@ -21,6 +21,12 @@ export interface BackendLoadOptions {
    * memory), `bf16` (plain BF16), or `auto` (default: fused (bf16 for tiny models, where its padding costs more), or huffman when that would not fit).
    */
   readonly gpuWeights?: "auto" | "fused" | "huffman" | "bf16";
+  /**
+   * CUDA device indices. One: run on that GPU. Several: tensor parallelism over them (attention heads,
+   * MLP features and lm_head's vocabulary split across the GPUs, NCCL all-reduces between; see
+   * `tensorParallelPlan`). Default: the current device.
+   */
+  readonly devices?: readonly number[];
 }
 
 /** A device backend that another package provides (the CUDA one lives in @df11/cuda-kernel). */

@@ -70,6 +70,8 @@ export interface BackendMemory {
   readonly inUseBytes: number;
   /** Most bytes in use at once so far, loading included (device: since counting began; RSS: since the process started). */
   readonly peakBytes: number;
+  /** Several GPUs (tensor parallelism): each one's share; the totals above are their sums. */
+  readonly devices?: ReadonlyArray<{ readonly device: number; readonly inUseBytes: number; readonly peakBytes: number }>;
 }
 
 /**
@@ -80,6 +82,13 @@ export interface BackendMemory {
 export interface Backend<T extends BackendTensor = BackendTensor> extends Disposable {
   readonly device: "cpu" | "cuda";
   readonly config: TextModelConfig;
+  /**
+   * Tensor-parallel backends: the shapes of one GPU's share (its attention heads, KV heads, intermediate
+   * features and vocabulary shard; see `tensorParallelPlan`), which the forward pass sizes the step's
+   * tensors by. Such a backend all-reduces the row-parallel outputs itself, and its `read`/`argmax` of the
+   * logits answer for the whole vocabulary. Absent: `config`.
+   */
+  readonly shardConfig?: TextModelConfig;
   readonly weights: WeightsInfo;
   /** Most rows in one step (longer prompts are split into steps). */
   readonly maxRows: number;

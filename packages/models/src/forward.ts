@@ -9,14 +9,17 @@ export interface ForwardStepOptions {
 /**
  * The decoder-only transformer (llama, mistral, qwen2/3, gemma2/3, phi3), written once over a
  * {@link Backend}: embeds the step's rows, runs every layer (writing the KV cache), and returns the
- * logits [outputRows, vocab] as a backend tensor.
+ * logits [outputRows, vocab] as a backend tensor (a tensor-parallel backend's holds its vocabulary shard;
+ * its `read` and `argmax` answer for the whole vocabulary).
  */
 export function forwardStep<T extends BackendTensor>(b: Backend<T>, rows: number, outputRows: number, options: ForwardStepOptions = {}): T {
   const c = b.config;
+  // A tensor-parallel backend's tensors hold its GPUs' share of heads, features and vocabulary.
+  const s = b.shardConfig ?? c;
   const H = c.hiddenSize;
-  const qDim = c.numHeads * c.headDim;
-  const kvDim = c.numKvHeads * c.headDim;
-  const I = c.intermediateSize;
+  const qDim = s.numHeads * c.headDim;
+  const kvDim = s.numKvHeads * c.headDim;
+  const I = s.intermediateSize;
   const h = b.tensor("hidden", rows, H);
   const x = b.tensor("normed", rows, H);
   const qkv = b.tensor("qkv", rows, qDim + 2 * kvDim);
@@ -61,8 +64,8 @@ export function forwardStep<T extends BackendTensor>(b: Backend<T>, rows: number
   const last = b.tensor("output_hidden", outputRows, H);
   b.gatherOutputRows(h, last);
   b.rmsNorm(last, "model.norm.weight", last);
-  const logits = b.tensor("logits", outputRows, c.vocabSize);
-  b.linear(last, [{ name: c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight", rows: c.vocabSize }], logits);
+  const logits = b.tensor("logits", outputRows, s.vocabSize);
+  b.linear(last, [{ name: c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight", rows: s.vocabSize }], logits);
   if (c.finalLogitSoftcap) b.softcap(logits, c.finalLogitSoftcap);
   return logits;
 }

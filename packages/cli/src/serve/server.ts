@@ -131,7 +131,9 @@ export async function serveModel(model: Model, options: ServeOptions = {}): Prom
     const url = new URL(req.url ?? "/", "http://localhost");
     try {
       if (url.pathname === "/health" && req.method === "GET") {
-        return send(res, 200, { status: "ok", model: modelId, device: model.device, weights: weightsReport(model.lm.weights), active: model.scheduler.active, queued: model.scheduler.queued });
+        // Tensor parallel: the GPUs the model is split over.
+        const gpus = model.lm.backend.memory?.().devices?.map((d) => d.device);
+        return send(res, 200, { status: "ok", model: modelId, device: model.device, ...(gpus ? { devices: gpus } : {}), weights: weightsReport(model.lm.weights), active: model.scheduler.active, queued: model.scheduler.queued });
       }
       if (!url.pathname.startsWith("/v1/")) throw new ApiError(404, `no route ${req.method} ${url.pathname}`, null, "not_found");
       if (options.apiKey && !authorized(req, options.apiKey)) throw new ApiError(401, "Incorrect or missing API key: send Authorization: Bearer <key>", null, "invalid_api_key");

@@ -122,6 +122,17 @@ Napi::Value CopyAddress(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// copy2D(dst, dstPitch, src, srcPitch, widthBytes, height, stream?) — a strided block, device to device
+// (a column slice of a row-major matrix: tensor-parallel shards).
+Napi::Value Copy2D(const Napi::CallbackInfo& info) {
+  throwIfError(info.Env(),
+               cudaMemcpy2DAsync(pointerArg<void>(info, 0, "dst"), static_cast<size_t>(numberArg(info, 1, "dstPitch")), pointerArg<const void>(info, 2, "src"),
+                                 static_cast<size_t>(numberArg(info, 3, "srcPitch")), static_cast<size_t>(numberArg(info, 4, "widthBytes")),
+                                 static_cast<size_t>(numberArg(info, 5, "height")), cudaMemcpyDeviceToDevice, streamOf(info[6])),
+               "cudaMemcpy2DAsync");
+  return info.Env().Undefined();
+}
+
 // ---- kernel launchers ------------------------------------------------------------------------------
 Napi::Value Embedding(const Napi::CallbackInfo& info) {
   throwIfError(info.Env(),
@@ -156,7 +167,8 @@ Napi::Value Softcap(const Napi::CallbackInfo& info) {
 
 Napi::Value Argmax(const Napi::CallbackInfo& info) {
   throwIfError(info.Env(),
-               df11::launchArgmax(pointerArg<const float>(info, 0, "x"), intArg(info, 1, "rows"), intArg(info, 2, "n"), pointerArg<int32_t>(info, 3, "out"), streamOf(info[4])),
+               df11::launchArgmax(pointerArg<const float>(info, 0, "x"), intArg(info, 1, "rows"), intArg(info, 2, "n"), pointerArg<int32_t>(info, 3, "out"),
+                                  info.Length() > 5 && !info[5].IsUndefined() ? pointerArg<float>(info, 5, "values") : nullptr, streamOf(info[4])),
                "argmax");
   return info.Env().Undefined();
 }
@@ -293,6 +305,7 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   fn("decode", Decode);
   fn("copy", Copy);
   fn("copyAddress", CopyAddress);
+  fn("copy2D", Copy2D);
   fn("embedding", Embedding);
   fn("gatedActivation", GatedActivation);
   fn("add", Add);

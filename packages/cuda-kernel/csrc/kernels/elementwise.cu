@@ -72,7 +72,7 @@ __device__ __forceinline__ void warpBest(float& best, int& index) {
 
 // One block per row: each thread scans a strided part, then a block reduction (ties → lowest index).
 constexpr int kArgmaxThreads = 1024;
-__global__ void __launch_bounds__(kArgmaxThreads) argmaxKernel(const float* __restrict__ x, int n, int32_t* __restrict__ out) {
+__global__ void __launch_bounds__(kArgmaxThreads) argmaxKernel(const float* __restrict__ x, int n, int32_t* __restrict__ out, float* __restrict__ bestValues) {
   pdlWait();
   pdlLaunchDependents();
   const float* row = x + static_cast<size_t>(blockIdx.x) * n;
@@ -99,7 +99,10 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmaxKernel(const float* __re
     best = lane < warps ? values[lane] : -FLT_MAX;
     index = lane < warps ? indices[lane] : n;
     warpBest(best, index);
-    if (lane == 0) out[blockIdx.x] = index < n ? index : 0;
+    if (lane == 0) {
+      out[blockIdx.x] = index < n ? index : 0;
+      if (bestValues) bestValues[blockIdx.x] = index < n ? row[index] : row[0];
+    }
   }
 }
 
@@ -130,9 +133,9 @@ cudaError_t launchSoftcap(float* x, size_t n, float cap, cudaStream_t stream) {
   return launchKernel(softcapKernel, dim3(gridFor(n, 256)), dim3(256), 0, stream, x, n, cap);
 }
 
-cudaError_t launchArgmax(const float* x, int rows, int n, int32_t* out, cudaStream_t stream) {
+cudaError_t launchArgmax(const float* x, int rows, int n, int32_t* out, float* values, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  return launchKernel(argmaxKernel, dim3(rows), dim3(kArgmaxThreads), 0, stream, x, n, out);
+  return launchKernel(argmaxKernel, dim3(rows), dim3(kArgmaxThreads), 0, stream, x, n, out, values);
 }
 
 cudaError_t launchToBf16(const float* x, size_t n, uint16_t* out, cudaStream_t stream) {

@@ -164,11 +164,14 @@ cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, float* worksp
   if (!tensorCores) {
     return launchKernel(linearFallbackKernel, dim3((a.N + 127) / 128, a.rows), dim3(128), 0, stream, a);
   }
-  static bool configured = false;
-  if (!configured) {
+  // The shared-memory opt-in is a per-device attribute of the kernel: set once on each device.
+  static bool configured[64] = {};
+  int device = 0;
+  cudaGetDevice(&device);
+  if (device < 0 || device >= 64 || !configured[device]) {
     const cudaError_t e = cudaFuncSetAttribute(gemmKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSharedBytes));
     if (e != cudaSuccess) return e;
-    configured = true;
+    if (device >= 0 && device < 64) configured[device] = true;
   }
   // Few rows (a batch of sequences) leave most SMs idle with one block per 128×128 tile: split K over
   // blocks until the GPU is about full, as far as the workspace allows.

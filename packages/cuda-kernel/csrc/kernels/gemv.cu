@@ -265,12 +265,15 @@ __global__ void __launch_bounds__(256) gemvScalarKernel(const LinearArgs a) {
 // which is what lets it prefetch weights under the previous kernel).
 template <auto Kernel>
 int residentBlocks(int threads) {
-  static int perSm = 0;  // per kernel
-  if (perSm == 0) {
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, Kernel, threads, 0);
-    if (perSm < 1) perSm = 1;
+  static int perSm[64] = {};  // per kernel and device
+  int device = 0;
+  cudaGetDevice(&device);
+  int& n = perSm[device >= 0 && device < 64 ? device : 0];
+  if (n == 0) {
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Kernel, threads, 0);
+    if (n < 1) n = 1;
   }
-  return multiprocessors() * perSm;
+  return multiprocessors() * n;
 }
 
 template <int MT, bool Half, bool Aligned, class Weights>

@@ -19,7 +19,8 @@ cudaError_t launchAdd(float* a, const float* b, size_t n, cudaStream_t stream);
 // x = tanh(x / cap) * cap over n elements.
 cudaError_t launchSoftcap(float* x, size_t n, float cap, cudaStream_t stream);
 // out[r] = index of the largest of x[r, :n] (first on ties).
-cudaError_t launchArgmax(const float* x, int rows, int n, int32_t* out, cudaStream_t stream);
+// values (may be null): each row's largest value (for combining vocabulary shards under tensor parallelism).
+cudaError_t launchArgmax(const float* x, int rows, int n, int32_t* out, float* values, cudaStream_t stream);
 // out[i] = bf16(x[i]) (round to nearest even), n elements.
 cudaError_t launchToBf16(const float* x, size_t n, uint16_t* out, cudaStream_t stream);
 // out[i, :] = x[rows[i], :] for i < count (gathers the rows whose logits are wanted).

@@ -12,6 +12,7 @@ import {
   type LinearWeight,
   type StepRows,
   type BackendMemory,
+  type RankShard,
   type TextModelConfig,
   type WeightsInfo,
 } from "@df11/models";
@@ -69,6 +70,12 @@ export interface CudaBackendOptions {
    * For finding where the time goes, not for speed.
    */
   readonly profile?: boolean;
+  /**
+   * Tensor parallelism (used by {@link TensorParallelBackend}): this GPU holds one rank's slice of each
+   * weight and runs the forward pass with the rank's shapes (`shard.config`). Not for direct use: the
+   * row-parallel outputs need the all-reduces the tensor-parallel backend adds.
+   */
+  readonly shard?: RankShard;
   /** Testing only: break a kernel's input on purpose, to show the accuracy checks catch it. */
   readonly fault?: "rope-direction" | "attention-unscaled";
 }
@@ -201,12 +208,16 @@ export class CudaBackend implements Backend<CudaTensor> {
   /** Split-K partial sums of the tensor-core GEMM when a step has few rows. */
   private readonly splitK: DeviceBuffer;
   private readonly decodeChunk: number;
-  private readonly deviceIndex: number;
+  /** The GPU this backend runs on. */
+  readonly deviceIndex: number;
+  /** Rows of the embedding table (the whole vocabulary, also when lm_head is a tensor-parallel shard). */
+  private readonly embeddingRows: number;
   private rows = 0;
   private outputRows = 0;
   /** Host milliseconds spent per phase of the steps so far (cheap counters; reset them to measure). */
   readonly hostTimes = { steps: 0, setStep: 0, launch: 0, readBack: 0 };
   private disposed = false;
+  private generation = 0;
 
   private constructor(
     readonly config: TextModelConfig,
@@ -218,8 +229,10 @@ export class CudaBackend implements Backend<CudaTensor> {
     private readonly fault: CudaBackendOptions["fault"],
     profile: boolean,
     private readonly gemmMinRows: number,
+    embeddingRows: number,
   ) {
     this.deviceIndex = currentDevice();
+    this.embeddingRows = embeddingRows;
     this.profile = profile ? new OpProfile(this.stream) : undefined;
     const fused = deviceWeights.fusedReport;
     this.weights = { kind: deviceWeights.kind, residentBytes: deviceWeights.residentBytes, layout: deviceWeights.layout, ...(fused ? { fused } : {}) };
@@ -239,7 +252,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     if (w.scratch > 0) this.scratch.push(alloc(w.scratch / 2), alloc(w.scratch / 2));
     this.xBf16 = alloc(xBf16Bytes(c, maxRows));
     this.partial = alloc(ATTENTION_SPLIT_ROWS * c.numHeads * MAX_SPLITS * (c.headDim + 2) * F32);
-    this.argmaxOut = alloc(Math.max(slots, maxRows) * 4);
+    this.argmaxOut = alloc(Math.max(slots, maxRows) * 8); // indices, then values (argmaxWithValues)
     this.splitK = alloc(SPLIT_K_BYTES);
     for (let l = 0; l < c.numLayers; l++) {
       const table = ropeTable(c.rope[l], c.headDim);
@@ -260,7 +273,9 @@ export class CudaBackend implements Backend<CudaTensor> {
     if (options.device !== undefined) setDevice(options.device);
     const raw = await readModelConfig(directory);
     const dfc = dfloat11ConfigOf(raw, directory);
-    const config = parseTextModelConfig(raw);
+    const fullConfig = parseTextModelConfig(raw);
+    const shard = options.shard;
+    const config = shard ? shard.config : fullConfig;
     if (config.headDim % 8 !== 0 || config.headDim > 256) throw new ConfigError("head_dim", `${config.headDim}: the CUDA backend needs a multiple of 8 up to 256`);
     const maxContext = options.maxContext ?? Math.min(config.maxPositionEmbeddings, DEFAULT_MAX_CONTEXT);
     const slots = options.slots ?? 1;
@@ -274,33 +289,34 @@ export class CudaBackend implements Backend<CudaTensor> {
     }
     if (!["auto", "fused", "huffman", "bf16"].includes(requested)) throw new RangeError(`gpuWeights must be auto, fused, huffman or bf16, got ${JSON.stringify(requested)}`);
     if (requested === "huffman" && !dfc) throw new ConfigError("gpuWeights", "huffman keeps DF11 modules as stored, and this model is BF16: use fused (the default) or bf16");
+    if (requested === "huffman" && shard) throw new ConfigError("gpuWeights", "huffman keeps DF11 modules whole, and tensor parallelism holds a slice of each matrix per GPU: use fused (the default) or bf16");
     await using files = await SafetensorsCollection.openDirectory(directory);
     // A multimodal checkpoint's language model under the usual names (vision parts left out).
     const { weights, patternDict } = languageModelOf(files, dfc?.patternDict);
     const { free } = memoryInfo();
     const need = (layout: WeightFormat) => {
       const w = workingBytes(config, maxRows, slots, maxContext, window, layout !== "bf16");
-      const weightBytes = DeviceWeights.plannedBytes(weights, patternDict, raw, layout);
+      const weightBytes = DeviceWeights.plannedBytes(weights, patternDict, raw, layout, shard);
       // Loading a DF11 model into another layout holds one compressed module and a window besides.
       return { weightBytes, ...w, total: weightBytes + w.kv + w.activations + w.scratch + 64 * 1024 * 1024 };
     };
-    const candidates: WeightFormat[] = requested !== "auto" ? [requested] : autoCandidates(!!patternDict, need("fused").weightBytes < need("bf16").weightBytes);
+    const candidates: WeightFormat[] = requested !== "auto" ? [requested] : autoCandidates(!!patternDict && !shard, need("fused").weightBytes < need("bf16").weightBytes);
     const layout = candidates.find((l) => need(l).total <= free);
     if (!layout) {
       const n = need(candidates[0]);
       const gb = (x: number) => `${(x / 1e9).toFixed(2)} GB`;
-      const smaller = patternDict && requested !== "huffman" ? `--gpu-weights huffman (needs ${gb(need("huffman").total)}), ` : "";
+      const smaller = patternDict && requested !== "huffman" && !shard ? `--gpu-weights huffman (needs ${gb(need("huffman").total)}), ` : "";
       throw new OutOfDeviceMemoryError(
-        `${directory} needs ${gb(n.total)} of GPU memory with ${candidates[0]} weights (weights ${gb(n.weightBytes)}, KV cache ${gb(n.kv)} for ${slots} × ${maxContext} positions, working ${gb(n.activations + n.scratch)}); ${gb(free)} is free. ` +
+        `${directory} needs ${gb(n.total)} of GPU memory${shard ? ` on GPU ${currentDevice()} (tensor-parallel rank ${shard.rank})` : ""} with ${candidates[0]} weights (weights ${gb(n.weightBytes)}, KV cache ${gb(n.kv)} for ${slots} × ${maxContext} positions, working ${gb(n.activations + n.scratch)}); ${gb(free)} is free. ` +
           `Try ${smaller}a smaller --max-context${patternDict ? "" : ", a DF11 model (df11 compress)"}, or --device cpu.`,
         n.total,
         free,
       );
     }
     const checks = { recorded: readRecordedChecksums(weights), stored: options.checkStored !== false, weights: !!options.verifyWeights };
-    const deviceWeights = await DeviceWeights.load(weights, patternDict, { layout, config: raw, onProgress: options.onProgress, checks });
+    const deviceWeights = await DeviceWeights.load(weights, patternDict, { layout, config: raw, onProgress: options.onProgress, checks, shard });
     try {
-      return new CudaBackend(config, deviceWeights, maxRows, slots, maxContext, window, options.fault, options.profile ?? false, options.gemmMinRows ?? DEFAULT_GEMM_MIN_ROWS);
+      return new CudaBackend(config, deviceWeights, maxRows, slots, maxContext, window, options.fault, options.profile ?? false, options.gemmMinRows ?? DEFAULT_GEMM_MIN_ROWS, fullConfig.vocabSize);
     } catch (e) {
       deviceWeights.dispose();
       throw e;
@@ -397,7 +413,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     const H = out.cols;
     const name = "model.embed_tokens.weight";
     const slice = this.deviceWeights.matrix(name);
-    this.checkShape(name, slice, this.config.vocabSize, H);
+    this.checkShape(name, slice, this.embeddingRows, H);
     const m = slice.matrix;
     const s = this.stream.native;
     if (m.address !== undefined) {
@@ -552,6 +568,21 @@ export class CudaBackend implements Backend<CudaTensor> {
     return out;
   }
 
+  /**
+   * Each row's argmax and its value (host copies): one GPU's candidates when the vocabulary is split
+   * over several (the tensor-parallel backend combines them).
+   */
+  argmaxWithValues(x: CudaTensor): { indices: Int32Array; values: Float32Array } {
+    const rows = x.rows;
+    const valuesAt = this.argmaxOut.address + Math.max(this.slots, this.maxRows) * 4;
+    call(() => native().argmax(x.address, rows, x.cols, this.argmaxOut.address, this.stream.native, valuesAt));
+    const indices = new Int32Array(rows);
+    const values = new Float32Array(rows);
+    this.argmaxOut.download(indices, 0, this.stream);
+    this.argmaxOut.download(values, valuesAt - this.argmaxOut.address, this.stream);
+    return { indices, values };
+  }
+
   argmax(x: CudaTensor): Int32Array {
     this.time("argmax", () => call(() => native().argmax(x.address, x.rows, x.cols, this.argmaxOut.address, this.stream.native)));
     const out = new Int32Array(x.rows);
@@ -594,7 +625,28 @@ export class CudaBackend implements Backend<CudaTensor> {
     return result;
   }
 
+  /** @internal The stream the backend's work runs on (tensor parallelism queues NCCL collectives on it). */
+  get computeStream(): CudaStream {
+    return this.stream;
+  }
+
+  /** @internal Start recording this GPU's work into a graph (the tensor-parallel backend records every GPU at once). */
+  beginCapture(): void {
+    this.stream.beginCapture();
+  }
+
+  /** @internal Stop recording: the graph of the work queued since {@link beginCapture}. */
+  endCapture(): CudaGraph {
+    return this.stream.endCapture();
+  }
+
+  /** @internal Bumped whenever an activation tensor moves (graphs that used it must be recorded again). */
+  get tensorGeneration(): number {
+    return this.generation;
+  }
+
   private dropGraphs(): void {
+    this.generation++;
     for (const g of this.graphs.values()) g.graph.dispose();
     this.graphs.clear();
     this.warmed.clear();

@@ -10,7 +10,9 @@ import {
   weightNamesOf,
   WeightLayoutError,
   type PatternDict,
+  type RankShard,
   type RecordedChecksums,
+  type WeightSlice,
 } from "@df11/models";
 import { DeviceChecksum, DeviceChecksumBatch } from "../integrity/device-checksum.js";
 import { call, native, type Address } from "../native.js";
@@ -18,6 +20,7 @@ import { DeviceBuffer } from "../runtime/device-buffer.js";
 import { DeviceModule } from "../runtime/device-module.js";
 import { CudaStream } from "../runtime/stream.js";
 import { PinnedStaging } from "./staging.js";
+import { copySliceRows, isWholeSlice, sliceOf, sliceVector } from "./shard-copy.js";
 import { Bf16DeviceMatrix } from "./formats/bf16.js";
 import { FusedDeviceMatrix, fusedLayoutReport, type FusedLayoutReport, type RowSource } from "./formats/fused.js";
 import { HuffmanDeviceMatrix } from "./formats/huffman.js";
@@ -60,6 +63,13 @@ export interface DeviceWeightsOptions {
   readonly checks?: LoadChecks;
   /** Elements per window when decoding modules at load (transcoding, checks). Default 16 Mi. */
   readonly windowElements?: number;
+  /**
+   * Tensor parallelism: hold only this rank's slice of each weight (see `tensorParallelPlan`). Each
+   * matrix is decoded (DF11) or uploaded (BF16) window by window and its slice copied out, then kept as
+   * BF16 or transcoded into the fused layout; the `huffman` layout cannot be sliced. A tied lm_head is
+   * reachable as `lm_head.weight`: the rank's vocabulary rows of the (replicated) embedding table.
+   */
+  readonly shard?: RankShard;
 }
 
 const DEFAULT_WINDOW = 16 * 1024 * 1024;
@@ -147,16 +157,23 @@ export class DeviceWeights implements Disposable {
   }
 
   /** Bytes the weights will take on the GPU in `layout` (the memory check before anything is allocated). */
-  static plannedBytes(weights: SafetensorsCollection, patternDict: PatternDict | undefined, config: Record<string, unknown>, layout: WeightFormat): number {
+  static plannedBytes(weights: SafetensorsCollection, patternDict: PatternDict | undefined, config: Record<string, unknown>, layout: WeightFormat, shard?: RankShard): number {
     let bytes = 0;
-    const matrixBytes = (rows: number, cols: number, storedBytes: number) =>
-      layout === "fused" && FusedDeviceMatrix.fits(cols) && rows > 0 ? FusedDeviceMatrix.plannedBytes(rows, cols) : layout === "bf16" ? align(rows * cols * 2, 256) : storedBytes;
+    const local = (name: string, rows: number, cols: number): [number, number] => {
+      if (!shard) return [rows, cols];
+      const [r, c] = sliceOf(shard, name, [rows, cols]).localShape;
+      return [r, c];
+    };
+    const matrixOf = (name: string, fullRows: number, fullCols: number, storedBytes: number) => {
+      const [rows, cols] = local(name, fullRows, fullCols);
+      return layout === "fused" && FusedDeviceMatrix.fits(cols) && rows > 0 ? FusedDeviceMatrix.plannedBytes(rows, cols) : layout === "bf16" ? align(rows * cols * 2, 256) : storedBytes;
+    };
     for (const name of weights.names()) {
       if (isModuleTensor(name)) continue;
       const info = weights.info(name);
       // BF16 and F16 vectors (norms, biases) are held as float32; everything else as stored.
       if (info.shape.length === 1) bytes += align(info.byteLength * (info.dtype === "BF16" || info.dtype === "F16" ? 2 : 1), 256);
-      else if (info.shape.length === 2 && info.dtype === "BF16") bytes += matrixBytes(info.shape[0], info.shape[1], align(info.byteLength, 256));
+      else if (info.shape.length === 2 && info.dtype === "BF16") bytes += matrixOf(name, info.shape[0], info.shape[1], align(info.byteLength, 256));
       else bytes += align(info.byteLength, 256);
     }
     if (patternDict) {
@@ -172,7 +189,7 @@ export class DeviceWeights implements Disposable {
           const s = DeviceWeights.shapeOf(weights, config, name);
           if (!s) continue;
           known += s[0] * s[1];
-          bytes += matrixBytes(s[0], s[1], 0);
+          bytes += matrixOf(name, s[0], s[1], 0);
         }
         if (known !== elements) bytes += stored; // parts of unknown shape stay Huffman-coded
       }
@@ -187,6 +204,7 @@ export class DeviceWeights implements Disposable {
    */
   static async load(weights: SafetensorsCollection, patternDict: PatternDict | undefined, options: DeviceWeightsOptions): Promise<DeviceWeights> {
     if (!patternDict && options.layout === "huffman") throw new WeightLayoutError("weights", "the huffman layout keeps DF11 modules as stored; this checkpoint is BF16 (use fused or bf16)");
+    if (options.shard && options.layout === "huffman") throw new WeightLayoutError("weights", "the huffman layout keeps DF11 modules whole; tensor parallelism holds a slice of each matrix per GPU (use fused or bf16)");
     const w = new DeviceWeights(patternDict ? "df11" : "bf16", options.layout);
     try {
       await w.upload(weights, patternDict, options);
@@ -198,7 +216,7 @@ export class DeviceWeights implements Disposable {
   }
 
   private async upload(weights: SafetensorsCollection, patternDict: PatternDict | undefined, options: DeviceWeightsOptions): Promise<void> {
-    const { checks, config, layout } = options;
+    const { checks, config, layout, shard } = options;
     const windowElements = options.windowElements ?? DEFAULT_WINDOW;
     using stream = new CudaStream();
     using sum = checks && (checks.stored || checks.weights) ? new DeviceChecksum() : undefined;
@@ -269,7 +287,20 @@ export class DeviceWeights implements Disposable {
               const rows = plan.rows.reduce((a, b) => a + b, 0);
               const elements = plan.names.reduce((n, name) => n + elementsOf(name), 0);
               const known = plan.cols > 0 && rows * plan.cols === elements;
+              const slices = shard && known ? plan.names.map((n, i) => sliceOf(shard, n, [plan.rows[i], plan.cols])) : undefined;
+              if (slices && !slices.every(isWholeSlice)) {
+                // This rank's rows/columns of each member, decoded window by window and copied out.
+                const stored = plan.names.map((n, i) => new HuffmanDeviceMatrix(gpu, startOf.get(n)!, plan.rows[i], plan.cols, n));
+                const m = this.buildSliced(slices, layout, windowElements, stream, (i, r0, r1) => {
+                  const buf = window(Math.min(plan.rows[i], r1 - r0) * plan.cols + 8);
+                  return stored[i].decodeRows(r0, r1, buf.address, stream);
+                });
+                this.place({ names: plan.names, rows: slices.map((x) => x.localShape[0]), cols: slices[0].localShape[1] }, m, false);
+                stored.forEach((matrix, i) => pieces.push({ matrix, start: startOf.get(plan.names[i])! }));
+                continue;
+              }
               if (!known) {
+                if (shard) throw new WeightLayoutError(plan.names[0], "its shape is not known from config.json, so it cannot be split over GPUs");
                 // A part whose shape the config does not give (or that contradicts it): kept as stored, one row.
                 const m = new HuffmanDeviceMatrix(gpu, start, 1, elements, plan.names[0]);
                 keep = true;
@@ -300,6 +331,7 @@ export class DeviceWeights implements Disposable {
               pieces.push({ matrix: m, start });
             }
             stream.synchronize();
+            // Sliced matrices are checked from the module's own stream (pieces are the whole stored matrices).
             if (checks?.weights && checks.recorded.modules.has(path)) this.checkModuleWeights(path, pieces, checks.recorded, sum!, window, windowElements, stream);
             progress(module.luts.length + module.encodedExponent.length + module.signMantissa.length + module.gaps.length + module.outputPositions.byteLength);
           } finally {
@@ -336,7 +368,9 @@ export class DeviceWeights implements Disposable {
             const raw = await weights.read(n);
             expectStored(n, () => checksumHex(raw));
           }
-          const values = await weights.readFloat32(n);
+          const full = await weights.readFloat32(n);
+          const values = shard ? sliceVector(full, sliceOf(shard, n, [full.length])) : full;
+          if (values.length === 0) continue; // another rank's bias (added once, on rank 0)
           buf.upload(values, offsets.get(n)!);
           this.vectors.set(n, { address: buf.address + offsets.get(n)!, length: values.length });
           progress(weights.info(n).byteLength);
@@ -356,8 +390,10 @@ export class DeviceWeights implements Disposable {
         const plans = planMatrices(names, (n) => (weights.info(n).shape.length === 2 ? weights.info(n).shape : undefined));
         const groupBytes = (p: Planned) => p.names.reduce((s, n) => s + weights.info(n).byteLength, 0);
         const toFused = (p: Planned) => layout === "fused" && p.cols > 0 && FusedDeviceMatrix.fits(p.cols);
+        const slicesOf = (p: Planned) => (shard && p.cols > 0 ? p.names.map((n, i) => sliceOf(shard, n, [p.rows[i], p.cols])) : undefined);
+        const sliced = (p: Planned) => !!slicesOf(p) && !slicesOf(p)!.every(isWholeSlice);
         // BF16 matrices of the layer share one buffer; each group is contiguous in it.
-        const residentBytes = plans.filter((p) => !toFused(p)).reduce((s, p) => s + align(groupBytes(p), 256), 0);
+        const residentBytes = plans.filter((p) => !toFused(p) && !sliced(p)).reduce((s, p) => s + align(groupBytes(p), 256), 0);
         const layerBuffer = residentBytes > 0 ? this.ownBuffer(DeviceBuffer.alloc(residentBytes)) : undefined;
         // Stored tensors are summed on the device as they land, and checked together at the layer's end.
         const recorded = names.filter((n) => checks?.stored && checks.recorded.stored.has(n));
@@ -365,8 +401,8 @@ export class DeviceWeights implements Disposable {
         let offset = 0;
         try {
           for (const p of plans) {
-            const fused = toFused(p);
-            // A fused group is staged (uploaded, checked) in a transient buffer and transcoded.
+            // A fused or sliced group is staged (uploaded, checked) in a transient buffer, then transcoded or sliced.
+            const fused = toFused(p) || sliced(p);
             using target = fused ? DeviceBuffer.alloc(groupBytes(p) + 16) : undefined;
             const base = fused ? target!.address : layerBuffer!.address + offset;
             let at = 0;
@@ -379,6 +415,14 @@ export class DeviceWeights implements Disposable {
             }
             const rows = p.rows.reduce((a, b) => a + b, 0);
             let m: DeviceMatrix;
+            if (sliced(p)) {
+              const slices = slicesOf(p)!;
+              const firstRowOf = p.rows.map((_, i) => p.rows.slice(0, i).reduce((a, b) => a + b, 0));
+              m = this.buildSliced(slices, layout, windowElements, stream, (i, r0) => base + (firstRowOf[i] + r0) * p.cols * 2);
+              stream.synchronize(); // the staging buffer is freed next
+              this.place({ names: p.names, rows: slices.map((x) => x.localShape[0]), cols: slices[0].localShape[1] }, m, false);
+              continue;
+            }
             if (fused) {
               const windowRows = FusedDeviceMatrix.windowRows(windowElements, p.cols);
               m = this.own(FusedDeviceMatrix.transcode(rows, p.cols, { windowRows, fill: (r0) => base + r0 * p.cols * 2 }, stream));
@@ -401,9 +445,50 @@ export class DeviceWeights implements Disposable {
           recorded.forEach((n, i) => expectStored(n, () => got[i]));
         }
       }
+      // A tied lm_head under tensor parallelism: this rank's vocabulary rows of the embedding table.
+      if (shard && !this.matrices.has("lm_head.weight") && this.matrices.has("model.embed_tokens.weight")) {
+        const e = this.matrices.get("model.embed_tokens.weight")!;
+        const [v0, v1] = shard.vocab;
+        this.matrices.set("lm_head.weight", { matrix: e.matrix, firstRow: e.firstRow + v0, rows: v1 - v0 });
+      }
     } finally {
       stream.synchronize();
       scratch?.dispose();
+    }
+  }
+
+  /**
+   * One device matrix of a rank's slices of a group's members (q|k|v, gate|up or one weight), stacked:
+   * `fullRows(i, r0, r1)` puts member i's full rows [r0, r1) as BF16 on the device and returns where row
+   * r0 lies; only windows that meet the slice are asked for. Kept as BF16, or transcoded to the fused
+   * layout from a transient BF16 copy of the slice.
+   */
+  private buildSliced(slices: readonly WeightSlice[], layout: WeightFormat, windowElements: number, stream: CudaStream, fullRows: (member: number, r0: number, r1: number) => Address): DeviceMatrix {
+    const cols = slices[0].localShape[1];
+    const rows = slices.reduce((n, x) => n + x.localShape[0], 0);
+    const fused = layout === "fused" && FusedDeviceMatrix.fits(cols);
+    const bytes = align(rows * cols * 2, 256);
+    const local = fused ? DeviceBuffer.alloc(bytes) : this.ownBuffer(DeviceBuffer.alloc(bytes));
+    try {
+      let at = local.address;
+      slices.forEach((slice, i) => {
+        const [fullRowCount, fullCols] = slice.shape;
+        const perWindow = Math.max(1, Math.floor(windowElements / fullCols));
+        for (let r0 = 0; r0 < fullRowCount; r0 += perWindow) {
+          const r1 = Math.min(fullRowCount, r0 + perWindow);
+          if (!slice.rows.some(([a, b]) => a < r1 && b > r0)) continue;
+          copySliceRows(slice, r0, r1, fullRows(i, r0, r1), at, stream);
+          stream.synchronize(); // the window is reused for the next rows
+        }
+        at += slice.localShape[0] * cols * 2;
+      });
+      if (!fused) return new Bf16DeviceMatrix(local.address, rows, cols);
+      const windowRows = FusedDeviceMatrix.windowRows(windowElements, cols);
+      const m = this.own(FusedDeviceMatrix.transcode(rows, cols, { windowRows, fill: (r0) => local.address + r0 * cols * 2 }, stream));
+      stream.synchronize();
+      return m;
+    } finally {
+      if (fused) local.dispose();
     }
   }
 

@@ -37,7 +37,10 @@ const nativeStreams = (streams: readonly (CudaStream | undefined)[]) => streams.
  * ncclGroupStart/End. Work is queued on the given streams (one per rank, on that rank's device; undefined
  * = the device's default stream) and the call returns at once. When those streams are capturing a CUDA
  * graph, the collectives are recorded into it (NCCL ≥ 2.9), so decode steps with all-reduces stay graphs:
- * record one graph per device and launch all of them for each step.
+ * record **one graph spanning every device** — begin capturing on rank 0's stream, record an event there
+ * and make the other ranks' streams wait for it (they join the capture), queue the work, then have rank
+ * 0's stream wait for an event recorded on each other stream, and end the capture. (One graph per device
+ * fails to instantiate for collectives over several devices: cudaErrorStreamCaptureUnsupported.)
  *
  * NVLink multicast (NVLS) stays off: {@link NcclClique.create} sets `NCCL_NVLS_ENABLE=0` unless the
  * environment already sets it. NVLS allocates multicast objects through the fabric manager; on the shared

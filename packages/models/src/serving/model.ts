@@ -36,6 +36,8 @@ export interface LoadModelOptions {
   readonly verifyWeights?: boolean;
   /** GPU: how the weights are held (fused, huffman, bf16; default auto: fused (bf16 for tiny models, where its padding costs more), or huffman when that would not fit). */
   readonly gpuWeights?: "auto" | "fused" | "huffman" | "bf16";
+  /** GPU indices: one picks that GPU; several run the model tensor parallel over them (see BackendLoadOptions.devices). */
+  readonly devices?: readonly number[];
   /** Apply generation_config.json's sampling defaults where a request sets none (default true; vLLM's `--generation-config`). */
   readonly samplingDefaults?: boolean;
   readonly onProgress?: (progress: LoadProgress) => void;
@@ -321,6 +323,7 @@ export async function loadModel(source: string, options: LoadModelOptions = {}):
     checkStored: options.checkStored,
     verifyWeights: options.verifyWeights,
     gpuWeights: options.gpuWeights,
+    devices: options.devices,
     onProgress: (done, total) => options.onProgress?.({ phase: "load", done, total }),
   });
   try {
