@@ -12,6 +12,7 @@ import {
   type LinearWeight,
   type StepRows,
   type BackendMemory,
+  type OffloadReport,
   type TextModelConfig,
   type WeightsInfo,
 } from "@df11/models";
@@ -21,6 +22,7 @@ import { DeviceBuffer } from "../runtime/device-buffer.js";
 import { allocationStats, cudaRuntimeVersion, currentDevice, devices, memoryInfo, programmaticLaunch, setDevice } from "../runtime/device.js";
 import { CudaEvent, CudaGraph, CudaStream } from "../runtime/stream.js";
 import { DeviceWeights, type LoadCheckReport, type LoadProgress, type MatrixSlice } from "./device-weights.js";
+import { choosePlacement, PlacementShortfall, type LayoutNeeds, type Placement } from "./offload-plan.js";
 import type { WeightFormat } from "./formats/matrix.js";
 import { OpProfile } from "./op-profile.js";
 
@@ -57,6 +59,17 @@ export interface CudaBackendOptions {
    * Default {@link DEFAULT_GEMM_MIN_ROWS}.
    */
   readonly gemmMinRows?: number;
+  /**
+   * Bytes of device memory df11 may allocate on its GPU: weights, KV cache and working memory (not the
+   * CUDA context). Default: none (what is free). When the weights do not fit (in the layout chosen; `auto`
+   * first tries its layouts resident), the last decoder layers' matrices stay in pinned host memory (CPU
+   * offload, fused or bf16 layout) and are copied into two device slots just ahead of use, overlapped with
+   * the compute: as few layers as fit the budget. Outputs are bit-identical; each step copies those
+   * layers over PCIe, so decoding is bound by the copies.
+   */
+  readonly maxGpuMemory?: number;
+  /** Testing: offload exactly this many of the last layers (whatever the budget). */
+  readonly offloadLayers?: number;
   /** CUDA device index. Default: the current device (see `currentDevice`, `withDevice`; 0 unless changed). */
   readonly device?: number;
   readonly onProgress?: LoadProgress;
@@ -105,6 +118,10 @@ export interface CudaEngineConfig {
   readonly maxRows: number;
   readonly slots: number;
   readonly maxContext: number;
+  /** The device-memory budget loaded with (`maxGpuMemory`), or null. */
+  readonly maxGpuMemory: number | null;
+  /** CPU offload in use: offloaded layers, pinned host bytes, slot bytes (null when every weight is on the GPU). */
+  readonly offload: OffloadReport | null;
 }
 
 const GEMV_MAX_ROWS = 64; // csrc/kernels/inference.h kGemvMaxRows
@@ -218,11 +235,13 @@ export class CudaBackend implements Backend<CudaTensor> {
     private readonly fault: CudaBackendOptions["fault"],
     profile: boolean,
     private readonly gemmMinRows: number,
+    private readonly maxGpuMemory: number | undefined,
   ) {
     this.deviceIndex = currentDevice();
     this.profile = profile ? new OpProfile(this.stream) : undefined;
     const fused = deviceWeights.fusedReport;
-    this.weights = { kind: deviceWeights.kind, residentBytes: deviceWeights.residentBytes, layout: deviceWeights.layout, ...(fused ? { fused } : {}) };
+    const offload = deviceWeights.offload?.report;
+    this.weights = { kind: deviceWeights.kind, residentBytes: deviceWeights.residentBytes, layout: deviceWeights.layout, ...(fused ? { fused } : {}), ...(offload ? { offload } : {}) };
     this.decodeChunk = decodeChunk;
     const c = config;
     const alloc = (bytes: number) => {
@@ -253,8 +272,10 @@ export class CudaBackend implements Backend<CudaTensor> {
   /**
    * Load a model directory (BF16, or DF11 detected by `dfloat11_config`) onto the GPU in the requested
    * layout. Before anything is allocated, checks that weights + KV cache + working memory fit in free
-   * GPU memory (`auto`: the fused layout, BF16 where fused would be larger, Huffman when neither fits) and throws
-   * {@link OutOfDeviceMemoryError} saying how much is needed and what would make it fit otherwise.
+   * GPU memory (`auto`: the fused layout, BF16 where fused would be larger, Huffman when neither fits) —
+   * or in `maxGpuMemory` when that is less; with `maxGpuMemory`, when no layout fits resident, the fewest
+   * last decoder layers are offloaded to pinned host memory (see {@link choosePlacement}, LayerOffload).
+   * Throws {@link OutOfDeviceMemoryError} saying how much is needed and which options would make it fit.
    */
   static async load(directory: string, options: CudaBackendOptions = {}): Promise<CudaBackend> {
     if (options.device !== undefined) setDevice(options.device);
@@ -278,29 +299,31 @@ export class CudaBackend implements Backend<CudaTensor> {
     // A multimodal checkpoint's language model under the usual names (vision parts left out).
     const { weights, patternDict } = languageModelOf(files, dfc?.patternDict);
     const { free } = memoryInfo();
-    const need = (layout: WeightFormat) => {
+    const budget = options.maxGpuMemory;
+    if (budget !== undefined && !(Number.isFinite(budget) && budget > 0)) throw new RangeError(`maxGpuMemory must be a positive number of bytes, got ${budget}`);
+    const forced = options.offloadLayers;
+    if (forced !== undefined && (!Number.isInteger(forced) || forced < 0 || forced > config.numLayers)) throw new RangeError(`offloadLayers must be an integer from 0 to ${config.numLayers}, got ${forced}`);
+    const planned = new Map<WeightFormat, ReturnType<typeof DeviceWeights.plannedLayout>>();
+    const needs = (layout: WeightFormat): LayoutNeeds => {
       const w = workingBytes(config, maxRows, slots, maxContext, window, layout !== "bf16");
-      const weightBytes = DeviceWeights.plannedBytes(weights, patternDict, raw, layout);
-      // Loading a DF11 model into another layout holds one compressed module and a window besides.
-      return { weightBytes, ...w, total: weightBytes + w.kv + w.activations + w.scratch + 64 * 1024 * 1024 };
+      if (!planned.has(layout)) planned.set(layout, DeviceWeights.plannedLayout(weights, patternDict, raw, layout));
+      const { total, layers } = planned.get(layout)!;
+      // Loading a DF11 model into another layout holds one compressed module and a window besides (64 MiB).
+      return { weightBytes: total, layerBytes: Array.from({ length: config.numLayers }, (_, l) => layers[l] ?? 0), kvBytes: w.kv, workingBytes: w.activations + w.scratch + 64 * 1024 * 1024 };
     };
-    const candidates: WeightFormat[] = requested !== "auto" ? [requested] : autoCandidates(!!patternDict, need("fused").weightBytes < need("bf16").weightBytes);
-    const layout = candidates.find((l) => need(l).total <= free);
-    if (!layout) {
-      const n = need(candidates[0]);
-      const gb = (x: number) => `${(x / 1e9).toFixed(2)} GB`;
-      const smaller = patternDict && requested !== "huffman" ? `--gpu-weights huffman (needs ${gb(need("huffman").total)}), ` : "";
-      throw new OutOfDeviceMemoryError(
-        `${directory} needs ${gb(n.total)} of GPU memory with ${candidates[0]} weights (weights ${gb(n.weightBytes)}, KV cache ${gb(n.kv)} for ${slots} × ${maxContext} positions, working ${gb(n.activations + n.scratch)}); ${gb(free)} is free. ` +
-          `Try ${smaller}a smaller --max-context${patternDict ? "" : ", a DF11 model (df11 compress)"}, or --device cpu.`,
-        n.total,
-        free,
-      );
-    }
-    const checks = { recorded: readRecordedChecksums(weights), stored: options.checkStored !== false, weights: !!options.verifyWeights };
-    const deviceWeights = await DeviceWeights.load(weights, patternDict, { layout, config: raw, onProgress: options.onProgress, checks });
+    const candidates: WeightFormat[] = requested !== "auto" ? [requested] : autoCandidates(!!patternDict, needs("fused").weightBytes < needs("bf16").weightBytes);
+    let placement: Placement;
     try {
-      return new CudaBackend(config, deviceWeights, maxRows, slots, maxContext, window, options.fault, options.profile ?? false, options.gemmMinRows ?? DEFAULT_GEMM_MIN_ROWS);
+      placement = choosePlacement({ candidates, needs, free, budget, offloadLayers: forced, describe: { directory, slots, maxContext, df11: !!patternDict } });
+    } catch (e) {
+      if (e instanceof PlacementShortfall) throw new OutOfDeviceMemoryError(e.message, e.neededBytes, e.availableBytes);
+      throw e;
+    }
+    const { layout, plan } = placement;
+    const checks = { recorded: readRecordedChecksums(weights), stored: options.checkStored !== false, weights: !!options.verifyWeights };
+    const deviceWeights = await DeviceWeights.load(weights, patternDict, { layout, config: raw, onProgress: options.onProgress, checks, offloadLayers: plan?.layers });
+    try {
+      return new CudaBackend(config, deviceWeights, maxRows, slots, maxContext, window, options.fault, options.profile ?? false, options.gemmMinRows ?? DEFAULT_GEMM_MIN_ROWS, budget);
     } catch (e) {
       deviceWeights.dispose();
       throw e;
@@ -336,6 +359,8 @@ export class CudaBackend implements Backend<CudaTensor> {
       maxRows: this.maxRows,
       slots: this.slots,
       maxContext: this.maxContext,
+      maxGpuMemory: this.maxGpuMemory ?? null,
+      offload: this.weights.offload ?? null,
     };
   }
 
@@ -408,6 +433,16 @@ export class CudaBackend implements Backend<CudaTensor> {
     const staging = this.xBf16.address; // free until the first linear of the step
     this.time(`embedding (${m.format} rows)`, () => m.gatherRows!(this.ids, out.rows, staging, this.stream));
     this.time("embedding", () => call(() => native().embedding(staging, 0, out.rows, H, scale, out.address, s)));
+  }
+
+  /** CPU offload: an offloaded layer's copy is waited for before its first op, the next one's queued (see LayerOffload). */
+  beginLayer(layer: number): void {
+    const offload = this.deviceWeights.offload;
+    if (!offload) return;
+    offload.beginLayer(layer, this.stream);
+    // Windows of this layer's matrices are decoded on the decode stream: fork it again from the compute
+    // stream (now behind the copy) before its next window, rather than a wait with nothing after it in a capture.
+    if (offload.has(layer)) this.decodeForked = false;
   }
 
   rmsNorm(x: CudaTensor, weight: string, out: CudaTensor): void {
