@@ -22,7 +22,7 @@ import { DeviceBuffer } from "../runtime/device-buffer.js";
 import { allocationStats, cudaRuntimeVersion, currentDevice, devices, memoryInfo, programmaticLaunch, setDevice } from "../runtime/device.js";
 import { CudaEvent, CudaGraph, CudaStream } from "../runtime/stream.js";
 import { DeviceWeights, type LoadCheckReport, type LoadProgress, type MatrixSlice } from "./device-weights.js";
-import { choosePlacement, PlacementShortfall, type LayoutNeeds, type Placement } from "./offload-plan.js";
+import { choosePlacement, PlacementShortfall, type LayoutNeeds, type OffloadPlan, type Placement } from "./offload-plan.js";
 import type { WeightFormat } from "./formats/matrix.js";
 import { OpProfile } from "./op-profile.js";
 
@@ -102,6 +102,21 @@ export const DEFAULT_GEMM_MIN_ROWS = 65;
 export const DEFAULT_MAX_ROWS = 512;
 /** Default cap of {@link CudaBackendOptions.maxContext} (the model's max_position_embeddings when lower). */
 export const DEFAULT_MAX_CONTEXT = 4096;
+
+/** The memory plan of a load (see {@link CudaBackend.planMemory}), in bytes of device memory. */
+export interface CudaMemoryPlan {
+  readonly layout: WeightFormat;
+  readonly maxContext: number;
+  readonly slots: number;
+  /** Everything: resident weights (and offload slots), KV cache, working memory. */
+  readonly deviceBytes: number;
+  /** All weights in the layout (offloaded ones included). */
+  readonly weightBytes: number;
+  readonly kvBytes: number;
+  readonly workingBytes: number;
+  /** Layers offloaded to pinned host memory, or null. */
+  readonly offload: OffloadPlan | null;
+}
 
 /** What the backend runs with, read back from it (benchmarks record this, never their own defaults). */
 export interface CudaEngineConfig {
@@ -278,6 +293,34 @@ export class CudaBackend implements Backend<CudaTensor> {
    * Throws {@link OutOfDeviceMemoryError} saying how much is needed and which options would make it fit.
    */
   static async load(directory: string, options: CudaBackendOptions = {}): Promise<CudaBackend> {
+    const p = await CudaBackend.prepare(directory, options);
+    await using files = p.files;
+    const { config, raw, weights, patternDict, layout, plan } = p;
+    const checks = { recorded: readRecordedChecksums(weights), stored: options.checkStored !== false, weights: !!options.verifyWeights };
+    const deviceWeights = await DeviceWeights.load(weights, patternDict, { layout, config: raw, onProgress: options.onProgress, checks, offloadLayers: plan?.layers });
+    try {
+      return new CudaBackend(config, deviceWeights, p.maxRows, p.slots, p.maxContext, p.window, options.fault, options.profile ?? false, options.gemmMinRows ?? DEFAULT_GEMM_MIN_ROWS, options.maxGpuMemory);
+    } catch (e) {
+      deviceWeights.dispose();
+      throw e;
+    }
+  }
+
+  /**
+   * The memory plan {@link load} would follow with these options, without allocating anything: the
+   * layout, the device bytes (weights, KV cache, working memory), and the layers offloaded. Throws as
+   * `load` does when nothing fits (OutOfDeviceMemoryError naming the options).
+   */
+  static async planMemory(directory: string, options: CudaBackendOptions = {}): Promise<CudaMemoryPlan> {
+    const p = await CudaBackend.prepare(directory, options);
+    await using _files = p.files;
+    const n = p.needs(p.layout);
+    const resident = n.weightBytes + n.kvBytes + n.workingBytes;
+    return { layout: p.layout, maxContext: p.maxContext, slots: p.slots, deviceBytes: p.plan ? p.plan.deviceBytes : resident, weightBytes: n.weightBytes, kvBytes: n.kvBytes, workingBytes: n.workingBytes, offload: p.plan ?? null };
+  }
+
+  /** Options checked, files opened (the caller closes them), the placement chosen. */
+  private static async prepare(directory: string, options: CudaBackendOptions) {
     if (options.device !== undefined) setDevice(options.device);
     const raw = await readModelConfig(directory);
     const dfc = dfloat11ConfigOf(raw, directory);
@@ -295,37 +338,35 @@ export class CudaBackend implements Backend<CudaTensor> {
     }
     if (!["auto", "fused", "huffman", "bf16"].includes(requested)) throw new RangeError(`gpuWeights must be auto, fused, huffman or bf16, got ${JSON.stringify(requested)}`);
     if (requested === "huffman" && !dfc) throw new ConfigError("gpuWeights", "huffman keeps DF11 modules as stored, and this model is BF16: use fused (the default) or bf16");
-    await using files = await SafetensorsCollection.openDirectory(directory);
-    // A multimodal checkpoint's language model under the usual names (vision parts left out).
-    const { weights, patternDict } = languageModelOf(files, dfc?.patternDict);
-    const { free } = memoryInfo();
-    const budget = options.maxGpuMemory;
-    if (budget !== undefined && !(Number.isFinite(budget) && budget > 0)) throw new RangeError(`maxGpuMemory must be a positive number of bytes, got ${budget}`);
-    const forced = options.offloadLayers;
-    if (forced !== undefined && (!Number.isInteger(forced) || forced < 0 || forced > config.numLayers)) throw new RangeError(`offloadLayers must be an integer from 0 to ${config.numLayers}, got ${forced}`);
-    const planned = new Map<WeightFormat, ReturnType<typeof DeviceWeights.plannedLayout>>();
-    const needs = (layout: WeightFormat): LayoutNeeds => {
-      const w = workingBytes(config, maxRows, slots, maxContext, window, layout !== "bf16");
-      if (!planned.has(layout)) planned.set(layout, DeviceWeights.plannedLayout(weights, patternDict, raw, layout));
-      const { total, layers } = planned.get(layout)!;
-      // Loading a DF11 model into another layout holds one compressed module and a window besides (64 MiB).
-      return { weightBytes: total, layerBytes: Array.from({ length: config.numLayers }, (_, l) => layers[l] ?? 0), kvBytes: w.kv, workingBytes: w.activations + w.scratch + 64 * 1024 * 1024 };
-    };
-    const candidates: WeightFormat[] = requested !== "auto" ? [requested] : autoCandidates(!!patternDict, needs("fused").weightBytes < needs("bf16").weightBytes);
-    let placement: Placement;
+    const files = await SafetensorsCollection.openDirectory(directory);
     try {
-      placement = choosePlacement({ candidates, needs, free, budget, offloadLayers: forced, describe: { directory, slots, maxContext, df11: !!patternDict } });
+      // A multimodal checkpoint's language model under the usual names (vision parts left out).
+      const { weights, patternDict } = languageModelOf(files, dfc?.patternDict);
+      const { free } = memoryInfo();
+      const budget = options.maxGpuMemory;
+      if (budget !== undefined && !(Number.isFinite(budget) && budget > 0)) throw new RangeError(`maxGpuMemory must be a positive number of bytes, got ${budget}`);
+      const forced = options.offloadLayers;
+      if (forced !== undefined && (!Number.isInteger(forced) || forced < 0 || forced > config.numLayers)) throw new RangeError(`offloadLayers must be an integer from 0 to ${config.numLayers}, got ${forced}`);
+      const planned = new Map<WeightFormat, ReturnType<typeof DeviceWeights.plannedLayout>>();
+      const needs = (layout: WeightFormat): LayoutNeeds => {
+        const w = workingBytes(config, maxRows, slots, maxContext, window, layout !== "bf16");
+        if (!planned.has(layout)) planned.set(layout, DeviceWeights.plannedLayout(weights, patternDict, raw, layout));
+        const { total, layers } = planned.get(layout)!;
+        // Loading a DF11 model into another layout holds one compressed module and a window besides (64 MiB).
+        return { weightBytes: total, layerBytes: Array.from({ length: config.numLayers }, (_, l) => layers[l] ?? 0), kvBytes: w.kv, workingBytes: w.activations + w.scratch + 64 * 1024 * 1024 };
+      };
+      const candidates: WeightFormat[] = requested !== "auto" ? [requested] : autoCandidates(!!patternDict, needs("fused").weightBytes < needs("bf16").weightBytes);
+      let placement: Placement;
+      try {
+        placement = choosePlacement({ candidates, needs, free, budget, offloadLayers: forced, describe: { directory, slots, maxContext, df11: !!patternDict } });
+      } catch (e) {
+        if (e instanceof PlacementShortfall) throw new OutOfDeviceMemoryError(e.message, e.neededBytes, e.availableBytes);
+        throw e;
+      }
+      const { layout, plan } = placement;
+      return { files, config, raw, weights, patternDict, maxContext, slots, maxRows, window, needs, layout, plan };
     } catch (e) {
-      if (e instanceof PlacementShortfall) throw new OutOfDeviceMemoryError(e.message, e.neededBytes, e.availableBytes);
-      throw e;
-    }
-    const { layout, plan } = placement;
-    const checks = { recorded: readRecordedChecksums(weights), stored: options.checkStored !== false, weights: !!options.verifyWeights };
-    const deviceWeights = await DeviceWeights.load(weights, patternDict, { layout, config: raw, onProgress: options.onProgress, checks, offloadLayers: plan?.layers });
-    try {
-      return new CudaBackend(config, deviceWeights, maxRows, slots, maxContext, window, options.fault, options.profile ?? false, options.gemmMinRows ?? DEFAULT_GEMM_MIN_ROWS, budget);
-    } catch (e) {
-      deviceWeights.dispose();
+      await files[Symbol.asyncDispose]();
       throw e;
     }
   }

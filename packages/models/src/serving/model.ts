@@ -36,6 +36,8 @@ export interface LoadModelOptions {
   readonly verifyWeights?: boolean;
   /** GPU: how the weights are held (fused, huffman, bf16; default auto: fused (bf16 for tiny models, where its padding costs more), or huffman when that would not fit). */
   readonly gpuWeights?: "auto" | "fused" | "huffman" | "bf16";
+  /** GPU: bytes of device memory the model may use; decoder layers that do not fit are offloaded to pinned host memory (see BackendLoadOptions.maxGpuMemory). */
+  readonly maxGpuMemory?: number;
   /** Apply generation_config.json's sampling defaults where a request sets none (default true; vLLM's `--generation-config`). */
   readonly samplingDefaults?: boolean;
   readonly onProgress?: (progress: LoadProgress) => void;
@@ -321,6 +323,7 @@ export async function loadModel(source: string, options: LoadModelOptions = {}):
     checkStored: options.checkStored,
     verifyWeights: options.verifyWeights,
     gpuWeights: options.gpuWeights,
+    maxGpuMemory: options.maxGpuMemory,
     onProgress: (done, total) => options.onProgress?.({ phase: "load", done, total }),
   });
   try {
