@@ -14,22 +14,17 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { sizeThreadPoolForReads } from "@df11/hub-loader";
 import { CausalLM } from "@df11/models";
-import { CudaBackend, devices, nativeAddon, type GpuWeightsLayout, type OpTime } from "@df11/cuda-kernel";
-import { runChild, saveJson } from "./child.js";
-import { measureGeneration, type GenerationRun } from "./gpu-measure.js";
+import { CudaBackend, nativeAddon, type GpuWeightsLayout, type OpTime } from "@df11/cuda-kernel";
+import { benchOptions, runChild, saveJson } from "./child.js";
+import { generationResultHeader, measureGeneration, type GenerationRun } from "./gpu-measure.js";
 
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
   options: {
-    bf16: { type: "string" },
-    df11: { type: "string" },
+    ...benchOptions({ out: "bench-results/gpu-generate.json", promptTokens: 512, newTokens: 256 }),
     reference: { type: "string" },
     floor: { type: "string" },
-    layout: { type: "string" },
     "no-pdl": { type: "boolean", default: false },
-    out: { type: "string", default: "bench-results/gpu-generate.json" },
-    "prompt-tokens": { type: "string", default: "512" },
-    "new-tokens": { type: "string", default: "256" },
     chunks: { type: "string", default: "" },
     chunk: { type: "string" },
     profile: { type: "boolean", default: false },
@@ -134,13 +129,7 @@ async function main() {
   }
   log(`all runs' tokens identical: ${identical}${reference ? `; first ${agreeWithTransformers} tokens equal transformers' (BF16 arithmetic differs, so greedy paths may part)` : ""}`);
   const result = {
-    benchmark: "gpu-generate",
-    date: new Date().toISOString(),
-    device: devices()[0],
-    model: "Llama-3.1-8B-shaped, synthetic weights (tools/make_bench_model.py)",
-    batch: 1,
-    promptTokens,
-    newTokens,
+    ...generationResultHeader("gpu-generate", promptTokens, newTokens),
     tokensIdentical: identical,
     tokensEqualToTransformers: agreeWithTransformers,
     reference: reference ? { ...reference, tokenIds: undefined } : undefined,

@@ -1,6 +1,17 @@
 // One generation run on the GPU, timed (the GPU generation benchmarks run it in a child process per variant).
 import { CausalLM } from "@df11/models";
-import { CudaBackend, memoryInfo, resetPeakAllocation, type CudaBackendOptions, type CudaEngineConfig } from "@df11/cuda-kernel";
+import { CudaBackend, devices, memoryInfo, resetPeakAllocation, type CudaBackendOptions, type CudaEngineConfig } from "@df11/cuda-kernel";
+
+/** The first fields of a GPU generation benchmark's saved JSON: what, when, where, on which model, batch 1. */
+export const generationResultHeader = (benchmark: string, promptTokens: number, newTokens: number) => ({
+  benchmark,
+  date: new Date().toISOString(),
+  device: devices()[0],
+  model: "Llama-3.1-8B-shaped, synthetic weights (tools/make_bench_model.py)",
+  batch: 1,
+  promptTokens,
+  newTokens,
+});
 
 /** One variant's numbers. */
 export interface GenerationRun {

@@ -16,23 +16,18 @@ import { parseArgs } from "node:util";
 import { parseBytes } from "@df11/cli";
 import { readModelConfig, sizeThreadPoolForReads } from "@df11/hub-loader";
 import { CausalLM, parseTextModelConfig } from "@df11/models";
-import { CudaBackend, devices, memoryInfo, resetPeakAllocation, type CudaBackendOptions, type GpuWeightsLayout } from "@df11/cuda-kernel";
-import { runChild, saveJson } from "./child.js";
-import { measureGeneration, type GenerationRun } from "./gpu-measure.js";
+import { CudaBackend, memoryInfo, resetPeakAllocation, type CudaBackendOptions, type GpuWeightsLayout } from "@df11/cuda-kernel";
+import { benchOptions, runChild, saveJson } from "./child.js";
+import { generationResultHeader, measureGeneration, type GenerationRun } from "./gpu-measure.js";
 
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
   options: {
-    bf16: { type: "string" },
-    df11: { type: "string" },
+    ...benchOptions({ out: "bench-results/offload-generate.json", promptTokens: 512, newTokens: 96 }),
     budget: { type: "string", default: "12GB" },
     "context-budget": { type: "string", default: "18GB" },
-    "prompt-tokens": { type: "string", default: "512" },
-    "new-tokens": { type: "string", default: "96" },
     "no-context": { type: "boolean", default: false },
-    layout: { type: "string" },
     "max-gpu-memory": { type: "string" },
-    out: { type: "string", default: "bench-results/offload-generate.json" },
   },
 });
 sizeThreadPoolForReads(); // before the first file is read
@@ -164,13 +159,7 @@ async function main() {
   }
   log(`all runs' tokens identical: ${identical}`);
   const result = {
-    benchmark: "offload-generate",
-    date: new Date().toISOString(),
-    device: devices()[0],
-    model: "Llama-3.1-8B-shaped, synthetic weights (tools/make_bench_model.py)",
-    batch: 1,
-    promptTokens,
-    newTokens,
+    ...generationResultHeader("offload-generate", promptTokens, newTokens),
     budgetBytes: budget,
     tokensIdentical: identical,
     runs: all.map(({ tokenIds, ...r }) => r),

@@ -253,6 +253,9 @@ export class DeviceWeights implements Disposable {
     try {
       await w.upload(weights, patternDict, options);
       w.placeOffloaded();
+      const asked = options.offloadLayers?.length ?? 0;
+      const done = w.offload?.layers.length ?? 0;
+      if (done !== asked) throw new WeightLayoutError("model.layers", `${asked} layers were to be offloaded, ${done} have matrices named model.layers.N.* that can move`);
       return w;
     } catch (e) {
       w.dispose();
