@@ -594,7 +594,12 @@ export class DeviceWeights implements Disposable {
     if (this.packed.length === 0) return;
     const packed = [...this.packed].sort((a, b) => a.layer - b.layer);
     const slots = LayerOffload.allocateSlots(packed);
-    this.offload = new LayerOffload(packed.map(({ layer, host, bytes }) => ({ layer, host, bytes })), slots);
+    try {
+      this.offload = new LayerOffload(packed.map(({ layer, host, bytes }) => ({ layer, host, bytes })), slots);
+    } catch (e) {
+      for (const slot of slots) slot.dispose();
+      throw e;
+    }
     this.packed.length = 0; // the streamer owns the pinned memory now
     packed.forEach((p, index) => {
       const base = this.offload!.slotAddress(index);
