@@ -3,8 +3,9 @@
 # tests (GPU tests), sanitize (compute-sanitizer memcheck workloads), kernels (GEMV bench + cuBLAS floor),
 # generate (8B generation bench, transformers in the same run), serve (HTTP serving bench), batch
 # (df11 generate --batch-size 1,8,32), peer (the official dfloat11 package on df11's files), cli (the df11
-# command on a reference model: every --gpu-weights, serve's /health), tp (tensor parallelism over every
-# GPU: its GPU tests run with `tests`; here the sanitizer on a small run and the 8B TP bench).
+# command on a reference model: every --gpu-weights, serve's /health), tp (the 8B model on one GPU vs tensor
+# parallel over all of them; its tests run with `tests`, its sanitizer workload with `sanitize`), offload
+# (--max-gpu-memory on the 8B models: BF16 / DF11 offloaded vs DF11 resident, longest context per budget).
 # Logs go to $LOGS (default /tmp/df11-logs) and are packed into $1/results.tar.gz after every stage (the
 # device tool returns at most 8 files, and nothing if the call runs out of time before a final step),
 # with a short summary in $1/summary.txt.
@@ -12,7 +13,7 @@ set -uo pipefail
 out=${1:-gpu-logs}
 logs=${LOGS:-/tmp/df11-logs}
 mkdir -p "$logs" "$out"
-stages=${STAGES:-tests sanitize kernels generate serve batch peer cli tp}
+stages=${STAGES:-tests sanitize kernels generate serve batch peer cli tp offload}
 has() { [[ " $stages " == *" $1 "* ]]; }
 summary="$out/summary.txt"
 stamp() {
@@ -82,5 +83,14 @@ if has tp; then
   else
     echo "tp bench skipped: $n GPU" | tee -a "$summary"
   fi
+fi
+if has offload; then
+  stamp "CPU offload bench (--max-gpu-memory ${OFFLOAD_BUDGET:-12GB})"
+  work=${DF11_BENCH_WORK:-/tmp/df11-bench}
+  [ -f "$work/df11/config.json" ] || SKIP_GENERATE=1 bash scripts/gpu/bench-generate.sh "$logs" > "$logs/bench-models.log" 2>&1
+  timeout ${OFFLOAD_TIMEOUT:-540} node apps/bench/dist/offload-generate.js --bf16 "$work/bf16" --df11 "$work/df11" --budget "${OFFLOAD_BUDGET:-12GB}" \
+    --context-budget "${CONTEXT_BUDGET:-18GB}" --new-tokens "${OFFLOAD_NEW:-96}" ${NO_CONTEXT:+--no-context} --out "$logs/offload-generate.json" > "$logs/offload-generate.log" 2>&1
+  echo "offload bench exit $?" | tee -a "$summary"
+  grep -E "^\||ratio|longest|identical|fits" "$logs/offload-generate.log" | tee -a "$summary"
 fi
 stamp "done"

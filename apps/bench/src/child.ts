@@ -15,3 +15,17 @@ export function saveJson(path: string, value: unknown): string {
   writeFileSync(out, JSON.stringify(value, null, 2) + "\n");
   return out;
 }
+
+/**
+ * The options every GPU generation benchmark takes (--bf16 DIR, --df11 DIR, --layout for its child runs,
+ * --out FILE, --prompt-tokens, --new-tokens), for node:util's parseArgs.
+ */
+export const benchOptions = (defaults: { out: string; promptTokens: number; newTokens: number }) =>
+  ({
+    bf16: { type: "string" },
+    df11: { type: "string" },
+    layout: { type: "string" },
+    out: { type: "string", default: defaults.out },
+    "prompt-tokens": { type: "string", default: String(defaults.promptTokens) },
+    "new-tokens": { type: "string", default: String(defaults.newTokens) },
+  }) as const;

@@ -14,21 +14,17 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { sizeThreadPoolForReads } from "@df11/hub-loader";
 import { CausalLM } from "@df11/models";
-import { CudaBackend, devices, memoryInfo, nativeAddon, resetPeakAllocation, type CudaEngineConfig, type GpuWeightsLayout, type OpTime } from "@df11/cuda-kernel";
-import { runChild, saveJson } from "./child.js";
+import { CudaBackend, nativeAddon, type GpuWeightsLayout, type OpTime } from "@df11/cuda-kernel";
+import { benchOptions, runChild, saveJson } from "./child.js";
+import { generationResultHeader, measureGeneration, type GenerationRun } from "./gpu-measure.js";
 
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
   options: {
-    bf16: { type: "string" },
-    df11: { type: "string" },
+    ...benchOptions({ out: "bench-results/gpu-generate.json", promptTokens: 512, newTokens: 256 }),
     reference: { type: "string" },
     floor: { type: "string" },
-    layout: { type: "string" },
     "no-pdl": { type: "boolean", default: false },
-    out: { type: "string", default: "bench-results/gpu-generate.json" },
-    "prompt-tokens": { type: "string", default: "512" },
-    "new-tokens": { type: "string", default: "256" },
     chunks: { type: "string", default: "" },
     chunk: { type: "string" },
     profile: { type: "boolean", default: false },
@@ -41,100 +37,8 @@ const promptTokens = Number(args["prompt-tokens"]);
 const newTokens = Number(args["new-tokens"]);
 const log = (s: string) => console.error(s);
 
-/** One variant's numbers. */
-interface Run {
-  readonly label: string;
-  readonly weights: "bf16" | "df11";
-  /** What the engine ran with, as it reports it (layout, windows, row thresholds, GPU, PDL). */
-  readonly engine: CudaEngineConfig;
-  /** The fused layout's size and escapes, when used. */
-  readonly fused?: unknown;
-  readonly loadSeconds: number;
-  /** From the start of loading to the first generated token of the prompt (cold: first prefill included). */
-  readonly firstTokenSeconds: number;
-  readonly prefillTokensPerSecond: number;
-  readonly decodeTokensPerSecond: number;
-  readonly decodeMsPerToken: number;
-  readonly gpuMsPerToken: number;
-  readonly hostOverheadMsPerToken: number;
-  /** Host time per token by phase: inputs upload call, graph launch call, wait + copy of the token. */
-  readonly hostMsPerToken: { setStep: number; launch: number; readBack: number };
-  /** Most device memory df11's buffers held at once while generating (after loading). */
-  readonly peakGpuBytes: number;
-  /** The same from the start of loading (transcoding windows included). */
-  readonly peakGpuBytesWithLoad: number;
-  /** Device memory in use seen by cudaMemGetInfo (context included), at its peak during the run. */
-  readonly deviceUsedPeakBytes: number;
-  readonly weightsBytes: number;
-  readonly kvCacheBytes: number;
-  readonly tokenIds: number[];
-}
-
-async function measure(dir: string, label: string, chunk?: number, layout?: GpuWeightsLayout): Promise<Run> {
-  memoryInfo(); // context first, so it is not counted
-  const before = memoryInfo().free;
-  let minFree = before;
-  const sample = () => (minFree = Math.min(minFree, memoryInfo().free));
-  const maxContext = promptTokens + newTokens + 32; // room for the GPU-time probe after the run
-  let t = performance.now();
-  const backend = await CudaBackend.load(dir, { maxContext, decodeChunkElements: chunk, gpuWeights: layout });
-  const loadSeconds = (performance.now() - t) / 1000;
-  using model = new CausalLM(backend.config, backend);
-  sample();
-  const vocab = backend.config.vocabSize;
-  const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 7919 + 13) % vocab);
-  let id = model.forwardGreedy(prompt);
-  const firstTokenSeconds = (performance.now() - t) / 1000;
-  const peakGpuBytesWithLoad = backend.memory().peakBytes;
-  model.reset();
-  resetPeakAllocation();
-  // Warm-up: the first steps allocate, the second one-token step records the CUDA graph.
-  id = model.forwardGreedy(prompt.slice(0, 32));
-  for (let i = 0; i < 4; i++) id = model.forwardGreedy([id]);
-  model.reset();
-  backend.synchronize();
-  sample();
-
-  t = performance.now();
-  id = model.forwardGreedy(prompt);
-  const prefillSeconds = (performance.now() - t) / 1000;
-  const tokenIds = [id];
-  const host = backend.hostTimes;
-  Object.assign(host, { steps: 0, setStep: 0, launch: 0, readBack: 0 });
-  t = performance.now();
-  for (let i = 1; i < newTokens; i++) tokenIds.push((id = model.forwardGreedy([id])));
-  const decodeSeconds = (performance.now() - t) / 1000;
-  const hostMsPerToken = { setStep: host.setStep / host.steps, launch: host.launch / host.steps, readBack: host.readBack / host.steps };
-  sample();
-  // GPU time of one replayed step (events around it) at the end of the run's context, to separate the
-  // host's share of a token (an upper bound of the run's average: attention grows with the context).
-  const gpuMs: number[] = [];
-  for (let i = 0; i < 20; i++) gpuMs.push(backend.gpuMilliseconds(() => model.step([{ slot: 0, tokens: [tokenIds[i]] }])));
-  gpuMs.sort((a, b) => a - b);
-  const decodeMsPerToken = (decodeSeconds * 1000) / (newTokens - 1);
-  const gpuMsPerToken = gpuMs[gpuMs.length >> 1];
-  const c = backend.config;
-  return {
-    label,
-    weights: backend.weights.kind,
-    engine: backend.engineConfig,
-    fused: backend.weights.fused ? { ...backend.weights.fused, perMatrix: backend.fusedMatrices().slice(0, 8) } : undefined,
-    loadSeconds,
-    firstTokenSeconds,
-    prefillTokensPerSecond: promptTokens / prefillSeconds,
-    decodeTokensPerSecond: (newTokens - 1) / decodeSeconds,
-    decodeMsPerToken,
-    gpuMsPerToken,
-    hostOverheadMsPerToken: decodeMsPerToken - gpuMsPerToken,
-    hostMsPerToken,
-    peakGpuBytes: backend.memory().peakBytes,
-    peakGpuBytesWithLoad,
-    deviceUsedPeakBytes: before - minFree,
-    weightsBytes: backend.weights.residentBytes,
-    kvCacheBytes: 2 * c.numLayers * c.numKvHeads * maxContext * c.headDim * 2,
-    tokenIds,
-  };
-}
+type Run = GenerationRun;
+const measure = (dir: string, label: string, chunk?: number, layout?: GpuWeightsLayout) => measureGeneration(dir, label, promptTokens, newTokens, { decodeChunkElements: chunk, gpuWeights: layout });
 
 /** Per-op GPU times (serialised): the prompt's prefill, and one-token steps averaged per token. */
 async function profile(dir: string, chunk?: number, layout?: GpuWeightsLayout): Promise<{ prefill: OpTime[]; decodePerToken: OpTime[] }> {
@@ -225,13 +129,7 @@ async function main() {
   }
   log(`all runs' tokens identical: ${identical}${reference ? `; first ${agreeWithTransformers} tokens equal transformers' (BF16 arithmetic differs, so greedy paths may part)` : ""}`);
   const result = {
-    benchmark: "gpu-generate",
-    date: new Date().toISOString(),
-    device: devices()[0],
-    model: "Llama-3.1-8B-shaped, synthetic weights (tools/make_bench_model.py)",
-    batch: 1,
-    promptTokens,
-    newTokens,
+    ...generationResultHeader("gpu-generate", promptTokens, newTokens),
     tokensIdentical: identical,
     tokensEqualToTransformers: agreeWithTransformers,
     reference: reference ? { ...reference, tokenIds: undefined } : undefined,

@@ -43,7 +43,7 @@ ${rows}
 
 const readJson = async (path: string) => JSON.parse(await readFile(path, "utf8"));
 
-/** Charts of the saved results in `dir` (kernel-h100.json, codec-cpu.json, generate-cpu.json, gpu-generate-h200.json (else -h100), gemv-kernels-h200.json, batch-generate-h200.json, gpu-serve-h200.json (else -h100)…), written beside them. */
+/** Charts of the saved results in `dir` (kernel-h100.json, codec-cpu.json, generate-cpu.json, gpu-generate-h200.json (else -h100), gemv-kernels-h200.json, batch-generate-h200.json, gpu-serve-h200.json (else -h100), offload-generate-h200.json (else -h100, else offload-generate.json)…), written beside them. */
 export async function plotResults(dir: string): Promise<string[]> {
   const written: string[] = [];
   const save = async (name: string, svg: string) => {
@@ -164,7 +164,41 @@ export async function plotResults(dir: string): Promise<string[]> {
     });
     await save("gpu-serve.svg", barChart(`df11 serve, aggregate tokens/s (${serve.promptTokens}-token prompts, ${serve.newTokens} new each), ${serve.device.name}`, "tokens/s", bars));
   }
+  const offload = (await gpuFile("offload-generate")) ?? (await readJson(join(dir, "offload-generate.json")).catch(() => undefined));
+  if (offload) await saveOffloadCharts(offload, save);
   return written;
+}
+
+interface OffloadResult {
+  readonly budgetBytes: number;
+  readonly promptTokens: number;
+  readonly newTokens: number;
+  readonly device: { readonly name: string };
+  readonly runs: ReadonlyArray<{ label: string; weights: string; decodeTokensPerSecond: number; prefillTokensPerSecond: number; peakGpuBytes: number; engine: { offload: { layers: number[] } | null } }>;
+  readonly ratios: { readonly df11ResidentOverBf16Offloaded: number; readonly df11OffloadedOverBf16Offloaded: number };
+  readonly context?: { readonly budgetBytes: number; readonly bf16: { maxContext: number }; readonly df11: { maxContext: number }; readonly ratio: number };
+}
+
+/** Charts of an `offload-generate` result: decode speed and peak memory per run, longest context per budget. */
+async function saveOffloadCharts(r: OffloadResult, save: (name: string, svg: string) => Promise<void>) {
+  const budget = `${(r.budgetBytes / 1e9).toFixed(0)} GB`;
+  const kind = (run: OffloadResult["runs"][number]) => (run.weights === "bf16" ? ("reference" as const) : ("ours" as const));
+  const label = (run: OffloadResult["runs"][number]) => `${run.label}${run.engine.offload ? `, ${run.engine.offload.layers.length} layers on the host` : ""}`;
+  const title = `batch 1, ${r.promptTokens}-token prompt, ${r.newTokens} new, ${r.device.name}`;
+  await save(
+    "offload-decode.svg",
+    barChart(`CPU offload at --max-gpu-memory ${budget}: decode (DF11/BF16 offloaded ${r.ratios.df11OffloadedOverBf16Offloaded.toFixed(1)}×, DF11 resident ${r.ratios.df11ResidentOverBf16Offloaded.toFixed(1)}×), ${title}`, "tokens/s", r.runs.map((run) => ({ label: label(run), value: run.decodeTokensPerSecond, kind: kind(run) }))),
+  );
+  await save("offload-memory.svg", barChart(`CPU offload at --max-gpu-memory ${budget}: peak GPU memory, ${title}`, "GB", [...r.runs.map((run) => ({ label: label(run), value: run.peakGpuBytes / 1e9, kind: kind(run) })), { label: "budget", value: r.budgetBytes / 1e9, kind: "target" as const }]));
+  if (r.context) {
+    await save(
+      "offload-context.svg",
+      barChart(`Longest context with every weight on the GPU within ${(r.context.budgetBytes / 1e9).toFixed(0)} GB (DF11 ${r.context.ratio.toFixed(1)}×)`, "tokens", [
+        { label: "BF16", value: r.context.bf16.maxContext, kind: "reference" },
+        { label: "DF11 (fused layout)", value: r.context.df11.maxContext, kind: "ours" },
+      ]),
+    );
+  }
 }
 
 interface GenerateRun {

@@ -1,7 +1,7 @@
 import { Model, readGenerationConfig, TextTokenizer, type BackendMemory, type GenerationFinish, type GenerationSettings, type ModelGenerateOptions } from "@df11/models";
 import { CliError } from "./errors.js";
 import { formatBytes } from "./format-bytes.js";
-import { interruptSignal, reportSettings, samplingOf, type GenerationFlags, type ReportedSettings } from "./generate-command.js";
+import { interruptSignal, loadOptionsOf, reportSettings, samplingOf, type GenerationFlags, type ReportedSettings } from "./generate-command.js";
 import { loadModelOn } from "./load-model.js";
 import { weightsReport, type WeightsReport } from "./weights-report.js";
 
@@ -129,7 +129,7 @@ export async function runBatchGenerate(modelDir: string, input: BatchInput, flag
   const plan = planBatch(sources.length, input.batchSize, flags.seed);
   const tokenizer = await TextTokenizer.load(modelDir);
   if (input.prompts?.length && !tokenizer) throw new CliError(`${modelDir} has no tokenizer.json: use --input-ids`);
-  const lm = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights, gpuWeights: flags.gpuWeights, devices: flags.devices, slots: plan.length });
+  const lm = await loadModelOn(modelDir, { ...loadOptionsOf(flags), slots: plan.length });
   // The model's generation_config.json: its sampling defaults fill in what the flags leave unset (as alone).
   using model = new Model(modelDir, modelDir, lm, tokenizer, { maxBatch: plan.length, generationConfig: await readGenerationConfig(modelDir), samplingDefaults: flags.samplingDefaults });
   const prompts = sources.map((p) => (typeof p !== "string" ? [...p] : model.promptIds(input.chat ? [{ role: "user", content: p }] : p)));

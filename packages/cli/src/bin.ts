@@ -18,7 +18,7 @@ import { hubEnvironment, listCachedModels, removePendingTemporaries, resolveMode
 import { modelDirectory } from "./model-source.js";
 import { interruptSignal, parseIds, runChat, runGenerate, type GenerationFlags } from "./generate-command.js";
 import { deviceFor, parseDevices, type DeviceChoice } from "./devices-option.js";
-import { gpuWeightsOption, warnIfGpuWeightsUnused, weightsReport, type GpuWeightsChoice } from "./weights-report.js";
+import { gpuWeightsOption, maxGpuMemoryOption, refuseGpuFlagsOnCpu, warnIfGpuFlagsUnused, weightsReport, type GpuWeightsChoice } from "./weights-report.js";
 import { BATCH_HELP, batchGenerateCommand } from "./batch-generate.js";
 import { asDeviceFlagError, CliError } from "./errors.js";
 
@@ -208,6 +208,7 @@ const withSampling = (cmd: Command) =>
     .option("--max-context <n>", "GPU: positions the KV cache holds (default: min(model's maximum, 4096))", intOption)
     .option("--gpu-weights <layout>", GPU_WEIGHTS_HELP, gpuWeightsOption, "auto")
     .option("--devices <ids>", DEVICES_HELP, devicesOption)
+    .option("--max-gpu-memory <size>", MAX_GPU_MEMORY_HELP, maxGpuMemoryOption)
     .option("--verify-weights", "decode every DF11 module once at load and check it against its recorded checksum");
 
 function deviceOption(v: string): DeviceChoice {
@@ -228,6 +229,9 @@ function devicesOption(v: string): number[] {
 const GPU_WEIGHTS_HELP =
   "GPU: how the weights are held: fused (DF11 decoded inside the matrix kernels: DF11's memory, BF16's speed), huffman (as stored, decoded per window: least memory, slowest), bf16 (plain), auto (fused (bf16 for tiny models, where its padding costs more), or huffman when that would not fit)";
 
+const MAX_GPU_MEMORY_HELP =
+  "GPU: device memory df11 may use, e.g. 12GB, 12GiB, 12000MB (default: what is free); decoder layers that do not fit stay in pinned host memory and are copied in before use (CPU offload: same outputs, slower)";
+
 const flagsOf = (o: Record<string, unknown>): GenerationFlags => ({
   maxTokens: o.maxTokens as number,
   temperature: o.temperature as number | undefined,
@@ -242,6 +246,7 @@ const flagsOf = (o: Record<string, unknown>): GenerationFlags => ({
   verifyWeights: o.verifyWeights as boolean | undefined,
   gpuWeights: o.gpuWeights as GpuWeightsChoice,
   devices: o.devices as number[] | undefined,
+  maxGpuMemory: o.maxGpuMemory as number | undefined,
   samplingDefaults: o.samplingDefaults as boolean,
 });
 
@@ -277,7 +282,7 @@ withSampling(
   else {
     process.stdout.write("\n");
     process.stderr.write(
-      `[${result.tokenIds.length} tokens, ${result.interrupted ? "interrupted" : result.stopReason}; prefill ${result.tokensPerSecond.prefill.toFixed(1)} tok/s, decode ${result.tokensPerSecond.decode.toFixed(1)} tok/s; ${result.weights} on ${result.device}; peak RSS ${formatBytes(result.peakRssBytes)}]\n`,
+      `[${result.tokenIds.length} tokens, ${result.interrupted ? "interrupted" : result.stopReason}; prefill ${result.tokensPerSecond.prefill.toFixed(1)} tok/s, decode ${result.tokensPerSecond.decode.toFixed(1)} tok/s; ${result.weights} on ${result.device}${result.weightsInUse.offload ? ` (${result.weightsInUse.offload.layers.length} layers offloaded to the host)` : ""}; peak RSS ${formatBytes(result.peakRssBytes)}]\n`,
     );
   }
 });
@@ -305,6 +310,7 @@ program
   .option("--device <device>", "cuda (GPU), cpu, or auto: the GPU when one is present", deviceOption, "auto")
   .option("--gpu-weights <layout>", GPU_WEIGHTS_HELP, gpuWeightsOption, "auto")
   .option("--devices <ids>", DEVICES_HELP, devicesOption)
+  .option("--max-gpu-memory <size>", MAX_GPU_MEMORY_HELP, maxGpuMemoryOption)
   .option("--verify-weights", "decode every DF11 module once at load and check it against its recorded checksum")
   .option("--no-sampling-defaults", "ignore the sampling defaults in the model's generation_config.json (requests that set none get OpenAI's)")
   .action(async (source: string, opts) => {
@@ -312,11 +318,12 @@ program
     await import("@df11/cuda-kernel"); // registers the GPU backend
     const { serveModel } = await import("./serve/server.js");
     const bar = downloadBar("load");
-    if (opts.device === "cpu" && opts.gpuWeights !== "auto") throw new CliError(`--gpu-weights ${opts.gpuWeights} applies to the GPU, not --device cpu (the CPU runs DF11 as stored)`);
+    refuseGpuFlagsOnCpu(opts.device, opts);
     const model = await loadModel(await modelDirectory(source), {
       device: deviceFor(opts.device, opts.devices),
       devices: opts.devices,
       gpuWeights: opts.gpuWeights,
+      maxGpuMemory: opts.maxGpuMemory,
       maxContext: opts.maxContext,
       slots: opts.maxBatch,
       verifyWeights: opts.verifyWeights,
@@ -327,7 +334,7 @@ program
         throw asDeviceFlagError(e);
       })
       .finally(bar.stop);
-    warnIfGpuWeightsUnused(model.device, opts.gpuWeights);
+    warnIfGpuFlagsUnused(model.device, opts);
     const running = await serveModel(model, {
       host: opts.host,
       port: opts.port,
@@ -336,7 +343,8 @@ program
       log: (l) => process.stderr.write(`${l}\n`),
     });
     const held = weightsReport(model.lm.weights);
-    process.stderr.write(`df11 serve: ${opts.modelId ?? source} (${held.format}${held.layout !== held.format ? ` as ${held.layout}` : ""}, ${formatBytes(held.residentBytes)} on ${model.device}, batch ≤ ${opts.maxBatch}, context ${model.lm.maxContext}) at ${running.url}/v1\n`);
+    const offloaded = held.offload ? `; ${held.offload.layers.length} layers (${formatBytes(held.offload.hostBytes)}) offloaded to pinned host memory` : "";
+    process.stderr.write(`df11 serve: ${opts.modelId ?? source} (${held.format}${held.layout !== held.format ? ` as ${held.layout}` : ""}, ${formatBytes(held.residentBytes)} on ${model.device}${offloaded}, batch ≤ ${opts.maxBatch}, context ${model.lm.maxContext}) at ${running.url}/v1\n`);
     const stop = async () => {
       await running.close();
       model.dispose();

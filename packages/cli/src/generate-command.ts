@@ -16,7 +16,7 @@ import {
   type ResolvedSampling,
 } from "@df11/models";
 import { CliError } from "./errors.js";
-import { loadModelOn, type DeviceChoice } from "./load-model.js";
+import { loadModelOn, type DeviceChoice, type LoadOptions } from "./load-model.js";
 import { weightsReport, type GpuWeightsChoice, type WeightsReport } from "./weights-report.js";
 
 /** Options shared by `df11 generate` and `df11 chat`. */
@@ -40,9 +40,14 @@ export interface GenerationFlags {
   readonly gpuWeights?: GpuWeightsChoice;
   /** GPU indices (--devices): one picks that GPU, several run tensor parallel over them. */
   readonly devices?: readonly number[];
+  /** GPU: bytes of device memory df11 may use (--max-gpu-memory); what does not fit is offloaded to pinned host memory. */
+  readonly maxGpuMemory?: number;
   /** false (--no-sampling-defaults): ignore generation_config.json's sampling defaults. */
   readonly samplingDefaults?: boolean;
 }
+
+/** The model-loading flags of generate, chat and generate --batch-size. */
+export const loadOptionsOf = (f: GenerationFlags): LoadOptions => ({ device: f.device, maxContext: f.maxContext, verifyWeights: f.verifyWeights, gpuWeights: f.gpuWeights, devices: f.devices, maxGpuMemory: f.maxGpuMemory });
 
 /** What a generation ran with (`--json` reports it). */
 export interface ReportedSettings {
@@ -145,7 +150,7 @@ export async function runGenerate(
 ): Promise<GenerateResult> {
   if (input.prompt !== undefined && input.inputIds) throw new CliError("give --prompt or --input-ids, not both");
   if (input.chat && input.inputIds) throw new CliError("--chat wraps a text prompt in the chat template; it does not apply to --input-ids");
-  using model = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights, gpuWeights: flags.gpuWeights, devices: flags.devices });
+  using model = await loadModelOn(modelDir, loadOptionsOf(flags));
   const tokenizer = await TextTokenizer.load(modelDir);
   let prompt: number[];
   if (input.inputIds) prompt = input.inputIds;
@@ -186,7 +191,7 @@ export async function runGenerate(
 
 /** `df11 chat`: an interactive conversation using the model's chat template. */
 export async function runChat(modelDir: string, flags: GenerationFlags, system?: string): Promise<void> {
-  using model = await loadModelOn(modelDir, { device: flags.device, maxContext: flags.maxContext, verifyWeights: flags.verifyWeights, gpuWeights: flags.gpuWeights, devices: flags.devices });
+  using model = await loadModelOn(modelDir, loadOptionsOf(flags));
   const tokenizer = await TextTokenizer.load(modelDir);
   if (!tokenizer?.hasChatTemplate) throw new CliError(`${modelDir} has no tokenizer with a chat template; use df11 generate`);
   const { options } = await settingsOf(modelDir, model, tokenizer, flags);

@@ -1,7 +1,7 @@
 import "@df11/cuda-kernel"; // registers the CUDA backend with @df11/models
 import { loadCausalLM, type CausalLM } from "@df11/models";
-import { warnIfGpuWeightsUnused, type GpuWeightsChoice } from "./weights-report.js";
-import { asDeviceFlagError, CliError } from "./errors.js";
+import { refuseGpuFlagsOnCpu, warnIfGpuFlagsUnused, type GpuWeightsChoice } from "./weights-report.js";
+import { asDeviceFlagError } from "./errors.js";
 import { deviceFor } from "./devices-option.js";
 
 export type { DeviceChoice } from "./devices-option.js";
@@ -19,17 +19,18 @@ export interface LoadOptions {
   readonly gpuWeights?: GpuWeightsChoice;
   /** GPU indices: one picks that GPU, several run the model tensor parallel over them (--devices). */
   readonly devices?: readonly number[];
+  /** GPU: bytes of device memory df11 may use (--max-gpu-memory); layers that do not fit are offloaded to pinned host memory. */
+  readonly maxGpuMemory?: number;
   /** GPU: bytes placed on the device so far. */
   readonly onProgress?: (done: number, total: number) => void;
 }
 
 /** Load a BF16 or DF11 model for generation on the chosen device (default: the GPU when present). */
 export async function loadModelOn(directory: string, options: LoadOptions = {}): Promise<CausalLM> {
-  if (options.device === "cpu" && options.gpuWeights && options.gpuWeights !== "auto")
-    throw new CliError(`--gpu-weights ${options.gpuWeights} applies to the GPU, not --device cpu (the CPU runs DF11 as stored)`);
+  refuseGpuFlagsOnCpu(options.device, options);
   try {
     const model = await loadCausalLM(directory, { ...options, device: deviceFor(options.device, options.devices) });
-    warnIfGpuWeightsUnused(model.device, options.gpuWeights);
+    warnIfGpuFlagsUnused(model.device, options);
     return model;
   } catch (e) {
     throw asDeviceFlagError(e);

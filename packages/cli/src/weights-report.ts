@@ -1,5 +1,7 @@
 import { InvalidArgumentError } from "commander";
-import type { WeightsInfo } from "@df11/models";
+import type { OffloadReport, WeightsInfo } from "@df11/models";
+import { CliError } from "./errors.js";
+import { parseBytes } from "./format-bytes.js";
 
 /**
  * How a GPU holds the weights (`--gpu-weights`): `fused` (DF11's fused layout, decoded inside the
@@ -15,9 +17,43 @@ export function gpuWeightsOption(v: string): GpuWeightsChoice {
   return v;
 }
 
-/** `--gpu-weights` chose a GPU layout but `--device auto` found no GPU: say so on stderr (the run goes on, on the CPU). */
-export function warnIfGpuWeightsUnused(device: "cpu" | "cuda", gpuWeights: GpuWeightsChoice | undefined): void {
-  if (device === "cpu" && gpuWeights && gpuWeights !== "auto") process.stderr.write(`warning: --gpu-weights ${gpuWeights} is ignored: no usable GPU, running on the CPU\n`);
+/**
+ * Commander parser for `--max-gpu-memory`: a size such as `12GB` (1e9 bytes), `12GiB` (2^30) or `12000MB`.
+ * A bare number is bytes, so values under 1 MB (a forgotten unit) are refused.
+ */
+export function maxGpuMemoryOption(v: string): number {
+  let bytes: number;
+  try {
+    bytes = parseBytes(v);
+  } catch {
+    bytes = NaN;
+  }
+  if (!Number.isFinite(bytes) || bytes <= 0) throw new InvalidArgumentError(`expected a size such as 12GB, 12GiB or 12000MB, got "${v}"`);
+  if (bytes < 1e6) throw new InvalidArgumentError(`${v} is ${bytes} bytes: give a unit, e.g. ${v}GB`);
+  return bytes;
+}
+
+/** The GPU-only flags a command was given (`--gpu-weights`, `--max-gpu-memory`). */
+export interface GpuFlags {
+  readonly gpuWeights?: GpuWeightsChoice;
+  readonly maxGpuMemory?: number;
+}
+
+/** The GPU-only flags given (as typed), for messages: e.g. `--gpu-weights fused`, `--max-gpu-memory`. */
+function gpuFlagsGiven(f: GpuFlags): string[] {
+  return [...(f.gpuWeights && f.gpuWeights !== "auto" ? [`--gpu-weights ${f.gpuWeights}`] : []), ...(f.maxGpuMemory !== undefined ? ["--max-gpu-memory"] : [])];
+}
+
+/** Refuse GPU-only flags with `--device cpu` (the CPU runs DF11 as stored, in host memory). */
+export function refuseGpuFlagsOnCpu(device: string | undefined, f: GpuFlags): void {
+  const given = gpuFlagsGiven(f);
+  if (device === "cpu" && given.length > 0) throw new CliError(`${given.join(" and ")} ${given.length > 1 ? "apply" : "applies"} to the GPU, not --device cpu (the CPU runs DF11 as stored)`);
+}
+
+/** GPU-only flags given but `--device auto` found no GPU: say so on stderr (the run goes on, on the CPU). */
+export function warnIfGpuFlagsUnused(device: "cpu" | "cuda", f: GpuFlags): void {
+  const given = gpuFlagsGiven(f);
+  if (device === "cpu" && given.length > 0) process.stderr.write(`warning: ${given.join(" and ")} ${given.length > 1 ? "are" : "is"} ignored: no usable GPU, running on the CPU\n`);
 }
 
 /** The weights as `--json` and `/health` report them: checkpoint format, layout in use, resident bytes, fused cost. */
@@ -30,8 +66,10 @@ export interface WeightsReport {
   readonly residentBytes: number;
   /** The fused layout's cost when it is used: escapes, bits per weight, ratio to BF16. */
   readonly fused?: WeightsInfo["fused"];
+  /** CPU offload (--max-gpu-memory): the layers kept in pinned host memory, its bytes, the device slots' bytes. */
+  readonly offload?: OffloadReport;
 }
 
 export function weightsReport(w: WeightsInfo): WeightsReport {
-  return { format: w.kind, layout: w.layout ?? (w.kind === "df11" ? "huffman" : "bf16"), residentBytes: w.residentBytes, ...(w.fused ? { fused: w.fused } : {}) };
+  return { format: w.kind, layout: w.layout ?? (w.kind === "df11" ? "huffman" : "bf16"), residentBytes: w.residentBytes, ...(w.fused ? { fused: w.fused } : {}), ...(w.offload ? { offload: w.offload } : {}) };
 }

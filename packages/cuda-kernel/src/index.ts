@@ -42,10 +42,13 @@ export {
   DEFAULT_MAX_ROWS,
   type CudaBackendOptions,
   type CudaEngineConfig,
+  type CudaMemoryPlan,
   type CudaTensor,
   type GpuWeightsLayout,
 } from "./backend/cuda-backend.js";
 export { TensorParallelBackend, type TensorParallelBackendOptions, type TensorParallelEngineConfig, type TensorParallelTensor } from "./backend/tensor-parallel-backend.js";
+export { planOffload, offloadLast, type OffloadPlan, type OffloadPlanInput } from "./backend/offload-plan.js";
+export { LayerOffload } from "./backend/offload.js";
 export { DeviceWeights, type LoadProgress, type LoadChecks, type LoadCheckReport } from "./backend/device-weights.js";
 export { FusedDeviceMatrix, fusedLayoutReport, type FusedLayoutReport } from "./backend/formats/fused.js";
 export type { DeviceMatrix, WeightFormat } from "./backend/formats/matrix.js";

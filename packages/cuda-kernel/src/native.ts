@@ -109,6 +109,8 @@ export interface NativePinnedBuffer {
   readonly buffer: ArrayBuffer;
   readonly byteLength: number;
   free(): void;
+  copyFromDevice(byteOffset: number, src: Address, bytes: number, stream?: NativeStream): void;
+  copyToDevice(dst: Address, byteOffset: number, bytes: number, stream?: NativeStream): void;
 }
 export interface NativeStream {
   synchronize(): void;

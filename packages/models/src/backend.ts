@@ -39,6 +39,22 @@ export interface WeightsInfo {
   readonly layout?: "bf16" | "huffman" | "fused";
   /** The fused layout's cost, when it is used: escapes, bits per weight, ratio to BF16. */
   readonly fused?: FusedLayoutReport;
+  /**
+   * CPU offload, when the GPU holds only part of the weights (`maxGpuMemory`): the decoder layers kept
+   * in pinned host memory and copied into device slots just ahead of use. `residentBytes` counts the
+   * slots, not the offloaded layers.
+   */
+  readonly offload?: OffloadReport;
+}
+
+/** Decoder layers a GPU backend keeps in pinned host memory (CPU offload). */
+export interface OffloadReport {
+  /** Indices of the offloaded decoder layers (their matrices; norms stay on the device). */
+  readonly layers: readonly number[];
+  /** Bytes of pinned host memory holding them (in the layout the GPU runs: fused or BF16). */
+  readonly hostBytes: number;
+  /** Bytes of device memory of the slots they are copied into (two, double-buffered; one for one layer). */
+  readonly slotBytes: number;
 }
 
 /** What the GPU's DF11 fused layout costs, for reports (`df11 generate --json`, /health, the GPU bench). */
@@ -131,6 +147,12 @@ export interface Backend<T extends BackendTensor = BackendTensor> extends Dispos
   replayable<R>(key: string, fn: () => R): R;
   /** Forget what a KV-cache slot holds (its sequence ended). */
   releaseSlot(slot: number): void;
+  /**
+   * Optional: called by the forward pass before each layer's first op (`layer` from 0), and once more
+   * with `layer` = the model's layer count when the last layer's ops are queued. A backend that streams
+   * weights per layer (CPU offload) fetches and releases them here; others need not implement it.
+   */
+  beginLayer?(layer: number): void;
   /** Memory in use and its peak; optional: a backend without it reports nothing (callers print "n/a"). */
   memory?(): BackendMemory;
   dispose(): void;

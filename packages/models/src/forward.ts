@@ -31,6 +31,7 @@ export function forwardStep<T extends BackendTensor>(b: Backend<T>, rows: number
   // Gemma scales embeddings by √hidden, rounded to float32 as transformers does.
   b.embed(h, c.gemmaNorms ? Math.fround(Math.sqrt(H)) : 1);
   for (let l = 0; l < c.numLayers; l++) {
+    b.beginLayer?.(l); // a backend streaming layers (CPU offload) waits here for this layer's weights
     const p = `model.layers.${l}`;
     const bias = (on: boolean, name: string) => (on ? `${p}.${name}.bias` : undefined);
     b.rmsNorm(h, `${p}.input_layernorm.weight`, x);
@@ -60,6 +61,7 @@ export function forwardStep<T extends BackendTensor>(b: Backend<T>, rows: number
     if (c.sandwichNorms) b.rmsNormAdd(o, `${p}.post_feedforward_layernorm.weight`, h);
     options.onLayerOutput?.(l, b.read(h));
   }
+  b.beginLayer?.(c.numLayers); // the last layer's ops are queued
 
   const last = b.tensor("output_hidden", outputRows, H);
   b.gatherOutputRows(h, last);

@@ -1,5 +1,6 @@
 // PinnedBuffer: page-locked host memory (cudaHostAlloc) seen from JS as an ArrayBuffer: files are read
-// straight into it and copied to the device asynchronously (DMA), overlapping the next read.
+// straight into it and copied to the device asynchronously (DMA), overlapping the next read; offloaded
+// layers live in it and are copied to device addresses on a stream (copyToDevice / copyFromDevice).
 #pragma once
 #include "common.h"
 
@@ -17,6 +18,9 @@ class PinnedBuffer : public Napi::ObjectWrap<PinnedBuffer> {
   Napi::Value Buffer(const Napi::CallbackInfo& info);
   Napi::Value Free(const Napi::CallbackInfo& info);
   Napi::Value ByteLength(const Napi::CallbackInfo& info);
+  Napi::Value CopyFromDevice(const Napi::CallbackInfo& info);
+  Napi::Value CopyToDevice(const Napi::CallbackInfo& info);
+  uint8_t* range(const Napi::CallbackInfo& info, size_t offsetArg, size_t bytesArg) const;
 
   void* ptr_ = nullptr;
   size_t bytes_ = 0;

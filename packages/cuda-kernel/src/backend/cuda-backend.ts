@@ -13,6 +13,7 @@ import {
   type StepRows,
   type BackendMemory,
   type RankShard,
+  type OffloadReport,
   type TextModelConfig,
   type WeightsInfo,
 } from "@df11/models";
@@ -22,6 +23,7 @@ import { DeviceBuffer } from "../runtime/device-buffer.js";
 import { allocationStats, cudaRuntimeVersion, currentDevice, devices, memoryInfo, programmaticLaunch, setDevice } from "../runtime/device.js";
 import { CudaEvent, CudaGraph, CudaStream } from "../runtime/stream.js";
 import { DeviceWeights, type LoadCheckReport, type LoadProgress, type MatrixSlice } from "./device-weights.js";
+import { choosePlacement, PlacementShortfall, type LayoutNeeds, type OffloadPlan, type Placement } from "./offload-plan.js";
 import type { WeightFormat } from "./formats/matrix.js";
 import { OpProfile } from "./op-profile.js";
 
@@ -58,6 +60,17 @@ export interface CudaBackendOptions {
    * Default {@link DEFAULT_GEMM_MIN_ROWS}.
    */
   readonly gemmMinRows?: number;
+  /**
+   * Bytes of device memory df11 may allocate on its GPU: weights, KV cache and working memory (not the
+   * CUDA context). Default: none (what is free). When the weights do not fit (in the layout chosen; `auto`
+   * first tries its layouts resident), the last decoder layers' matrices stay in pinned host memory (CPU
+   * offload, fused or bf16 layout) and are copied into two device slots just ahead of use, overlapped with
+   * the compute: as few layers as fit the budget. Outputs are bit-identical; each step copies those
+   * layers over PCIe, so decoding is bound by the copies.
+   */
+  readonly maxGpuMemory?: number;
+  /** Testing: offload exactly this many of the last layers (whatever the budget). */
+  readonly offloadLayers?: number;
   /** CUDA device index. Default: the current device (see `currentDevice`, `withDevice`; 0 unless changed). */
   readonly device?: number;
   readonly onProgress?: LoadProgress;
@@ -97,6 +110,21 @@ export const DEFAULT_MAX_ROWS = 512;
 /** Default cap of {@link CudaBackendOptions.maxContext} (the model's max_position_embeddings when lower). */
 export const DEFAULT_MAX_CONTEXT = 4096;
 
+/** The memory plan of a load (see {@link CudaBackend.planMemory}), in bytes of device memory. */
+export interface CudaMemoryPlan {
+  readonly layout: WeightFormat;
+  readonly maxContext: number;
+  readonly slots: number;
+  /** Everything: resident weights (and offload slots), KV cache, working memory. */
+  readonly deviceBytes: number;
+  /** All weights in the layout (offloaded ones included). */
+  readonly weightBytes: number;
+  readonly kvBytes: number;
+  readonly workingBytes: number;
+  /** Layers offloaded to pinned host memory, or null. */
+  readonly offload: OffloadPlan | null;
+}
+
 /** What the backend runs with, read back from it (benchmarks record this, never their own defaults). */
 export interface CudaEngineConfig {
   readonly device: { readonly index: number; readonly name: string; readonly computeCapability: string };
@@ -112,6 +140,10 @@ export interface CudaEngineConfig {
   readonly maxRows: number;
   readonly slots: number;
   readonly maxContext: number;
+  /** The device-memory budget loaded with (`maxGpuMemory`), or null. */
+  readonly maxGpuMemory: number | null;
+  /** CPU offload in use: offloaded layers, pinned host bytes, slot bytes (null when every weight is on the GPU). */
+  readonly offload: OffloadReport | null;
 }
 
 const GEMV_MAX_ROWS = 64; // csrc/kernels/inference.h kGemvMaxRows
@@ -230,12 +262,14 @@ export class CudaBackend implements Backend<CudaTensor> {
     profile: boolean,
     private readonly gemmMinRows: number,
     embeddingRows: number,
+    private readonly maxGpuMemory: number | undefined,
   ) {
     this.deviceIndex = currentDevice();
     this.embeddingRows = embeddingRows;
     this.profile = profile ? new OpProfile(this.stream) : undefined;
     const fused = deviceWeights.fusedReport;
-    this.weights = { kind: deviceWeights.kind, residentBytes: deviceWeights.residentBytes, layout: deviceWeights.layout, ...(fused ? { fused } : {}) };
+    const offload = deviceWeights.offload?.report;
+    this.weights = { kind: deviceWeights.kind, residentBytes: deviceWeights.residentBytes, layout: deviceWeights.layout, ...(fused ? { fused } : {}), ...(offload ? { offload } : {}) };
     this.decodeChunk = decodeChunk;
     const c = config;
     const alloc = (bytes: number) => {
@@ -266,14 +300,45 @@ export class CudaBackend implements Backend<CudaTensor> {
   /**
    * Load a model directory (BF16, or DF11 detected by `dfloat11_config`) onto the GPU in the requested
    * layout. Before anything is allocated, checks that weights + KV cache + working memory fit in free
-   * GPU memory (`auto`: the fused layout, BF16 where fused would be larger, Huffman when neither fits) and throws
-   * {@link OutOfDeviceMemoryError} saying how much is needed and what would make it fit otherwise.
+   * GPU memory (`auto`: the fused layout, BF16 where fused would be larger, Huffman when neither fits) —
+   * or in `maxGpuMemory` when that is less; with `maxGpuMemory`, when no layout fits resident, the fewest
+   * last decoder layers are offloaded to pinned host memory (see {@link choosePlacement}, LayerOffload).
+   * Throws {@link OutOfDeviceMemoryError} saying how much is needed and which options would make it fit.
    */
   static async load(directory: string, options: CudaBackendOptions = {}): Promise<CudaBackend> {
+    const p = await CudaBackend.prepare(directory, options);
+    await using files = p.files;
+    const { config, raw, weights, patternDict, layout, plan } = p;
+    const checks = { recorded: readRecordedChecksums(weights), stored: options.checkStored !== false, weights: !!options.verifyWeights };
+    const deviceWeights = await DeviceWeights.load(weights, patternDict, { layout, config: raw, onProgress: options.onProgress, checks, offloadLayers: plan?.layers, shard: options.shard });
+    try {
+      return new CudaBackend(config, deviceWeights, p.maxRows, p.slots, p.maxContext, p.window, options.fault, options.profile ?? false, options.gemmMinRows ?? DEFAULT_GEMM_MIN_ROWS, p.embeddingRows, options.maxGpuMemory);
+    } catch (e) {
+      deviceWeights.dispose();
+      throw e;
+    }
+  }
+
+  /**
+   * The memory plan {@link load} would follow with these options, without allocating anything: the
+   * layout, the device bytes (weights, KV cache, working memory), and the layers offloaded. Throws as
+   * `load` does when nothing fits (OutOfDeviceMemoryError naming the options).
+   */
+  static async planMemory(directory: string, options: CudaBackendOptions = {}): Promise<CudaMemoryPlan> {
+    const p = await CudaBackend.prepare(directory, options);
+    await using _files = p.files;
+    const n = p.needs(p.layout);
+    const resident = n.weightBytes + n.kvBytes + n.workingBytes;
+    return { layout: p.layout, maxContext: p.maxContext, slots: p.slots, deviceBytes: p.plan ? p.plan.deviceBytes : resident, weightBytes: n.weightBytes, kvBytes: n.kvBytes, workingBytes: n.workingBytes, offload: p.plan ?? null };
+  }
+
+  /** Options checked, files opened (the caller closes them), the placement chosen. */
+  private static async prepare(directory: string, options: CudaBackendOptions) {
     if (options.device !== undefined) setDevice(options.device);
     const raw = await readModelConfig(directory);
     const dfc = dfloat11ConfigOf(raw, directory);
     const fullConfig = parseTextModelConfig(raw);
+    // A tensor-parallel rank runs with its own heads, KV heads, features and vocabulary shard.
     const shard = options.shard;
     const config = shard ? shard.config : fullConfig;
     if (config.headDim % 8 !== 0 || config.headDim > 256) throw new ConfigError("head_dim", `${config.headDim}: the CUDA backend needs a multiple of 8 up to 256`);
@@ -290,35 +355,39 @@ export class CudaBackend implements Backend<CudaTensor> {
     if (!["auto", "fused", "huffman", "bf16"].includes(requested)) throw new RangeError(`gpuWeights must be auto, fused, huffman or bf16, got ${JSON.stringify(requested)}`);
     if (requested === "huffman" && !dfc) throw new ConfigError("gpuWeights", "huffman keeps DF11 modules as stored, and this model is BF16: use fused (the default) or bf16");
     if (requested === "huffman" && shard) throw new ConfigError("gpuWeights", "huffman keeps DF11 modules whole, and tensor parallelism holds a slice of each matrix per GPU: use fused (the default) or bf16");
-    await using files = await SafetensorsCollection.openDirectory(directory);
-    // A multimodal checkpoint's language model under the usual names (vision parts left out).
-    const { weights, patternDict } = languageModelOf(files, dfc?.patternDict);
-    const { free } = memoryInfo();
-    const need = (layout: WeightFormat) => {
-      const w = workingBytes(config, maxRows, slots, maxContext, window, layout !== "bf16");
-      const weightBytes = DeviceWeights.plannedBytes(weights, patternDict, raw, layout, shard);
-      // Loading a DF11 model into another layout holds one compressed module and a window besides.
-      return { weightBytes, ...w, total: weightBytes + w.kv + w.activations + w.scratch + 64 * 1024 * 1024 };
-    };
-    const candidates: WeightFormat[] = requested !== "auto" ? [requested] : autoCandidates(!!patternDict && !shard, need("fused").weightBytes < need("bf16").weightBytes);
-    const layout = candidates.find((l) => need(l).total <= free);
-    if (!layout) {
-      const n = need(candidates[0]);
-      const gb = (x: number) => `${(x / 1e9).toFixed(2)} GB`;
-      const smaller = patternDict && requested !== "huffman" && !shard ? `--gpu-weights huffman (needs ${gb(need("huffman").total)}), ` : "";
-      throw new OutOfDeviceMemoryError(
-        `${directory} needs ${gb(n.total)} of GPU memory${shard ? ` on GPU ${currentDevice()} (tensor-parallel rank ${shard.rank})` : ""} with ${candidates[0]} weights (weights ${gb(n.weightBytes)}, KV cache ${gb(n.kv)} for ${slots} × ${maxContext} positions, working ${gb(n.activations + n.scratch)}); ${gb(free)} is free. ` +
-          `Try ${smaller}a smaller --max-context${patternDict ? "" : ", a DF11 model (df11 compress)"}, or --device cpu.`,
-        n.total,
-        free,
-      );
+    if (shard && (options.maxGpuMemory !== undefined || options.offloadLayers !== undefined)) {
+      throw new ConfigError("maxGpuMemory", "CPU offload and tensor parallelism do not combine yet: split the model over more GPUs, or offload on one");
     }
-    const checks = { recorded: readRecordedChecksums(weights), stored: options.checkStored !== false, weights: !!options.verifyWeights };
-    const deviceWeights = await DeviceWeights.load(weights, patternDict, { layout, config: raw, onProgress: options.onProgress, checks, shard });
+    const files = await SafetensorsCollection.openDirectory(directory);
     try {
-      return new CudaBackend(config, deviceWeights, maxRows, slots, maxContext, window, options.fault, options.profile ?? false, options.gemmMinRows ?? DEFAULT_GEMM_MIN_ROWS, fullConfig.vocabSize);
+      // A multimodal checkpoint's language model under the usual names (vision parts left out).
+      const { weights, patternDict } = languageModelOf(files, dfc?.patternDict);
+      const { free } = memoryInfo();
+      const budget = options.maxGpuMemory;
+      if (budget !== undefined && !(Number.isFinite(budget) && budget > 0)) throw new RangeError(`maxGpuMemory must be a positive number of bytes, got ${budget}`);
+      const forced = options.offloadLayers;
+      if (forced !== undefined && (!Number.isInteger(forced) || forced < 0 || forced > config.numLayers)) throw new RangeError(`offloadLayers must be an integer from 0 to ${config.numLayers}, got ${forced}`);
+      const planned = new Map<WeightFormat, ReturnType<typeof DeviceWeights.plannedLayout>>();
+      const needs = (layout: WeightFormat): LayoutNeeds => {
+        const w = workingBytes(config, maxRows, slots, maxContext, window, layout !== "bf16");
+        if (!planned.has(layout)) planned.set(layout, DeviceWeights.plannedLayout(weights, patternDict, raw, layout, shard));
+        const { total, layers } = planned.get(layout)!;
+        // Loading a DF11 model into another layout holds one compressed module and a window besides (64 MiB).
+        return { weightBytes: total, layerBytes: Array.from({ length: config.numLayers }, (_, l) => layers[l] ?? 0), kvBytes: w.kv, workingBytes: w.activations + w.scratch + 64 * 1024 * 1024 };
+      };
+      const candidates: WeightFormat[] = requested !== "auto" ? [requested] : autoCandidates(!!patternDict && !shard, needs("fused").weightBytes < needs("bf16").weightBytes);
+      let placement: Placement;
+      try {
+        const where = shard ? `${directory} (GPU ${currentDevice()}, tensor-parallel rank ${shard.rank})` : directory;
+        placement = choosePlacement({ candidates, needs, free, budget, offloadLayers: forced, describe: { directory: where, slots, maxContext, df11: !!patternDict && !shard } });
+      } catch (e) {
+        if (e instanceof PlacementShortfall) throw new OutOfDeviceMemoryError(e.message, e.neededBytes, e.availableBytes);
+        throw e;
+      }
+      const { layout, plan } = placement;
+      return { files, config, raw, weights, patternDict, maxContext, slots, maxRows, window, needs, layout, plan, embeddingRows: fullConfig.vocabSize };
     } catch (e) {
-      deviceWeights.dispose();
+      await files[Symbol.asyncDispose]();
       throw e;
     }
   }
@@ -352,6 +421,8 @@ export class CudaBackend implements Backend<CudaTensor> {
       maxRows: this.maxRows,
       slots: this.slots,
       maxContext: this.maxContext,
+      maxGpuMemory: this.maxGpuMemory ?? null,
+      offload: this.weights.offload ?? null,
     };
   }
 
@@ -424,6 +495,16 @@ export class CudaBackend implements Backend<CudaTensor> {
     const staging = this.xBf16.address; // free until the first linear of the step
     this.time(`embedding (${m.format} rows)`, () => m.gatherRows!(this.ids, out.rows, staging, this.stream));
     this.time("embedding", () => call(() => native().embedding(staging, 0, out.rows, H, scale, out.address, s)));
+  }
+
+  /** CPU offload: an offloaded layer's copy is waited for before its first op, the next one's queued (see LayerOffload). */
+  beginLayer(layer: number): void {
+    const offload = this.deviceWeights.offload;
+    if (!offload) return;
+    offload.beginLayer(layer, this.stream);
+    // Windows of this layer's matrices are decoded on the decode stream: fork it again from the compute
+    // stream (now behind the copy) before its next window, rather than a wait with nothing after it in a capture.
+    if (offload.has(layer)) this.decodeForked = false;
   }
 
   rmsNorm(x: CudaTensor, weight: string, out: CudaTensor): void {

@@ -18,7 +18,9 @@ import { DeviceChecksum, DeviceChecksumBatch } from "../integrity/device-checksu
 import { call, native, type Address } from "../native.js";
 import { DeviceBuffer } from "../runtime/device-buffer.js";
 import { DeviceModule } from "../runtime/device-module.js";
+import { PinnedBuffer } from "../runtime/pinned-buffer.js";
 import { CudaStream } from "../runtime/stream.js";
+import { LayerOffload } from "./offload.js";
 import { PinnedStaging } from "./staging.js";
 import { copySliceRows, isWholeSlice, sliceOf, sliceVector } from "./shard-copy.js";
 import { Bf16DeviceMatrix } from "./formats/bf16.js";
@@ -70,6 +72,10 @@ export interface DeviceWeightsOptions {
    * reachable as `lm_head.weight`: the rank's vocabulary rows of the (replicated) embedding table.
    */
   readonly shard?: RankShard;
+   * Decoder layers to keep in pinned host memory (CPU offload; fused or bf16 layout): each is built on
+   * the GPU as the others, copied out once complete and freed there; see {@link LayerOffload}.
+   */
+  readonly offloadLayers?: readonly number[];
 }
 
 const DEFAULT_WINDOW = 16 * 1024 * 1024;
@@ -82,11 +88,38 @@ const GROUPS = [
   ["mlp.gate_proj", "mlp.up_proj"],
 ];
 const layerOf = (name: string) => /^(.*\.layers\.\d+)\./.exec(name)?.[1];
+/** The decoder layer (as the forward pass numbers them) a weight belongs to. */
+const decoderLayerOf = (name: string) => {
+  const m = /^model\.layers\.(\d+)\./.exec(name);
+  return m ? Number(m[1]) : undefined;
+};
 const orderKey = (name: string) => {
   const i = LAYER_ORDER.findIndex((m) => name.endsWith(`.${m}.weight`));
   return i < 0 ? LAYER_ORDER.length : i;
 };
 const align = (n: number, to: number) => Math.ceil(n / to) * to;
+
+/** Bytes of a matrix's parts laid one after another, each 256-byte aligned; the offset of each part. */
+function packParts(matrices: readonly DeviceMatrix[]): { bytes: number; offsets: number[][] } {
+  let bytes = 0;
+  const offsets = matrices.map((m) =>
+    m.parts!.map((p) => {
+      const at = bytes;
+      bytes = align(at + p.bytes, 256);
+      return at;
+    }),
+  );
+  return { bytes, offsets };
+}
+
+/** An offloaded layer in pinned memory, before its slot is known: the matrices it holds and where their parts lie. */
+interface PackedLayer {
+  readonly layer: number;
+  readonly host: PinnedBuffer;
+  readonly bytes: number;
+  readonly matrices: readonly DeviceMatrix[];
+  readonly offsets: readonly (readonly number[])[];
+}
 
 /** A matrix to place: its weights' names (a group, in order), rows of each, and the common cols. */
 interface Planned {
@@ -138,6 +171,12 @@ export class DeviceWeights implements Disposable {
   private readonly modules: DeviceModule[] = [];
   private readonly owned: DeviceMatrix[] = [];
   private fused = new Map<string, Address>();
+  /** Offloaded layers: names not placed yet, device storage until packed, packed layers, then the streamer. */
+  private readonly offloadPending = new Map<number, Set<string>>();
+  private readonly offloadStorage = new Map<number, Array<DeviceMatrix | DeviceBuffer>>();
+  private readonly packed: PackedLayer[] = [];
+  /** The offloaded layers and their slots, when layers are offloaded. */
+  offload: LayerOffload | undefined;
   residentBytes = 0;
   readonly checks: LoadCheckReport = { storedTensors: 0, storedMs: 0, decodedModules: 0, weightsMsPerModule: [] };
 
@@ -158,14 +197,26 @@ export class DeviceWeights implements Disposable {
 
   /** Bytes the weights will take on the GPU in `layout` (the memory check before anything is allocated). */
   static plannedBytes(weights: SafetensorsCollection, patternDict: PatternDict | undefined, config: Record<string, unknown>, layout: WeightFormat, shard?: RankShard): number {
+    return DeviceWeights.plannedLayout(weights, patternDict, config, layout, shard).total;
+  }
+
+  /**
+   * {@link plannedBytes}, and the part of it each decoder layer's matrices take (what offloading a layer
+   * moves to the host; `layers[l]`, 0 for layers without matrices of their own). A DF11 module's matrices
+   * count for the layer of their names; parts kept Huffman-coded (unknown shapes) count as the rest.
+   * With `shard` (tensor parallelism), each matrix counts as the rank's slice of it.
+   */
+  static plannedLayout(weights: SafetensorsCollection, patternDict: PatternDict | undefined, config: Record<string, unknown>, layout: WeightFormat, shard?: RankShard): { total: number; layers: number[] } {
     let bytes = 0;
-    const local = (name: string, rows: number, cols: number): [number, number] => {
-      if (!shard) return [rows, cols];
-      const [r, c] = sliceOf(shard, name, [rows, cols]).localShape;
-      return [r, c];
+    const layers: number[] = [];
+    const addLayer = (name: string, n: number) => {
+      const l = decoderLayerOf(name);
+      if (l === undefined) return;
+      while (layers.length <= l) layers.push(0);
+      layers[l] += n;
     };
-    const matrixOf = (name: string, fullRows: number, fullCols: number, storedBytes: number) => {
-      const [rows, cols] = local(name, fullRows, fullCols);
+    const matrixBytes = (name: string, fullRows: number, fullCols: number, storedBytes: number) => {
+      const [rows, cols] = shard ? sliceOf(shard, name, [fullRows, fullCols]).localShape : [fullRows, fullCols];
       return layout === "fused" && FusedDeviceMatrix.fits(cols) && rows > 0 ? FusedDeviceMatrix.plannedBytes(rows, cols) : layout === "bf16" ? align(rows * cols * 2, 256) : storedBytes;
     };
     for (const name of weights.names()) {
@@ -173,8 +224,11 @@ export class DeviceWeights implements Disposable {
       const info = weights.info(name);
       // BF16 and F16 vectors (norms, biases) are held as float32; everything else as stored.
       if (info.shape.length === 1) bytes += align(info.byteLength * (info.dtype === "BF16" || info.dtype === "F16" ? 2 : 1), 256);
-      else if (info.shape.length === 2 && info.dtype === "BF16") bytes += matrixOf(name, info.shape[0], info.shape[1], align(info.byteLength, 256));
-      else bytes += align(info.byteLength, 256);
+      else if (info.shape.length === 2 && info.dtype === "BF16") {
+        const n = matrixBytes(name, info.shape[0], info.shape[1], align(info.byteLength, 256));
+        bytes += n;
+        addLayer(name, n);
+      } else bytes += align(info.byteLength, 256);
     }
     if (patternDict) {
       for (const path of compressedModulesOf(weights.names())) {
@@ -189,12 +243,14 @@ export class DeviceWeights implements Disposable {
           const s = DeviceWeights.shapeOf(weights, config, name);
           if (!s) continue;
           known += s[0] * s[1];
-          bytes += matrixOf(name, s[0], s[1], 0);
+          const n = matrixBytes(name, s[0], s[1], 0);
+          bytes += n;
+          addLayer(name, n);
         }
         if (known !== elements) bytes += stored; // parts of unknown shape stay Huffman-coded
       }
     }
-    return bytes;
+    return { total: bytes, layers };
   }
 
   /**
@@ -205,9 +261,14 @@ export class DeviceWeights implements Disposable {
   static async load(weights: SafetensorsCollection, patternDict: PatternDict | undefined, options: DeviceWeightsOptions): Promise<DeviceWeights> {
     if (!patternDict && options.layout === "huffman") throw new WeightLayoutError("weights", "the huffman layout keeps DF11 modules as stored; this checkpoint is BF16 (use fused or bf16)");
     if (options.shard && options.layout === "huffman") throw new WeightLayoutError("weights", "the huffman layout keeps DF11 modules whole; tensor parallelism holds a slice of each matrix per GPU (use fused or bf16)");
+    if (options.offloadLayers?.length && options.layout === "huffman") throw new WeightLayoutError("weights", "offloading layers to the host needs the fused or bf16 layout, not huffman");
     const w = new DeviceWeights(patternDict ? "df11" : "bf16", options.layout);
     try {
       await w.upload(weights, patternDict, options);
+      w.placeOffloaded();
+      const asked = options.offloadLayers?.length ?? 0;
+      const done = w.offload?.layers.length ?? 0;
+      if (done !== asked) throw new WeightLayoutError("model.layers", `${asked} layers were to be offloaded, ${done} have matrices named model.layers.N.* that can move`);
       return w;
     } catch (e) {
       w.dispose();
@@ -231,6 +292,19 @@ export class DeviceWeights implements Disposable {
       this.checks.storedTensors++;
       if (got !== expected) throw new ChecksumMismatchError(name, expected, got, "stored");
     };
+    const offloaded = new Set(options.offloadLayers ?? []);
+    if (offloaded.size > 0) {
+      const matrixNames = [
+        ...weights.names().filter((n) => !isModuleTensor(n) && weights.info(n).shape.length !== 1),
+        ...(patternDict ? compressedModulesOf(weights.names()).flatMap((path) => weightNamesOf(patternDict, path)) : []),
+      ];
+      for (const n of matrixNames) {
+        const l = decoderLayerOf(n);
+        if (l === undefined || !offloaded.has(l)) continue;
+        if (!this.offloadPending.has(l)) this.offloadPending.set(l, new Set());
+        this.offloadPending.get(l)!.add(n);
+      }
+    }
     const total = weights.names().reduce((n, t) => n + weights.info(t).byteLength, 0);
     let done = 0;
     const progress = (bytes: number) => options.onProgress?.((done += bytes), total);
@@ -315,9 +389,9 @@ export class DeviceWeights implements Disposable {
                 const windowRows = FusedDeviceMatrix.windowRows(windowElements, plan.cols);
                 const buf = window(Math.min(rows, windowRows) * plan.cols + 8);
                 const source: RowSource = { windowRows, fill: (r0, r1) => stored.decodeRows(r0, r1, buf.address, stream) };
-                m = this.own(FusedDeviceMatrix.transcode(rows, plan.cols, source, stream));
+                m = this.own(FusedDeviceMatrix.transcode(rows, plan.cols, source, stream), plan.names[0]);
               } else if (layout === "bf16") {
-                const buf = this.ownBuffer(DeviceBuffer.alloc(align(elements * 2, 256)));
+                const buf = this.ownBuffer(DeviceBuffer.alloc(align(elements * 2, 256)), plan.names[0]);
                 // The decoder writes from a multiple of 8 elements: a matrix starting elsewhere goes through the scratch.
                 const target = start % 8 === 0 ? buf.address : window(elements + 8).address;
                 const at = stored.decodeRows(0, rows, target, stream);
@@ -343,6 +417,7 @@ export class DeviceWeights implements Disposable {
               gpu.dispose();
             }
           }
+          this.packCompleteLayers(stream);
         }
       }
 
@@ -394,7 +469,7 @@ export class DeviceWeights implements Disposable {
         const sliced = (p: Planned) => !!slicesOf(p) && !slicesOf(p)!.every(isWholeSlice);
         // BF16 matrices of the layer share one buffer; each group is contiguous in it.
         const residentBytes = plans.filter((p) => !toFused(p) && !sliced(p)).reduce((s, p) => s + align(groupBytes(p), 256), 0);
-        const layerBuffer = residentBytes > 0 ? this.ownBuffer(DeviceBuffer.alloc(residentBytes)) : undefined;
+        const layerBuffer = residentBytes > 0 ? this.ownBuffer(DeviceBuffer.alloc(residentBytes), names[0]) : undefined;
         // Stored tensors are summed on the device as they land, and checked together at the layer's end.
         const recorded = names.filter((n) => checks?.stored && checks.recorded.stored.has(n));
         using sums = recorded.length > 0 ? new DeviceChecksumBatch(recorded.length, stream) : undefined;
@@ -425,7 +500,7 @@ export class DeviceWeights implements Disposable {
             }
             if (fused) {
               const windowRows = FusedDeviceMatrix.windowRows(windowElements, p.cols);
-              m = this.own(FusedDeviceMatrix.transcode(rows, p.cols, { windowRows, fill: (r0) => base + r0 * p.cols * 2 }, stream));
+              m = this.own(FusedDeviceMatrix.transcode(rows, p.cols, { windowRows, fill: (r0) => base + r0 * p.cols * 2 }, stream), p.names[0]);
               stream.synchronize(); // the staging buffer is freed next
             } else {
               const shape = weights.info(p.names[0]).shape;
@@ -444,6 +519,7 @@ export class DeviceWeights implements Disposable {
           this.checks.storedMs += performance.now() - started;
           recorded.forEach((n, i) => expectStored(n, () => got[i]));
         }
+        this.packCompleteLayers(stream);
       }
       // A tied lm_head under tensor parallelism: this rank's vocabulary rows of the embedding table.
       if (shard && !this.matrices.has("lm_head.weight") && this.matrices.has("model.embed_tokens.weight")) {
@@ -451,6 +527,7 @@ export class DeviceWeights implements Disposable {
         const [v0, v1] = shard.vocab;
         this.matrices.set("lm_head.weight", { matrix: e.matrix, firstRow: e.firstRow + v0, rows: v1 - v0 });
       }
+      if (this.offloadPending.size > 0) throw new WeightLayoutError(`model.layers.${[...this.offloadPending.keys()][0]}`, "an offloaded layer's matrices were not all placed");
     } finally {
       stream.synchronize();
       scratch?.dispose();
@@ -468,7 +545,7 @@ export class DeviceWeights implements Disposable {
     const rows = slices.reduce((n, x) => n + x.localShape[0], 0);
     const fused = layout === "fused" && FusedDeviceMatrix.fits(cols);
     const bytes = align(rows * cols * 2, 256);
-    const local = fused ? DeviceBuffer.alloc(bytes) : this.ownBuffer(DeviceBuffer.alloc(bytes));
+    const local = fused ? DeviceBuffer.alloc(bytes) : this.ownBuffer(DeviceBuffer.alloc(bytes), slices[0].name);
     try {
       let at = local.address;
       slices.forEach((slice, i) => {
@@ -484,7 +561,7 @@ export class DeviceWeights implements Disposable {
       });
       if (!fused) return new Bf16DeviceMatrix(local.address, rows, cols);
       const windowRows = FusedDeviceMatrix.windowRows(windowElements, cols);
-      const m = this.own(FusedDeviceMatrix.transcode(rows, cols, { windowRows, fill: (r0) => local.address + r0 * cols * 2 }, stream));
+      const m = this.own(FusedDeviceMatrix.transcode(rows, cols, { windowRows, fill: (r0) => local.address + r0 * cols * 2 }, stream), slices[0].name);
       stream.synchronize();
       return m;
     } finally {
@@ -536,16 +613,82 @@ export class DeviceWeights implements Disposable {
     checkDecodedWeights(path, recorded, actual);
   }
 
-  private own<T extends DeviceMatrix>(m: T): T {
-    this.owned.push(m);
-    this.residentBytes += m.deviceBytes;
+  /** Device storage of an offloaded layer (freed once the layer is packed), or undefined for a resident weight. */
+  private offloadStorageOf(name: string | undefined): Array<DeviceMatrix | DeviceBuffer> | undefined {
+    const l = name === undefined ? undefined : decoderLayerOf(name);
+    if (l === undefined || !this.offloadPending.has(l)) return undefined;
+    if (!this.offloadStorage.has(l)) this.offloadStorage.set(l, []);
+    return this.offloadStorage.get(l);
+  }
+
+  /** Take ownership of a matrix built for the weight `name` (and the rest of its group). */
+  private own<T extends DeviceMatrix>(m: T, name?: string): T {
+    const offloaded = this.offloadStorageOf(name);
+    if (offloaded) offloaded.push(m);
+    else {
+      this.owned.push(m);
+      this.residentBytes += m.deviceBytes;
+    }
     return m;
   }
 
-  private ownBuffer(b: DeviceBuffer): DeviceBuffer {
-    this.buffers.push(b);
-    this.residentBytes += b.byteLength;
+  private ownBuffer(b: DeviceBuffer, name?: string): DeviceBuffer {
+    const offloaded = this.offloadStorageOf(name);
+    if (offloaded) offloaded.push(b);
+    else {
+      this.buffers.push(b);
+      this.residentBytes += b.byteLength;
+    }
     return b;
+  }
+
+  /**
+   * Offloaded layers whose matrices are all built (and checked): each one's matrix parts are copied,
+   * packed as they will lie in a slot, into one pinned host buffer, and the device copies freed.
+   * Matrices kept as stored (Huffman-coded parts of unknown shape) cannot move and stay resident.
+   */
+  private packCompleteLayers(stream: CudaStream): void {
+    for (const [layer, names] of this.offloadPending) {
+      for (const n of [...names]) if (this.matrices.has(n)) names.delete(n);
+      if (names.size > 0) continue;
+      this.offloadPending.delete(layer);
+      const prefix = `model.layers.${layer}.`;
+      const matrices = [...new Set([...this.matrices].filter(([n, s]) => n.startsWith(prefix) && s.matrix.parts && s.matrix.relocate).map(([, s]) => s.matrix))];
+      const { bytes, offsets } = packParts(matrices);
+      const host = PinnedBuffer.alloc(Math.max(bytes, 16));
+      try {
+        matrices.forEach((m, i) => m.parts!.forEach((p, j) => host.copyFromDevice(offsets[i][j], p.address, p.bytes, stream)));
+        stream.synchronize();
+      } catch (e) {
+        host.dispose();
+        throw e;
+      }
+      this.packed.push({ layer, host, bytes, matrices, offsets });
+      for (const x of this.offloadStorage.get(layer) ?? []) x.dispose();
+      this.offloadStorage.delete(layer);
+    }
+  }
+
+  /** Slots for the packed layers, and every offloaded matrix re-pointed at its slot (fixed addresses). */
+  private placeOffloaded(): void {
+    if (this.packed.length === 0) return;
+    const packed = [...this.packed].sort((a, b) => a.layer - b.layer);
+    const slots = LayerOffload.allocateSlots(packed);
+    try {
+      this.offload = new LayerOffload(packed.map(({ layer, host, bytes }) => ({ layer, host, bytes })), slots);
+    } catch (e) {
+      for (const slot of slots) slot.dispose();
+      throw e;
+    }
+    this.packed.length = 0; // the streamer owns the pinned memory now
+    packed.forEach((p, index) => {
+      const base = this.offload!.slotAddress(index);
+      p.matrices.forEach((m, i) => {
+        const moved = m.relocate!(p.offsets[i].map((o) => base + o));
+        for (const [name, s] of this.matrices) if (s.matrix === m) this.matrices.set(name, { ...s, matrix: moved });
+      });
+    });
+    this.residentBytes += this.offload.report.slotBytes;
   }
 
   has(name: string): boolean {
@@ -588,7 +731,7 @@ export class DeviceWeights implements Disposable {
 
   /** Sizes and escape rates of the matrices held in the fused layout (undefined when there are none). */
   get fusedReport(): FusedLayoutReport | undefined {
-    const fused = this.owned.filter((m): m is FusedDeviceMatrix => m instanceof FusedDeviceMatrix);
+    const fused = [...new Set([...this.matrices.values()].map((s) => s.matrix))].filter((m): m is FusedDeviceMatrix => m instanceof FusedDeviceMatrix);
     return fused.length ? fusedLayoutReport(fused) : undefined;
   }
 
@@ -606,6 +749,13 @@ export class DeviceWeights implements Disposable {
   }
 
   dispose(): void {
+    this.offload?.dispose();
+    this.offload = undefined;
+    for (const p of this.packed) p.host.dispose();
+    this.packed.length = 0;
+    for (const storage of this.offloadStorage.values()) for (const x of storage) x.dispose();
+    this.offloadStorage.clear();
+    this.offloadPending.clear();
     for (const m of this.owned) m.dispose();
     for (const b of this.buffers) b.dispose();
     for (const m of this.modules) m.dispose();

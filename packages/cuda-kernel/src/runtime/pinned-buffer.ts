@@ -1,7 +1,8 @@
 // Page-locked host memory.
 import { DisposedError } from "../errors.js";
-import { call, type NativePinnedBuffer } from "../native.js";
+import { call, type Address, type NativePinnedBuffer } from "../native.js";
 import { requireDevice } from "./device.js";
+import type { CudaStream } from "./stream.js";
 
 /**
  * Page-locked (pinned) host memory, as a Uint8Array: copies from it to the device run as DMA,
@@ -27,6 +28,25 @@ export class PinnedBuffer implements Disposable {
   get byteLength(): number {
     if (!this.handle) throw new DisposedError("PinnedBuffer");
     return this.handle.byteLength;
+  }
+
+  /** @internal */
+  get native(): NativePinnedBuffer {
+    if (!this.handle) throw new DisposedError("PinnedBuffer");
+    return this.handle;
+  }
+
+  /** Copy `bytes` bytes of device memory at `src` into this buffer at `byteOffset`, asynchronously on `stream`. */
+  copyFromDevice(byteOffset: number, src: Address, bytes: number, stream: CudaStream): void {
+    call(() => this.native.copyFromDevice(byteOffset, src, bytes, stream.native));
+  }
+
+  /**
+   * Copy `bytes` bytes of this buffer from `byteOffset` to device memory at `dst`, asynchronously on
+   * `stream` (a DMA; recorded as a memcpy node when the stream is being captured into a CUDA graph).
+   */
+  copyToDevice(dst: Address, byteOffset: number, bytes: number, stream: CudaStream): void {
+    call(() => this.native.copyToDevice(dst, byteOffset, bytes, stream.native));
   }
 
   dispose(): void {

@@ -38,6 +38,8 @@ export interface LoadModelOptions {
   readonly gpuWeights?: "auto" | "fused" | "huffman" | "bf16";
   /** GPU indices: one picks that GPU; several run the model tensor parallel over them (see BackendLoadOptions.devices). */
   readonly devices?: readonly number[];
+  /** GPU: bytes of device memory the model may use; decoder layers that do not fit are offloaded to pinned host memory (see BackendLoadOptions.maxGpuMemory). */
+  readonly maxGpuMemory?: number;
   /** Apply generation_config.json's sampling defaults where a request sets none (default true; vLLM's `--generation-config`). */
   readonly samplingDefaults?: boolean;
   readonly onProgress?: (progress: LoadProgress) => void;
@@ -324,6 +326,7 @@ export async function loadModel(source: string, options: LoadModelOptions = {}):
     verifyWeights: options.verifyWeights,
     gpuWeights: options.gpuWeights,
     devices: options.devices,
+    maxGpuMemory: options.maxGpuMemory,
     onProgress: (done, total) => options.onProgress?.({ phase: "load", done, total }),
   });
   try {

@@ -1,5 +1,5 @@
 import type { Address } from "../../native.js";
-import type { DeviceMatrix } from "./matrix.js";
+import type { DeviceMatrix, MatrixPart } from "./matrix.js";
 
 /**
  * A BF16 matrix resident on the GPU: the GEMV and GEMM read it where it lies. The storage belongs to
@@ -14,6 +14,12 @@ export class Bf16DeviceMatrix implements DeviceMatrix {
   ) {}
   get deviceBytes(): number {
     return this.rows * this.cols * 2;
+  }
+  get parts(): readonly MatrixPart[] {
+    return [{ address: this.address, bytes: this.deviceBytes }];
+  }
+  relocate(addresses: readonly Address[]): Bf16DeviceMatrix {
+    return new Bf16DeviceMatrix(addresses[0], this.rows, this.cols);
   }
   dispose(): void {}
   [Symbol.dispose](): void {}

@@ -2,10 +2,18 @@ import { FUSED_GROUP_ROWS, FUSED_TILE_BYTES, FUSED_TILE_K, FusedLayoutError, typ
 import { call, native, type Address, type NativeFusedView } from "../../native.js";
 import { DeviceBuffer } from "../../runtime/device-buffer.js";
 import type { CudaStream } from "../../runtime/stream.js";
-import type { DeviceMatrix, GemvCall } from "./matrix.js";
+import type { DeviceMatrix, GemvCall, MatrixPart } from "./matrix.js";
 import type { FusedLayoutReport } from "@df11/models";
 
 const align = (n: number, to = 256) => Math.ceil(n / to) * to;
+
+/** One of a fused matrix's two arrays: its own device buffer, or memory it only reads (a slot of CPU offload). */
+interface Storage {
+  readonly address: Address;
+  readonly bytes: number;
+  readonly buffer?: DeviceBuffer;
+}
+const owned = (buffer: DeviceBuffer): Storage => ({ address: buffer.address, bytes: buffer.byteLength, buffer });
 
 /**
  * Where the BF16 rows being transcoded come from: `fill(rowBegin, rowEnd)` puts rows [rowBegin, rowEnd)
@@ -29,16 +37,17 @@ export class FusedDeviceMatrix implements DeviceMatrix {
   readonly format = "fused";
   readonly groups: number;
   readonly tiles: number;
-  private readonly main: DeviceBuffer;
-  private readonly escapeStore: DeviceBuffer;
+  /** Where the two arrays lie: data | tables | escape offsets, and positions | exponents. */
+  private readonly main: Storage;
+  private readonly escapeStore: Storage;
   private readonly layout: { tables: number; offsets: number; positions: number; exponents: number };
   private readonly view: NativeFusedView;
 
   private constructor(
     readonly rows: number,
     readonly cols: number,
-    main: DeviceBuffer,
-    escapeStore: DeviceBuffer,
+    main: Storage,
+    escapeStore: Storage,
     /** Escaped weights (exponent outside their row's table). */
     readonly escapes: number,
   ) {
@@ -111,7 +120,7 @@ export class FusedDeviceMatrix implements DeviceMatrix {
         }
       };
       // Views for the kernels: before the scan only the tables and offsets are meaningful.
-      const partial = new FusedDeviceMatrix(rows, cols, main, main, 0);
+      const partial = new FusedDeviceMatrix(rows, cols, owned(main), owned(main), 0);
       windows((r0, r1, at) => {
         call(() => native().fusedTables(at, r0, r1 - r0, cols, tables, stream.native));
         call(() => native().fusedCounts(at, r0, r1 - r0, partial.view, counts.address, stream.native));
@@ -124,7 +133,7 @@ export class FusedDeviceMatrix implements DeviceMatrix {
       const escapes = total[0];
       const sized = FusedDeviceMatrix.offsets(rows, cols, escapes);
       const escapeStore = DeviceBuffer.alloc(sized.escapeBytes);
-      const m = new FusedDeviceMatrix(rows, cols, main, escapeStore, escapes);
+      const m = new FusedDeviceMatrix(rows, cols, owned(main), owned(escapeStore), escapes);
       try {
         windows((r0, r1, at) => call(() => native().fusedWrite(at, r0, r1 - r0, m.view, stream.native)));
       } catch (e) {
@@ -160,7 +169,21 @@ export class FusedDeviceMatrix implements DeviceMatrix {
   }
 
   get deviceBytes(): number {
-    return this.main.byteLength + this.escapeStore.byteLength;
+    return this.main.bytes + this.escapeStore.bytes;
+  }
+
+  /** The two arrays (blocks | tables | escape offsets; escape positions | exponents). */
+  get parts(): readonly MatrixPart[] {
+    return [
+      { address: this.main.address, bytes: this.main.bytes },
+      { address: this.escapeStore.address, bytes: this.escapeStore.bytes },
+    ];
+  }
+
+  /** The same layout read from copies of its two arrays at `addresses` (owning nothing). */
+  relocate(addresses: readonly Address[]): FusedDeviceMatrix {
+    if (addresses.length !== 2 || addresses.some((a) => a % 256 !== 0)) throw new FusedLayoutError("a fused matrix is relocated to two 256-byte-aligned addresses");
+    return new FusedDeviceMatrix(this.rows, this.cols, { address: addresses[0], bytes: this.main.bytes }, { address: addresses[1], bytes: this.escapeStore.bytes }, this.escapes);
   }
 
   /** Whether the fused GEMV can multiply rows [rowBegin, rowEnd) alone (slices start on a group). */
@@ -185,8 +208,9 @@ export class FusedDeviceMatrix implements DeviceMatrix {
   /** The layout's arrays on the host (for tests against the reference encoder). Synchronous. */
   toHost(): FusedMatrix {
     const o = this.layout;
-    const main = this.main.download();
-    const esc = this.escapeStore.download();
+    if (!this.main.buffer || !this.escapeStore.buffer) throw new FusedLayoutError("toHost() reads a matrix that owns its memory (not a relocated view)");
+    const main = this.main.buffer.download();
+    const esc = this.escapeStore.buffer.download();
     const bytes = (buf: Uint8Array, at: number, length: number) => buf.slice(at, at + length);
     const n = this.groups * this.tiles + 1;
     return {
@@ -203,8 +227,8 @@ export class FusedDeviceMatrix implements DeviceMatrix {
   }
 
   dispose(): void {
-    this.main.dispose();
-    this.escapeStore.dispose();
+    this.main.buffer?.dispose();
+    this.escapeStore.buffer?.dispose();
   }
 
   [Symbol.dispose](): void {

@@ -29,6 +29,12 @@ export interface GemvCall {
   readonly stream: CudaStream;
 }
 
+/** A contiguous piece of device memory a matrix reads. */
+export interface MatrixPart {
+  readonly address: Address;
+  readonly bytes: number;
+}
+
 /**
  * A weight matrix W[rows, cols] of BF16 values on the GPU, in one of the {@link WeightFormat}s. The
  * CUDA backend multiplies by it through the first path the matrix offers: `address` (BF16 GEMV/GEMM),
@@ -52,6 +58,16 @@ export interface DeviceMatrix extends Disposable {
    * elements after it when the format decodes from an aligned element only).
    */
   decodeRows?(rowBegin: number, rowEnd: number, dst: Address, stream: CudaStream): Address;
+  /**
+   * The device memory the matrix reads, part by part (16-byte-aligned addresses), when it can be moved
+   * (CPU offload: copied to pinned host memory, and back into a slot before each use).
+   */
+  readonly parts?: readonly MatrixPart[];
+  /**
+   * The same matrix reading copies of its {@link parts} at `addresses` (one per part; 256-byte aligned),
+   * owning nothing there. Its kernels read those addresses, which never change (CUDA graphs stay valid).
+   */
+  relocate?(addresses: readonly Address[]): DeviceMatrix;
   /** Rows ids[0 … count) (device Int32 array) as BF16 into dst, [count, cols]: embedding lookups inside CUDA graphs. */
   gatherRows?(ids: Address, count: number, dst: Address, stream: CudaStream): void;
   /** Frees what the matrix owns. */
