@@ -5,7 +5,8 @@
 # (df11 generate --batch-size 1,8,32), peer (the official dfloat11 package on df11's files), cli (the df11
 # command on a reference model: every --gpu-weights, serve's /health), tp (the 8B model on one GPU vs tensor
 # parallel over all of them; its tests run with `tests`, its sanitizer workload with `sanitize`), offload
-# (--max-gpu-memory on the 8B models: BF16 / DF11 offloaded vs DF11 resident, longest context per budget).
+# (--max-gpu-memory on the 8B models: BF16 / DF11 offloaded vs DF11 resident, longest context per budget),
+# 70b (not in the default list: a Llama-3.3-70B-shaped DF11 model made here, one GPU vs all of them).
 # Logs go to $LOGS (default /tmp/df11-logs) and are packed into $1/results.tar.gz after every stage (the
 # device tool returns at most 8 files, and nothing if the call runs out of time before a final step),
 # with a short summary in $1/summary.txt.
@@ -92,5 +93,16 @@ if has offload; then
     --context-budget "${CONTEXT_BUDGET:-18GB}" --new-tokens "${OFFLOAD_NEW:-96}" ${NO_CONTEXT:+--no-context} --out "$logs/offload-generate.json" > "$logs/offload-generate.log" 2>&1
   echo "offload bench exit $?" | tee -a "$summary"
   grep -E "^\||ratio|longest|identical|fits" "$logs/offload-generate.log" | tee -a "$summary"
+fi
+if has 70b; then
+  # Llama-3.3-70B-shaped DF11 (made here without its BF16 twin), on one GPU and tensor parallel over all.
+  stamp "70B DF11: make, then one GPU vs all"
+  m70=${DF11_70B:-/tmp/df11-70b}
+  [ -f "$m70/config.json" ] || { /usr/bin/time -v timeout ${MAKE70_TIMEOUT:-380} node apps/bench/dist/make-bench-model.js --shape 70b --out "$m70" --max-memory ${MAKE70_MEMORY:-160GB} > "$logs/make-70b.log" 2>&1; echo "make 70b exit $?" | tee -a "$summary"; grep -E "Elapsed|Maximum resident" "$logs/make-70b.log" | tee -a "$summary"; }
+  n=$(nvidia-smi -L | wc -l)
+  timeout ${TP70_TIMEOUT:-200} node apps/bench/dist/tp-generate.js --df11 "$m70" --df11-only --devices "$(seq -s, 0 $((n - 1)))" --prompt-tokens 512 --new-tokens ${NEW70:-64} \
+    --model "Llama-3.3-70B-shaped, synthetic weights (make-bench-model --shape 70b)" --out "$logs/tp-generate-70b.json" > "$logs/tp-generate-70b.log" 2>&1
+  echo "70b bench exit $?" | tee -a "$summary"
+  grep -E "^\||speed-up|tokens equal" "$logs/tp-generate-70b.log" | tee -a "$summary"
 fi
 stamp "done"

@@ -43,7 +43,7 @@ ${rows}
 
 const readJson = async (path: string) => JSON.parse(await readFile(path, "utf8"));
 
-/** Charts of the saved results in `dir` (kernel-h100.json, codec-cpu.json, generate-cpu.json, gpu-generate-h200.json (else -h100), gemv-kernels-h200.json, batch-generate-h200.json, gpu-serve-h200.json (else -h100), offload-generate-h200.json (else -h100, else offload-generate.json)…), written beside them. */
+/** Charts of the saved results in `dir` (kernel-h100.json, codec-cpu.json, generate-cpu.json, gpu-generate-h200.json (else -h100), gemv-kernels-h200.json, batch-generate-h200.json, gpu-serve-h200.json (else -h100), offload-generate-h200.json (else -h100, else offload-generate.json), tp-generate-h200x2.json, tp-generate-70b-h200x2.json…), written beside them. */
 export async function plotResults(dir: string): Promise<string[]> {
   const written: string[] = [];
   const save = async (name: string, svg: string) => {
@@ -166,7 +166,23 @@ export async function plotResults(dir: string): Promise<string[]> {
   }
   const offload = (await gpuFile("offload-generate")) ?? (await readJson(join(dir, "offload-generate.json")).catch(() => undefined));
   if (offload) await saveOffloadCharts(offload, save);
+  // Tensor parallelism: the 8B (BF16 and DF11) and the 70B (DF11) on one GPU and on several.
+  const tp = [await readJson(join(dir, "tp-generate-h200x2.json")).catch(() => undefined), await readJson(join(dir, "tp-generate-70b-h200x2.json")).catch(() => undefined)].filter(Boolean) as TensorParallelResult[];
+  if (tp.length > 0) {
+    const bars = (metric: "decodeTokensPerSecond" | "prefillTokensPerSecond") =>
+      tp.flatMap((r) => r.runs.map((run) => ({ label: `${r.model.split(",")[0].replace("-shaped", "")}: ${run.label}`, value: run[metric], kind: run.devices.length > 1 ? ("ours" as const) : ("reference" as const) })));
+    await save("tp-decode.svg", barChart(`Tensor parallelism over NCCL: decode, batch 1 (${tp[0].device.name} ×${tp[0].gpus})`, "tokens/s", bars("decodeTokensPerSecond")));
+    await save("tp-prefill.svg", barChart(`Tensor parallelism over NCCL: prefill of ${tp[0].promptTokens} tokens (${tp[0].device.name} ×${tp[0].gpus})`, "tokens/s", bars("prefillTokensPerSecond")));
+  }
   return written;
+}
+
+interface TensorParallelResult {
+  readonly model: string;
+  readonly gpus: number;
+  readonly promptTokens: number;
+  readonly device: { readonly name: string };
+  readonly runs: ReadonlyArray<{ label: string; devices: number[]; decodeTokensPerSecond: number; prefillTokensPerSecond: number }>;
 }
 
 interface OffloadResult {

@@ -47,8 +47,8 @@ const expected: Record<string, (cell: string) => boolean> = {
   device: (c) => c.startsWith("the current device (0 unless"),
   maxGpuMemory: (c) => c === "none (what is free)",
 };
-/** Options for testing and tooling, not listed in the table. */
-const undocumented = new Set(["onProgress", "profile", "fault", "offloadLayers"]);
+/** Options for testing and tooling, not listed in the table (`shard`: set by TensorParallelBackend for each GPU). */
+const undocumented = new Set(["onProgress", "profile", "fault", "offloadLayers", "shard"]);
 
 describe("documented defaults = the code's (README table, JSDoc, CLI help)", () => {
   it("the README table lists every option of CudaBackendOptions, each default as the code has it", () => {

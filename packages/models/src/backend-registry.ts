@@ -27,6 +27,7 @@ export interface BackendLoadOptions {
    * `tensorParallelPlan`). Default: the current device.
    */
   readonly devices?: readonly number[];
+  /**
    * Bytes of device memory (per GPU; 1 GB = 1e9 bytes) the backend may allocate for weights, KV cache and
    * working memory (not the CUDA context). Default: what is free. When the weights do not fit, the last
    * decoder layers stay in pinned host memory — DF11 in the fused layout (~71 % of BF16), BF16 as BF16 —

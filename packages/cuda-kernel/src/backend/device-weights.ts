@@ -72,6 +72,7 @@ export interface DeviceWeightsOptions {
    * reachable as `lm_head.weight`: the rank's vocabulary rows of the (replicated) embedding table.
    */
   readonly shard?: RankShard;
+  /**
    * Decoder layers to keep in pinned host memory (CPU offload; fused or bf16 layout): each is built on
    * the GPU as the others, copied out once complete and freed there; see {@link LayerOffload}.
    */
