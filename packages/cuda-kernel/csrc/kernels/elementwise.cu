@@ -1,6 +1,7 @@
 // Small memory-bound kernels of the forward pass: embedding gather, gated activation, residual add,
 // soft-capping, argmax, BF16 conversion, row gather.
 #include <cfloat>
+#include <cstdint>
 #include "bf16.cuh"
 #include "inference.h"
 #include "pdl.cuh"
@@ -78,12 +79,34 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmaxKernel(const float* __re
   const float* row = x + static_cast<size_t>(blockIdx.x) * n;
   float best = -FLT_MAX;
   int index = n;  // beyond any real index, so NaN-only rows still pick a valid one below
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    const float v = row[i];
+  const auto consider = [&](float v, int i) {
     if (v > best || index == n) {
       best = v;
       index = i;
     }
+  };
+  if (n % 4 == 0 && (reinterpret_cast<uintptr_t>(row) & 15) == 0) {
+    // float4 loads, four in flight per thread (a vocabulary row is latency-bound otherwise: ncu measured
+    // 52 µs for 128256 logits with one load in flight); each thread still sees its indices in order.
+    const float4* r4 = reinterpret_cast<const float4*>(row);
+    const int n4 = n / 4;
+    for (int base = threadIdx.x; base < n4; base += 4 * kArgmaxThreads) {
+      float4 v[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+        if (base + u * kArgmaxThreads < n4) v[u] = r4[base + u * kArgmaxThreads];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int i = base + u * kArgmaxThreads;
+        if (i >= n4) break;
+        consider(v[u].x, 4 * i);
+        consider(v[u].y, 4 * i + 1);
+        consider(v[u].z, 4 * i + 2);
+        consider(v[u].w, 4 * i + 3);
+      }
+    }
+  } else {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) consider(row[i], i);
   }
   warpBest(best, index);
   __shared__ float values[32];
