@@ -55,20 +55,25 @@ for (const r of runs) {
 }
 
 // df11 serve: /health reports the layout; a greedy completion gives the CLI's tokens.
-const serve = spawn(process.execPath, [bin, "serve", df11Dir, "--port", "0", "--device", DEVICE, ...(DEVICE === "cpu" ? [] : ["--gpu-weights", "huffman"])], { stdio: ["ignore", "ignore", "pipe"] });
-let stderr = "";
-const url = await new Promise((resolve, reject) => {
-  const timer = setTimeout(() => reject(new Error(`serve did not start: ${stderr}`)), 60_000);
-  serve.stderr.on("data", (d) => {
-    stderr += d;
-    const m = /at (http:\/\/\S+)\/v1/.exec(stderr);
-    if (m) {
-      clearTimeout(timer);
-      resolve(m[1]);
-    }
+/** `df11 serve DIR ...args` on a free port: the child and its base URL once it listens. */
+async function startServe(dir, args) {
+  const child = spawn(process.execPath, [bin, "serve", dir, "--port", "0", ...args], { stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  const base = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`serve ${args.join(" ")} did not start: ${err}`)), 60_000);
+    child.stderr.on("data", (d) => {
+      err += d;
+      const m = /at (http:\/\/\S+)\/v1/.exec(err);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`serve ${args.join(" ")} exited ${code}: ${err}`)));
   });
-  serve.on("exit", (code) => reject(new Error(`serve exited ${code}: ${stderr}`)));
-});
+  return { child, url: base };
+}
+const { child: serve, url } = await startServe(df11Dir, ["--device", DEVICE, ...(DEVICE === "cpu" ? [] : ["--gpu-weights", "huffman"])]);
 const health = await (await fetch(`${url}/health`)).json();
 check(health.weights?.layout === "huffman" && health.weights?.format === "df11", `/health: ${JSON.stringify(health)}`);
 const completion = await (
@@ -91,20 +96,7 @@ if (gpus >= 2) {
   const r = JSON.parse(df11("generate", df11Dir, "--input-ids", ids, "-n", "16", "--json", "--devices", list));
   check(r.device === "cuda" && r.memory?.devices?.length === gpus, `generate --devices ${list}: ${JSON.stringify(r.memory)}`);
   check(r.tokenIds.length === 16, `generate --devices ${list}: ${r.tokenIds.length} tokens`);
-  const tp = spawn(process.execPath, [bin, "serve", df11Dir, "--port", "0", "--devices", list], { stdio: ["ignore", "ignore", "pipe"] });
-  let err = "";
-  const tpUrl = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`serve --devices did not start: ${err}`)), 60_000);
-    tp.stderr.on("data", (d) => {
-      err += d;
-      const m = /at (http:\/\/\S+)\/v1/.exec(err);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    tp.on("exit", (code) => reject(new Error(`serve --devices exited ${code}: ${err}`)));
-  });
+  const { child: tp, url: tpUrl } = await startServe(df11Dir, ["--devices", list]);
   const tpHealth = await (await fetch(`${tpUrl}/health`)).json();
   const tpCompletion = await (
     await fetch(`${tpUrl}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: df11Dir, prompt: ids.split(",").map(Number), max_tokens: 16, temperature: 0, ignore_eos: true }) })

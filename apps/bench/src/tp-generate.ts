@@ -17,18 +17,14 @@ import { parseArgs } from "node:util";
 import { sizeThreadPoolForReads } from "@df11/hub-loader";
 import { CausalLM, type Backend } from "@df11/models";
 import { CudaBackend, devices as cudaDevices, memoryInfo, resetPeakAllocation, TensorParallelBackend, withDevice, type GpuWeightsLayout } from "@df11/cuda-kernel";
-import { runChild, saveJson } from "./child.js";
+import { benchOptions, runChild, saveJson } from "./child.js";
 
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
   options: {
-    bf16: { type: "string" },
-    df11: { type: "string" },
+    ...benchOptions({ out: "bench-results/tp-generate.json", promptTokens: 512, newTokens: 128 }),
     devices: { type: "string", default: "0,1" },
     layout: { type: "string", default: "fused" },
-    out: { type: "string", default: "bench-results/tp-generate.json" },
-    "prompt-tokens": { type: "string", default: "512" },
-    "new-tokens": { type: "string", default: "128" },
     "df11-only": { type: "boolean", default: false },
     model: { type: "string", default: "Llama-3.1-8B-shaped, synthetic weights (tools/make_bench_model.py)" },
   },

@@ -9,7 +9,7 @@ import { after } from "node:test";
 import { CausalLM, generate, loadCausalLM, Model, writeSyntheticModel } from "../../models/dist/index.js";
 import { compressModel } from "../../cli/dist/index.js";
 import { gpuTest, gpuUnavailableReason, relError } from "./gpu-helpers.mjs";
-import { checkGreedy, models, referenceOf, REL_TOLERANCE, repo, sameBits } from "./reference-models.mjs";
+import { checkGreedy, logitsBothWays as logitsOf, models, referenceOf, REL_TOLERANCE, repo, sameBits } from "./reference-models.mjs";
 import { allocationStats, CudaBackend, memoryInfo, OutOfDeviceMemoryError } from "../dist/index.js";
 
 
@@ -22,15 +22,10 @@ async function gpuModel(dir, options = {}) {
 }
 
 /** Logits at every prompt position, by prefill (tensor-core GEMM path) and by one-token steps (GEMV path, graph replay). */
-async function logitsBothWays(dir, ids, options) {
+async function logitsBothWaysOf(dir, ids, options) {
   const model = await gpuModel(dir, { gemmMinRows: 2, ...options });
   try {
-    const prefill = model.forward(ids, { allLogits: true });
-    model.reset();
-    const vocab = model.config.vocabSize;
-    const stepwise = new Float32Array(ids.length * vocab);
-    ids.forEach((id, i) => stepwise.set(model.forward([id]), i * vocab));
-    return { prefill, stepwise, model };
+    return { ...logitsOf(model, ids), model };
   } catch (e) {
     model.dispose();
     throw e;
@@ -50,7 +45,7 @@ for (const m of models()) {
     const ref = await referenceOf(m.ref);
     const df11Dir = m.df11 ?? join(work, m.name);
     if (!m.df11) await compressModel(m.bf16, df11Dir);
-    const bf16 = await logitsBothWays(m.bf16, ref.input_ids, { gpuWeights: "bf16" });
+    const bf16 = await logitsBothWaysOf(m.bf16, ref.input_ids, { gpuWeights: "bf16" });
     try {
       assert.equal(bf16.model.weights.layout, "bf16");
       const prefillErr = relError(bf16.prefill, ref.logits);
@@ -60,7 +55,7 @@ for (const m of models()) {
       assert.ok(stepErr < REL_TOLERANCE, `one-token error ${stepErr}`);
       await checkGreedy(bf16.model, ref, `${m.name} bf16`);
       for (const [label, checkpoint, layout] of LAYOUTS) {
-        const run = await logitsBothWays(checkpoint === "df11" ? df11Dir : m.bf16, ref.input_ids, { gpuWeights: layout });
+        const run = await logitsBothWaysOf(checkpoint === "df11" ? df11Dir : m.bf16, ref.input_ids, { gpuWeights: layout });
         try {
           assert.equal(run.model.weights.kind, checkpoint);
           assert.equal(run.model.weights.layout, layout);
@@ -87,7 +82,7 @@ gpuTest("the tolerance catches broken kernels (RoPE turning the wrong way; atten
     const ref = await referenceOf(m.ref);
     let worst = 0;
     for (const fault of Object.keys(caught)) {
-      const broken = await logitsBothWays(m.bf16, ref.input_ids, { fault });
+      const broken = await logitsBothWaysOf(m.bf16, ref.input_ids, { fault });
       broken.model.dispose();
       const err = Math.min(relError(broken.prefill, ref.logits), relError(broken.stepwise, ref.logits));
       console.log(`# ${m.name} with ${fault}: relative error ${err.toExponential(2)}`);
@@ -177,7 +172,7 @@ gpuTest("GQA groups of 3, 7 and 16 query heads per KV head and head_dim 96 match
     const cpu = await loadCausalLM(dir);
     const expected = cpu.forward(ids, { allLogits: true });
     cpu.dispose();
-    const gpu = await logitsBothWays(dir, ids);
+    const gpu = await logitsBothWaysOf(dir, ids);
     gpu.model.dispose();
     const err = Math.max(relError(gpu.prefill, expected), relError(gpu.stepwise, expected));
     console.log(`# ${shape.heads}/${shape.kvHeads} heads, head_dim ${shape.hidden / shape.heads}: relative error vs the CPU backend ${err.toExponential(2)}`);

@@ -63,3 +63,13 @@ export async function checkGreedy(model, ref, label) {
   console.log(`# ${label}: all ${tokens.length} greedy tokens equal transformers'`);
 }
 
+
+/** A model's logits at every position of `ids`: by one prefill step, then by one-token steps (graph replays). */
+export function logitsBothWays(model, ids) {
+  const prefill = model.forward(ids, { allLogits: true });
+  model.reset();
+  const vocab = model.config.vocabSize;
+  const stepwise = new Float32Array(ids.length * vocab);
+  ids.forEach((id, i) => stepwise.set(model.forward([id]), i * vocab));
+  return { prefill, stepwise };
+}

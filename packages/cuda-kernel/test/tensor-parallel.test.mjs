@@ -11,7 +11,7 @@ import { after } from "node:test";
 import { CausalLM, loadCausalLM, TensorParallelError } from "../../models/dist/index.js";
 import { compressModel } from "../../cli/dist/index.js";
 import { gpuTest, gpuUnavailableReason, relError } from "./gpu-helpers.mjs";
-import { checkGreedy, models, referenceOf, REL_TOLERANCE, sameBits } from "./reference-models.mjs";
+import { checkGreedy, logitsBothWays, models, referenceOf, REL_TOLERANCE, sameBits } from "./reference-models.mjs";
 import { CudaBackend, deviceCount, loadNccl, TensorParallelBackend } from "../dist/index.js";
 
 const ncclReason = (() => {
@@ -48,11 +48,7 @@ async function df11Of(m) {
 async function runAll(backend, ids) {
   const model = new CausalLM(backend.config, backend);
   try {
-    const prefill = model.forward(ids, { allLogits: true });
-    model.reset();
-    const vocab = model.config.vocabSize;
-    const stepwise = new Float32Array(ids.length * vocab);
-    ids.forEach((id, i) => stepwise.set(model.forward([id]), i * vocab));
+    const { prefill, stepwise } = logitsBothWays(model, ids);
     // Two sequences at once: each one's logits must equal its own solo run (batch-invariant GEMV).
     model.reset(0);
     const a = ids.slice(0, 4);
