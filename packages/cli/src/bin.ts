@@ -13,7 +13,7 @@ import { VERSION } from "./version.js";
 import { formatBytes, parseBytes, percent } from "./format-bytes.js";
 import { downloadBar, progressBar } from "./progress.js";
 import { formatCompressSummary, formatInspectReport } from "./report.js";
-import { DEMO_SHAPE, writeSyntheticModel } from "@df11/models";
+import { DEMO_SHAPE, writeSyntheticModel, type BackendMemory } from "@df11/models";
 import { hubEnvironment, listCachedModels, removePendingTemporaries, resolveModel, sizeThreadPoolForReads } from "@df11/hub-loader";
 import { modelDirectory } from "./model-source.js";
 import { interruptSignal, parseIds, runChat, runGenerate, type GenerationFlags } from "./generate-command.js";
@@ -216,7 +216,11 @@ function deviceOption(v: string): DeviceChoice {
   return v;
 }
 
-const DEVICES_HELP = "GPU indices, e.g. 0,1: one runs on that GPU; several split the model over them (tensor parallel: attention heads, MLP features and vocabulary per GPU, NCCL between)";
+/** " (GPUs 0,1)" when a model runs tensor parallel, for the summary lines. */
+const gpusOf = (memory: BackendMemory | null | undefined) => (memory?.devices && memory.devices.length > 1 ? ` (GPUs ${memory.devices.map((d) => d.device).join(",")})` : "");
+
+const DEVICES_HELP =
+  "GPU indices, e.g. 0,1 (implies --device cuda): one runs on that GPU; several split the model over them (tensor parallel: attention heads, MLP features and vocabulary per GPU, NCCL between; not with --max-gpu-memory or --gpu-weights huffman)";
 
 function devicesOption(v: string): number[] {
   try {
@@ -282,7 +286,7 @@ withSampling(
   else {
     process.stdout.write("\n");
     process.stderr.write(
-      `[${result.tokenIds.length} tokens, ${result.interrupted ? "interrupted" : result.stopReason}; prefill ${result.tokensPerSecond.prefill.toFixed(1)} tok/s, decode ${result.tokensPerSecond.decode.toFixed(1)} tok/s; ${result.weights} on ${result.device}${result.weightsInUse.offload ? ` (${result.weightsInUse.offload.layers.length} layers offloaded to the host)` : ""}; peak RSS ${formatBytes(result.peakRssBytes)}]\n`,
+      `[${result.tokenIds.length} tokens, ${result.interrupted ? "interrupted" : result.stopReason}; prefill ${result.tokensPerSecond.prefill.toFixed(1)} tok/s, decode ${result.tokensPerSecond.decode.toFixed(1)} tok/s; ${result.weights} on ${result.device}${gpusOf(result.memory)}${result.weightsInUse.offload ? ` (${result.weightsInUse.offload.layers.length} layers offloaded to the host)` : ""}; peak RSS ${formatBytes(result.peakRssBytes)}]\n`,
     );
   }
 });
@@ -344,7 +348,7 @@ program
     });
     const held = weightsReport(model.lm.weights);
     const offloaded = held.offload ? `; ${held.offload.layers.length} layers (${formatBytes(held.offload.hostBytes)}) offloaded to pinned host memory` : "";
-    process.stderr.write(`df11 serve: ${opts.modelId ?? source} (${held.format}${held.layout !== held.format ? ` as ${held.layout}` : ""}, ${formatBytes(held.residentBytes)} on ${model.device}${offloaded}, batch ≤ ${opts.maxBatch}, context ${model.lm.maxContext}) at ${running.url}/v1\n`);
+    process.stderr.write(`df11 serve: ${opts.modelId ?? source} (${held.format}${held.layout !== held.format ? ` as ${held.layout}` : ""}, ${formatBytes(held.residentBytes)} on ${model.device}${gpusOf(model.lm.backend.memory?.())}${offloaded}, batch ≤ ${opts.maxBatch}, context ${model.lm.maxContext}) at ${running.url}/v1\n`);
     const stop = async () => {
       await running.close();
       model.dispose();

@@ -16,6 +16,8 @@ export function parseDevices(v: string): number[] {
   const parts = v.split(",").map((p) => p.trim());
   const ids = parts.map(Number);
   if (parts.some((p) => !/^\d+$/.test(p))) throw new Error(`expected GPU indices separated by commas (e.g. 0,1), got ${JSON.stringify(v)}`);
+  const huge = ids.find((d) => d > 1023);
+  if (huge !== undefined) throw new Error(`${parts[ids.indexOf(huge)]} is not a GPU index`);
   if (new Set(ids).size !== ids.length) throw new Error(`${v} lists a GPU twice`);
   return ids;
 }

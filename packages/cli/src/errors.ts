@@ -5,7 +5,11 @@ export class CliError extends Error {
 
 /** A load error about `device: "cuda"` (no GPU, no addon), worded as the flag the user gave; others as they are. */
 export function asDeviceFlagError(e: unknown): unknown {
-  return e instanceof Error && e.message.startsWith("device cuda: ") ? new CliError(`--${e.message}`) : e;
+  if (!(e instanceof Error)) return e;
+  if (e.message.startsWith("device cuda: ") || e.message.startsWith("devices ")) return new CliError(`--${e.message}`);
+  // An option error names the library option and its flag ("devices (--devices): …"): the flag is what the user typed.
+  const flag = /^\w+ \((--[\w-]+)\): ([\s\S]*)$/.exec(e.message);
+  return e.name === "OptionError" && flag ? new CliError(`${flag[1]}: ${flag[2]}`) : e;
 }
 
 /** `df11 verify` found a module or tensor that does not decode or does not match. */

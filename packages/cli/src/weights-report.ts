@@ -29,7 +29,7 @@ export function maxGpuMemoryOption(v: string): number {
     bytes = NaN;
   }
   if (!Number.isFinite(bytes) || bytes <= 0) throw new InvalidArgumentError(`expected a size such as 12GB, 12GiB or 12000MB, got "${v}"`);
-  if (bytes < 1e6) throw new InvalidArgumentError(`${v} is ${bytes} bytes: give a unit, e.g. ${v}GB`);
+  if (bytes < 1e6) throw new InvalidArgumentError(/^[\d.]+$/.test(v.trim()) ? `${v} is ${bytes} bytes: give a unit, e.g. ${v}GB` : `${v} is ${bytes} bytes: too little for a model (at least 1MB)`);
   return bytes;
 }
 

@@ -240,7 +240,9 @@ describe("df11 generate", () => {
       await expect(df11("generate", dir, "--input-ids", "1", "--devices", bad)).rejects.toMatchObject({ stderr: expect.stringMatching(why) });
     }
     await expect(df11("serve", dir, "--devices", "0,-1")).rejects.toMatchObject({ stderr: expect.stringMatching(/--devices.*expected GPU indices/) });
-    await expect(df11("generate", dir, "--input-ids", "1", "--devices", "0,1")).rejects.toMatchObject({ stderr: expect.stringMatching(/--device cuda: (no CUDA device|no @df11\/cuda-kernel binary)|CUDA/) });
+    await expect(df11("generate", dir, "--input-ids", "1", "--devices", "0,1")).rejects.toMatchObject({ stderr: expect.stringMatching(/df11: error: --devices 0,1: (no CUDA device|no @df11\/cuda-kernel binary)/) });
+    await expect(df11("generate", dir, "--input-ids", "1", "--devices", "99999999999999999999")).rejects.toMatchObject({ stderr: expect.stringMatching(/--devices.*99999999999999999999 is not a GPU index/) });
+    await expect(df11("generate", dir, "--input-ids", "1", "--max-gpu-memory", "0.5MB")).rejects.toMatchObject({ stderr: expect.stringMatching(/0\.5MB is 500000 bytes: too little for a model/) });
     // A GPU layout asked for where --device auto finds no GPU: said on stderr, the run goes on on the CPU.
     const fallback = await df11("generate", dir, "--json", "-n", "3", "--input-ids", "1,5,9", "--gpu-weights", "fused");
     expect(fallback.stderr).toMatch(/warning: --gpu-weights fused is ignored: no usable GPU, running on the CPU/);

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { SafetensorsCollection } from "@df11/hub-loader";
-import { ConfigError, writeSyntheticModel } from "@df11/models";
+import { OptionError, writeSyntheticModel } from "@df11/models";
 import { DeviceWeights } from "../src/backend/device-weights.js";
 import type { WeightFormat } from "../src/backend/formats/matrix.js";
 import { choosePlacement, maxGpuMemoryFlag, offloadLast, planOffload, PlacementShortfall, type LayoutNeeds, type PlacementRequest } from "../src/backend/offload-plan.js";
@@ -143,9 +143,9 @@ describe("choosePlacement: layout and offload before anything is allocated", () 
   });
 
   it("refuses to offload the huffman layout, naming the option", () => {
-    expect(() => choosePlacement(request({ candidates: ["huffman"], budget: 8 * GB }))).toThrow(ConfigError);
+    expect(() => choosePlacement(request({ candidates: ["huffman"], budget: 8 * GB }))).toThrow(OptionError);
     expect(() => choosePlacement(request({ candidates: ["huffman"], budget: 8 * GB }))).toThrow(/use fused or bf16/);
-    expect(() => choosePlacement(request({ candidates: ["huffman"], offloadLayers: 2 }))).toThrow(ConfigError);
+    expect(() => choosePlacement(request({ candidates: ["huffman"], offloadLayers: 2 }))).toThrow(OptionError);
     // Resident within the budget: fine.
     expect(choosePlacement(request({ candidates: ["huffman"], budget: 13 * GB }))).toEqual({ layout: "huffman" });
   });

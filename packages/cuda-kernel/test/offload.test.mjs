@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after } from "node:test";
 import { fileURLToPath } from "node:url";
-import { CausalLM, ConfigError, writeSyntheticModel } from "../../models/dist/index.js";
+import { CausalLM, OptionError, writeSyntheticModel } from "../../models/dist/index.js";
 import { compressModel } from "../../cli/dist/index.js";
 import { gpuTest, gpuUnavailableReason } from "./gpu-helpers.mjs";
 import { allocationStats, CudaBackend, OutOfDeviceMemoryError, resetPeakAllocation } from "../dist/index.js";
@@ -147,7 +147,7 @@ gpuTest("a budget too small even for every layer offloaded fails before allocati
   assert.equal(allocationStats().allocated, before, "the failed load left memory allocated");
   const df11 = join(work, "qwen2-tiny-df11");
   if (!readdirSync(work).includes("qwen2-tiny-df11")) await compressModel(dir, df11);
-  await assert.rejects(CudaBackend.load(df11, { maxContext: 64, gpuWeights: "huffman", maxGpuMemory: 1e6 }), (e) => e instanceof ConfigError && /cannot be offloaded .* use fused or bf16/.test(e.message));
+  await assert.rejects(CudaBackend.load(df11, { maxContext: 64, gpuWeights: "huffman", maxGpuMemory: 1e6 }), (e) => e instanceof OptionError && /cannot be offloaded .* use fused or bf16/.test(e.message));
 });
 
 gpuTest("dispose frees the slots, the pinned layers and everything else (device allocations back to the baseline)", async () => {

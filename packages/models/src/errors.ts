@@ -14,6 +14,23 @@ export class ConfigError extends ModelsError {
   }
 }
 
+/**
+ * A load option (a `loadModel`/backend option and the CLI flag behind it) that is invalid or does not
+ * combine with the others: names the option, e.g. `maxGpuMemory (--max-gpu-memory): …`.
+ */
+export class OptionError extends ModelsError {
+  override name = "OptionError";
+  constructor(
+    /** The option as the library names it, e.g. `devices`. */
+    readonly option: string,
+    detail: string,
+    /** The CLI flag behind it, e.g. `--devices`. */
+    readonly flag?: string,
+  ) {
+    super(`${option}${flag ? ` (${flag})` : ""}: ${detail}`);
+  }
+}
+
 /** Weights that do not fit the pattern_dict or the architecture (missing, misshapen). */
 export class WeightLayoutError extends ModelsError {
   override name = "WeightLayoutError";

@@ -315,3 +315,28 @@ describe("tensor-parallel plan: shapes, fused projections, refusals", () => {
     expect(combineArgmax([{ value: NaN, index: 0 }, { value: -Infinity, index: 9 }])).toBe(9);
   });
 });
+
+describe("GPU options are checked before any device is chosen (no quiet CPU run)", () => {
+  it("devices: empty, negative, fractional, repeated, or with device cpu; maxGpuMemory not positive", async () => {
+    const { checkGpuOptions, OptionError } = await import("../src/index.js");
+    const bad: Array<[Record<string, unknown>, RegExp]> = [
+      [{ devices: [] }, /^devices \(--devices\): give at least one GPU index/],
+      [{ devices: [0, -1] }, /-1 is not a GPU index/],
+      [{ devices: [1.5] }, /1\.5 is not a GPU index/],
+      [{ devices: [0, 0] }, /0,0 lists a GPU twice/],
+      [{ devices: [0, 1], device: "cpu" }, /names GPUs; it does not apply to device cpu/],
+      [{ maxGpuMemory: 0 }, /^maxGpuMemory \(--max-gpu-memory\): must be a positive number of bytes, got 0/],
+      [{ maxGpuMemory: -5e9 }, /got -5000000000/],
+    ];
+    for (const [options, message] of bad) {
+      expect(() => checkGpuOptions(options as never), JSON.stringify(options)).toThrow(OptionError);
+      expect(() => checkGpuOptions(options as never)).toThrow(message);
+    }
+    expect(() => checkGpuOptions({ devices: [0, 1], maxGpuMemory: 12e9 })).not.toThrow();
+  });
+  it("loadCausalLM with devices and no usable GPU says so instead of running on the CPU", async () => {
+    const { loadCausalLM } = await import("../src/index.js");
+    const dir = join(repoRoot, "test-support", "reference-models", "qwen2-tiny", "bf16");
+    await expect(loadCausalLM(dir, { devices: [0, 1] })).rejects.toThrow(/^devices 0,1: /);
+  });
+});

@@ -1,6 +1,7 @@
 import { readModelConfig, SafetensorsCollection } from "@df11/hub-loader";
 import {
   ConfigError,
+  OptionError,
   dfloat11ConfigOf,
   languageModelOf,
   parseTextModelConfig,
@@ -20,7 +21,7 @@ import {
 import { OutOfDeviceMemoryError } from "../errors.js";
 import { call, native, type Address, type NativeAttention } from "../native.js";
 import { DeviceBuffer } from "../runtime/device-buffer.js";
-import { allocationStats, cudaRuntimeVersion, currentDevice, devices, memoryInfo, programmaticLaunch, setDevice } from "../runtime/device.js";
+import { allocationStats, cudaRuntimeVersion, currentDevice, deviceCount, devices, memoryInfo, programmaticLaunch, setDevice } from "../runtime/device.js";
 import { CudaEvent, CudaGraph, CudaStream } from "../runtime/stream.js";
 import { DeviceWeights, type LoadCheckReport, type LoadProgress, type MatrixSlice } from "./device-weights.js";
 import { choosePlacement, PlacementShortfall, type LayoutNeeds, type OffloadPlan, type Placement } from "./offload-plan.js";
@@ -100,6 +101,10 @@ export interface CudaBackendOptions {
  * model is decoded once at load); `auto` — fused (bf16 for tiny models, where its padding costs more), or huffman when that would not fit.
  */
 export type GpuWeightsLayout = "auto" | WeightFormat;
+
+/** Why tensor parallelism refuses the huffman layout and CPU offload (shared with TensorParallelBackend). */
+export const TP_HUFFMAN = "huffman keeps DF11 modules whole, and tensor parallelism holds a slice of each matrix per GPU: use fused (the default) or bf16";
+export const TP_OFFLOAD = "CPU offload and tensor parallelism do not combine yet: split the model over more GPUs, or offload on one";
 
 /** Default elements per decode window (Huffman modules, fused windows for the GEMM): 64 Mi (two windows: 256 MB). */
 export const DEFAULT_DECODE_CHUNK = 64 * 1024 * 1024;
@@ -334,7 +339,13 @@ export class CudaBackend implements Backend<CudaTensor> {
 
   /** Options checked, files opened (the caller closes them), the placement chosen. */
   private static async prepare(directory: string, options: CudaBackendOptions) {
-    if (options.device !== undefined) setDevice(options.device);
+    if (options.device !== undefined) {
+      const count = deviceCount();
+      if (!Number.isSafeInteger(options.device) || options.device < 0 || options.device >= count) {
+        throw new OptionError("device", `GPU ${options.device} does not exist (this machine has ${count} CUDA device${count === 1 ? "" : "s"}: 0…${count - 1})`, "--devices");
+      }
+      setDevice(options.device);
+    }
     const raw = await readModelConfig(directory);
     const dfc = dfloat11ConfigOf(raw, directory);
     const fullConfig = parseTextModelConfig(raw);
@@ -354,10 +365,8 @@ export class CudaBackend implements Backend<CudaTensor> {
     }
     if (!["auto", "fused", "huffman", "bf16"].includes(requested)) throw new RangeError(`gpuWeights must be auto, fused, huffman or bf16, got ${JSON.stringify(requested)}`);
     if (requested === "huffman" && !dfc) throw new ConfigError("gpuWeights", "huffman keeps DF11 modules as stored, and this model is BF16: use fused (the default) or bf16");
-    if (requested === "huffman" && shard) throw new ConfigError("gpuWeights", "huffman keeps DF11 modules whole, and tensor parallelism holds a slice of each matrix per GPU: use fused (the default) or bf16");
-    if (shard && (options.maxGpuMemory !== undefined || options.offloadLayers !== undefined)) {
-      throw new ConfigError("maxGpuMemory", "CPU offload and tensor parallelism do not combine yet: split the model over more GPUs, or offload on one");
-    }
+    if (requested === "huffman" && shard) throw new OptionError("gpuWeights", TP_HUFFMAN, "--gpu-weights");
+    if (shard && (options.maxGpuMemory !== undefined || options.offloadLayers !== undefined)) throw new OptionError("maxGpuMemory", TP_OFFLOAD, "--max-gpu-memory");
     const files = await SafetensorsCollection.openDirectory(directory);
     try {
       // A multimodal checkpoint's language model under the usual names (vision parts left out).

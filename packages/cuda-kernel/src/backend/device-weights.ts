@@ -22,7 +22,7 @@ import { PinnedBuffer } from "../runtime/pinned-buffer.js";
 import { CudaStream } from "../runtime/stream.js";
 import { LayerOffload } from "./offload.js";
 import { PinnedStaging } from "./staging.js";
-import { copySliceRows, isWholeSlice, sliceOf, sliceVector } from "./shard-copy.js";
+import { copySliceRows, isWholeSlice, sliceOf, sliceVector, vectorSliceOf } from "./shard-copy.js";
 import { Bf16DeviceMatrix } from "./formats/bf16.js";
 import { FusedDeviceMatrix, fusedLayoutReport, type FusedLayoutReport, type RowSource } from "./formats/fused.js";
 import { HuffmanDeviceMatrix } from "./formats/huffman.js";
@@ -445,7 +445,7 @@ export class DeviceWeights implements Disposable {
             expectStored(n, () => checksumHex(raw));
           }
           const full = await weights.readFloat32(n);
-          const values = shard ? sliceVector(full, sliceOf(shard, n, [full.length])) : full;
+          const values = shard ? sliceVector(full, vectorSliceOf(shard, n, full.length)) : full;
           if (values.length === 0) continue; // another rank's bias (added once, on rank 0)
           buf.upload(values, offsets.get(n)!);
           this.vectors.set(n, { address: buf.address + offsets.get(n)!, length: values.length });

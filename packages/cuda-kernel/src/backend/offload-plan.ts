@@ -1,4 +1,4 @@
-import { ConfigError } from "@df11/models";
+import { OptionError } from "@df11/models";
 import type { WeightFormat } from "./formats/matrix.js";
 
 /**
@@ -114,7 +114,7 @@ export const maxGpuMemoryFlag = (bytes: number, round: "floor" | "ceil"): string
  * Choose where the weights go before anything is allocated: the first candidate layout that fits
  * resident in min(free, budget); else, with a budget, the first offloadable layout (fused or bf16; huffman
  * cannot be split per layer) with as few of the last layers offloaded as fit. Throws
- * {@link PlacementShortfall} saying how much is needed and which options would fit, and ConfigError
+ * {@link PlacementShortfall} saying how much is needed and which options would fit, and OptionError
  * when only huffman was asked for and offloading is needed.
  */
 export function choosePlacement(r: PlacementRequest): Placement {
@@ -122,7 +122,7 @@ export function choosePlacement(r: PlacementRequest): Placement {
   const offloadable = r.candidates.find((l) => l !== "huffman");
   const forced = r.offloadLayers ?? 0;
   if ((forced > 0 || r.budget !== undefined) && !offloadable && !(forced === 0 && totalOf(r.needs(r.candidates[0])) <= available)) {
-    throw new ConfigError("gpuWeights", `huffman keeps DF11 modules as stored and cannot be offloaded to the host${r.budget !== undefined ? ` (--max-gpu-memory ${maxGpuMemoryFlag(r.budget, "floor")})` : ""}: use fused or bf16`);
+    throw new OptionError("gpuWeights", `huffman keeps DF11 modules as stored and cannot be offloaded to the host${r.budget !== undefined ? ` (--max-gpu-memory ${maxGpuMemoryFlag(r.budget, "floor")})` : ""}: use fused or bf16`, "--gpu-weights");
   }
   if (forced > 0) {
     const plan = offloadLast(offloadInputOf(r.needs(offloadable!)), forced);

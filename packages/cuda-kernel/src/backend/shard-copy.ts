@@ -39,6 +39,19 @@ export function copySliceRows(slice: WeightSlice, r0: number, r1: number, at: Ad
   }
 }
 
+/**
+ * The slice of a vector (norm, bias, or anything 1-D) a rank holds: the plan's, or — for a vector the
+ * plan has no rule for (e.g. an old checkpoint's `rotary_emb.inv_freq`, unused here) — all of it.
+ */
+export function vectorSliceOf(shard: RankShard, name: string, length: number): WeightSlice {
+  try {
+    return sliceOf(shard, name, [length]);
+  } catch (e) {
+    if (!(e instanceof WeightLayoutError) || /shape/.test(e.message)) throw e;
+    return { name, split: "replicated", shape: [length], rows: [[0, length]], columns: [0, 0], localShape: [length] };
+  }
+}
+
 /** The float32 vector a rank holds: its rows ranges of the full vector, stacked (empty for another rank's `rank0` bias). */
 export function sliceVector(values: Float32Array, slice: WeightSlice): Float32Array {
   if (slice.split === "replicated") return values;

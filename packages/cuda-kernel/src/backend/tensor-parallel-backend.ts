@@ -1,7 +1,7 @@
 import { readModelConfig } from "@df11/hub-loader";
 import {
   combineArgmax,
-  ConfigError,
+  OptionError,
   parseTextModelConfig,
   tensorParallelPlan,
   TensorParallelError,
@@ -19,9 +19,9 @@ import { CudaError } from "../errors.js";
 import { NcclClique } from "../parallel/nccl-clique.js";
 import { withDevice } from "../parallel/devices.js";
 import type { NcclSearchOptions } from "../parallel/nccl-loader.js";
-import { currentDevice, setDevice } from "../runtime/device.js";
+import { currentDevice, deviceCount, setDevice } from "../runtime/device.js";
 import { CudaEvent, type CudaGraph } from "../runtime/stream.js";
-import { CudaBackend, type CudaBackendOptions, type CudaEngineConfig, type CudaTensor } from "./cuda-backend.js";
+import { CudaBackend, TP_HUFFMAN, TP_OFFLOAD, type CudaBackendOptions, type CudaEngineConfig, type CudaTensor } from "./cuda-backend.js";
 
 export interface TensorParallelBackendOptions extends Omit<CudaBackendOptions, "device" | "shard" | "profile" | "fault"> {
   /** The GPUs, one rank each (rank i runs on devices[i]); distinct CUDA device indices. */
@@ -110,8 +110,10 @@ export class TensorParallelBackend implements Backend<TensorParallelTensor> {
    * Load a model directory split over `options.devices`. Checks the split first (TensorParallelError
    * names num_attention_heads, num_key_value_heads, intermediate_size or vocab_size when it does not
    * divide), then NCCL (NcclUnavailableError saying what is missing), then loads each GPU's slice in turn
-   * (OutOfDeviceMemoryError names the GPU that lacks memory). The huffman layout is refused: it keeps
-   * modules whole.
+   * (OutOfDeviceMemoryError names the GPU that lacks memory). The huffman layout and `maxGpuMemory` are
+   * refused (OptionError): modules stay whole in the one, and offload is not combined with tensor
+   * parallelism yet. `verifyWeights` decodes each DF11 module once (on the first GPU) and checks its
+   * recorded checksum; the GPUs' slices of it have no recorded checksum of their own and are not summed.
    */
   static async load(directory: string, options: TensorParallelBackendOptions): Promise<TensorParallelBackend> {
     const devices = [...options.devices];
@@ -121,7 +123,12 @@ export class TensorParallelBackend implements Backend<TensorParallelTensor> {
     if (config.vocabSize % devices.length !== 0) {
       throw new TensorParallelError("vocab_size", `${config.vocabSize} vocabulary rows do not divide over ${devices.length} GPUs (lm_head is split by vocabulary)`, devices.length);
     }
-    if (options.gpuWeights === "huffman") throw new ConfigError("gpuWeights", "huffman keeps DF11 modules whole, and tensor parallelism holds a slice of each matrix per GPU: use fused (the default) or bf16");
+    if (options.gpuWeights === "huffman") throw new OptionError("gpuWeights", TP_HUFFMAN, "--gpu-weights");
+    if (options.maxGpuMemory !== undefined) throw new OptionError("maxGpuMemory", TP_OFFLOAD, "--max-gpu-memory");
+    const count = deviceCount();
+    const missing = devices.find((d) => !Number.isSafeInteger(d) || d < 0 || d >= count);
+    if (missing !== undefined) throw new OptionError("devices", `GPU ${missing} does not exist (this machine has ${count} CUDA device${count === 1 ? "" : "s"}: 0…${count - 1})`, "--devices");
+    if (new Set(devices).size !== devices.length) throw new OptionError("devices", `${devices.join(",")} lists a GPU twice`, "--devices");
     const clique = NcclClique.create(devices, options.nccl);
     const ranks: CudaBackend[] = [];
     const previous = currentDevice();
@@ -133,7 +140,7 @@ export class TensorParallelBackend implements Backend<TensorParallelTensor> {
       }
       return new TensorParallelBackend(config, plan, ranks, clique);
     } catch (e) {
-      for (const r of ranks) r.dispose();
+      for (const r of ranks) withDevice(r.deviceIndex, () => r.dispose());
       clique.dispose();
       throw e;
     } finally {

@@ -15,6 +15,9 @@ import { ConfigError, WeightLayoutError } from "../errors.js";
  *   partial onto the residual stream, the others write their partial alone, and the residual buffer is
  *   all-reduced in place (`linear(..., accumulate)` on rank 0 only). A bias of a row-parallel layer is
  *   added once: rank 0 holds it.
+ * (The CUDA backend, `TensorParallelBackend`, runs this plan with replicated embeddings and a vocabulary
+ * that divides over the GPUs; it refuses the rest. The padded shards and `embeddings: "vocab"` below are
+ * the plan's, checked by its tests on the CPU.)
  * - **lm_head** is split by vocabulary rows: each rank computes the logits of its vocabulary shard.
  *   Greedy choice: every rank's (largest logit, its global index) → {@link combineArgmax} (an all-gather
  *   of one pair per row). Sampling: all-gather the shards (padded to {@link TensorParallelPlan.vocabShard})
