@@ -342,7 +342,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     if (options.device !== undefined) {
       const count = deviceCount();
       if (!Number.isSafeInteger(options.device) || options.device < 0 || options.device >= count) {
-        throw new OptionError("device", `GPU ${options.device} does not exist (this machine has ${count} CUDA device${count === 1 ? "" : "s"}: 0…${count - 1})`, "--devices");
+        throw new OptionError("device", `GPU ${options.device} does not exist (this machine has ${count === 1 ? "one CUDA device: 0" : `${count} CUDA devices: 0…${count - 1}`})`, "--devices");
       }
       setDevice(options.device);
     }

@@ -127,7 +127,7 @@ export class TensorParallelBackend implements Backend<TensorParallelTensor> {
     if (options.maxGpuMemory !== undefined) throw new OptionError("maxGpuMemory", TP_OFFLOAD, "--max-gpu-memory");
     const count = deviceCount();
     const missing = devices.find((d) => !Number.isSafeInteger(d) || d < 0 || d >= count);
-    if (missing !== undefined) throw new OptionError("devices", `GPU ${missing} does not exist (this machine has ${count} CUDA device${count === 1 ? "" : "s"}: 0…${count - 1})`, "--devices");
+    if (missing !== undefined) throw new OptionError("devices", `GPU ${missing} does not exist (this machine has ${count === 1 ? "one CUDA device: 0" : `${count} CUDA devices: 0…${count - 1}`})`, "--devices");
     if (new Set(devices).size !== devices.length) throw new OptionError("devices", `${devices.join(",")} lists a GPU twice`, "--devices");
     const clique = NcclClique.create(devices, options.nccl);
     const ranks: CudaBackend[] = [];
