@@ -150,6 +150,8 @@ export async function runGenerate(
 ): Promise<GenerateResult> {
   if (input.prompt !== undefined && input.inputIds) throw new CliError("give --prompt or --input-ids, not both");
   if (input.chat && input.inputIds) throw new CliError("--chat wraps a text prompt in the chat template; it does not apply to --input-ids");
+  // A missing prompt is said before the model loads (a 70B model takes a while to load).
+  if (!input.inputIds && input.prompt === undefined) throw new CliError("give --prompt TEXT or --input-ids 1,2,3");
   using model = await loadModelOn(modelDir, loadOptionsOf(flags));
   const tokenizer = await TextTokenizer.load(modelDir);
   let prompt: number[];
