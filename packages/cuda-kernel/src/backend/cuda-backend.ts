@@ -1,5 +1,6 @@
 import { readModelConfig, SafetensorsCollection } from "@df11/hub-loader";
 import {
+  checkGpuOptions,
   ConfigError,
   OptionError,
   dfloat11ConfigOf,
@@ -105,6 +106,13 @@ export type GpuWeightsLayout = "auto" | WeightFormat;
 /** Why tensor parallelism refuses the huffman layout and CPU offload (shared with TensorParallelBackend). */
 export const TP_HUFFMAN = "huffman keeps DF11 modules whole, and tensor parallelism holds a slice of each matrix per GPU: use fused (the default) or bf16";
 export const TP_OFFLOAD = "CPU offload and tensor parallelism do not combine yet: split the model over more GPUs, or offload on one";
+
+/** Throw OptionError naming `option` (and `--devices`) when `index` is not a CUDA device of this machine. */
+export function requireGpu(index: number, option: "device" | "devices"): void {
+  const count = deviceCount();
+  if (Number.isSafeInteger(index) && index >= 0 && index < count) return;
+  throw new OptionError(option, `GPU ${index} does not exist (this machine has ${count === 1 ? "one CUDA device: 0" : `${count} CUDA devices: 0…${count - 1}`})`, "--devices");
+}
 
 /** Default elements per decode window (Huffman modules, fused windows for the GEMM): 64 Mi (two windows: 256 MB). */
 export const DEFAULT_DECODE_CHUNK = 64 * 1024 * 1024;
@@ -340,10 +348,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   /** Options checked, files opened (the caller closes them), the placement chosen. */
   private static async prepare(directory: string, options: CudaBackendOptions) {
     if (options.device !== undefined) {
-      const count = deviceCount();
-      if (!Number.isSafeInteger(options.device) || options.device < 0 || options.device >= count) {
-        throw new OptionError("device", `GPU ${options.device} does not exist (this machine has ${count === 1 ? "one CUDA device: 0" : `${count} CUDA devices: 0…${count - 1}`})`, "--devices");
-      }
+      requireGpu(options.device, "device");
       setDevice(options.device);
     }
     const raw = await readModelConfig(directory);
@@ -373,7 +378,7 @@ export class CudaBackend implements Backend<CudaTensor> {
       const { weights, patternDict } = languageModelOf(files, dfc?.patternDict);
       const { free } = memoryInfo();
       const budget = options.maxGpuMemory;
-      if (budget !== undefined && !(Number.isFinite(budget) && budget > 0)) throw new RangeError(`maxGpuMemory must be a positive number of bytes, got ${budget}`);
+      checkGpuOptions({ maxGpuMemory: budget });
       const forced = options.offloadLayers;
       if (forced !== undefined && (!Number.isInteger(forced) || forced < 0 || forced > config.numLayers)) throw new RangeError(`offloadLayers must be an integer from 0 to ${config.numLayers}, got ${forced}`);
       const planned = new Map<WeightFormat, ReturnType<typeof DeviceWeights.plannedLayout>>();

@@ -466,8 +466,13 @@ export class DeviceWeights implements Disposable {
         const plans = planMatrices(names, (n) => (weights.info(n).shape.length === 2 ? weights.info(n).shape : undefined));
         const groupBytes = (p: Planned) => p.names.reduce((s, n) => s + weights.info(n).byteLength, 0);
         const toFused = (p: Planned) => layout === "fused" && p.cols > 0 && FusedDeviceMatrix.fits(p.cols);
-        const slicesOf = (p: Planned) => (shard && p.cols > 0 ? p.names.map((n, i) => sliceOf(shard, n, [p.rows[i], p.cols])) : undefined);
-        const sliced = (p: Planned) => !!slicesOf(p) && !slicesOf(p)!.every(isWholeSlice);
+        // Tensor parallelism: this rank's slices of each group, where it holds less than the whole.
+        const slicesOf = new Map<Planned, WeightSlice[]>();
+        for (const p of shard ? plans.filter((p) => p.cols > 0) : []) {
+          const slices = p.names.map((n, i) => sliceOf(shard!, n, [p.rows[i], p.cols]));
+          if (!slices.every(isWholeSlice)) slicesOf.set(p, slices);
+        }
+        const sliced = (p: Planned) => slicesOf.has(p);
         // BF16 matrices of the layer share one buffer; each group is contiguous in it.
         const residentBytes = plans.filter((p) => !toFused(p) && !sliced(p)).reduce((s, p) => s + align(groupBytes(p), 256), 0);
         const layerBuffer = residentBytes > 0 ? this.ownBuffer(DeviceBuffer.alloc(residentBytes), names[0]) : undefined;
@@ -492,7 +497,7 @@ export class DeviceWeights implements Disposable {
             const rows = p.rows.reduce((a, b) => a + b, 0);
             let m: DeviceMatrix;
             if (sliced(p)) {
-              const slices = slicesOf(p)!;
+              const slices = slicesOf.get(p)!;
               const firstRowOf = p.rows.map((_, i) => p.rows.slice(0, i).reduce((a, b) => a + b, 0));
               m = this.buildSliced(slices, layout, windowElements, stream, (i, r0) => base + (firstRowOf[i] + r0) * p.cols * 2);
               stream.synchronize(); // the staging buffer is freed next

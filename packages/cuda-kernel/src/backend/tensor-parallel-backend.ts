@@ -1,5 +1,6 @@
 import { readModelConfig } from "@df11/hub-loader";
 import {
+  checkGpuOptions,
   combineArgmax,
   OptionError,
   parseTextModelConfig,
@@ -19,9 +20,9 @@ import { CudaError } from "../errors.js";
 import { NcclClique } from "../parallel/nccl-clique.js";
 import { withDevice } from "../parallel/devices.js";
 import type { NcclSearchOptions } from "../parallel/nccl-loader.js";
-import { currentDevice, deviceCount, setDevice } from "../runtime/device.js";
+import { currentDevice, setDevice } from "../runtime/device.js";
 import { CudaEvent, type CudaGraph } from "../runtime/stream.js";
-import { CudaBackend, TP_HUFFMAN, TP_OFFLOAD, type CudaBackendOptions, type CudaEngineConfig, type CudaTensor } from "./cuda-backend.js";
+import { CudaBackend, requireGpu, TP_HUFFMAN, TP_OFFLOAD, type CudaBackendOptions, type CudaEngineConfig, type CudaTensor } from "./cuda-backend.js";
 
 export interface TensorParallelBackendOptions extends Omit<CudaBackendOptions, "device" | "shard" | "profile" | "fault"> {
   /** The GPUs, one rank each (rank i runs on devices[i]); distinct CUDA device indices. */
@@ -125,10 +126,8 @@ export class TensorParallelBackend implements Backend<TensorParallelTensor> {
     }
     if (options.gpuWeights === "huffman") throw new OptionError("gpuWeights", TP_HUFFMAN, "--gpu-weights");
     if (options.maxGpuMemory !== undefined) throw new OptionError("maxGpuMemory", TP_OFFLOAD, "--max-gpu-memory");
-    const count = deviceCount();
-    const missing = devices.find((d) => !Number.isSafeInteger(d) || d < 0 || d >= count);
-    if (missing !== undefined) throw new OptionError("devices", `GPU ${missing} does not exist (this machine has ${count === 1 ? "one CUDA device: 0" : `${count} CUDA devices: 0…${count - 1}`})`, "--devices");
-    if (new Set(devices).size !== devices.length) throw new OptionError("devices", `${devices.join(",")} lists a GPU twice`, "--devices");
+    checkGpuOptions({ devices }); // indices, repeats
+    for (const d of devices) requireGpu(d, "devices");
     const clique = NcclClique.create(devices, options.nccl);
     const ranks: CudaBackend[] = [];
     const previous = currentDevice();
