@@ -15,11 +15,10 @@ aggregate and per-sequence tokens/s, memory in use and peak (GPU: the device's; 
   df11 generate DFloat11/Qwen3-8B-DF11 -p "Question: What is a binary tree? Answer:" -n 512 -b 8 --temperature 0.7 --seed 42
   df11 generate ./model -p "The capital of France is" -p "Water boils at" -n 32 --json
 
-On the CPU, greedy sequences of a batch get exactly the tokens they get alone. On the GPU they may
-differ: up to 8 sequences multiply on the same float32 GEMV as alone, but the attention splits its keys
-into a number of parts that depends on the batch size, and from 9 sequences on the matrix products run
-on the tensor cores in BF16; logits then differ in the last bits, and a long greedy sequence may part
-from its solo run. Sampled sequence i uses seed --seed + i (--seed defaults to 0): it matches
+On the CPU, greedy sequences of a batch get exactly the tokens they get alone. On the GPU too, for up
+to 64 sequences: the GEMV and the attention sum each sequence's terms in the same order in any batch of
+up to 64 rows. From 65 sequences on, the one-token steps' matrix products run on the tiled GEMM, whose
+logits differ in the last bits, and a long greedy sequence may part from its solo run. Sampled sequence i uses seed --seed + i (--seed defaults to 0): it matches
 "df11 generate --seed <that seed>" alone wherever greedy tokens would.
 `;
 
