@@ -32,10 +32,24 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) qkvPrepareKernel(const At
   pdlWait();
   pdlLaunchDependents();
   __shared__ float staged[kHeadsPerBlock][kMaxHeadDim];
+  __shared__ float ropeCos[kMaxHeadDim / 2], ropeSin[kMaxHeadDim / 2];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int r = blockIdx.x;
   const int head = blockIdx.y * kHeadsPerBlock + warp;  // 0…H-1: q heads, H…H+KV-1: k heads (with their v)
   const int H = a.numHeads, KV = a.numKvHeads, d = a.headDim;
+  const int position = a.positions[r];
+  const int half = rotaryDim / 2;
+  // One cos/sin per frequency, shared by the block's heads (double-precision sincos is the kernel's
+  // cost: once per frequency instead of once per element of every head). Angle in float32 as
+  // transformers computes it; cos/sin in double, then rounded (no fast-math).
+  for (int j = threadIdx.x; j < half; j += blockDim.x) {
+    const float angle = static_cast<float>(position) * invFreq[j];
+    double sn, cs;
+    sincos(static_cast<double>(angle), &sn, &cs);
+    ropeCos[j] = static_cast<float>(cs);
+    ropeSin[j] = static_cast<float>(sn);
+  }
+  __syncthreads();
   if (head >= H + KV) return;
   const bool isQuery = head < H;
   const float* row = qkv + static_cast<size_t>(r) * (H + 2 * KV) * d;
@@ -62,19 +76,13 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) qkvPrepareKernel(const At
     if (lane + 32 * t < d) staged[warp][lane + 32 * t] = v[t];
   __syncwarp();
 
-  const int position = a.positions[r];
-  const int half = rotaryDim / 2;
   const int slot = a.slots[r];
   const int kvHead = head - H;
   for (int i = lane; i < d; i += 32) {
     float y = staged[warp][i];
     if (i < rotaryDim) {
       const int j = i < half ? i : i - half;
-      // Angle in float32 as transformers computes it; cos/sin in double, then rounded (no fast-math).
-      const float angle = static_cast<float>(position) * invFreq[j];
-      double s, c;
-      sincos(static_cast<double>(angle), &s, &c);
-      const float cf = static_cast<float>(c), sf = static_cast<float>(s);
+      const float cf = ropeCos[j], sf = ropeSin[j];
       y = i < half ? y * cf - staged[warp][i + half] * sf : y * cf + staged[warp][j] * sf;
     }
     if (isQuery) qOut[(static_cast<size_t>(r) * H + head) * d + i] = y;
@@ -117,6 +125,9 @@ __device__ __forceinline__ void loadValues(const uint16_t* row, int lane, int d,
 }
 
 constexpr int kMaxGroup = 8;  // most query heads one warp serves
+// Value rows loaded at once (fewer where a row takes 8 registers per lane).
+template <int D>
+constexpr int kValueBatch = D == 0 || D == 8 ? 4 : 8;
 
 // One warp per (row, KV head, split), serving up to G of the query heads that share the KV head (GQA),
 // so each key and value is loaded once for all of them. Lanes take 32 keys at a time (a full dot product per
@@ -172,7 +183,11 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const Att
     for (int g = 0; g < G; ++g) s[g] = 0.0f;
     if (j < end) {
       const uint4* kr = reinterpret_cast<const uint4*>(keys + static_cast<size_t>(j) * d);
-      for (int i = 0; i < d; i += 8) {
+      // With the head size known at compile time (D > 0) the loop unrolls and all of the key's loads
+      // are in flight at once.
+#pragma unroll 8
+      for (int i = 0; i < (D ? 32 * D : kMaxHeadDim); i += 8) {
+        if (!D && i >= d) break;
         float kf[8];
         widen8(__ldg(kr + i / 8), kf);
 #pragma unroll
@@ -197,8 +212,24 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const Att
       for (int t = 0; t < kDims; ++t) acc[g][t] *= correction;
       m[g] = mNew;
     }
+    // Values: kValueBatch rows loaded before they are used (the loads overlap instead of one L2 round
+    // trip per key); the sums run in key order as before.
     const int n = min(32, end - j0);
-    for (int jj = 0; jj < n; ++jj) {
+    int jj = 0;
+    for (; jj + kValueBatch<D> <= n; jj += kValueBatch<D>) {
+      float v[kValueBatch<D>][kPerLane];
+#pragma unroll
+      for (int u = 0; u < kValueBatch<D>; ++u) loadValues<D>(values + static_cast<size_t>(j0 + jj + u) * d, lane, d, v[u]);
+#pragma unroll
+      for (int u = 0; u < kValueBatch<D>; ++u)
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          const float pj = __shfl_sync(0xffffffffu, p[g], jj + u);
+#pragma unroll
+          for (int t = 0; t < kDims; ++t) acc[g][t] = fmaf(pj, v[u][t], acc[g][t]);
+        }
+    }
+    for (; jj < n; ++jj) {
       float v[kPerLane];
       loadValues<D>(values + static_cast<size_t>(j0 + jj) * d, lane, d, v);
 #pragma unroll
@@ -233,7 +264,11 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const Att
   }
 }
 
-// Merge the splits of one (row, head): one warp.
+// Merge the splits of one (row, head): one warp. Lane s holds split s's (and s + 32's) max and sum, so
+// their loads are issued together; the output dims then sum the splits in order, kCombineBatch loads in
+// flight at a time.
+constexpr int kMaxSplits = 64;
+constexpr int kCombineBatch = 8;
 __global__ void combineKernel(const AttentionArgs a, int splits, const float* __restrict__ partial, float* __restrict__ out) {
   pdlWait();
   pdlLaunchDependents();
@@ -241,16 +276,33 @@ __global__ void combineKernel(const AttentionArgs a, int splits, const float* __
   const int head = blockIdx.x * kHeadsPerBlock + (threadIdx.x >> 5);
   const int r = blockIdx.y, H = a.numHeads, d = a.headDim;
   if (head >= H) return;
-  const float* p = partial + (static_cast<size_t>(r) * H + head) * splits * (d + 2);
-  float m = -FLT_MAX;
-  for (int s = 0; s < splits; ++s) m = fmaxf(m, p[s * (d + 2)]);
-  float l = 0.0f;
-  for (int s = 0; s < splits; ++s) l += p[s * (d + 2) + 1] * __expf(p[s * (d + 2)] - m);
+  const int stride = d + 2;
+  const float* p = partial + (static_cast<size_t>(r) * H + head) * splits * stride;
+  const bool has0 = lane < splits, has1 = lane + 32 < splits;
+  const float m0 = has0 ? p[lane * stride] : -FLT_MAX, m1 = has1 ? p[(lane + 32) * stride] : -FLT_MAX;
+  const float l0 = has0 ? p[lane * stride + 1] : 0.0f, l1 = has1 ? p[(lane + 32) * stride + 1] : 0.0f;
+  const float m = warpMax(fmaxf(m0, m1));
+  const float w0 = has0 ? __expf(m0 - m) : 0.0f, w1 = has1 ? __expf(m1 - m) : 0.0f;
+  const float l = warpSum(l0 * w0 + l1 * w1);
   const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-  for (int i = lane; i < d; i += 32) {
+  // Every lane runs every iteration (the shuffles need the whole warp); lanes past d load nothing.
+  for (int i0 = 0; i0 < d; i0 += 32) {
+    const int i = i0 + lane;
+    const bool in = i < d;
     float v = 0.0f;
-    for (int s = 0; s < splits; ++s) v += p[s * (d + 2) + 2 + i] * __expf(p[s * (d + 2)] - m);
-    out[(static_cast<size_t>(r) * H + head) * d + i] = v * inv;
+    int s = 0;
+    for (; s + kCombineBatch <= splits; s += kCombineBatch) {
+      float x[kCombineBatch];
+#pragma unroll
+      for (int u = 0; u < kCombineBatch; ++u) x[u] = in ? p[(s + u) * stride + 2 + i] : 0.0f;
+#pragma unroll
+      for (int u = 0; u < kCombineBatch; ++u) {
+        const int su = s + u;
+        v += x[u] * __shfl_sync(0xffffffffu, su < 32 ? w0 : w1, su & 31);
+      }
+    }
+    for (; s < splits; ++s) v += (in ? p[s * stride + 2 + i] : 0.0f) * __shfl_sync(0xffffffffu, s < 32 ? w0 : w1, s & 31);
+    if (in) out[(static_cast<size_t>(r) * H + head) * d + i] = v * inv;
   }
 }
 
@@ -288,7 +340,7 @@ cudaError_t launchQkvPrepare(const AttentionArgs& a, const float* qkv, const flo
 cudaError_t launchAttention(const AttentionArgs& a, const float* q, float* out, int splits, float* partial, cudaStream_t stream) {
   if (a.rows == 0) return cudaSuccess;
   if (a.headDim > kMaxHeadDim || (a.headDim & 7) || a.numHeads % a.numKvHeads) return cudaErrorInvalidValue;
-  if (splits < 1 || (splits > 1 && !partial)) return cudaErrorInvalidValue;
+  if (splits < 1 || splits > kMaxSplits || (splits > 1 && !partial)) return cudaErrorInvalidValue;
   const int group = a.numHeads / a.numKvHeads;
   const int G = group <= 1 ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : kMaxGroup;
   const int warps = a.numKvHeads * ((group + G - 1) / G);
