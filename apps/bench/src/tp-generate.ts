@@ -7,16 +7,23 @@
  *
  * Each run also reports the room left for the KV cache: free device memory after loading, per GPU, in
  * positions and in sequences of 4,096 positions (a run's own KV cache and working memory are already
- * allocated then).
+ * allocated then). With --prove-capacity that room is then used: a load whose KV cache holds that many
+ * sequences of 4,096 positions, every one of them run through a prefill and a decode step, one filled to
+ * its 4,096th position; and a load whose one sequence holds the longest context (capped at the model's
+ * max_position_embeddings) running a prompt and decode steps.
+ *
+ * With --df11-only --bf16-layout, the DF11 model also runs with BF16 weights on the GPUs (decoded once
+ * at load: the same weights as its BF16 checkpoint, without needing that checkpoint's files): the BF16
+ * engine on one GPU (an OutOfDeviceMemoryError, recorded, when its weights do not fit) and split over all.
  *
  *   node apps/bench/dist/tp-generate.js --bf16 DIR --df11 DIR [--devices 0,1] [--out tp-generate.json]
- *   node apps/bench/dist/tp-generate.js --df11 DIR --df11-only   # models without a BF16 twin (70B)
+ *   node apps/bench/dist/tp-generate.js --df11 DIR --df11-only [--bf16-layout] [--prove-capacity]   # 70B
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { sizeThreadPoolForReads } from "@df11/hub-loader";
 import { CausalLM, type Backend } from "@df11/models";
-import { CudaBackend, devices as cudaDevices, memoryInfo, resetPeakAllocation, TensorParallelBackend, withDevice, type GpuWeightsLayout } from "@df11/cuda-kernel";
+import { CudaBackend, devices as cudaDevices, memoryInfo, OutOfDeviceMemoryError, resetPeakAllocation, TensorParallelBackend, withDevice, type GpuWeightsLayout } from "@df11/cuda-kernel";
 import { benchOptions, runChild, saveJson } from "./child.js";
 
 const { values: args, positionals } = parseArgs({
@@ -26,6 +33,8 @@ const { values: args, positionals } = parseArgs({
     devices: { type: "string", default: "0,1" },
     layout: { type: "string", default: "fused" },
     "df11-only": { type: "boolean", default: false },
+    "bf16-layout": { type: "boolean", default: false },
+    "prove-capacity": { type: "boolean", default: false },
     model: { type: "string", default: "Llama-3.1-8B-shaped, synthetic weights (tools/make_bench_model.py)" },
   },
 });
@@ -47,15 +56,91 @@ interface Run {
   readonly perGpu: Array<{ device: number; inUseBytes: number; peakBytes: number }>;
   readonly weightsBytes: number;
   /** KV-cache room after loading: the least free memory of the GPUs (less 0.5 GB), in positions of one sequence. */
-  readonly capacity: { freeBytesPerGpu: number[]; kvBytesPerPositionPerGpu: number; positions: number; sequencesOf4096: number };
+  readonly capacity: { freeBytesPerGpu: number[]; kvBytesPerPositionPerGpu: number; positions: number; sequencesOf4096: number; maxPositionEmbeddings: number };
   readonly tokenIds: number[];
+}
+
+/** A run that could not load: what the engine said (an OutOfDeviceMemoryError's sizes when it was one). */
+interface FailedRun {
+  readonly label: string;
+  readonly devices: number[];
+  readonly layout: string;
+  readonly error: { name: string; message: string; neededBytes?: number; freeBytes?: number };
+}
+
+/** The KV room of a run, used: both loads allocate their whole KV cache up front. */
+interface CapacityProof {
+  readonly label: string;
+  readonly devices: number[];
+  readonly sequencesOf4096: { sequences: number; ok: boolean; error?: string; seconds?: number; filledPositions?: number; peakBytesPerGpu?: number[] };
+  readonly longestContext: { positions: number; roomPositions: number; maxPositionEmbeddings: number; ok: boolean; error?: string; seconds?: number; peakBytesPerGpu?: number[] };
+}
+
+const loadBackend = (dir: string, devices: number[], layout: GpuWeightsLayout, maxContext: number, slots: number) =>
+  devices.length > 1 ? TensorParallelBackend.load(dir, { devices, maxContext, slots, gpuWeights: layout }) : CudaBackend.load(dir, { device: devices[0], maxContext, slots, gpuWeights: layout });
+
+const peaks = (backend: { memory?(): { peakBytes: number; devices?: ReadonlyArray<{ peakBytes: number }> } }) => {
+  const m = backend.memory!();
+  return m.devices ? m.devices.map((d) => d.peakBytes) : [m.peakBytes];
+};
+
+/**
+ * Use the room a measured run reported: `sequences` sequences of 4,096 positions (each given an 8-token
+ * prompt and a decode step, sequence 0 then filled to 4,096 positions), then one sequence of `longest`
+ * positions (a 512-token prompt and 4 decode steps). The KV cache is allocated whole at load, so a load
+ * that succeeds holds that many positions next to the weights.
+ */
+async function proveCapacity(dir: string, label: string, devices: number[], layout: GpuWeightsLayout, sequences: number, room: number, maxPositionEmbeddings: number): Promise<CapacityProof> {
+  const errorText = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e));
+  let sequencesOf4096: CapacityProof["sequencesOf4096"];
+  let t = performance.now();
+  try {
+    const backend = await loadBackend(dir, devices, layout, 4096, sequences);
+    try {
+      using model = new CausalLM(backend.config, backend);
+      const vocab = backend.config.vocabSize;
+      const prompt = (slot: number, n: number) => Array.from({ length: n }, (_, i) => (slot * 131 + i * 7919 + 13) % vocab);
+      const perStep = Math.max(1, Math.floor(backend.maxRows / 8));
+      for (let first = 0; first < sequences; first += perStep) {
+        const group = Array.from({ length: Math.min(perStep, sequences - first) }, (_, i) => ({ slot: first + i, tokens: prompt(first + i, 8) }));
+        model.step(group);
+      }
+      for (let first = 0; first < sequences; first += backend.maxRows) {
+        model.step(Array.from({ length: Math.min(backend.maxRows, sequences - first) }, (_, i) => ({ slot: first + i, tokens: [(first + i) % vocab] })));
+      }
+      model.forwardGreedy(prompt(0, 4096 - model.length(0)), 0);
+      backend.synchronize();
+      sequencesOf4096 = { sequences, ok: true, seconds: (performance.now() - t) / 1000, filledPositions: model.length(0), peakBytesPerGpu: peaks(backend) };
+    } finally {
+      backend.dispose();
+    }
+  } catch (e) {
+    sequencesOf4096 = { sequences, ok: false, error: errorText(e) };
+  }
+  let longestContext: CapacityProof["longestContext"];
+  t = performance.now();
+  const cap = Math.min(room, maxPositionEmbeddings);
+  try {
+    const backend = await loadBackend(dir, devices, layout, cap, 1);
+    try {
+      using model = new CausalLM(backend.config, backend);
+      let id = model.forwardGreedy(Array.from({ length: 512 }, (_, i) => (i * 7919 + 13) % backend.config.vocabSize));
+      for (let i = 0; i < 4; i++) id = model.forwardGreedy([id]);
+      backend.synchronize();
+      longestContext = { positions: cap, roomPositions: room, maxPositionEmbeddings, ok: true, seconds: (performance.now() - t) / 1000, peakBytesPerGpu: peaks(backend) };
+    } finally {
+      backend.dispose();
+    }
+  } catch (e) {
+    longestContext = { positions: cap, roomPositions: room, maxPositionEmbeddings, ok: false, error: errorText(e) };
+  }
+  return { label, devices, sequencesOf4096, longestContext };
 }
 
 async function measure(dir: string, label: string, devices: number[], layout: GpuWeightsLayout): Promise<Run> {
   const maxContext = promptTokens + newTokens + 8;
   let t = performance.now();
-  const backend: Backend & { synchronize(): void; engineConfig: unknown } =
-    devices.length > 1 ? await TensorParallelBackend.load(dir, { devices, maxContext, gpuWeights: layout }) : await CudaBackend.load(dir, { device: devices[0], maxContext, gpuWeights: layout });
+  const backend: Backend & { synchronize(): void; engineConfig: unknown } = await loadBackend(dir, devices, layout, maxContext, 1);
   const loadSeconds = (performance.now() - t) / 1000;
   const freeBytesPerGpu = devices.map((d) => withDevice(d, () => memoryInfo().free));
   const c = backend.config;
@@ -63,7 +148,7 @@ async function measure(dir: string, label: string, devices: number[], layout: Gp
   const kvHeadsPerGpu = backend.shardConfig?.numKvHeads ?? c.numKvHeads;
   const kvBytesPerPositionPerGpu = 2 * c.numLayers * kvHeadsPerGpu * c.headDim * 2;
   const positions = Math.max(0, Math.floor((Math.min(...freeBytesPerGpu) - 0.5e9) / kvBytesPerPositionPerGpu));
-  const capacity = { freeBytesPerGpu, kvBytesPerPositionPerGpu, positions, sequencesOf4096: Math.floor(positions / 4096) };
+  const capacity = { freeBytesPerGpu, kvBytesPerPositionPerGpu, positions, sequencesOf4096: Math.floor(positions / 4096), maxPositionEmbeddings: c.maxPositionEmbeddings };
   using model = new CausalLM(backend.config, backend);
   const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 7919 + 13) % backend.config.vocabSize);
   // Warm-up: allocations, NCCL's first collectives, the one-token graphs.
@@ -99,7 +184,20 @@ async function measure(dir: string, label: string, devices: number[], layout: Gp
 async function main() {
   if (positionals[0] === "one") {
     const devices = positionals[3].split(",").map(Number);
-    console.log(JSON.stringify(await measure(positionals[1], positionals[2], devices, args.layout as GpuWeightsLayout)));
+    try {
+      console.log(JSON.stringify(await measure(positionals[1], positionals[2], devices, args.layout as GpuWeightsLayout)));
+    } catch (e) {
+      // A load that does not fit is a result (the BF16 70B on one GPU), reported with the engine's sizes.
+      if (!(e instanceof OutOfDeviceMemoryError)) throw e;
+      const failed: FailedRun = { label: positionals[2], devices, layout: args.layout!, error: { name: e.name, message: e.message, neededBytes: e.neededBytes, freeBytes: e.freeBytes } };
+      console.log(JSON.stringify(failed));
+    }
+    return;
+  }
+  if (positionals[0] === "capacity") {
+    const devices = positionals[3].split(",").map(Number);
+    const [sequences, room, maxPositions] = positionals.slice(4, 7).map(Number);
+    console.log(JSON.stringify(await proveCapacity(positionals[1], positionals[2], devices, args.layout as GpuWeightsLayout, sequences, room, maxPositions)));
     return;
   }
   const df11Only = args["df11-only"];
@@ -108,16 +206,28 @@ async function main() {
   const all = args.devices!.split(",").map(Number);
   const child = (dir: string, label: string, devices: number[], layout: string) => {
     log(`measuring ${label} on GPU ${devices.join(",")}…`);
-    return runChild<Run>(self, ["one", dir, label, devices.join(","), "--layout", layout, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens)], { NCCL_NVLS_ENABLE: "0" });
+    return runChild<Run | FailedRun>(self, ["one", dir, label, devices.join(","), "--layout", layout, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens)], { NCCL_NVLS_ENABLE: "0" });
   };
-  const runs: Run[] = [];
+  const results: Array<Run | FailedRun> = [];
   const variants = [
     ...(df11Only ? [] : [[args.bf16!, "BF16 weights", "bf16"] as const]),
     [args.df11, "DF11, fused layout", "fused"] as const,
+    ...(df11Only && args["bf16-layout"] ? [[args.df11, "BF16 weights (decoded from DF11 at load)", "bf16"] as const] : []),
   ];
   for (const [dir, name, layout] of variants) {
-    runs.push(child(dir, `${name}, 1 GPU`, [all[0]], layout));
-    runs.push(child(dir, `${name}, tensor parallel over ${all.length} GPUs`, all, layout));
+    results.push(child(dir, `${name}, 1 GPU`, [all[0]], layout));
+    results.push(child(dir, `${name}, tensor parallel over ${all.length} GPUs`, all, layout));
+  }
+  const failed = results.filter((r): r is FailedRun => "error" in r);
+  const runs = results.filter((r): r is Run => !("error" in r));
+  for (const f of failed) log(`${f.label}: does not load — ${f.error.message}`);
+  const proofs: CapacityProof[] = [];
+  if (args["prove-capacity"]) {
+    for (const r of runs.filter((x) => x.layout === "fused")) {
+      log(`using the KV room of ${r.label}: ${r.capacity.sequencesOf4096} sequences of 4,096, then ${Math.min(r.capacity.positions, r.capacity.maxPositionEmbeddings).toLocaleString("en")} positions…`);
+      const cap = r.capacity;
+      proofs.push(runChild<CapacityProof>(self, ["capacity", args.df11, r.label, r.devices.join(","), String(cap.sequencesOf4096), String(cap.positions), String(cap.maxPositionEmbeddings), "--layout", r.layout], { NCCL_NVLS_ENABLE: "0" }));
+    }
   }
   const gb = (n: number) => (n / 1e9).toFixed(2);
   log("");
@@ -128,7 +238,9 @@ async function main() {
     log(`| ${r.label} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${gb(r.weightsBytes)} | ${r.perGpu.map((d) => gb(d.peakBytes)).join(" / ")} | ${r.capacity.freeBytesPerGpu.map(gb).join(" / ")} | ${room} | ${r.loadSeconds.toFixed(2)} |`);
   }
   const speedUp = (a: Run, b: Run) => ({ decode: b.decodeTokensPerSecond / a.decodeTokensPerSecond, prefill: b.prefillTokensPerSecond / a.prefillTokensPerSecond });
-  const [bf16One, bf16Many, df11One, df11Many] = df11Only ? [undefined, undefined, runs[0], runs[1]] : runs;
+  const find = (layout: string, many: boolean) => runs.find((r) => r.layout === layout && (r.devices.length > 1) === many);
+  const [df11One, df11Many] = [find("fused", false)!, find("fused", true)!];
+  const [bf16One, bf16Many] = df11Only ? [undefined, undefined] : [find("bf16", false), find("bf16", true)];
   const speedUps = { ...(bf16One ? { bf16: speedUp(bf16One, bf16Many!) } : {}), df11: speedUp(df11One, df11Many) };
   log(`speed-up of ${all.length} GPUs: ${speedUps.bf16 ? `BF16 decode ×${speedUps.bf16.decode.toFixed(2)}, prefill ×${speedUps.bf16.prefill.toFixed(2)}; ` : ""}DF11 decode ×${speedUps.df11.decode.toFixed(2)}, prefill ×${speedUps.df11.prefill.toFixed(2)}`);
   // One GPU and several split the sums differently (rounding), so greedy paths may part after a while;
@@ -138,6 +250,15 @@ async function main() {
     ...(bf16One ? { df11EqualsBf16OneGpu: agree(bf16One.tokenIds, df11One.tokenIds), df11EqualsBf16Parallel: agree(bf16Many!.tokenIds, df11Many.tokenIds) } : {}),
     parallelEqualsOneGpu: agree(df11One.tokenIds, df11Many.tokenIds),
   };
+  const bf16LayoutMany = df11Only ? find("bf16", true) : undefined;
+  const layoutAgreement = bf16LayoutMany ? { df11EqualsBf16LayoutParallel: agree(bf16LayoutMany.tokenIds, df11Many.tokenIds) } : {};
+  if (bf16LayoutMany) log(`tokens equal (of ${newTokens}): DF11 fused = BF16 weights on ${all.length} GPUs ${layoutAgreement.df11EqualsBf16LayoutParallel}`);
+  for (const p of proofs) {
+    const s4 = p.sequencesOf4096;
+    const lc = p.longestContext;
+    log(`${p.label}: ${s4.sequences} sequences of 4,096 positions ${s4.ok ? `held and run (sequence 0 filled to ${s4.filledPositions}; peak ${s4.peakBytesPerGpu!.map(gb).join(" / ")} GB per GPU; ${s4.seconds!.toFixed(1)} s)` : `FAILED: ${s4.error}`}`);
+    log(`${p.label}: one sequence of ${lc.positions.toLocaleString("en")} positions (room ${lc.roomPositions.toLocaleString("en")}, model max ${lc.maxPositionEmbeddings.toLocaleString("en")}) ${lc.ok ? `held and run (peak ${lc.peakBytesPerGpu!.map(gb).join(" / ")} GB per GPU)` : `FAILED: ${lc.error}`}`);
+  }
   log(`tokens equal (of ${newTokens}): ${bf16One ? `DF11 = BF16 on one GPU ${tokens.df11EqualsBf16OneGpu}, on ${all.length} GPUs ${tokens.df11EqualsBf16Parallel}; ` : ""}${all.length} GPUs = one GPU ${tokens.parallelEqualsOneGpu}`);
   const result = {
     benchmark: "tp-generate",
@@ -149,11 +270,15 @@ async function main() {
     promptTokens,
     newTokens,
     speedUps,
-    tokens,
+    tokens: { ...tokens, ...layoutAgreement },
     runs: runs.map(({ tokenIds, ...r }) => r),
+    ...(failed.length ? { failedRuns: failed } : {}),
+    ...(proofs.length ? { capacityProofs: proofs } : {}),
   };
   log(`saved ${saveJson(args.out!, result)}`);
   if (bf16One && (tokens.df11EqualsBf16OneGpu !== newTokens || tokens.df11EqualsBf16Parallel !== newTokens)) process.exitCode = 1;
+  if (bf16LayoutMany && layoutAgreement.df11EqualsBf16LayoutParallel !== newTokens) process.exitCode = 1;
+  if (proofs.some((p) => !p.sequencesOf4096.ok || !p.longestContext.ok)) process.exitCode = 1;
 }
 
 main().catch((e: Error) => {
