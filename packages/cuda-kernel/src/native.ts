@@ -69,6 +69,8 @@ export interface NativeAddon {
     workspace?: Address,
     workspaceBytes?: number,
     gemm?: boolean,
+    /** xBf16 holds x converted for this call: the GEMV reads it instead of x above 8 rows (same bits, half the bytes). */
+    gemvReadsXb?: boolean,
   ): void;
   toBf16(x: Address, n: number, out: Address, stream?: NativeStream): void;
   setGemvVariant(noAllocate: boolean): void;
@@ -81,7 +83,8 @@ export interface NativeAddon {
   fusedWrite(src: Address, rowBegin: number, rows: number, view: NativeFusedView, stream?: NativeStream): void;
   fusedUnpack(view: NativeFusedView, rowBegin: number, rowEnd: number, out: Address, ldo: number, stream?: NativeStream): void;
   fusedUnpackRows(view: NativeFusedView, ids: Address, count: number, out: Address, stream?: NativeStream): void;
-  fusedLinear(view: NativeFusedView, x: Address, ldx: number, rows: number, bias: Address, out: Address, ldo: number, accumulate: boolean, stream?: NativeStream): void;
+  /** xBf16: x rounded to BF16 ([rows, K]) or 0; read instead of x for more than 8 rows. */
+  fusedLinear(view: NativeFusedView, x: Address, ldx: number, rows: number, bias: Address, out: Address, ldo: number, accumulate: boolean, stream?: NativeStream, xBf16?: Address): void;
   cudaRuntimeVersion: number;
 }
 

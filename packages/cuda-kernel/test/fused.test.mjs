@@ -99,7 +99,7 @@ gpuTest("the fused layout round-trips 256 M realistic weights and crafted ones b
   addon.synchronize();
 }));
 
-gpuTest("the fused GEMV is bit-identical to the BF16 GEMV: rows 1…64, slices, bias, accumulate, N and K aligned and not", () => withDisposables((own) => {
+gpuTest("the fused GEMV is bit-identical to the BF16 GEMV: rows 1…64, slices, bias, accumulate, N and K aligned and not; both the same bits from x's BF16 copy", () => withDisposables((own) => {
   const stream = own(new CudaStream());
   const addon = nativeAddon();
   for (const [N, K] of [
@@ -119,6 +119,7 @@ gpuTest("the fused GEMV is bit-identical to the BF16 GEMV: rows 1…64, slices, 
     const w = own(DeviceBuffer.from(bits));
     const rand = mulberry32(K);
     const x = own(DeviceBuffer.from(Float32Array.from({ length: 64 * K }, () => rand() * 2 - 1)));
+    const xb = own(DeviceBuffer.alloc(64 * K * 2));
     const bias = own(DeviceBuffer.from(Float32Array.from({ length: N }, () => rand() - 0.5)));
     const start = Float32Array.from({ length: 64 * N }, () => rand());
     const a = own(DeviceBuffer.alloc(64 * N * 4));
@@ -138,6 +139,19 @@ gpuTest("the fused GEMV is bit-identical to the BF16 GEMV: rows 1…64, slices, 
         const bad = ga.findIndex((v, i) => !Object.is(v, gb[i]));
         assert.equal(bad, -1, `[${N}, ${K}] rows ${rows}, slice ${r0}…${r1}: output ${bad} is ${gb[bad]}, BF16 gives ${ga[bad]}`);
         assert.ok(ga.subarray(0, rows * N).every((v, i) => i % N >= n || Number.isFinite(v)), "every output written");
+        if (rows > 8) {
+          // x's BF16 copy (read instead of x above 8 rows, as the backend passes it): the same bits, both layouts.
+          addon.toBf16(x.address, rows * K, xb.address, stream.native);
+          for (const layout of ["bf16", "fused"]) {
+            accumulate ? b.upload(start) : b.fill(0xff);
+            if (layout === "bf16") addon.linear(w.address + r0 * K * 2, n, K, x.address, K, rows, withBias ? bias.address : 0, b.address, N, accumulate, xb.address, stream.native, 0, 0, false, true);
+            else m.gemv({ rowBegin: r0, rowEnd: r1, x: x.address, ldx: K, rows, xBf16: xb.address, bias: withBias ? bias.address : 0, out: b.address, ldo: N, accumulate, stream });
+            stream.synchronize();
+            const gx = b.download(new Float32Array(64 * N));
+            const diff = ga.findIndex((v, i) => !Object.is(v, gx[i]));
+            assert.equal(diff, -1, `[${N}, ${K}] rows ${rows}, ${layout} from x's BF16 copy: output ${diff} is ${gx[diff]}, from x ${ga[diff]}`);
+          }
+        }
       }
     }
   }

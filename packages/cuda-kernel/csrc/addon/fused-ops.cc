@@ -95,7 +95,8 @@ Napi::Value FusedUnpackRows(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// fusedLinear(view, x, ldx, rows, bias, out, ldo, accumulate, stream): the fused GEMV (rows ≤ kGemvMaxRows).
+// fusedLinear(view, x, ldx, rows, bias, out, ldo, accumulate, stream, xBf16?): the fused GEMV (rows ≤
+// kGemvMaxRows); xBf16, x rounded to BF16 [rows, K], is read instead of x for more than 8 rows when given.
 Napi::Value FusedLinear(const Napi::CallbackInfo& info) {
   const df11::FusedView v = viewArg(info, 0);
   df11::LinearArgs a{};
@@ -109,6 +110,8 @@ Napi::Value FusedLinear(const Napi::CallbackInfo& info) {
   a.out = pointerArg<float>(info, 5, "out");
   a.ldo = intArg(info, 6, "ldo");
   a.accumulate = info[7].ToBoolean().Value();
+  const uint16_t* xb = info.Length() > 9 && info[9].IsNumber() ? pointerArg<const uint16_t>(info, 9, "xBf16") : nullptr;
+  a.xb = a.rows > 8 && a.ldx == a.K ? xb : nullptr;
   throwIfError(info.Env(), df11::launchFusedGemv(a, v, streamOf(info[8])), "fused gemv");
   return info.Env().Undefined();
 }

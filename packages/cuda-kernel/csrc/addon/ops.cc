@@ -190,8 +190,9 @@ Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// linear(weight, N, K, x, ldx, rows, bias, out, ldo, accumulate, xBf16, stream, workspace?, workspaceBytes?, gemm?)
-// rows ≤ kGemvMaxRows and not `gemm`: the GEMV (tensor cores, x rounded to BF16 as read). Otherwise the
+// linear(weight, N, K, x, ldx, rows, bias, out, ldo, accumulate, xBf16, stream, workspace?, workspaceBytes?, gemm?, gemvReadsXb?)
+// rows ≤ kGemvMaxRows and not `gemm`: the GEMV (tensor cores, x rounded to BF16 as read, or with
+// gemvReadsXb and more than 8 rows read from xBf16, which then holds x converted). Otherwise the
 // tensor-core GEMM on xBf16 (x converted with toBf16, [rows, K]; split over K when rows are few); a
 // float32 fallback when the shape does not suit the tensor cores.
 Napi::Value Linear(const Napi::CallbackInfo& info) {
@@ -212,6 +213,9 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   const size_t workspaceFloats = workspace && info.Length() > 13 ? static_cast<size_t>(numberArg(info, 13, "workspaceBytes")) / 4 : 0;
   const bool gemm = (info.Length() > 14 && info[14].ToBoolean().Value()) || a.rows > df11::kGemvMaxRows;
   const uint16_t* xb = a.ldx == a.K ? xBf16 : nullptr;
+  // gemvReadsXb: xBf16 holds x converted for this call, and the GEMV reads it above 8 rows (LinearArgs::xb).
+  const bool gemvReadsXb = info.Length() > 15 && info[15].ToBoolean().Value();
+  if (!gemm && gemvReadsXb && a.rows > 8) a.xb = xb;
   if (!gemm) throwIfError(info.Env(), df11::launchGemv(a, stream), "gemv");
   else throwIfError(info.Env(), df11::launchGemm(a, xb, workspace, workspaceFloats, stream), "gemm");
   return info.Env().Undefined();

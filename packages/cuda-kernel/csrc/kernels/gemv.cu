@@ -148,7 +148,21 @@ __device__ __forceinline__ void loadX(const LinearArgs& a, int r, int k, uint32_
   }
 }
 
-template <int MT, bool Half, bool Aligned, class Weights>
+// The same operands from x already rounded to BF16 (LinearArgs::xb, row stride K): one 16-byte load.
+template <bool Aligned>
+__device__ __forceinline__ void loadXb(const LinearArgs& a, int r, int k, uint32_t (&lo)[2], uint32_t (&hi)[2]) {
+  if (r < a.rows && (Aligned || k < a.K)) {
+    const uint4 v = __ldg(reinterpret_cast<const uint4*>(a.xb + static_cast<size_t>(r) * a.K + k));
+    lo[0] = v.x;
+    hi[0] = v.y;
+    lo[1] = v.z;
+    hi[1] = v.w;
+  } else {
+    lo[0] = hi[0] = lo[1] = hi[1] = 0;
+  }
+}
+
+template <int MT, bool Half, bool Aligned, bool FromXb, class Weights>
 __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, const Weights weights) {
   __shared__ typename Weights::Shared shared;
   __shared__ float partial[kWarps][MT][4][32];
@@ -170,8 +184,13 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, co
         // The A operands: rows g and g + 8 of the m-tile at k … k + 7, the lanes whose rows exist loading
         // them (one row of x: 4 lanes of 32), the rest multiplying zeros.
         uint32_t g0[2], g1[2], e0[2] = {0, 0}, e1[2] = {0, 0};
-        loadX<Aligned>(a, 16 * mt + g, k, g0, g1);
-        if (!Half) loadX<Aligned>(a, 16 * mt + g + 8, k, e0, e1);
+        if constexpr (FromXb) {
+          loadXb<Aligned>(a, 16 * mt + g, k, g0, g1);
+          loadXb<Aligned>(a, 16 * mt + g + 8, k, e0, e1);
+        } else {
+          loadX<Aligned>(a, 16 * mt + g, k, g0, g1);
+          if (!Half) loadX<Aligned>(a, 16 * mt + g + 8, k, e0, e1);
+        }
         mma16816(acc[mt], g0[0], e0[0], g1[0], e1[0], b.x, b.y);
         mma16816(acc[mt], g0[1], e0[1], g1[1], e1[1], b.z, b.w);
       }
@@ -276,19 +295,25 @@ int residentBlocks(int threads) {
   return multiprocessors() * n;
 }
 
-template <int MT, bool Half, bool Aligned, class Weights>
+template <int MT, bool Half, bool Aligned, bool FromXb, class Weights>
 cudaError_t launchTiles(const LinearArgs& a, const Weights& w, cudaStream_t stream) {
   const int groups = (a.N + 7) / 8;
-  const int blocks = min(groups, residentBlocks<gemvKernel<MT, Half, Aligned, Weights>>(kWarps * 32));
-  return launchKernel(gemvKernel<MT, Half, Aligned, Weights>, dim3(blocks), dim3(kWarps * 32), 0, stream, a, w);
+  const int blocks = min(groups, residentBlocks<gemvKernel<MT, Half, Aligned, FromXb, Weights>>(kWarps * 32));
+  return launchKernel(gemvKernel<MT, Half, Aligned, FromXb, Weights>, dim3(blocks), dim3(kWarps * 32), 0, stream, a, w);
+}
+
+template <int MT, bool Aligned, class Weights>
+cudaError_t launchFull(const LinearArgs& a, const Weights& w, cudaStream_t stream) {
+  if (a.xb) return launchTiles<MT, false, Aligned, true>(a, w, stream);
+  return launchTiles<MT, false, Aligned, false>(a, w, stream);
 }
 
 template <bool Aligned, class Weights>
 cudaError_t launchAnyRows(const LinearArgs& a, const Weights& w, cudaStream_t stream) {
-  if (a.rows <= 8) return launchTiles<1, true, Aligned>(a, w, stream);
-  if (a.rows <= 16) return launchTiles<1, false, Aligned>(a, w, stream);
-  if (a.rows <= 32) return launchTiles<2, false, Aligned>(a, w, stream);
-  return launchTiles<4, false, Aligned>(a, w, stream);
+  if (a.rows <= 8) return launchTiles<1, true, Aligned, false>(a, w, stream);
+  if (a.rows <= 16) return launchFull<1, Aligned>(a, w, stream);
+  if (a.rows <= 32) return launchFull<2, Aligned>(a, w, stream);
+  return launchFull<4, Aligned>(a, w, stream);
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
@@ -297,8 +322,8 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 
 void setGemvVariant(bool) {}  // BF16 weights go through shared memory (cp.async.cg: no L1) in every variant
 
-// x's rows must be 16-byte aligned for the float4 loads (ldx % 4 == 0, x aligned).
-bool xAligned(const LinearArgs& a) { return (a.ldx & 3) == 0 && aligned16(a.x); }
+// x's rows must be 16-byte aligned for the float4 loads (ldx % 4 == 0, x aligned); xb's too when given.
+bool xAligned(const LinearArgs& a) { return (a.ldx & 3) == 0 && aligned16(a.x) && (!a.xb || aligned16(a.xb)); }
 
 cudaError_t launchGemv(const LinearArgs& a, cudaStream_t stream) {
   if (a.rows == 0 || a.N == 0) return cudaSuccess;

@@ -43,6 +43,10 @@ struct LinearArgs {
   float* out;         // [rows, ldo]
   int ldo;
   bool accumulate;
+  // x rounded to BF16 ([rows, K], row stride K, 16-byte aligned), or null. The GEMV reads it for more than
+  // 8 rows instead of rounding x as it reads it: the same operands at half the bytes (x is re-read for
+  // every group of 8 weight rows, and with many rows those reads, not the weights, bound the kernel).
+  const uint16_t* xb = nullptr;
 };
 // Few rows (decoding, batches up to kGemvMaxRows): tensor cores on x rounded to BF16 as it is read,
 // every weight read once, each row's result independent of the batch. With K % 8 ≠ 0 or unaligned

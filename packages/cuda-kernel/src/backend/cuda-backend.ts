@@ -166,6 +166,8 @@ const GEMV_MAX_ROWS = 64; // csrc/kernels/inference.h kGemvMaxRows
  * same order in any batch.
  */
 const ATTENTION_SPLIT_ROWS = GEMV_MAX_ROWS;
+/** Above this many rows the GEMV reads x from its BF16 copy (see linear). */
+const GEMV_XB_ROWS = 8;
 const SPLIT_K_BYTES = 32 * 1024 * 1024;
 const MAX_SPLITS = 64;
 const F32 = 4;
@@ -545,8 +547,12 @@ export class CudaBackend implements Backend<CudaTensor> {
       return s;
     });
     const useGemm = x.rows >= Math.min(this.gemmMinRows, GEMV_MAX_ROWS + 1);
-    // The GEMM takes x converted to BF16 ([rows, K]); the GEMV converts it as it reads it.
-    if (useGemm) this.time("toBf16", () => call(() => native().toBf16(x.address, x.rows * K, this.xBf16.address, this.stream.native)));
+    // The GEMM takes x converted to BF16 ([rows, K]). The GEMV rounds x as it reads it, or with more than
+    // GEMV_XB_ROWS rows reads the converted copy: x is read again for every 8 weight rows, and at half the
+    // bytes those reads stop bounding the kernel. Same operands, same bits either way.
+    const converted = useGemm || x.rows > GEMV_XB_ROWS;
+    if (converted) this.time("toBf16", () => call(() => native().toBf16(x.address, x.rows * K, this.xBf16.address, this.stream.native)));
+    const xBf16 = converted ? this.xBf16.address : 0;
     let column = 0;
     for (let i = 0; i < weights.length; ) {
       // Consecutive rows of one device matrix (q|k|v, gate|up) run as one product.
@@ -560,16 +566,16 @@ export class CudaBackend implements Backend<CudaTensor> {
       const direct = !useGemm && m.address === undefined && m.gemv !== undefined && (m.canGemv?.(first) ?? true);
       if (direct) {
         this.time(`gemv (${m.format})`, () =>
-          m.gemv!({ rowBegin: first, rowEnd: first + rows, x: x.address, ldx: K, rows: x.rows, bias, out: out.address + column * F32, ldo: out.cols, accumulate, stream: this.stream }),
+          m.gemv!({ rowBegin: first, rowEnd: first + rows, x: x.address, ldx: K, rows: x.rows, xBf16, bias, out: out.address + column * F32, ldo: out.cols, accumulate, stream: this.stream }),
         );
-      } else this.matmul(x, slices[i], rows, out, column, bias, accumulate, useGemm);
+      } else this.matmul(x, slices[i], rows, out, column, bias, accumulate, useGemm, xBf16);
       column += rows;
       i = j;
     }
   }
 
   /** out[:, column … column + N) (+)= x · Wᵀ for N rows of the slice's matrix, BF16 resident or decoded in windows. */
-  private matmul(x: CudaTensor, slice: MatrixSlice, N: number, out: CudaTensor, column: number, bias: Address, accumulate: boolean, useGemm: boolean): void {
+  private matmul(x: CudaTensor, slice: MatrixSlice, N: number, out: CudaTensor, column: number, bias: Address, accumulate: boolean, useGemm: boolean, xBf16: Address): void {
     const K = x.cols;
     const m = slice.matrix;
     const s = this.stream.native;
@@ -577,7 +583,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     const run = (weight: Address, n: number, firstRow: number) =>
       this.time(op, () =>
         call(() =>
-          native().linear(weight, n, K, x.address, K, x.rows, bias ? bias + firstRow * F32 : 0, out.address + (column + firstRow) * F32, out.cols, accumulate, this.xBf16.address, s, this.splitK.address, this.splitK.byteLength, useGemm),
+          native().linear(weight, n, K, x.address, K, x.rows, bias ? bias + firstRow * F32 : 0, out.address + (column + firstRow) * F32, out.cols, accumulate, this.xBf16.address, s, this.splitK.address, this.splitK.byteLength, useGemm, xBf16 !== 0),
         ),
       );
     if (m.address !== undefined) return run(m.address + slice.firstRow * K * 2, N, 0);

@@ -193,7 +193,7 @@ export class FusedDeviceMatrix implements DeviceMatrix {
 
   gemv(c: GemvCall): void {
     const view = c.rowBegin === 0 && c.rowEnd === this.rows ? this.view : this.sliceView(c.rowBegin, c.rowEnd);
-    call(() => native().fusedLinear(view, c.x, c.ldx, c.rows, c.bias, c.out, c.ldo, c.accumulate, c.stream.native));
+    call(() => native().fusedLinear(view, c.x, c.ldx, c.rows, c.bias, c.out, c.ldo, c.accumulate, c.stream.native, c.xBf16 ?? 0));
   }
 
   decodeRows(rowBegin: number, rowEnd: number, dst: Address, stream: CudaStream): Address {

@@ -20,6 +20,11 @@ export interface GemvCall {
   readonly x: Address;
   readonly ldx: number;
   readonly rows: number;
+  /**
+   * x rounded to BF16, [rows, ldx] (ldx = K), or 0. With more than 8 rows the kernel reads it instead of x
+   * (the same operands at half the bytes); the results are the same bits either way.
+   */
+  readonly xBf16?: Address;
   /** [rowEnd − rowBegin] float32 or 0. */
   readonly bias: Address;
   /** out: [rows, ldo] float32; the products land in columns 0 … rowEnd − rowBegin. */
