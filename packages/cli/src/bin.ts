@@ -21,6 +21,7 @@ import { deviceFor, parseDevices, type DeviceChoice } from "./devices-option.js"
 import { gpuWeightsOption, maxGpuMemoryOption, refuseGpuFlagsOnCpu, warnIfGpuFlagsUnused, weightsReport, type GpuWeightsChoice } from "./weights-report.js";
 import { BATCH_HELP, batchGenerateCommand } from "./batch-generate.js";
 import { asDeviceFlagError, CliError } from "./errors.js";
+import { configureErrorOutput, formatError } from "./error-output.js";
 
 sizeThreadPoolForReads(); // before the first file is read: loading reads many pieces at once
 
@@ -78,8 +79,7 @@ process.on("warning", (w) => process.stderr.write(`warning: ${w.message}\n`));
 
 const program = new Command("df11")
   .description("DFloat11: lossless compression of BF16 models to ~70 % (Huffman-coded exponents)")
-  .version(VERSION)
-  .showHelpAfterError();
+  .version(VERSION);
 
 /** Options of the commands that write a model directory. */
 const withOutputOptions = (cmd: Command) =>
@@ -424,8 +424,9 @@ program
     }
   });
 
+configureErrorOutput(program);
 program.parseAsync().catch((e: Error) => {
-  process.stderr.write(`df11: error: ${e.message}\n`);
+  process.stderr.write(formatError(e.message));
   if (process.env.DF11_DEBUG) process.stderr.write(`${e.stack}\n`);
   process.exit(1);
 });
