@@ -1,6 +1,7 @@
 // One generation run on the GPU, timed (the GPU generation benchmarks run it in a child process per variant).
 import { CausalLM } from "@df11/models";
-import { CudaBackend, devices, memoryInfo, resetPeakAllocation, type CudaBackendOptions, type CudaEngineConfig } from "@df11/cuda-kernel";
+import { CudaBackend, devices, memoryInfo, resetPeakAllocation, type CudaBackendOptions, type CudaEngineConfig, type FusedLayoutReport } from "@df11/cuda-kernel";
+import { fusedMatricesReport, type FusedMatricesReport } from "./fused-matrices.js";
 
 /** The first fields of a GPU generation benchmark's saved JSON: what, when, where, on which model, batch 1. */
 export const generationResultHeader = (benchmark: string, promptTokens: number, newTokens: number) => ({
@@ -19,8 +20,8 @@ export interface GenerationRun {
   readonly weights: "bf16" | "df11";
   /** What the engine ran with, as it reports it (layout, windows, row thresholds, GPU, PDL). */
   readonly engine: CudaEngineConfig;
-  /** The fused layout's size and escapes, when used. */
-  readonly fused?: unknown;
+  /** The fused layout's size and escapes, when used: totals, then every matrix and per-kind summaries. */
+  readonly fused?: FusedLayoutReport & FusedMatricesReport;
   readonly loadSeconds: number;
   /** From the start of loading to the first generated token of the prompt (cold: first prefill included). */
   readonly firstTokenSeconds: number;
@@ -95,7 +96,7 @@ export async function measureGeneration(dir: string, label: string, promptTokens
     label,
     weights: backend.weights.kind,
     engine: backend.engineConfig,
-    fused: backend.weights.fused ? { ...backend.weights.fused, perMatrix: backend.fusedMatrices().slice(0, 8) } : undefined,
+    fused: backend.weights.fused ? { ...backend.weights.fused, ...fusedMatricesReport(backend.fusedMatrices()) } : undefined,
     loadSeconds,
     firstTokenSeconds,
     prefillTokensPerSecond: promptTokens / prefillSeconds,

@@ -2,7 +2,7 @@ import { Model, readGenerationConfig, TextTokenizer, type BackendMemory, type Ge
 import { CliError } from "./errors.js";
 import { formatBytes } from "./format-bytes.js";
 import { interruptSignal, loadOptionsOf, reportSettings, samplingOf, type GenerationFlags, type ReportedSettings } from "./generate-command.js";
-import { loadModelOn } from "./load-model.js";
+import { checkDeviceFlags, loadModelOn } from "./load-model.js";
 import { weightsReport, type WeightsReport } from "./weights-report.js";
 
 /** `df11 generate --help`, after the options: what batch mode does and when it matches solo runs. */
@@ -126,6 +126,7 @@ export async function runBatchGenerate(modelDir: string, input: BatchInput, flag
   if (input.chat && input.inputIds?.length) throw new CliError("--chat wraps a text prompt in the chat template; it does not apply to --input-ids");
   const sources: readonly (string | readonly number[])[] = input.prompts?.length ? input.prompts : (input.inputIds ?? []);
   const plan = planBatch(sources.length, input.batchSize, flags.seed);
+  checkDeviceFlags(flags); // before the tokenizer is read: flags that do not combine come first
   const tokenizer = await TextTokenizer.load(modelDir);
   if (input.prompts?.length && !tokenizer) throw new CliError(`${modelDir} has no tokenizer.json: use --input-ids`);
   const lm = await loadModelOn(modelDir, { ...loadOptionsOf(flags), slots: plan.length });

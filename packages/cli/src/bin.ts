@@ -17,10 +17,12 @@ import { DEMO_SHAPE, writeSyntheticModel, type BackendMemory } from "@df11/model
 import { hubEnvironment, listCachedModels, removePendingTemporaries, resolveModel, sizeThreadPoolForReads } from "@df11/hub-loader";
 import { modelDirectory } from "./model-source.js";
 import { interruptSignal, parseIds, runChat, runGenerate, type GenerationFlags } from "./generate-command.js";
-import { deviceFor, parseDevices, type DeviceChoice } from "./devices-option.js";
-import { gpuWeightsOption, maxGpuMemoryOption, refuseGpuFlagsOnCpu, warnIfGpuFlagsUnused, weightsReport, type GpuWeightsChoice } from "./weights-report.js";
+import { parseDevices, type DeviceChoice } from "./devices-option.js";
+import { gpuWeightsOption, maxGpuMemoryOption, warningText, weightsReport, type GpuWeightsChoice } from "./weights-report.js";
+import { checkDeviceFlags } from "./load-model.js";
 import { BATCH_HELP, batchGenerateCommand } from "./batch-generate.js";
 import { asDeviceFlagError, CliError } from "./errors.js";
+import { configureErrorOutput, formatError } from "./error-output.js";
 
 sizeThreadPoolForReads(); // before the first file is read: loading reads many pieces at once
 
@@ -74,12 +76,11 @@ async function cleanOnSignal<T>(job: () => Promise<T>): Promise<T> {
 
 // Library warnings (e.g. weight-like files ignored beside a model) print like the CLI's own, once.
 process.removeAllListeners("warning");
-process.on("warning", (w) => process.stderr.write(`warning: ${w.message}\n`));
+process.on("warning", (w) => process.stderr.write(`warning: ${warningText(w)}\n`));
 
 const program = new Command("df11")
   .description("DFloat11: lossless compression of BF16 models to ~70 % (Huffman-coded exponents)")
-  .version(VERSION)
-  .showHelpAfterError();
+  .version(VERSION);
 
 /** Options of the commands that write a model directory. */
 const withOutputOptions = (cmd: Command) =>
@@ -267,6 +268,7 @@ withSampling(
     .option("--ignore-eos", "with --batch-size: keep generating after end-of-sequence tokens (benchmarks)")
     .addHelpText("after", BATCH_HELP),
 ).action(async (modelDir: string, opts) => {
+  checkDeviceFlags(flagsOf(opts)); // flags that do not combine: said before the model is looked for
   const inputIds = (opts.inputIds as string[] | undefined)?.map(parseIds);
   if (opts.batchSize || opts.prompt?.length > 1 || (inputIds?.length ?? 0) > 1) {
     const input = { prompts: opts.prompt, inputIds, chat: opts.chat, batchSize: opts.batchSize };
@@ -298,6 +300,7 @@ withSampling(
     .argument("<model>", "model directory or Hub repo id")
     .option("--system <text>", "system prompt"),
 ).action(async (modelDir: string, opts) => {
+  checkDeviceFlags(flagsOf(opts));
   await runChat(await modelDirectory(modelDir), flagsOf(opts), opts.system);
 });
 
@@ -318,13 +321,13 @@ program
   .option("--verify-weights", "decode every DF11 module once at load and check it against its recorded checksum")
   .option("--no-sampling-defaults", "ignore the sampling defaults in the model's generation_config.json (requests that set none get OpenAI's)")
   .action(async (source: string, opts) => {
+    const device = checkDeviceFlags(opts); // flags that do not combine: said before the model is looked for
     const { loadModel } = await import("@df11/models");
     await import("@df11/cuda-kernel"); // registers the GPU backend
     const { serveModel } = await import("./serve/server.js");
     const bar = downloadBar("load");
-    refuseGpuFlagsOnCpu(opts.device, opts);
     const model = await loadModel(await modelDirectory(source), {
-      device: deviceFor(opts.device, opts.devices),
+      device,
       devices: opts.devices,
       gpuWeights: opts.gpuWeights,
       maxGpuMemory: opts.maxGpuMemory,
@@ -338,7 +341,6 @@ program
         throw asDeviceFlagError(e);
       })
       .finally(bar.stop);
-    warnIfGpuFlagsUnused(model.device, opts);
     const running = await serveModel(model, {
       host: opts.host,
       port: opts.port,
@@ -424,8 +426,9 @@ program
     }
   });
 
+configureErrorOutput(program);
 program.parseAsync().catch((e: Error) => {
-  process.stderr.write(`df11: error: ${e.message}\n`);
+  process.stderr.write(formatError(e.message));
   if (process.env.DF11_DEBUG) process.stderr.write(`${e.stack}\n`);
   process.exit(1);
 });

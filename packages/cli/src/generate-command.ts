@@ -16,6 +16,7 @@ import {
   type ResolvedSampling,
 } from "@df11/models";
 import { CliError } from "./errors.js";
+import { formatError } from "./error-output.js";
 import { loadModelOn, type DeviceChoice, type LoadOptions } from "./load-model.js";
 import { weightsReport, type GpuWeightsChoice, type WeightsReport } from "./weights-report.js";
 
@@ -232,7 +233,7 @@ export async function runChat(modelDir: string, flags: GenerationFlags, system?:
       } catch (e) {
         if (!(e instanceof ChatTemplateError)) throw e;
         messages.pop(); // the template refused this turn: say why, keep the conversation as it was
-        process.stdout.write(`error: ${e.message}\n`);
+        process.stdout.write(formatError(e.message));
         continue;
       }
       let reply = "";

@@ -1,6 +1,6 @@
 import "@df11/cuda-kernel"; // registers the CUDA backend with @df11/models
-import { loadCausalLM, type CausalLM } from "@df11/models";
-import { refuseGpuFlagsOnCpu, warnIfGpuFlagsUnused, type GpuWeightsChoice } from "./weights-report.js";
+import { checkGpuOptions, loadCausalLM, type CausalLM } from "@df11/models";
+import { refuseGpuFlagsOnCpu, type GpuWeightsChoice } from "./weights-report.js";
 import { asDeviceFlagError } from "./errors.js";
 import { deviceFor } from "./devices-option.js";
 
@@ -25,13 +25,35 @@ export interface LoadOptions {
   readonly onProgress?: (done: number, total: number) => void;
 }
 
-/** Load a BF16 or DF11 model for generation on the chosen device (default: the GPU when present). */
-export async function loadModelOn(directory: string, options: LoadOptions = {}): Promise<CausalLM> {
+/** The device-choosing flags of a command that loads a model (`--device`, `--devices`, `--gpu-weights`, `--max-gpu-memory`). */
+export type DeviceFlags = Pick<LoadOptions, "device" | "devices" | "gpuWeights" | "maxGpuMemory">;
+
+/**
+ * Check the device flags before anything else happens (no model resolved or downloaded, no file read,
+ * no GPU looked for): GPU-only flags with `--device cpu`, `--devices` with `--device cpu`, and flags
+ * that do not combine (`--devices 0,1` with `--max-gpu-memory` or `--gpu-weights huffman`) throw
+ * {@link CliError} naming the flags. Returns the device to ask for.
+ */
+export function checkDeviceFlags(options: DeviceFlags): DeviceChoice {
   refuseGpuFlagsOnCpu(options.device, options);
+  const device = deviceFor(options.device, options.devices);
   try {
-    const model = await loadCausalLM(directory, { ...options, device: deviceFor(options.device, options.devices) });
-    warnIfGpuFlagsUnused(model.device, options);
-    return model;
+    checkGpuOptions({ ...options, device });
+  } catch (e) {
+    throw asDeviceFlagError(e);
+  }
+  return device;
+}
+
+/**
+ * Load a BF16 or DF11 model for generation on the chosen device (default: the GPU when present). The
+ * flags are checked first ({@link checkDeviceFlags}). With `--device auto` and no GPU, GPU-only flags
+ * given are reported by the library's GpuOptionsIgnoredWarning (bin.ts prints it as the flags).
+ */
+export async function loadModelOn(directory: string, options: LoadOptions = {}): Promise<CausalLM> {
+  const device = checkDeviceFlags(options);
+  try {
+    return await loadCausalLM(directory, { ...options, device });
   } catch (e) {
     throw asDeviceFlagError(e);
   }

@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from "commander";
-import type { OffloadReport, WeightsInfo } from "@df11/models";
+import type { GpuOptionsIgnoredWarning, OffloadReport, WeightsInfo } from "@df11/models";
 import { CliError } from "./errors.js";
 import { parseBytes } from "./format-bytes.js";
 
@@ -50,11 +50,19 @@ export function refuseGpuFlagsOnCpu(device: string | undefined, f: GpuFlags): vo
   if (device === "cpu" && given.length > 0) throw new CliError(`${given.join(" and ")} ${given.length > 1 ? "apply" : "applies"} to the GPU, not --device cpu (the CPU runs DF11 as stored)`);
 }
 
-/** GPU-only flags given but `--device auto` found no GPU: say so on stderr (the run goes on, on the CPU). */
-export function warnIfGpuFlagsUnused(device: "cpu" | "cuda", f: GpuFlags): void {
-  const given = gpuFlagsGiven(f);
-  if (device === "cpu" && given.length > 0) process.stderr.write(`warning: ${given.join(" and ")} ${given.length > 1 ? "are" : "is"} ignored: no usable GPU, running on the CPU\n`);
+/**
+ * The library's warning that `device: "auto"` found no GPU and dropped GPU-only options, worded as the
+ * flags the user typed: `--gpu-weights fused and --max-gpu-memory are ignored: no usable GPU, running on
+ * the CPU: <reason>`. Any other warning: its message.
+ */
+export function warningText(w: Error): string {
+  if (!isGpuOptionsIgnored(w)) return w.message;
+  const flags = w.ignored.map((o) => (o.option === "gpuWeights" ? `${o.flag} ${o.value}` : o.flag));
+  return `${flags.join(" and ")} ${flags.length > 1 ? "are" : "is"} ignored: no usable GPU, running on the CPU: ${w.reason}`;
 }
+
+/** By name: the warning may come from another copy of @df11/models than the one this module imports. */
+const isGpuOptionsIgnored = (w: Error): w is GpuOptionsIgnoredWarning => w.name === "GpuOptionsIgnoredWarning" && Array.isArray((w as GpuOptionsIgnoredWarning).ignored);
 
 /** The weights as `--json` and `/health` report them: checkpoint format, layout in use, resident bytes, fused cost. */
 export interface WeightsReport {

@@ -8,7 +8,9 @@ import { InvalidArgumentError } from "commander";
 import { afterAll, describe, expect, it } from "vitest";
 import { isCudaAvailable } from "@df11/cuda-kernel";
 import { CliError } from "../src/errors.js";
-import { maxGpuMemoryOption, refuseGpuFlagsOnCpu, weightsReport } from "../src/weights-report.js";
+import { GpuOptionsIgnoredWarning } from "@df11/models";
+import { checkDeviceFlags } from "../src/load-model.js";
+import { maxGpuMemoryOption, refuseGpuFlagsOnCpu, warningText, weightsReport } from "../src/weights-report.js";
 import { df11, SMALL } from "./helpers.js";
 
 describe("--max-gpu-memory <size>", () => {
@@ -65,6 +67,43 @@ describe("df11 generate / chat / serve --max-gpu-memory (command line)", () => {
     await writeSyntheticModel(dir, SMALL, { seed: 6 });
     const r = await df11("generate", dir, "--json", "-n", "2", "--input-ids", "1,5", "--max-gpu-memory", "8GB");
     expect(r.stderr).toMatch(/warning: --max-gpu-memory is ignored: no usable GPU, running on the CPU/);
+    expect(r.stderr.match(/warning: /g)).toHaveLength(1); // the library's warning, printed once (no second one from the CLI)
     expect(JSON.parse(r.stdout).device).toBe("cpu");
+  });
+});
+
+describe("flags that do not combine are said before any device or model check", () => {
+  it("checkDeviceFlags: --devices 0,1 with --max-gpu-memory or --gpu-weights huffman, as flags", () => {
+    expect(() => checkDeviceFlags({ device: "auto", devices: [0, 1], maxGpuMemory: 12e9 })).toThrow(CliError);
+    expect(() => checkDeviceFlags({ device: "auto", devices: [0, 1], maxGpuMemory: 12e9 })).toThrow(/^--max-gpu-memory: CPU offload and tensor parallelism do not combine yet/);
+    expect(() => checkDeviceFlags({ device: "auto", devices: [0, 1], gpuWeights: "huffman" })).toThrow(/^--gpu-weights: huffman keeps DF11 modules whole/);
+    expect(checkDeviceFlags({ device: "auto", devices: [1], maxGpuMemory: 12e9 })).toBe("cuda");
+    expect(checkDeviceFlags({ device: "auto", maxGpuMemory: 12e9 })).toBe("auto");
+  });
+
+  it("every command that loads a model: the conflict, not the missing GPU or model (any machine)", async () => {
+    const missing = join(tmpdir(), "df11-no-such-model-dir");
+    for (const cmd of [["generate", missing, "--input-ids", "1,2"], ["generate", missing, "--input-ids", "1,2", "--batch-size", "2"], ["chat", missing], ["serve", missing, "--port", "0"]]) {
+      await expect(df11(...cmd, "--devices", "0,1", "--max-gpu-memory", "12GB"), cmd.join(" ")).rejects.toMatchObject({
+        stderr: expect.stringMatching(/^df11: error: --max-gpu-memory: CPU offload and tensor parallelism do not combine yet/),
+      });
+      await expect(df11(...cmd, "--devices", "0,1", "--gpu-weights", "huffman"), cmd.join(" ")).rejects.toMatchObject({
+        stderr: expect.stringMatching(/^df11: error: --gpu-weights: huffman keeps DF11 modules whole/),
+      });
+    }
+  });
+});
+
+describe("the library's warning that device auto ignored GPU-only options, as the CLI prints it", () => {
+  it("names the flags as typed, and why there was no GPU", () => {
+    const w = new GpuOptionsIgnoredWarning(
+      [
+        { option: "gpuWeights", flag: "--gpu-weights", value: "fused" },
+        { option: "maxGpuMemory", flag: "--max-gpu-memory", value: "12000000000" },
+      ],
+      "no CUDA device",
+    );
+    expect(warningText(w)).toBe("--gpu-weights fused and --max-gpu-memory are ignored: no usable GPU, running on the CPU: no CUDA device");
+    expect(warningText(new Error("x.bin: ignored"))).toBe("x.bin: ignored");
   });
 });

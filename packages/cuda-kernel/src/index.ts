@@ -51,6 +51,7 @@ export { planOffload, offloadLast, type OffloadPlan, type OffloadPlanInput } fro
 export { LayerOffload } from "./backend/offload.js";
 export { DeviceWeights, type LoadProgress, type LoadChecks, type LoadCheckReport } from "./backend/device-weights.js";
 export { FusedDeviceMatrix, fusedLayoutReport, type FusedLayoutReport } from "./backend/formats/fused.js";
+export { fusedMatrixStats, type FusedMatrixCost, type FusedMatrixStats } from "./backend/formats/fused-stats.js";
 export type { DeviceMatrix, WeightFormat } from "./backend/formats/matrix.js";
 export { OpProfile, type OpTime } from "./backend/op-profile.js";
 export * from "./parallel/index.js";

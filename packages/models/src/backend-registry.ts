@@ -19,12 +19,16 @@ export interface BackendLoadOptions {
    * How a GPU holds the weights: `fused` (the DF11 fused layout, decoded inside the matrix kernels: DF11's
    * memory at BF16's speed or better), `huffman` (DF11 modules as stored, decoded window by window: least
    * memory), `bf16` (plain BF16), or `auto` (default: fused (bf16 for tiny models, where its padding costs more), or huffman when that would not fit).
+   * Only a GPU uses it: with `device: "cpu"` a value other than auto is refused (OptionError); with
+   * `device: "auto"` and no usable GPU the model runs on the CPU and a `GpuOptionsIgnoredWarning` says it
+   * was ignored. Several `devices` refuse `huffman`.
    */
   readonly gpuWeights?: "auto" | "fused" | "huffman" | "bf16";
   /**
    * CUDA device indices. One: run on that GPU. Several: tensor parallelism over them (attention heads,
    * MLP features and lm_head's vocabulary split across the GPUs, NCCL all-reduces between; see
-   * `tensorParallelPlan`). Default: the current device.
+   * `tensorParallelPlan`). Default: the current device. Given, they ask for the GPU: with no usable GPU
+   * the load fails (never a quiet CPU run), and `device: "cpu"` refuses them (OptionError).
    */
   readonly devices?: readonly number[];
   /**
@@ -32,7 +36,10 @@ export interface BackendLoadOptions {
    * working memory (not the CUDA context). Default: what is free. When the weights do not fit, the last
    * decoder layers stay in pinned host memory — DF11 in the fused layout (~71 % of BF16), BF16 as BF16 —
    * and are copied in just ahead of use (CPU offload): bit-identical outputs, slower steps. See
-   * `WeightsInfo.offload` for what was offloaded.
+   * `WeightsInfo.offload` for what was offloaded. Only a GPU uses it: with `device: "cpu"` it is refused
+   * (OptionError); with `device: "auto"` and no usable GPU the model runs on the CPU and a
+   * `GpuOptionsIgnoredWarning` (`process.emitWarning`) says it was ignored. Not with several `devices`
+   * (tensor parallelism and offload do not combine yet: OptionError before any device is looked for).
    */
   readonly maxGpuMemory?: number;
 }

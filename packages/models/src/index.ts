@@ -26,6 +26,7 @@ export * from "./forward.js";
 export * from "./cpu-backend.js";
 export * from "./causal-lm.js";
 export * from "./load.js";
+export * from "./gpu-options.js";
 export * from "./sampling.js";
 export * from "./tokenizer.js";
 export * from "./generation-config.js";

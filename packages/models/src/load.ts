@@ -3,7 +3,8 @@ import { backendProvider, type BackendLoadOptions } from "./backend-registry.js"
 import { CausalLM } from "./causal-lm.js";
 import { CpuBackend } from "./cpu-backend.js";
 import { parseTextModelConfig } from "./config.js";
-import { ModelsError, OptionError } from "./errors.js";
+import { ModelsError } from "./errors.js";
+import { checkGpuOptions, warnGpuOptionsIgnored, type GpuOptionsIgnoredWarning } from "./gpu-options.js";
 import { dfloat11ConfigOf } from "./dfloat11-config.js";
 import { languageModelOf } from "./language-model.js";
 import { Bf16WeightStore, Df11WeightStore } from "./weight-store.js";
@@ -26,25 +27,6 @@ export interface LoadCausalLMOptions extends BackendLoadOptions {
 }
 
 /**
- * Refuse GPU options that are malformed or cannot apply (OptionError naming the option and its flag):
- * `devices` must be distinct CUDA indices and cannot go with `device: "cpu"`; `maxGpuMemory` must be a
- * positive number of bytes.
- */
-export function checkGpuOptions(options: LoadCausalLMOptions): void {
-  const { devices, maxGpuMemory } = options;
-  if (devices) {
-    if (!Array.isArray(devices) || devices.length === 0) throw new OptionError("devices", "give at least one GPU index", "--devices");
-    const bad = devices.find((d) => !Number.isSafeInteger(d) || d < 0);
-    if (bad !== undefined) throw new OptionError("devices", `${bad} is not a GPU index (0, 1, …)`, "--devices");
-    if (new Set(devices).size !== devices.length) throw new OptionError("devices", `${devices.join(",")} lists a GPU twice`, "--devices");
-    if (options.device === "cpu") throw new OptionError("devices", `${devices.join(",")} names GPUs; it does not apply to device cpu`, "--devices");
-  }
-  if (maxGpuMemory !== undefined && !(Number.isFinite(maxGpuMemory) && maxGpuMemory > 0)) {
-    throw new OptionError("maxGpuMemory", `must be a positive number of bytes, got ${maxGpuMemory}`, "--max-gpu-memory");
-  }
-}
-
-/**
  * Load a causal LM from a model directory, BF16 or DFloat11 (detected by `dfloat11_config`; every
  * layout the DFloat11 releases use since 0.2.0). A multimodal checkpoint (gemma-3) loads its language
  * model and leaves the vision parts out (see {@link languageModelOf}). On the CPU
@@ -53,11 +35,19 @@ export function checkGpuOptions(options: LoadCausalLMOptions): void {
  * the checksums the files record (if any) unless `checkStored` is false; `verifyWeights` also decodes
  * every module once and checks its weights. A mismatch throws {@link ChecksumMismatchError}. The
  * model's `config.eosTokenIds` are config.json's and generation_config.json's together.
+ *
+ * GPU options are checked first, before the directory is read or a device looked for
+ * ({@link checkGpuOptions}: OptionError for malformed values and options that do not combine, such as
+ * several `devices` with `maxGpuMemory`, or `gpuWeights`/`maxGpuMemory` with `device: "cpu"`, the
+ * default here). With `device: "auto"` and no usable GPU the model loads on the CPU, and GPU-only
+ * options given (`gpuWeights` other than auto, `maxGpuMemory`) are reported ignored through a
+ * {@link GpuOptionsIgnoredWarning} (`process.emitWarning`); `devices` asks for the GPU, so it fails instead.
  */
 export async function loadCausalLM(directory: string, options: LoadCausalLMOptions = {}): Promise<CausalLM> {
-  checkGpuOptions(options);
   // GPU indices mean the GPU: no quiet fallback to the CPU.
   const device = options.devices ? "cuda" : (options.device ?? "cpu");
+  // Options that do not combine are said before anything is read or any device is looked for.
+  checkGpuOptions({ ...options, device: options.devices ? options.device : device });
   // Formats df11 does not read (DFloat11 0.1.0) are named the same way whichever device runs the model.
   const raw = await readModelConfig(directory);
   const df11 = dfloat11ConfigOf(raw, directory);
@@ -76,6 +66,8 @@ export async function loadCausalLM(directory: string, options: LoadCausalLMOptio
       }
     }
     if (device === "cuda") throw new ModelsError(options.devices ? `devices ${options.devices.join(",")}: ${reason}` : `device cuda: ${reason}`);
+    // device auto, no usable GPU: the model runs on the CPU, and GPU-only options given are said to be ignored.
+    warnGpuOptionsIgnored(options, reason);
   }
   const config = await withGenerationEos(directory, parseTextModelConfig(raw));
   await using files = await SafetensorsCollection.openDirectory(directory);

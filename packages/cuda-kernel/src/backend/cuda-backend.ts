@@ -8,6 +8,8 @@ import {
   parseTextModelConfig,
   readRecordedChecksums,
   ropeTable,
+  TP_HUFFMAN,
+  TP_OFFLOAD,
   WeightLayoutError,
   type Backend,
   type BackendTensor,
@@ -103,9 +105,9 @@ export interface CudaBackendOptions {
  */
 export type GpuWeightsLayout = "auto" | WeightFormat;
 
-/** Why tensor parallelism refuses the huffman layout and CPU offload (shared with TensorParallelBackend). */
-export const TP_HUFFMAN = "huffman keeps DF11 modules whole, and tensor parallelism holds a slice of each matrix per GPU: use fused (the default) or bf16";
-export const TP_OFFLOAD = "CPU offload and tensor parallelism do not combine yet: split the model over more GPUs, or offload on one";
+// Why tensor parallelism refuses the huffman layout and CPU offload: @df11/models' checkGpuOptions says
+// it before any device is looked for; the backends say it again when loaded directly.
+export { TP_HUFFMAN, TP_OFFLOAD };
 
 /** Throw OptionError naming `option` (and `--devices`) when `index` is not a CUDA device of this machine. */
 export function requireGpu(index: number, option: "device" | "devices"): void {

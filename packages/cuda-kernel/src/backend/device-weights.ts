@@ -25,6 +25,7 @@ import { PinnedStaging } from "./staging.js";
 import { copySliceRows, isWholeSlice, sliceOf, sliceVector, vectorSliceOf } from "./shard-copy.js";
 import { Bf16DeviceMatrix } from "./formats/bf16.js";
 import { FusedDeviceMatrix, fusedLayoutReport, type FusedLayoutReport, type RowSource } from "./formats/fused.js";
+import { fusedMatrixStats, type FusedMatrixStats } from "./formats/fused-stats.js";
 import { HuffmanDeviceMatrix } from "./formats/huffman.js";
 import type { DeviceMatrix, WeightFormat } from "./formats/matrix.js";
 
@@ -741,17 +742,12 @@ export class DeviceWeights implements Disposable {
     return fused.length ? fusedLayoutReport(fused) : undefined;
   }
 
-  /** Per matrix (first weight name, shape, bits per weight, escape rate) for benchmark reports. */
-  fusedMatrices(): Array<{ name: string; rows: number; cols: number; bitsPerWeight: number; escapeRate: number }> {
-    const seen = new Set<DeviceMatrix>();
-    const out: Array<{ name: string; rows: number; cols: number; bitsPerWeight: number; escapeRate: number }> = [];
-    for (const [name, s] of this.matrices) {
-      if (!(s.matrix instanceof FusedDeviceMatrix) || seen.has(s.matrix)) continue;
-      seen.add(s.matrix);
-      const r = fusedLayoutReport([s.matrix]);
-      out.push({ name, rows: s.matrix.rows, cols: s.matrix.cols, bitsPerWeight: r.bitsPerWeight, escapeRate: r.escapeRate });
-    }
-    return out;
+  /**
+   * Per fused matrix, for benchmark reports: its weights' names (one, or the members of a fused
+   * projection such as q|k|v), shape, escapes, device bytes, bits per weight and escape rate.
+   */
+  fusedMatrices(): FusedMatrixStats[] {
+    return fusedMatrixStats(this.matrices, (m): m is FusedDeviceMatrix => m instanceof FusedDeviceMatrix);
   }
 
   dispose(): void {

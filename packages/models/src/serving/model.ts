@@ -5,6 +5,7 @@ import { ModelsError } from "../errors.js";
 import { grammarConstraint, jsonObjectConstraint, type TokenConstraint } from "../constraint.js";
 import { readGenerationConfig, resolveSampling, type GenerationConfig, type ResolvedSampling, type SamplingDefaults } from "../generation-config.js";
 import { loadCausalLM } from "../load.js";
+import { checkGpuOptions } from "../gpu-options.js";
 import type { TokenLogprob } from "../logprobs.js";
 import type { SamplingOptions } from "../sampling.js";
 import type { GeneratedToken } from "../sequence.js";
@@ -34,11 +35,17 @@ export interface LoadModelOptions {
   readonly checkStored?: boolean;
   /** Also decode every DF11 module once at load and check its weights' recorded checksum. */
   readonly verifyWeights?: boolean;
-  /** GPU: how the weights are held (fused, huffman, bf16; default auto: fused (bf16 for tiny models, where its padding costs more), or huffman when that would not fit). */
+  /**
+   * GPU: how the weights are held (fused, huffman, bf16; default auto: fused (bf16 for tiny models, where its padding costs more), or huffman when that would not fit).
+   * Not ignored off the GPU: refused with `device: "cpu"`; with `device: "auto"` and no GPU, a GpuOptionsIgnoredWarning (see BackendLoadOptions.gpuWeights).
+   */
   readonly gpuWeights?: "auto" | "fused" | "huffman" | "bf16";
   /** GPU indices: one picks that GPU; several run the model tensor parallel over them (see BackendLoadOptions.devices). */
   readonly devices?: readonly number[];
-  /** GPU: bytes of device memory the model may use; decoder layers that do not fit are offloaded to pinned host memory (see BackendLoadOptions.maxGpuMemory). */
+  /**
+   * GPU: bytes of device memory the model may use; decoder layers that do not fit are offloaded to pinned host memory (see BackendLoadOptions.maxGpuMemory).
+   * Not ignored off the GPU: refused with `device: "cpu"` and with several `devices`; with `device: "auto"` and no GPU, a GpuOptionsIgnoredWarning.
+   */
   readonly maxGpuMemory?: number;
   /** Apply generation_config.json's sampling defaults where a request sets none (default true; vLLM's `--generation-config`). */
   readonly samplingDefaults?: boolean;
@@ -315,6 +322,8 @@ export class Model implements Disposable {
  * the shared Hugging Face cache), BF16 or DF11, on the GPU when one is usable (`device: "auto"`).
  */
 export async function loadModel(source: string, options: LoadModelOptions = {}): Promise<Model> {
+  // Options that do not combine are said before a download starts.
+  checkGpuOptions({ ...options, device: options.devices ? options.device : (options.device ?? "auto") });
   const directory = existsSync(source)
     ? source
     : (await resolveModel(source, { onProgress: (p: DownloadProgress) => options.onProgress?.({ phase: "download", done: p.bytesDone, total: p.bytesTotal }) })).dir;
