@@ -51,6 +51,23 @@ __global__ void toBf16Kernel(const float* __restrict__ x, size_t n, uint16_t* __
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) out[i] = floatToBf16(x[i]);
 }
 
+// 8 values per thread (two 16-byte loads, one 16-byte store) when x and out are 16-byte aligned and
+// n % 8 == 0: one value per thread with 2-byte stores ran at ~0.4 TB/s (a 512-token prefill spent
+// 3.5 ms converting). Same rounding (floatToBf16) value by value.
+__global__ void toBf16x8Kernel(const float4* __restrict__ x, size_t n8, uint4* __restrict__ out) {
+  pdlWait();
+  pdlLaunchDependents();
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n8; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const float4 a = __ldg(x + 2 * i), b = __ldg(x + 2 * i + 1);
+    uint4 o;
+    o.x = floatToBf16(a.x) | (static_cast<uint32_t>(floatToBf16(a.y)) << 16);
+    o.y = floatToBf16(a.z) | (static_cast<uint32_t>(floatToBf16(a.w)) << 16);
+    o.z = floatToBf16(b.x) | (static_cast<uint32_t>(floatToBf16(b.y)) << 16);
+    o.w = floatToBf16(b.z) | (static_cast<uint32_t>(floatToBf16(b.w)) << 16);
+    out[i] = o;
+  }
+}
+
 __global__ void gatherRowsKernel(const float* __restrict__ x, const int32_t* __restrict__ rows, int dim, float* __restrict__ out) {
   pdlWait();
   pdlLaunchDependents();
@@ -163,6 +180,10 @@ cudaError_t launchArgmax(const float* x, int rows, int n, int32_t* out, float* v
 
 cudaError_t launchToBf16(const float* x, size_t n, uint16_t* out, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
+  if (n % 8 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0 && (reinterpret_cast<uintptr_t>(out) & 15) == 0) {
+    const size_t n8 = n / 8;
+    return launchKernel(toBf16x8Kernel, dim3(gridFor(n8, 256)), dim3(256), 0, stream, reinterpret_cast<const float4*>(x), n8, reinterpret_cast<uint4*>(out));
+  }
   return launchKernel(toBf16Kernel, dim3(gridFor(n, 256)), dim3(256), 0, stream, x, n, out);
 }
 
