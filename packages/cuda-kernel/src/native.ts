@@ -74,6 +74,8 @@ export interface NativeAddon {
   ): void;
   toBf16(x: Address, n: number, out: Address, stream?: NativeStream): void;
   setGemvVariant(noAllocate: boolean): void;
+  /** Which GEMM kernel linear(…, gemm) runs (tests, benchmarks): returns whether this device now runs the Hopper (wgmma) kernel. */
+  setGemmVariant(variant: "auto" | "mma" | "sm90" | "sm90-128" | "sm90-256"): boolean;
   qkvPrepare(a: NativeAttention, qkv: Address, qNorm: Address, kNorm: Address, eps: number, unitOffset: boolean, invFreq: Address, rotaryDim: number, qOut: Address, stream?: NativeStream): void;
   attention(a: NativeAttention, q: Address, out: Address, splits: number, partial: Address, stream?: NativeStream): void;
   fusedTables(src: Address, rowBegin: number, rows: number, cols: number, tables: Address, stream?: NativeStream): void;

@@ -227,6 +227,20 @@ Napi::Value SetGemvVariant(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setGemmVariant("auto" | "mma" | "sm90" | "sm90-128" | "sm90-256") — tests and benchmarks; returns whether the
+// current device would now run the Hopper kernel.
+Napi::Value SetGemmVariant(const Napi::CallbackInfo& info) {
+  const std::string v = info[0].ToString().Utf8Value();
+  df11::GemmVariant g = df11::GemmVariant::Auto;
+  if (v == "mma") g = df11::GemmVariant::Mma;
+  else if (v == "sm90") g = df11::GemmVariant::Sm90;
+  else if (v == "sm90-128") g = df11::GemmVariant::Sm90Tile128;
+  else if (v == "sm90-256") g = df11::GemmVariant::Sm90Tile256;
+  else if (v != "auto") throw Napi::TypeError::New(info.Env(), "setGemmVariant: auto, mma, sm90, sm90-128 or sm90-256");
+  df11::setGemmVariant(g);
+  return Napi::Boolean::New(info.Env(), df11::gemmUsesSm90(1024, 4096));
+}
+
 // toBf16(x, n, out, stream)
 Napi::Value ToBf16(const Napi::CallbackInfo& info) {
   throwIfError(info.Env(),
@@ -320,6 +334,7 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   fn("linear", Linear);
   fn("toBf16", ToBf16);
   fn("setGemvVariant", SetGemvVariant);
+  fn("setGemmVariant", SetGemmVariant);
   fn("qkvPrepare", QkvPrepare);
   fn("attention", Attention);
   fn("sum64", Sum64);

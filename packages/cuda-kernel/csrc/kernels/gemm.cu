@@ -1,8 +1,13 @@
 // Matrix products for prefill: out[M, N] (+)= X[M, K] · W[N, K]ᵀ + bias, BF16 operands on the tensor
 // cores (mma.sync m16n8k16, float32 accumulation). 128×128 block tiles, K in steps of 32 through a
 // 3-stage cp.async pipeline; 8 warps of 64×32; rows padded to 80 bytes so ldmatrix is conflict-free.
+// On compute capability 9.0 (H100, H200) the wgmma + TMA kernel of gemm-sm90.cu runs instead.
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 
+#include "gemm-sm90.h"
 #include "inference.h"
 #include "pdl.cuh"
 
@@ -158,11 +163,98 @@ __global__ void linearFallbackKernel(const LinearArgs a) {
 
 }  // namespace
 
+namespace {
+
+// GemmVariant from DF11_GEMM (auto | mma | sm90 | sm90-128 | sm90-256), read once; setGemmVariant overrides.
+GemmVariant variantFromEnvironment() {
+  const char* v = std::getenv("DF11_GEMM");
+  if (!v) return GemmVariant::Auto;
+  if (!std::strcmp(v, "mma")) return GemmVariant::Mma;
+  if (!std::strcmp(v, "sm90")) return GemmVariant::Sm90;
+  if (!std::strcmp(v, "sm90-128")) return GemmVariant::Sm90Tile128;
+  if (!std::strcmp(v, "sm90-256")) return GemmVariant::Sm90Tile256;
+  return GemmVariant::Auto;
+}
+std::atomic<int> gemmVariantSetting{-1};
+
+GemmVariant currentVariant() {
+  int v = gemmVariantSetting.load(std::memory_order_relaxed);
+  if (v < 0) {
+    v = static_cast<int>(variantFromEnvironment());
+    gemmVariantSetting.store(v, std::memory_order_relaxed);
+  }
+  return static_cast<GemmVariant>(v);
+}
+
+// Whether Auto takes the Hopper kernel where it can (validated on the H200: kernels.test.mjs, generation tests).
+constexpr bool kSm90ByDefault = true;
+
+// The Hopper kernel. K splits from rows and K only (never from N, which differs between a whole matrix and
+// the DF11 windows of it), so every output's reduction order depends only on (rows, K): each split sums its
+// K tiles in order, 16 at a time, whatever the column tile (128 and 256 give the same bits: tested), and
+// the splits are added in order.
+cudaError_t launchSm90(const LinearArgs& a, const uint16_t* xBf16, float* workspace, size_t workspaceFloats, int bn, cudaStream_t stream) {
+  const int rowTiles = (a.rows + kSm90TileM - 1) / kSm90TileM;
+  const int kTiles = (a.K + kSm90TileK - 1) / kSm90TileK;
+  // Few row tiles (a batch of sequences): split K so that N = 4096 gives ~128 blocks.
+  int splits = rowTiles >= 4 ? 1 : 4 / rowTiles;
+  while (splits > 1 && kTiles < 4 * splits) splits /= 2;
+  const int tilesPerSplit = (kTiles + splits - 1) / splits;
+  if (splits > 1) splits = (kTiles + tilesPerSplit - 1) / tilesPerSplit;
+  if (bn == 0) {
+    // Column tile: 256 runs ~15 % faster per tile (measured on the H200) unless 128 fills the
+    // multiprocessors' last wave that much better.
+    const int sms = std::max(1, multiprocessors());
+    const auto score = [&](int tile) {
+      const long tiles = static_cast<long>(rowTiles) * splits * ((a.N + tile - 1) / tile);
+      const long waves = (tiles + sms - 1) / sms;
+      return static_cast<double>(tiles) / static_cast<double>(waves * sms) * (tile == 256 ? 1.15 : 1.0);
+    };
+    bn = score(256) >= score(128) ? 256 : 128;
+  }
+  if (splits <= 1) return launchGemmSm90(a, xBf16, bn, nullptr, std::max(kTiles, 1), 1, stream);
+  // Columns in pieces whose partial sums fit the workspace (tile-aligned; the order of each sum is unchanged).
+  const size_t perColumn = static_cast<size_t>(splits) * a.rows;
+  const int maxColumns = static_cast<int>(std::min<size_t>(workspaceFloats / perColumn, 1 << 30)) / 256 * 256;
+  if (maxColumns == 0) return cudaErrorInvalidValue;  // caller falls back to the mma.sync kernel
+  for (int c0 = 0; c0 < a.N; c0 += maxColumns) {
+    LinearArgs part = a;
+    part.N = std::min(maxColumns, a.N - c0);
+    part.weight = a.weight + static_cast<size_t>(c0) * a.K;
+    part.bias = a.bias ? a.bias + c0 : nullptr;
+    part.out = a.out + c0;
+    cudaError_t e = launchGemmSm90(part, xBf16, bn, workspace, tilesPerSplit, splits, stream);
+    if (e != cudaSuccess) return e;
+    const size_t perSplit = static_cast<size_t>(part.rows) * part.N;
+    e = launchKernel(reduceSplitsKernel, dim3(static_cast<unsigned>(std::min<size_t>((perSplit + 255) / 256, 4096))), dim3(256), 0, stream, part, workspace, splits);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
+}  // namespace
+
+void setGemmVariant(GemmVariant v) { gemmVariantSetting.store(static_cast<int>(v), std::memory_order_relaxed); }
+
+bool gemmUsesSm90(int rows, int K) {
+  const GemmVariant v = currentVariant();
+  if (v == GemmVariant::Mma || (v == GemmVariant::Auto && !kSm90ByDefault)) return false;
+  (void)rows;
+  (void)K;
+  return gemmSm90Supported();
+}
+
 cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, float* workspace, size_t workspaceFloats, cudaStream_t stream) {
   if (a.rows == 0 || a.N == 0) return cudaSuccess;
   const bool tensorCores = xBf16 && (a.K % 8) == 0 && (reinterpret_cast<uintptr_t>(a.weight) & 15) == 0 && (reinterpret_cast<uintptr_t>(xBf16) & 15) == 0;
   if (!tensorCores) {
     return launchKernel(linearFallbackKernel, dim3((a.N + 127) / 128, a.rows), dim3(128), 0, stream, a);
+  }
+  if (gemmUsesSm90(a.rows, a.K)) {
+    const GemmVariant v = currentVariant();
+    const int bn = v == GemmVariant::Sm90Tile128 ? 128 : v == GemmVariant::Sm90Tile256 ? 256 : 0;
+    const cudaError_t e = launchSm90(a, xBf16, workspace, workspaceFloats, bn, stream);
+    if (e != cudaErrorInvalidValue) return e;
   }
   // The shared-memory opt-in is a per-device attribute of the kernel: set once on each device.
   static bool configured[64] = {};

@@ -62,7 +62,17 @@ void setGemvVariant(bool noAllocate);
 // BF16, [rows, K]; needs K % 8 == 0 and 16-byte aligned rows, else falls back to a simple float32 kernel
 // on x. With few rows, K is split over blocks whose partial sums go to `workspace` (up to
 // workspaceFloats floats) and are added in a fixed order.
+// On compute capability 9.0 (with the sm_90a code in the build) a wgmma + TMA kernel (gemm-sm90.cu), elsewhere
+// mma.sync; which one, its tiles and its K splits depend only on the device, the variant, rows and K (and
+// the workspace), so a product's reduction order is the same for a whole matrix and for windows of its rows.
 cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, float* workspace, size_t workspaceFloats, cudaStream_t stream);
+// Which GEMM kernel launchGemm runs: Auto (the Hopper kernel where the device has it, when enabled by
+// default), Mma (always mma.sync), Sm90 (Hopper where possible), or the Hopper kernel with a fixed column
+// tile. Initially from DF11_GEMM=auto|mma|sm90|sm90-128|sm90-256 (read once); tests and benchmarks set it.
+enum class GemmVariant { Auto = 0, Mma = 1, Sm90 = 2, Sm90Tile128 = 3, Sm90Tile256 = 4 };
+void setGemmVariant(GemmVariant v);
+// Whether launchGemm takes the Hopper kernel on the current device for a product of `rows` rows.
+bool gemmUsesSm90(int rows, int K);
 
 // ---- attention.cu ----------------------------------------------------------------------------------
 struct AttentionArgs {
@@ -86,5 +96,16 @@ cudaError_t launchQkvPrepare(const AttentionArgs& a, const float* qkv, const flo
 // the window). splits > 1 divides each row's keys among that many warps (long contexts, few rows);
 // partial needs rows · H · splits · (d + 2) floats then.
 cudaError_t launchAttention(const AttentionArgs& a, const float* q, float* out, int splits, float* partial, cudaStream_t stream);
+
+// ---- attention-prefill.cu --------------------------------------------------------------------------
+// The same attention on the tensor cores (FlashAttention-2 style, mma.sync) for a step whose rows all
+// belong to `slot` at consecutive positions firstPosition … firstPosition + rows − 1 (a prompt chunk; the
+// cache holds every position up to the last row's). a.positions and a.slots are not read. Q and P are
+// rounded to BF16 for the tensor cores (as in transformers' BF16 attention), sums in float32.
+// cudaErrorNotSupported (nothing launched) for a head size other than 16, 32, 64, 80, 96, 128, 256, too
+// little shared memory on the device, or misaligned pointers: the caller runs launchAttention instead.
+cudaError_t launchPrefillAttention(const AttentionArgs& a, int slot, int firstPosition, const float* q, float* out, cudaStream_t stream);
+// Whether launchPrefillAttention takes this head size.
+bool prefillAttentionSupports(int headDim);
 
 }  // namespace df11
