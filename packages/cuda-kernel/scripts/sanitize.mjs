@@ -1,6 +1,6 @@
 // Small decode workload for compute-sanitizer:  compute-sanitizer --tool memcheck node sanitize.mjs
 import { encodeModule, mergeBF16, syntheticWeights } from "../../codec/dist/index.js";
-import { DeviceBuffer, DeviceModule, synchronize } from "../dist/index.js";
+import { DeviceBuffer, DeviceModule, nativeAddon, synchronize } from "../dist/index.js";
 
 const cases = [
   [new Uint16Array([0x3f80])],
@@ -22,3 +22,36 @@ for (const parts of cases) {
   if (bad >= 0) throw new Error(`mismatch at ${bad}`);
 }
 console.log(`sanitize workload: ${cases.length} modules decoded`);
+
+// The GEMM's kernels (the Hopper wgmma + TMA one where the device has it, and mma.sync) on ragged shapes:
+// tiles past M, N and K, split K with the columns in workspace-sized pieces, ldo > N, bias + accumulate.
+const addon = nativeAddon();
+const gemmShapes = [
+  { N: 257, K: 136, rows: 130, ldo: 260 },
+  { N: 700, K: 2056, rows: 70, ldo: 700, workspaceBytes: 4 * 4 * 70 * 256 },
+  { N: 513, K: 24, rows: 1030, ldo: 515 },
+  { N: 3, K: 4104, rows: 1, ldo: 3 },
+];
+const hopper = addon.setGemmVariant("sm90");
+let products = 0;
+for (const variant of hopper ? ["sm90", "sm90-128", "sm90-256", "mma"] : ["mma"]) {
+  addon.setGemmVariant(variant);
+  for (const { N, K, rows, ldo, workspaceBytes = 1 << 20 } of gemmShapes) {
+    const w = DeviceBuffer.from(syntheticWeights(N * K, 9, 0.02));
+    const x = DeviceBuffer.from(Float32Array.from({ length: rows * K }, (_, i) => Math.sin(i)));
+    const xb = DeviceBuffer.alloc(rows * K * 2);
+    const bias = DeviceBuffer.from(new Float32Array(N).fill(0.5));
+    const out = DeviceBuffer.alloc(rows * ldo * 4);
+    const workspace = DeviceBuffer.alloc(workspaceBytes);
+    out.fill(0);
+    addon.toBf16(x.address, rows * K, xb.address);
+    addon.linear(w.address, N, K, x.address, K, rows, bias.address, out.address, ldo, true, xb.address, undefined, workspace.address, workspaceBytes, true);
+    synchronize();
+    const got = out.download(new Float32Array(rows * ldo));
+    if (!got.every(Number.isFinite)) throw new Error(`gemm ${variant} ${N}×${K}×${rows}: not finite`);
+    for (const b of [w, x, xb, bias, out, workspace]) b.dispose();
+    products++;
+  }
+}
+addon.setGemmVariant("auto");
+console.log(`sanitize workload: ${products} GEMMs (${hopper ? "Hopper wgmma kernel and mma.sync" : "mma.sync"})`);

@@ -143,3 +143,120 @@ gpuTest("argmax takes the first of equal maxima, per row", () => {
     out.dispose();
   }
 });
+
+// ---- The GEMM's kernels: the Hopper one (wgmma + TMA, compute capability 9.0) and mma.sync ----------
+
+/** out (+)= x·Wᵀ + bias through linear(…, gemm = true) with the GEMM kernel `variant`; out has row stride ldo. */
+function gemmOnDevice({ N, K, rows, ldo = N, accumulate = false, withBias = false, workspaceBytes = 32 << 20 }, data, variant, columns = [[0, N]]) {
+  const addon = nativeAddon();
+  const { w, x, bias, start } = data;
+  const bufs = [DeviceBuffer.from(w), DeviceBuffer.from(x), DeviceBuffer.from(bias), DeviceBuffer.alloc(rows * ldo * 4), DeviceBuffer.alloc(rows * K * 2 + 16), DeviceBuffer.alloc(Math.max(workspaceBytes, 16))];
+  const [dw, dx, db, dout, dxb, workspace] = bufs;
+  try {
+    addon.setGemmVariant(variant);
+    if (accumulate) {
+      const s = new Float32Array(rows * ldo).fill(NaN);
+      for (let r = 0; r < rows; r++) for (let n = 0; n < N; n++) s[r * ldo + n] = start[r * N + n];
+      dout.upload(s);
+    } else dout.fill(0xff); // NaN: every output must be written
+    addon.toBf16(dx.address, rows * K, dxb.address);
+    // Column ranges of W as separate products (DF11 windows): must give the same bits as one product.
+    for (const [c0, c1] of columns)
+      addon.linear(dw.address + c0 * K * 2, c1 - c0, K, dx.address, K, rows, withBias ? db.address + c0 * 4 : 0, dout.address + c0 * 4, ldo, accumulate, dxb.address, undefined, workspace.address, workspaceBytes, true);
+    synchronize();
+    const all = dout.download(new Float32Array(rows * ldo));
+    for (let r = 0; r < rows; r++) for (let n = N; n < ldo; n++) if (!Number.isNaN(all[r * ldo + n])) throw new Error(`wrote past N at row ${r}, column ${n}`);
+    const got = new Float32Array(rows * N);
+    for (let r = 0; r < rows; r++) got.set(all.subarray(r * ldo, r * ldo + N), r * N);
+    return got;
+  } finally {
+    addon.setGemmVariant("auto");
+    for (const b of bufs) b.dispose();
+  }
+}
+
+/** float64 reference of the GEMM (BF16-rounded x) at the given output indices (all when omitted). */
+function gemmReference({ N, K, rows, accumulate = false, withBias = false }, { w, x, bias, start }, indices) {
+  const at = indices ?? Array.from({ length: rows * N }, (_, i) => i);
+  const xr = new Float64Array(K);
+  const wf = indices ? undefined : Float32Array.from(w, fromBf16); // whole products: W converted once
+  let lastRow = -1;
+  return Float64Array.from(at, (i) => {
+    const r = Math.floor(i / N);
+    const n = i % N;
+    if (r !== lastRow) {
+      for (let k = 0; k < K; k++) xr[k] = fromBf16(toBf16(x[r * K + k]));
+      lastRow = r;
+    }
+    let s = 0;
+    if (wf) for (let k = 0; k < K; k++) s += xr[k] * wf[n * K + k];
+    else for (let k = 0; k < K; k++) s += xr[k] * fromBf16(w[n * K + k]);
+    return s + (withBias ? bias[n] : 0) + (accumulate ? start[i] : 0);
+  });
+}
+
+const hopperGemm = () => {
+  const on = nativeAddon().setGemmVariant("sm90");
+  nativeAddon().setGemmVariant("auto");
+  return on;
+};
+
+gpuTest("GEMM: the Hopper kernel (wgmma + TMA) and mma.sync match float64 at the edges (ragged M, N; K = 8·odd, K < 64; bias, accumulate, ldo > N; split K)", () => {
+  const shapes = [
+    { N: 1, K: 8, rows: 1 },
+    { N: 77, K: 24, rows: 65, withBias: true },
+    { N: 257, K: 136, rows: 130, withBias: true, accumulate: true },
+    { N: 300, K: 520, rows: 200, ldo: 333, accumulate: true },
+    { N: 129, K: 4104, rows: 1, withBias: true }, // split over K
+    { N: 700, K: 2048, rows: 70, withBias: true, workspaceBytes: 4 * 4 * 70 * 256 }, // split, columns in workspace-sized pieces
+    { N: 1000, K: 2056, rows: 257, ldo: 1002, withBias: true },
+    { N: 513, K: 1032, rows: 1030, accumulate: true }, // 9 row tiles: 256-column tiles
+  ];
+  const variants = hopperGemm() ? ["sm90", "sm90-128", "sm90-256", "mma"] : ["mma"];
+  if (variants.length === 1) console.log("# no Hopper GEMM on this device: mma.sync only");
+  shapes.forEach((shape, i) => {
+    const data = randomLinear(shape.N, shape.K, shape.rows, 300 + i);
+    const expected = gemmReference(shape, data);
+    for (const v of variants) {
+      const err = relError(gemmOnDevice(shape, data, v), expected);
+      console.log(`# gemm ${v} ${JSON.stringify(shape)}: relative error ${err.toExponential(2)}`);
+      assert.ok(err < 1e-5, `${v} ${JSON.stringify(shape)}: relative error ${err}`);
+    }
+  });
+});
+
+gpuTest("GEMM on the 8B shapes at 512 rows: Hopper kernel = mma.sync within float32 rounding, deterministic, and windows of W's rows and both column tiles give the same bits", () => {
+  if (!hopperGemm()) return void console.log("# no Hopper GEMM on this device: nothing to compare");
+  const shapes = [
+    { N: 6144, K: 4096, rows: 512, withBias: true },
+    { N: 4096, K: 4096, rows: 512, accumulate: true },
+    { N: 1024, K: 4096, rows: 512 },
+    { N: 28672, K: 4096, rows: 512 },
+    { N: 4096, K: 14336, rows: 512, accumulate: true },
+    { N: 4096, K: 4096, rows: 100 }, // split over K
+    { N: 4096, K: 4096, rows: 2048 }, // 256-column tiles
+  ];
+  const rand = mulberry32(5);
+  shapes.forEach((shape, i) => {
+    const data = randomLinear(shape.N, shape.K, shape.rows, 400 + i);
+    const mma = gemmOnDevice(shape, data, "mma");
+    const sm90 = gemmOnDevice(shape, data, "sm90");
+    const again = gemmOnDevice(shape, data, "sm90");
+    // DF11 multiplies windows of rows of W (multiples of 128): same kernel, tiles and splits, same bits.
+    const cut = Math.max(128, Math.floor(shape.N / 3 / 128) * 128);
+    const windows = gemmOnDevice(shape, data, "sm90", [[0, cut], [cut, shape.N]]);
+    const indices = Array.from({ length: 300 }, () => Math.floor(rand() * shape.rows * shape.N));
+    const expected = gemmReference(shape, data, indices);
+    const sample = (a) => Float32Array.from(indices, (j) => a[j]);
+    const errMma = relError(sample(mma), expected);
+    const errSm90 = relError(sample(sm90), expected);
+    const agree = relError(sm90, mma);
+    console.log(`# gemm ${JSON.stringify(shape)}: sm90 vs float64 ${errSm90.toExponential(2)}, mma vs float64 ${errMma.toExponential(2)}, sm90 vs mma ${agree.toExponential(2)}`);
+    // The wgmma sums lose a little more than mma.sync's over K = 14336 (~1e-5); a wrong index is ~1.
+    assert.ok(errSm90 < 4e-5 && errMma < 4e-5 && agree < 4e-5, JSON.stringify({ shape, errSm90, errMma, agree }));
+    assert.ok(Buffer.from(sm90.buffer).equals(Buffer.from(again.buffer)), "sm90 not deterministic");
+    assert.ok(Buffer.from(sm90.buffer).equals(Buffer.from(windows.buffer)), "windows of W gave other bits");
+    // The column tile is chosen from N (so windows may get another): both tiles must give the same bits.
+    for (const v of ["sm90-128", "sm90-256"]) assert.ok(Buffer.from(sm90.buffer).equals(Buffer.from(gemmOnDevice(shape, data, v).buffer)), `${v} gave other bits`);
+  });
+});
