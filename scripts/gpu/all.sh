@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU host (after `source scripts/gpu/setup.sh`): the stages named in $STAGES (default: all) —
 # tests (GPU tests), sanitize (compute-sanitizer memcheck workloads), kernels (GEMV bench + cuBLAS floor),
+# gemm (the prefill GEMM's kernels vs torch F.linear on the 8B shapes at 512 and 2048 rows),
 # generate (8B generation bench, transformers in the same run), serve (HTTP serving bench), batch
 # (df11 generate --batch-size 1,8,32), peer (the official dfloat11 package on df11's files), cli (the df11
 # command on a reference model: every --gpu-weights, serve's /health), tp (the 8B model on one GPU vs tensor
@@ -14,7 +15,7 @@ set -uo pipefail
 out=${1:-gpu-logs}
 logs=${LOGS:-/tmp/df11-logs}
 mkdir -p "$logs" "$out"
-stages=${STAGES:-tests sanitize kernels generate serve batch peer cli tp offload}
+stages=${STAGES:-tests sanitize kernels gemm generate serve batch peer cli tp offload}
 has() { [[ " $stages " == *" $1 "* ]]; }
 summary="$out/summary.txt"
 stamp() {
@@ -43,6 +44,13 @@ if has kernels; then
   grep -E "^token|x 1:|unpack" "$logs/gemv-kernels.log" | tee -a "$summary"
   PYTHONUNBUFFERED=1 python3 tools/cublas_floor.py "$logs/cublas-floor.json" > "$logs/cublas-floor.log" 2>&1
   grep -E "msPerToken|deviceCopy" "$logs/cublas-floor.log" | tee -a "$summary"
+fi
+if has gemm; then
+  stamp "GEMM kernels vs torch"
+  PYTHONUNBUFFERED=1 python3 tools/torch_gemm.py "$logs/torch-gemm.json" > "$logs/torch-gemm.log" 2>&1
+  node apps/bench/dist/gemm-kernels.js --torch "$logs/torch-gemm.json" --out "$logs/gemm-kernels.json" > "$logs/gemm-kernels.log" 2>&1
+  echo "gemm bench exit $?" | tee -a "$summary"
+  grep -E "TFLOP/s" "$logs/gemm-kernels.log" | tee -a "$summary"
 fi
 if has generate; then
   stamp "8B generation bench"
