@@ -1,5 +1,6 @@
 // Small generation workload for compute-sanitizer (prefill on the tensor cores, one-token steps replayed
-// from a CUDA graph; BF16, the fused layout from BF16 and DF11, Huffman windows; embedding rows):
+// from a CUDA graph; BF16, the fused layout from BF16 and DF11, Huffman windows; embedding rows; a prompt
+// longer than 64 rows through the tensor-core prefill attention):
 //   compute-sanitizer --tool memcheck node packages/cuda-kernel/scripts/sanitize-generation.mjs
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -31,6 +32,17 @@ try {
     // Same prefill kernels, same tokens (the GEMM and the GEMV sum in different orders: compared apart).
     for (const group of Object.values(tokens)) if (new Set(group).size !== 1) throw new Error(`${bf16}: the layouts' tokens differ: ${group.join(" | ")}`);
     console.log(`${bf16}: ${tokens[9][0]} (GEMV prefill: ${tokens[65][0]})`);
+    // A 150-token prompt in steps of 80 and 70 rows of one sequence: the tensor-core prefill attention
+    // (attention-prefill.cu; head size 16, gemma2's sliding window and soft-capping), the second step's
+    // keys including the first's cached positions.
+    {
+      const backend = await CudaBackend.load(bf16, { maxContext: 192, maxRows: 80, gpuWeights: "bf16" });
+      const model = new CausalLM(backend.config, backend);
+      const ids = [];
+      for await (const t of generate(model, Array.from({ length: 150 }, (_, j) => (j * 53 + 7) % 256), { maxTokens: 4, stopTokenIds: [] })) ids.push(t.id);
+      model.dispose();
+      console.log(`${bf16}: 150-token prompt (prefill attention on the tensor cores): ${ids.join(",")}`);
+    }
   }
   console.log("sanitize generation workload: done");
 } finally {

@@ -78,6 +78,12 @@ export interface NativeAddon {
   setGemmVariant(variant: "auto" | "mma" | "sm90" | "sm90-128" | "sm90-256"): boolean;
   qkvPrepare(a: NativeAttention, qkv: Address, qNorm: Address, kNorm: Address, eps: number, unitOffset: boolean, invFreq: Address, rotaryDim: number, qOut: Address, stream?: NativeStream): void;
   attention(a: NativeAttention, q: Address, out: Address, splits: number, partial: Address, stream?: NativeStream): void;
+  /**
+   * The tensor-core (FlashAttention-2 style) attention of a step whose rows all belong to `slot`, at consecutive
+   * positions from `firstPosition` (`a.positions`/`a.slots` are not read). Returns false, launching nothing, where the
+   * kernel does not take the head size or the device (then run {@link attention}).
+   */
+  prefillAttention(a: NativeAttention, slot: number, firstPosition: number, q: Address, out: Address, stream?: NativeStream): boolean;
   fusedTables(src: Address, rowBegin: number, rows: number, cols: number, tables: Address, stream?: NativeStream): void;
   fusedCounts(src: Address, rowBegin: number, rows: number, view: NativeFusedView, counts: Address, stream?: NativeStream): void;
   exclusiveScanBytes(n: number): number;

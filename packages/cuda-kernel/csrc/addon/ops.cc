@@ -307,6 +307,19 @@ Napi::Value Sum64(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// prefillAttention(attention, slot, firstPosition, q, out, stream) → whether it ran: the tensor-core
+// attention of a step whose rows are all `slot`'s, at consecutive positions from firstPosition (see
+// launchPrefillAttention). false (nothing launched) where the kernel does not take the shape or the
+// device: the caller runs attention() instead.
+Napi::Value PrefillAttention(const Napi::CallbackInfo& info) {
+  const df11::AttentionArgs a = attentionArgs(info[0].As<Napi::Object>());
+  const cudaError_t e = df11::launchPrefillAttention(a, intArg(info, 1, "slot"), intArg(info, 2, "firstPosition"), pointerArg<const float>(info, 3, "q"),
+                                                     pointerArg<float>(info, 4, "out"), streamOf(info[5]));
+  if (e == cudaErrorNotSupported) return Napi::Boolean::New(info.Env(), false);
+  throwIfError(info.Env(), e, "prefill attention");
+  return Napi::Boolean::New(info.Env(), true);
+}
+
 }  // namespace
 
 void InitOps(Napi::Env env, Napi::Object exports) {
@@ -338,6 +351,7 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   fn("qkvPrepare", QkvPrepare);
   fn("attention", Attention);
   fn("sum64", Sum64);
+  fn("prefillAttention", PrefillAttention);
 }
 
 }  // namespace df11addon

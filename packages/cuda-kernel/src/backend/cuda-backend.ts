@@ -168,6 +168,26 @@ const GEMV_MAX_ROWS = 64; // csrc/kernels/inference.h kGemvMaxRows
  * same order in any batch.
  */
 const ATTENTION_SPLIT_ROWS = GEMV_MAX_ROWS;
+/**
+ * Steps of more than {@link ATTENTION_SPLIT_ROWS} rows that are all one sequence at consecutive positions (a
+ * prompt chunk of CausalLM.extend) run the tensor-core prefill attention (FlashAttention-2 style, Q and P in
+ * BF16) for the head sizes it takes; other steps the warp-per-row kernel. DF11_PREFILL_ATTENTION=warp keeps
+ * every step on the warp-per-row kernel (read once, at load).
+ */
+const PREFILL_ATTENTION = process.env.DF11_PREFILL_ATTENTION !== "warp";
+/** Head sizes the prefill attention kernel takes (csrc/kernels/attention-prefill.cu). */
+const PREFILL_HEAD_DIMS = new Set([16, 32, 64, 80, 96, 128, 256]);
+
+/** The step's slot and first position when every row is that slot's, at consecutive positions; else null. */
+function oneSequenceSpan(step: StepRows): { slot: number; firstPosition: number } | null {
+  const n = step.positions.length;
+  if (n === 0 || step.slots.length !== n) return null;
+  const slot = step.slots[0];
+  const firstPosition = step.positions[0];
+  for (let i = 1; i < n; i++) if (step.slots[i] !== slot || step.positions[i] !== firstPosition + i) return null;
+  return { slot, firstPosition };
+}
+
 /** Above this many rows the GEMV reads x from its BF16 copy (see linear). */
 const GEMV_XB_ROWS = 8;
 const SPLIT_K_BYTES = 32 * 1024 * 1024;
@@ -263,6 +283,8 @@ export class CudaBackend implements Backend<CudaTensor> {
   private readonly embeddingRows: number;
   private rows = 0;
   private outputRows = 0;
+  /** The step's sequence when the prefill attention kernel takes it (see {@link PREFILL_ATTENTION}). */
+  private prefillSpan: { slot: number; firstPosition: number } | null = null;
   /** Host milliseconds spent per phase of the steps so far (cheap counters; reset them to measure). */
   readonly hostTimes = { steps: 0, setStep: 0, launch: 0, readBack: 0 };
   private disposed = false;
@@ -478,6 +500,8 @@ export class CudaBackend implements Backend<CudaTensor> {
     call(() => this.inputs.native.upload(h, 0, this.stream.native));
     this.rows = n;
     this.outputRows = step.outputRows.length;
+    const span = PREFILL_ATTENTION && n > ATTENTION_SPLIT_ROWS && PREFILL_HEAD_DIMS.has(this.config.headDim) ? oneSequenceSpan(step) : null;
+    this.prefillSpan = span && span.firstPosition >= 0 && span.firstPosition + n <= this.maxContext ? span : null;
     this.windows = 0;
     this.windowUsed = [false, false];
     this.decodeForked = false;
@@ -642,6 +666,13 @@ export class CudaBackend implements Backend<CudaTensor> {
     // give every SM work: about two warps per SM for one row. The split count is the one-row count for
     // every batch the GEMV takes, so that a sequence's attention sums in the same order in any batch
     // (batched greedy = solo). The kernel takes each split's share of the current length.
+    // A prompt chunk of one sequence (more rows than any decode step): the tensor-core kernel, unless it
+    // declines the device (false: too little shared memory for the head size).
+    const span = this.prefillSpan;
+    if (span && qkv.rows === this.rows) {
+      const ran = this.time("prefillAttention", () => call(() => native().prefillAttention(args, span.slot, span.firstPosition, q.address, out.address, s)));
+      if (ran) return;
+    }
     const keys = Math.min(c.slidingWindow[layer] ?? this.maxContext, this.maxContext);
     const splits = qkv.rows <= ATTENTION_SPLIT_ROWS ? Math.max(1, Math.min(MAX_SPLITS, Math.ceil(keys / 32), Math.ceil(264 / c.numKvHeads))) : 1;
     this.time("attention", () => call(() => native().attention(args, q.address, out.address, splits, this.partial.address, s)));
