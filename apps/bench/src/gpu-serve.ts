@@ -23,8 +23,11 @@ const { values: args, positionals } = parseArgs({
     "prompt-tokens": { type: "string", default: "128" },
     "new-tokens": { type: "string", default: "128" },
     concurrency: { type: "string", default: "1,4,16,64" },
+    // As `df11 serve --no-shared-prefill`: each prompt prefilled in a step of its own.
+    "solo-prefill": { type: "boolean", default: false },
   },
 });
+const sharedPrefill = !args["solo-prefill"];
 const promptTokens = Number(args["prompt-tokens"]);
 const newTokens = Number(args["new-tokens"]);
 const levels = args.concurrency!.split(",").map(Number);
@@ -120,7 +123,7 @@ async function capacity(dir: string, gpuWeights: GpuWeightsLayout) {
 
 /** The BF16 checkpoint runs as BF16 (the baseline), the DF11 one in its default layout (fused). */
 async function one(dir: string, gpuWeights: GpuWeightsLayout) {
-  const model = await loadModel(dir, { device: "cuda", slots: Math.max(...levels), maxContext: promptTokens + newTokens + 8, gpuWeights });
+  const model = await loadModel(dir, { device: "cuda", slots: Math.max(...levels), maxContext: promptTokens + newTokens + 8, gpuWeights, sharedPrefill });
   const weights = model.lm.weights;
   const result = { weights: weights.kind, layout: weights.layout, weightsBytes: weights.residentBytes, levels: await measureLevels(model) };
   model.dispose();
@@ -133,7 +136,7 @@ async function main() {
   const self = fileURLToPath(import.meta.url);
   const child = (dir: string, label: string, layout: GpuWeightsLayout) => {
     log(`${label}:`);
-    return runChild<Awaited<ReturnType<typeof one>>>(self, ["one", dir, layout, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), "--concurrency", args.concurrency!]);
+    return runChild<Awaited<ReturnType<typeof one>>>(self, ["one", dir, layout, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), "--concurrency", args.concurrency!, ...(sharedPrefill ? [] : ["--solo-prefill"])]);
   };
   const bf16 = child(args.bf16, "BF16", "bf16");
   const df11 = child(args.df11, "DF11", "auto");
@@ -144,7 +147,7 @@ async function main() {
     log(`| ${b.concurrency} | ${b.aggregateTokensPerSecond.toFixed(0)} | ${d.aggregateTokensPerSecond.toFixed(0)} | ${((100 * d.aggregateTokensPerSecond) / b.aggregateTokensPerSecond).toFixed(0)} % | ${b.medianTimeToFirstTokenMs.toFixed(0)} / ${b.medianLatencyMs.toFixed(0)} | ${d.medianTimeToFirstTokenMs.toFixed(0)} / ${d.medianLatencyMs.toFixed(0)} |`);
   });
   log(`capacity at 4096 positions each: BF16 ${bf16.capacity.slotsOf4096Positions} sequences (loaded: ${bf16.capacity.loadedWithThoseSlots}), DF11 ${df11.capacity.slotsOf4096Positions} (loaded: ${df11.capacity.loadedWithThoseSlots}); longest single context: BF16 ${bf16.capacity.longestSingleContext}, DF11 ${df11.capacity.longestSingleContext} positions`);
-  const result = { benchmark: "gpu-serve", date: new Date().toISOString(), device: devices()[0], model: "Llama-3.1-8B-shaped, synthetic weights", promptTokens, newTokens, bf16, df11 };
+  const result = { benchmark: "gpu-serve", date: new Date().toISOString(), device: devices()[0], model: "Llama-3.1-8B-shaped, synthetic weights", promptTokens, newTokens, sharedPrefill, bf16, df11 };
   log(`saved ${saveJson(args.out!, result)}`);
 }
 

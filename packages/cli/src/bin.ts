@@ -320,6 +320,7 @@ program
   .option("--max-gpu-memory <size>", MAX_GPU_MEMORY_HELP, maxGpuMemoryOption)
   .option("--verify-weights", "decode every DF11 module once at load and check it against its recorded checksum")
   .option("--no-sampling-defaults", "ignore the sampling defaults in the model's generation_config.json (requests that set none get OpenAI's)")
+  .option("--no-shared-prefill", "prefill each request's prompt in a step of its own (slower; its logits then equal a solo run's bit for bit) instead of sharing steps with the prompts admitted with it")
   .action(async (source: string, opts) => {
     const device = checkDeviceFlags(opts); // flags that do not combine: said before the model is looked for
     const { loadModel } = await import("@df11/models");
@@ -333,6 +334,7 @@ program
       maxGpuMemory: opts.maxGpuMemory,
       maxContext: opts.maxContext,
       slots: opts.maxBatch,
+      sharedPrefill: opts.sharedPrefill,
       verifyWeights: opts.verifyWeights,
       samplingDefaults: opts.samplingDefaults,
       onProgress: (p) => bar.update({ filesDone: 0, filesTotal: 1, bytesDone: p.done, bytesTotal: p.total }),

@@ -163,6 +163,32 @@ describe("df11 serve (OpenAI API, CPU, tiny model)", () => {
     expect((await (await fetch(`${server.url}/health`)).json()).active).toBe(0);
   });
 
+  it("shared prefill (df11 serve's default): prompts admitted together share steps, and on the CPU each still gets its solo tokens", async () => {
+    const shared = await loadModel(join(work, "m"), { device: "cpu", slots: 16, maxContext: 256, sharedPrefill: true });
+    try {
+      const lm = shared.lm;
+      const step = lm.step.bind(lm);
+      const steps: number[] = []; // prompts per step that carried prompts
+      lm.step = (sequences, options) => {
+        if (sequences.some((q) => q.tokens.length > 1)) steps.push(sequences.length);
+        return step(sequences, options);
+      };
+      const prompts = Array.from({ length: 16 }, (_, i) => Array.from({ length: 3 + (i % 7) }, (_, j) => (i * 31 + j * 7 + 1) % 1000));
+      const run = (p: number[]) => shared.generate(p, { maxTokens: 8, temperature: 0, ignoreEos: true }).result();
+      // Submitted in one tick: admitted together, prefilled in shared steps.
+      const together = await Promise.all(prompts.map(run));
+      expect(steps.length).toBeGreaterThan(0);
+      expect(Math.max(...steps)).toBe(prompts.length);
+      // The CPU backend's products are row by row, so sharing a step changes no bits: the same tokens as alone.
+      const alone = [];
+      for (const p of prompts) alone.push((await run(p)).tokenIds);
+      expect(together.map((r) => r.tokenIds)).toEqual(alone);
+      expect(steps.reduce((a, b) => a + b, 0)).toBe(2 * prompts.length); // every prompt prefilled once per round
+    } finally {
+      shared.dispose();
+    }
+  });
+
   it("answers 503 when the queue is full", async () => {
     const small = await loadModel(join(work, "m"), { device: "cpu", slots: 1, maxQueue: 1, maxContext: 256 });
     const busy = await serveModel(small, { port: 0, modelId: "tiny" });

@@ -47,11 +47,23 @@ export interface BatchSchedulerOptions {
   /** Requests that may wait for a slot before submit() refuses with QueueFullError. Default 4 × maxBatch. */
   readonly maxQueue?: number;
   readonly tokenizer?: TextTokenizer;
+  /**
+   * Prefill the prompts of requests admitted together in shared steps of up to the backend's `maxRows`
+   * rows, instead of one prompt per step: fewer, larger matrix products — and on the GPU with DF11 weights
+   * in the fused layout, one unpacking of the weights per step rather than per prompt (serving throughput).
+   * A prompt's logits can then differ from its solo prefill in the last bits (the GEMM's K split depends on
+   * a step's rows; a step of several sequences takes the per-row attention kernel), so its greedy tokens may
+   * part from a solo run's at near ties. Decode steps are unaffected: a sequence decoded in a batch gets its
+   * solo logits either way. Prompts longer than `maxRows`, or that ask for prompt log-probabilities, are
+   * prefilled alone. Default false (`df11 serve` turns it on; `--no-shared-prefill` turns it off).
+   */
+  readonly sharedPrefill?: boolean;
 }
 
 /**
  * Continuous batching: requests join the running batch at token boundaries (their prompt prefilled in
- * a slot of their own), every step advances all running sequences in one forward pass (so a DF11
+ * a slot of their own, alone or — with `sharedPrefill` — in steps shared with the prompts admitted
+ * with it), every step advances all running sequences in one forward pass (so a DF11
  * module is decoded once for the whole batch), and a sequence leaves — freeing its slot — as soon as it
  * stops (EOS, stop string, max tokens, end of context) or its signal aborts.
  */
@@ -149,8 +161,9 @@ export class BatchScheduler implements Disposable {
     }
   }
 
-  /** Move waiting requests into free slots: prefill each, emit its first token. */
+  /** Move waiting requests into free slots: prefill each (alone, or in shared steps), emit its first token. */
   private admit(): void {
+    const shared: Sequence[] = [];
     while (this.queue.length > 0 && this.freeSlots.length > 0) {
       const seq = this.queue.shift()!;
       if (seq.done) continue;
@@ -158,6 +171,10 @@ export class BatchScheduler implements Disposable {
       this.model.reset(seq.slot);
       this.running.push(seq);
       const { prompt, promptLogprobs } = seq.request;
+      if (this.options.sharedPrefill && promptLogprobs === undefined && seq.state.maxTokens > 0 && prompt.length <= this.model.backend.maxRows) {
+        shared.push(seq);
+        continue;
+      }
       const { state } = seq;
       if (promptLogprobs !== undefined) {
         const scored = scorePrompt(this.model, prompt, promptLogprobs, seq.slot);
@@ -173,6 +190,32 @@ export class BatchScheduler implements Disposable {
       }
       if (state.maxTokens === 0) this.finish(seq, "max-tokens");
     }
+    this.prefillShared(shared);
+  }
+
+  /** Prefill sequences' whole prompts in steps of up to maxRows rows (see {@link BatchSchedulerOptions.sharedPrefill}). */
+  private prefillShared(sequences: readonly Sequence[]): void {
+    const maxRows = this.model.backend.maxRows;
+    for (let i = 0; i < sequences.length; ) {
+      const group: Sequence[] = [];
+      let rows = 0;
+      while (i < sequences.length && (group.length === 0 || rows + sequences[i].request.prompt.length <= maxRows)) {
+        rows += sequences[i].request.prompt.length;
+        group.push(sequences[i++]);
+      }
+      const live = group.filter((s) => !s.done);
+      if (live.length === 0) continue;
+      const logits = this.model.step(live.map((s) => ({ slot: s.slot, tokens: s.request.prompt })));
+      this.chooseFrom(live, logits);
+    }
+  }
+
+  /** Each sequence's next token from its row of a step's logits ([sequences, vocab] on the backend). */
+  private chooseFrom(batch: readonly Sequence[], logits: ReturnType<CausalLM["step"]>): void {
+    const greedy = this.model.backend.argmax(logits);
+    const vocab = this.model.config.vocabSize;
+    const all = batch.some((s) => s.state.needsLogits) ? this.model.backend.read(logits) : undefined;
+    batch.forEach((s, i) => this.emit(s, () => (s.state.needsLogits ? s.state.choose(all!.subarray(i * vocab, (i + 1) * vocab)) : s.state.choose(undefined, greedy[i]))));
   }
 
   /** One forward pass over every running sequence's last token. */
@@ -181,10 +224,7 @@ export class BatchScheduler implements Disposable {
     if (batch.length === 0) return;
     const logits = this.model.step(batch.map((s) => ({ slot: s.slot, tokens: [s.state.context[s.state.context.length - 1]] })));
     this.stats.steps++;
-    const greedy = this.model.backend.argmax(logits);
-    const vocab = this.model.config.vocabSize;
-    const all = batch.some((s) => s.state.needsLogits) ? this.model.backend.read(logits) : undefined;
-    batch.forEach((s, i) => this.emit(s, () => (s.state.needsLogits ? s.state.choose(all!.subarray(i * vocab, (i + 1) * vocab)) : s.state.choose(undefined, greedy[i]))));
+    this.chooseFrom(batch, logits);
   }
 
   /** Choose and record a sequence's next token; an error there (e.g. a constraint no token can meet) ends that sequence only. */

@@ -31,6 +31,8 @@ export interface LoadModelOptions {
   readonly slots?: number;
   /** Requests that may wait for a free slot (default 4 × slots); more are refused (QueueFullError). */
   readonly maxQueue?: number;
+  /** Prefill prompts admitted together in shared steps (throughput; see BatchSchedulerOptions.sharedPrefill). Default false. */
+  readonly sharedPrefill?: boolean;
   /** Check the stored tensors against the checksums the files record (default true). */
   readonly checkStored?: boolean;
   /** Also decode every DF11 module once at load and check its weights' recorded checksum. */
@@ -223,10 +225,10 @@ export class Model implements Disposable {
     readonly directory: string,
     readonly lm: CausalLM,
     readonly tokenizer: TextTokenizer | undefined,
-    options: { maxBatch?: number; maxQueue?: number; generationConfig?: GenerationConfig; samplingDefaults?: boolean } = {},
+    options: { maxBatch?: number; maxQueue?: number; sharedPrefill?: boolean; generationConfig?: GenerationConfig; samplingDefaults?: boolean } = {},
   ) {
     // The CPU keeps a KV cache per sequence as it comes; a GPU backend has its fixed slots.
-    this.scheduler = new BatchScheduler(lm, { tokenizer, maxBatch: options.maxBatch ?? Math.min(lm.backend.slots, 8), maxQueue: options.maxQueue });
+    this.scheduler = new BatchScheduler(lm, { tokenizer, maxBatch: options.maxBatch ?? Math.min(lm.backend.slots, 8), maxQueue: options.maxQueue, sharedPrefill: options.sharedPrefill });
     this.generationConfig = options.generationConfig;
     this.samplingDefaults = options.samplingDefaults ?? true;
   }
@@ -342,6 +344,7 @@ export async function loadModel(source: string, options: LoadModelOptions = {}):
     return new Model(source, directory, lm, await TextTokenizer.load(directory), {
       maxBatch: options.slots,
       maxQueue: options.maxQueue,
+      sharedPrefill: options.sharedPrefill,
       generationConfig: await readGenerationConfig(directory),
       samplingDefaults: options.samplingDefaults,
     });
