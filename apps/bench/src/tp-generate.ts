@@ -72,7 +72,7 @@ interface FailedRun {
 interface CapacityProof {
   readonly label: string;
   readonly devices: number[];
-  readonly sequencesOf4096: { sequences: number; ok: boolean; error?: string; seconds?: number; filledPositions?: number; peakBytesPerGpu?: number[] };
+  readonly sequencesOf4096: { sequences: number; ok: boolean; error?: string; seconds?: number; filledPositions?: number; peakBytesPerGpu?: number[]; refused?: { sequences: number; error: string } };
   readonly longestContext: { positions: number; roomPositions: number; maxPositionEmbeddings: number; ok: boolean; error?: string; seconds?: number; peakBytesPerGpu?: number[] };
 }
 
@@ -90,10 +90,35 @@ const peaks = (backend: { memory?(): { peakBytes: number; devices?: ReadonlyArra
  * positions (a 512-token prompt and 4 decode steps). The KV cache is allocated whole at load, so a load
  * that succeeds holds that many positions next to the weights.
  */
-async function proveCapacity(dir: string, label: string, devices: number[], layout: GpuWeightsLayout, sequences: number, room: number, maxPositionEmbeddings: number): Promise<CapacityProof> {
-  const errorText = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e));
-  let sequencesOf4096: CapacityProof["sequencesOf4096"];
-  let t = performance.now();
+async function proveCapacity(
+  dir: string,
+  label: string,
+  devices: number[],
+  layout: GpuWeightsLayout,
+  sequences: number,
+  room: number,
+  maxPositionEmbeddings: number,
+  kvBytesPerPositionPerGpu: number,
+): Promise<CapacityProof> {
+  const first = await holdSequences(dir, devices, layout, sequences);
+  // The load's memory plan is conservative (it counts the fused layout's bytes before transcoding, a few GB
+  // over on a 70B): when it refuses the count measured from free memory, the count it admits is used, and
+  // both are reported.
+  const over = first.error && first.neededBytes !== undefined && first.freeBytes !== undefined ? first.neededBytes - first.freeBytes : undefined;
+  const sequencesOf4096 =
+    over !== undefined && over > 0
+      ? { ...(await holdSequences(dir, devices, layout, sequences - Math.ceil(over / (4096 * kvBytesPerPositionPerGpu)))).result, refused: { sequences, error: first.error! } }
+      : first.result;
+  return { label, devices, sequencesOf4096, longestContext: await holdLongest(dir, devices, layout, room, maxPositionEmbeddings) };
+}
+
+const errorText = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e));
+
+/** Load with `sequences` × 4,096 positions of KV cache; each sequence a prefill and a decode step, sequence 0 filled to 4,096. */
+async function holdSequences(dir: string, devices: number[], layout: GpuWeightsLayout, sequences: number) {
+  let result: CapacityProof["sequencesOf4096"];
+  let refused: { error?: string; neededBytes?: number; freeBytes?: number } = {};
+  const t = performance.now();
   try {
     const backend = await loadBackend(dir, devices, layout, 4096, sequences);
     try {
@@ -110,15 +135,21 @@ async function proveCapacity(dir: string, label: string, devices: number[], layo
       }
       model.forwardGreedy(prompt(0, 4096 - model.length(0)), 0);
       backend.synchronize();
-      sequencesOf4096 = { sequences, ok: true, seconds: (performance.now() - t) / 1000, filledPositions: model.length(0), peakBytesPerGpu: peaks(backend) };
+      result = { sequences, ok: true, seconds: (performance.now() - t) / 1000, filledPositions: model.length(0), peakBytesPerGpu: peaks(backend) };
     } finally {
       backend.dispose();
     }
   } catch (e) {
-    sequencesOf4096 = { sequences, ok: false, error: errorText(e) };
+    result = { sequences, ok: false, error: errorText(e) };
+    if (e instanceof OutOfDeviceMemoryError) refused = { error: errorText(e), neededBytes: e.neededBytes, freeBytes: e.freeBytes };
   }
+  return { result, ...refused };
+}
+
+/** Load with one sequence of the longest context (room, capped at max_position_embeddings); a 512-token prompt and 4 decode steps. */
+async function holdLongest(dir: string, devices: number[], layout: GpuWeightsLayout, room: number, maxPositionEmbeddings: number): Promise<CapacityProof["longestContext"]> {
   let longestContext: CapacityProof["longestContext"];
-  t = performance.now();
+  const t = performance.now();
   const cap = Math.min(room, maxPositionEmbeddings);
   try {
     const backend = await loadBackend(dir, devices, layout, cap, 1);
@@ -134,7 +165,7 @@ async function proveCapacity(dir: string, label: string, devices: number[], layo
   } catch (e) {
     longestContext = { positions: cap, roomPositions: room, maxPositionEmbeddings, ok: false, error: errorText(e) };
   }
-  return { label, devices, sequencesOf4096, longestContext };
+  return longestContext;
 }
 
 async function measure(dir: string, label: string, devices: number[], layout: GpuWeightsLayout): Promise<Run> {
@@ -196,8 +227,8 @@ async function main() {
   }
   if (positionals[0] === "capacity") {
     const devices = positionals[3].split(",").map(Number);
-    const [sequences, room, maxPositions] = positionals.slice(4, 7).map(Number);
-    console.log(JSON.stringify(await proveCapacity(positionals[1], positionals[2], devices, args.layout as GpuWeightsLayout, sequences, room, maxPositions)));
+    const [sequences, room, maxPositions, kvBytesPerPosition] = positionals.slice(4, 8).map(Number);
+    console.log(JSON.stringify(await proveCapacity(positionals[1], positionals[2], devices, args.layout as GpuWeightsLayout, sequences, room, maxPositions, kvBytesPerPosition)));
     return;
   }
   const df11Only = args["df11-only"];
@@ -226,7 +257,7 @@ async function main() {
     for (const r of runs.filter((x) => x.layout === "fused")) {
       log(`using the KV room of ${r.label}: ${r.capacity.sequencesOf4096} sequences of 4,096, then ${Math.min(r.capacity.positions, r.capacity.maxPositionEmbeddings).toLocaleString("en")} positions…`);
       const cap = r.capacity;
-      proofs.push(runChild<CapacityProof>(self, ["capacity", args.df11, r.label, r.devices.join(","), String(cap.sequencesOf4096), String(cap.positions), String(cap.maxPositionEmbeddings), "--layout", r.layout], { NCCL_NVLS_ENABLE: "0" }));
+      proofs.push(runChild<CapacityProof>(self, ["capacity", args.df11, r.label, r.devices.join(","), String(cap.sequencesOf4096), String(cap.positions), String(cap.maxPositionEmbeddings), String(cap.kvBytesPerPositionPerGpu), "--layout", r.layout], { NCCL_NVLS_ENABLE: "0" }));
     }
   }
   const gb = (n: number) => (n / 1e9).toFixed(2);
@@ -256,6 +287,7 @@ async function main() {
   for (const p of proofs) {
     const s4 = p.sequencesOf4096;
     const lc = p.longestContext;
+    if (s4.refused) log(`${p.label}: ${s4.refused.sequences} sequences of 4,096 positions (the room measured) refused by the load's memory plan: ${s4.refused.error}`);
     log(`${p.label}: ${s4.sequences} sequences of 4,096 positions ${s4.ok ? `held and run (sequence 0 filled to ${s4.filledPositions}; peak ${s4.peakBytesPerGpu!.map(gb).join(" / ")} GB per GPU; ${s4.seconds!.toFixed(1)} s)` : `FAILED: ${s4.error}`}`);
     log(`${p.label}: one sequence of ${lc.positions.toLocaleString("en")} positions (room ${lc.roomPositions.toLocaleString("en")}, model max ${lc.maxPositionEmbeddings.toLocaleString("en")}) ${lc.ok ? `held and run (peak ${lc.peakBytesPerGpu!.map(gb).join(" / ")} GB per GPU)` : `FAILED: ${lc.error}`}`);
   }
