@@ -235,7 +235,7 @@ const GPU_WEIGHTS_HELP =
   "GPU: how the weights are held: fused (DF11 decoded inside the matrix kernels: DF11's memory, BF16's speed), huffman (as stored, decoded per window: least memory, slowest), bf16 (plain), auto (fused (bf16 for tiny models, where its padding costs more), or huffman when that would not fit)";
 
 const MAX_GPU_MEMORY_HELP =
-  "GPU: device memory df11 may use, e.g. 12GB, 12GiB, 12000MB (default: what is free); decoder layers that do not fit stay in pinned host memory and are copied in before use (CPU offload: same outputs, slower)";
+  "GPU: device memory df11 may use, e.g. 12GB, 12GiB, 12000MB (default: what is free); decoder layers that do not fit stay in pinned host memory and are copied in before use (CPU offload: same outputs, slower); with --devices, each GPU's budget";
 
 const flagsOf = (o: Record<string, unknown>): GenerationFlags => ({
   maxTokens: o.maxTokens as number,

@@ -31,7 +31,7 @@ export type DeviceFlags = Pick<LoadOptions, "device" | "devices" | "gpuWeights" 
 /**
  * Check the device flags before anything else happens (no model resolved or downloaded, no file read,
  * no GPU looked for): GPU-only flags with `--device cpu`, `--devices` with `--device cpu`, and flags
- * that do not combine (`--devices 0,1` with `--max-gpu-memory` or `--gpu-weights huffman`) throw
+ * that do not combine (`--devices 0,1` with `--gpu-weights huffman`) throw
  * {@link CliError} naming the flags. Returns the device to ask for.
  */
 export function checkDeviceFlags(options: DeviceFlags): DeviceChoice {

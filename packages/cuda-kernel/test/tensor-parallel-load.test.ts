@@ -25,13 +25,10 @@ describe("TensorParallelBackend.load refuses early, naming the field", () => {
     expect(e).toBeInstanceOf(TensorParallelError);
     expect(e.message).toMatch(/vocab_size.*257 vocabulary rows do not divide over 2 GPUs/);
   });
-  it("the huffman layout (modules stay whole), CPU offload (not combined yet) and an empty device list", async () => {
+  it("the huffman layout (modules stay whole) and an empty device list", async () => {
     const e = await TensorParallelBackend.load(qwen2, { devices: [0, 1], gpuWeights: "huffman" }).catch((x) => x);
     expect(e).toBeInstanceOf(OptionError);
     expect(e.message).toMatch(/^gpuWeights \(--gpu-weights\): huffman keeps DF11 modules whole/);
-    const o = await TensorParallelBackend.load(qwen2, { devices: [0, 1], maxGpuMemory: 12e9 }).catch((x) => x);
-    expect(o).toBeInstanceOf(OptionError);
-    expect(o.message).toMatch(/^maxGpuMemory \(--max-gpu-memory\): CPU offload and tensor parallelism do not combine yet/);
     await expect(TensorParallelBackend.load(qwen2, { devices: [] })).rejects.toThrow(/devices is empty/);
   });
 });

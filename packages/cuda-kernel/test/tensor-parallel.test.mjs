@@ -12,7 +12,7 @@ import { CausalLM, loadCausalLM, TensorParallelError } from "../../models/dist/i
 import { compressModel } from "../../cli/dist/index.js";
 import { gpuTest, gpuUnavailableReason, relError } from "./gpu-helpers.mjs";
 import { checkGreedy, logitsBothWays, models, referenceOf, REL_TOLERANCE, sameBits } from "./reference-models.mjs";
-import { CudaBackend, deviceCount, loadNccl, TensorParallelBackend } from "../dist/index.js";
+import { CudaBackend, deviceCount, loadNccl, OutOfDeviceMemoryError, TensorParallelBackend } from "../dist/index.js";
 
 const ncclReason = (() => {
   if (gpuUnavailableReason) return gpuUnavailableReason;
@@ -128,6 +128,28 @@ for (const m of models()) {
   });
 }
 
+gpuTest("CPU offload under tensor parallelism: each GPU offloads its slices of the last layers, bit-identical to resident (fused and BF16, graphs replayed); a budget no layer fits names the GPU", { skip: twoGpuReason }, async () => {
+  const m = models().find((x) => x.name === "qwen3-tiny") ?? models()[0];
+  const ref = await referenceOf(m.ref);
+  for (const gpuWeights of ["fused", "bf16"]) {
+    const resident = await runAll(await TensorParallelBackend.load(await df11Of(m), opts({ gpuWeights, devices: [0, 1] })), ref.input_ids);
+    const offloaded = await runAll(await TensorParallelBackend.load(await df11Of(m), opts({ gpuWeights, devices: [0, 1], offloadLayers: 2 })), ref.input_ids);
+    try {
+      const n = resident.model.config.numLayers;
+      assert.deepEqual(offloaded.model.weights.offload?.layers, [n - 2, n - 1]);
+      assert.ok(offloaded.model.weights.offload.hostBytes > 0 && offloaded.model.weights.offload.slotBytes > 0);
+      assert.ok(sameBits(offloaded.prefill, resident.prefill), `${gpuWeights}: offloaded prefill logits differ from resident`);
+      assert.ok(sameBits(offloaded.stepwise, resident.stepwise), `${gpuWeights}: offloaded one-token logits differ from resident`);
+      assert.ok(sameBits(offloaded.together.subarray(0, offloaded.soloA.length), offloaded.soloA), `${gpuWeights}: offloaded batched ≠ solo`);
+      assert.equal(offloaded.model.backend.engineConfig.tensorParallel.graphs, true, `graphs: ${offloaded.model.backend.engineConfig.tensorParallel.graphs}`);
+    } finally {
+      offloaded.model.dispose();
+      resident.model.dispose();
+    }
+  }
+  await assert.rejects(TensorParallelBackend.load(m.bf16, opts({ devices: [0, 1], maxGpuMemory: 1e6 })), (e) => e instanceof OutOfDeviceMemoryError && /GPU 0, tensor-parallel rank 0/.test(e.message));
+});
+
 gpuTest("loadCausalLM({ devices: [0, 1] }) runs tensor parallel and generates transformers' greedy tokens", { skip: twoGpuReason }, async () => {
   const m = models()[0];
   const ref = await referenceOf(m.ref);
@@ -147,6 +169,5 @@ gpuTest("tensor parallelism refuses what it cannot split, naming the field; bad 
   await assert.rejects(TensorParallelBackend.load(m.bf16, { devices: [0, 0] }), /^OptionError: devices \(--devices\): 0,0 lists a GPU twice/);
   await assert.rejects(TensorParallelBackend.load(m.bf16, { devices: [0, 57] }), /^OptionError: devices \(--devices\): GPU 57 does not exist \(this machine has (one CUDA device: 0|\d+ CUDA devices: 0…\d+)\)/);
   await assert.rejects(TensorParallelBackend.load(await df11Of(m), { devices: [0, 1], gpuWeights: "huffman" }), /gpuWeights \(--gpu-weights\): huffman keeps DF11 modules whole/);
-  await assert.rejects(TensorParallelBackend.load(m.bf16, { devices: [0, 1], maxGpuMemory: 12e9 }), /maxGpuMemory \(--max-gpu-memory\): CPU offload and tensor parallelism do not combine yet/);
   await assert.rejects(CudaBackend.load(m.bf16, { device: 57 }), /^OptionError: device \(--devices\): GPU 57 does not exist/);
 });

@@ -38,8 +38,8 @@ export interface BackendLoadOptions {
    * and are copied in just ahead of use (CPU offload): bit-identical outputs, slower steps. See
    * `WeightsInfo.offload` for what was offloaded. Only a GPU uses it: with `device: "cpu"` it is refused
    * (OptionError); with `device: "auto"` and no usable GPU the model runs on the CPU and a
-   * `GpuOptionsIgnoredWarning` (`process.emitWarning`) says it was ignored. Not with several `devices`
-   * (tensor parallelism and offload do not combine yet: OptionError before any device is looked for).
+   * `GpuOptionsIgnoredWarning` (`process.emitWarning`) says it was ignored. With several `devices`
+   * (tensor parallelism) it is each GPU's budget: each offloads the same last layers' slices.
    */
   readonly maxGpuMemory?: number;
 }

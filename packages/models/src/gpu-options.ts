@@ -5,8 +5,6 @@ import { OptionError } from "./errors.js";
 
 /** Why tensor parallelism refuses the huffman layout (`gpuWeights: "huffman"` with several `devices`). */
 export const TP_HUFFMAN = "huffman keeps DF11 modules whole, and tensor parallelism holds a slice of each matrix per GPU: use fused (the default) or bf16";
-/** Why tensor parallelism refuses CPU offload (`maxGpuMemory` with several `devices`). */
-export const TP_OFFLOAD = "CPU offload and tensor parallelism do not combine yet: split the model over more GPUs, or offload on one";
 
 const LAYOUTS = ["auto", "fused", "huffman", "bf16"] as const;
 
@@ -41,9 +39,9 @@ export function gpuOnlyOptions(options: GpuOptions): GpuOnlyOption[] {
  * Refuse GPU options that are malformed or do not combine, before any file is read or device chosen
  * (OptionError naming the option and its flag): `devices` must be distinct CUDA indices and cannot go
  * with `device: "cpu"`; `maxGpuMemory` must be a positive number of bytes; `gpuWeights` one of auto,
- * fused, huffman, bf16; several `devices` (tensor parallelism) take neither `maxGpuMemory` (CPU offload)
- * nor `gpuWeights: "huffman"`; with `device: "cpu"`, `gpuWeights` (other than auto) and `maxGpuMemory`
- * are refused rather than ignored.
+ * fused, huffman, bf16; several `devices` (tensor parallelism) do not take `gpuWeights: "huffman"` (with
+ * them `maxGpuMemory` is each GPU's budget); with `device: "cpu"`, `gpuWeights` (other than auto) and
+ * `maxGpuMemory` are refused rather than ignored.
  */
 export function checkGpuOptions(options: GpuOptions): void {
   const { devices, maxGpuMemory, gpuWeights } = options;
@@ -58,10 +56,7 @@ export function checkGpuOptions(options: GpuOptions): void {
     throw new OptionError("maxGpuMemory", `must be a positive number of bytes, got ${maxGpuMemory}`, "--max-gpu-memory");
   }
   if (gpuWeights !== undefined && !LAYOUTS.includes(gpuWeights)) throw new OptionError("gpuWeights", `must be auto, fused, huffman or bf16, got ${JSON.stringify(gpuWeights)}`, "--gpu-weights");
-  if (devices && devices.length > 1) {
-    if (maxGpuMemory !== undefined) throw new OptionError("maxGpuMemory", TP_OFFLOAD, "--max-gpu-memory");
-    if (gpuWeights === "huffman") throw new OptionError("gpuWeights", TP_HUFFMAN, "--gpu-weights");
-  }
+  if (devices && devices.length > 1 && gpuWeights === "huffman") throw new OptionError("gpuWeights", TP_HUFFMAN, "--gpu-weights");
   if (options.device === "cpu") {
     const [first] = gpuOnlyOptions(options);
     if (first) throw new OptionError(first.option, `${first.option === "gpuWeights" ? first.value : "a device-memory budget"} applies to the GPU; it does not apply to device cpu (the CPU runs DF11 as stored)`, first.flag);

@@ -38,7 +38,7 @@ export interface LoadCausalLMOptions extends BackendLoadOptions {
  *
  * GPU options are checked first, before the directory is read or a device looked for
  * ({@link checkGpuOptions}: OptionError for malformed values and options that do not combine, such as
- * several `devices` with `maxGpuMemory`, or `gpuWeights`/`maxGpuMemory` with `device: "cpu"`, the
+ * several `devices` with `gpuWeights: "huffman"`, or `gpuWeights`/`maxGpuMemory` with `device: "cpu"`, the
  * default here). With `device: "auto"` and no usable GPU the model loads on the CPU, and GPU-only
  * options given (`gpuWeights` other than auto, `maxGpuMemory`) are reported ignored through a
  * {@link GpuOptionsIgnoredWarning} (`process.emitWarning`); `devices` asks for the GPU, so it fails instead.

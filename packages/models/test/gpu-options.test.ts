@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checkGpuOptions, GpuOptionsIgnoredWarning, gpuOnlyOptions, loadCausalLM, loadModel, OptionError, registerBackend, TP_HUFFMAN, TP_OFFLOAD, writeSyntheticModel } from "../src/index.js";
+import { checkGpuOptions, GpuOptionsIgnoredWarning, gpuOnlyOptions, loadCausalLM, loadModel, OptionError, registerBackend, TP_HUFFMAN, writeSyntheticModel } from "../src/index.js";
 
 const SMALL = { vocab: 1000, hidden: 64, intermediate: 160, layers: 2, heads: 4, kvHeads: 2 };
 /** How often the stand-in provider was asked whether a GPU is there. */
@@ -33,10 +33,11 @@ async function warningsDuring<T>(job: () => Promise<T>): Promise<{ value: T; war
 }
 
 describe("checkGpuOptions: options that do not combine", () => {
-  it("several devices take neither maxGpuMemory nor gpuWeights huffman; one device takes both", () => {
-    expect(() => checkGpuOptions({ devices: [0, 1], maxGpuMemory: 12e9 })).toThrow(OptionError);
-    expect(() => checkGpuOptions({ devices: [0, 1], maxGpuMemory: 12e9 })).toThrow(`maxGpuMemory (--max-gpu-memory): ${TP_OFFLOAD}`);
+  it("several devices do not take gpuWeights huffman; they take maxGpuMemory (each GPU's budget); one device takes both", () => {
+    expect(() => checkGpuOptions({ devices: [0, 1], gpuWeights: "huffman" })).toThrow(OptionError);
     expect(() => checkGpuOptions({ devices: [0, 1], gpuWeights: "huffman" })).toThrow(`gpuWeights (--gpu-weights): ${TP_HUFFMAN}`);
+    expect(() => checkGpuOptions({ devices: [0, 1], maxGpuMemory: 12e9 })).not.toThrow();
+    expect(() => checkGpuOptions({ devices: [0, 1], maxGpuMemory: -1 })).toThrow(/^maxGpuMemory \(--max-gpu-memory\): must be a positive number of bytes/);
     expect(() => checkGpuOptions({ devices: [1], maxGpuMemory: 12e9, gpuWeights: "huffman" })).not.toThrow();
     expect(() => checkGpuOptions({ devices: [0, 1], gpuWeights: "fused", device: "cuda" })).not.toThrow();
   });
@@ -69,7 +70,7 @@ describe("loading: the conflict first, then the device and the model", () => {
 
   it("loadCausalLM names the conflict before the GPU is looked for or the directory read", async () => {
     asked = 0;
-    await expect(loadCausalLM(join(work, "no-such-model"), { devices: [0, 1], maxGpuMemory: 12e9 })).rejects.toThrow(`maxGpuMemory (--max-gpu-memory): ${TP_OFFLOAD}`);
+    await expect(loadCausalLM(join(work, "no-such-model"), { devices: [0, 1], gpuWeights: "huffman" })).rejects.toThrow(`gpuWeights (--gpu-weights): ${TP_HUFFMAN}`);
     await expect(loadCausalLM(dir, { device: "auto", devices: [0, 1], gpuWeights: "huffman" })).rejects.toThrow(OptionError);
     expect(asked).toBe(0);
     // Without the conflict, the missing GPU is what is said.
@@ -79,7 +80,7 @@ describe("loading: the conflict first, then the device and the model", () => {
 
   it("loadModel names it before resolving (or downloading) the model", async () => {
     asked = 0;
-    await expect(loadModel("nobody/not-a-model", { devices: [0, 1], maxGpuMemory: 12e9 })).rejects.toThrow(OptionError);
+    await expect(loadModel("nobody/not-a-model", { devices: [0, 1], gpuWeights: "huffman" })).rejects.toThrow(OptionError);
     await expect(loadModel("nobody/not-a-model", { device: "cpu", gpuWeights: "fused" })).rejects.toThrow(/gpuWeights \(--gpu-weights\): fused applies to the GPU/);
     expect(asked).toBe(0);
   });

@@ -9,7 +9,6 @@ import {
   readRecordedChecksums,
   ropeTable,
   TP_HUFFMAN,
-  TP_OFFLOAD,
   WeightLayoutError,
   type Backend,
   type BackendTensor,
@@ -105,9 +104,9 @@ export interface CudaBackendOptions {
  */
 export type GpuWeightsLayout = "auto" | WeightFormat;
 
-// Why tensor parallelism refuses the huffman layout and CPU offload: @df11/models' checkGpuOptions says
-// it before any device is looked for; the backends say it again when loaded directly.
-export { TP_HUFFMAN, TP_OFFLOAD };
+// Why tensor parallelism refuses the huffman layout: @df11/models' checkGpuOptions says it before any
+// device is looked for; the backends say it again when loaded directly.
+export { TP_HUFFMAN };
 
 /** Throw OptionError naming `option` (and `--devices`) when `index` is not a CUDA device of this machine. */
 export function requireGpu(index: number, option: "device" | "devices"): void {
@@ -397,7 +396,6 @@ export class CudaBackend implements Backend<CudaTensor> {
     if (!["auto", "fused", "huffman", "bf16"].includes(requested)) throw new RangeError(`gpuWeights must be auto, fused, huffman or bf16, got ${JSON.stringify(requested)}`);
     if (requested === "huffman" && !dfc) throw new ConfigError("gpuWeights", "huffman keeps DF11 modules as stored, and this model is BF16: use fused (the default) or bf16");
     if (requested === "huffman" && shard) throw new OptionError("gpuWeights", TP_HUFFMAN, "--gpu-weights");
-    if (shard && (options.maxGpuMemory !== undefined || options.offloadLayers !== undefined)) throw new OptionError("maxGpuMemory", TP_OFFLOAD, "--max-gpu-memory");
     const files = await SafetensorsCollection.openDirectory(directory);
     try {
       // A multimodal checkpoint's language model under the usual names (vision parts left out).

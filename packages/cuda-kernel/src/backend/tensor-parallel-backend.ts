@@ -10,6 +10,7 @@ import {
   type BackendMemory,
   type BackendTensor,
   type FusedLayoutReport,
+  type OffloadReport,
   type LinearWeight,
   type StepRows,
   type TensorParallelPlan,
@@ -22,7 +23,7 @@ import { withDevice } from "../parallel/devices.js";
 import type { NcclSearchOptions } from "../parallel/nccl-loader.js";
 import { currentDevice, setDevice } from "../runtime/device.js";
 import { CudaEvent, type CudaGraph } from "../runtime/stream.js";
-import { CudaBackend, requireGpu, TP_HUFFMAN, TP_OFFLOAD, type CudaBackendOptions, type CudaEngineConfig, type CudaTensor } from "./cuda-backend.js";
+import { CudaBackend, requireGpu, TP_HUFFMAN, type CudaBackendOptions, type CudaEngineConfig, type CudaTensor } from "./cuda-backend.js";
 
 export interface TensorParallelBackendOptions extends Omit<CudaBackendOptions, "device" | "shard" | "profile" | "fault"> {
   /** The GPUs, one rank each (rank i runs on devices[i]); distinct CUDA device indices. */
@@ -59,6 +60,17 @@ function mergeFused(reports: ReadonlyArray<FusedLayoutReport | undefined>): Fuse
   const bytes = sum("bytes");
   const escapes = sum("escapes");
   return { matrices: sum("matrices"), weights, escapes, escapeRate: escapes / weights, bytes, bitsPerWeight: (bytes * 8) / weights, ratioToBf16: bytes / (weights * 2) };
+}
+
+/** The ranks' CPU offload together: every layer any GPU offloads, host and slot bytes of all of them. */
+function mergeOffload(reports: ReadonlyArray<OffloadReport | undefined>): OffloadReport | undefined {
+  const present = reports.filter((r): r is OffloadReport => !!r);
+  if (present.length === 0) return undefined;
+  return {
+    layers: [...new Set(present.flatMap((r) => r.layers))].sort((a, b) => a - b),
+    hostBytes: present.reduce((n, r) => n + r.hostBytes, 0),
+    slotBytes: present.reduce((n, r) => n + r.slotBytes, 0),
+  };
 }
 
 /**
@@ -104,16 +116,18 @@ export class TensorParallelBackend implements Backend<TensorParallelTensor> {
     this.slots = r0.slots;
     this.events = this.each(() => new CudaEvent({ timing: false }));
     const fused = mergeFused(ranks.map((r) => r.weights.fused));
-    this.weights = { kind: r0.weights.kind, layout: r0.weights.layout, residentBytes: ranks.reduce((n, r) => n + r.weights.residentBytes, 0), ...(fused ? { fused } : {}) };
+    const offload = mergeOffload(ranks.map((r) => r.weights.offload ?? undefined));
+    this.weights = { kind: r0.weights.kind, layout: r0.weights.layout, residentBytes: ranks.reduce((n, r) => n + r.weights.residentBytes, 0), ...(fused ? { fused } : {}), ...(offload ? { offload } : {}) };
   }
 
   /**
    * Load a model directory split over `options.devices`. Checks the split first (TensorParallelError
    * names num_attention_heads, num_key_value_heads, intermediate_size or vocab_size when it does not
    * divide), then NCCL (NcclUnavailableError saying what is missing), then loads each GPU's slice in turn
-   * (OutOfDeviceMemoryError names the GPU that lacks memory). The huffman layout and `maxGpuMemory` are
-   * refused (OptionError): modules stay whole in the one, and offload is not combined with tensor
-   * parallelism yet. `verifyWeights` decodes each DF11 module once (on the first GPU) and checks its
+   * (OutOfDeviceMemoryError names the GPU that lacks memory). The huffman layout is refused (OptionError:
+   * its modules stay whole). `maxGpuMemory` is each GPU's budget: each rank offloads the last decoder
+   * layers' slices that do not fit it to pinned host memory (CPU offload, as on one GPU; with equal GPUs
+   * the ranks pick the same layers), copied in one layer ahead inside the step's graph. `verifyWeights` decodes each DF11 module once (on the first GPU) and checks its
    * recorded checksum; the GPUs' slices of it have no recorded checksum of their own and are not summed.
    */
   static async load(directory: string, options: TensorParallelBackendOptions): Promise<TensorParallelBackend> {
@@ -125,7 +139,6 @@ export class TensorParallelBackend implements Backend<TensorParallelTensor> {
       throw new TensorParallelError("vocab_size", `${config.vocabSize} vocabulary rows do not divide over ${devices.length} GPUs (lm_head is split by vocabulary)`, devices.length);
     }
     if (options.gpuWeights === "huffman") throw new OptionError("gpuWeights", TP_HUFFMAN, "--gpu-weights");
-    if (options.maxGpuMemory !== undefined) throw new OptionError("maxGpuMemory", TP_OFFLOAD, "--max-gpu-memory");
     checkGpuOptions({ devices }); // indices, repeats
     for (const d of devices) requireGpu(d, "devices");
     const clique = NcclClique.create(devices, options.nccl);
@@ -167,6 +180,11 @@ export class TensorParallelBackend implements Backend<TensorParallelTensor> {
 
   setStep(step: StepRows): void {
     this.each((r) => r.setStep(step));
+  }
+
+  /** CPU offload: each GPU waits for (and queues) its own slices of the offloaded layers (see LayerOffload). */
+  beginLayer(layer: number): void {
+    this.each((r) => r.beginLayer(layer));
   }
 
   embed(out: TensorParallelTensor, scale: number): void {

@@ -46,7 +46,7 @@ export interface LoadModelOptions {
   readonly devices?: readonly number[];
   /**
    * GPU: bytes of device memory the model may use; decoder layers that do not fit are offloaded to pinned host memory (see BackendLoadOptions.maxGpuMemory).
-   * Not ignored off the GPU: refused with `device: "cpu"` and with several `devices`; with `device: "auto"` and no GPU, a GpuOptionsIgnoredWarning.
+   * With several `devices`, each GPU's budget. Not ignored off the GPU: refused with `device: "cpu"`; with `device: "auto"` and no GPU, a GpuOptionsIgnoredWarning.
    */
   readonly maxGpuMemory?: number;
   /** Apply generation_config.json's sampling defaults where a request sets none (default true; vLLM's `--generation-config`). */
