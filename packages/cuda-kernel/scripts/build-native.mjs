@@ -29,9 +29,14 @@ if (!force && existsSync(prebuildPath) && statSync(prebuildPath).mtimeMs > sourc
 
 const cmakeJs = join(packageRoot, "node_modules", "cmake-js", "bin", "cmake-js");
 const args = [cmakeJs, "compile", "--directory", packageRoot, "--CDCMAKE_CUDA_COMPILER=" + nvcc];
-if (process.env.DF11_CUDA_ARCHS) args.push(`--CDDF11_CUDA_ARCHS=${process.env.DF11_CUDA_ARCHS}`);
-console.log(`[@df11/cuda-kernel] building with ${nvcc}`);
+// Other architectures build in a folder of their own: cmake-js reuses a configured build folder, so a
+// DF11_CUDA_ARCHS given to the default one would be ignored (e.g. a sm_90a-only addon, ~10 MB instead of
+// the 34 MB fat binary, for carrying to a GPU host).
+const archs = process.env.DF11_CUDA_ARCHS;
+const out = archs ? join(packageRoot, "build-archs", archs.replace(/[^0-9a-z]+/gi, "_")) : undefined;
+if (archs) args.push(`--CDDF11_CUDA_ARCHS=${archs}`, "--out", out);
+console.log(`[@df11/cuda-kernel] building with ${nvcc}${archs ? ` for ${archs}` : ""}`);
 execFileSync(process.execPath, args, { stdio: "inherit", cwd: packageRoot });
 mkdirSync(prebuildDir, { recursive: true });
-copyFileSync(buildPath, prebuildPath);
+copyFileSync(out ? join(out, "Release", "df11_cuda.node") : buildPath, prebuildPath);
 console.log(`[@df11/cuda-kernel] built ${prebuildPath}`);
