@@ -270,8 +270,15 @@ async function main() {
   }
   const speedUp = (a: Run, b: Run) => ({ decode: b.decodeTokensPerSecond / a.decodeTokensPerSecond, prefill: b.prefillTokensPerSecond / a.prefillTokensPerSecond });
   const find = (layout: string, many: boolean) => runs.find((r) => r.layout === layout && (r.devices.length > 1) === many);
-  const [df11One, df11Many] = [find("fused", false)!, find("fused", true)!];
+  const [df11One, df11Many] = [find("fused", false), find("fused", true)];
   const [bf16One, bf16Many] = df11Only ? [undefined, undefined] : [find("bf16", false), find("bf16", true)];
+  // A run the comparisons need that did not load (an OutOfDeviceMemoryError is a result, not a crash):
+  // keep what was measured, say which run is missing and why.
+  if (!df11One || !df11Many || (!df11Only && (!bf16One || !bf16Many))) {
+    const partial = { benchmark: "tp-generate", date: new Date().toISOString(), model: args.model, promptTokens, newTokens, runs: runs.map(({ tokenIds, ...r }) => r), failedRuns: failed };
+    log(`saved ${saveJson(args.out!, partial)} (incomplete)`);
+    throw new Error(`the speed-ups need DF11 (fused)${df11Only ? "" : " and BF16"} on one GPU and on ${all.length}; runs that did not load: ${failed.map((f) => `${f.label} (${f.error.message})`).join("; ") || "none"}`);
+  }
   const speedUps = { ...(bf16One ? { bf16: speedUp(bf16One, bf16Many!) } : {}), df11: speedUp(df11One, df11Many) };
   log(`speed-up of ${all.length} GPUs: ${speedUps.bf16 ? `BF16 decode ×${speedUps.bf16.decode.toFixed(2)}, prefill ×${speedUps.bf16.prefill.toFixed(2)}; ` : ""}DF11 decode ×${speedUps.df11.decode.toFixed(2)}, prefill ×${speedUps.df11.prefill.toFixed(2)}`);
   // One GPU and several split the sums differently (rounding), so greedy paths may part after a while;

@@ -74,14 +74,23 @@ export interface NativeAddon {
   ): void;
   toBf16(x: Address, n: number, out: Address, stream?: NativeStream): void;
   setGemvVariant(noAllocate: boolean): void;
-  /** Which GEMM kernel linear(…, gemm) runs (tests, benchmarks): returns whether this device now runs the Hopper (wgmma) kernel. */
+  /**
+   * Which GEMM kernel linear(…, gemm) runs (tests, benchmarks; process-wide, until set again): `auto` (the
+   * Hopper wgmma kernel on compute capability 9.0, with its column tile picked per shape; mma.sync
+   * elsewhere), `mma`, `sm90` (Hopper, tile picked per shape), `sm90-128` / `sm90-256` (Hopper, that
+   * many columns per tile). Overrides `$DF11_GEMM`. Returns whether the current device now runs the Hopper
+   * kernel (false for `mma`, and off compute capability 9.0 whatever is asked). Throws TypeError for another name.
+   */
   setGemmVariant(variant: "auto" | "mma" | "sm90" | "sm90-128" | "sm90-256"): boolean;
   qkvPrepare(a: NativeAttention, qkv: Address, qNorm: Address, kNorm: Address, eps: number, unitOffset: boolean, invFreq: Address, rotaryDim: number, qOut: Address, stream?: NativeStream): void;
   attention(a: NativeAttention, q: Address, out: Address, splits: number, partial: Address, stream?: NativeStream): void;
   /**
    * The tensor-core (FlashAttention-2 style) attention of a step whose rows all belong to `slot`, at consecutive
-   * positions from `firstPosition` (`a.positions`/`a.slots` are not read). Returns false, launching nothing, where the
-   * kernel does not take the head size or the device (then run {@link attention}).
+   * positions from `firstPosition` (`a.positions`/`a.slots` are not read). `q`: float32 [a.rows, numHeads · headDim]
+   * (16-byte aligned), after qkvPrepare; `out`: float32 [a.rows, numHeads · headDim]; the keys and values of
+   * positions 0 … firstPosition + a.rows − 1 must be in the cache (qkvPrepare wrote this step's). Returns false,
+   * launching nothing, where the kernel does not take the head size (16, 32, 64, 80, 96, 128, 256), the
+   * alignment or the device (then run {@link attention}); throws for a bad slot or a span past a.maxContext.
    */
   prefillAttention(a: NativeAttention, slot: number, firstPosition: number, q: Address, out: Address, stream?: NativeStream): boolean;
   fusedTables(src: Address, rowBegin: number, rows: number, cols: number, tables: Address, stream?: NativeStream): void;

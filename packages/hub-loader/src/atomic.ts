@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
+import { rmSync, statSync } from "node:fs";
 import { access, mkdir, rename, rm } from "node:fs/promises";
 import { HubLoaderError } from "./errors.js";
 import { basename, dirname, join } from "node:path";
@@ -39,12 +39,42 @@ export async function replaceFilesAtomically(targets: readonly string[], write: 
   }
 }
 
+/** The first path from the root down to `dir` that exists and is not a directory. */
+function fileInTheWay(dir: string): string | undefined {
+  const chain: string[] = [];
+  for (let d = dir; !chain.includes(d); d = dirname(d)) chain.unshift(d);
+  for (const d of chain) {
+    try {
+      if (!statSync(d).isDirectory()) return d;
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Create `target`'s parent directories. A path on the way that is a file (EEXIST, ENOTDIR) is a
+ * HubLoaderError naming the output, not the bare errno message about one of its parents.
+ */
+async function makeParentDirectory(target: string): Promise<void> {
+  try {
+    await mkdir(dirname(target), { recursive: true });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException)?.code;
+    if (code === "EEXIST" || code === "ENOTDIR") {
+      throw new HubLoaderError(`${target}: cannot create its directory ${dirname(target)}: ${fileInTheWay(dirname(target)) ?? "a part of it"} is a file, not a directory`);
+    }
+    throw e;
+  }
+}
+
 /**
  * Run `write(tmp)` against a temporary sibling of `target`, then rename it into place. On failure the
  * temporary is removed and `target` is untouched, so no half-written file or directory is ever visible.
  */
 export async function writeAtomically<T>(target: string, write: (tmp: string) => Promise<T>): Promise<T> {
-  await mkdir(dirname(target), { recursive: true });
+  await makeParentDirectory(target);
   const tmp = temporarySibling(target);
   pending.add(tmp);
   try {

@@ -123,6 +123,20 @@ describe("safetensors round trip", () => {
   });
 });
 
+describe("an output whose parent is a file", () => {
+  it("is refused naming the output and the file in the way (not a bare EEXIST/ENOTDIR)", async () => {
+    const file = join(dir, "a-file");
+    await writeFile(file, "x");
+    for (const target of [join(file, "out"), join(file, "sub", "out")]) {
+      const e = await writeDirectoryAtomically(target, async () => undefined).catch((x: Error) => x);
+      expect(e).toBeInstanceOf(Error);
+      expect((e as Error).name).toBe("HubLoaderError");
+      expect((e as Error).message).toContain(target);
+      expect((e as Error).message).toContain(`${file} is a file, not a directory`);
+    }
+  });
+});
+
 describe("malformed safetensors raise SafetensorsError naming file and tensor", () => {
   const cases: Array<[string, () => Promise<string>, RegExp]> = [
     ["too short", async () => { const p = join(dir, "short.safetensors"); await writeFile(p, Buffer.alloc(5)); return p; }, /short\.safetensors: file is 5 bytes/],
