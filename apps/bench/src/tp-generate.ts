@@ -233,6 +233,7 @@ async function main() {
   }
   const df11Only = args["df11-only"];
   if (!args.df11 || (!args.bf16 && !df11Only)) throw new Error("give --bf16 DIR and --df11 DIR (or --df11 DIR --df11-only)");
+  if (args["bf16-layout"] && !df11Only) throw new Error("--bf16-layout goes with --df11-only (with --bf16 DIR the BF16 checkpoint already runs as BF16)");
   const self = fileURLToPath(import.meta.url);
   const all = args.devices!.split(",").map(Number);
   const child = (dir: string, label: string, devices: number[], layout: string) => {

@@ -187,9 +187,10 @@ program
     console.log(`Sealed ${dir}: ${r.verified.modules} modules decode consistently; checksums recorded in ${r.files.map((f) => basename(f)).join(", ")}`);
   });
 
-const numberOption = (name: string, check: (v: number) => boolean) => (v: string) => {
+/** A number flag; `range` says what is allowed, in the error (`invalid top-p: expected 0 < p ≤ 1`). */
+const numberOption = (name: string, check: (v: number) => boolean, range: string) => (v: string) => {
   const n = Number(v);
-  if (!Number.isFinite(n) || !check(n)) throw new InvalidArgumentError(`invalid ${name}`);
+  if (!Number.isFinite(n) || !check(n)) throw new InvalidArgumentError(`invalid ${name}: expected ${range}`);
   return n;
 };
 
@@ -197,11 +198,11 @@ const numberOption = (name: string, check: (v: number) => boolean) => (v: string
 const withSampling = (cmd: Command) =>
   cmd
     .option("-n, --max-tokens <n>", "most tokens to generate", intOption, 128)
-    .option("--temperature <t>", "sampling temperature; 0 = greedy (default: the model's generation_config.json, else 0)", numberOption("temperature", (v) => v >= 0))
-    .option("--top-k <k>", "keep the k most likely tokens", numberOption("top-k", (v) => Number.isInteger(v) && v >= 0))
-    .option("--top-p <p>", "nucleus sampling threshold", numberOption("top-p", (v) => v > 0 && v <= 1))
-    .option("--min-p <p>", "drop tokens below p × the top probability", numberOption("min-p", (v) => v >= 0 && v < 1))
-    .option("--repetition-penalty <r>", "penalise tokens already in the context (> 1)", numberOption("repetition penalty", (v) => v > 0))
+    .option("--temperature <t>", "sampling temperature; 0 = greedy (default: the model's generation_config.json, else 0)", numberOption("temperature", (v) => v >= 0, "a number ≥ 0"))
+    .option("--top-k <k>", "keep the k most likely tokens", numberOption("top-k", (v) => Number.isInteger(v) && v >= 0, "a whole number ≥ 0"))
+    .option("--top-p <p>", "nucleus sampling threshold", numberOption("top-p", (v) => v > 0 && v <= 1, "0 < p ≤ 1"))
+    .option("--min-p <p>", "drop tokens below p × the top probability", numberOption("min-p", (v) => v >= 0 && v < 1, "0 ≤ p < 1"))
+    .option("--repetition-penalty <r>", "penalise tokens already in the context (> 1)", numberOption("repetition penalty", (v) => v > 0, "a number > 0"))
     .option("--seed <n>", "RNG seed: same seed, same output", wholeOption)
     .option("--stop <text...>", "stop when the text contains one of these strings")
     .option("--no-sampling-defaults", "ignore the sampling defaults in the model's generation_config.json (do_sample, temperature, top_k, top_p, min_p, repetition_penalty)")
