@@ -11,8 +11,9 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { syntheticWeights } from "@df11/codec";
-import { CudaEvent, CudaStream, DeviceBuffer, devices, nativeAddon, programmaticLaunch, synchronize } from "@df11/cuda-kernel";
+import { CudaStream, DeviceBuffer, devices, nativeAddon, programmaticLaunch, synchronize } from "@df11/cuda-kernel";
 import { saveJson } from "./child.js";
+import { benchActivations, GpuTimer } from "./gpu-timing.js";
 import { barChart } from "./plot.js";
 
 const { values: args } = parseArgs({
@@ -48,31 +49,14 @@ const pool = DeviceBuffer.alloc(POOL * 2);
 pool.upload(syntheticWeights(POOL, 7, 0.5 / Math.sqrt(H)));
 const maxRows = Math.max(...rowCounts);
 const maxN = Math.max(...shapes.map((s) => s.at(1) as number));
-const x = DeviceBuffer.alloc(maxRows * I * 4);
-{
-  const host = new Float32Array(maxRows * I);
-  for (let i = 0; i < host.length; i++) host[i] = Math.sin(i * 12.9898) * 0.5;
-  x.upload(host);
-}
+const x = benchActivations(maxRows, I);
 const xb = DeviceBuffer.alloc(maxRows * I * 2);
 const out = DeviceBuffer.alloc(maxRows * maxN * 4);
 const workspace = DeviceBuffer.alloc(32 * 1024 * 1024);
 
 using stream = new CudaStream();
-using start = new CudaEvent();
-using end = new CudaEvent();
-const time = (fn: () => void) => {
-  for (let i = 0; i < 3; i++) fn();
-  const ms: number[] = [];
-  for (let i = 0; i < iterations; i++) {
-    start.record(stream);
-    fn();
-    end.record(stream);
-    end.synchronize();
-    ms.push(end.elapsedSince(start));
-  }
-  return ms.sort((a, b) => a - b)[ms.length >> 1];
-};
+using timer = new GpuTimer(stream, iterations);
+const time = (fn: () => void) => timer.median(fn);
 
 interface TorchRow {
   matrix: string;

@@ -12,8 +12,9 @@
  */
 import { parseArgs } from "node:util";
 import { syntheticWeights } from "@df11/codec";
-import { CudaEvent, CudaStream, DeviceBuffer, devices, FusedDeviceMatrix, fusedLayoutReport, nativeAddon, programmaticLaunch, synchronize } from "@df11/cuda-kernel";
+import { CudaStream, DeviceBuffer, devices, FusedDeviceMatrix, fusedLayoutReport, nativeAddon, programmaticLaunch, synchronize } from "@df11/cuda-kernel";
 import { saveJson } from "./child.js";
+import { benchActivations, GpuTimer } from "./gpu-timing.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -46,21 +47,8 @@ const poolDown = DeviceBuffer.alloc(POOL * 2);
 poolDown.upload(syntheticWeights(POOL, 8, 0.5 / Math.sqrt(I)));
 
 using stream = new CudaStream();
-using start = new CudaEvent();
-using end = new CudaEvent();
-/** Median GPU milliseconds of `fn` over the iterations (events around each, after 3 warm-ups). */
-const time = (fn: () => void) => {
-  for (let i = 0; i < 3; i++) fn();
-  const ms: number[] = [];
-  for (let i = 0; i < iterations; i++) {
-    start.record(stream);
-    fn();
-    end.record(stream);
-    end.synchronize();
-    ms.push(end.elapsedSince(start));
-  }
-  return ms.sort((a, b) => a - b)[ms.length >> 1];
-};
+using timer = new GpuTimer(stream, iterations);
+const time = (fn: () => void) => timer.median(fn);
 
 interface Matrix {
   name: string;
@@ -85,12 +73,7 @@ for (const [name, rows, cols] of shapes) {
 }
 
 const maxK = I;
-const x = DeviceBuffer.alloc(64 * maxK * 4);
-{
-  const host = new Float32Array(64 * maxK);
-  for (let i = 0; i < host.length; i++) host[i] = Math.sin(i * 12.9898) * 0.5;
-  x.upload(host);
-}
+const x = benchActivations(64, maxK);
 // x rounded to BF16 once, as the backend does for steps of more than 8 rows (the GEMV reads that copy
 // then). Rows of x are maxK apart in both, so the copy is only valid for matrices with cols = maxK: the
 // others get a copy of their own per call (timed apart from the kernel, as the backend's is one small kernel).
