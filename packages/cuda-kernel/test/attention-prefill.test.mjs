@@ -13,24 +13,13 @@ import assert from "node:assert/strict";
 import { mulberry32 } from "../../codec/dist/index.js";
 import { join } from "node:path";
 import { CausalLM } from "../../models/dist/index.js";
-import { gpuTest, relError } from "./gpu-helpers.mjs";
+import { gpuTest, relError, toBf16 } from "./gpu-helpers.mjs";
 import { logitsBothWays, REL_TOLERANCE, repo } from "./reference-models.mjs";
 import { CudaBackend, DeviceBuffer, nativeAddon, synchronize } from "../dist/index.js";
 
 const TOLERANCE = 6e-3;
 const NAN_BF16 = 0x7fc0;
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-const toBf16 = (v) => {
-  f32[0] = v;
-  const u = u32[0];
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
-};
-const fromBf16 = (b) => {
-  u32[0] = b << 16;
-  return f32[0];
-};
 
 /**
  * Two KV-cache slots of random BF16 values; the step's rows are slot `slot`'s at firstPosition…firstPosition + rows − 1,

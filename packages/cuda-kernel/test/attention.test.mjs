@@ -4,20 +4,9 @@
 // plus: a row's result does not depend on the other rows of the step. Skipped, with the reason, without a GPU.
 import assert from "node:assert/strict";
 import { mulberry32 } from "../../codec/dist/index.js";
-import { gpuTest, relError } from "./gpu-helpers.mjs";
+import { fromBf16, gpuTest, relError, toBf16 } from "./gpu-helpers.mjs";
 import { DeviceBuffer, nativeAddon, synchronize } from "../dist/index.js";
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-const toBf16 = (v) => {
-  f32[0] = v;
-  const u = u32[0];
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
-};
-const fromBf16 = (b) => {
-  u32[0] = b << 16;
-  return f32[0];
-};
 
 /** A KV cache [slots, KV, maxContext, d] of random BF16 values and the device buffers of one step. */
 function setup({ H, KV, d, maxContext, slots, rows, positions, rowSlots, seed }) {

@@ -3,17 +3,9 @@
 // 8-per-thread path (aligned, n % 8 == 0) and the one-per-thread path. Skipped, with the reason, without a GPU.
 import assert from "node:assert/strict";
 import { mulberry32 } from "../../codec/dist/index.js";
-import { gpuTest } from "./gpu-helpers.mjs";
+import { gpuTest, toBf16 } from "./gpu-helpers.mjs";
 import { DeviceBuffer, nativeAddon, synchronize } from "../dist/index.js";
 
-const u32 = new Uint32Array(1);
-const f32 = new Float32Array(u32.buffer);
-/** Round to nearest even, as IEEE says; NaN: any NaN (checked apart). */
-const toBf16 = (v) => {
-  f32[0] = v;
-  const u = u32[0];
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
-};
 
 function values(n, seed) {
   const rand = mulberry32(seed);

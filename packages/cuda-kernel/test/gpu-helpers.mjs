@@ -23,3 +23,18 @@ export function relError(got, expected) {
   }
   return Math.sqrt(num / den);
 }
+
+const bf16Scratch = new Float32Array(1);
+const bf16Bits = new Uint32Array(bf16Scratch.buffer);
+/** float32 → BF16 bits, round to nearest even (as the GPU's conversion); a NaN's result is not defined here (check NaNs apart). */
+export function toBf16(v) {
+  bf16Scratch[0] = v;
+  const u = bf16Bits[0];
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** BF16 bits → the float32 value (exact). */
+export function fromBf16(b) {
+  bf16Bits[0] = b << 16;
+  return bf16Scratch[0];
+}

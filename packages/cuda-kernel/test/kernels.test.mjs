@@ -3,21 +3,9 @@
 // Skipped, each with the reason, without a GPU.
 import assert from "node:assert/strict";
 import { encodeModule, mulberry32, syntheticWeights } from "../../codec/dist/index.js";
-import { gpuTest, relError } from "./gpu-helpers.mjs";
+import { fromBf16, gpuTest, relError, toBf16 } from "./gpu-helpers.mjs";
 import { DeviceBuffer, DeviceModule, nativeAddon, synchronize } from "../dist/index.js";
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-/** float32 → BF16 bits, round to nearest even (as the GPU's conversion). */
-const toBf16 = (v) => {
-  f32[0] = v;
-  const u = u32[0];
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
-};
-const fromBf16 = (b) => {
-  u32[0] = b << 16;
-  return f32[0];
-};
 
 function randomLinear(N, K, rows, seed) {
   const rand = mulberry32(seed);
