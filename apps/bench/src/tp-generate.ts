@@ -104,20 +104,23 @@ async function proveCapacity(
   // The load's memory plan is conservative (it counts the fused layout's bytes before transcoding, a few GB
   // over on a 70B): when it refuses the count measured from free memory, the count it admits is used, and
   // both are reported.
-  const over = first.error && first.neededBytes !== undefined && first.freeBytes !== undefined ? first.neededBytes - first.freeBytes : undefined;
+  const over = first.shortfallBytes;
   const sequencesOf4096 =
     over !== undefined && over > 0
-      ? { ...(await holdSequences(dir, devices, layout, sequences - Math.ceil(over / (4096 * kvBytesPerPositionPerGpu)))).result, refused: { sequences, error: first.error! } }
+      ? { ...(await holdSequences(dir, devices, layout, sequences - Math.ceil(over / (4096 * kvBytesPerPositionPerGpu)))).result, refused: { sequences, error: first.result.error! } }
       : first.result;
   return { label, devices, sequencesOf4096, longestContext: await holdLongest(dir, devices, layout, room, maxPositionEmbeddings) };
 }
 
 const errorText = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e));
 
-/** Load with `sequences` × 4,096 positions of KV cache; each sequence a prefill and a decode step, sequence 0 filled to 4,096. */
-async function holdSequences(dir: string, devices: number[], layout: GpuWeightsLayout, sequences: number) {
+/**
+ * Load with `sequences` × 4,096 positions of KV cache; each sequence a prefill and a decode step, sequence 0
+ * filled to 4,096. shortfallBytes: by how much the load's memory plan found too little memory, when it refused.
+ */
+async function holdSequences(dir: string, devices: number[], layout: GpuWeightsLayout, sequences: number): Promise<{ result: CapacityProof["sequencesOf4096"]; shortfallBytes?: number }> {
   let result: CapacityProof["sequencesOf4096"];
-  let refused: { error?: string; neededBytes?: number; freeBytes?: number } = {};
+  let shortfallBytes: number | undefined;
   const t = performance.now();
   try {
     const backend = await loadBackend(dir, devices, layout, 4096, sequences);
@@ -141,9 +144,9 @@ async function holdSequences(dir: string, devices: number[], layout: GpuWeightsL
     }
   } catch (e) {
     result = { sequences, ok: false, error: errorText(e) };
-    if (e instanceof OutOfDeviceMemoryError) refused = { error: errorText(e), neededBytes: e.neededBytes, freeBytes: e.freeBytes };
+    if (e instanceof OutOfDeviceMemoryError && e.neededBytes !== undefined && e.freeBytes !== undefined) shortfallBytes = e.neededBytes - e.freeBytes;
   }
-  return { result, ...refused };
+  return { result, shortfallBytes };
 }
 
 /** Load with one sequence of the longest context (room, capped at max_position_embeddings); a 512-token prompt and 4 decode steps. */
