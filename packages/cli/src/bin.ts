@@ -187,10 +187,10 @@ program
     console.log(`Sealed ${dir}: ${r.verified.modules} modules decode consistently; checksums recorded in ${r.files.map((f) => basename(f)).join(", ")}`);
   });
 
-/** A number flag; `range` says what is allowed, in the error (`invalid top-p: expected 0 < p ≤ 1`). */
+/** A number flag; `range` says what is allowed, in the error (`argument '2' is invalid. top-p: expected 0 < p ≤ 1`). */
 const numberOption = (name: string, check: (v: number) => boolean, range: string) => (v: string) => {
   const n = Number(v);
-  if (!Number.isFinite(n) || !check(n)) throw new InvalidArgumentError(`invalid ${name}: expected ${range}`);
+  if (!Number.isFinite(n) || !check(n)) throw new InvalidArgumentError(`${name}: expected ${range}`);
   return n;
 };
 

@@ -64,7 +64,7 @@ describe("df11 errors on the command line", () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr.split("\n")).toEqual([expect.stringMatching(/^df11: error: option '--max-gpu-memory <size>' argument 'plenty' is invalid\. expected a size such as 12GB/), "run 'df11 generate --help' for the options", ""]);
     const range = await failing("generate", model, "--top-p", "2");
-    expect(range.stderr.split("\n")[0]).toBe("df11: error: option '--top-p <p>' argument '2' is invalid. invalid top-p: expected 0 < p ≤ 1");
+    expect(range.stderr.split("\n")[0]).toBe("df11: error: option '--top-p <p>' argument '2' is invalid. top-p: expected 0 < p ≤ 1");
     const missing = await failing("serve");
     expect(missing.stderr).toBe("df11: error: missing required argument 'model'\nrun 'df11 serve --help' for the options\n");
     const unknown = await failing("frobnicate");
