@@ -11,7 +11,7 @@ import torch
 SHAPES = [("q|k|v", 6144, 4096), ("o", 4096, 4096), ("k", 1024, 4096), ("gate|up", 28672, 4096), ("down", 4096, 14336), ("lm_head", 128256, 4096)]
 
 
-def main(out, ms=(512, 2048)):
+def main(out, ms=(128, 256, 512, 2048)):
     torch.manual_seed(0)
     dev = "cuda"
     rows = []
@@ -41,4 +41,4 @@ def main(out, ms=(512, 2048)):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], tuple(int(m) for m in sys.argv[2].split(",")) if len(sys.argv) > 2 else (512, 2048))
+    main(sys.argv[1], tuple(int(m) for m in sys.argv[2].split(",")) if len(sys.argv) > 2 else (128, 256, 512, 2048))

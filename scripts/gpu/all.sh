@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU host (after `source scripts/gpu/setup.sh`): the stages named in $STAGES (default: all) —
 # tests (GPU tests), sanitize (compute-sanitizer memcheck workloads), kernels (GEMV bench + cuBLAS floor),
-# gemm (the prefill GEMM's kernels vs torch F.linear on the 8B shapes at 512 and 2048 rows),
+# gemm (the prefill GEMM's kernels, BF16 and DF11 fused, vs torch F.linear on the 8B shapes at 128…2048 rows),
 # generate (8B generation bench, transformers in the same run), serve (HTTP serving bench), batch
 # (df11 generate --batch-size 1,8,32), peer (the official dfloat11 package on df11's files), cli (the df11
 # command on a reference model: every --gpu-weights, serve's /health), tp (the 8B model on one GPU vs tensor

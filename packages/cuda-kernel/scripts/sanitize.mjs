@@ -1,6 +1,6 @@
 // Small decode workload for compute-sanitizer:  compute-sanitizer --tool memcheck node sanitize.mjs
 import { encodeModule, mergeBF16, syntheticWeights } from "../../codec/dist/index.js";
-import { DeviceBuffer, DeviceModule, nativeAddon, synchronize } from "../dist/index.js";
+import { CudaStream, DeviceBuffer, DeviceModule, FusedDeviceMatrix, nativeAddon, synchronize } from "../dist/index.js";
 
 const cases = [
   [new Uint16Array([0x3f80])],
@@ -55,3 +55,36 @@ for (const variant of hopper ? ["sm90", "sm90-128", "sm90-256", "mma"] : ["mma"]
 }
 addon.setGemmVariant("auto");
 console.log(`sanitize workload: ${products} GEMMs (${hopper ? "Hopper wgmma kernel and mma.sync" : "mma.sync"})`);
+
+// The fused GEMM (fused tiles decoded inside the Hopper kernel) on the same ragged shapes (K % 8 == 0),
+// and on a slice of rows; its output must equal the BF16 kernel's.
+if (hopper) {
+  addon.setFusedGemm("always");
+  const stream = new CudaStream();
+  let fusedProducts = 0;
+  for (const { N, K, rows, ldo, workspaceBytes = 1 << 20 } of gemmShapes.filter((s) => s.K % 8 === 0 && s.rows > 64)) {
+    const bits = syntheticWeights(N * K, 10, 0.02);
+    const w = DeviceBuffer.from(bits);
+    const m = FusedDeviceMatrix.transcode(N, K, { windowRows: 64, fill: (r0) => w.address + r0 * K * 2 }, stream);
+    const x = DeviceBuffer.from(Float32Array.from({ length: rows * K }, (_, i) => Math.cos(i)));
+    const xb = DeviceBuffer.alloc(rows * K * 2);
+    const outs = [DeviceBuffer.alloc(rows * ldo * 4), DeviceBuffer.alloc(rows * ldo * 4)];
+    const workspace = DeviceBuffer.alloc(workspaceBytes);
+    addon.toBf16(x.address, rows * K, xb.address, stream.native);
+    for (const [r0, r1] of [[0, N], [8, N - 1]]) {
+      for (const o of outs) o.fill(0);
+      addon.linear(w.address + r0 * K * 2, r1 - r0, K, x.address, K, rows, 0, outs[0].address, ldo, false, xb.address, stream.native, workspace.address, workspaceBytes, true);
+      const ran = m.gemm({ rowBegin: r0, rowEnd: r1, xBf16: xb.address, rows, bias: 0, out: outs[1].address, ldo, accumulate: false, workspace: workspace.address, workspaceBytes, stream });
+      stream.synchronize();
+      if (!ran) throw new Error(`fused gemm ${N}×${K}×${rows}: declined on a Hopper device`);
+      const [a, b] = outs.map((o) => o.download(new Float32Array(rows * ldo)));
+      if (a.some((v, i) => !Object.is(v, b[i]))) throw new Error(`fused gemm ${N}×${K}×${rows} rows ${r0}…${r1}: differs from the BF16 GEMM`);
+      fusedProducts++;
+    }
+    for (const b of [w, x, xb, workspace, ...outs]) b.dispose();
+    m.dispose();
+  }
+  stream.dispose();
+  addon.setFusedGemm("auto");
+  console.log(`sanitize workload: ${fusedProducts} fused GEMMs, equal to the BF16 GEMM`);
+}

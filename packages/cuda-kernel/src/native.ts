@@ -102,6 +102,21 @@ export interface NativeAddon {
   fusedUnpackRows(view: NativeFusedView, ids: Address, count: number, out: Address, stream?: NativeStream): void;
   /** xBf16: x rounded to BF16 ([rows, K]) or 0; read instead of x for more than 8 rows. */
   fusedLinear(view: NativeFusedView, x: Address, ldx: number, rows: number, bias: Address, out: Address, ldo: number, accumulate: boolean, stream?: NativeStream, xBf16?: Address): void;
+  /**
+   * out[rows, view.rows] (+)= x · Wᵀ + bias with W in the fused layout, its tiles decoded inside the Hopper
+   * GEMM (wgmma + TMA, compute capability 9.0): bit-identical to `linear(…, gemm)` on the BF16 matrix the
+   * view encodes. xBf16: x converted to BF16, [rows, view.cols], 16-byte aligned; out float32 [rows, ldo];
+   * workspace: split-K partial sums, as for `linear`. Returns false, launching nothing, where that kernel
+   * does not run (another GPU, `DF11_GEMM=mma`, `DF11_FUSED_GEMM=0`, too small a workspace): decode windows
+   * of W then and call `linear`; also above 128 rows unless `setFusedGemm("always")` (there windows and
+   * the BF16 kernel are faster on the H200). Throws for an inconsistent view.
+   */
+  fusedGemm(view: NativeFusedView, rows: number, bias: Address, out: Address, ldo: number, accumulate: boolean, xBf16: Address, stream: NativeStream | undefined, workspace: Address, workspaceBytes: number): boolean;
+  /**
+   * When fusedGemm runs (process-wide; tests, benchmarks; overrides `$DF11_FUSED_GEMM`): `auto` (up to 128
+   * rows), `always`, or `off` (it then always returns false). Throws TypeError for another name.
+   */
+  setFusedGemm(mode: "auto" | "always" | "off"): void;
   cudaRuntimeVersion: number;
 }
 

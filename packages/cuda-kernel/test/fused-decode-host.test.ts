@@ -1,5 +1,5 @@
 // The GPU's fused-layout decode arithmetic, run on the host: test/native/fused-decode-host.cc compiles
-// csrc/kernels/fused-decode.cuh (the functions the fused GEMV and unpack kernels call, byte permute
+// csrc/kernels/fused-decode.cuh (the functions the fused GEMV, unpack and Hopper GEMM kernels call, byte permute
 // emulated) with the host C++ compiler and decodes matrices the reference encoder (@df11/codec) wrote.
 // Every BF16 bit pattern must come back. (The kernels themselves run in the GPU tests.)
 import { execFileSync, spawnSync } from "node:child_process";
@@ -26,21 +26,26 @@ describe.skipIf(skip)("fused-layout decode arithmetic of the GPU kernels, run on
   afterAll(() => rmSync(work, { recursive: true, force: true }));
 
   /** Runs the host decoder on `m` and returns what it decoded. */
-  function decodeOnHost(m: FusedMatrix): Uint16Array {
+  function decodeOnHost(m: FusedMatrix, mode: "warp" | "stage"): Uint16Array {
     const header = new Uint32Array([m.rows, m.cols, m.groups, m.tiles, m.escapePositions.length]);
     const parts = [header, m.data, m.tables, m.escapeOffsets, m.escapePositions, m.escapeExponents].map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength));
     const input = join(work, "in.bin");
     const output = join(work, "out.bin");
     writeFileSync(input, Buffer.concat(parts));
-    execFileSync(binary, [input, output]);
+    execFileSync(binary, mode === "stage" ? [input, output, "stage"] : [input, output]);
     const bytes = readFileSync(output);
     return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
   }
 
+  // Both ways the GPU decodes: a warp per tile into registers (GEMV, unpack), and 64 k × 128 rows at a
+  // time into the Hopper GEMM's swizzled shared-memory stages (its producer warps).
   const expectRoundTrip = (w: Uint16Array, rows: number, cols: number) => {
-    const back = decodeOnHost(encodeFusedMatrix(w, rows, cols));
-    expect(back.length).toBe(w.length);
-    expect(back.findIndex((v, i) => v !== w[i])).toBe(-1);
+    const m = encodeFusedMatrix(w, rows, cols);
+    for (const mode of ["warp", "stage"] as const) {
+      const back = decodeOnHost(m, mode);
+      expect(back.length).toBe(w.length);
+      expect(back.findIndex((v, i) => v !== w[i]), `${mode}: first differing weight`).toBe(-1);
+    }
   };
 
   it("realistic weights, N and K aligned and not (4096, 14336 + 8, 344, 8)", () => {
@@ -50,6 +55,7 @@ describe.skipIf(skip)("fused-layout decode arithmetic of the GPU kernels, run on
       [9, 344],
       [3, 8],
       [17, 1000],
+      [300, 520],
     ]) {
       expectRoundTrip(syntheticWeights(rows * cols, rows + cols, 0.5 / Math.sqrt(cols)), rows, cols);
     }
@@ -63,5 +69,9 @@ describe.skipIf(skip)("fused-layout decode arithmetic of the GPU kernels, run on
     const specials = [0x7fc0, 0xffc1, 0x7f81, 0x7f80, 0xff80, 0x8000, 0x0000, 0x0001, 0x807f, 0x0040, 0x3f80, 0xbf80];
     for (let k = 0; k < cols; k++) w[cols + k] = specials[Math.floor(rand() * specials.length)];
     expectRoundTrip(w, 2, cols);
+    // Every weight escaped (each row's 9 most frequent exponents equally common: 1 in 9 fits no code) and 130 rows (two block tiles).
+    const all = new Uint16Array(130 * 264);
+    for (let i = 0; i < all.length; i++) all[i] = mergeBF16(((i % 264) * 29) % 256, Math.floor(rand() * 256));
+    expectRoundTrip(all, 130, 264);
   });
 });

@@ -1,7 +1,8 @@
 // GPU tests of the DF11 fused layout: the GPU transcoder writes exactly the bytes of the reference
 // encoder (@df11/codec encodeFusedMatrix), the layout round-trips ≥ 200 M realistic weights and crafted
 // ones bit for bit, and the fused GEMV gives bit-identical outputs to the BF16 GEMV on the same weights
-// for every batch of 1…16 rows, slices, bias and accumulation. Skipped, each with the reason, without a GPU.
+// for every batch of 1…64 rows, slices, bias and accumulation; the fused GEMM inside the Hopper kernel is
+// bit-identical to the BF16 GEMM for 65…700 rows. Skipped, each with the reason, without a GPU.
 import assert from "node:assert/strict";
 import { encodeFusedMatrix, mergeBF16, mulberry32, syntheticWeights } from "../../codec/dist/index.js";
 import { gpuTest } from "./gpu-helpers.mjs";
@@ -155,4 +156,94 @@ gpuTest("the fused GEMV is bit-identical to the BF16 GEMV: rows 1…64, slices, 
       }
     }
   }
+}));
+
+gpuTest("the fused GEMM (tiles decoded inside the Hopper kernel) is bit-identical to the BF16 GEMM: rows 65…700, K splits, slices, bias, accumulate, N and K aligned and not, every weight escaped", () => withDisposables((own) => {
+  const stream = own(new CudaStream());
+  const addon = nativeAddon();
+  if (!addon.setGemmVariant("auto")) {
+    // Not a Hopper device (or no sm_90a code in this build): the fused GEMM declines, DF11 decodes windows.
+    const bits = syntheticWeights(64 * 256, 1);
+    const m = own(transcode(bits, 64, 256, stream));
+    const ws = own(DeviceBuffer.alloc(1 << 20));
+    const xb = own(DeviceBuffer.alloc(128 * 256 * 2));
+    const out = own(DeviceBuffer.alloc(128 * 64 * 4));
+    assert.equal(m.gemm({ rowBegin: 0, rowEnd: 64, xBf16: xb.address, rows: 128, bias: 0, out: out.address, ldo: 64, accumulate: false, workspace: ws.address, workspaceBytes: ws.byteLength, stream }), false);
+    console.log("no Hopper GEMM on this device: checked that the fused GEMM declines");
+    return;
+  }
+  const workspace = own(DeviceBuffer.alloc(64 * 1024 * 1024));
+  addon.setFusedGemm("always"); // every size (auto leaves more than 128 rows to windows)
+  const cases = [
+    [1003, 4096, [65, 128, 200, 700]],
+    [257, 1032, [65, 129, 512]],
+    [61, 344, [100, 300]],
+    [4096, 14336, [128, 512]],
+    [130, 264, [96, 600]],  // every weight escaped (below)
+  ];
+  for (const [N, K, rowCounts] of cases) {
+    let bits;
+    if (K === 264) {
+      const rand = mulberry32(5);
+      bits = new Uint16Array(N * K);
+      // Exponents 100…130 in turn: 31 equally common per row, so 23 in 31 weights are escapes (tiles of more than 64).
+      for (let i = 0; i < bits.length; i++) bits[i] = mergeBF16(100 + ((i * 7) % 31), Math.floor(rand() * 256));
+    } else {
+      bits = syntheticWeights(N * K, N + K, 0.5 / Math.sqrt(K));
+      bits.set(crafted(K).subarray(0, 2 * K), 0);
+      for (let i = 0; i < 2 * K; i++) {
+        const e = (bits[i] >> 7) & 0xff;
+        if (e > 130) bits[i] = mergeBF16(130 - (e % 9), ((bits[i] >> 8) & 0x80) | (bits[i] & 0x7f));
+      }
+    }
+    const m = own(transcode(bits, N, K, stream, 96));
+    const w = own(DeviceBuffer.from(bits));
+    const maxRows = Math.max(...rowCounts);
+    const rand = mulberry32(K + 1);
+    const x = own(DeviceBuffer.from(Float32Array.from({ length: maxRows * K }, () => rand() * 2 - 1)));
+    const xb = own(DeviceBuffer.alloc(maxRows * K * 2));
+    const bias = own(DeviceBuffer.from(Float32Array.from({ length: N }, () => rand() - 0.5)));
+    const start = Float32Array.from({ length: maxRows * N }, () => rand());
+    const a = own(DeviceBuffer.alloc(maxRows * N * 4));
+    const b = own(DeviceBuffer.alloc(maxRows * N * 4));
+    for (const rows of rowCounts) {
+      addon.toBf16(x.address, rows * K, xb.address, stream.native);
+      for (const [r0, r1, withBias, accumulate] of [
+        [0, N, false, false],
+        [8, N - 3, true, true],
+      ]) {
+        const n = r1 - r0;
+        for (const out of [a, b]) accumulate ? out.upload(start) : out.fill(0xff);
+        addon.linear(w.address + r0 * K * 2, n, K, x.address, K, rows, withBias ? bias.address : 0, a.address, N, accumulate, xb.address, stream.native, workspace.address, workspace.byteLength, true);
+        const ran = m.gemm({ rowBegin: r0, rowEnd: r1, xBf16: xb.address, rows, bias: withBias ? bias.address : 0, out: b.address, ldo: N, accumulate, workspace: workspace.address, workspaceBytes: workspace.byteLength, stream });
+        assert.ok(ran, "the fused GEMM runs on a Hopper device");
+        stream.synchronize();
+        const ga = a.download(new Float32Array(maxRows * N));
+        const gb = b.download(new Float32Array(maxRows * N));
+        const bad = ga.findIndex((v, i) => !Object.is(v, gb[i]));
+        assert.equal(bad, -1, `[${N}, ${K}] rows ${rows}, slice ${r0}…${r1}: output ${bad} is ${gb[bad]}, BF16 gives ${ga[bad]}`);
+        assert.ok(gb.subarray(0, rows * N).every((v, i) => i % N >= n || Number.isFinite(v)), "every output written and finite");
+      }
+    }
+  }
+  // Where the BF16 path would not take the Hopper kernel, neither does the fused one (DF11 = BF16 holds);
+  // auto leaves more than 128 rows to windows.
+  const small = own(transcode(syntheticWeights(64 * 256, 2), 64, 256, stream));
+  const call = { rowBegin: 0, rowEnd: 64, xBf16: workspace.address, rows: 128, bias: 0, out: workspace.address + (1 << 20), ldo: 64, accumulate: false, workspace: workspace.address + (2 << 20), workspaceBytes: 1 << 20, stream };
+  try {
+    addon.setGemmVariant("mma");
+    assert.equal(small.gemm(call), false, "DF11_GEMM=mma: the fused GEMM declines");
+    addon.setGemmVariant("auto");
+    addon.setFusedGemm("off");
+    assert.equal(small.gemm(call), false, "setFusedGemm(off): declines");
+    addon.setFusedGemm("auto");
+    assert.equal(small.gemm({ ...call, rows: 129 }), false, "auto: more than 128 rows decline");
+    assert.equal(small.gemm({ ...call, rows: 128 }), true, "auto: 128 rows run");
+    assert.equal(small.gemm({ ...call, rowBegin: 4 }), false, "a slice that does not start on a group of 8 rows: declines");
+    assert.throws(() => addon.setFusedGemm("sometimes"), TypeError);
+  } finally {
+    addon.setGemmVariant("auto");
+    addon.setFusedGemm("auto");
+  }
+  stream.synchronize();
 }));

@@ -116,6 +116,40 @@ Napi::Value FusedLinear(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// fusedGemm(view, rows, bias, out, ldo, accumulate, xBf16, stream, workspace, workspaceBytes) → whether it
+// ran: the Hopper GEMM on x converted to BF16 ([rows, K]) with the fused tiles decoded inside it; false
+// where that kernel does not run (the caller decodes windows of W for launchGemm instead).
+Napi::Value FusedGemm(const Napi::CallbackInfo& info) {
+  const df11::FusedView v = viewArg(info, 0);
+  df11::LinearArgs a{};
+  a.weight = nullptr;
+  a.N = v.rows;
+  a.K = v.cols;
+  a.x = nullptr;
+  a.ldx = v.cols;
+  a.rows = intArg(info, 1, "rows");
+  a.bias = pointerArg<const float>(info, 2, "bias");
+  a.out = pointerArg<float>(info, 3, "out");
+  a.ldo = intArg(info, 4, "ldo");
+  a.accumulate = info[5].ToBoolean().Value();
+  const uint16_t* xBf16 = pointerArg<const uint16_t>(info, 6, "xBf16");
+  cudaStream_t stream = streamOf(info[7]);
+  float* workspace = pointerArg<float>(info, 8, "workspace");
+  const size_t workspaceFloats = static_cast<size_t>(numberArg(info, 9, "workspaceBytes")) / 4;
+  const cudaError_t e = df11::launchFusedGemm(a, v, xBf16, workspace, workspaceFloats, stream);
+  if (e == cudaErrorNotSupported) return Napi::Boolean::New(info.Env(), false);
+  throwIfError(info.Env(), e, "fused gemm");
+  return Napi::Boolean::New(info.Env(), true);
+}
+
+// setFusedGemm("auto" | "always" | "off") — tests and benchmarks.
+Napi::Value SetFusedGemm(const Napi::CallbackInfo& info) {
+  const std::string v = info[0].ToString().Utf8Value();
+  if (v != "auto" && v != "always" && v != "off") throw Napi::TypeError::New(info.Env(), "setFusedGemm: auto, always or off");
+  df11::setFusedGemm(v == "off" ? df11::FusedGemmMode::Off : v == "always" ? df11::FusedGemmMode::Always : df11::FusedGemmMode::Auto);
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void InitFusedOps(Napi::Env env, Napi::Object exports) {
@@ -128,6 +162,8 @@ void InitFusedOps(Napi::Env env, Napi::Object exports) {
   fn("fusedUnpack", FusedUnpack);
   fn("fusedUnpackRows", FusedUnpackRows);
   fn("fusedLinear", FusedLinear);
+  fn("fusedGemm", FusedGemm);
+  fn("setFusedGemm", SetFusedGemm);
 }
 
 }  // namespace df11addon

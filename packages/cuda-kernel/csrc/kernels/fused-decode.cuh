@@ -4,6 +4,7 @@
 // the byte permute).
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 #include "fused.h"
 
@@ -81,6 +82,101 @@ __host__ __device__ __forceinline__ uint32_t patchOffset(uint32_t lane, uint32_t
 
 // The lane and byte an escape at tile position p (= 64·lane + q) patches.
 __host__ __device__ __forceinline__ uint32_t patchOffsetOfPosition(uint32_t p) { return patchOffset((p >> 6) & 31, p & 63); }
+
+// ---- into the Hopper GEMM's shared-memory stages (gemm-sm90.cu) ----------------------------------------
+// A stage holds 64 k of up to 128 W rows as the 128-byte-swizzle tensor map writes them: rows of 128
+// bytes, 16-byte unit u of row r at unit u ^ (r % 8).
+__host__ __device__ __forceinline__ uint32_t stageOffset(int r, int k) { return r * 128 + ((((k >> 3) ^ r) & 7) << 4) + (k & 7) * 2; }
+
+__host__ __device__ __forceinline__ uint4 load16(const uint8_t* p) {
+#ifdef __CUDA_ARCH__
+  return *reinterpret_cast<const uint4*>(p);
+#else
+  uint4 v;
+  std::memcpy(&v, p, 16);
+  return v;
+#endif
+}
+__host__ __device__ __forceinline__ uint32_t load4(const uint8_t* p) {
+#ifdef __CUDA_ARCH__
+  return *reinterpret_cast<const uint32_t*>(p);
+#else
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+#endif
+}
+__host__ __device__ __forceinline__ void store16(uint8_t* p, const uint4& v) {
+#ifdef __CUDA_ARCH__
+  *reinterpret_cast<uint4*>(p) = v;
+#else
+  std::memcpy(p, &v, 16);
+#endif
+}
+
+// Quarter s (k 64s … 64s + 63) of one group's tile block (`tile`: its 2816 bytes) into stage rows
+// rowBase … rowBase + 7: lane 4g + q writes row g's k 8q … 8q + 7 and 32 + 8q … (its chunks 2s and 2s + 1),
+// with the table's exponents (escapes: applyStagePatch after). Tail: k ≥ kLeft (past K) written as zeros.
+template <bool Tail>
+__host__ __device__ __forceinline__ void decodeStageQuarter(const uint8_t* tile, uint2 table, int s, uint32_t lane, int kLeft, uint8_t* stage, int rowBase) {
+  const int g = static_cast<int>(lane >> 2), q = static_cast<int>(lane & 3);
+  const uint4 sm = load16(tile + 512 * s + 16 * lane);
+  const uint8_t* code = tile + 2048 + 4 * lane;  // word w at code + 128·w
+  uint32_t sel0, sel1;
+  if (s < 3) {
+    sel0 = load4(code + 128 * (2 * s)) & 0x77777777u;
+    sel1 = load4(code + 128 * (2 * s + 1)) & 0x77777777u;
+  } else {  // chunks 6 and 7: bit 3 of the six words' nibbles
+    sel0 = ((load4(code) >> 3) & 0x11111111u) | ((load4(code + 128) >> 2) & 0x22222222u) | ((load4(code + 256) >> 1) & 0x44444444u);
+    sel1 = ((load4(code + 384) >> 3) & 0x11111111u) | ((load4(code + 512) >> 2) & 0x22222222u) | ((load4(code + 640) >> 1) & 0x44444444u);
+  }
+  // Odd rows store their second chunk first: a quarter-warp's 8 stores then hit 32 distinct banks.
+  const bool odd = g & 1;
+  const uint32_t selA = odd ? sel1 : sel0, selB = odd ? sel0 : sel1;
+  uint4 a, b;
+  assemble4(permute(table.x, table.y, selA), odd ? sm.z : sm.x, a.x, a.y);
+  assemble4(permute(table.x, table.y, selA >> 16), odd ? sm.w : sm.y, a.z, a.w);
+  assemble4(permute(table.x, table.y, selB), odd ? sm.x : sm.z, b.x, b.y);
+  assemble4(permute(table.x, table.y, selB >> 16), odd ? sm.y : sm.w, b.z, b.w);
+  const int kA = odd ? 32 + 8 * q : 8 * q, kB = odd ? 8 * q : 32 + 8 * q;
+  if (Tail) {
+    if (kA >= kLeft) a = make_uint4(0, 0, 0, 0);
+    if (kB >= kLeft) b = make_uint4(0, 0, 0, 0);
+  }
+  const int r = rowBase + g;
+  store16(stage + stageOffset(r, kA), a);
+  store16(stage + stageOffset(r, kB), b);
+}
+
+// Zeros for the 8 rows of a group past the matrix.
+__host__ __device__ __forceinline__ void zeroStageQuarter(uint32_t lane, uint8_t* stage, int rowBase) {
+  const int r = rowBase + static_cast<int>(lane >> 2), q = static_cast<int>(lane & 3);
+  store16(stage + stageOffset(r, 8 * q), make_uint4(0, 0, 0, 0));
+  store16(stage + stageOffset(r, 32 + 8 * q), make_uint4(0, 0, 0, 0));
+}
+
+// An escape (tile position | exponent << 16) of the group at stage row rowBase, made ready for
+// applyStagePatch: its byte offset in the stage (14 bits), quarter (bits 14–15), exponent (16–23), bit 24 set.
+__host__ __device__ __forceinline__ uint32_t stagePatch(uint32_t escape, int rowBase) {
+  const uint32_t p = escape & 0xffffu, pl = p >> 6, c = (p & 63) >> 3;
+  const int r = rowBase + static_cast<int>(pl >> 2);
+  const int k = static_cast<int>(32 * (c & 1) + 8 * (pl & 3) + (p & 7));
+  return stageOffset(r, k) | ((c >> 1) << 14) | ((escape >> 16) << 16) | (1u << 24);
+}
+
+// If `patch` (from stagePatch; 0: none) lies in quarter s, its exponent replaces the table's in the stage.
+__host__ __device__ __forceinline__ void applyStagePatch(uint32_t patch, int s, uint8_t* stage) {
+  if ((patch & 0x0100c000u) != (0x01000000u | (static_cast<uint32_t>(s) << 14))) return;
+  uint8_t* e = stage + (patch & 0x3fffu);
+#ifdef __CUDA_ARCH__
+  uint16_t* v = reinterpret_cast<uint16_t*>(e);
+  *v = static_cast<uint16_t>((*v & 0x807fu) | (((patch >> 16) & 0xffu) << 7));
+#else
+  const uint32_t now = ((e[0] | (e[1] << 8)) & 0x807fu) | (((patch >> 16) & 0xffu) << 7);
+  e[0] = static_cast<uint8_t>(now);
+  e[1] = static_cast<uint8_t>(now >> 8);
+#endif
+}
 
 #ifdef __CUDACC__
 __device__ __forceinline__ uint4 loadStreaming16(const void* p) {

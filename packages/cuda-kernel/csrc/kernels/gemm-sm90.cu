@@ -6,11 +6,19 @@
 // Each output's sum runs over K in order, 16 at a time inside the tensor cores; with split-K each split
 // writes its partial sums and gemm.cu adds them in a fixed order. Compiled for sm_90a only: on every
 // other target the kernel is empty and launchGemm never picks it (gemmSm90Supported).
+//
+// The same kernel reads W in the DF11 fused layout (fused.h) with different producers: the bulk copy
+// engine brings each 256-k tile of the block's 16 row groups into shared memory a tile ahead, and two
+// producer warpgroups (8 warps, 2 groups each) decode them, 64 k at a time, into the very bytes the W
+// tensor map would have written (BF16, 128-byte swizzle), escapes patched in place, before arriving on
+// the stage's barrier.
+// The consumers are untouched: the fused product is bit-identical to the BF16 product of the same weights.
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
 #include <mutex>
 
+#include "fused-decode.cuh"
 #include "gemm-sm90.h"
 #include "pdl.cuh"
 
@@ -22,13 +30,20 @@ namespace df11 {
 namespace {
 
 constexpr int BM = 128, BK = 64, kThreads = 384;
+// The fused kernel: two producer warpgroups decode (a lone warp per scheduler cannot hide its own latencies).
+constexpr int kFusedProducers = 8;  // warps
+constexpr int kFusedThreads = kFusedProducers * 32 + 256;
 
-template <int BN>
+template <int BN, bool Fused = false>
 struct Sm90Tile {
-  static constexpr int kStages = BN == 256 ? 4 : 6;
+  static constexpr int kStages = Fused ? 4 : BN == 256 ? 4 : 6;
   static constexpr int kStageBytes = (BM + BN) * BK * 2;
-  static constexpr size_t kSharedBytes = static_cast<size_t>(kStages) * kStageBytes + 1024;  // + alignment to 1024
+  // Fused: two slots of a 256-k tile of the block's row groups behind the stages.
+  static constexpr int kSlotBytes = Fused ? BN / kFusedGroupRows * kFusedTileBytes : 0;
+  static constexpr size_t kSharedBytes = static_cast<size_t>(kStages) * kStageBytes + 2 * kSlotBytes + 1024;  // + alignment to 1024
 };
+constexpr int kFusedBN = 128;                                // the fused kernel's column tile
+[[maybe_unused]] constexpr int kFusedGroupsPerWarp = kFusedBN / kFusedGroupRows / kFusedProducers;  // row groups each producer warp decodes
 
 #ifdef DF11_WGMMA
 __device__ __forceinline__ uint32_t smemAddr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
@@ -128,36 +143,199 @@ __device__ __forceinline__ void wgmmaTile(float (&d)[BN / 2], uint64_t descA, ui
   if constexpr (BN == 128) wgmma128(d, descA, descB);
   else wgmma256(d, descA, descB);
 }
+
+// ---- the fused producer ----------------------------------------------------------------------------
+__device__ __forceinline__ void bulkLoad(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(smemAddr(dst)), "l"(src), "r"(bytes),
+               "r"(smemAddr(bar))
+               : "memory");
+}
+
+// try_wait with a suspend-time hint: a waiting producer warp sleeps instead of taking issue slots from
+// the other warps of its scheduler.
+__device__ __forceinline__ void mbarSleepWait(uint64_t* bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2, %3;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smemAddr(bar)), "r"(parity), "r"(0x989680u)
+        : "memory");
+  } while (!done);
+}
+
+// A producer warp's escape ranges [b, e) of one tile for its groups (zeros for groups or tiles past the end).
+struct EscapeRanges {
+  uint32_t b[kFusedGroupsPerWarp], e[kFusedGroupsPerWarp];
+};
+// The first 64 escapes of each of those ranges (lane l: entries l and 32 + l) as stage patches (stagePatch; 0: none).
+struct EscapePatches {
+  uint32_t v[kFusedGroupsPerWarp][2];
+};
+
+__device__ __forceinline__ EscapeRanges loadRanges(const FusedView& w, int g0, int T, bool inside) {
+  EscapeRanges r;
+#pragma unroll
+  for (int j = 0; j < kFusedGroupsPerWarp; ++j) {
+    r.b[j] = r.e[j] = 0;
+    if (inside && g0 + j < w.groups) {
+      const uint32_t* o = w.escapeOffsets + static_cast<size_t>(g0 + j) * w.tiles + T;
+      r.b[j] = __ldg(o);
+      r.e[j] = __ldg(o + 1);
+    }
+  }
+  return r;
+}
+
+__device__ __forceinline__ uint32_t loadEscape(const FusedView& w, uint32_t i) {
+  return static_cast<uint32_t>(__ldg(w.escapePositions + i)) | (static_cast<uint32_t>(__ldg(w.escapeExponents + i)) << 16);
+}
+
+// Raw entries (position | exponent << 16, or 0 past the range: position 0 with exponent 0 is told apart
+// by the range when it is turned into a patch).
+struct EscapeEntries {
+  uint32_t v[kFusedGroupsPerWarp][2];
+};
+__device__ __forceinline__ EscapeEntries loadEntries(const FusedView& w, const EscapeRanges& r, uint32_t lane) {
+  EscapeEntries x;
+#pragma unroll
+  for (int j = 0; j < kFusedGroupsPerWarp; ++j)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t i = r.b[j] + 32 * h + lane;
+      x.v[j][h] = i < r.e[j] ? loadEscape(w, i) : 0;
+    }
+  return x;
+}
+__device__ __forceinline__ EscapePatches toPatches(const EscapeEntries& x, const EscapeRanges& r, uint32_t lane, int rowBase) {
+  EscapePatches p;
+#pragma unroll
+  for (int j = 0; j < kFusedGroupsPerWarp; ++j)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) p.v[j][h] = r.b[j] + 32 * h + lane < r.e[j] ? stagePatch(x.v[j][h], rowBase + j * kFusedGroupRows) : 0;
+  return p;
+}
+
 #endif  // DF11_WGMMA
 
 // Block (blockIdx.x, blockIdx.y) = rows [128·x, …), columns [BN·y, …) (row tiles vary fastest: the blocks
 // running together share W tiles through L2); blockIdx.z = split of K (K tiles [z·tilesPerSplit, …)).
-template <int BN>
-__global__ void __launch_bounds__(kThreads, 1)
-    gemmSm90Kernel(const LinearArgs a, const __grid_constant__ CUtensorMap mapX, const __grid_constant__ CUtensorMap mapW, float* __restrict__ partial, int tilesPerSplit) {
+// Fused: W from `w` (mapW unused), BN = 128.
+template <int BN, bool Fused>
+__global__ void __launch_bounds__(Fused ? kFusedThreads : kThreads, 1)
+    gemmSm90Kernel(const LinearArgs a, const __grid_constant__ CUtensorMap mapX, const __grid_constant__ CUtensorMap mapW, const FusedView w, float* __restrict__ partial,
+                   int tilesPerSplit) {
 #ifdef DF11_WGMMA
-  using T = Sm90Tile<BN>;
+  using T = Sm90Tile<BN, Fused>;
   constexpr int S = T::kStages;
-  __shared__ __align__(8) uint64_t full[S], empty[S];
+  __shared__ __align__(8) uint64_t full[S], empty[S], slotFull[2], slotEmpty[2];
   extern __shared__ uint8_t dynamicSmem[];
   uint8_t* smem = dynamicSmem + ((1024 - (smemAddr(dynamicSmem) & 1023)) & 1023);
   const int tid = threadIdx.x, wg = tid >> 7;
+  constexpr int kProducerGroups = Fused ? kFusedProducers / 4 : 1;  // warpgroups before the consumers
   const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
   const int M = a.rows, N = a.N, K = a.K;
   const int firstTile = blockIdx.z * tilesPerSplit;
   const int kTiles = max(0, min((K + BK - 1) / BK - firstTile, tilesPerSplit));
   if (tid == 0) {
     for (int s = 0; s < S; ++s) {
-      mbarInit(&full[s], 1);
+      mbarInit(&full[s], Fused ? 1 + kFusedProducers : 1);  // fused: the X copy's expect_tx and each decoding warp
       mbarInit(&empty[s], 2);
+    }
+    for (int s = 0; s < 2; ++s) {
+      mbarInit(&slotFull[s], 1);
+      mbarInit(&slotEmpty[s], kFusedProducers);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\nfence.proxy.async.shared::cta;\n" ::: "memory");
   }
   __syncthreads();
-  pdlWait();
-  pdlLaunchDependents();
 
-  if (wg == 0) {
+  if constexpr (Fused) {
+    if (wg < kProducerGroups) {
+      // 256-k tiles T0 … TN of the fused layout hold this block's K tiles (of 64); tile T sits in slot (T − T0) % 2.
+      const uint32_t warp = tid >> 5, lane = tid & 31;
+      const int T0 = firstTile >> 2, TN = (firstTile + kTiles - 1) >> 2;
+      const int g0 = n0 / kFusedGroupRows + static_cast<int>(warp) * kFusedGroupsPerWarp;  // the warp's first group
+      const int rowBase = static_cast<int>(warp) * kFusedGroupsPerWarp * kFusedGroupRows;   // its first row in a stage
+      uint8_t* slots = smem + S * T::kStageBytes;
+      const auto issueTile = [&](int tile) {
+        const int slot = (tile - T0) & 1;
+        const int first = n0 / kFusedGroupRows, count = min(BN / kFusedGroupRows, w.groups - first);
+        mbarExpectTx(&slotFull[slot], static_cast<uint32_t>(count) * kFusedTileBytes);
+        for (int j = 0; j < count; ++j)
+          bulkLoad(slots + slot * T::kSlotBytes + j * kFusedTileBytes, w.data + (static_cast<size_t>(first + j) * w.tiles + tile) * kFusedTileBytes, kFusedTileBytes,
+                   &slotFull[slot]);
+      };
+      if (kTiles == 0) return;
+      // Weights only (constant): fetched before waiting for the previous kernel.
+      if (tid == 0) {
+        issueTile(T0);
+        if (T0 + 1 <= TN) issueTile(T0 + 1);
+      }
+      uint2 table[kFusedGroupsPerWarp];
+#pragma unroll
+      for (int j = 0; j < kFusedGroupsPerWarp; ++j) table[j] = g0 + j < w.groups ? fusedTable(w, g0 + j, lane) : make_uint2(0, 0);
+      // Escapes: ranges two tiles ahead and entries one tile ahead in registers; a tile's entries become
+      // stage patches (offset, quarter, exponent) when the tile starts.
+      EscapeRanges now = loadRanges(w, g0, T0, true), next = loadRanges(w, g0, T0 + 1, T0 + 1 <= TN), after;
+      EscapeEntries nextEntries = loadEntries(w, now, lane);
+      EscapePatches patches;
+      pdlWait();
+      pdlLaunchDependents();
+      for (int kt = 0; kt < kTiles; ++kt) {
+        const int k64 = firstTile + kt, tile = k64 >> 2, quarter = k64 & 3, s = kt % S, slot = (tile - T0) & 1;
+        if (kt == 0 || quarter == 0) {
+          if (tile > T0) {
+            now = next;
+            next = after;
+            // Slot of tile + 1 last held tile − 1: refill it once every warp is done with it.
+            if (tid == 0 && tile + 1 <= TN) {
+              mbarSleepWait(&slotEmpty[slot ^ 1], ((tile - 1 - T0) >> 1) & 1);
+              issueTile(tile + 1);
+            }
+          }
+          patches = toPatches(nextEntries, now, lane, rowBase);
+          after = loadRanges(w, g0, tile + 2, tile + 2 <= TN);
+          nextEntries = loadEntries(w, next, lane);
+          mbarSleepWait(&slotFull[slot], ((tile - T0) >> 1) & 1);
+        }
+        if (kt >= S) mbarSleepWait(&empty[s], ((kt / S) - 1) & 1);
+        uint8_t* sx = smem + s * T::kStageBytes;
+        uint8_t* sw = sx + BM * BK * 2;
+        if (tid == 0) {
+          mbarExpectTx(&full[s], BM * BK * 2);
+          tmaLoad(sx, &mapX, &full[s], k64 * BK, m0);
+        }
+        const uint8_t* src = slots + slot * T::kSlotBytes + warp * kFusedGroupsPerWarp * kFusedTileBytes;
+        const int kLeft = K - k64 * BK;
+#pragma unroll
+        for (int j = 0; j < kFusedGroupsPerWarp; ++j) {
+          const int rows = rowBase + j * kFusedGroupRows;
+          if (g0 + j >= w.groups) zeroStageQuarter(lane, sw, rows);
+          else if (kLeft >= BK) decodeStageQuarter<false>(src + j * kFusedTileBytes, table[j], quarter, lane, kLeft, sw, rows);
+          else decodeStageQuarter<true>(src + j * kFusedTileBytes, table[j], quarter, lane, kLeft, sw, rows);
+        }
+        __syncwarp();
+#pragma unroll
+        for (int j = 0; j < kFusedGroupsPerWarp; ++j) {
+          applyStagePatch(patches.v[j][0], quarter, sw);
+          applyStagePatch(patches.v[j][1], quarter, sw);
+          for (uint32_t i = now.b[j] + 64 + lane; i < now.e[j]; i += 32)  // rare: more than 64 escapes in the tile
+            applyStagePatch(stagePatch(loadEscape(w, i), rowBase + j * kFusedGroupRows), quarter, sw);
+        }
+        // The stage's bytes, written through the generic proxy, are read by wgmma (the async proxy).
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        __syncwarp();
+        if (lane == 0) {
+          mbarArrive(&full[s]);
+          if (quarter == 3 || kt == kTiles - 1) mbarArrive(&slotEmpty[slot]);
+        }
+      }
+      return;
+    }
+  } else if (wg == 0) {
+    pdlWait();
+    pdlLaunchDependents();
     if (tid == 0) {
       for (int kt = 0; kt < kTiles; ++kt) {
         const int s = kt % S;
@@ -171,15 +349,19 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     return;
   }
+  pdlWait();
+  pdlLaunchDependents();
 
-  // Consumers: warpgroup c = wg - 1 multiplies rows [64·c, 64·c + 64) of the block tile.
-  const int c = wg - 1;
+  // Consumers: warpgroup c multiplies rows [64·c, 64·c + 64) of the block tile.
+  const int c = wg - kProducerGroups;
   float d[BN / 2];
 #pragma unroll
   for (int i = 0; i < BN / 2; ++i) d[i] = 0.0f;
   for (int kt = 0; kt < kTiles; ++kt) {
     const int s = kt % S;
-    mbarWait(&full[s], (kt / S) & 1);
+    // Fused: the consumers sleep while they wait, leaving the issue slots to the decoding warps.
+    if constexpr (Fused) mbarSleepWait(&full[s], (kt / S) & 1);
+    else mbarWait(&full[s], (kt / S) & 1);
     const uint32_t sx = smemAddr(smem + s * T::kStageBytes) + c * 64 * BK * 2;
     const uint32_t sw = smemAddr(smem + s * T::kStageBytes + BM * BK * 2);
     fenceRegs(d);
@@ -258,21 +440,23 @@ bool tensorMap(CUtensorMap* map, const uint16_t* p, int rows, int K, int boxRows
                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-template <int BN>
-cudaError_t launchTile(const LinearArgs& a, const uint16_t* xBf16, float* partial, int tilesPerSplit, int splits, cudaStream_t stream) {
-  using T = Sm90Tile<BN>;
+// One launch of the kernel: BF16 W through its tensor map, or (w non-null) W in the fused layout.
+template <int BN, bool Fused>
+cudaError_t launchTile(const LinearArgs& a, const uint16_t* xBf16, const FusedView* w, float* partial, int tilesPerSplit, int splits, cudaStream_t stream) {
+  using T = Sm90Tile<BN, Fused>;
   static bool configured[64] = {};
   int device = 0;
   cudaGetDevice(&device);
   if (device < 0 || device >= 64 || !configured[device]) {
-    const cudaError_t e = cudaFuncSetAttribute(gemmSm90Kernel<BN>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(T::kSharedBytes));
+    const cudaError_t e = cudaFuncSetAttribute(gemmSm90Kernel<BN, Fused>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(T::kSharedBytes));
     if (e != cudaSuccess) return e;
     if (device >= 0 && device < 64) configured[device] = true;
   }
-  CUtensorMap mapX, mapW;
-  if (!tensorMap(&mapX, xBf16, a.rows, a.K, BM) || !tensorMap(&mapW, a.weight, a.N, a.K, BN)) return cudaErrorInvalidValue;
+  CUtensorMap mapX{}, mapW{};
+  if (!tensorMap(&mapX, xBf16, a.rows, a.K, BM)) return cudaErrorInvalidValue;
+  if (!Fused && !tensorMap(&mapW, a.weight, a.N, a.K, BN)) return cudaErrorInvalidValue;
   const dim3 grid((a.rows + BM - 1) / BM, (a.N + BN - 1) / BN, splits);
-  return launchKernel(gemmSm90Kernel<BN>, grid, dim3(kThreads), T::kSharedBytes, stream, a, mapX, mapW, partial, tilesPerSplit);
+  return launchKernel(gemmSm90Kernel<BN, Fused>, grid, dim3(Fused ? kFusedThreads : kThreads), T::kSharedBytes, stream, a, mapX, mapW, w ? *w : FusedView{}, partial, tilesPerSplit);
 }
 
 }  // namespace
@@ -295,7 +479,12 @@ bool gemmSm90Supported() {
 }
 
 cudaError_t launchGemmSm90(const LinearArgs& a, const uint16_t* xBf16, int bn, float* partial, int tilesPerSplit, int splits, cudaStream_t stream) {
-  return bn == 256 ? launchTile<256>(a, xBf16, partial, tilesPerSplit, splits, stream) : launchTile<128>(a, xBf16, partial, tilesPerSplit, splits, stream);
+  return bn == 256 ? launchTile<256, false>(a, xBf16, nullptr, partial, tilesPerSplit, splits, stream)
+                   : launchTile<128, false>(a, xBf16, nullptr, partial, tilesPerSplit, splits, stream);
+}
+
+cudaError_t launchGemmSm90Fused(const LinearArgs& a, const uint16_t* xBf16, const FusedView& w, float* partial, int tilesPerSplit, int splits, cudaStream_t stream) {
+  return launchTile<kFusedBN, true>(a, xBf16, &w, partial, tilesPerSplit, splits, stream);
 }
 
 }  // namespace df11

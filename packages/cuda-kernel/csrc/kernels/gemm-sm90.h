@@ -14,5 +14,9 @@ bool gemmSm90Supported();
 // [z·tilesPerSplit, …) into partial[z][rows][N]. bn: column tile (128 or 256). Needs K % 8 == 0 and
 // 16-byte aligned X and W.
 cudaError_t launchGemmSm90(const LinearArgs& a, const uint16_t* xBf16, int bn, float* partial, int tilesPerSplit, int splits, cudaStream_t stream);
+// The same launch with W rows [0, a.N) of the fused matrix `w` (a.weight unused; column tile 128): the
+// bulk copy engine loads its tiles and the producer warpgroup decodes them into the stages. Bit-identical
+// to launchGemmSm90 on the BF16 matrix w encodes, with the same tilesPerSplit and splits.
+cudaError_t launchGemmSm90Fused(const LinearArgs& a, const uint16_t* xBf16, const FusedView& w, float* partial, int tilesPerSplit, int splits, cudaStream_t stream);
 
 }  // namespace df11

@@ -193,7 +193,8 @@ constexpr bool kSm90ByDefault = true;
 // the DF11 windows of it), so every output's reduction order depends only on (rows, K): each split sums its
 // K tiles in order, 16 at a time, whatever the column tile (128 and 256 give the same bits: tested), and
 // the splits are added in order.
-cudaError_t launchSm90(const LinearArgs& a, const uint16_t* xBf16, float* workspace, size_t workspaceFloats, int bn, cudaStream_t stream) {
+template <class Launch>
+cudaError_t launchSm90(const LinearArgs& a, float* workspace, size_t workspaceFloats, int bn, Launch launch, cudaStream_t stream) {
   const int rowTiles = (a.rows + kSm90TileM - 1) / kSm90TileM;
   const int kTiles = (a.K + kSm90TileK - 1) / kSm90TileK;
   // Few row tiles (a batch of sequences): split K so that N = 4096 gives ~128 blocks.
@@ -212,7 +213,7 @@ cudaError_t launchSm90(const LinearArgs& a, const uint16_t* xBf16, float* worksp
     };
     bn = score(256) >= score(128) ? 256 : 128;
   }
-  if (splits <= 1) return launchGemmSm90(a, xBf16, bn, nullptr, std::max(kTiles, 1), 1, stream);
+  if (splits <= 1) return launch(a, 0, bn, nullptr, std::max(kTiles, 1), 1);
   // Columns in pieces whose partial sums fit the workspace (tile-aligned; the order of each sum is unchanged).
   const size_t perColumn = static_cast<size_t>(splits) * a.rows;
   const int maxColumns = static_cast<int>(std::min<size_t>(workspaceFloats / perColumn, 1 << 30)) / 256 * 256;
@@ -220,10 +221,10 @@ cudaError_t launchSm90(const LinearArgs& a, const uint16_t* xBf16, float* worksp
   for (int c0 = 0; c0 < a.N; c0 += maxColumns) {
     LinearArgs part = a;
     part.N = std::min(maxColumns, a.N - c0);
-    part.weight = a.weight + static_cast<size_t>(c0) * a.K;
+    part.weight = a.weight ? a.weight + static_cast<size_t>(c0) * a.K : nullptr;
     part.bias = a.bias ? a.bias + c0 : nullptr;
     part.out = a.out + c0;
-    cudaError_t e = launchGemmSm90(part, xBf16, bn, workspace, tilesPerSplit, splits, stream);
+    cudaError_t e = launch(part, c0, bn, workspace, tilesPerSplit, splits);
     if (e != cudaSuccess) return e;
     const size_t perSplit = static_cast<size_t>(part.rows) * part.N;
     e = launchKernel(reduceSplitsKernel, dim3(static_cast<unsigned>(std::min<size_t>((perSplit + 255) / 256, 4096))), dim3(256), 0, stream, part, workspace, splits);
@@ -231,6 +232,9 @@ cudaError_t launchSm90(const LinearArgs& a, const uint16_t* xBf16, float* worksp
   }
   return cudaSuccess;
 }
+
+// FusedGemmMode from DF11_FUSED_GEMM (auto | always | off, or 0), read once; setFusedGemm overrides.
+std::atomic<int> fusedGemmSetting{-1};
 
 }  // namespace
 
@@ -244,6 +248,42 @@ bool gemmUsesSm90(int rows, int K) {
   return gemmSm90Supported();
 }
 
+void setFusedGemm(FusedGemmMode mode) { fusedGemmSetting.store(static_cast<int>(mode), std::memory_order_relaxed); }
+
+FusedGemmMode fusedGemmMode() {
+  int v = fusedGemmSetting.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("DF11_FUSED_GEMM");
+    v = static_cast<int>(!e ? FusedGemmMode::Auto
+                         : !std::strcmp(e, "0") || !std::strcmp(e, "off") ? FusedGemmMode::Off
+                         : !std::strcmp(e, "always")                      ? FusedGemmMode::Always
+                                                                          : FusedGemmMode::Auto);
+    fusedGemmSetting.store(v, std::memory_order_relaxed);
+  }
+  return static_cast<FusedGemmMode>(v);
+}
+
+cudaError_t launchFusedGemm(const LinearArgs& a, const FusedView& w, const uint16_t* xBf16, float* workspace, size_t workspaceFloats, cudaStream_t stream) {
+  if (a.rows == 0 || a.N == 0) return cudaSuccess;
+  const FusedGemmMode mode = fusedGemmMode();
+  if (mode == FusedGemmMode::Off || (mode == FusedGemmMode::Auto && a.rows > kFusedGemmAutoMaxRows) || !gemmUsesSm90(a.rows, a.K)) return cudaErrorNotSupported;
+  if (!xBf16 || (reinterpret_cast<uintptr_t>(xBf16) & 15) != 0) return cudaErrorNotSupported;
+  if (a.N > w.rows || a.K != w.cols || (a.K & 7) != 0) return cudaErrorInvalidValue;
+  // Column pieces start on multiples of 256 rows: whole groups of the layout.
+  const auto launch = [&](const LinearArgs& part, int c0, int, float* partial, int tilesPerSplit, int splits) {
+    FusedView v = w;
+    const int group = c0 / kFusedGroupRows;
+    v.data += static_cast<size_t>(group) * w.tiles * kFusedTileBytes;
+    v.tables += static_cast<size_t>(c0) * 8;
+    v.escapeOffsets += static_cast<size_t>(group) * w.tiles;
+    v.rows = w.rows - c0;
+    v.groups = (v.rows + kFusedGroupRows - 1) / kFusedGroupRows;
+    return launchGemmSm90Fused(part, xBf16, v, partial, tilesPerSplit, splits, stream);
+  };
+  const cudaError_t e = launchSm90(a, workspace, workspaceFloats, 128, launch, stream);
+  return e == cudaErrorInvalidValue ? cudaErrorNotSupported : e;
+}
+
 cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, float* workspace, size_t workspaceFloats, cudaStream_t stream) {
   if (a.rows == 0 || a.N == 0) return cudaSuccess;
   const bool tensorCores = xBf16 && (a.K % 8) == 0 && (reinterpret_cast<uintptr_t>(a.weight) & 15) == 0 && (reinterpret_cast<uintptr_t>(xBf16) & 15) == 0;
@@ -253,7 +293,10 @@ cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, float* worksp
   if (gemmUsesSm90(a.rows, a.K)) {
     const GemmVariant v = currentVariant();
     const int bn = v == GemmVariant::Sm90Tile128 ? 128 : v == GemmVariant::Sm90Tile256 ? 256 : 0;
-    const cudaError_t e = launchSm90(a, xBf16, workspace, workspaceFloats, bn, stream);
+    const auto launch = [&](const LinearArgs& part, int, int tile, float* partial, int tilesPerSplit, int splits) {
+      return launchGemmSm90(part, xBf16, tile, partial, tilesPerSplit, splits, stream);
+    };
+    const cudaError_t e = launchSm90(a, workspace, workspaceFloats, bn, launch, stream);
     if (e != cudaErrorInvalidValue) return e;
   }
   // The shared-memory opt-in is a per-device attribute of the kernel: set once on each device.

@@ -73,6 +73,16 @@ enum class GemmVariant { Auto = 0, Mma = 1, Sm90 = 2, Sm90Tile128 = 3, Sm90Tile2
 void setGemmVariant(GemmVariant v);
 // Whether launchGemm takes the Hopper kernel on the current device for a product of `rows` rows.
 bool gemmUsesSm90(int rows, int K);
+// launchGemm's product with W in the DF11 fused layout (N ≤ w.rows, K = w.cols), its tiles decoded inside
+// the Hopper kernel: bit-identical to launchGemm on the BF16 matrix w encodes. cudaErrorNotSupported
+// where launchGemm would not take the Hopper kernel (other GPUs, DF11_GEMM=mma, too small a workspace),
+// where the mode turns it off, or (Auto) above kFusedGemmAutoMaxRows rows, where decoding W to BF16
+// windows and the BF16 kernel is faster on the H200 (gemm-kernels bench): the caller then does that.
+enum class FusedGemmMode { Off = 0, Auto = 1, Always = 2 };
+constexpr int kFusedGemmAutoMaxRows = 128;
+cudaError_t launchFusedGemm(const LinearArgs& a, const FusedView& w, const uint16_t* xBf16, float* workspace, size_t workspaceFloats, cudaStream_t stream);
+// Initially from DF11_FUSED_GEMM=auto|always|off (read once); tests and benchmarks set it.
+void setFusedGemm(FusedGemmMode mode);
 
 // ---- attention.cu ----------------------------------------------------------------------------------
 struct AttentionArgs {

@@ -592,7 +592,31 @@ export class CudaBackend implements Backend<CudaTensor> {
         this.time(`gemv (${m.format})`, () =>
           m.gemv!({ rowBegin: first, rowEnd: first + rows, x: x.address, ldx: K, rows: x.rows, xBf16, bias, out: out.address + column * F32, ldo: out.cols, accumulate, stream: this.stream }),
         );
-      } else this.matmul(x, slices[i], rows, out, column, bias, accumulate, useGemm, xBf16);
+      } else if (
+        !(
+          useGemm &&
+          m.address === undefined &&
+          m.gemm !== undefined &&
+          this.time(`gemm (${m.format})`, () =>
+            m.gemm!({
+              rowBegin: first,
+              rowEnd: first + rows,
+              xBf16,
+              rows: x.rows,
+              bias,
+              out: out.address + column * F32,
+              ldo: out.cols,
+              accumulate,
+              workspace: this.splitK.address,
+              workspaceBytes: this.splitK.byteLength,
+              stream: this.stream,
+            }),
+          )
+        )
+      ) {
+        // No kernel reads this format at this size: BF16 as it is, or decoded window by window.
+        this.matmul(x, slices[i], rows, out, column, bias, accumulate, useGemm, xBf16);
+      }
       column += rows;
       i = j;
     }
@@ -607,7 +631,24 @@ export class CudaBackend implements Backend<CudaTensor> {
     const run = (weight: Address, n: number, firstRow: number) =>
       this.time(op, () =>
         call(() =>
-          native().linear(weight, n, K, x.address, K, x.rows, bias ? bias + firstRow * F32 : 0, out.address + (column + firstRow) * F32, out.cols, accumulate, this.xBf16.address, s, this.splitK.address, this.splitK.byteLength, useGemm, xBf16 !== 0),
+          native().linear(
+            weight,
+            n,
+            K,
+            x.address,
+            K,
+            x.rows,
+            bias ? bias + firstRow * F32 : 0,
+            out.address + (column + firstRow) * F32,
+            out.cols,
+            accumulate,
+            this.xBf16.address,
+            s,
+            this.splitK.address,
+            this.splitK.byteLength,
+            useGemm,
+            xBf16 !== 0,
+          ),
         ),
       );
     if (m.address !== undefined) return run(m.address + slice.firstRow * K * 2, N, 0);

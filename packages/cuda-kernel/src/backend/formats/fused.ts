@@ -2,7 +2,7 @@ import { FUSED_GROUP_ROWS, FUSED_TILE_BYTES, FUSED_TILE_K, FusedLayoutError, typ
 import { call, native, type Address, type NativeFusedView } from "../../native.js";
 import { DeviceBuffer } from "../../runtime/device-buffer.js";
 import type { CudaStream } from "../../runtime/stream.js";
-import type { DeviceMatrix, GemvCall, MatrixPart } from "./matrix.js";
+import type { DeviceMatrix, GemmCall, GemvCall, MatrixPart } from "./matrix.js";
 import type { FusedLayoutReport } from "@df11/models";
 
 const align = (n: number, to = 256) => Math.ceil(n / to) * to;
@@ -194,6 +194,13 @@ export class FusedDeviceMatrix implements DeviceMatrix {
   gemv(c: GemvCall): void {
     const view = c.rowBegin === 0 && c.rowEnd === this.rows ? this.view : this.sliceView(c.rowBegin, c.rowEnd);
     call(() => native().fusedLinear(view, c.x, c.ldx, c.rows, c.bias, c.out, c.ldo, c.accumulate, c.stream.native, c.xBf16 ?? 0));
+  }
+
+  /** The Hopper GEMM decoding the fused tiles itself (slices start on a group); false where it does not run. */
+  gemm(c: GemmCall): boolean {
+    if (!this.canGemv(c.rowBegin)) return false;
+    const view = c.rowBegin === 0 && c.rowEnd === this.rows ? this.view : this.sliceView(c.rowBegin, c.rowEnd);
+    return call(() => native().fusedGemm(view, c.rows, c.bias, c.out, c.ldo, c.accumulate, c.xBf16, c.stream.native, c.workspace, c.workspaceBytes));
   }
 
   decodeRows(rowBegin: number, rowEnd: number, dst: Address, stream: CudaStream): Address {

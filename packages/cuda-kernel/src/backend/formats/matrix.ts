@@ -34,6 +34,26 @@ export interface GemvCall {
   readonly stream: CudaStream;
 }
 
+/** A matrix product of many rows (prefill, large batches) on the tensor cores. Addresses are device addresses. */
+export interface GemmCall {
+  /** Rows [rowBegin, rowEnd) of the matrix are multiplied. */
+  readonly rowBegin: number;
+  readonly rowEnd: number;
+  /** x converted to BF16: [rows, cols of the matrix], 16-byte aligned. */
+  readonly xBf16: Address;
+  readonly rows: number;
+  /** [rowEnd − rowBegin] float32 or 0. */
+  readonly bias: Address;
+  /** out: [rows, ldo] float32; the products land in columns 0 … rowEnd − rowBegin. */
+  readonly out: Address;
+  readonly ldo: number;
+  readonly accumulate: boolean;
+  /** Split-K partial sums (float32), as the BF16 GEMM takes them. */
+  readonly workspace: Address;
+  readonly workspaceBytes: number;
+  readonly stream: CudaStream;
+}
+
 /** A contiguous piece of device memory a matrix reads. */
 export interface MatrixPart {
   readonly address: Address;
@@ -57,6 +77,12 @@ export interface DeviceMatrix extends Disposable {
   gemv?(call: GemvCall): void;
   /** Whether `gemv` takes rows starting at rowBegin (default: any). */
   canGemv?(rowBegin: number): boolean;
+  /**
+   * The product of many rows straight from this format, bit-identical to the BF16 GEMM of the same weights,
+   * when the device has a kernel for it. Returns false, launching nothing, otherwise (the caller then
+   * decodes windows with `decodeRows`).
+   */
+  gemm?(call: GemmCall): boolean;
   /**
    * Rows [rowBegin, rowEnd) as BF16 into the scratch at `dst` (16-byte aligned, room for the rows and
    * 16 bytes more), asynchronously on `stream`. Returns where row rowBegin starts (dst, or a few
