@@ -5,7 +5,11 @@
  * tokens each): aggregate tokens/s, time to first token, request latency; BF16 vs DF11 (each variant
  * in a process of its own), and the most concurrent requests / the longest context each fits on this GPU.
  *
- *   node apps/bench/dist/gpu-serve.js --bf16 DIR --df11 DIR [--out FILE]
+ * The server runs as `df11 serve` does by default (shared prefill, a 5 ms gather window); each level
+ * records how many prefill and decode steps it took. Each level runs --repeat waves (default 3) and reports
+ * the median one.
+ *
+ *   node apps/bench/dist/gpu-serve.js --bf16 DIR --df11 DIR [--out FILE] [--solo-prefill] [--prefill-gather-ms MS] [--repeat N]
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -25,9 +29,15 @@ const { values: args, positionals } = parseArgs({
     concurrency: { type: "string", default: "1,4,16,64" },
     // As `df11 serve --no-shared-prefill`: each prompt prefilled in a step of its own.
     "solo-prefill": { type: "boolean", default: false },
+    // As `df11 serve --prefill-gather-ms` (its default: 5).
+    "prefill-gather-ms": { type: "string", default: "5" },
+    // Waves per level; the median one is reported.
+    repeat: { type: "string", default: "3" },
   },
 });
 const sharedPrefill = !args["solo-prefill"];
+const prefillGatherMs = Number(args["prefill-gather-ms"]);
+const repeat = Math.max(1, Number(args.repeat));
 const promptTokens = Number(args["prompt-tokens"]);
 const newTokens = Number(args["new-tokens"]);
 const levels = args.concurrency!.split(",").map(Number);
@@ -44,6 +54,11 @@ interface Level {
   readonly medianLatencyMs: number;
   readonly p95LatencyMs: number;
   readonly tokens: number;
+  /** Scheduler steps the level took: prefill steps (prompts alone or sharing one) and decode steps. */
+  readonly prefillSteps: number;
+  readonly decodeSteps: number;
+  /** Every wave's aggregate tokens/s (the level is the median wave). */
+  readonly waveTokensPerSecond: number[];
 }
 
 /** One streaming completion; returns (first token ms, total ms, tokens). */
@@ -74,21 +89,34 @@ async function measureLevels(model: Model): Promise<Level[]> {
     await request(server.url, 999); // warm-up: graphs, allocations
     const out: Level[] = [];
     for (const c of levels) {
-      const t0 = performance.now();
-      const results = await Promise.all(Array.from({ length: c }, (_, i) => request(server.url, i)));
-      const wall = (performance.now() - t0) / 1000;
-      const tokens = results.reduce((s, r) => s + r.tokens, 0);
-      const level = {
-        concurrency: c,
-        aggregateTokensPerSecond: tokens / wall,
-        wallSeconds: wall,
-        medianTimeToFirstTokenMs: median(results.map((r) => r.ttft)),
-        p95TimeToFirstTokenMs: p95(results.map((r) => r.ttft)),
-        medianLatencyMs: median(results.map((r) => r.total)),
-        p95LatencyMs: p95(results.map((r) => r.total)),
-        tokens,
-      };
-      log(`  ${c} concurrent: ${level.aggregateTokensPerSecond.toFixed(0)} tok/s aggregate, TTFT median ${level.medianTimeToFirstTokenMs.toFixed(0)} ms, latency median ${level.medianLatencyMs.toFixed(0)} ms`);
+      // `repeat` waves of c requests; the level is the wave with the median aggregate throughput (one
+      // wave is ~1 s and varies by ±10 % from run to run on the H200).
+      const waves = [];
+      for (let r = 0; r < repeat; r++) {
+        const before = { ...model.scheduler.stats };
+        const t0 = performance.now();
+        const results = await Promise.all(Array.from({ length: c }, (_, i) => request(server.url, i)));
+        const wall = (performance.now() - t0) / 1000;
+        const stats = model.scheduler.stats;
+        const tokens = results.reduce((s, q) => s + q.tokens, 0);
+        waves.push({
+          concurrency: c,
+          aggregateTokensPerSecond: tokens / wall,
+          wallSeconds: wall,
+          medianTimeToFirstTokenMs: median(results.map((q) => q.ttft)),
+          p95TimeToFirstTokenMs: p95(results.map((q) => q.ttft)),
+          medianLatencyMs: median(results.map((q) => q.total)),
+          p95LatencyMs: p95(results.map((q) => q.total)),
+          tokens,
+          prefillSteps: stats.prefillSteps - before.prefillSteps,
+          decodeSteps: stats.steps - before.steps,
+        });
+      }
+      const sorted = [...waves].sort((a, b) => a.aggregateTokensPerSecond - b.aggregateTokensPerSecond);
+      const level = { ...sorted[sorted.length >> 1], waveTokensPerSecond: waves.map((w) => w.aggregateTokensPerSecond) };
+      log(
+        `  ${c} concurrent: ${level.aggregateTokensPerSecond.toFixed(0)} tok/s aggregate (median of ${repeat}: ${level.waveTokensPerSecond.map((v) => v.toFixed(0)).join(", ")}), TTFT median ${level.medianTimeToFirstTokenMs.toFixed(0)} ms, latency median ${level.medianLatencyMs.toFixed(0)} ms, ${level.prefillSteps} prefill + ${level.decodeSteps} decode steps`,
+      );
       out.push(level);
     }
     return out;
@@ -123,7 +151,7 @@ async function capacity(dir: string, gpuWeights: GpuWeightsLayout) {
 
 /** The BF16 checkpoint runs as BF16 (the baseline), the DF11 one in its default layout (fused). */
 async function one(dir: string, gpuWeights: GpuWeightsLayout) {
-  const model = await loadModel(dir, { device: "cuda", slots: Math.max(...levels), maxContext: promptTokens + newTokens + 8, gpuWeights, sharedPrefill });
+  const model = await loadModel(dir, { device: "cuda", slots: Math.max(...levels), maxContext: promptTokens + newTokens + 8, gpuWeights, sharedPrefill, prefillGatherMs });
   const weights = model.lm.weights;
   const result = { weights: weights.kind, layout: weights.layout, weightsBytes: weights.residentBytes, levels: await measureLevels(model) };
   model.dispose();
@@ -136,7 +164,7 @@ async function main() {
   const self = fileURLToPath(import.meta.url);
   const child = (dir: string, label: string, layout: GpuWeightsLayout) => {
     log(`${label}:`);
-    return runChild<Awaited<ReturnType<typeof one>>>(self, ["one", dir, layout, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), "--concurrency", args.concurrency!, ...(sharedPrefill ? [] : ["--solo-prefill"])]);
+    return runChild<Awaited<ReturnType<typeof one>>>(self, ["one", dir, layout, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), "--concurrency", args.concurrency!, ...(sharedPrefill ? [] : ["--solo-prefill"]), "--prefill-gather-ms", String(prefillGatherMs), "--repeat", String(repeat)]);
   };
   const bf16 = child(args.bf16, "BF16", "bf16");
   const df11 = child(args.df11, "DF11", "auto");
@@ -147,7 +175,7 @@ async function main() {
     log(`| ${b.concurrency} | ${b.aggregateTokensPerSecond.toFixed(0)} | ${d.aggregateTokensPerSecond.toFixed(0)} | ${((100 * d.aggregateTokensPerSecond) / b.aggregateTokensPerSecond).toFixed(0)} % | ${b.medianTimeToFirstTokenMs.toFixed(0)} / ${b.medianLatencyMs.toFixed(0)} | ${d.medianTimeToFirstTokenMs.toFixed(0)} / ${d.medianLatencyMs.toFixed(0)} |`);
   });
   log(`capacity at 4096 positions each: BF16 ${bf16.capacity.slotsOf4096Positions} sequences (loaded: ${bf16.capacity.loadedWithThoseSlots}), DF11 ${df11.capacity.slotsOf4096Positions} (loaded: ${df11.capacity.loadedWithThoseSlots}); longest single context: BF16 ${bf16.capacity.longestSingleContext}, DF11 ${df11.capacity.longestSingleContext} positions`);
-  const result = { benchmark: "gpu-serve", date: new Date().toISOString(), device: devices()[0], model: "Llama-3.1-8B-shaped, synthetic weights", promptTokens, newTokens, sharedPrefill, bf16, df11 };
+  const result = { benchmark: "gpu-serve", date: new Date().toISOString(), device: devices()[0], model: "Llama-3.1-8B-shaped, synthetic weights", promptTokens, newTokens, sharedPrefill, prefillGatherMs, repeat, bf16, df11 };
   log(`saved ${saveJson(args.out!, result)}`);
 }
 

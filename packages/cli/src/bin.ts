@@ -37,6 +37,12 @@ const wholeOption = (v: string) => {
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("expected a whole number ≥ 0");
   return n;
 };
+/** Milliseconds: a number ≥ 0 (fractions allowed), at most a minute. */
+const millisecondsOption = (v: string) => {
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isFinite(n) || n < 0 || n > 60_000) throw new InvalidArgumentError("expected milliseconds from 0 to 60000");
+  return n;
+};
 /** A TCP port (0: any free one). */
 const portOption = (v: string) => {
   const n = Number(v);
@@ -322,6 +328,12 @@ program
   .option("--verify-weights", "decode every DF11 module once at load and check it against its recorded checksum")
   .option("--no-sampling-defaults", "ignore the sampling defaults in the model's generation_config.json (requests that set none get OpenAI's)")
   .option("--no-shared-prefill", "prefill each request's prompt in a step of its own (slower; its logits then equal a solo run's bit for bit) instead of sharing steps with the prompts admitted with it")
+  .option(
+    "--prefill-gather-ms <ms>",
+    "with shared prefill: wait up to this long for a burst of requests to finish arriving before prefilling it in one step (0: prefill what has arrived at once)",
+    millisecondsOption,
+    5,
+  )
   .action(async (source: string, opts) => {
     const device = checkDeviceFlags(opts); // flags that do not combine: said before the model is looked for
     const { loadModel } = await import("@df11/models");
@@ -336,6 +348,7 @@ program
       maxContext: opts.maxContext,
       slots: opts.maxBatch,
       sharedPrefill: opts.sharedPrefill,
+      prefillGatherMs: opts.prefillGatherMs,
       verifyWeights: opts.verifyWeights,
       samplingDefaults: opts.samplingDefaults,
       onProgress: (p) => bar.update({ filesDone: 0, filesTotal: 1, bytesDone: p.done, bytesTotal: p.total }),

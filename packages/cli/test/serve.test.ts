@@ -189,6 +189,39 @@ describe("df11 serve (OpenAI API, CPU, tiny model)", () => {
     }
   });
 
+  it("a burst of HTTP requests is prefilled in one shared step with a gather window (prefillGatherMs); each request still gets its tokens", async () => {
+    const gathered = await loadModel(join(work, "m"), { device: "cpu", slots: 16, maxContext: 256, sharedPrefill: true, prefillGatherMs: 200 });
+    const server = await serveModel(gathered, { port: 0, modelId: "tiny" });
+    try {
+      const lm = gathered.lm;
+      const step = lm.step.bind(lm);
+      const prompts: number[] = []; // prompts per step that carried prompts
+      lm.step = (sequences, options) => {
+        if (sequences.some((q) => q.tokens.length > 1)) prompts.push(sequences.length);
+        return step(sequences, options);
+      };
+      const ask = (i: number) =>
+        fetch(`${server.url}/v1/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "tiny", prompt: `request ${i} says`, max_tokens: 6, temperature: 0, ignore_eos: true }),
+        }).then(async (r) => ({ status: r.status, body: await r.json() }));
+      const before = gathered.scheduler.stats.prefillSteps;
+      // 16 requests sent at once: each body is read and tokenized over several event-loop turns, and without
+      // the window the first to arrive would be prefilled before the others are in.
+      const results = await Promise.all(Array.from({ length: 16 }, (_, i) => ask(i)));
+      expect(results.every((r) => r.status === 200 && r.body.usage.completion_tokens === 6)).toBe(true);
+      expect(gathered.scheduler.stats.prefillSteps - before).toBe(1);
+      expect(prompts).toEqual([16]);
+      // The same text as each request alone (the CPU's products are row by row: sharing changes no bits).
+      const alone = await ask(3);
+      expect(alone.body.choices[0].text).toBe(results[3].body.choices[0].text);
+    } finally {
+      await server.close();
+      gathered.dispose();
+    }
+  });
+
   it("answers 503 when the queue is full", async () => {
     const small = await loadModel(join(work, "m"), { device: "cpu", slots: 1, maxQueue: 1, maxContext: 256 });
     const busy = await serveModel(small, { port: 0, modelId: "tiny" });

@@ -58,6 +58,15 @@ export interface BatchSchedulerOptions {
    * prefilled alone. Default false (`df11 serve` turns it on; `--no-shared-prefill` turns it off).
    */
   readonly sharedPrefill?: boolean;
+  /**
+   * With `sharedPrefill`: before admitting waiting requests, keep yielding the event loop for up to this
+   * many milliseconds while more requests arrive (ending once 1 ms passes without one, or the free slots
+   * are spoken for), so that a burst — say 16 HTTP requests whose bodies are still being read — is
+   * prefilled in as few shared steps as possible instead of a step per straggler. Each prefill step reads
+   * all the weights (and with DF11 in the fused layout decodes them for the GEMM), so this is where shared
+   * prefill pays; it costs at most this much time-to-first-token. Default 0 (`df11 serve`: 5).
+   */
+  readonly prefillGatherMs?: number;
 }
 
 /**
@@ -76,11 +85,11 @@ export class BatchScheduler implements Disposable {
   private looping = false;
   private closed = false;
   /**
-   * Since creation: tokens generated, decode steps run, requests taken, and the seconds spent admitting
-   * requests (their prefills) and in decode steps (each ends with its tokens on the host, so device
-   * work is included).
+   * Since creation: tokens generated, decode steps run, prefill steps run (a prompt alone, or prompts
+   * sharing a step), requests taken, and the seconds spent admitting requests (their prefills) and in
+   * decode steps (each ends with its tokens on the host, so device work is included).
    */
-  readonly stats = { steps: 0, tokens: 0, requests: 0, prefillSeconds: 0, decodeSeconds: 0 };
+  readonly stats = { steps: 0, prefillSteps: 0, tokens: 0, requests: 0, prefillSeconds: 0, decodeSeconds: 0 };
 
   constructor(
     readonly model: CausalLM,
@@ -89,6 +98,7 @@ export class BatchScheduler implements Disposable {
     this.maxBatch = Math.min(options.maxBatch ?? model.backend.slots, model.backend.slots, model.backend.maxRows);
     if (!(this.maxBatch >= 1)) throw new RangeError("maxBatch must be ≥ 1");
     this.maxQueue = options.maxQueue ?? 4 * this.maxBatch;
+    if (options.prefillGatherMs !== undefined && !(options.prefillGatherMs >= 0 && Number.isFinite(options.prefillGatherMs))) throw new RangeError("prefillGatherMs must be a finite number ≥ 0");
     this.freeSlots = Array.from({ length: this.maxBatch }, (_, i) => this.maxBatch - 1 - i);
   }
 
@@ -138,6 +148,7 @@ export class BatchScheduler implements Disposable {
   private async loop(): Promise<void> {
     try {
       while (!this.closed && (this.queue.length > 0 || this.running.length > 0)) {
+        await this.gather();
         const t0 = performance.now();
         this.admit();
         const t1 = performance.now();
@@ -161,6 +172,24 @@ export class BatchScheduler implements Disposable {
     }
   }
 
+  /** Yield while requests keep arriving, before a shared prefill (see BatchSchedulerOptions.prefillGatherMs). */
+  private async gather(): Promise<void> {
+    const limit = this.options.prefillGatherMs ?? 0;
+    if (!this.options.sharedPrefill || limit <= 0 || this.queue.length === 0) return;
+    const start = performance.now();
+    let seen = this.queue.length;
+    let last = start;
+    while (!this.closed && this.queue.length < this.freeSlots.length) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      const now = performance.now();
+      if (this.queue.length > seen) {
+        seen = this.queue.length;
+        last = now;
+      }
+      if (now - start >= limit || now - last >= Math.min(1, limit)) break;
+    }
+  }
+
   /** Move waiting requests into free slots: prefill each (alone, or in shared steps), emit its first token. */
   private admit(): void {
     const shared: Sequence[] = [];
@@ -176,6 +205,7 @@ export class BatchScheduler implements Disposable {
         continue;
       }
       const { state } = seq;
+      this.stats.prefillSteps++;
       if (promptLogprobs !== undefined) {
         const scored = scorePrompt(this.model, prompt, promptLogprobs, seq.slot);
         seq.stream.promptLogprobs = scored.promptLogprobs;
@@ -206,6 +236,7 @@ export class BatchScheduler implements Disposable {
       const live = group.filter((s) => !s.done);
       if (live.length === 0) continue;
       const logits = this.model.step(live.map((s) => ({ slot: s.slot, tokens: s.request.prompt })));
+      this.stats.prefillSteps++;
       this.chooseFrom(live, logits);
     }
   }

@@ -33,6 +33,8 @@ export interface LoadModelOptions {
   readonly maxQueue?: number;
   /** Prefill prompts admitted together in shared steps (throughput; see BatchSchedulerOptions.sharedPrefill). Default false. */
   readonly sharedPrefill?: boolean;
+  /** With sharedPrefill: wait up to this many ms for a burst of requests to arrive before prefilling it (see BatchSchedulerOptions.prefillGatherMs). Default 0. */
+  readonly prefillGatherMs?: number;
   /** Check the stored tensors against the checksums the files record (default true). */
   readonly checkStored?: boolean;
   /** Also decode every DF11 module once at load and check its weights' recorded checksum. */
@@ -225,10 +227,10 @@ export class Model implements Disposable {
     readonly directory: string,
     readonly lm: CausalLM,
     readonly tokenizer: TextTokenizer | undefined,
-    options: { maxBatch?: number; maxQueue?: number; sharedPrefill?: boolean; generationConfig?: GenerationConfig; samplingDefaults?: boolean } = {},
+    options: { maxBatch?: number; maxQueue?: number; sharedPrefill?: boolean; prefillGatherMs?: number; generationConfig?: GenerationConfig; samplingDefaults?: boolean } = {},
   ) {
     // The CPU keeps a KV cache per sequence as it comes; a GPU backend has its fixed slots.
-    this.scheduler = new BatchScheduler(lm, { tokenizer, maxBatch: options.maxBatch ?? Math.min(lm.backend.slots, 8), maxQueue: options.maxQueue, sharedPrefill: options.sharedPrefill });
+    this.scheduler = new BatchScheduler(lm, { tokenizer, maxBatch: options.maxBatch ?? Math.min(lm.backend.slots, 8), maxQueue: options.maxQueue, sharedPrefill: options.sharedPrefill, prefillGatherMs: options.prefillGatherMs });
     this.generationConfig = options.generationConfig;
     this.samplingDefaults = options.samplingDefaults ?? true;
   }
@@ -345,6 +347,7 @@ export async function loadModel(source: string, options: LoadModelOptions = {}):
       maxBatch: options.slots,
       maxQueue: options.maxQueue,
       sharedPrefill: options.sharedPrefill,
+      prefillGatherMs: options.prefillGatherMs,
       generationConfig: await readGenerationConfig(directory),
       samplingDefaults: options.samplingDefaults,
     });
