@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { mulberry32 } from "../../codec/dist/index.js";
 import { join } from "node:path";
 import { CausalLM } from "../../models/dist/index.js";
-import { gpuTest, relError, toBf16 } from "./gpu-helpers.mjs";
+import { fromBf16, gpuTest, relError, toBf16 } from "./gpu-helpers.mjs";
 import { logitsBothWays, REL_TOLERANCE, repo } from "./reference-models.mjs";
 import { CudaBackend, DeviceBuffer, nativeAddon, synchronize } from "../dist/index.js";
 
