@@ -5,11 +5,12 @@
  * tokens each): aggregate tokens/s, time to first token, request latency; BF16 vs DF11 (each variant
  * in a process of its own), and the most concurrent requests / the longest context each fits on this GPU.
  *
- * The server runs as `df11 serve` does by default (shared prefill, a 5 ms gather window); each level
+ * The server runs as `df11 serve` does by default (steps of up to 2048 tokens, shared prefill, a 5 ms
+ * gather window); each level
  * records how many prefill and decode steps it took. Each level runs --repeat waves (default 3) and reports
  * the median one.
  *
- *   node apps/bench/dist/gpu-serve.js --bf16 DIR --df11 DIR [--out FILE] [--solo-prefill] [--prefill-gather-ms MS] [--repeat N]
+ *   node apps/bench/dist/gpu-serve.js --bf16 DIR --df11 DIR [--out FILE] [--solo-prefill] [--prefill-gather-ms MS] [--max-batch-tokens N] [--repeat N]
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -31,6 +32,8 @@ const { values: args, positionals } = parseArgs({
     "solo-prefill": { type: "boolean", default: false },
     // As `df11 serve --prefill-gather-ms` (its default: 5).
     "prefill-gather-ms": { type: "string", default: "5" },
+    // As `df11 serve --max-batch-tokens` (its default: 2048): rows of one step.
+    "max-batch-tokens": { type: "string", default: "2048" },
     // Waves per level; the median one is reported.
     repeat: { type: "string", default: "3" },
   },
@@ -38,6 +41,7 @@ const { values: args, positionals } = parseArgs({
 const sharedPrefill = !args["solo-prefill"];
 const prefillGatherMs = Number(args["prefill-gather-ms"]);
 const repeat = Math.max(1, Number(args.repeat));
+const maxRows = Number(args["max-batch-tokens"]);
 const promptTokens = Number(args["prompt-tokens"]);
 const newTokens = Number(args["new-tokens"]);
 const levels = args.concurrency!.split(",").map(Number);
@@ -151,7 +155,7 @@ async function capacity(dir: string, gpuWeights: GpuWeightsLayout) {
 
 /** The BF16 checkpoint runs as BF16 (the baseline), the DF11 one in its default layout (fused). */
 async function one(dir: string, gpuWeights: GpuWeightsLayout) {
-  const model = await loadModel(dir, { device: "cuda", slots: Math.max(...levels), maxContext: promptTokens + newTokens + 8, gpuWeights, sharedPrefill, prefillGatherMs });
+  const model = await loadModel(dir, { device: "cuda", slots: Math.max(...levels), maxContext: promptTokens + newTokens + 8, gpuWeights, maxRows, sharedPrefill, prefillGatherMs });
   const weights = model.lm.weights;
   const result = { weights: weights.kind, layout: weights.layout, weightsBytes: weights.residentBytes, levels: await measureLevels(model) };
   model.dispose();
@@ -164,7 +168,7 @@ async function main() {
   const self = fileURLToPath(import.meta.url);
   const child = (dir: string, label: string, layout: GpuWeightsLayout) => {
     log(`${label}:`);
-    return runChild<Awaited<ReturnType<typeof one>>>(self, ["one", dir, layout, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), "--concurrency", args.concurrency!, ...(sharedPrefill ? [] : ["--solo-prefill"]), "--prefill-gather-ms", String(prefillGatherMs), "--repeat", String(repeat)]);
+    return runChild<Awaited<ReturnType<typeof one>>>(self, ["one", dir, layout, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), "--concurrency", args.concurrency!, ...(sharedPrefill ? [] : ["--solo-prefill"]), "--prefill-gather-ms", String(prefillGatherMs), "--repeat", String(repeat), "--max-batch-tokens", String(maxRows)]);
   };
   const bf16 = child(args.bf16, "BF16", "bf16");
   const df11 = child(args.df11, "DF11", "auto");
@@ -175,7 +179,7 @@ async function main() {
     log(`| ${b.concurrency} | ${b.aggregateTokensPerSecond.toFixed(0)} | ${d.aggregateTokensPerSecond.toFixed(0)} | ${((100 * d.aggregateTokensPerSecond) / b.aggregateTokensPerSecond).toFixed(0)} % | ${b.medianTimeToFirstTokenMs.toFixed(0)} / ${b.medianLatencyMs.toFixed(0)} | ${d.medianTimeToFirstTokenMs.toFixed(0)} / ${d.medianLatencyMs.toFixed(0)} |`);
   });
   log(`capacity at 4096 positions each: BF16 ${bf16.capacity.slotsOf4096Positions} sequences (loaded: ${bf16.capacity.loadedWithThoseSlots}), DF11 ${df11.capacity.slotsOf4096Positions} (loaded: ${df11.capacity.loadedWithThoseSlots}); longest single context: BF16 ${bf16.capacity.longestSingleContext}, DF11 ${df11.capacity.longestSingleContext} positions`);
-  const result = { benchmark: "gpu-serve", date: new Date().toISOString(), device: devices()[0], model: "Llama-3.1-8B-shaped, synthetic weights", promptTokens, newTokens, sharedPrefill, prefillGatherMs, repeat, bf16, df11 };
+  const result = { benchmark: "gpu-serve", date: new Date().toISOString(), device: devices()[0], model: "Llama-3.1-8B-shaped, synthetic weights", promptTokens, newTokens, maxBatchTokens: maxRows, sharedPrefill, prefillGatherMs, repeat, bf16, df11 };
   log(`saved ${saveJson(args.out!, result)}`);
 }
 

@@ -329,6 +329,12 @@ program
   .option("--no-sampling-defaults", "ignore the sampling defaults in the model's generation_config.json (requests that set none get OpenAI's)")
   .option("--no-shared-prefill", "prefill each request's prompt in a step of its own (slower; its logits then equal a solo run's bit for bit) instead of sharing steps with the prompts admitted with it")
   .option(
+    "--max-batch-tokens <n>",
+    "tokens one forward step runs at most (GPU): the prompts of a burst share prefill steps up to this many, and the GPU's working memory is sized for it (~0.4 MB per token on an 8B model: 0.8 GB at 2048)",
+    intOption,
+    2048,
+  )
+  .option(
     "--prefill-gather-ms <ms>",
     "with shared prefill: wait up to this long for a burst of requests to finish arriving before prefilling it in one step (0: prefill what has arrived at once)",
     millisecondsOption,
@@ -347,6 +353,7 @@ program
       maxGpuMemory: opts.maxGpuMemory,
       maxContext: opts.maxContext,
       slots: opts.maxBatch,
+      maxRows: opts.maxBatchTokens,
       sharedPrefill: opts.sharedPrefill,
       prefillGatherMs: opts.prefillGatherMs,
       verifyWeights: opts.verifyWeights,

@@ -6,6 +6,13 @@ export interface BackendLoadOptions {
   readonly maxContext?: number;
   /** Sequences decoded together. */
   readonly slots?: number;
+  /**
+   * Rows (tokens) one forward step takes at most: a prompt chunk, or the prompts prefilled together in a
+   * shared step. The GPU's working memory is sized for it (about 0.4 MB per row on an 8B model: 0.8 GB at 2048); a
+   * DF11 model in the fused layout unpacks its weights once per prefill step, so larger steps mean fewer
+   * unpackings. Default 512 (the CPU has no such limit).
+   */
+  readonly maxRows?: number;
   /** Bytes of weights placed on the device so far. */
   readonly onProgress?: (done: number, total: number) => void;
   /**

@@ -29,6 +29,8 @@ export interface LoadModelOptions {
   readonly maxContext?: number;
   /** Sequences generated together (GPU KV-cache slots; concurrent generate() calls batch up to this). */
   readonly slots?: number;
+  /** Rows (tokens) one forward step takes at most (GPU; see BackendLoadOptions.maxRows). Default 512. */
+  readonly maxRows?: number;
   /** Requests that may wait for a free slot (default 4 × slots); more are refused (QueueFullError). */
   readonly maxQueue?: number;
   /** Prefill prompts admitted together in shared steps (throughput; see BatchSchedulerOptions.sharedPrefill). Default false. */
@@ -335,6 +337,7 @@ export async function loadModel(source: string, options: LoadModelOptions = {}):
     device: options.device ?? "auto",
     maxContext: options.maxContext,
     slots: options.slots,
+    maxRows: options.maxRows,
     checkStored: options.checkStored,
     verifyWeights: options.verifyWeights,
     gpuWeights: options.gpuWeights,
