@@ -3,6 +3,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CudaError, CudaUnavailableError, OutOfDeviceMemoryError } from "./errors.js";
+import { kernelEnvironmentProblems } from "./kernel-environment.js";
 
 /** A device address (exact as a JS number below 2^53); 0 is null. */
 export type Address = number;
@@ -204,6 +205,7 @@ export function native(): NativeAddon {
   }
   try {
     addon = createRequire(import.meta.url ?? __filename)(path) as NativeAddon;
+    for (const problem of kernelEnvironmentProblems()) process.emitWarning(problem, { code: "DF11_KERNEL_ENV" });
     return addon;
   } catch (e) {
     loadError = new CudaUnavailableError(`cannot load ${path}: ${(e as Error).message}`);

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { rmSync, statSync } from "node:fs";
 import { access, mkdir, rename, rm } from "node:fs/promises";
 import { HubLoaderError } from "./errors.js";
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 
 /** A sibling temporary path for `target` (same filesystem, so rename is atomic). */
 export const temporarySibling = (target: string): string =>
@@ -53,11 +53,24 @@ function fileInTheWay(dir: string): string | undefined {
   return undefined;
 }
 
+/** Filesystems the Linux kernel provides, where no file can be created (and Node's recursive mkdir never returns under /proc). */
+const VIRTUAL_ROOTS = ["/proc", "/sys"];
+
+/** The virtual filesystem `path` lies in, on Linux, or undefined. */
+function virtualRoot(path: string): string | undefined {
+  if (process.platform !== "linux") return undefined;
+  const abs = resolve(path);
+  return VIRTUAL_ROOTS.find((r) => abs === r || abs.startsWith(`${r}/`));
+}
+
 /**
  * Create `target`'s parent directories. A path on the way that is a file (EEXIST, ENOTDIR) is a
- * HubLoaderError naming the output, not the bare errno message about one of its parents.
+ * HubLoaderError naming the output, not the bare errno message about one of its parents; so is a target
+ * under /proc or /sys.
  */
 async function makeParentDirectory(target: string): Promise<void> {
+  const root = virtualRoot(target);
+  if (root) throw new HubLoaderError(`${target}: ${root} is a virtual filesystem the kernel provides, where no file can be written; choose a directory on a disk`);
   try {
     await mkdir(dirname(target), { recursive: true });
   } catch (e) {

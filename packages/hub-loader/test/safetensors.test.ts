@@ -137,6 +137,16 @@ describe("an output whose parent is a file", () => {
   });
 });
 
+describe.skipIf(process.platform !== "linux")("an output under /proc or /sys", () => {
+  it("is refused at once, naming the output (Node's recursive mkdir never returns under /proc)", async () => {
+    for (const target of ["/proc/df11-out", "/proc/x/y/model", "/sys/df11-out"]) {
+      const e = await writeDirectoryAtomically(target, async () => undefined).catch((x: Error) => x);
+      expect((e as Error).name).toBe("HubLoaderError");
+      expect((e as Error).message).toMatch(new RegExp(`^${target}: /(proc|sys) is a virtual filesystem the kernel provides`));
+    }
+  });
+});
+
 describe("malformed safetensors raise SafetensorsError naming file and tensor", () => {
   const cases: Array<[string, () => Promise<string>, RegExp]> = [
     ["too short", async () => { const p = join(dir, "short.safetensors"); await writeFile(p, Buffer.alloc(5)); return p; }, /short\.safetensors: file is 5 bytes/],
