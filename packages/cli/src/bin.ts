@@ -37,10 +37,10 @@ const wholeOption = (v: string) => {
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("expected a whole number ≥ 0");
   return n;
 };
-/** Milliseconds: a number ≥ 0 (fractions allowed), at most a minute. */
+/** Milliseconds: a decimal number ≥ 0 (fractions allowed), at most a minute. */
 const millisecondsOption = (v: string) => {
   const n = Number(v);
-  if (v.trim() === "" || !Number.isFinite(n) || n < 0 || n > 60_000) throw new InvalidArgumentError("expected milliseconds from 0 to 60000");
+  if (!/^\d+(\.\d+)?$/.test(v.trim()) || n > 60_000) throw new InvalidArgumentError("expected milliseconds from 0 to 60000");
   return n;
 };
 /** A TCP port (0: any free one). */
@@ -373,7 +373,7 @@ program
     });
     const held = weightsReport(model.lm.weights);
     const offloaded = held.offload ? `; ${held.offload.layers.length} layers (${formatBytes(held.offload.hostBytes)}) offloaded to pinned host memory` : "";
-    process.stderr.write(`df11 serve: ${opts.modelId ?? source} (${held.format}${held.layout !== held.format ? ` as ${held.layout}` : ""}, ${formatBytes(held.residentBytes)} on ${model.device}${gpusOf(model.lm.backend.memory?.())}${offloaded}, batch ≤ ${opts.maxBatch}, context ${model.lm.maxContext}) at ${running.url}/v1\n`);
+    process.stderr.write(`df11 serve: ${opts.modelId ?? source} (${held.format}${held.layout !== held.format ? ` as ${held.layout}` : ""}, ${formatBytes(held.residentBytes)} on ${model.device}${gpusOf(model.lm.backend.memory?.())}${offloaded}, batch ≤ ${Math.min(opts.maxBatch, model.lm.backend.maxRows)}, context ${model.lm.maxContext}) at ${running.url}/v1\n`);
     const stop = async () => {
       await running.close();
       model.dispose();

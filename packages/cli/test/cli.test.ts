@@ -209,7 +209,7 @@ describe("df11 generate", () => {
     expect(z1.settings.sampling.seed).toBe(0);
     await expect(df11("generate", out, "--prompt", "x", "--seed", "-1")).rejects.toMatchObject({ stderr: expect.stringMatching(/--seed.*expected a whole number ≥ 0/) });
     for (const port of ["abc", "99999", "-1"]) await expect(df11("serve", out, "--port", port)).rejects.toMatchObject({ stderr: expect.stringMatching(/--port.*expected a port number from 0 to 65535/) });
-    for (const ms of ["abc", "-1", "", "1e9"]) await expect(df11("serve", out, "--prefill-gather-ms", ms)).rejects.toMatchObject({ stderr: expect.stringMatching(/--prefill-gather-ms.*expected milliseconds from 0 to 60000/) });
+    for (const ms of ["abc", "-1", "", "1e9", "0x10"]) await expect(df11("serve", out, "--prefill-gather-ms", ms)).rejects.toMatchObject({ stderr: expect.stringMatching(/--prefill-gather-ms.*expected milliseconds from 0 to 60000/) });
     await expect(df11("serve", out, "--max-batch-tokens", "0")).rejects.toMatchObject({ stderr: expect.stringMatching(/--max-batch-tokens.*expected a positive integer/) });
     await expect(df11("generate", out, "--prompt", "x", "--gpu-weights", "int4")).rejects.toMatchObject({ stderr: expect.stringMatching(/--gpu-weights.*expected fused, huffman, bf16 or auto/) });
     await expect(df11("generate", out, "--prompt", "x", "--device", "cpu", "--gpu-weights", "fused")).rejects.toMatchObject({ stderr: expect.stringMatching(/--gpu-weights fused applies to the GPU/) });

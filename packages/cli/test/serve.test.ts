@@ -189,7 +189,7 @@ describe("df11 serve (OpenAI API, CPU, tiny model)", () => {
     }
   });
 
-  it("a burst of HTTP requests is prefilled in one shared step with a gather window (prefillGatherMs); each request still gets its tokens", async () => {
+  it("a burst of HTTP requests is prefilled in one or two shared steps with a gather window (prefillGatherMs); each request still gets its tokens", async () => {
     const gathered = await loadModel(join(work, "m"), { device: "cpu", slots: 16, maxContext: 256, sharedPrefill: true, prefillGatherMs: 200 });
     const server = await serveModel(gathered, { port: 0, modelId: "tiny" });
     try {
@@ -211,8 +211,11 @@ describe("df11 serve (OpenAI API, CPU, tiny model)", () => {
       // the window the first to arrive would be prefilled before the others are in.
       const results = await Promise.all(Array.from({ length: 16 }, (_, i) => ask(i)));
       expect(results.every((r) => r.status === 200 && r.body.usage.completion_tokens === 6)).toBe(true);
-      expect(gathered.scheduler.stats.prefillSteps - before).toBe(1);
-      expect(prompts).toEqual([16]);
+      // One step here; the window also ends after 1 ms without a new request, so a loaded test host may
+      // split the burst once (without the window: 13–16 steps of one or two prompts).
+      expect(gathered.scheduler.stats.prefillSteps - before).toBeLessThanOrEqual(2);
+      expect(prompts.reduce((a, b) => a + b, 0)).toBe(16);
+      expect(Math.max(...prompts)).toBeGreaterThanOrEqual(8);
       // The same text as each request alone (the CPU's products are row by row: sharing changes no bits).
       const alone = await ask(3);
       expect(alone.body.choices[0].text).toBe(results[3].body.choices[0].text);

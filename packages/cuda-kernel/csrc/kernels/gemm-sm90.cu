@@ -242,9 +242,11 @@ __global__ void __launch_bounds__(Fused ? kFusedThreads : kThreads, 1)
       mbarInit(&full[s], Fused ? 1 + kFusedProducers : 1);  // fused: the X copy's expect_tx and each decoding warp
       mbarInit(&empty[s], 2);
     }
-    for (int s = 0; s < 2; ++s) {
-      mbarInit(&slotFull[s], 1);
-      mbarInit(&slotEmpty[s], kFusedProducers);
+    if constexpr (Fused) {
+      for (int s = 0; s < 2; ++s) {
+        mbarInit(&slotFull[s], 1);
+        mbarInit(&slotEmpty[s], kFusedProducers);
+      }
     }
     asm volatile("fence.mbarrier_init.release.cluster;\nfence.proxy.async.shared::cta;\n" ::: "memory");
   }
@@ -452,9 +454,10 @@ cudaError_t launchTile(const LinearArgs& a, const uint16_t* xBf16, const FusedVi
     if (e != cudaSuccess) return e;
     if (device >= 0 && device < 64) configured[device] = true;
   }
+  // A shape the tensor maps cannot describe is said before anything is launched (the caller falls back).
   CUtensorMap mapX{}, mapW{};
-  if (!tensorMap(&mapX, xBf16, a.rows, a.K, BM)) return cudaErrorInvalidValue;
-  if (!Fused && !tensorMap(&mapW, a.weight, a.N, a.K, BN)) return cudaErrorInvalidValue;
+  if (!tensorMap(&mapX, xBf16, a.rows, a.K, BM)) return cudaErrorNotSupported;
+  if (!Fused && !tensorMap(&mapW, a.weight, a.N, a.K, BN)) return cudaErrorNotSupported;
   const dim3 grid((a.rows + BM - 1) / BM, (a.N + BN - 1) / BN, splits);
   return launchKernel(gemmSm90Kernel<BN, Fused>, grid, dim3(Fused ? kFusedThreads : kThreads), T::kSharedBytes, stream, a, mapX, mapW, w ? *w : FusedView{}, partial, tilesPerSplit);
 }

@@ -12,7 +12,8 @@ constexpr int kSm90TileM = 128, kSm90TileK = 64;
 bool gemmSm90Supported();
 // One launch: out (+)= X·Wᵀ + bias, or with `partial` non-null (splits > 1) each split's sums of K tiles
 // [z·tilesPerSplit, …) into partial[z][rows][N]. bn: column tile (128 or 256). Needs K % 8 == 0 and
-// 16-byte aligned X and W.
+// 16-byte aligned X and W; cudaErrorNotSupported, launching nothing, when the tensor maps cannot
+// describe the operands (the caller falls back).
 cudaError_t launchGemmSm90(const LinearArgs& a, const uint16_t* xBf16, int bn, float* partial, int tilesPerSplit, int splits, cudaStream_t stream);
 // The same launch with W rows [0, a.N) of the fused matrix `w` (a.weight unused; column tile 128): the
 // bulk copy engine loads its tiles and the producer warpgroup decodes them into the stages. Bit-identical

@@ -217,7 +217,7 @@ cudaError_t launchSm90(const LinearArgs& a, float* workspace, size_t workspaceFl
   // Columns in pieces whose partial sums fit the workspace (tile-aligned; the order of each sum is unchanged).
   const size_t perColumn = static_cast<size_t>(splits) * a.rows;
   const int maxColumns = static_cast<int>(std::min<size_t>(workspaceFloats / perColumn, 1 << 30)) / 256 * 256;
-  if (maxColumns == 0) return cudaErrorInvalidValue;  // caller falls back to the mma.sync kernel
+  if (maxColumns == 0) return cudaErrorNotSupported;  // before any launch: the caller falls back (mma.sync, or DF11 windows)
   for (int c0 = 0; c0 < a.N; c0 += maxColumns) {
     LinearArgs part = a;
     part.N = std::min(maxColumns, a.N - c0);
@@ -280,8 +280,7 @@ cudaError_t launchFusedGemm(const LinearArgs& a, const FusedView& w, const uint1
     v.groups = (v.rows + kFusedGroupRows - 1) / kFusedGroupRows;
     return launchGemmSm90Fused(part, xBf16, v, partial, tilesPerSplit, splits, stream);
   };
-  const cudaError_t e = launchSm90(a, workspace, workspaceFloats, 128, launch, stream);
-  return e == cudaErrorInvalidValue ? cudaErrorNotSupported : e;
+  return launchSm90(a, workspace, workspaceFloats, 128, launch, stream);
 }
 
 cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, float* workspace, size_t workspaceFloats, cudaStream_t stream) {
@@ -297,7 +296,7 @@ cudaError_t launchGemm(const LinearArgs& a, const uint16_t* xBf16, float* worksp
       return launchGemmSm90(part, xBf16, tile, partial, tilesPerSplit, splits, stream);
     };
     const cudaError_t e = launchSm90(a, workspace, workspaceFloats, bn, launch, stream);
-    if (e != cudaErrorInvalidValue) return e;
+    if (e != cudaErrorNotSupported) return e;
   }
   // The shared-memory opt-in is a per-device attribute of the kernel: set once on each device.
   static bool configured[64] = {};

@@ -2,9 +2,10 @@
 // lookupExponents, assembleChunk and escape-patch offsets the GEMV and unpack kernels use, with the byte
 // permute emulated), one emulated warp per tile. Reads a fused matrix written by the test
 // (fused-decode-host.test.ts) and writes the BF16 matrix it decodes to.
-// With `stage`: decoded as the Hopper GEMM's producer warps do (decodeStageQuarter, stagePatch, applyStagePatch),
-// 64 k × 128 rows at a time into a swizzled stage, then read back through the swizzle; exits 3 when a
-// stage's k past the matrix is not zero.
+// With `stage`: with the Hopper GEMM producers' decode arithmetic (decodeStageQuarter, zeroStageQuarter,
+// stagePatch, applyStagePatch), 64 k × 128 rows at a time into a swizzled stage, then read back through
+// the swizzle; exits 3 when a stage's k past the matrix is not zero. (The arithmetic only: the kernel's
+// pipeline — tiles and escapes loaded ahead, K splits, column pieces — runs in the GPU tests.)
 // Usage: fused-decode-host IN OUT [stage]
 #include <cstdio>
 #include <cstdlib>

@@ -39,6 +39,8 @@ interface Sequence {
   readonly state: SequenceState;
   slot: number;
   done: boolean;
+  /** performance.now() at submit: the gather window counts from the oldest waiting request. */
+  readonly submitted: number;
 }
 
 export interface BatchSchedulerOptions {
@@ -59,12 +61,14 @@ export interface BatchSchedulerOptions {
    */
   readonly sharedPrefill?: boolean;
   /**
-   * With `sharedPrefill`: before admitting waiting requests, keep yielding the event loop for up to this
-   * many milliseconds while more requests arrive (ending once 1 ms passes without one, or the free slots
-   * are spoken for), so that a burst — say 16 HTTP requests whose bodies are still being read — is
-   * prefilled in as few shared steps as possible instead of a step per straggler. Each prefill step reads
-   * all the weights (and with DF11 in the fused layout decodes them for the GEMM), so this is where shared
-   * prefill pays; it costs at most this much time-to-first-token. Default 0 (`df11 serve`: 5).
+   * With `sharedPrefill`: before admitting waiting requests, keep yielding the event loop while more
+   * requests arrive — until 1 ms passes without one, the oldest waiting request has waited this many
+   * milliseconds, or the free slots are spoken for — so that a burst (say 16 HTTP requests whose bodies
+   * are still being read) is prefilled in as few shared steps as possible instead of a step per
+   * straggler. Each prefill step reads all the weights (and with DF11 in the fused layout decodes them
+   * for the GEMM), so this is where shared prefill pays. It adds at most this much time-to-first-token;
+   * while sequences are running it waits at most 1 ms (they wait too), and not at all when no waiting
+   * request can share a step. Default 0 (`df11 serve`: 5).
    */
   readonly prefillGatherMs?: number;
 }
@@ -85,8 +89,8 @@ export class BatchScheduler implements Disposable {
   private looping = false;
   private closed = false;
   /**
-   * Since creation: tokens generated, decode steps run, prefill steps run (a prompt alone, or prompts
-   * sharing a step), requests taken, and the seconds spent admitting requests (their prefills) and in
+   * Since creation: tokens generated, decode steps run, prefills run (`prefillSteps`: a prompt alone —
+   * however many steps its length takes — or the prompts sharing one step), requests taken, and the seconds spent admitting requests (their prefills) and in
    * decode steps (each ends with its tokens on the host, so device work is included).
    */
   readonly stats = { steps: 0, prefillSteps: 0, tokens: 0, requests: 0, prefillSeconds: 0, decodeSeconds: 0 };
@@ -130,7 +134,7 @@ export class BatchScheduler implements Disposable {
       tokenizer: this.options.tokenizer,
       stopTokenIds: request.stopTokenIds ?? this.model.config.eosTokenIds,
     });
-    const seq: Sequence = { request, stream, state, slot: -1, done: false };
+    const seq: Sequence = { request, stream, state, slot: -1, done: false, submitted: performance.now() };
     stream.onReturn = () => this.finish(seq, "aborted");
     request.signal?.addEventListener("abort", () => this.finish(seq, "aborted"), { once: true });
     this.queue.push(seq);
@@ -172,22 +176,31 @@ export class BatchScheduler implements Disposable {
     }
   }
 
-  /** Yield while requests keep arriving, before a shared prefill (see BatchSchedulerOptions.prefillGatherMs). */
+  /**
+   * Yield while requests keep arriving, before a shared prefill (see BatchSchedulerOptions.prefillGatherMs):
+   * until 1 ms passes without a new one, or the oldest waiting request has waited the window — at most
+   * 1 ms while sequences are running (a decode step is itself a window, and every running sequence would
+   * wait) — or the free slots are spoken for. Not at all when no waiting request can share a step.
+   */
   private async gather(): Promise<void> {
     const limit = this.options.prefillGatherMs ?? 0;
-    if (!this.options.sharedPrefill || limit <= 0 || this.queue.length === 0) return;
-    const start = performance.now();
+    if (!this.options.sharedPrefill || limit <= 0 || !this.queue.some((s) => this.canShare(s))) return;
+    const window = this.running.length > 0 ? Math.min(1, limit) : limit;
+    const oldest = this.queue[0].submitted;
+    let last = this.queue[this.queue.length - 1].submitted;
     let seen = this.queue.length;
-    let last = start;
-    while (!this.closed && this.queue.length < this.freeSlots.length) {
-      await new Promise<void>((resolve) => setImmediate(resolve));
+    while (!this.closed && this.queue.length > 0 && this.queue.length < this.freeSlots.length) {
       const now = performance.now();
-      if (this.queue.length > seen) {
-        seen = this.queue.length;
-        last = now;
-      }
-      if (now - start >= limit || now - last >= Math.min(1, limit)) break;
+      if (now - oldest >= window || now - last >= Math.min(1, limit)) break;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (this.queue.length > seen) last = performance.now();
+      seen = this.queue.length;
     }
+  }
+
+  /** Whether a request's prompt can be prefilled in a step shared with others. */
+  private canShare(seq: Sequence): boolean {
+    return !!this.options.sharedPrefill && seq.request.promptLogprobs === undefined && seq.state.maxTokens > 0 && seq.request.prompt.length <= this.model.backend.maxRows;
   }
 
   /** Move waiting requests into free slots: prefill each (alone, or in shared steps), emit its first token. */
@@ -200,7 +213,7 @@ export class BatchScheduler implements Disposable {
       this.model.reset(seq.slot);
       this.running.push(seq);
       const { prompt, promptLogprobs } = seq.request;
-      if (this.options.sharedPrefill && promptLogprobs === undefined && seq.state.maxTokens > 0 && prompt.length <= this.model.backend.maxRows) {
+      if (this.canShare(seq)) {
         shared.push(seq);
         continue;
       }

@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { resolveModel, type DownloadProgress } from "@df11/hub-loader";
 import type { CausalLM } from "../causal-lm.js";
-import { ModelsError } from "../errors.js";
+import { ModelsError, OptionError } from "../errors.js";
 import { grammarConstraint, jsonObjectConstraint, type TokenConstraint } from "../constraint.js";
 import { readGenerationConfig, resolveSampling, type GenerationConfig, type ResolvedSampling, type SamplingDefaults } from "../generation-config.js";
 import { loadCausalLM } from "../load.js";
@@ -330,6 +330,12 @@ export class Model implements Disposable {
 export async function loadModel(source: string, options: LoadModelOptions = {}): Promise<Model> {
   // Options that do not combine are said before a download starts.
   checkGpuOptions({ ...options, device: options.devices ? options.device : (options.device ?? "auto") });
+  if (options.maxRows !== undefined && !(Number.isInteger(options.maxRows) && options.maxRows >= 1)) {
+    throw new OptionError("maxRows", `must be a positive integer, got ${options.maxRows}`, "--max-batch-tokens");
+  }
+  if (options.prefillGatherMs !== undefined && !(Number.isFinite(options.prefillGatherMs) && options.prefillGatherMs >= 0)) {
+    throw new OptionError("prefillGatherMs", `must be a finite number ≥ 0, got ${options.prefillGatherMs}`, "--prefill-gather-ms");
+  }
   const directory = existsSync(source)
     ? source
     : (await resolveModel(source, { onProgress: (p: DownloadProgress) => options.onProgress?.({ phase: "download", done: p.bytesDone, total: p.bytesTotal }) })).dir;
