@@ -117,7 +117,8 @@ if has 70b; then
 fi
 if has ncu; then
   # Nsight Compute counters of every inference kernel of a decode step (a 2-layer 8B-shaped slice: the
-  # same kernels and shapes as the full model), BF16 and the fused layout.
+  # same kernels and shapes as the full model), BF16 and the fused layout; NCU_ROWS=16: steps of 16
+  # sequences (a serving batch).
   stamp "ncu per-kernel counters"
   s8=/tmp/df11-8b-slice
   [ -f "$s8/df11/config.json" ] || node apps/bench/dist/make-bench-model.js --shape 8b --layers 2 --out "$s8/df11" > "$logs/ncu-models.log" 2>&1
@@ -126,7 +127,7 @@ if has ncu; then
     timeout ${NCU_TIMEOUT:-150} ncu --clock-control none --graph-profiling node --csv --page raw \
       -k regex:'gemv|gemm|rmsNorm|attention|qkvPrepare|combine|gatedActivation|embedding|argmax|toBf16|gatherRows|unpack|reduceSplits|add|softcap' \
       --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum,smsp__thread_inst_executed.sum \
-      node scripts/gpu/ncu-decode.mjs "$dir" $layout > "$logs/ncu-$layout.csv" 2> "$logs/ncu-$layout.log"
+      node scripts/gpu/ncu-decode.mjs "$dir" $layout ${NCU_ROWS:-1} > "$logs/ncu-$layout.csv" 2> "$logs/ncu-$layout.log"
     echo "ncu $layout exit $?" | tee -a "$summary"
     node scripts/gpu/ncu-summary.mjs "$logs/ncu-$layout.csv" $layout "$logs/ncu-$layout.json" > "$logs/ncu-$layout.md" 2>&1
     cat "$logs/ncu-$layout.md" | tee -a "$summary"
