@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The prefill GEMM on Llama-3.1-8B-shaped matrices (q|k|v, o, k, gate|up, down, lm_head) at M rows of x
- * (512, 2048): TFLOP/s (2·M·N·K / median time of one launch) of each kernel launchGemm can run — the
+ * (128, 256, 512, 2048 by default): TFLOP/s (2·M·N·K / median time of one launch) of each kernel launchGemm can run — the
  * Hopper wgmma + TMA kernel (auto tiles, and 128 / 256-column tiles forced) and the mma.sync kernel —
  * against torch F.linear BF16 (cuBLAS) measured by tools/torch_gemm.py in the same run (--torch FILE),
  * and how far the Hopper kernel's output is from mma.sync's. With the Hopper kernel, W in the DF11 fused

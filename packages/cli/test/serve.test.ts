@@ -28,6 +28,17 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
+/** From now on, how many prompts each step of `m` that carried prompts prefilled (one entry per such step). */
+function promptsPerStep(m: Model): number[] {
+  const counts: number[] = [];
+  const step = m.lm.step.bind(m.lm);
+  m.lm.step = (sequences, options) => {
+    if (sequences.some((q) => q.tokens.length > 1)) counts.push(sequences.length);
+    return step(sequences, options);
+  };
+  return counts;
+}
+
 const user = (content: string) => [{ role: "user" as const, content }];
 /** Non-standard extras the server accepts (vLLM's names). */
 const extra = (o: object) => o as Record<string, never>;
@@ -166,13 +177,7 @@ describe("df11 serve (OpenAI API, CPU, tiny model)", () => {
   it("shared prefill (df11 serve's default): prompts admitted together share steps, and on the CPU each still gets its solo tokens", async () => {
     const shared = await loadModel(join(work, "m"), { device: "cpu", slots: 16, maxContext: 256, sharedPrefill: true });
     try {
-      const lm = shared.lm;
-      const step = lm.step.bind(lm);
-      const steps: number[] = []; // prompts per step that carried prompts
-      lm.step = (sequences, options) => {
-        if (sequences.some((q) => q.tokens.length > 1)) steps.push(sequences.length);
-        return step(sequences, options);
-      };
+      const steps = promptsPerStep(shared);
       const prompts = Array.from({ length: 16 }, (_, i) => Array.from({ length: 3 + (i % 7) }, (_, j) => (i * 31 + j * 7 + 1) % 1000));
       const run = (p: number[]) => shared.generate(p, { maxTokens: 8, temperature: 0, ignoreEos: true }).result();
       // Submitted in one tick: admitted together, prefilled in shared steps.
@@ -193,13 +198,7 @@ describe("df11 serve (OpenAI API, CPU, tiny model)", () => {
     const gathered = await loadModel(join(work, "m"), { device: "cpu", slots: 16, maxContext: 256, sharedPrefill: true, prefillGatherMs: 200 });
     const server = await serveModel(gathered, { port: 0, modelId: "tiny" });
     try {
-      const lm = gathered.lm;
-      const step = lm.step.bind(lm);
-      const prompts: number[] = []; // prompts per step that carried prompts
-      lm.step = (sequences, options) => {
-        if (sequences.some((q) => q.tokens.length > 1)) prompts.push(sequences.length);
-        return step(sequences, options);
-      };
+      const prompts = promptsPerStep(gathered);
       const ask = (i: number) =>
         fetch(`${server.url}/v1/completions`, {
           method: "POST",

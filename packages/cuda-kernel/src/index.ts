@@ -13,7 +13,7 @@
  */
 export * from "./errors.js";
 export { addonCandidates, type Address } from "./native.js";
-export { KERNEL_ENVIRONMENT, kernelEnvironmentProblems } from "./kernel-environment.js";
+export { KERNEL_ENVIRONMENT, kernelEnvironmentProblems, type KernelVariable } from "./kernel-environment.js";
 export {
   allocationStats,
   cudaRuntimeVersion,

@@ -1,17 +1,23 @@
+/** A kernel-selection variable: the values it takes, and what runs when it is unset or unknown. */
+export interface KernelVariable {
+  readonly values: readonly string[];
+  readonly fallback: string;
+}
+
 /**
  * Environment variables that pick kernels (read by the addon and the backend, once, for comparisons and
  * workarounds) and the values each takes. A value outside them used to be taken silently as the default;
  * now loading the addon warns about it (see {@link kernelEnvironmentProblems}).
  */
-export const KERNEL_ENVIRONMENT: Readonly<Record<string, readonly string[]>> = {
+export const KERNEL_ENVIRONMENT: Readonly<Record<string, KernelVariable>> = {
   /** The prefill GEMM: Hopper wgmma where the device has it (auto), always mma.sync, or a fixed Hopper column tile. */
-  DF11_GEMM: ["auto", "mma", "sm90", "sm90-128", "sm90-256"],
+  DF11_GEMM: { values: ["auto", "mma", "sm90", "sm90-128", "sm90-256"], fallback: "auto" },
   /** The DF11 fused GEMM (fused tiles decoded inside the Hopper kernel): up to 128 rows (auto), at every size, or never. */
-  DF11_FUSED_GEMM: ["auto", "always", "off", "0"],
+  DF11_FUSED_GEMM: { values: ["auto", "always", "off", "0"], fallback: "auto" },
   /** Programmatic dependent launch on Hopper: 0 turns it off. */
-  DF11_PDL: ["0", "1"],
+  DF11_PDL: { values: ["0", "1"], fallback: "on" },
   /** Prompt-chunk attention: warp keeps the warp-per-row kernel instead of the tensor-core one. */
-  DF11_PREFILL_ATTENTION: ["auto", "warp"],
+  DF11_PREFILL_ATTENTION: { values: ["auto", "warp"], fallback: "auto" },
 };
 
 /**
@@ -20,10 +26,10 @@ export const KERNEL_ENVIRONMENT: Readonly<Record<string, readonly string[]>> = {
  */
 export function kernelEnvironmentProblems(env: Readonly<Record<string, string | undefined>> = process.env): string[] {
   const problems: string[] = [];
-  for (const [name, values] of Object.entries(KERNEL_ENVIRONMENT)) {
+  for (const [name, { values, fallback }] of Object.entries(KERNEL_ENVIRONMENT)) {
     const v = env[name];
     if (v === undefined || values.includes(v)) continue;
-    problems.push(`${name}=${JSON.stringify(v)} is not one of ${values.join(", ")}; the default (${name === "DF11_PDL" ? "on" : "auto"}) is used`);
+    problems.push(`${name}=${JSON.stringify(v)} is not one of ${values.join(", ")}; the default (${fallback}) is used`);
   }
   return problems;
 }

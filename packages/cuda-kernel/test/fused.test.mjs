@@ -46,6 +46,20 @@ function crafted(cols) {
   return w;
 }
 
+/**
+ * Realistic [N, K] weights for the product tests, with escapes of many kinds in the first two rows too
+ * (crafted rows, exponents clamped to 130: no overflow in the products).
+ */
+function productWeights(N, K) {
+  const bits = syntheticWeights(N * K, N + K, 0.5 / Math.sqrt(K));
+  bits.set(crafted(K).subarray(0, 2 * K), 0);
+  for (let i = 0; i < 2 * K; i++) {
+    const e = (bits[i] >> 7) & 0xff;
+    if (e > 130) bits[i] = mergeBF16(130 - (e % 9), ((bits[i] >> 8) & 0x80) | (bits[i] & 0x7f));
+  }
+  return bits;
+}
+
 gpuTest("GPU transcoding writes exactly the reference encoder's fused layout (realistic, crafted, unaligned shapes, windows)", () => withDisposables((own) => {
   const stream = own(new CudaStream());
   const cases = [
@@ -109,13 +123,7 @@ gpuTest("the fused GEMV is bit-identical to the BF16 GEMV: rows 1…64, slices, 
     [61, 344],
     [4096, 14336],
   ]) {
-    const bits = syntheticWeights(N * K, N + K, 0.5 / Math.sqrt(K));
-    // Escapes of many kinds in the first rows too (exponents up to 130: no overflow in the products).
-    bits.set(crafted(K).subarray(0, 2 * K), 0);
-    for (let i = 0; i < 2 * K; i++) {
-      const e = (bits[i] >> 7) & 0xff;
-      if (e > 130) bits[i] = mergeBF16(130 - (e % 9), ((bits[i] >> 8) & 0x80) | (bits[i] & 0x7f));
-    }
+    const bits = productWeights(N, K);
     const m = own(transcode(bits, N, K, stream, 96));
     const w = own(DeviceBuffer.from(bits));
     const rand = mulberry32(K);
@@ -189,12 +197,7 @@ gpuTest("the fused GEMM (tiles decoded inside the Hopper kernel) is bit-identica
       // Exponents 100…130 in turn: 31 equally common per row, so 23 in 31 weights are escapes (tiles of more than 64).
       for (let i = 0; i < bits.length; i++) bits[i] = mergeBF16(100 + ((i * 7) % 31), Math.floor(rand() * 256));
     } else {
-      bits = syntheticWeights(N * K, N + K, 0.5 / Math.sqrt(K));
-      bits.set(crafted(K).subarray(0, 2 * K), 0);
-      for (let i = 0; i < 2 * K; i++) {
-        const e = (bits[i] >> 7) & 0xff;
-        if (e > 130) bits[i] = mergeBF16(130 - (e % 9), ((bits[i] >> 8) & 0x80) | (bits[i] & 0x7f));
-      }
+      bits = productWeights(N, K);
     }
     const m = own(transcode(bits, N, K, stream, 96));
     const w = own(DeviceBuffer.from(bits));

@@ -6,7 +6,7 @@ import { KERNEL_ENVIRONMENT, kernelEnvironmentProblems } from "../src/kernel-env
 describe("kernel-selection environment variables", () => {
   it("every value each variable takes passes, unset passes", () => {
     expect(kernelEnvironmentProblems({})).toEqual([]);
-    for (const [name, values] of Object.entries(KERNEL_ENVIRONMENT)) for (const v of values) expect(kernelEnvironmentProblems({ [name]: v })).toEqual([]);
+    for (const [name, { values }] of Object.entries(KERNEL_ENVIRONMENT)) for (const v of values) expect(kernelEnvironmentProblems({ [name]: v })).toEqual([]);
   });
 
   it("an unknown value is named with the values taken and the default used", () => {

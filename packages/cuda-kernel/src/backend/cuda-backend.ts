@@ -592,8 +592,9 @@ export class CudaBackend implements Backend<CudaTensor> {
         this.time(`gemv (${m.format})`, () =>
           m.gemv!({ rowBegin: first, rowEnd: first + rows, x: x.address, ldx: K, rows: x.rows, xBf16, bias, out: out.address + column * F32, ldo: out.cols, accumulate, stream: this.stream }),
         );
-      } else if (
-        !(
+      } else {
+        // A format with a GEMM of its own runs it where the device has one (false: it launched nothing).
+        const ran =
           useGemm &&
           m.address === undefined &&
           m.gemm !== undefined &&
@@ -611,11 +612,9 @@ export class CudaBackend implements Backend<CudaTensor> {
               workspaceBytes: this.splitK.byteLength,
               stream: this.stream,
             }),
-          )
-        )
-      ) {
-        // No kernel reads this format at this size: BF16 as it is, or decoded window by window.
-        this.matmul(x, slices[i], rows, out, column, bias, accumulate, useGemm, xBf16);
+          );
+        // Otherwise BF16 as it is, or decoded window by window.
+        if (!ran) this.matmul(x, slices[i], rows, out, column, bias, accumulate, useGemm, xBf16);
       }
       column += rows;
       i = j;
@@ -631,24 +630,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     const run = (weight: Address, n: number, firstRow: number) =>
       this.time(op, () =>
         call(() =>
-          native().linear(
-            weight,
-            n,
-            K,
-            x.address,
-            K,
-            x.rows,
-            bias ? bias + firstRow * F32 : 0,
-            out.address + (column + firstRow) * F32,
-            out.cols,
-            accumulate,
-            this.xBf16.address,
-            s,
-            this.splitK.address,
-            this.splitK.byteLength,
-            useGemm,
-            xBf16 !== 0,
-          ),
+          native().linear(weight, n, K, x.address, K, x.rows, bias ? bias + firstRow * F32 : 0, out.address + (column + firstRow) * F32, out.cols, accumulate, this.xBf16.address, s, this.splitK.address, this.splitK.byteLength, useGemm, xBf16 !== 0),
         ),
       );
     if (m.address !== undefined) return run(m.address + slice.firstRow * K * 2, N, 0);

@@ -73,6 +73,11 @@ export interface BatchSchedulerOptions {
   readonly prefillGatherMs?: number;
 }
 
+/** Whether `ms` is a gather window BatchSchedulerOptions.prefillGatherMs takes: a finite number ≥ 0. */
+export function isPrefillGatherMs(ms: number): boolean {
+  return Number.isFinite(ms) && ms >= 0;
+}
+
 /**
  * Continuous batching: requests join the running batch at token boundaries (their prompt prefilled in
  * a slot of their own, alone or — with `sharedPrefill` — in steps shared with the prompts admitted
@@ -90,8 +95,9 @@ export class BatchScheduler implements Disposable {
   private closed = false;
   /**
    * Since creation: tokens generated, decode steps run, prefills run (`prefillSteps`: a prompt alone —
-   * however many steps its length takes — or the prompts sharing one step), requests taken, and the seconds spent admitting requests (their prefills) and in
-   * decode steps (each ends with its tokens on the host, so device work is included).
+   * however many steps its length takes — or the prompts sharing one step), requests taken, and the
+   * seconds spent admitting requests (their prefills) and in decode steps (each ends with its tokens on
+   * the host, so device work is included).
    */
   readonly stats = { steps: 0, prefillSteps: 0, tokens: 0, requests: 0, prefillSeconds: 0, decodeSeconds: 0 };
 
@@ -102,7 +108,7 @@ export class BatchScheduler implements Disposable {
     this.maxBatch = Math.min(options.maxBatch ?? model.backend.slots, model.backend.slots, model.backend.maxRows);
     if (!(this.maxBatch >= 1)) throw new RangeError("maxBatch must be ≥ 1");
     this.maxQueue = options.maxQueue ?? 4 * this.maxBatch;
-    if (options.prefillGatherMs !== undefined && !(options.prefillGatherMs >= 0 && Number.isFinite(options.prefillGatherMs))) throw new RangeError("prefillGatherMs must be a finite number ≥ 0");
+    if (options.prefillGatherMs !== undefined && !isPrefillGatherMs(options.prefillGatherMs)) throw new RangeError("prefillGatherMs must be a finite number ≥ 0");
     this.freeSlots = Array.from({ length: this.maxBatch }, (_, i) => this.maxBatch - 1 - i);
   }
 

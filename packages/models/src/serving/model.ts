@@ -11,7 +11,7 @@ import type { SamplingOptions } from "../sampling.js";
 import type { GeneratedToken } from "../sequence.js";
 import { endOfSequenceIds, TextTokenizer, type ChatMessage, type ChatTemplateOptions, type ToolDefinition } from "../tokenizer.js";
 import { forcedToolCall, requireToolCallFormat, ToolCallParser, type ToolCall } from "../tool-calls.js";
-import { BatchScheduler, type FinishReason, type SequenceStream } from "./batch-scheduler.js";
+import { BatchScheduler, isPrefillGatherMs, type FinishReason, type SequenceStream } from "./batch-scheduler.js";
 
 /** Where generation runs: a CUDA GPU, the CPU, or (auto) the GPU when one is usable. */
 export type Device = "auto" | "cpu" | "cuda";
@@ -333,7 +333,7 @@ export async function loadModel(source: string, options: LoadModelOptions = {}):
   if (options.maxRows !== undefined && !(Number.isInteger(options.maxRows) && options.maxRows >= 1)) {
     throw new OptionError("maxRows", `must be a positive integer, got ${options.maxRows}`, "--max-batch-tokens");
   }
-  if (options.prefillGatherMs !== undefined && !(Number.isFinite(options.prefillGatherMs) && options.prefillGatherMs >= 0)) {
+  if (options.prefillGatherMs !== undefined && !isPrefillGatherMs(options.prefillGatherMs)) {
     throw new OptionError("prefillGatherMs", `must be a finite number ≥ 0, got ${options.prefillGatherMs}`, "--prefill-gather-ms");
   }
   const directory = existsSync(source)
