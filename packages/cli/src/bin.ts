@@ -26,14 +26,16 @@ import { configureErrorOutput, formatError } from "./error-output.js";
 
 sizeThreadPoolForReads(); // before the first file is read: loading reads many pieces at once
 
+/** Decimal digits only (Number() would also take 0x10, 1e3, " 16"), exact as a JS number. */
+const decimalInteger = (v: string) => (/^\d+$/.test(v) && Number.isSafeInteger(Number(v)) ? Number(v) : NaN);
 const intOption = (v: string) => {
-  const n = Number(v);
+  const n = decimalInteger(v);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("expected a positive integer");
   return n;
 };
 /** A whole number ≥ 0 (seeds: 0 is a seed like any other). */
 const wholeOption = (v: string) => {
-  const n = Number(v);
+  const n = decimalInteger(v);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("expected a whole number ≥ 0");
   return n;
 };
@@ -45,7 +47,7 @@ const millisecondsOption = (v: string) => {
 };
 /** A TCP port (0: any free one). */
 const portOption = (v: string) => {
-  const n = Number(v);
+  const n = decimalInteger(v);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError("expected a port number from 0 to 65535 (0: any free port)");
   return n;
 };

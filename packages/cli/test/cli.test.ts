@@ -210,7 +210,8 @@ describe("df11 generate", () => {
     await expect(df11("generate", out, "--prompt", "x", "--seed", "-1")).rejects.toMatchObject({ stderr: expect.stringMatching(/--seed.*expected a whole number ≥ 0/) });
     for (const port of ["abc", "99999", "-1"]) await expect(df11("serve", out, "--port", port)).rejects.toMatchObject({ stderr: expect.stringMatching(/--port.*expected a port number from 0 to 65535/) });
     for (const ms of ["abc", "-1", "", "1e9", "0x10"]) await expect(df11("serve", out, "--prefill-gather-ms", ms)).rejects.toMatchObject({ stderr: expect.stringMatching(/--prefill-gather-ms.*expected milliseconds from 0 to 60000/) });
-    await expect(df11("serve", out, "--max-batch-tokens", "0")).rejects.toMatchObject({ stderr: expect.stringMatching(/--max-batch-tokens.*expected a positive integer/) });
+    for (const n of ["0", "0x10", "1e3", " 16", "9007199254740993"]) await expect(df11("serve", out, "--max-batch-tokens", n)).rejects.toMatchObject({ stderr: expect.stringMatching(/--max-batch-tokens.*expected a positive integer/) });
+    await expect(df11("serve", out, "--port", "0x4e21")).rejects.toMatchObject({ stderr: expect.stringMatching(/--port.*expected a port number from 0 to 65535/) });
     await expect(df11("generate", out, "--prompt", "x", "--gpu-weights", "int4")).rejects.toMatchObject({ stderr: expect.stringMatching(/--gpu-weights.*expected fused, huffman, bf16 or auto/) });
     await expect(df11("generate", out, "--prompt", "x", "--device", "cpu", "--gpu-weights", "fused")).rejects.toMatchObject({ stderr: expect.stringMatching(/--gpu-weights fused applies to the GPU/) });
     const ids = await runJson(out, "--input-ids", b.promptTokenIds.join(","));

@@ -60,7 +60,7 @@ describe("fused layout", () => {
     }
     const m = roundTrip(every, 1, cols);
     expect(m.escapePositions.length).toBe(cols - 8 * 8);
-    // All escaped: a row whose 8 table slots are taken by one exponent each, everything else distinct.
+    // None escaped: a row of 8 distinct exponents, all in its table.
     const none = new Uint16Array(cols);
     for (let k = 0; k < cols; k++) none[k] = mergeBF16(100 + (k % 8), k & 0xff);
     expect(roundTrip(none, 1, cols).escapePositions.length).toBe(0);

@@ -198,7 +198,6 @@ function xBf16Bytes(c: TextModelConfig, maxRows: number): number {
   return maxRows * Math.max(c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim) * 2;
 }
 
-/** Memory the backend will allocate besides the weights, in bytes. */
 /**
  * `auto`'s layouts, in order of preference (the first that fits is used): the fused layout when it is
  * smaller than BF16 (every real model: it pads rows to groups of 8 and columns to tiles of 256, which
@@ -222,6 +221,7 @@ export function decodeWindowElements(c: TextModelConfig, chunk: number): number 
   return Math.min(chunk, largest);
 }
 
+/** Memory the backend will allocate besides the weights, in bytes. */
 function workingBytes(c: TextModelConfig, maxRows: number, slots: number, maxContext: number, decodeChunk: number, windows: boolean): { kv: number; activations: number; scratch: number } {
   const H = c.hiddenSize;
   const qDim = c.numHeads * c.headDim;
