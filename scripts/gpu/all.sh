@@ -7,6 +7,7 @@
 # command on a reference model: every --gpu-weights, serve's /health), tp (the 8B model on one GPU vs tensor
 # parallel over all of them; its tests run with `tests`, its sanitizer workload with `sanitize`), offload
 # (--max-gpu-memory on the 8B models: BF16 / DF11 offloaded vs DF11 resident, longest context per budget),
+# steps (decode steps of 1…64 sequences, BF16 vs fused, with a per-op profile), ncu (per-kernel counters),
 # 70b (not in the default list: a Llama-3.3-70B-shaped DF11 model made here, one GPU vs all of them).
 # Logs go to $LOGS (default /tmp/df11-logs) and are packed into $1/results.tar.gz after every stage (the
 # device tool returns at most 8 files, and nothing if the call runs out of time before a final step),
@@ -61,6 +62,16 @@ if has serve; then
   stamp "serving bench"
   SKIP_GENERATE=1 SERVE=1 timeout ${SERVE_TIMEOUT:-150} bash scripts/gpu/bench-generate.sh "$logs" > "$logs/bench-serve.log" 2>&1
   grep -E "^\||ratio|concurrent" "$logs/bench-serve.log" | head -20 | tee -a "$summary"
+fi
+if has steps; then
+  # Decode steps of 1…64 sequences at once on the 8B model, BF16 layout vs fused, as the serving
+  # scheduler runs them; and each op's serialised time at PROFILE_ROWS (default 16).
+  stamp "decode steps (8B, rows ${STEP_ROWS:-1,4,8,16,32,64})"
+  work=${DF11_BENCH_WORK:-/tmp/df11-bench}
+  [ -f "$work/df11/config.json" ] || SKIP_GENERATE=1 bash scripts/gpu/bench-generate.sh "$logs" > "$logs/bench-models.log" 2>&1
+  timeout ${STEPS_TIMEOUT:-300} node scripts/gpu/decode-steps.mjs "$work/df11" ${STEP_ROWS:-1,4,8,16,32,64} 40 "$logs/decode-steps.json" > "$logs/decode-steps.log" 2>&1
+  echo "decode steps exit $?" | tee -a "$summary"
+  grep -E "^\|" "$logs/decode-steps.log" | tee -a "$summary"
 fi
 if has batch; then
   stamp "df11 generate --batch-size"
@@ -118,19 +129,19 @@ fi
 if has ncu; then
   # Nsight Compute counters of every inference kernel of a decode step (a 2-layer 8B-shaped slice: the
   # same kernels and shapes as the full model), BF16 and the fused layout; NCU_ROWS=16: steps of 16
-  # sequences (a serving batch).
+  # sequences (a serving batch; NCU_ROWS="1 16": both).
   stamp "ncu per-kernel counters"
   s8=/tmp/df11-8b-slice
   [ -f "$s8/df11/config.json" ] || node apps/bench/dist/make-bench-model.js --shape 8b --layers 2 --out "$s8/df11" > "$logs/ncu-models.log" 2>&1
-  for layout in bf16 fused; do
+  for rows in ${NCU_ROWS:-1}; do for layout in bf16 fused; do
     dir=$s8/df11
     timeout ${NCU_TIMEOUT:-150} ncu --clock-control none --graph-profiling node --csv --page raw \
       -k regex:'gemv|gemm|rmsNorm|attention|qkvPrepare|combine|gatedActivation|embedding|argmax|toBf16|gatherRows|unpack|reduceSplits|add|softcap' \
-      --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum,smsp__thread_inst_executed.sum \
-      node scripts/gpu/ncu-decode.mjs "$dir" $layout ${NCU_ROWS:-1} > "$logs/ncu-$layout.csv" 2> "$logs/ncu-$layout.log"
-    echo "ncu $layout exit $?" | tee -a "$summary"
-    node scripts/gpu/ncu-summary.mjs "$logs/ncu-$layout.csv" $layout "$logs/ncu-$layout.json" > "$logs/ncu-$layout.md" 2>&1
-    cat "$logs/ncu-$layout.md" | tee -a "$summary"
-  done
+      --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum,smsp__thread_inst_executed.sum,lts__t_bytes.sum,smsp__issue_active.avg.pct_of_peak_sustained_active \
+      node scripts/gpu/ncu-decode.mjs "$dir" $layout $rows > "$logs/ncu-$layout-$rows.csv" 2> "$logs/ncu-$layout-$rows.log"
+    echo "ncu $layout $rows row(s) exit $?" | tee -a "$summary"
+    node scripts/gpu/ncu-summary.mjs "$logs/ncu-$layout-$rows.csv" $layout "$logs/ncu-$layout-$rows.json" > "$logs/ncu-$layout-$rows.md" 2>&1
+    cat "$logs/ncu-$layout-$rows.md" | tee -a "$summary"
+  done; done
 fi
 stamp "done"

@@ -229,14 +229,21 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const Att
           for (int t = 0; t < kDims; ++t) acc[g][t] = fmaf(pj, v[u][t], acc[g][t]);
         }
     }
-    for (; jj < n; ++jj) {
-      float v[kPerLane];
-      loadValues<D>(values + static_cast<size_t>(j0 + jj) * d, lane, d, v);
+    // The rest (fewer than a batch): loaded together too, summed in key order.
+    if (jj < n) {
+      float v[kValueBatch<D>][kPerLane];
 #pragma unroll
-      for (int g = 0; g < G; ++g) {
-        const float pj = __shfl_sync(0xffffffffu, p[g], jj);
+      for (int u = 0; u < kValueBatch<D>; ++u)
+        if (jj + u < n) loadValues<D>(values + static_cast<size_t>(j0 + jj + u) * d, lane, d, v[u]);
 #pragma unroll
-        for (int t = 0; t < kDims; ++t) acc[g][t] = fmaf(pj, v[t], acc[g][t]);
+      for (int u = 0; u < kValueBatch<D>; ++u) {
+        if (jj + u >= n) break;  // n is the same for the whole warp
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          const float pj = __shfl_sync(0xffffffffu, p[g], jj + u);
+#pragma unroll
+          for (int t = 0; t < kDims; ++t) acc[g][t] = fmaf(pj, v[u][t], acc[g][t]);
+        }
       }
     }
   }
@@ -264,17 +271,21 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const Att
   }
 }
 
-// Merge the splits of one (row, head): one warp. Lane s holds split s's (and s + 32's) max and sum, so
-// their loads are issued together; the output dims then sum the splits in order, kCombineBatch loads in
-// flight at a time.
+// Merge the splits of one (row, head): a warp per 32 of its output dims. Lane s holds split s's (and
+// s + 32's) max and sum, so their loads are issued together; each lane then sums its dim over the splits
+// in split order, with up to 32 splits' loads in flight at once (a decode step's attention is a chain of
+// dependent round trips: one more for every batch of loads). The same sums as one warp per head taking
+// them in batches: the weights come from the same butterfly, the dims from the same in-order sum.
 constexpr int kMaxSplits = 64;
 constexpr int kCombineBatch = 8;
 __global__ void combineKernel(const AttentionArgs a, int splits, const float* __restrict__ partial, float* __restrict__ out) {
   pdlWait();
   pdlLaunchDependents();
   const int lane = threadIdx.x & 31;
-  const int head = blockIdx.x * kHeadsPerBlock + (threadIdx.x >> 5);
-  const int r = blockIdx.y, H = a.numHeads, d = a.headDim;
+  const int H = a.numHeads, d = a.headDim;
+  const int slices = (d + 31) / 32;
+  const int unit = blockIdx.x * kHeadsPerBlock + (threadIdx.x >> 5);
+  const int head = unit / slices, r = blockIdx.y;
   if (head >= H) return;
   const int stride = d + 2;
   const float* p = partial + (static_cast<size_t>(r) * H + head) * splits * stride;
@@ -286,24 +297,32 @@ __global__ void combineKernel(const AttentionArgs a, int splits, const float* __
   const float l = warpSum(l0 * w0 + l1 * w1);
   const float inv = l > 0.0f ? 1.0f / l : 0.0f;
   // Every lane runs every iteration (the shuffles need the whole warp); lanes past d load nothing.
-  for (int i0 = 0; i0 < d; i0 += 32) {
-    const int i = i0 + lane;
-    const bool in = i < d;
-    float v = 0.0f;
-    int s = 0;
-    for (; s + kCombineBatch <= splits; s += kCombineBatch) {
-      float x[kCombineBatch];
+  const int i = (unit % slices) * 32 + lane;
+  const bool in = i < d;
+  float v = 0.0f;
+  int s = 0;
+  for (; s + 32 <= splits; s += 32) {
+    float x[32];
 #pragma unroll
-      for (int u = 0; u < kCombineBatch; ++u) x[u] = in ? p[(s + u) * stride + 2 + i] : 0.0f;
+    for (int u = 0; u < 32; ++u) x[u] = in ? p[(s + u) * stride + 2 + i] : 0.0f;
 #pragma unroll
-      for (int u = 0; u < kCombineBatch; ++u) {
-        const int su = s + u;
-        v += x[u] * __shfl_sync(0xffffffffu, su < 32 ? w0 : w1, su & 31);
-      }
+    for (int u = 0; u < 32; ++u) {
+      const int su = s + u;
+      v += x[u] * __shfl_sync(0xffffffffu, su < 32 ? w0 : w1, su & 31);
     }
-    for (; s < splits; ++s) v += (in ? p[s * stride + 2 + i] : 0.0f) * __shfl_sync(0xffffffffu, s < 32 ? w0 : w1, s & 31);
-    if (in) out[(static_cast<size_t>(r) * H + head) * d + i] = v * inv;
   }
+  for (; s + kCombineBatch <= splits; s += kCombineBatch) {
+    float x[kCombineBatch];
+#pragma unroll
+    for (int u = 0; u < kCombineBatch; ++u) x[u] = in ? p[(s + u) * stride + 2 + i] : 0.0f;
+#pragma unroll
+    for (int u = 0; u < kCombineBatch; ++u) {
+      const int su = s + u;
+      v += x[u] * __shfl_sync(0xffffffffu, su < 32 ? w0 : w1, su & 31);
+    }
+  }
+  for (; s < splits; ++s) v += (in ? p[s * stride + 2 + i] : 0.0f) * __shfl_sync(0xffffffffu, s < 32 ? w0 : w1, s & 31);
+  if (in) out[(static_cast<size_t>(r) * H + head) * d + i] = v * inv;
 }
 
 template <int G>
@@ -347,7 +366,8 @@ cudaError_t launchAttention(const AttentionArgs& a, const float* q, float* out, 
   const dim3 grid((warps + kHeadsPerBlock - 1) / kHeadsPerBlock, a.rows, splits);
   const cudaError_t e = launchGrouped(a, G, grid, q, out, partial, stream);
   if (e != cudaSuccess || splits == 1) return e;
-  return launchKernel(combineKernel, dim3((a.numHeads + kHeadsPerBlock - 1) / kHeadsPerBlock, a.rows), dim3(kHeadsPerBlock * 32), 0, stream, a, splits, partial, out);
+  const int warpsPerRow = a.numHeads * ((a.headDim + 31) / 32);
+  return launchKernel(combineKernel, dim3((warpsPerRow + kHeadsPerBlock - 1) / kHeadsPerBlock, a.rows), dim3(kHeadsPerBlock * 32), 0, stream, a, splits, partial, out);
 }
 
 }  // namespace df11

@@ -162,7 +162,24 @@ __device__ __forceinline__ void loadXb(const LinearArgs& a, int r, int k, uint32
   }
 }
 
-template <int MT, bool Half, bool Aligned, bool FromXb, class Weights>
+// The A operands of chunk k … k + 7 of an m-tile whose lane rows are `row` and row + 8, in mma order
+// {g0[0], g0[1], g1[0], g1[1], e0[0], e0[1], e1[0], e1[1]} (zeros where a row does not exist).
+template <bool Half, bool Aligned, bool FromXb>
+__device__ __forceinline__ void loadA(const LinearArgs& a, int row, int k, uint32_t (&x)[8]) {
+  uint32_t g0[2], g1[2], e0[2] = {0, 0}, e1[2] = {0, 0};
+  if constexpr (FromXb) {
+    loadXb<Aligned>(a, row, k, g0, g1);
+    loadXb<Aligned>(a, row + 8, k, e0, e1);
+  } else {
+    loadX<Aligned>(a, row, k, g0, g1);
+    if (!Half) loadX<Aligned>(a, row + 8, k, e0, e1);
+  }
+  x[0] = g0[0], x[1] = g0[1], x[2] = g1[0], x[3] = g1[1], x[4] = e0[0], x[5] = e0[1], x[6] = e1[0], x[7] = e1[1];
+}
+
+// XAhead: the A operands of a tile's first XAhead chunks are loaded before its weights are decoded (their
+// L2 round trip then overlaps the decode instead of following it). The same operands, the same sums.
+template <int MT, bool Half, bool Aligned, bool FromXb, int XAhead, class Weights>
 __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, const Weights weights) {
   __shared__ typename Weights::Shared shared;
   __shared__ float partial[kWarps][MT][4][32];
@@ -174,6 +191,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, co
   float acc[MT][4];
   // Multiply one loaded tile into acc.
   const auto multiply = [&](typename Weights::Raw& raw, int t, int slot, bool pending, const typename Weights::Group& state) {
+    uint32_t ahead[XAhead > 0 ? XAhead : 1][MT][8];
+#pragma unroll
+    for (int c = 0; c < XAhead; ++c)
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) loadA<Half, Aligned, FromXb>(a, 16 * mt + g, t * kFusedTileK + 32 * c + 8 * q, ahead[c][mt]);
     const typename Weights::Decoded dec = weights.prepare(raw, state, slot, pending, shared);
 #pragma unroll
     for (int c = 0; c < 8; ++c) {
@@ -183,16 +205,15 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, co
       for (int mt = 0; mt < MT; ++mt) {
         // The A operands: rows g and g + 8 of the m-tile at k … k + 7, the lanes whose rows exist loading
         // them (one row of x: 4 lanes of 32), the rest multiplying zeros.
-        uint32_t g0[2], g1[2], e0[2] = {0, 0}, e1[2] = {0, 0};
-        if constexpr (FromXb) {
-          loadXb<Aligned>(a, 16 * mt + g, k, g0, g1);
-          loadXb<Aligned>(a, 16 * mt + g + 8, k, e0, e1);
+        uint32_t x[8];
+        if (c < XAhead) {
+#pragma unroll
+          for (int i = 0; i < 8; ++i) x[i] = ahead[c < XAhead ? c : 0][mt][i];  // (the index stays in bounds when XAhead is 0)
         } else {
-          loadX<Aligned>(a, 16 * mt + g, k, g0, g1);
-          if (!Half) loadX<Aligned>(a, 16 * mt + g + 8, k, e0, e1);
+          loadA<Half, Aligned, FromXb>(a, 16 * mt + g, k, x);
         }
-        mma16816(acc[mt], g0[0], e0[0], g1[0], e1[0], b.x, b.y);
-        mma16816(acc[mt], g0[1], e0[1], g1[1], e1[1], b.z, b.w);
+        mma16816(acc[mt], x[0], x[4], x[2], x[6], b.x, b.y);
+        mma16816(acc[mt], x[1], x[5], x[3], x[7], b.z, b.w);
       }
     }
     weights.release();
@@ -295,11 +316,24 @@ int residentBlocks(int threads) {
   return multiprocessors() * n;
 }
 
+// How many chunks' A operands go ahead of the decode: only for 9…16 rows from x's BF16 copy, where x
+// (16 rows: twice the weights' bytes) is re-read from L2 for every group. Measured on an H200
+// (apps/bench/results/gemv-x-ahead-h200.md): a 16-row token's products 5.06 → 4.65 ms with BF16 rows
+// (8 ahead) and 4.88 → 4.54 ms fused (4 ahead; 8 spills the fused loader's registers); with ≤ 8 rows
+// (x in float32, one row per lane) loading ahead was slower or even for both layouts.
+template <class Weights>
+constexpr int kXAheadFromXb = 4;
+template <bool Aligned>
+constexpr int kXAheadFromXb<Bf16Weights<Aligned>> = 8;
+
 template <int MT, bool Half, bool Aligned, bool FromXb, class Weights>
 cudaError_t launchTiles(const LinearArgs& a, const Weights& w, cudaStream_t stream) {
+  constexpr int ahead = MT == 1 && FromXb ? kXAheadFromXb<Weights> : 0;
+  using Kernel = decltype(&gemvKernel<MT, Half, Aligned, FromXb, ahead, Weights>);
+  constexpr Kernel kernel = gemvKernel<MT, Half, Aligned, FromXb, ahead, Weights>;
   const int groups = (a.N + 7) / 8;
-  const int blocks = min(groups, residentBlocks<gemvKernel<MT, Half, Aligned, FromXb, Weights>>(kWarps * 32));
-  return launchKernel(gemvKernel<MT, Half, Aligned, FromXb, Weights>, dim3(blocks), dim3(kWarps * 32), 0, stream, a, w);
+  const int blocks = min(groups, residentBlocks<kernel>(kWarps * 32));
+  return launchKernel(kernel, dim3(blocks), dim3(kWarps * 32), 0, stream, a, w);
 }
 
 template <int MT, bool Aligned, class Weights>
