@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# On the GPU host (after `source scripts/gpu/setup.sh`): the stages named in $STAGES (default: all) —
+# On the GPU host (after `source scripts/gpu/setup.sh`): the stages named in $STAGES (default: every one
+# below but steps, ncu and 70b) —
 # tests (GPU tests), sanitize (compute-sanitizer memcheck workloads), kernels (GEMV bench + cuBLAS floor),
 # gemm (the prefill GEMM's kernels, BF16 and DF11 fused, vs torch F.linear on the 8B shapes at 128…2048 rows),
 # generate (8B generation bench, transformers in the same run), serve (HTTP serving bench), batch

@@ -273,11 +273,11 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) attentionKernel(const Att
 
 // Merge the splits of one (row, head): a warp per 32 of its output dims. Lane s holds split s's (and
 // s + 32's) max and sum, so their loads are issued together; each lane then sums its dim over the splits
-// in split order, with up to 32 splits' loads in flight at once (a decode step's attention is a chain of
-// dependent round trips: one more for every batch of loads). The same sums as one warp per head taking
-// them in batches: the weights come from the same butterfly, the dims from the same in-order sum.
+// in split order, the loads of 32 splits at a time in flight (the last, partial batch predicated): a
+// decode step's attention is a chain of dependent round trips, one more for every batch of loads. The
+// same sums as one warp per head taking them in batches: the weights come from the same butterfly, the
+// dims from the same in-order sum.
 constexpr int kMaxSplits = 64;
-constexpr int kCombineBatch = 8;
 __global__ void combineKernel(const AttentionArgs a, int splits, const float* __restrict__ partial, float* __restrict__ out) {
   pdlWait();
   pdlLaunchDependents();
@@ -301,27 +301,17 @@ __global__ void combineKernel(const AttentionArgs a, int splits, const float* __
   const bool in = i < d;
   float v = 0.0f;
   int s = 0;
-  for (; s + 32 <= splits; s += 32) {
+  for (; s < splits; s += 32) {
     float x[32];
 #pragma unroll
-    for (int u = 0; u < 32; ++u) x[u] = in ? p[(s + u) * stride + 2 + i] : 0.0f;
+    for (int u = 0; u < 32; ++u) x[u] = in && s + u < splits ? p[(s + u) * stride + 2 + i] : 0.0f;
 #pragma unroll
     for (int u = 0; u < 32; ++u) {
       const int su = s + u;
+      if (su >= splits) break;  // the same for the whole warp
       v += x[u] * __shfl_sync(0xffffffffu, su < 32 ? w0 : w1, su & 31);
     }
   }
-  for (; s + kCombineBatch <= splits; s += kCombineBatch) {
-    float x[kCombineBatch];
-#pragma unroll
-    for (int u = 0; u < kCombineBatch; ++u) x[u] = in ? p[(s + u) * stride + 2 + i] : 0.0f;
-#pragma unroll
-    for (int u = 0; u < kCombineBatch; ++u) {
-      const int su = s + u;
-      v += x[u] * __shfl_sync(0xffffffffu, su < 32 ? w0 : w1, su & 31);
-    }
-  }
-  for (; s < splits; ++s) v += (in ? p[s * stride + 2 + i] : 0.0f) * __shfl_sync(0xffffffffu, s < 32 ? w0 : w1, s & 31);
   if (in) out[(static_cast<size_t>(r) * H + head) * d + i] = v * inv;
 }
 

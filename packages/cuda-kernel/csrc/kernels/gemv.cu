@@ -319,8 +319,9 @@ int residentBlocks(int threads) {
 // How many chunks' A operands go ahead of the decode: only for 9…16 rows from x's BF16 copy, where x
 // (16 rows: twice the weights' bytes) is re-read from L2 for every group. Measured on an H200
 // (apps/bench/results/gemv-x-ahead-h200.md): a 16-row token's products 5.06 → 4.65 ms with BF16 rows
-// (8 ahead) and 4.88 → 4.54 ms fused (4 ahead; 8 spills the fused loader's registers); with ≤ 8 rows
-// (x in float32, one row per lane) loading ahead was slower or even for both layouts.
+// (8 ahead) and 4.88 → 4.54 ms fused (4 ahead; with 8 the fused kernel needs 168 registers, 3 blocks per
+// SM instead of 4, and was slower); with ≤ 8 rows (x in float32, one row per lane) decode steps were
+// slower with loading ahead in both layouts.
 template <class Weights>
 constexpr int kXAheadFromXb = 4;
 template <bool Aligned>
