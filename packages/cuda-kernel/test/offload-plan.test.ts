@@ -121,7 +121,19 @@ describe("choosePlacement: layout and offload before anything is allocated", () 
     expect(s.message).toContain("--gpu-weights huffman (needs 12.56 GB)");
     expect(s.message).toMatch(/--max-gpu-memory 10GB \(keeps \d+ of 32 layers in pinned host memory/);
     expect(s.message).toContain("a smaller --max-context (the KV cache takes 0.50 GB)");
+    expect(s.message).not.toContain("tokens per step"); // the default step size: nothing to suggest
     expect(s.neededBytes).toBeGreaterThan(s.availableBytes);
+  });
+
+  it("suggests fewer tokens per step when steps are larger than the default (df11 serve --max-batch-tokens)", () => {
+    let e: unknown;
+    try {
+      choosePlacement(request({ candidates: ["fused"], free: 10 * GB, describe: { directory: "/models/x", slots: 1, maxContext: 4096, maxRows: 2048, df11: true } }));
+    } catch (x) {
+      e = x;
+    }
+    expect(e).toBeInstanceOf(PlacementShortfall);
+    expect((e as PlacementShortfall).message).toMatch(/fewer tokens per step \(--max-batch-tokens \/ maxRows: steps of 2048 tokens; working buffers \d+\.\d\d GB\)/);
   });
 
   it("with a budget too small even to offload every layer: how much offloading needs, and the budget that would do", () => {

@@ -417,7 +417,7 @@ export class CudaBackend implements Backend<CudaTensor> {
       let placement: Placement;
       try {
         const where = shard ? `${directory} (GPU ${currentDevice()}, tensor-parallel rank ${shard.rank})` : directory;
-        placement = choosePlacement({ candidates, needs, free, budget, offloadLayers: forced, describe: { directory: where, slots, maxContext, df11: !!patternDict && !shard } });
+        placement = choosePlacement({ candidates, needs, free, budget, offloadLayers: forced, describe: { directory: where, slots, maxContext, maxRows: maxRows > DEFAULT_MAX_ROWS ? maxRows : undefined, df11: !!patternDict && !shard } });
       } catch (e) {
         if (e instanceof PlacementShortfall) throw new OutOfDeviceMemoryError(e.message, e.neededBytes, e.availableBytes);
         throw e;

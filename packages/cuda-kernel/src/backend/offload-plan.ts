@@ -91,7 +91,8 @@ export interface PlacementRequest {
   /** Testing: offload exactly this many of the last layers. */
   readonly offloadLayers?: number;
   /** For messages: the model's directory, KV-cache shape, whether it is DF11. */
-  readonly describe: { readonly directory: string; readonly slots: number; readonly maxContext: number; readonly df11: boolean };
+  /** For the error message: the model directory, KV slots and positions, DF11 or not; maxRows: rows per step when above the default (the message then suggests fewer). */
+  readonly describe: { readonly directory: string; readonly slots: number; readonly maxContext: number; readonly maxRows?: number; readonly df11: boolean };
 }
 
 /** Thrown by {@link choosePlacement} when nothing fits: the message says what would; CudaBackend makes it an OutOfDeviceMemoryError. */
@@ -143,7 +144,7 @@ export function choosePlacement(r: PlacementRequest): Placement {
 function shortfall(r: PlacementRequest, available: number, offloadable: WeightFormat | undefined, tried: OffloadPlan | undefined): PlacementShortfall {
   const first = r.candidates[0];
   const n = r.needs(first);
-  const { directory, slots, maxContext, df11 } = r.describe;
+  const { directory, slots, maxContext, maxRows, df11 } = r.describe;
   const tries: string[] = [];
   if (df11 && !r.candidates.includes("huffman")) tries.push(`--gpu-weights huffman (needs ${gb(totalOf(r.needs("huffman")))})`);
   let note = "";
@@ -157,6 +158,8 @@ function shortfall(r: PlacementRequest, available: number, offloadable: WeightFo
     if (r.budget !== undefined && least.deviceBytes <= r.free) tries.push(`--max-gpu-memory ${maxGpuMemoryFlag(least.deviceBytes, "ceil")} or more`);
   }
   tries.push(`a smaller --max-context (the KV cache takes ${gb(n.kvBytes)})`);
+  // Steps larger than the default hold activations per row (df11 serve --max-batch-tokens, loadModel's maxRows).
+  if (maxRows !== undefined) tries.push(`fewer tokens per step (--max-batch-tokens / maxRows: steps of ${maxRows} tokens; working buffers ${gb(n.workingBytes)})`);
   if (!df11) tries.push("a DF11 model (df11 compress)");
   const allowed = r.budget !== undefined ? ` and --max-gpu-memory allows ${gb(r.budget)}` : "";
   return new PlacementShortfall(
