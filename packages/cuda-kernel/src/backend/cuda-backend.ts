@@ -612,6 +612,8 @@ export class CudaBackend implements Backend<CudaTensor> {
               workspaceBytes: this.splitK.byteLength,
               stream: this.stream,
             }),
+            this.stream,
+            (launched) => launched, // a declined fused GEMM is not a GEMM of the profile
           );
         // Otherwise BF16 as it is, or decoded window by window.
         if (!ran) this.matmul(x, slices[i], rows, out, column, bias, accumulate, useGemm, xBf16);
@@ -747,9 +749,9 @@ export class CudaBackend implements Backend<CudaTensor> {
     return out;
   }
 
-  /** Run an op, timed on the GPU when profiling. */
-  private time<T>(op: string, fn: () => T, stream = this.stream): T {
-    return this.profile ? this.profile.time(op, fn, stream) : fn();
+  /** Run an op, timed on the GPU when profiling (not counted where `counts(result)` says it did nothing). */
+  private time<T>(op: string, fn: () => T, stream = this.stream, counts?: (result: T) => boolean): T {
+    return this.profile ? this.profile.time(op, fn, stream, counts) : fn();
   }
 
   replayable<R>(key: string, fn: () => R): R {

@@ -18,12 +18,14 @@ export class OpProfile implements Disposable {
 
   constructor(private readonly defaultStream: CudaStream) {}
 
-  time<T>(op: string, fn: () => T, stream: CudaStream = this.defaultStream): T {
+  /** Time `fn` under `op`; `counts(result)` false: it did nothing (a kernel that declined), not recorded. */
+  time<T>(op: string, fn: () => T, stream: CudaStream = this.defaultStream, counts: (result: T) => boolean = () => true): T {
     this.defaultStream.synchronize();
     this.start.record(stream);
     const result = fn();
     this.end.record(stream);
     this.end.synchronize();
+    if (!counts(result)) return result;
     const t = this.totals.get(op) ?? { calls: 0, ms: 0 };
     t.calls++;
     t.ms += this.end.elapsedSince(this.start);
