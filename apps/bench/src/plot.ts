@@ -43,7 +43,7 @@ ${rows}
 
 const readJson = async (path: string) => JSON.parse(await readFile(path, "utf8"));
 
-/** Charts of the saved results in `dir` (kernel-h100.json, codec-cpu.json, generate-cpu.json, gpu-generate-h200.json (else -h100), gemv-kernels-h200.json, batch-generate-h200.json, gpu-serve-h200.json (else -h100), offload-generate-h200.json (else -h100, else offload-generate.json), tp-generate-h200x2.json, tp-generate-70b-h200x2.json…), written beside them. */
+/** Charts of the saved results in `dir` (kernel-h100.json, codec-cpu.json, generate-cpu.json, gpu-generate-h200.json (else -h100), gemv-kernels-h200.json, batch-generate-h200.json, gpu-serve-h200.json (else -h100), decode-steps-h200.json, offload-generate-h200.json (else -h100, else offload-generate.json), tp-generate-h200x2.json, tp-generate-70b-h200x2.json…), written beside them. */
 export async function plotResults(dir: string): Promise<string[]> {
   const written: string[] = [];
   const save = async (name: string, svg: string) => {
@@ -163,6 +163,16 @@ export async function plotResults(dir: string): Promise<string[]> {
       bars.push({ label: `${b.concurrency} concurrent, DF11`, value: serve.df11.levels[i].aggregateTokensPerSecond, kind: "ours" });
     });
     await save("gpu-serve.svg", barChart(`df11 serve, aggregate tokens/s (${serve.promptTokens}-token prompts, ${serve.newTokens} new each), ${serve.device.name}`, "tokens/s", bars));
+  }
+  // Decode steps of R sequences (scripts/gpu/decode-steps.mjs): GPU ms per step, both layouts.
+  const steps = await readJson(join(dir, "decode-steps-h200.json")).catch(() => undefined);
+  if (steps) {
+    const bars: Bar[] = [];
+    steps.bf16.levels.forEach((b: { rows: number; gpuMsPerStep: number }, i: number) => {
+      bars.push({ label: `${b.rows} sequence${b.rows === 1 ? "" : "s"}, BF16`, value: b.gpuMsPerStep, kind: "reference" });
+      bars.push({ label: `${b.rows} sequence${b.rows === 1 ? "" : "s"}, DF11 fused`, value: steps.fused.levels[i].gpuMsPerStep, kind: "ours" });
+    });
+    await save("decode-steps.svg", barChart("8B decode step of R sequences at once (a serving batch): GPU ms per step (lower is better), H200", "ms", bars));
   }
   const offload = (await gpuFile("offload-generate")) ?? (await readJson(join(dir, "offload-generate.json")).catch(() => undefined));
   if (offload) await saveOffloadCharts(offload, save);

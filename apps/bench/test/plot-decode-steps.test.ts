@@ -1,0 +1,26 @@
+// `df11-bench plot <dir>` draws decode-steps-h200.json (scripts/gpu/decode-steps.mjs, all.sh's `steps` stage).
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { plotResults } from "../src/plot.js";
+
+describe("plot: decode-steps", () => {
+  const dir = mkdtempSync(join(tmpdir(), "df11-plot-steps-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("writes one bar per row count and layout, GPU ms per step", async () => {
+    const level = (rows: number, gpuMsPerStep: number) => ({ rows, wallMsPerStep: gpuMsPerStep + 0.05, gpuMsPerStep, host: { setStep: 0, launch: 0, readBack: 0 } });
+    const result = {
+      benchmark: "decode-steps",
+      bf16: { levels: [level(1, 4.66), level(16, 5.84)], profileRows: 16, opsPerStep: [] },
+      fused: { levels: [level(1, 4.28), level(16, 6.02)], profileRows: 16, opsPerStep: [] },
+    };
+    writeFileSync(join(dir, "decode-steps-h200.json"), JSON.stringify(result));
+    const written = await plotResults(dir);
+    expect(written.map((p) => p.slice(dir.length + 1))).toEqual(["decode-steps.svg"]);
+    const svg = readFileSync(join(dir, "decode-steps.svg"), "utf8");
+    for (const label of ["1 sequence, BF16", "1 sequence, DF11 fused", "16 sequences, BF16", "16 sequences, DF11 fused"]) expect(svg).toContain(label);
+    expect(svg).toContain("6.02");
+  });
+});
