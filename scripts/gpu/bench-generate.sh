@@ -21,7 +21,7 @@ if [ -z "${SKIP_GENERATE:-}" ]; then
   stamp "df11 engine"
   [ -f "$out/cublas-floor.json" ] || PYTHONUNBUFFERED=1 python3 tools/cublas_floor.py "$out/cublas-floor.json" > /dev/null
   node apps/bench/dist/gpu-generate.js --bf16 "$work/bf16" --df11 "$work/df11" --reference "$out/transformers.json" --floor "$out/cublas-floor.json" \
-    --prompt-tokens "${PROMPT:-512}" --new-tokens "${NEW:-256}" --chunks "${CHUNKS:-}" ${PROFILE:+--profile} ${NO_PDL:+--no-pdl} ${GEMV_VARIANTS:+--gemv-variants} --out "$out/gpu-generate.json"
+    --prompt-tokens "${PROMPT:-512}" --new-tokens "${NEW:-256}" --chunks "${CHUNKS:-}" ${PROFILE:+--profile} ${NO_PDL:+--no-pdl} --out "$out/gpu-generate.json"
   stamp "done"
 fi
 if [ -n "${SERVE:-}" ]; then

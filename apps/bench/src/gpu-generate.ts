@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { sizeThreadPoolForReads } from "@df11/hub-loader";
 import { CausalLM } from "@df11/models";
-import { CudaBackend, nativeAddon, type GpuWeightsLayout, type OpTime } from "@df11/cuda-kernel";
+import { CudaBackend, type GpuWeightsLayout, type OpTime } from "@df11/cuda-kernel";
 import { benchOptions, runChild, saveJson } from "./child.js";
 import { generationResultHeader, measureGeneration, type GenerationRun } from "./gpu-measure.js";
 
@@ -28,8 +28,6 @@ const { values: args, positionals } = parseArgs({
     chunks: { type: "string", default: "" },
     chunk: { type: "string" },
     profile: { type: "boolean", default: false },
-    "gemv-variants": { type: "boolean", default: false },
-    variant: { type: "string" },
   },
 });
 sizeThreadPoolForReads(); // before the first file is read
@@ -64,17 +62,16 @@ async function main() {
     return;
   }
   if (positionals[0] === "one") {
-    if (args.variant) nativeAddon().setGemvVariant(args.variant === "no-allocate");
     const run = await measure(positionals[1], positionals[2], args.chunk ? Number(args.chunk) : undefined, layoutArg);
     console.log(JSON.stringify(run));
     return;
   }
   if (!args.bf16 || !args.df11) throw new Error("give --bf16 DIR and --df11 DIR");
   const self = fileURLToPath(import.meta.url);
-  const child = (dir: string, label: string, layout: GpuWeightsLayout, o: { chunk?: number; mode?: string; variant?: string; env?: Record<string, string> } = {}) => {
+  const child = (dir: string, label: string, layout: GpuWeightsLayout, o: { chunk?: number; mode?: string; env?: Record<string, string> } = {}) => {
     const mode = o.mode ?? "one";
     log(`${mode === "one" ? "measuring" : "profiling"} ${label}…`);
-    const extra = [...(o.chunk ? ["--chunk", String(o.chunk)] : []), ...(o.variant ? ["--variant", o.variant] : []), "--layout", layout];
+    const extra = [...(o.chunk ? ["--chunk", String(o.chunk)] : []), "--layout", layout];
     return runChild<Run | { prefill: OpTime[]; decodePerToken: OpTime[] }>(self, [mode, dir, label, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), ...extra], o.env);
   };
   const runs = [
@@ -87,11 +84,6 @@ async function main() {
   if (args["no-pdl"]) {
     runs.push(child(args.bf16, "df11 engine, BF16 weights, without programmatic launches", "bf16", { env: { DF11_PDL: "0" } }) as Run);
     runs.push(child(args.df11, "df11 engine, fused layout, without programmatic launches", "fused", { env: { DF11_PDL: "0" } }) as Run);
-  }
-  if (args["gemv-variants"]) {
-    for (const [v, name] of [["allocate", "weights through L1"]]) {
-      runs.push(child(args.bf16, `df11 engine, BF16 weights, GEMV ${name}`, "bf16", { variant: v }) as Run);
-    }
   }
   type Profile = { prefill: OpTime[]; decodePerToken: OpTime[] };
   const profiles = args.profile

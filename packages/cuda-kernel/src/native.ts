@@ -74,7 +74,6 @@ export interface NativeAddon {
     gemvReadsXb?: boolean,
   ): void;
   toBf16(x: Address, n: number, out: Address, stream?: NativeStream): void;
-  setGemvVariant(noAllocate: boolean): void;
   /**
    * Which GEMM kernel linear(…, gemm) runs (tests, benchmarks; process-wide, until set again): `auto` (the
    * Hopper wgmma kernel on compute capability 9.0, with its column tile picked per shape; mma.sync

@@ -221,11 +221,6 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// setGemvVariant(noAllocate) — benchmarks only.
-Napi::Value SetGemvVariant(const Napi::CallbackInfo& info) {
-  df11::setGemvVariant(info[0].ToBoolean().Value());
-  return info.Env().Undefined();
-}
 
 // setGemmVariant("auto" | "mma" | "sm90" | "sm90-128" | "sm90-256") — tests and benchmarks; returns whether the
 // current device would now run the Hopper kernel.
@@ -346,7 +341,6 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   fn("rmsNorm", RmsNorm);
   fn("linear", Linear);
   fn("toBf16", ToBf16);
-  fn("setGemvVariant", SetGemvVariant);
   fn("setGemmVariant", SetGemmVariant);
   fn("qkvPrepare", QkvPrepare);
   fn("attention", Attention);

@@ -355,7 +355,6 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 
 }  // namespace
 
-void setGemvVariant(bool) {}  // BF16 weights go through shared memory (cp.async.cg: no L1) in every variant
 
 // x's rows must be 16-byte aligned for the float4 loads (ldx % 4 == 0, x aligned); xb's too when given.
 bool xAligned(const LinearArgs& a) { return (a.ldx & 3) == 0 && aligned16(a.x) && (!a.xb || aligned16(a.xb)); }

@@ -56,8 +56,6 @@ cudaError_t launchGemv(const LinearArgs& a, cudaStream_t stream);
 // The same products with W in the DF11 fused layout (N ≤ w.rows, K = w.cols, K % 8 == 0), decoded in
 // registers: bit-identical to launchGemv on the BF16 matrix it encodes.
 cudaError_t launchFusedGemv(const LinearArgs& a, const FusedView& w, cudaStream_t stream);
-// Benchmarks: whether weight loads bypass L1 (the default).
-void setGemvVariant(bool noAllocate);
 // Many rows (prefill, large batches): tensor cores (BF16 × BF16 → float32). xBf16 is x converted to
 // BF16, [rows, K]; needs K % 8 == 0 and 16-byte aligned rows, else falls back to a simple float32 kernel
 // on x. With few rows, K is split over blocks whose partial sums go to `workspace` (up to
