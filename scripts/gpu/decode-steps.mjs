@@ -26,8 +26,10 @@ async function open(layout, profile) {
   return { backend, model, ids };
 }
 
+// One decode step's input: sequences 0 … r − 1 (slot = sequence), each with its last token.
+const stepInput = (m, r) => m.ids.slice(0, r).map((id, slot) => ({ slot, tokens: [id] }));
 const step = (m, r) => {
-  const next = m.backend.argmax(m.model.step(m.ids.slice(0, r).map((id, slot) => ({ slot, tokens: [id] }))));
+  const next = m.backend.argmax(m.model.step(stepInput(m, r)));
   for (let s = 0; s < r; s++) m.ids[s] = next[s];
 };
 
@@ -46,7 +48,7 @@ for (const layout of ["bf16", "fused"]) {
     const h = m.backend.hostTimes;
     const host = { setStep: (h.setStep - h0.setStep) / steps, launch: (h.launch - h0.launch) / steps, readBack: (h.readBack - h0.readBack) / steps };
     // GPU time: the same steps queued back to back (no readback between them; the tokens are not advanced).
-    const seqs = m.ids.slice(0, r).map((id, slot) => ({ slot, tokens: [id] }));
+    const seqs = stepInput(m, r);
     start.record(m.backend.computeStream);
     for (let i = 0; i < steps; i++) m.model.step(seqs);
     end.record(m.backend.computeStream);

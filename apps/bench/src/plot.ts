@@ -169,8 +169,9 @@ export async function plotResults(dir: string): Promise<string[]> {
   if (steps) {
     const bars: Bar[] = [];
     steps.bf16.levels.forEach((b: { rows: number; gpuMsPerStep: number }, i: number) => {
-      bars.push({ label: `${b.rows} sequence${b.rows === 1 ? "" : "s"}, BF16`, value: b.gpuMsPerStep, kind: "reference" });
-      bars.push({ label: `${b.rows} sequence${b.rows === 1 ? "" : "s"}, DF11 fused`, value: steps.fused.levels[i].gpuMsPerStep, kind: "ours" });
+      const sequences = `${b.rows} sequence${b.rows === 1 ? "" : "s"}`;
+      bars.push({ label: `${sequences}, BF16`, value: b.gpuMsPerStep, kind: "reference" });
+      bars.push({ label: `${sequences}, DF11 fused`, value: steps.fused.levels[i].gpuMsPerStep, kind: "ours" });
     });
     await save("decode-steps.svg", barChart("8B decode step of R sequences at once (a serving batch): GPU ms per step (lower is better), H200", "ms", bars));
   }

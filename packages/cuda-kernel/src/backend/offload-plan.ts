@@ -90,7 +90,6 @@ export interface PlacementRequest {
   readonly budget?: number;
   /** Testing: offload exactly this many of the last layers. */
   readonly offloadLayers?: number;
-  /** For messages: the model's directory, KV-cache shape, whether it is DF11. */
   /** For the error message: the model directory, KV slots and positions, DF11 or not; maxRows: rows per step when above the default (the message then suggests fewer). */
   readonly describe: { readonly directory: string; readonly slots: number; readonly maxContext: number; readonly maxRows?: number; readonly df11: boolean };
 }
