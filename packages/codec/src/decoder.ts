@@ -23,9 +23,9 @@ function streamWords(bytes: Uint8Array): Uint32Array {
 
 /**
  * Decode `count` elements starting at bit `startBit` of the stream into `out[first …]`, using
- * `signMantissa[first …]`. The sequential core of every CPU decode.
+ * `signMantissa[first …]`. The sequential core of every CPU decode. Returns the bit after the last code.
  */
-function decodeRun(m: DF11Module, startBit: number, endByte: number, first: number, count: number, out: Uint16Array, outBase = 0): void {
+function decodeRun(m: DF11Module, startBit: number, endByte: number, first: number, count: number, out: Uint16Array, outBase = 0): number {
   const { symbols, meta, lengths, luts } = decodeTableFor(m.luts);
   // Only the bytes this run can touch are converted, so block ranges decode in parallel cheaply.
   const fromByte = Math.floor(startBit / 32) * 4;
@@ -78,6 +78,7 @@ function decodeRun(m: DF11Module, startBit: number, endByte: number, first: numb
   if (k * 32 + s > limitBits) {
     throw new InvalidModuleError("encoded_exponent", `stream ended before element ${end - 1} was decoded`);
   }
+  return fromByte * 8 + k * 32 + s;
 }
 
 /** Bit at which block `k`'s first code starts (its first thread's gap). */
@@ -88,13 +89,26 @@ export function blockStartBit(m: DF11Module, k: number): number {
 /**
  * Decode blocks [startBlock, endBlock) of a module — elements `output_positions[startBlock]` up to
  * `output_positions[endBlock]` — into the same positions of `out` (length ≥ n_elements). Ranges of
- * blocks decode independently, which is how work is split across threads.
+ * blocks decode independently, which is how work is split across threads. Throws
+ * {@link InvalidModuleError} when a block's codes do not end where the next block's first code starts
+ * (a corrupt stream, gaps or output_positions: the check the GPU kernel's geometry implies).
  */
 export function decodeBlocks(m: DF11Module, startBlock: number, endBlock: number, out: Uint16Array): void {
-  const first = blockStart(m, startBlock);
-  const last = blockStart(m, endBlock);
-  // A code starting in the last block may run 4 bytes past it.
-  if (last > first) decodeRun(m, blockStartBit(m, startBlock), endBlock * BYTES_PER_BLOCK + 4, first, last - first, out);
+  const n = m.signMantissa.length;
+  const blocks = blockCount(m.encodedExponent.length);
+  const elementsOf = (k: number) => (k < blocks ? Math.min(blockStart(m, k + 1), n) - blockStart(m, k) : 0);
+  for (let k = startBlock; k < endBlock; k++) {
+    const count = elementsOf(k);
+    if (count <= 0) continue;
+    // A code starting in the block may run 4 bytes past it.
+    const end = decodeRun(m, blockStartBit(m, k), (k + 1) * BYTES_PER_BLOCK + 4, blockStart(m, k), count, out);
+    // The stream is contiguous: a block's codes end where the next block's first code starts (its gap).
+    // Anything else is a corrupt stream, gaps or output_positions — what a file without checksums
+    // would otherwise decode into wrong weights without a word.
+    if (elementsOf(k + 1) > 0 && end !== blockStartBit(m, k + 1)) {
+      throw new InvalidModuleError("encoded_exponent", `block ${k}: its ${count} codes (output_positions) end at bit ${end}, but the next block's first code starts at bit ${blockStartBit(m, k + 1)} (gaps): the stream, gaps or output_positions are corrupt`);
+    }
+  }
 }
 
 /**
@@ -106,7 +120,7 @@ export function decodeModule(m: DF11Module, out?: Uint16Array): Uint16Array {
   const n = m.signMantissa.length;
   const target = out ?? new Uint16Array(n);
   if (target.length < n) throw new RangeError(`output holds ${target.length} elements, module has ${n}`);
-  decodeRun(m, 0, m.encodedExponent.length, 0, n, target);
+  decodeBlocks(m, 0, blockCount(m.encodedExponent.length), target);
   return target;
 }
 

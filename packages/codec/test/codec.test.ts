@@ -226,6 +226,28 @@ describe("bad input", () => {
     luts2.fill(0, luts2.length - 256);
     expect(() => decodeModule(corrupt(m, { luts: luts2 }))).toThrowError(/luts/);
   });
+  it("the CPU decoders reject a corrupt stream, output_positions or gap (a file without checksums would otherwise decode into wrong weights)", () => {
+    const m = base();
+    expect(blockCount(m.encodedExponent.length)).toBeGreaterThan(3); // the check is between blocks
+    // One byte of the stream in block 0 and in block 2, set to 0x00 and to 0xff. (Not every corruption
+    // shows: Huffman codes resynchronise, and a change that keeps every block's code count and end bit is
+    // invisible to the geometry — the kernel's check too; only the df11-sum64 checksums see those.)
+    for (const at of [101, 9000]) {
+      for (const value of [0x00, 0xff]) {
+        const bytes = m.encodedExponent.slice();
+        bytes[at] = value;
+        const bad = corrupt(m, { encodedExponent: bytes });
+        expect(() => decodeModule(bad), `byte ${at} = ${value}`).toThrowError(/block \d+: its \d+ codes .* end at bit \d+, but the next block's first code starts at bit \d+/);
+        expect(() => decodeBlocks(bad, 0, blockCount(bytes.length), new Uint16Array(m.signMantissa.length))).toThrowError(InvalidModuleError);
+      }
+    }
+    const op = m.outputPositions.slice();
+    op[1] += 3;
+    expect(() => decodeModule(corrupt(m, { outputPositions: op }))).toThrowError(/block 0: its \d+ codes/);
+    const gaps = m.gaps.slice();
+    gaps[320] ^= 0x80; // thread 512 (block 1's first): 5-bit gaps, its gap starts at bit 2560
+    expect(() => decodeModule(corrupt(m, { gaps }))).toThrowError(/block 0: its \d+ codes/);
+  });
   it("rejects a truncated stream and missing gaps", () => {
     const m = base();
     expect(() => decodeModule(corrupt(m, { encodedExponent: m.encodedExponent.subarray(0, 100) }))).toThrowError(InvalidModuleError);

@@ -111,8 +111,10 @@ export async function writeDirectoryAtomically<T>(
   build: (tmpDir: string) => Promise<T>,
   options: { overwrite?: boolean } = {},
 ): Promise<T> {
-  if (!options.overwrite && (await exists(target))) {
-    throw new HubLoaderError(`${target} already exists (pass overwrite / --force to replace it)`);
+  if (await exists(target)) {
+    if (!options.overwrite) throw new HubLoaderError(`${target} already exists (pass overwrite / --force to replace it)`);
+    // overwrite replaces a directory the tool wrote before, never a file (or /dev/null) in the way.
+    if (!statSync(target).isDirectory()) throw new HubLoaderError(`${target} is not a directory: overwrite / --force replaces only a directory`);
   }
   return writeAtomically(target, async (tmp) => {
     await mkdir(tmp, { recursive: true });

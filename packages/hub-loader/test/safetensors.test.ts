@@ -137,6 +137,17 @@ describe("an output whose parent is a file", () => {
   });
 });
 
+describe("overwrite (--force) of an output that is not a directory", () => {
+  it("is refused naming the output, and the file is left as it was", async () => {
+    const file = join(dir, "notes.txt");
+    await writeFile(file, "precious");
+    const e = await writeDirectoryAtomically(file, async () => undefined, { overwrite: true }).catch((x: Error) => x);
+    expect((e as Error).name).toBe("HubLoaderError");
+    expect((e as Error).message).toBe(`${file} is not a directory: overwrite / --force replaces only a directory`);
+    expect(readFileSync(file, "utf8")).toBe("precious");
+  });
+});
+
 describe.skipIf(process.platform !== "linux")("an output under /proc or /sys", () => {
   it("is refused at once, naming the output (Node's recursive mkdir never returns under /proc)", async () => {
     for (const target of ["/proc/df11-out", "/proc/x/y/model", "/sys/df11-out"]) {
