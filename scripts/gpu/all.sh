@@ -8,7 +8,9 @@
 # command on a reference model: every --gpu-weights, serve's /health), tp (the 8B model on one GPU vs tensor
 # parallel over all of them; its tests run with `tests`, its sanitizer workload with `sanitize`), offload
 # (--max-gpu-memory on the 8B models: BF16 / DF11 offloaded vs DF11 resident, longest context per budget),
-# steps (decode steps of 1…64 sequences, BF16 vs fused, with a per-op profile), ncu (per-kernel counters),
+# steps (decode steps of 1…64 sequences, BF16 vs fused, with a per-op profile, and how many 4,096-position
+# sequences each layout holds; STEP_POSITION=4000 adds a run with every sequence first filled to 4,000
+# positions → decode-steps-4k.json), ncu (per-kernel counters),
 # 70b (not in the default list: a Llama-3.3-70B-shaped DF11 model made here, one GPU vs all of them).
 # Logs go to $LOGS (default /tmp/df11-logs) and are packed into $1/results.tar.gz after every stage (the
 # device tool returns at most 8 files, and nothing if the call runs out of time before a final step),
@@ -70,9 +72,20 @@ if has steps; then
   stamp "decode steps (8B, rows ${STEP_ROWS:-1,4,8,16,32,64})"
   work=${DF11_BENCH_WORK:-/tmp/df11-bench}
   [ -f "$work/df11/config.json" ] || SKIP_GENERATE=1 bash scripts/gpu/bench-generate.sh "$logs" > "$logs/bench-models.log" 2>&1
-  timeout ${STEPS_TIMEOUT:-300} node scripts/gpu/decode-steps.mjs "$work/df11" ${STEP_ROWS:-1,4,8,16,32,64} 40 "$logs/decode-steps.json" > "$logs/decode-steps.log" 2>&1
-  echo "decode steps exit $?" | tee -a "$summary"
-  grep -E "^\|" "$logs/decode-steps.log" | tee -a "$summary"
+  if [ "${STEP_POSITION_ONLY:-}" = "" ]; then
+    timeout ${STEPS_TIMEOUT:-300} node scripts/gpu/decode-steps.mjs "$work/df11" ${STEP_ROWS:-1,4,8,16,32,64} 40 "$logs/decode-steps.json" > "$logs/decode-steps.log" 2>&1
+    echo "decode steps exit $?" | tee -a "$summary"
+    grep -E "^\||^decode steps at|fit \(memory plan" "$logs/decode-steps.log" | tee -a "$summary"
+  fi
+  if [ "${STEP_POSITION:-}" != "" ]; then
+    # The same steps with every sequence's KV cache first filled to STEP_POSITION (e.g. 4000 →
+    # decode-steps-4k.json; below 1000 → decode-steps-<N>.json). STEP_POSITION_ONLY=1 skips the run above.
+    tag=$([ "$STEP_POSITION" -ge 1000 ] && echo "$((STEP_POSITION / 1000))k" || echo "$STEP_POSITION")
+    stamp "decode steps at position $STEP_POSITION (8B, rows ${STEP_ROWS:-1,4,8,16,32,64})"
+    POSITION=$STEP_POSITION timeout ${STEPS_TIMEOUT:-300} node scripts/gpu/decode-steps.mjs "$work/df11" ${STEP_ROWS:-1,4,8,16,32,64} 40 "$logs/decode-steps-$tag.json" > "$logs/decode-steps-$tag.log" 2>&1
+    echo "decode steps at position $STEP_POSITION exit $?" | tee -a "$summary"
+    grep -E "^\||^decode steps at|fit \(memory plan" "$logs/decode-steps-$tag.log" | tee -a "$summary"
+  fi
 fi
 if has batch; then
   stamp "df11 generate --batch-size"

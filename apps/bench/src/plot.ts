@@ -43,7 +43,31 @@ ${rows}
 
 const readJson = async (path: string) => JSON.parse(await readFile(path, "utf8"));
 
-/** Charts of the saved results in `dir` (kernel-h100.json, codec-cpu.json, generate-cpu.json, gpu-generate-h200.json (else -h100), gemv-kernels-h200.json, batch-generate-h200.json, gpu-serve-h200.json (else -h100), decode-steps-h200.json, offload-generate-h200.json (else -h100, else offload-generate.json), tp-generate-h200x2.json, tp-generate-70b-h200x2.json…), written beside them. */
+/** What decode-steps.mjs saves (the fields charted). */
+interface DecodeStepsResult {
+  readonly position?: number;
+  readonly promptTokens?: number;
+  readonly capacity?: { readonly context: number; readonly bf16: { readonly sequences: number }; readonly fused: { readonly sequences: number } } | null;
+  readonly bf16: { readonly levels: readonly { readonly rows: number; readonly gpuMsPerStep: number }[] };
+  readonly fused: { readonly levels: readonly { readonly rows: number; readonly gpuMsPerStep: number }[] };
+}
+
+/** GPU ms per decode step of R sequences, BF16 vs the fused layout; the title names the position when it is not the default 128. */
+export function decodeStepsChart(steps: DecodeStepsResult): string {
+  const bars: Bar[] = [];
+  steps.bf16.levels.forEach((b, i) => {
+    const sequences = `${b.rows} sequence${b.rows === 1 ? "" : "s"}`;
+    bars.push({ label: `${sequences}, BF16`, value: b.gpuMsPerStep, kind: "reference" });
+    bars.push({ label: `${sequences}, DF11 fused`, value: steps.fused.levels[i].gpuMsPerStep, kind: "ours" });
+  });
+  const position = steps.position ?? steps.promptTokens ?? 128;
+  const at = position === 128 ? "" : ` at position ${position.toLocaleString("en")}`;
+  const c = steps.capacity;
+  const fit = c && position !== 128 ? ` (${c.context.toLocaleString("en")}-position sequences that fit: BF16 ${c.bf16.sequences}, DF11 ${c.fused.sequences})` : "";
+  return barChart(`8B decode step of R sequences at once (a serving batch)${at}: GPU ms per step (lower is better), H200${fit}`, "ms", bars);
+}
+
+/** Charts of the saved results in `dir` (kernel-h100.json, codec-cpu.json, generate-cpu.json, gpu-generate-h200.json (else -h100), gemv-kernels-h200.json, batch-generate-h200.json, gpu-serve-h200.json (else -h100), decode-steps-h200.json (and decode-steps-4k-h200.json), offload-generate-h200.json (else -h100, else offload-generate.json), tp-generate-h200x2.json, tp-generate-70b-h200x2.json…), written beside them. */
 export async function plotResults(dir: string): Promise<string[]> {
   const written: string[] = [];
   const save = async (name: string, svg: string) => {
@@ -164,16 +188,14 @@ export async function plotResults(dir: string): Promise<string[]> {
     });
     await save("gpu-serve.svg", barChart(`df11 serve, aggregate tokens/s (${serve.promptTokens}-token prompts, ${serve.newTokens} new each), ${serve.device.name}`, "tokens/s", bars));
   }
-  // Decode steps of R sequences (scripts/gpu/decode-steps.mjs): GPU ms per step, both layouts.
-  const steps = await readJson(join(dir, "decode-steps-h200.json")).catch(() => undefined);
-  if (steps) {
-    const bars: Bar[] = [];
-    steps.bf16.levels.forEach((b: { rows: number; gpuMsPerStep: number }, i: number) => {
-      const sequences = `${b.rows} sequence${b.rows === 1 ? "" : "s"}`;
-      bars.push({ label: `${sequences}, BF16`, value: b.gpuMsPerStep, kind: "reference" });
-      bars.push({ label: `${sequences}, DF11 fused`, value: steps.fused.levels[i].gpuMsPerStep, kind: "ours" });
-    });
-    await save("decode-steps.svg", barChart("8B decode step of R sequences at once (a serving batch): GPU ms per step (lower is better), H200", "ms", bars));
+  // Decode steps of R sequences (scripts/gpu/decode-steps.mjs): GPU ms per step, both layouts; at the
+  // default 128-token prompt, and with the sequences filled to 4k positions (STEP_POSITION=4000) when saved.
+  for (const [file, chart] of [
+    ["decode-steps-h200.json", "decode-steps.svg"],
+    ["decode-steps-4k-h200.json", "decode-steps-4k.svg"],
+  ] as const) {
+    const steps = await readJson(join(dir, file)).catch(() => undefined);
+    if (steps) await save(chart, decodeStepsChart(steps));
   }
   const offload = (await gpuFile("offload-generate")) ?? (await readJson(join(dir, "offload-generate.json")).catch(() => undefined));
   if (offload) await saveOffloadCharts(offload, save);

@@ -1,4 +1,5 @@
-// `df11-bench plot <dir>` draws decode-steps-h200.json (scripts/gpu/decode-steps.mjs, all.sh's `steps` stage).
+// `df11-bench plot <dir>` draws decode-steps-h200.json and decode-steps-4k-h200.json (scripts/gpu/decode-steps.mjs,
+// all.sh's `steps` stage; the second with STEP_POSITION=4000).
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -22,5 +23,32 @@ describe("plot: decode-steps", () => {
     const svg = readFileSync(join(dir, "decode-steps.svg"), "utf8");
     for (const label of ["1 sequence, BF16", "1 sequence, DF11 fused", "16 sequences, BF16", "16 sequences, DF11 fused"]) expect(svg).toContain(label);
     expect(svg).toContain("6.02");
+    expect(svg).not.toContain("at position");
+  });
+
+  it("names the position in the title when the sequences were filled beyond the default 128, and the sequences that fit", async () => {
+    const dir4k = mkdtempSync(join(tmpdir(), "df11-plot-steps-4k-"));
+    try {
+      const level = (rows: number, gpuMsPerStep: number) => ({ rows, firstPositions: { min: 4004, max: 4004 }, wallMsPerStep: gpuMsPerStep + 0.05, gpuMsPerStep, host: { setStep: 0, launch: 0, readBack: 0 } });
+      const result = {
+        benchmark: "decode-steps",
+        promptTokens: 4000,
+        position: 4000,
+        rewound: true,
+        capacity: { context: 4096, bf16: { context: 4096, sequences: 245, loaded: true }, fused: { context: 4096, sequences: 254, loaded: true } },
+        bf16: { levels: [level(1, 4.9), level(64, 27.5)], profileRows: 16, opsPerStep: [] },
+        fused: { levels: [level(1, 4.5), level(64, 26.1)], profileRows: 16, opsPerStep: [] },
+      };
+      writeFileSync(join(dir4k, "decode-steps-4k-h200.json"), JSON.stringify(result));
+      const written = await plotResults(dir4k);
+      expect(written.map((p) => p.slice(dir4k.length + 1))).toEqual(["decode-steps-4k.svg"]);
+      const svg = readFileSync(join(dir4k, "decode-steps-4k.svg"), "utf8");
+      expect(svg).toContain("at position 4,000");
+      expect(svg).toContain("BF16 245, DF11 254");
+      expect(svg).toContain("64 sequences, DF11 fused");
+      expect(svg).toContain("4.5 ms");
+    } finally {
+      rmSync(dir4k, { recursive: true, force: true });
+    }
   });
 });
