@@ -255,6 +255,71 @@ describe("df11 serve (OpenAI API, CPU, tiny model)", () => {
     }
   });
 
+  it("return_token_ids (vLLM's): token ids beside the text — completions (echo too) and chat, streamed and not", async () => {
+    type WithIds = { token_ids?: number[]; prompt_token_ids?: number[] };
+    const greedy = { max_tokens: 5, temperature: 0, ...extra({ ignore_eos: true }) };
+    const expected = (await model.generate("the water is", { maxTokens: 5, temperature: 0, ignoreEos: true }).result()).tokenIds;
+    const promptIds = model.promptIds("the water is");
+    const plain = await client.completions.create({ model: "tiny", prompt: "the water is", ...greedy });
+    expect(plain.choices[0]).not.toHaveProperty("token_ids"); // only when asked for
+    const body = { model: "tiny", prompt: "the water is", ...greedy, ...extra({ return_token_ids: true }) };
+    const whole = (await client.completions.create(body)).choices[0] as OpenAI.CompletionChoice & WithIds;
+    expect(whole).toMatchObject({ text: plain.choices[0].text, prompt_token_ids: promptIds, token_ids: expected });
+    const echoed = (await client.completions.create({ ...body, echo: true })).choices[0] as OpenAI.CompletionChoice & WithIds;
+    expect(echoed.token_ids).toEqual([...promptIds, ...expected]);
+    const chunks: Array<OpenAI.CompletionChoice & WithIds> = [];
+    for await (const chunk of await client.completions.create({ ...body, stream: true })) chunks.push(...(chunk.choices as Array<OpenAI.CompletionChoice & WithIds>));
+    expect(chunks[0].prompt_token_ids).toEqual(promptIds);
+    expect(chunks.flatMap((c) => c.token_ids ?? [])).toEqual(expected);
+
+    // Chat: the prompt's ids (chat template applied) on the response, as vLLM puts them.
+    const chatBody = { model: "tiny", messages: user("the water is"), ...greedy, ...extra({ return_token_ids: true }) };
+    const chat = (await client.chat.completions.create(chatBody)) as OpenAI.ChatCompletion & WithIds;
+    expect(chat.prompt_token_ids).toEqual(model.promptIds(user("the water is")));
+    expect(chat.prompt_token_ids).toHaveLength(chat.usage!.prompt_tokens);
+    const chatIds = (chat.choices[0] as OpenAI.ChatCompletion.Choice & WithIds).token_ids;
+    expect(chatIds).toHaveLength(5);
+    const chatChunks: Array<OpenAI.ChatCompletionChunk & WithIds> = [];
+    for await (const chunk of await client.chat.completions.create({ ...chatBody, stream: true })) chatChunks.push(chunk as OpenAI.ChatCompletionChunk & WithIds);
+    expect(chatChunks[0].prompt_token_ids).toEqual(chat.prompt_token_ids);
+    expect(chatChunks.flatMap((c) => c.choices.flatMap((x) => (x as WithIds).token_ids ?? []))).toEqual(chatIds);
+  });
+
+  it("a model without a tokenizer: token-id prompts answer with the generated token ids (streamed too); text prompts, chat and stop strings get a 400 naming the missing tokenizer", async () => {
+    await writeSyntheticModel(join(work, "bare"), SHAPE, { seed: 32 });
+    const bare = await loadModel(join(work, "bare"), { device: "cpu", slots: 4, maxContext: 256 });
+    const served = await serveModel(bare, { port: 0, modelId: "bare" });
+    try {
+      type WithIds = OpenAI.CompletionChoice & { token_ids?: number[]; prompt_token_ids?: number[] };
+      const c = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: "none", maxRetries: 0 });
+      const prompt = [5, 17, 42, 99];
+      const expected = (await bare.generate(prompt, { maxTokens: 6, temperature: 0, ignoreEos: true }).result()).tokenIds;
+      const body = { model: "bare", prompt, max_tokens: 6, temperature: 0, ...extra({ ignore_eos: true }) };
+      const whole = await c.completions.create(body);
+      expect(whole.choices[0] as WithIds).toMatchObject({ text: "", finish_reason: "length", prompt_token_ids: prompt, token_ids: expected });
+      expect(whole.usage?.completion_tokens).toBe(6);
+      // Streamed: the prompt's ids on the choice's first chunk, then the ids each chunk adds.
+      const chunks: WithIds[] = [];
+      for await (const chunk of await c.completions.create({ ...body, stream: true })) chunks.push(...(chunk.choices as WithIds[]));
+      expect(chunks[0].prompt_token_ids).toEqual(prompt);
+      expect(chunks.flatMap((x) => x.token_ids ?? [])).toEqual(expected);
+      // What needs a tokenizer is refused, naming it.
+      const refusals: Array<[() => Promise<unknown>, string]> = [
+        [() => c.completions.create({ model: "bare", prompt: "hello", max_tokens: 4 }), "prompt"],
+        [() => c.completions.create({ model: "bare", prompt: [prompt, "hello"] as unknown as number[][], max_tokens: 4 }), "prompt"],
+        [() => c.chat.completions.create({ model: "bare", messages: user("hello"), max_tokens: 4 }), "messages"],
+        [() => c.completions.create({ ...body, stop: ["x"] }), "stop"],
+      ];
+      for (const [call, param] of refusals) {
+        await expect(call()).rejects.toMatchObject({ status: 400, code: "no_tokenizer", param, message: expect.stringMatching(/the model `bare` has no tokenizer \(no tokenizer\.json\)/) });
+      }
+      expect(bare.scheduler.stats.requests).toBe(3); // the refused requests started nothing
+    } finally {
+      await served.close();
+      bare.dispose();
+    }
+  });
+
   it("answers 503 when the queue is full", async () => {
     const small = await loadModel(join(work, "m"), { device: "cpu", slots: 1, maxQueue: 1, maxContext: 256 });
     const busy = await serveModel(small, { port: 0, modelId: "tiny" });
