@@ -1,4 +1,4 @@
-import { Model, readGenerationConfig, TextTokenizer, type BackendMemory, type GenerationFinish, type GenerationSettings, type ModelGenerateOptions } from "@df11/models";
+import { DEFAULT_SEED, Model, readGenerationConfig, TextTokenizer, type BackendMemory, type GenerationFinish, type GenerationSettings, type ModelGenerateOptions } from "@df11/models";
 import { CliError } from "./errors.js";
 import { formatBytes } from "./format-bytes.js";
 import { interruptSignal, loadOptionsOf, reportSettings, samplingOf, type GenerationFlags, type ReportedSettings } from "./generate-command.js";
@@ -18,8 +18,10 @@ aggregate and per-sequence tokens/s, memory in use and peak (GPU: the device's; 
 On the CPU, greedy sequences of a batch get exactly the tokens they get alone. On the GPU too, for up
 to 64 sequences: the GEMV and the attention sum each sequence's terms in the same order in any batch of
 up to 64 rows. From 65 sequences on, the one-token steps' matrix products run on the tiled GEMM, whose
-logits differ in the last bits, and a long greedy sequence may part from its solo run. Sampled sequence i uses seed --seed + i (--seed defaults to 0): it matches
-"df11 generate --seed <that seed>" alone wherever greedy tokens would.
+logits differ in the last bits, and a long greedy sequence may part from its solo run.
+Sampled sequence [i/N] uses seed --seed + i - 1 (--seed defaults to ${DEFAULT_SEED}, as without a batch): it
+matches "df11 generate --seed <that seed>" alone wherever greedy tokens would; [1/N] without --seed
+matches "df11 generate" without --seed.
 `;
 
 /** What `df11 generate --batch-size N` runs: prompts as text or as token ids (one each, or one for all N). */
@@ -43,7 +45,7 @@ export interface BatchFlags extends GenerationFlags {
 export interface BatchSequenceResult {
   /** 0-based position in the batch. */
   readonly index: number;
-  /** Its sampling seed: `--seed` (default 0) + index. */
+  /** Its sampling seed: `--seed` (default {@link DEFAULT_SEED}, as `df11 generate` alone) + index. */
   readonly seed: number;
   readonly promptTokenIds: number[];
   readonly tokenIds: number[];
@@ -96,9 +98,10 @@ export interface BatchPlanEntry {
 
 /**
  * Which prompt and seed each of the batch's sequences gets: N prompts one each, or one prompt N times;
- * seeds `seed, seed + 1, …`. Throws {@link CliError} when the counts do not fit.
+ * seeds `seed, seed + 1, …`, from `df11 generate`'s default seed when unset (so sequence 0 samples as a
+ * solo run does). Throws {@link CliError} when the counts do not fit.
  */
-export function planBatch(promptCount: number, batchSize = promptCount, seed = 0): BatchPlanEntry[] {
+export function planBatch(promptCount: number, batchSize = promptCount, seed = DEFAULT_SEED): BatchPlanEntry[] {
   if (promptCount === 0) throw new CliError("give --prompt TEXT or --input-ids 1,2,3 (repeat it for several prompts)");
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new CliError(`--batch-size must be a positive integer, got ${batchSize}`);
   if (promptCount !== 1 && promptCount !== batchSize) {

@@ -13,7 +13,7 @@ import { VERSION } from "./version.js";
 import { formatBytes, parseBytes, percent } from "./format-bytes.js";
 import { downloadBar, progressBar } from "./progress.js";
 import { formatCompressSummary, formatInspectReport } from "./report.js";
-import { DEMO_SHAPE, writeSyntheticModel, type BackendMemory } from "@df11/models";
+import { DEFAULT_SEED, DEMO_SHAPE, writeSyntheticModel, type BackendMemory } from "@df11/models";
 import { hubEnvironment, listCachedModels, removePendingTemporaries, resolveModel, sizeThreadPoolForReads } from "@df11/hub-loader";
 import { modelDirectory } from "./model-source.js";
 import { interruptSignal, parseIds, runChat, runGenerate, type GenerationFlags } from "./generate-command.js";
@@ -211,7 +211,7 @@ const withSampling = (cmd: Command) =>
     .option("--top-p <p>", "nucleus sampling threshold", numberOption("top-p", (v) => v > 0 && v <= 1, "0 < p ≤ 1"))
     .option("--min-p <p>", "drop tokens below p × the top probability", numberOption("min-p", (v) => v >= 0 && v < 1, "0 ≤ p < 1"))
     .option("--repetition-penalty <r>", "penalise tokens already in the context (> 1)", numberOption("repetition penalty", (v) => v > 0, "a number > 0"))
-    .option("--seed <n>", "RNG seed: same seed, same output", wholeOption)
+    .option("--seed <n>", `RNG seed: same seed, same output (default ${DEFAULT_SEED})`, wholeOption)
     .option("--stop <text...>", "stop when the text contains one of these strings")
     .option("--no-sampling-defaults", "ignore the sampling defaults in the model's generation_config.json (do_sample, temperature, top_k, top_p, min_p, repetition_penalty)")
     .option("--device <device>", "cuda (GPU), cpu, or auto: the GPU when one is present", deviceOption, "auto")

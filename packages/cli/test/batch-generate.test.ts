@@ -1,14 +1,15 @@
 // `df11 generate --batch-size N` on the CPU, through the built command: sequences run together in one
-// batch get exactly their solo runs' tokens (greedy, and sampled with seeds seed, seed+1, …), the
-// official fixtures' batched greedy tokens equal transformers', and the summary's numbers hang together.
+// batch get exactly their solo runs' tokens (greedy, and sampled with seeds seed, seed+1, …, from the
+// solo run's default seed without --seed), the official fixtures' batched greedy tokens equal
+// transformers', and the summary's numbers hang together.
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { writeSyntheticModel } from "@df11/models";
+import { DEFAULT_SEED, writeSyntheticModel } from "@df11/models";
 import { fixtureNames, fixturesRoot, fixturesSkipReason } from "../../../test-support/fixtures.js";
-import type { BatchGenerateResult } from "../src/batch-generate.js";
+import { planBatch, type BatchGenerateResult } from "../src/batch-generate.js";
 import { df11, SMALL } from "./helpers.js";
 
 let work: string;
@@ -74,6 +75,18 @@ describe("df11 generate --batch-size on the CPU", () => {
       expect(s.tokenIds.slice(0, alone.tokenIds.length)).toEqual(alone.tokenIds);
     }
     expectBatched(r);
+  });
+
+  it("without --seed a batch starts from `df11 generate`'s default seed: sequence 0 samples as a solo run without --seed", async () => {
+    const dir = join(work, "bf16");
+    const args = ["-p", "the water is", "-n", "10", "--temperature", "1.5"];
+    const r = await batch(dir, ...args, "-b", "2", "--ignore-eos");
+    const alone = await json<{ tokenIds: number[]; settings: { sampling: { seed: number } } }>(dir, ...args);
+    expect(alone.settings.sampling.seed).toBe(DEFAULT_SEED);
+    expect(r.settings.sampling.seed).toBe(DEFAULT_SEED);
+    expect(r.sequences.map((s) => s.seed)).toEqual([DEFAULT_SEED, DEFAULT_SEED + 1]);
+    expect(r.sequences[0].tokenIds.slice(0, alone.tokenIds.length)).toEqual(alone.tokenIds);
+    expect(planBatch(1, 3).map((p) => p.seed)).toEqual([DEFAULT_SEED, DEFAULT_SEED + 1, DEFAULT_SEED + 2]);
   });
 
   it("prints labelled responses and one summary line; refuses bad combinations with a clear message", async () => {

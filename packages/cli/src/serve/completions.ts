@@ -26,6 +26,20 @@ export interface Candidate {
   readonly echo?: { readonly text: string; readonly ids: readonly number[] };
 }
 
+/**
+ * A model without a tokenizer reads and writes token ids only: chat messages, text prompts and stop
+ * strings (which match text) are refused with a 400 naming the missing tokenizer (code "no_tokenizer"),
+ * rather than failing later or being ignored.
+ */
+export function checkTokenizer(model: Model, request: CompletionRequest, modelId: string): void {
+  if (model.tokenizer) return;
+  const none = `the model \`${modelId}\` has no tokenizer (no tokenizer.json)`;
+  const ids = 'send the prompt as token ids to /v1/completions, e.g. "prompt": [1, 2, 3]';
+  if (request.messages) throw new ApiError(400, `${none}, so it cannot read chat messages: ${ids}`, "messages", "no_tokenizer");
+  if (request.prompts!.some((p) => typeof p === "string")) throw new ApiError(400, `${none}, so a text prompt cannot be encoded: ${ids}`, "prompt", "no_tokenizer");
+  if (request.options.stop?.length) throw new ApiError(400, `stop: ${none}, so its output has no text for stop strings to match`, "stop", "no_tokenizer");
+}
+
 /** An error while starting a generation, as the client's or the server's. */
 function apiErrorOf(e: unknown, chat: boolean): unknown {
   if (e instanceof QueueFullError) return new ApiError(503, `the server is busy: ${e.message}`, null, "queue_full", "server_error");
@@ -84,7 +98,13 @@ export function bestOf<T extends { c: Candidate; r: GenerationResult }>(results:
 
 const lossy = new TextDecoder();
 
-/** Writes choices, deltas and log-probabilities in OpenAI's shapes (chat or completions). */
+/**
+ * Writes choices, deltas and log-probabilities in OpenAI's shapes (chat or completions). With `withTokenIds`
+ * (vLLM's `return_token_ids`; always for a model without a tokenizer, whose text is empty) also the token
+ * ids, as vLLM names them: each choice's `token_ids` (those it generated, after the prompt's with echo;
+ * streamed: those of the chunk), and the prompt's `prompt_token_ids` — on each completions choice
+ * (streamed: its first chunk); for chat, on the response (streamed: its first chunk).
+ */
 export class ResponseFormat {
   private readonly offsets = new Map<number, number>();
   private readonly callCounts = new Map<number, number>();
@@ -93,7 +113,13 @@ export class ResponseFormat {
     private readonly model: Model,
     private readonly chat: boolean,
     private readonly withLogprobs: boolean,
+    readonly withTokenIds = false,
   ) {}
+
+  /** `{ prompt_token_ids }` of a candidate's prompt with token ids, else nothing (to spread into an object). */
+  promptTokenIds(c: Candidate): { prompt_token_ids?: number[] } {
+    return this.withTokenIds ? { prompt_token_ids: [...c.generation.promptTokenIds] } : {};
+  }
 
   /** A token's text as the API names it: its bytes (lossy where they are part of a character), a special token's name. */
   private token(id: number): { token: string; bytes: number[] } {
@@ -148,37 +174,35 @@ export class ResponseFormat {
     if (this.chat) {
       const calls = r.toolCalls?.length ? this.toolCalls(index, r.toolCalls) : undefined;
       const message = { role: "assistant", content: calls && r.text === "" ? null : r.text, ...(calls ? { tool_calls: calls } : {}) };
-      return { index, message, logprobs: this.withLogprobs ? this.chatLogprobs(r.logprobs ?? []) : null, finish_reason };
+      return { index, message, logprobs: this.withLogprobs ? this.chatLogprobs(r.logprobs ?? []) : null, finish_reason, ...(this.withTokenIds ? { token_ids: r.tokenIds } : {}) };
     }
     const generated = r.logprobs ?? [];
     const echoed = c.echo ? [...c.echo.ids] : [];
     const logprobs = this.withLogprobs
       ? this.completionLogprobs(index, [...echoed, ...generated.map((t) => t.id)], [...(c.echo ? (r.promptLogprobs ?? []) : []), ...generated])
       : null;
-    return { index, text: (c.echo?.text ?? "") + r.text, logprobs, finish_reason };
+    // token_ids, like text and logprobs, start with the echoed prompt (as vLLM's do).
+    return { index, text: (c.echo?.text ?? "") + r.text, logprobs, finish_reason, ...(this.withTokenIds ? { ...this.promptTokenIds(c), token_ids: [...echoed, ...r.tokenIds] } : {}) };
   }
 
-  /** Streamed: the first deltas of a choice (chat: the role; completions with echo: the prompt). */
+  /** Streamed: the first deltas of a choice (chat: the role; completions with echo: the prompt; with token ids: the prompt's). */
   opening(index: number, c: Candidate): object[] {
     if (this.chat) return [{ index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }];
-    if (!c.echo) return [];
+    if (!c.echo) return this.withTokenIds ? [{ index, text: "", logprobs: null, finish_reason: null, ...this.promptTokenIds(c) }] : [];
     const lps = c.generation.promptLogprobs ?? [];
-    return [{ index, text: c.echo.text, logprobs: this.withLogprobs ? this.completionLogprobs(index, c.echo.ids, lps) : null, finish_reason: null }];
+    const ids = this.withTokenIds ? { ...this.promptTokenIds(c), token_ids: [...c.echo.ids] } : {};
+    return [{ index, text: c.echo.text, logprobs: this.withLogprobs ? this.completionLogprobs(index, c.echo.ids, lps) : null, finish_reason: null, ...ids }];
   }
 
-  /** Streamed: what a token adds (undefined when nothing). */
+  /** Streamed: what a token adds (undefined when nothing: no text yet, no log-probability, no token ids asked for). */
   delta(index: number, t: ModelToken): object | undefined {
     const lps = t.logprob ? [t.logprob] : [];
     const logprobs = this.withLogprobs && lps.length > 0 ? (this.chat ? this.chatLogprobs(lps) : this.completionLogprobs(index, [t.id], lps)) : null;
-    if (!t.text && !logprobs && !t.toolCalls) return undefined;
-    if (!this.chat) return { index, text: t.text, logprobs, finish_reason: null };
+    const ids = this.withTokenIds && t.id >= 0 ? { token_ids: [t.id] } : undefined;
+    if (!t.text && !logprobs && !t.toolCalls && !ids) return undefined;
+    if (!this.chat) return { index, text: t.text, logprobs, finish_reason: null, ...ids };
     const delta = { ...(t.text || !t.toolCalls ? { content: t.text } : {}), ...(t.toolCalls ? { tool_calls: this.toolCalls(index, t.toolCalls) } : {}) };
-    return { index, delta, logprobs, finish_reason: null };
-  }
-
-  /** Streamed without a tokenizer: an event with no text. */
-  empty(index: number): object {
-    return this.chat ? { index, delta: { content: "" }, logprobs: null, finish_reason: null } : { index, text: "", logprobs: null, finish_reason: null };
+    return { index, delta, logprobs, finish_reason: null, ...ids };
   }
 
   /** Streamed: the last delta of a choice. */

@@ -33,6 +33,11 @@ export interface CompletionRequest {
   readonly echo: boolean;
   /** Log-probabilities: undefined = none; k = the chosen token's and k alternatives. */
   readonly logprobs: number | undefined;
+  /**
+   * vLLM's `return_token_ids`: the response carries the prompt's and each choice's token ids
+   * (`prompt_token_ids`, `token_ids`). A model without a tokenizer always answers with them.
+   */
+  readonly returnTokenIds: boolean;
   /** The request's seed; undefined: each choice draws a random one (as OpenAI's API). */
   readonly seed: number | undefined;
   /** Generation options (sampling set only where the request sets it; the model's defaults fill the rest). */
@@ -197,12 +202,12 @@ const CHAT_KEYS = new Set([
   "metadata", "modalities", "n", "parallel_tool_calls", "reasoning_effort", "response_format", "seed", "service_tier", "stop", "store",
   "stream", "stream_options", "temperature", "top_p", "tools", "tool_choice", ...IDENTIFIERS,
   // vLLM's extensions
-  "top_k", "min_p", "repetition_penalty", "ignore_eos", "chat_template_kwargs",
+  "top_k", "min_p", "repetition_penalty", "ignore_eos", "chat_template_kwargs", "return_token_ids",
 ]);
 const COMPLETION_KEYS = new Set([
   "model", "prompt", "best_of", "echo", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "max_tokens", "n", "seed", "stop",
   "stream", "stream_options", "temperature", "top_p", ...IDENTIFIERS,
-  "top_k", "min_p", "repetition_penalty", "ignore_eos",
+  "top_k", "min_p", "repetition_penalty", "ignore_eos", "return_token_ids",
 ]);
 
 /** What the server knows of its model when it validates a request. */
@@ -306,6 +311,7 @@ export function parseCompletionRequest(body: unknown, chat: boolean, limits: Req
     bestOf,
     echo,
     logprobs,
+    returnTokenIds: boolean(b, "return_token_ids") ?? false,
     seed,
     options: {
       maxTokens,

@@ -2,7 +2,7 @@ import { randomUUID, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Model } from "@df11/models";
-import { bestOf, ResponseFormat, startCandidates } from "./completions.js";
+import { bestOf, checkTokenizer, ResponseFormat, startCandidates } from "./completions.js";
 import { ApiError, parseCompletionRequest, type CompletionRequest, type RequestLimits } from "./openai-protocol.js";
 import { weightsReport } from "../weights-report.js";
 
@@ -74,18 +74,20 @@ export async function serveModel(model: Model, options: ServeOptions = {}): Prom
     vocabSize: model.lm.config.vocabSize,
     templateReads: (variable) => new RegExp(`\\b${variable}\\b`).test(model.tokenizer?.chatTemplate() ?? ""),
   };
-  const chunkOf = (id: string, chat: boolean, choices: object[], usage?: object) => ({
+  const chunkOf = (id: string, chat: boolean, choices: object[], usage?: object, extra?: object) => ({
     id,
     object: chat ? "chat.completion.chunk" : "text_completion",
     created: Math.floor(Date.now() / 1000),
     model: modelId,
     choices,
     ...(usage ? { usage } : {}),
+    ...extra,
   });
 
   const complete = async (req: IncomingMessage, res: ServerResponse, chat: boolean) => {
     const request: CompletionRequest = parseCompletionRequest(await readJson(req, maxBody), chat, limits);
     if (request.model !== modelId) throw new ApiError(404, `The model \`${request.model}\` does not exist (this server serves \`${modelId}\`)`, "model", "model_not_found");
+    checkTokenizer(model, request, modelId);
     // A client that goes away frees its slots at the next token.
     const abort = new AbortController();
     res.on("close", () => abort.abort());
@@ -93,14 +95,17 @@ export async function serveModel(model: Model, options: ServeOptions = {}): Prom
     const id = `${chat ? "chatcmpl" : "cmpl"}-${randomUUID()}`;
     const promptTokens = candidates.filter((c) => c.first).reduce((n, c) => n + c.generation.promptTokens, 0);
     const usage = (completion: number) => ({ prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion });
-    const format = new ResponseFormat(model, chat, request.logprobs !== undefined);
+    // Token ids when asked for (vLLM's return_token_ids), and always without a tokenizer: they are the whole answer then.
+    const format = new ResponseFormat(model, chat, request.logprobs !== undefined, request.returnTokenIds || !model.tokenizer);
+    // Chat: the prompt's ids once, on the response (streamed: on its first chunk), as vLLM puts them.
+    const chatPromptIds = chat ? format.promptTokenIds(candidates[0]) : {};
 
     if (!request.stream) {
       const results = await Promise.all(candidates.map(async (c) => ({ c, r: await c.generation.result() })));
       if (abort.signal.aborted) return;
       const choices = bestOf(results, request).map(({ c, r }, index) => format.choice(index, c, r));
       const completion = results.reduce((n, { r }) => n + r.tokenIds.length, 0);
-      return send(res, 200, { id, object: chat ? "chat.completion" : "text_completion", created: Math.floor(Date.now() / 1000), model: modelId, choices, usage: usage(completion) });
+      return send(res, 200, { id, object: chat ? "chat.completion" : "text_completion", created: Math.floor(Date.now() / 1000), model: modelId, choices, usage: usage(completion), ...chatPromptIds });
     }
 
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
@@ -108,14 +113,13 @@ export async function serveModel(model: Model, options: ServeOptions = {}): Prom
     let completion = 0;
     await Promise.all(
       candidates.map(async (c, index) => {
-        for (const delta of format.opening(index, c)) event(chunkOf(id, chat, [delta]));
+        for (const delta of format.opening(index, c)) event(chunkOf(id, chat, [delta], undefined, index === 0 ? chatPromptIds : undefined));
         let reason = "aborted";
         for await (const t of c.generation) {
           if (t.id >= 0) completion++;
+          // Nothing when there is nothing to show (a character or a possible stop string is incomplete) and no token ids are sent.
           const delta = format.delta(index, t);
-          // No text to show (a character or a possible stop string is incomplete): still one event per token without a tokenizer.
           if (delta) event(chunkOf(id, chat, [delta]));
-          else if (!model.tokenizer && !t.stop) event(chunkOf(id, chat, [format.empty(index)]));
         }
         reason = c.generation.finishReason ?? reason;
         if (!abort.signal.aborted) event(chunkOf(id, chat, [format.closing(index, reason)]));

@@ -2,6 +2,7 @@
 
 #include "../kernels/fused.h"
 #include "../kernels/inference.h"
+#include "linear-args.h"
 #include "stream.h"
 
 namespace df11addon {
@@ -31,6 +32,15 @@ df11::FusedView viewArg(const Napi::CallbackInfo& info, size_t i) {
   if (v.rows < 1 || v.cols < 8 || v.cols % 8 != 0 || v.tiles != (v.cols + df11::kFusedTileK - 1) / df11::kFusedTileK || v.groups != (v.rows + 7) / 8)
     throw Napi::RangeError::New(info.Env(), "fused view: inconsistent rows/cols/groups/tiles");
   return v;
+}
+
+// The LinearArgs of a product with the fused matrix v as W (no BF16 weight pointer); the caller reads the rest.
+df11::LinearArgs linearArgsOf(const df11::FusedView& v) {
+  df11::LinearArgs a{};
+  a.weight = nullptr;
+  a.N = v.rows;
+  a.K = v.cols;
+  return a;
 }
 
 // fusedTables(src, rowBegin, rows, cols, tables, stream)
@@ -99,17 +109,8 @@ Napi::Value FusedUnpackRows(const Napi::CallbackInfo& info) {
 // kGemvMaxRows); xBf16, x rounded to BF16 [rows, K], is read instead of x for more than 8 rows when given.
 Napi::Value FusedLinear(const Napi::CallbackInfo& info) {
   const df11::FusedView v = viewArg(info, 0);
-  df11::LinearArgs a{};
-  a.weight = nullptr;
-  a.N = v.rows;
-  a.K = v.cols;
-  a.x = pointerArg<const float>(info, 1, "x");
-  a.ldx = intArg(info, 2, "ldx");
-  a.rows = intArg(info, 3, "rows");
-  a.bias = pointerArg<const float>(info, 4, "bias");
-  a.out = pointerArg<float>(info, 5, "out");
-  a.ldo = intArg(info, 6, "ldo");
-  a.accumulate = info[7].ToBoolean().Value();
+  df11::LinearArgs a = linearArgsOf(v);
+  readLinearArgs(info, 1, true, a);  // info[1..7]
   const uint16_t* xb = info.Length() > 9 && info[9].IsNumber() ? pointerArg<const uint16_t>(info, 9, "xBf16") : nullptr;
   a.xb = a.rows > 8 && a.ldx == a.K ? xb : nullptr;
   throwIfError(info.Env(), df11::launchFusedGemv(a, v, streamOf(info[8])), "fused gemv");
@@ -121,17 +122,10 @@ Napi::Value FusedLinear(const Napi::CallbackInfo& info) {
 // where that kernel does not run (the caller decodes windows of W for launchGemm instead).
 Napi::Value FusedGemm(const Napi::CallbackInfo& info) {
   const df11::FusedView v = viewArg(info, 0);
-  df11::LinearArgs a{};
-  a.weight = nullptr;
-  a.N = v.rows;
-  a.K = v.cols;
+  df11::LinearArgs a = linearArgsOf(v);
   a.x = nullptr;
   a.ldx = v.cols;
-  a.rows = intArg(info, 1, "rows");
-  a.bias = pointerArg<const float>(info, 2, "bias");
-  a.out = pointerArg<float>(info, 3, "out");
-  a.ldo = intArg(info, 4, "ldo");
-  a.accumulate = info[5].ToBoolean().Value();
+  readLinearArgs(info, 1, false, a);  // info[1..5]
   const uint16_t* xBf16 = pointerArg<const uint16_t>(info, 6, "xBf16");
   cudaStream_t stream = streamOf(info[7]);
   float* workspace = pointerArg<float>(info, 8, "workspace");

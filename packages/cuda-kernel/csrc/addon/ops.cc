@@ -5,6 +5,7 @@
 #include "../kernels/inference.h"
 #include "../kernels/launch.h"
 #include "device-buffer.h"
+#include "linear-args.h"
 #include "module.h"
 #include "stream.h"
 
@@ -200,13 +201,7 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   a.weight = pointerArg<const uint16_t>(info, 0, "weight");
   a.N = intArg(info, 1, "N");
   a.K = intArg(info, 2, "K");
-  a.x = pointerArg<const float>(info, 3, "x");
-  a.ldx = intArg(info, 4, "ldx");
-  a.rows = intArg(info, 5, "rows");
-  a.bias = pointerArg<const float>(info, 6, "bias");
-  a.out = pointerArg<float>(info, 7, "out");
-  a.ldo = intArg(info, 8, "ldo");
-  a.accumulate = info[9].ToBoolean().Value();
+  readLinearArgs(info, 3, true, a);  // info[3..9]
   const uint16_t* xBf16 = pointerArg<const uint16_t>(info, 10, "xBf16");
   cudaStream_t stream = streamOf(info[11]);
   float* workspace = info.Length() > 12 && info[12].IsNumber() ? pointerArg<float>(info, 12, "workspace") : nullptr;

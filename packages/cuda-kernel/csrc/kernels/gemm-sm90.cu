@@ -53,16 +53,28 @@ __device__ __forceinline__ void mbarExpectTx(uint64_t* bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smemAddr(bar)), "r"(bytes) : "memory");
 }
 __device__ __forceinline__ void mbarArrive(uint64_t* bar) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smemAddr(bar)) : "memory"); }
+// Waits until `bar` completes the phase of `parity` (try_wait in a loop). SuspendHint (ns, 0: none) is
+// try_wait's suspend-time hint: with it a waiting producer warp sleeps instead of taking issue slots from
+// the other warps of its scheduler (kSleepHint).
+template <uint32_t SuspendHint = 0>
 __device__ __forceinline__ void mbarWait(uint64_t* bar, uint32_t parity) {
   uint32_t done = 0;
   do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(smemAddr(bar)), "r"(parity)
-        : "memory");
+    if constexpr (SuspendHint == 0)
+      asm volatile(
+          "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+          : "=r"(done)
+          : "r"(smemAddr(bar)), "r"(parity)
+          : "memory");
+    else
+      asm volatile(
+          "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2, %3;\nselp.u32 %0, 1, 0, p;\n}\n"
+          : "=r"(done)
+          : "r"(smemAddr(bar)), "r"(parity), "r"(SuspendHint)
+          : "memory");
   } while (!done);
 }
+constexpr uint32_t kSleepHint = 10000000;  // ns (0x989680)
 // Box of the tensor map at (c0 = k, c1 = row) into shared memory, completing on `bar`; out-of-bounds
 // elements are zero.
 __device__ __forceinline__ void tmaLoad(void* dst, const CUtensorMap* map, uint64_t* bar, int c0, int c1) {
@@ -149,19 +161,6 @@ __device__ __forceinline__ void bulkLoad(void* dst, const void* src, uint32_t by
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(smemAddr(dst)), "l"(src), "r"(bytes),
                "r"(smemAddr(bar))
                : "memory");
-}
-
-// try_wait with a suspend-time hint: a waiting producer warp sleeps instead of taking issue slots from
-// the other warps of its scheduler.
-__device__ __forceinline__ void mbarSleepWait(uint64_t* bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2, %3;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(smemAddr(bar)), "r"(parity), "r"(0x989680u)
-        : "memory");
-  } while (!done);
 }
 
 // A producer warp's escape ranges [b, e) of one tile for its groups (zeros for groups or tiles past the end).
@@ -292,16 +291,16 @@ __global__ void __launch_bounds__(Fused ? kFusedThreads : kThreads, 1)
             next = after;
             // Slot of tile + 1 last held tile − 1: refill it once every warp is done with it.
             if (tid == 0 && tile + 1 <= TN) {
-              mbarSleepWait(&slotEmpty[slot ^ 1], ((tile - 1 - T0) >> 1) & 1);
+              mbarWait<kSleepHint>(&slotEmpty[slot ^ 1], ((tile - 1 - T0) >> 1) & 1);
               issueTile(tile + 1);
             }
           }
           patches = toPatches(nextEntries, now, lane, rowBase);
           after = loadRanges(w, g0, tile + 2, tile + 2 <= TN);
           nextEntries = loadEntries(w, next, lane);
-          mbarSleepWait(&slotFull[slot], ((tile - T0) >> 1) & 1);
+          mbarWait<kSleepHint>(&slotFull[slot], ((tile - T0) >> 1) & 1);
         }
-        if (kt >= S) mbarSleepWait(&empty[s], ((kt / S) - 1) & 1);
+        if (kt >= S) mbarWait<kSleepHint>(&empty[s], ((kt / S) - 1) & 1);
         uint8_t* sx = smem + s * T::kStageBytes;
         uint8_t* sw = sx + BM * BK * 2;
         if (tid == 0) {
@@ -362,8 +361,7 @@ __global__ void __launch_bounds__(Fused ? kFusedThreads : kThreads, 1)
   for (int kt = 0; kt < kTiles; ++kt) {
     const int s = kt % S;
     // Fused: the consumers sleep while they wait, leaving the issue slots to the decoding warps.
-    if constexpr (Fused) mbarSleepWait(&full[s], (kt / S) & 1);
-    else mbarWait(&full[s], (kt / S) & 1);
+    mbarWait<Fused ? kSleepHint : 0>(&full[s], (kt / S) & 1);
     const uint32_t sx = smemAddr(smem + s * T::kStageBytes) + c * 64 * BK * 2;
     const uint32_t sw = smemAddr(smem + s * T::kStageBytes + BM * BK * 2);
     fenceRegs(d);

@@ -62,16 +62,26 @@ export interface BatchSchedulerOptions {
   readonly sharedPrefill?: boolean;
   /**
    * With `sharedPrefill`: before admitting waiting requests, keep yielding the event loop while more
-   * requests arrive — until 1 ms passes without one, the oldest waiting request has waited this many
-   * milliseconds, or the free slots are spoken for — so that a burst (say 16 HTTP requests whose bodies
-   * are still being read) is prefilled in as few shared steps as possible instead of a step per
-   * straggler. Each prefill step reads all the weights (and with DF11 in the fused layout decodes them
+   * requests arrive — until 1 ms and {@link GATHER_QUIET_TURNS} event-loop turns pass without one, the
+   * oldest waiting request has waited this many milliseconds, or the free slots are spoken for — so that
+   * a burst (say 16 HTTP requests whose bodies are still being read) is prefilled in as few shared steps
+   * as possible instead of a step per straggler. Each prefill step reads all the weights (and with DF11 in the fused layout decodes them
    * for the GEMM), so this is where shared prefill pays. It adds at most this much time-to-first-token;
    * while sequences are running it waits at most 1 ms (they wait too), and not at all when no waiting
    * request can share a step. Default 0 (`df11 serve`: 5).
    */
   readonly prefillGatherMs?: number;
 }
+
+/**
+ * Event-loop turns without a new request that, with 1 ms, end a gather window early
+ * (BatchSchedulerOptions.prefillGatherMs). Requests arrive as the event loop reads their sockets, turn
+ * by turn: on an idle host a turn takes tens of microseconds and 1 ms decides, but on a loaded one a
+ * single turn can take milliseconds (the process descheduled, a GC pause) while nothing could arrive,
+ * and 1 ms alone would end the window in the middle of a burst. Counting turns too, the quiet period is
+ * one the process was awake to see requests in; the window's own limit still bounds the wait.
+ */
+export const GATHER_QUIET_TURNS = 8;
 
 /** Whether `ms` is a gather window BatchSchedulerOptions.prefillGatherMs takes: a finite number ≥ 0. */
 export function isPrefillGatherMs(ms: number): boolean {
@@ -184,22 +194,28 @@ export class BatchScheduler implements Disposable {
 
   /**
    * Yield while requests keep arriving, before a shared prefill (see BatchSchedulerOptions.prefillGatherMs):
-   * until 1 ms passes without a new one, or the oldest waiting request has waited the window — at most
-   * 1 ms while sequences are running (a decode step is itself a window, and every running sequence would
-   * wait) — or the free slots are spoken for. Not at all when no waiting request can share a step.
+   * until 1 ms and GATHER_QUIET_TURNS turns pass without a new one, or the oldest waiting request has
+   * waited the window — at most 1 ms while sequences are running (a decode step is itself a window, and
+   * every running sequence would wait) — or the free slots are spoken for. Not at all when no waiting
+   * request can share a step.
    */
   private async gather(): Promise<void> {
     const limit = this.options.prefillGatherMs ?? 0;
     if (!this.options.sharedPrefill || limit <= 0 || !this.queue.some((s) => this.canShare(s))) return;
     const window = this.running.length > 0 ? Math.min(1, limit) : limit;
+    const quietMs = Math.min(1, limit);
     const oldest = this.queue[0].submitted;
     let last = this.queue[this.queue.length - 1].submitted;
     let seen = this.queue.length;
+    let quietTurns = 0;
     while (!this.closed && this.queue.length > 0 && this.queue.length < this.freeSlots.length) {
       const now = performance.now();
-      if (now - oldest >= window || now - last >= Math.min(1, limit)) break;
+      if (now - oldest >= window || (now - last >= quietMs && quietTurns >= GATHER_QUIET_TURNS)) break;
       await new Promise<void>((resolve) => setImmediate(resolve));
-      if (this.queue.length > seen) last = performance.now();
+      if (this.queue.length > seen) {
+        last = performance.now();
+        quietTurns = 0;
+      } else quietTurns++;
       seen = this.queue.length;
     }
   }

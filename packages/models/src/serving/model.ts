@@ -137,12 +137,18 @@ export class Generation implements AsyncIterable<ModelToken> {
 
   constructor(
     private readonly tokens: SequenceStream,
-    readonly promptTokens: number,
+    /** The prompt as the model reads it (text and chat messages encoded, the chat template applied). */
+    readonly promptTokenIds: readonly number[],
     /** What it runs with. */
     readonly settings: GenerationSettings,
     private readonly signal: AbortSignal | undefined,
     private readonly tools?: { readonly parser: ToolCallParser; readonly stop: () => void },
   ) {}
+
+  /** The prompt's length in tokens. */
+  get promptTokens(): number {
+    return this.promptTokenIds.length;
+  }
 
   /** How it ended (once the tokens are read). */
   get finishReason(): GenerationFinish | undefined {
@@ -310,7 +316,7 @@ export class Model implements Disposable {
     }
     const { options: sampling, sources } = this.samplingFor(options);
     const tokens = this.scheduler.submit({ ...options, ...sampling, prompt, stopStrings: options.stop ?? [], stopTokenIds, constraint });
-    return new Generation(tokens, prompt.length, { sampling, sources, stopTokenIds }, userSignal, tools);
+    return new Generation(tokens, prompt, { sampling, sources, stopTokenIds }, userSignal, tools);
   }
 
   dispose(): void {
