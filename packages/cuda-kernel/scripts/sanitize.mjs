@@ -88,3 +88,42 @@ if (hopper) {
   addon.setFusedGemm("auto");
   console.log(`sanitize workload: ${fusedProducts} fused GEMMs, equal to the BF16 GEMM`);
 }
+
+// The GEMV (BF16 rows and the fused layout, one kernel body) at every row class — 1…8 (x rounded as it is
+// read), 9…16, 17…32, 33…64 (from x's BF16 copy) — on ragged shapes: an odd number of 8-row groups, N not
+// a multiple of 8, K not a multiple of the 256-element tile, a slice starting on a later group, ldo > N,
+// bias + accumulate; the fused output must equal the BF16 output bit for bit.
+{
+  const stream = new CudaStream();
+  let gemvs = 0;
+  for (const { N, K } of [{ N: 257, K: 776 }, { N: 72, K: 4096 }, { N: 13, K: 264 }]) {
+    const bits = syntheticWeights(N * K, 11, 0.03);
+    const w = DeviceBuffer.from(bits);
+    const m = FusedDeviceMatrix.transcode(N, K, { windowRows: 64, fill: (r0) => w.address + r0 * K * 2 }, stream);
+    const bias = DeviceBuffer.from(Float32Array.from({ length: N }, (_, i) => i / 7));
+    for (const rows of [1, 7, 12, 16, 24, 40, 64]) {
+      const ldo = N + 3;
+      const x = DeviceBuffer.from(Float32Array.from({ length: rows * K }, (_, i) => Math.sin(0.37 * i)));
+      const xb = DeviceBuffer.alloc(rows * K * 2);
+      const outs = [DeviceBuffer.alloc(rows * ldo * 4), DeviceBuffer.alloc(rows * ldo * 4)];
+      addon.toBf16(x.address, rows * K, xb.address, stream.native);
+      const xBf16 = rows > 8 ? xb.address : 0;
+      for (const [r0, r1] of [[0, N], [8, N]]) {
+        if (r1 <= r0) continue;
+        for (const o of outs) o.fill(1);
+        addon.linear(w.address + r0 * K * 2, r1 - r0, K, x.address, K, rows, bias.address + r0 * 4, outs[0].address + r0 * 4, ldo, true, xBf16, stream.native, 0, 0, false, xBf16 !== 0);
+        m.gemv({ rowBegin: r0, rowEnd: r1, x: x.address, ldx: K, rows, xBf16, bias: bias.address + r0 * 4, out: outs[1].address + r0 * 4, ldo, accumulate: true, stream });
+        stream.synchronize();
+        const [a, b] = outs.map((o) => o.download(new Float32Array(rows * ldo)));
+        if (a.some((v, i) => !Object.is(v, b[i]))) throw new Error(`fused gemv ${N}×${K}×${rows} rows ${r0}…${r1}: differs from the BF16 GEMV`);
+        if (!a.every(Number.isFinite)) throw new Error(`gemv ${N}×${K}×${rows}: not finite`);
+        gemvs++;
+      }
+      for (const b of [x, xb, ...outs]) b.dispose();
+    }
+    for (const b of [w, bias]) b.dispose();
+    m.dispose();
+  }
+  stream.dispose();
+  console.log(`sanitize workload: ${gemvs} GEMVs (1…64 rows), fused equal to BF16`);
+}

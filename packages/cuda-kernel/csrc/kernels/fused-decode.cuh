@@ -66,14 +66,17 @@ __host__ __device__ __forceinline__ void assemble4(uint32_t e, uint32_t sm, uint
   p23 = permute(lo, hi, 0x7362);
 }
 
-// The 8 BF16 values of chunk c (a 16-byte vector in k order: two mma B operands' worth).
-__host__ __device__ __forceinline__ uint4 assembleChunk(const FusedLane& s, const uint32_t (&e)[16], int c) {
-  const uint4 q = s.sm[c >> 1];
-  const uint32_t sm0 = (c & 1) ? q.z : q.x, sm1 = (c & 1) ? q.w : q.y;
+// The 8 BF16 values of chunk c (a 16-byte vector in k order: two mma B operands' worth) from its 8
+// sign+mantissa bytes (sm0: elements 0–3, sm1: 4–7).
+__host__ __device__ __forceinline__ uint4 assembleChunk(uint32_t sm0, uint32_t sm1, const uint32_t (&e)[16], int c) {
   uint4 v;
   assemble4(e[2 * c], sm0, v.x, v.y);
   assemble4(e[2 * c + 1], sm1, v.z, v.w);
   return v;
+}
+__host__ __device__ __forceinline__ uint4 assembleChunk(const FusedLane& s, const uint32_t (&e)[16], int c) {
+  const uint4 q = s.sm[c >> 1];
+  return assembleChunk((c & 1) ? q.z : q.x, (c & 1) ? q.w : q.y, e, c);
 }
 
 // Where exponent byte q (= 8c + i) of lane l lies in a warp's 2 KB patch area: 64 bytes per lane, its

@@ -1,13 +1,15 @@
 // Matrix products for decoding and batched decoding (1…64 rows of x), on the tensor cores:
 // out[r, n] (+)= Σ_k x[r, k]·W[n, k] + bias[n], x rounded to BF16 as it is loaded (as the prefill GEMM
-// and transformers do), float32 accumulation (mma.m16n8k16). One kernel body, two weight loaders: BF16 rows read with
-// 16-byte loads, or the DF11 fused layout (fused-decode.cuh) decoded in registers straight into the
-// mma's B operands. Both hand the body the same operands for the same k, the body sums them in the same
-// order, and so a model gives bit-identical logits from either layout.
+// and transformers do), float32 accumulation (mma.m16n8k16). One kernel body, three weight loaders: BF16
+// rows copied into shared memory, or the DF11 fused layout (fused-decode.cuh) — its tiles in registers,
+// or (two groups per warp) copied into shared memory — decoded in registers straight into the mma's B
+// operands. All hand the body the same operands for the same k, the body sums them in the same order,
+// and so a model gives bit-identical logits from any layout.
 //
 // Shape: W is taken 8 rows (a group: the mma's 8 columns) × 256 k (a tile) at a time; lane 4g + q holds
 // row g's k = 32c + 8q … 8q + 7 of chunk c (16 bytes), two mma B operands. The 4 warps of a block split
-// one group's tiles and add their partial sums in warp order; blocks loop over groups. Each output
+// one group's tiles (or, at 17…32 rows, the same tiles of two groups, x's operands loaded once for both)
+// and add their partial sums in warp order; blocks loop over groups. Each output
 // element depends only on its own row of x and column of W, never on the batch: a sequence decoded in a
 // batch gets exactly its solo logits. Memory-bound on the weights; launched as programmatic dependent
 // launches (pdl.cuh): a warp's first weights are in flight before the previous kernel has finished.
@@ -15,6 +17,8 @@
 #include "fused-decode.cuh"
 #include "inference.h"
 #include "pdl.cuh"
+
+#include <type_traits>
 
 namespace df11 {
 namespace {
@@ -30,73 +34,72 @@ __device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1
 }
 
 // ---- weight loaders ---------------------------------------------------------------------------------
-// Two tiles per warp are in flight: while one is multiplied, the next one's loads are outstanding.
-// group(g): a lane's per-group state; load(state, group, t, slot): issue tile t's loads into stage `slot`;
-// prepare(raw, state, slot, pending): once loaded (all lanes together; `pending`: whether a later tile's
-// loads were issued since), what the chunks need; chunk(raw, dec, slot, c): chunk c's 8 BF16 values in
-// k order (the lane's two mma B operands); release(slot): before a stage's storage is loaded again.
-template <bool Aligned>
+// Two tiles per warp are in flight: while one is multiplied, the next one's loads are outstanding. With G
+// groups per warp (gemvKernel), a stage holds the same tile of G groups: Stages = kTilesInFlight · G slots.
+// group(g, lane): a lane's per-group state; load(state, group, t, slot): issue tile t's loads into `slot`;
+// commit(): after a stage's loads; wait(pending): before a stage is read (all lanes together; `pending`:
+// whether a later stage's loads were issued since); prepare(raw, state, slot): what the chunks need;
+// chunk(raw, dec, slot, c): chunk c's 8 BF16 values in k order (the lane's two mma B operands);
+// release(): before a stage's storage is loaded again.
+template <bool Aligned, int Stages>
 struct Bf16Weights {
   const uint16_t* weight;  // [N, K]
   int N, K;
   // Each warp copies its tiles' 8 rows × 512 bytes into shared memory with coalesced 16-byte copies
   // (a row per instruction) and reads the mma operands back: loading the operands straight from global
-  // memory (8 rows × 64 bytes per instruction) ran at two thirds of the bandwidth. Rows are padded by
-  // 64 bytes so that a quarter-warp's reads of 8 rows hit 32 distinct banks.
-  static constexpr int kRowBytes = 512 + 64;
+  // memory (8 rows × 64 bytes per instruction) ran at two thirds of the bandwidth. So that a
+  // quarter-warp's reads of two rows hit 32 distinct banks, rows are padded by 64 bytes with one group
+  // per warp; with two, odd rows' 16-byte units are swizzled instead (u ^ 4), which saves 8 KB per warp
+  // (3 blocks per SM instead of 2). (Swizzling with one group per warp was slower on an H200: one-row
+  // tokens 4.01 → 4.61 ms, apps/bench/results/gemv-groups-experiment-h200.log.)
+  static constexpr bool kSwizzle = Stages > kTilesInFlight;
+  static constexpr int kRowBytes = kSwizzle ? 512 : 512 + 64;
   struct Shared {
-    __align__(16) uint8_t stage[kWarps][kTilesInFlight][8 * kRowBytes];
+    __align__(16) uint8_t stage[kWarps][Stages][8 * kRowBytes];
   };
   using Group = const uint16_t*;  // the warp's first row
   struct Raw {};
   struct Decoded {};
+  static __device__ __forceinline__ int unit(int row, int u) { return kSwizzle ? u ^ ((row & 1) << 2) : u; }
   __device__ __forceinline__ Group group(int g, int) const { return weight + static_cast<size_t>(g) * 8 * K; }
   __device__ __forceinline__ Raw load(Group rows, int group, int t, int slot, Shared& shared) const {
     const int lane = threadIdx.x & 31;
-    uint8_t* dst = shared.stage[threadIdx.x >> 5][slot] + 16 * lane;
+    uint8_t* dst = shared.stage[threadIdx.x >> 5][slot];
     const int k = t * kFusedTileK + 8 * lane;
     const bool inside = Aligned || k < K;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       // Rows past N copy row N − 1: their outputs are dropped.
       const uint16_t* src = rows + static_cast<size_t>(min(group * 8 + j, N - 1) - group * 8) * K + (inside ? k : 0);
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(dst + j * kRowBytes))), "l"(src),
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(dst + j * kRowBytes + 16 * unit(j, lane)))), "l"(src),
                    "r"(inside ? 16 : 0));
     }
-    asm volatile("cp.async.commit_group;\n");
     return {};
   }
-  __device__ __forceinline__ Decoded prepare(Raw&, Group, int, bool pending, Shared&) const {
+  __device__ __forceinline__ void commit() const { asm volatile("cp.async.commit_group;\n"); }
+  __device__ __forceinline__ void wait(bool pending) const {
     if (pending) asm volatile("cp.async.wait_group 1;\n");
     else asm volatile("cp.async.wait_group 0;\n");
     __syncwarp();
-    return {};
   }
+  __device__ __forceinline__ Decoded prepare(Raw&, Group, int, Shared&) const { return {}; }
   __device__ __forceinline__ uint4 chunk(const Raw&, const Decoded&, int slot, int c, Shared& shared) const {
-    const int lane = threadIdx.x & 31;
-    return *reinterpret_cast<const uint4*>(shared.stage[threadIdx.x >> 5][slot] + (lane >> 2) * kRowBytes + 64 * c + 16 * (lane & 3));
+    const int lane = threadIdx.x & 31, g = lane >> 2;
+    return *reinterpret_cast<const uint4*>(shared.stage[threadIdx.x >> 5][slot] + g * kRowBytes + 16 * unit(g, 4 * c + (lane & 3)));
   }
   __device__ __forceinline__ void release() const { __syncwarp(); }
 };
 
-struct FusedWeights {
-  FusedView view;
-  struct Shared {
-    __align__(16) uint8_t patch[kWarps][2048];  // per warp, for escapes
-  };
-  // The lane's row table, and the escape ranges of the warp's tiles of the group (lane j: its j-th tile),
-  // read once per group so that a tile's escapes are loaded with its data, with no round trip between.
-  struct Group {
-    uint2 table;
-    uint32_t begin, end;
-    bool direct;  // more than 32 tiles per warp: ranges read per tile
-  };
-  using Raw = FusedTileLoad;
-  struct Decoded {
-    uint32_t e[16];
-  };
-  __device__ __forceinline__ Group group(int g, int lane) const {
-    Group s;
+// The fused layout's per-group state: the lane's row table, and the escape ranges of the warp's tiles of
+// the group (lane j: its j-th tile), read once per group so that a tile's escapes are loaded with its
+// data, with no round trip between.
+struct FusedGroupState {
+  uint2 table;
+  uint32_t begin, end;
+  bool direct;  // more than 32 tiles per warp: ranges read per tile
+
+  __device__ __forceinline__ static FusedGroupState of(const FusedView& view, int g, int lane) {
+    FusedGroupState s;
     s.table = fusedTable(view, g, lane);
     const int warp = threadIdx.x >> 5;
     const int mine = (view.tiles - warp + kWarps - 1) / kWarps;
@@ -109,13 +112,34 @@ struct FusedWeights {
     }
     return s;
   }
-  __device__ __forceinline__ Raw load(const Group& s, int group, int t, int, Shared&) const {
-    const uint32_t tile = static_cast<uint32_t>(group) * view.tiles + t, lane = threadIdx.x & 31;
-    if (s.direct) return loadFusedTile(view, tile, lane);
+  // Tile t's escape range [begin, end) (all lanes together).
+  __device__ __forceinline__ uint2 range(const FusedView& view, uint32_t tile, int t) const {
+    if (direct) return make_uint2(__ldg(view.escapeOffsets + tile), __ldg(view.escapeOffsets + tile + 1));
     const int j = (t - static_cast<int>(threadIdx.x >> 5)) / kWarps;
-    return loadFusedTile(view, tile, lane, __shfl_sync(0xffffffffu, s.begin, j), __shfl_sync(0xffffffffu, s.end, j));
+    return make_uint2(__shfl_sync(0xffffffffu, begin, j), __shfl_sync(0xffffffffu, end, j));
   }
-  __device__ __forceinline__ Decoded prepare(Raw& r, const Group& s, int, bool, Shared& shared) const {
+};
+
+// Fused tiles loaded into registers (one group per warp).
+struct FusedWeights {
+  FusedView view;
+  struct Shared {
+    __align__(16) uint8_t patch[kWarps][2048];  // per warp, for escapes
+  };
+  using Group = FusedGroupState;
+  using Raw = FusedTileLoad;
+  struct Decoded {
+    uint32_t e[16];
+  };
+  __device__ __forceinline__ Group group(int g, int lane) const { return FusedGroupState::of(view, g, lane); }
+  __device__ __forceinline__ Raw load(const Group& s, int group, int t, int, Shared&) const {
+    const uint32_t tile = static_cast<uint32_t>(group) * view.tiles + t;
+    const uint2 r = s.range(view, tile, t);
+    return loadFusedTile(view, tile, threadIdx.x & 31, r.x, r.y);
+  }
+  __device__ __forceinline__ void commit() const {}
+  __device__ __forceinline__ void wait(bool) const {}
+  __device__ __forceinline__ Decoded prepare(Raw& r, const Group& s, int, Shared& shared) const {
     Decoded d;
     fusedExponents(view, r, s.table, threadIdx.x & 31, shared.patch[threadIdx.x >> 5], d.e);
     return d;
@@ -123,6 +147,80 @@ struct FusedWeights {
   __device__ __forceinline__ uint4 chunk(const Raw& r, const Decoded& d, int, int c, Shared&) const { return assembleChunk(r.lane, d.e, c); }
   __device__ __forceinline__ void release() const {}
 };
+
+// Fused tiles copied into shared memory (cp.async, like the BF16 rows): several groups per warp, whose
+// tiles would not fit in registers. The escapes still come into registers (one per lane).
+template <int Stages>
+struct FusedStagedWeights {
+  FusedView view;
+  struct Shared {
+    __align__(16) uint8_t stage[kWarps][Stages][kFusedTileBytes];
+    __align__(16) uint8_t patch[kWarps][2048];
+  };
+  using Group = FusedGroupState;
+  struct Raw {
+    uint32_t escBegin, escEnd, escPos, escExp;
+  };
+  struct Decoded {
+    uint32_t e[16];
+  };
+  __device__ __forceinline__ Group group(int g, int lane) const { return FusedGroupState::of(view, g, lane); }
+  __device__ __forceinline__ Raw load(const Group& s, int group, int t, int slot, Shared& shared) const {
+    const uint32_t tile = static_cast<uint32_t>(group) * view.tiles + t, lane = threadIdx.x & 31;
+    const uint8_t* src = view.data + static_cast<size_t>(tile) * kFusedTileBytes;
+    const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared.stage[threadIdx.x >> 5][slot]));
+    constexpr int kUnits = kFusedTileBytes / 16;  // 176 16-byte units, 5.5 per lane
+#pragma unroll
+    for (int j = 0; j < (kUnits + 31) / 32; ++j) {
+      const uint32_t u = lane + 32 * j;
+      if (u < kUnits) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst + 16 * u), "l"(src + 16 * u));
+    }
+    const uint2 r = s.range(view, tile, t);
+    Raw raw{r.x, r.y, 0, 0};
+    if (r.x + lane < r.y) {
+      raw.escPos = __ldg(view.escapePositions + r.x + lane);
+      raw.escExp = __ldg(view.escapeExponents + r.x + lane);
+    }
+    return raw;
+  }
+  __device__ __forceinline__ void commit() const { asm volatile("cp.async.commit_group;\n"); }
+  __device__ __forceinline__ void wait(bool pending) const {
+    if (pending) asm volatile("cp.async.wait_group 1;\n");
+    else asm volatile("cp.async.wait_group 0;\n");
+    __syncwarp();
+  }
+  __device__ __forceinline__ Decoded prepare(Raw& raw, const Group& s, int slot, Shared& shared) const {
+    const uint32_t lane = threadIdx.x & 31;
+    const uint8_t* stage = shared.stage[threadIdx.x >> 5][slot];
+    FusedTileLoad r;  // the code words from shared memory (the sign+mantissa bytes are read per chunk)
+#pragma unroll
+    for (int w = 0; w < 6; ++w) r.lane.code[w] = *reinterpret_cast<const uint32_t*>(stage + 2048 + 128 * w + 4 * lane);
+    r.escBegin = raw.escBegin, r.escEnd = raw.escEnd, r.escPos = raw.escPos, r.escExp = raw.escExp;
+    Decoded d;
+    fusedExponents(view, r, s.table, lane, shared.patch[threadIdx.x >> 5], d.e);
+    return d;
+  }
+  __device__ __forceinline__ uint4 chunk(const Raw&, const Decoded& d, int slot, int c, Shared& shared) const {
+    const uint2 sm = *reinterpret_cast<const uint2*>(shared.stage[threadIdx.x >> 5][slot] + 512 * (c >> 1) + 16 * (threadIdx.x & 31) + 8 * (c & 1));
+    return assembleChunk(sm.x, sm.y, d.e, c);
+  }
+  __device__ __forceinline__ void release() const { __syncwarp(); }
+};
+
+// The loader of a weight source for G groups per warp.
+struct Bf16Source {
+  const uint16_t* weight;
+  int N, K;
+};
+template <int G, bool Aligned>
+__host__ __device__ Bf16Weights<Aligned, kTilesInFlight * G> weightsFor(const Bf16Source& s) {
+  return {s.weight, s.N, s.K};
+}
+template <int G, bool>
+__host__ __device__ auto weightsFor(const FusedView& v) {
+  if constexpr (G == 1) return FusedWeights{v};
+  else return FusedStagedWeights<kTilesInFlight * G>{v};
+}
 
 // ---- the kernel body --------------------------------------------------------------------------------
 // MT m-tiles of 16 rows of x; Half: one m-tile of which only rows 0…7 exist (the mma's rows 8…15 are zero).
@@ -177,29 +275,44 @@ __device__ __forceinline__ void loadA(const LinearArgs& a, int row, int k, uint3
   x[0] = g0[0], x[1] = g0[1], x[2] = g1[0], x[3] = g1[1], x[4] = e0[0], x[5] = e0[1], x[6] = e1[0], x[7] = e1[1];
 }
 
+template <int MT, int G, class Weights>
+struct GemvShared {
+  typename Weights::Shared weights;
+  float partial[kWarps][G][MT][4][32];
+};
+
 // XAhead: the A operands of a tile's first XAhead chunks are loaded before its weights are decoded (their
-// L2 round trip then overlaps the decode instead of following it). The same operands, the same sums.
-template <int MT, bool Half, bool Aligned, bool FromXb, int XAhead, class Weights>
-__global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, const Weights weights) {
-  __shared__ typename Weights::Shared shared;
-  __shared__ float partial[kWarps][MT][4][32];
+// L2 round trip then overlaps the decode instead of following it). G: groups each warp multiplies per
+// tile (x's operands loaded once for all of them: at 9…64 rows x's re-reads from L2, not the weights,
+// bound the kernel). Neither changes any sum: each output element gets the same mmas in the same order.
+template <int MT, bool Half, bool Aligned, bool FromXb, int XAhead, int G, class Weights>
+__device__ __forceinline__ void gemvTiles(const LinearArgs& a, const Weights& weights, GemvShared<MT, G, Weights>& sh) {
+  auto& shared = sh.weights;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, q = lane & 3;
   const int groups = (a.N + 7) / 8;
+  const int sets = (groups + G - 1) / G;  // G groups each
   const int tiles = (a.K + kFusedTileK - 1) / kFusedTileK;
   bool waited = false;
-  float acc[MT][4];
-  // Multiply one loaded tile into acc.
-  const auto multiply = [&](typename Weights::Raw& raw, int t, int slot, bool pending, const typename Weights::Group& state) {
+  float acc[G][MT][4];
+  using Group = typename Weights::Group;
+  using Raw = typename Weights::Raw;
+  // Multiply one loaded stage (tile t of the set's groups) into acc.
+  const auto multiply = [&](Raw (&raw)[G], int t, int stage, bool pending, const Group (&state)[G]) {
     uint32_t ahead[XAhead > 0 ? XAhead : 1][MT][8];
 #pragma unroll
     for (int c = 0; c < XAhead; ++c)
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) loadA<Half, Aligned, FromXb>(a, 16 * mt + g, t * kFusedTileK + 32 * c + 8 * q, ahead[c][mt]);
-    const typename Weights::Decoded dec = weights.prepare(raw, state, slot, pending, shared);
+    weights.wait(pending);
+    typename Weights::Decoded dec[G];
+#pragma unroll
+    for (int j = 0; j < G; ++j) dec[j] = weights.prepare(raw[j], state[j], stage * G + j, shared);
 #pragma unroll
     for (int c = 0; c < 8; ++c) {
-      const uint4 b = weights.chunk(raw, dec, slot, c, shared);
+      uint4 b[G];
+#pragma unroll
+      for (int j = 0; j < G; ++j) b[j] = weights.chunk(raw[j], dec[j], stage * G + j, c, shared);
       const int k = t * kFusedTileK + 32 * c + 8 * q;
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
@@ -212,24 +325,41 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, co
         } else {
           loadA<Half, Aligned, FromXb>(a, 16 * mt + g, k, x);
         }
-        mma16816(acc[mt], x[0], x[4], x[2], x[6], b.x, b.y);
-        mma16816(acc[mt], x[1], x[5], x[3], x[7], b.z, b.w);
+#pragma unroll
+        for (int j = 0; j < G; ++j) {
+          mma16816(acc[j][mt], x[0], x[4], x[2], x[6], b[j].x, b[j].y);
+          mma16816(acc[j][mt], x[1], x[5], x[3], x[7], b[j].z, b[j].w);
+        }
       }
     }
     weights.release();
   };
-  for (int group = blockIdx.x; group < groups; group += gridDim.x) {
+  for (int set = blockIdx.x; set < sets; set += gridDim.x) {
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
+    for (int j = 0; j < G; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc[mt][e] = 0.0f;
-    const typename Weights::Group state = weights.group(group, lane);
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[j][mt][e] = 0.0f;
+    // The set's groups; past the last group (an odd count), the last one again (its outputs dropped).
+    int group[G];
+    Group state[G];
+#pragma unroll
+    for (int j = 0; j < G; ++j) {
+      group[j] = G == 1 ? set : min(set * G + j, groups - 1);
+      state[j] = weights.group(group[j], lane);
+    }
+    const auto load = [&](Raw (&raw)[G], int t, int stage) {
+#pragma unroll
+      for (int j = 0; j < G; ++j) raw[j] = weights.load(state[j], group[j], t, stage * G + j, shared);
+      weights.commit();
+    };
     // This warp's tiles: warp, warp + kWarps, …, two in flight (stages 0 and 1, taken in turn).
     int t = warp;
-    typename Weights::Raw r0, r1;
+    Raw r0[G], r1[G];
     bool has0 = t < tiles, has1 = t + kWarps < tiles;
-    if (has0) r0 = weights.load(state, group, t, 0, shared);
-    if (has1) r1 = weights.load(state, group, t + kWarps, 1, shared);
+    if (has0) load(r0, t, 0);
+    if (has1) load(r1, t + kWarps, 1);
     if (!waited) {  // weights only so far: x is the previous kernel's output
       pdlWait();
       pdlLaunchDependents();
@@ -238,32 +368,36 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, co
     while (has0) {
       multiply(r0, t, 0, has1, state);
       const bool next0 = t + 2 * kWarps < tiles;
-      if (next0) r0 = weights.load(state, group, t + 2 * kWarps, 0, shared);
+      if (next0) load(r0, t + 2 * kWarps, 0);
       if (!has1) break;
       multiply(r1, t + kWarps, 1, next0, state);
       const bool next1 = t + 3 * kWarps < tiles;
-      if (next1) r1 = weights.load(state, group, t + 3 * kWarps, 1, shared);
+      if (next1) load(r1, t + 3 * kWarps, 1);
       t += 2 * kWarps;
       has0 = next0;
       has1 = next1;
     }
-    // The block's warps add their partial sums in warp order (fixed: deterministic in any batch).
+    // The block's warps add their partial sums in warp order (fixed: deterministic in any batch); warp j
+    // adds the set's group j.
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
+    for (int j = 0; j < G; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) partial[warp][mt][e][lane] = acc[mt][e];
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) sh.partial[warp][j][mt][e][lane] = acc[j][mt][e];
     __syncthreads();
-    if (warp == 0) {
+    if (warp < G && set * G + warp < groups) {
+      const int j = warp;
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           if (Half && e >= 2) continue;
-          float s = partial[0][mt][e][lane];
+          float s = sh.partial[0][j][mt][e][lane];
 #pragma unroll
-          for (int w = 1; w < kWarps; ++w) s += partial[w][mt][e][lane];
+          for (int w = 1; w < kWarps; ++w) s += sh.partial[w][j][mt][e][lane];
           const int m = 16 * mt + g + (e >= 2 ? 8 : 0);
-          const int n = group * 8 + 2 * q + (e & 1);
+          const int n = (set * G + j) * 8 + 2 * q + (e & 1);
           if (m < a.rows && n < a.N) {
             const float v = s + (a.bias ? a.bias[n] : 0.0f);
             float* o = a.out + static_cast<size_t>(m) * a.ldo + n;
@@ -277,6 +411,21 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, co
   if (!waited) {
     pdlWait();
     pdlLaunchDependents();
+  }
+}
+
+// Shared memory up to 48 KB is static: with dynamic shared memory the compiler allocated the one-row
+// BF16 kernel's registers differently (54 instead of 96), and its tokens took 4.47 instead of 4.01 ms.
+constexpr size_t kStaticShared = 48 * 1024;
+template <int MT, bool Half, bool Aligned, bool FromXb, int XAhead, int G, class Weights>
+__global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, const Weights weights) {
+  using Shared = GemvShared<MT, G, Weights>;
+  if constexpr (sizeof(Shared) <= kStaticShared) {
+    __shared__ Shared sh;
+    gemvTiles<MT, Half, Aligned, FromXb, XAhead, G>(a, weights, sh);
+  } else {
+    extern __shared__ __align__(16) uint8_t sharedBytes[];
+    gemvTiles<MT, Half, Aligned, FromXb, XAhead, G>(a, weights, *reinterpret_cast<Shared*>(sharedBytes));
   }
 }
 
@@ -301,16 +450,18 @@ __global__ void __launch_bounds__(256) gemvScalarKernel(const LinearArgs a) {
   }
 }
 
-// Blocks that fit on the GPU at once for this kernel (a persistent grid: every block starts right away,
-// which is what lets it prefetch weights under the previous kernel).
+// Blocks that fit on the GPU at once for this kernel with `sharedBytes` of dynamic shared memory (a
+// persistent grid: every block starts right away, which is what lets it prefetch weights under the
+// previous kernel). The first call on a device also opts the kernel in to that much shared memory.
 template <auto Kernel>
-int residentBlocks(int threads) {
+int residentBlocks(int threads, size_t sharedBytes) {
   static int perSm[64] = {};  // per kernel and device
   int device = 0;
   cudaGetDevice(&device);
   int& n = perSm[device >= 0 && device < 64 ? device : 0];
   if (n == 0) {
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Kernel, threads, 0);
+    if (sharedBytes > 48 * 1024 && cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sharedBytes)) != cudaSuccess) return -1;
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Kernel, threads, sharedBytes);
     if (n < 1) n = 1;
   }
   return multiprocessors() * n;
@@ -324,31 +475,43 @@ int residentBlocks(int threads) {
 // slower with loading ahead in both layouts.
 template <class Weights>
 constexpr int kXAheadFromXb = 4;
-template <bool Aligned>
-constexpr int kXAheadFromXb<Bf16Weights<Aligned>> = 8;
+template <bool Aligned, int Stages>
+constexpr int kXAheadFromXb<Bf16Weights<Aligned, Stages>> = 8;
 
-template <int MT, bool Half, bool Aligned, bool FromXb, class Weights>
-cudaError_t launchTiles(const LinearArgs& a, const Weights& w, cudaStream_t stream) {
+// Groups each warp multiplies per tile, from x's BF16 copy (9…64 rows). Measured on an H200
+// (apps/bench/results/gemv-groups-experiment-h200.log, a token's products / decode steps of the 8B shape):
+// two at 17…32 rows (32 rows: BF16 8.63 → 7.18 ms, fused 8.83 → 6.43 ms; steps of 24 and 32 sequences
+// 15–25 % faster), one at 9…16 (two: 9 % slower in both layouts: 3 blocks per SM instead of 4, and half
+// as many blocks for the small matrices) and at 33…64 (two groups of 4 m-tiles need 255 registers and spill).
+template <int MT>
+constexpr int kGroupsPerWarp = MT == 2 ? 2 : 1;
+
+template <int MT, bool Half, bool Aligned, bool FromXb, int G, class Source>
+cudaError_t launchTiles(const LinearArgs& a, const Source& source, cudaStream_t stream) {
+  const auto w = weightsFor<G, Aligned>(source);
+  using Weights = std::remove_const_t<decltype(w)>;
   constexpr int ahead = MT == 1 && FromXb ? kXAheadFromXb<Weights> : 0;
-  using Kernel = decltype(&gemvKernel<MT, Half, Aligned, FromXb, ahead, Weights>);
-  constexpr Kernel kernel = gemvKernel<MT, Half, Aligned, FromXb, ahead, Weights>;
-  const int groups = (a.N + 7) / 8;
-  const int blocks = min(groups, residentBlocks<kernel>(kWarps * 32));
-  return launchKernel(kernel, dim3(blocks), dim3(kWarps * 32), 0, stream, a, w);
+  using Kernel = decltype(&gemvKernel<MT, Half, Aligned, FromXb, ahead, G, Weights>);
+  constexpr Kernel kernel = gemvKernel<MT, Half, Aligned, FromXb, ahead, G, Weights>;
+  constexpr size_t bytes = sizeof(GemvShared<MT, G, Weights>) > kStaticShared ? sizeof(GemvShared<MT, G, Weights>) : 0;  // dynamic
+  const int resident = residentBlocks<kernel>(kWarps * 32, bytes);
+  if (resident < 0) return cudaErrorInvalidConfiguration;
+  const int sets = ((a.N + 7) / 8 + G - 1) / G;
+  return launchKernel(kernel, dim3(min(sets, resident)), dim3(kWarps * 32), bytes, stream, a, w);
 }
 
-template <int MT, bool Aligned, class Weights>
-cudaError_t launchFull(const LinearArgs& a, const Weights& w, cudaStream_t stream) {
-  if (a.xb) return launchTiles<MT, false, Aligned, true>(a, w, stream);
-  return launchTiles<MT, false, Aligned, false>(a, w, stream);
+template <int MT, bool Aligned, class Source>
+cudaError_t launchFull(const LinearArgs& a, const Source& s, cudaStream_t stream) {
+  if (!a.xb) return launchTiles<MT, false, Aligned, false, 1>(a, s, stream);
+  return launchTiles<MT, false, Aligned, true, kGroupsPerWarp<MT>>(a, s, stream);
 }
 
-template <bool Aligned, class Weights>
-cudaError_t launchAnyRows(const LinearArgs& a, const Weights& w, cudaStream_t stream) {
-  if (a.rows <= 8) return launchTiles<1, true, Aligned, false>(a, w, stream);
-  if (a.rows <= 16) return launchFull<1, Aligned>(a, w, stream);
-  if (a.rows <= 32) return launchFull<2, Aligned>(a, w, stream);
-  return launchFull<4, Aligned>(a, w, stream);
+template <bool Aligned, class Source>
+cudaError_t launchAnyRows(const LinearArgs& a, const Source& s, cudaStream_t stream) {
+  if (a.rows <= 8) return launchTiles<1, true, Aligned, false, 1>(a, s, stream);
+  if (a.rows <= 16) return launchFull<1, Aligned>(a, s, stream);
+  if (a.rows <= 32) return launchFull<2, Aligned>(a, s, stream);
+  return launchFull<4, Aligned>(a, s, stream);
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
@@ -363,18 +526,18 @@ cudaError_t launchGemv(const LinearArgs& a, cudaStream_t stream) {
   if (a.rows == 0 || a.N == 0) return cudaSuccess;
   if (a.rows > kGemvMaxRows) return cudaErrorInvalidValue;
   if ((a.K & 7) != 0 || !aligned16(a.weight) || !xAligned(a)) {
-    const int blocks = min((a.N + 7) / 8, residentBlocks<gemvScalarKernel>(256));
+    const int blocks = min((a.N + 7) / 8, residentBlocks<gemvScalarKernel>(256, 0));
     return launchKernel(gemvScalarKernel, dim3(blocks), dim3(256), 0, stream, a);
   }
-  if (a.K % kFusedTileK == 0) return launchAnyRows<true>(a, Bf16Weights<true>{a.weight, a.N, a.K}, stream);
-  return launchAnyRows<false>(a, Bf16Weights<false>{a.weight, a.N, a.K}, stream);
+  if (a.K % kFusedTileK == 0) return launchAnyRows<true>(a, Bf16Source{a.weight, a.N, a.K}, stream);
+  return launchAnyRows<false>(a, Bf16Source{a.weight, a.N, a.K}, stream);
 }
 
 cudaError_t launchFusedGemv(const LinearArgs& a, const FusedView& w, cudaStream_t stream) {
   if (a.rows == 0 || a.N == 0) return cudaSuccess;
   if (a.rows > kGemvMaxRows || a.N > w.rows || a.K != w.cols || (a.K & 7) != 0 || !xAligned(a)) return cudaErrorInvalidValue;
-  if (a.K % kFusedTileK == 0) return launchAnyRows<true>(a, FusedWeights{w}, stream);
-  return launchAnyRows<false>(a, FusedWeights{w}, stream);
+  if (a.K % kFusedTileK == 0) return launchAnyRows<true>(a, w, stream);
+  return launchAnyRows<false>(a, w, stream);
 }
 
 }  // namespace df11
