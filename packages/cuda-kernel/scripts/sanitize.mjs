@@ -92,11 +92,12 @@ if (hopper) {
 // The GEMV (BF16 rows and the fused layout, one kernel body) at every row class — 1…8 (x rounded as it is
 // read), 9…16, 17…32, 33…64 (from x's BF16 copy) — on ragged shapes: an odd number of 8-row groups, N not
 // a multiple of 8, K not a multiple of the 256-element tile, a slice starting on a later group, ldo > N,
-// bias + accumulate; the fused output must equal the BF16 output bit for bit.
+// bias + accumulate, a matrix with groups enough for two per warp at 9…16 rows (fused); the fused output
+// must equal the BF16 output bit for bit.
 {
   const stream = new CudaStream();
   let gemvs = 0;
-  for (const { N, K } of [{ N: 257, K: 776 }, { N: 72, K: 4096 }, { N: 13, K: 264 }]) {
+  for (const { N, K } of [{ N: 257, K: 776 }, { N: 72, K: 4096 }, { N: 13, K: 264 }, { N: 5288, K: 520 }]) {
     const bits = syntheticWeights(N * K, 11, 0.03);
     const w = DeviceBuffer.from(bits);
     const m = FusedDeviceMatrix.transcode(N, K, { windowRows: 64, fill: (r0) => w.address + r0 * K * 2 }, stream);

@@ -50,8 +50,8 @@ struct Bf16Weights {
   // memory (8 rows × 64 bytes per instruction) ran at two thirds of the bandwidth. So that a
   // quarter-warp's reads of two rows hit 32 distinct banks, rows are padded by 64 bytes with one group
   // per warp; with two, odd rows' 16-byte units are swizzled instead (u ^ 4), which saves 8 KB per warp
-  // (3 blocks per SM instead of 2). (Swizzling with one group per warp was slower on an H200: one-row
-  // tokens 4.01 → 4.61 ms, apps/bench/results/gemv-groups-experiment-h200.log.)
+  // (3 blocks per SM instead of 2). (Swizzled rows with one group per warp — 6 blocks per SM instead of
+  // 5 — made one-row tokens slower on an H200: 4.47 → 4.61 ms; gemv-groups-experiment-h200.log, runs 1–2.)
   static constexpr bool kSwizzle = Stages > kTilesInFlight;
   static constexpr int kRowBytes = kSwizzle ? 512 : 512 + 64;
   struct Shared {
@@ -481,10 +481,15 @@ constexpr int kXAheadFromXb<Bf16Weights<Aligned, Stages>> = 8;
 // Groups each warp multiplies per tile, from x's BF16 copy (9…64 rows). Measured on an H200
 // (apps/bench/results/gemv-groups-experiment-h200.log, a token's products / decode steps of the 8B shape):
 // two at 17…32 rows (32 rows: BF16 8.63 → 7.18 ms, fused 8.83 → 6.43 ms; steps of 24 and 32 sequences
-// 15–25 % faster), one at 9…16 (two: 9 % slower in both layouts: 3 blocks per SM instead of 4, and half
-// as many blocks for the small matrices) and at 33…64 (two groups of 4 m-tiles need 255 registers and spill).
+// 15–25 % faster); one at 9…16 (two everywhere: 9 % slower in both layouts — 3 blocks per SM instead of 4,
+// and half as many blocks for the small matrices — but see the fused exception below) and at 33…64 (two
+// groups of 4 m-tiles need 255 registers and spill).
 template <int MT>
 constexpr int kGroupsPerWarp = MT == 2 ? 2 : 1;
+// At 9…16 rows, the fused layout only (the choice changes no sum, so the layouts stay bit-identical): two
+// groups per warp on matrices of at least 5 groups per SM. 16-sequence decode steps, fused: 5.76 → 5.56 ms
+// (BF16 rows were slower so: 5.63 → 5.72 ms; apps/bench/results/gemv-groups-experiment-h200.log).
+constexpr int kTwoGroupsMinGroupsPerSm = 5;
 
 template <int MT, bool Half, bool Aligned, bool FromXb, int G, class Source>
 cudaError_t launchTiles(const LinearArgs& a, const Source& source, cudaStream_t stream) {
@@ -503,6 +508,10 @@ cudaError_t launchTiles(const LinearArgs& a, const Source& source, cudaStream_t 
 template <int MT, bool Aligned, class Source>
 cudaError_t launchFull(const LinearArgs& a, const Source& s, cudaStream_t stream) {
   if (!a.xb) return launchTiles<MT, false, Aligned, false, 1>(a, s, stream);
+  // The fused layout at 9…16 rows: two groups per warp where the matrix has groups enough to fill the
+  // GPU with half as many blocks (q|k|v, gate|up, lm_head of the 8B shape; not o or down).
+  if constexpr (MT == 1 && std::is_same_v<Source, FusedView>)
+    if ((a.N + 7) / 8 >= kTwoGroupsMinGroupsPerSm * multiprocessors()) return launchTiles<1, false, Aligned, true, 2>(a, s, stream);
   return launchTiles<MT, false, Aligned, true, kGroupsPerWarp<MT>>(a, s, stream);
 }
 
