@@ -79,8 +79,8 @@ if has steps; then
   fi
   if [ "${STEP_POSITION:-}" != "" ]; then
     # The same steps with every sequence's KV cache first filled to STEP_POSITION (e.g. 4000 →
-    # decode-steps-4k.json; below 1000 → decode-steps-<N>.json). STEP_POSITION_ONLY=1 skips the run above.
-    tag=$([ "$STEP_POSITION" -ge 1000 ] && echo "$((STEP_POSITION / 1000))k" || echo "$STEP_POSITION")
+    # decode-steps-4k.json; otherwise decode-steps-<N>.json). STEP_POSITION_ONLY=1 skips the run above.
+    tag=$([ "$STEP_POSITION" -ge 1000 ] && [ $((STEP_POSITION % 1000)) -eq 0 ] && echo "$((STEP_POSITION / 1000))k" || echo "$STEP_POSITION")
     stamp "decode steps at position $STEP_POSITION (8B, rows ${STEP_ROWS:-1,4,8,16,32,64})"
     POSITION=$STEP_POSITION timeout ${STEPS_TIMEOUT:-300} node scripts/gpu/decode-steps.mjs "$work/df11" ${STEP_ROWS:-1,4,8,16,32,64} 40 "$logs/decode-steps-$tag.json" > "$logs/decode-steps-$tag.log" 2>&1
     echo "decode steps at position $STEP_POSITION exit $?" | tee -a "$summary"

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { encodeFusedMatrix, mergeBF16, mulberry32, syntheticWeights } from "../../codec/dist/index.js";
 import { gpuTest } from "./gpu-helpers.mjs";
-import { CudaStream, DeviceBuffer, FusedDeviceMatrix, nativeAddon } from "../dist/index.js";
+import { CudaStream, currentDevice, DeviceBuffer, devices, FusedDeviceMatrix, nativeAddon } from "../dist/index.js";
 
 /** Runs `fn` with `own(x)` registering x for dispose() when fn ends (Node 20 has no `using` in JavaScript). */
 function withDisposables(fn) {
@@ -161,6 +161,46 @@ gpuTest("the fused GEMV is bit-identical to the BF16 GEMV: rows 1…64, slices, 
             assert.equal(diff, -1, `[${N}, ${K}] rows ${rows}, ${layout} from x's BF16 copy: output ${diff} is ${gx[diff]}, from x ${ga[diff]}`);
           }
         }
+      }
+    }
+  }
+}));
+
+// gemv.cu: the fused layout at 9…16 rows multiplies two groups per warp on matrices of at least 5 groups
+// per SM (kTwoGroupsMinGroupsPerSm), and both layouts do at 17…32 rows; an odd group count clamps the
+// last pair. Sized from this GPU's SM count so that those kernels run.
+gpuTest("the fused GEMV with two groups per warp (a matrix of ≥ 5 groups per SM, an odd group count): bit-identical to the BF16 GEMV at 9…32 rows, and each row equal to that row multiplied alone", () => withDisposables((own) => {
+  const stream = own(new CudaStream());
+  const addon = nativeAddon();
+  const sms = devices()[currentDevice()].multiprocessors;
+  const N = 8 * (5 * sms + 1) + 3; // 5·SMs + 2 groups, the last one partial; N − 8: an odd count (the last pair clamped)
+  for (const [n, K] of [[N, 4096], [N - 8, 776]]) {
+    const bits = productWeights(n, K);
+    const m = own(transcode(bits, n, K, stream, 1024));
+    const w = own(DeviceBuffer.from(bits));
+    const rand = mulberry32(n + K);
+    const x = own(DeviceBuffer.from(Float32Array.from({ length: 32 * K }, () => rand() * 2 - 1)));
+    const xb = own(DeviceBuffer.alloc(32 * K * 2));
+    const a = own(DeviceBuffer.alloc(32 * n * 4));
+    const b = own(DeviceBuffer.alloc(32 * n * 4));
+    const one = own(DeviceBuffer.alloc(n * 4));
+    for (const rows of [9, 12, 16, 17, 24, 32]) {
+      addon.toBf16(x.address, rows * K, xb.address, stream.native);
+      addon.linear(w.address, n, K, x.address, K, rows, 0, a.address, n, false, xb.address, stream.native, 0, 0, false, true);
+      m.gemv({ rowBegin: 0, rowEnd: n, x: x.address, ldx: K, rows, xBf16: xb.address, bias: 0, out: b.address, ldo: n, accumulate: false, stream });
+      stream.synchronize();
+      const ga = a.download(new Float32Array(rows * n));
+      const gb = b.download(new Float32Array(rows * n));
+      const bad = ga.findIndex((v, i) => !Object.is(v, gb[i]));
+      assert.equal(bad, -1, `[${n}, ${K}] rows ${rows}: fused output ${bad} is ${gb[bad]}, BF16 gives ${ga[bad]}`);
+      assert.ok(gb.every(Number.isFinite), "every output written");
+      // Batch invariance: rows 0, middle and last, each multiplied alone (the one-row kernel, one group per warp).
+      for (const r of [0, rows >> 1, rows - 1]) {
+        m.gemv({ rowBegin: 0, rowEnd: n, x: x.address + r * K * 4, ldx: K, rows: 1, bias: 0, out: one.address, ldo: n, accumulate: false, stream });
+        stream.synchronize();
+        const alone = one.download(new Float32Array(n));
+        const diff = alone.findIndex((v, i) => !Object.is(v, gb[r * n + i]));
+        assert.equal(diff, -1, `[${n}, ${K}] rows ${rows}: row ${r}'s output ${diff} is ${gb[r * n + diff]} in the batch, ${alone[diff]} alone`);
       }
     }
   }

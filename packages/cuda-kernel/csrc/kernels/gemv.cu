@@ -8,7 +8,8 @@
 //
 // Shape: W is taken 8 rows (a group: the mma's 8 columns) × 256 k (a tile) at a time; lane 4g + q holds
 // row g's k = 32c + 8q … 8q + 7 of chunk c (16 bytes), two mma B operands. The 4 warps of a block split
-// one group's tiles (or, at 17…32 rows, the same tiles of two groups, x's operands loaded once for both)
+// one group's tiles (or the same tiles of two groups, x's operands loaded once for both: at 17…32 rows,
+// and for the fused layout at 9…16 on matrices of ≥ 5 groups per SM)
 // and add their partial sums in warp order; blocks loop over groups. Each output
 // element depends only on its own row of x and column of W, never on the batch: a sequence decoded in a
 // batch gets exactly its solo logits. Memory-bound on the weights; launched as programmatic dependent
@@ -19,6 +20,7 @@
 #include "pdl.cuh"
 
 #include <type_traits>
+#include <utility>
 
 namespace df11 {
 namespace {
@@ -49,8 +51,8 @@ struct Bf16Weights {
   // (a row per instruction) and reads the mma operands back: loading the operands straight from global
   // memory (8 rows × 64 bytes per instruction) ran at two thirds of the bandwidth. So that a
   // quarter-warp's reads of two rows hit 32 distinct banks, rows are padded by 64 bytes with one group
-  // per warp; with two, odd rows' 16-byte units are swizzled instead (u ^ 4), which saves 8 KB per warp
-  // (3 blocks per SM instead of 2). (Swizzled rows with one group per warp — 6 blocks per SM instead of
+  // per warp; with two, odd rows' 16-byte units are swizzled instead (u ^ 4), which saves 2 KB per warp,
+  // 8 KB per block (3 blocks per SM instead of 2). (Swizzled rows with one group per warp — 6 blocks per SM instead of
   // 5 — made one-row tokens slower on an H200: 4.47 → 4.61 ms; gemv-groups-experiment-h200.log, runs 1–2.)
   static constexpr bool kSwizzle = Stages > kTilesInFlight;
   static constexpr int kRowBytes = kSwizzle ? 512 : 512 + 64;
@@ -286,8 +288,7 @@ struct GemvShared {
 // tile (x's operands loaded once for all of them: at 9…64 rows x's re-reads from L2, not the weights,
 // bound the kernel). Neither changes any sum: each output element gets the same mmas in the same order.
 template <int MT, bool Half, bool Aligned, bool FromXb, int XAhead, int G, class Weights>
-__device__ __forceinline__ void gemvTiles(const LinearArgs& a, const Weights& weights, GemvShared<MT, G, Weights>& sh) {
-  auto& shared = sh.weights;
+__device__ __forceinline__ void gemvTiles(const LinearArgs& a, const Weights& weights, typename Weights::Shared& shared, float (&partial)[kWarps][G][MT][4][32]) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, q = lane & 3;
   const int groups = (a.N + 7) / 8;
@@ -384,7 +385,7 @@ __device__ __forceinline__ void gemvTiles(const LinearArgs& a, const Weights& we
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) sh.partial[warp][j][mt][e][lane] = acc[j][mt][e];
+        for (int e = 0; e < 4; ++e) partial[warp][j][mt][e][lane] = acc[j][mt][e];
     __syncthreads();
     if (warp < G && set * G + warp < groups) {
       const int j = warp;
@@ -393,9 +394,9 @@ __device__ __forceinline__ void gemvTiles(const LinearArgs& a, const Weights& we
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           if (Half && e >= 2) continue;
-          float s = sh.partial[0][j][mt][e][lane];
+          float s = partial[0][j][mt][e][lane];
 #pragma unroll
-          for (int w = 1; w < kWarps; ++w) s += sh.partial[w][j][mt][e][lane];
+          for (int w = 1; w < kWarps; ++w) s += partial[w][j][mt][e][lane];
           const int m = 16 * mt + g + (e >= 2 ? 8 : 0);
           const int n = (set * G + j) * 8 + 2 * q + (e & 1);
           if (m < a.rows && n < a.N) {
@@ -414,18 +415,22 @@ __device__ __forceinline__ void gemvTiles(const LinearArgs& a, const Weights& we
   }
 }
 
-// Shared memory up to 48 KB is static: with dynamic shared memory the compiler allocated the one-row
-// BF16 kernel's registers differently (54 instead of 96), and its tokens took 4.47 instead of 4.01 ms.
+// Shared memory up to 48 KB is static, as two arrays (not one struct): the compiler schedules the kernels
+// differently otherwise, and on an H200 that cost BF16 rows 11 % at 1 row (dynamic shared memory: ptxas
+// gave 54 registers instead of 96; tokens 4.01 → 4.47 ms) and 13 % at 33…64 rows (one struct: 17.0 →
+// 19.3 ms; apps/bench/results/gemv-ab-previous-session-h200.log).
 constexpr size_t kStaticShared = 48 * 1024;
 template <int MT, bool Half, bool Aligned, bool FromXb, int XAhead, int G, class Weights>
 __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const LinearArgs a, const Weights weights) {
   using Shared = GemvShared<MT, G, Weights>;
   if constexpr (sizeof(Shared) <= kStaticShared) {
-    __shared__ Shared sh;
-    gemvTiles<MT, Half, Aligned, FromXb, XAhead, G>(a, weights, sh);
+    __shared__ typename Weights::Shared stages;
+    __shared__ float partial[kWarps][G][MT][4][32];
+    gemvTiles<MT, Half, Aligned, FromXb, XAhead, G>(a, weights, stages, partial);
   } else {
     extern __shared__ __align__(16) uint8_t sharedBytes[];
-    gemvTiles<MT, Half, Aligned, FromXb, XAhead, G>(a, weights, *reinterpret_cast<Shared*>(sharedBytes));
+    Shared& sh = *reinterpret_cast<Shared*>(sharedBytes);
+    gemvTiles<MT, Half, Aligned, FromXb, XAhead, G>(a, weights, sh.weights, sh.partial);
   }
 }
 
@@ -450,21 +455,22 @@ __global__ void __launch_bounds__(256) gemvScalarKernel(const LinearArgs a) {
   }
 }
 
-// Blocks that fit on the GPU at once for this kernel with `sharedBytes` of dynamic shared memory (a
-// persistent grid: every block starts right away, which is what lets it prefetch weights under the
-// previous kernel). The first call on a device also opts the kernel in to that much shared memory.
+// Blocks of this kernel one SM holds with `sharedBytes` of dynamic shared memory; 0 where it cannot run
+// (the shared-memory opt-in failed). The first call on a device opts the kernel in to that much shared
+// memory (a per-device attribute). Grids are persistent: every block starts right away, which is what
+// lets it prefetch weights under the previous kernel.
 template <auto Kernel>
-int residentBlocks(int threads, size_t sharedBytes) {
-  static int perSm[64] = {};  // per kernel and device
+int blocksPerSm(int threads, size_t sharedBytes) {
+  static int cached[64] = {};  // per kernel and device; -1: cannot run
   int device = 0;
   cudaGetDevice(&device);
-  int& n = perSm[device >= 0 && device < 64 ? device : 0];
-  if (n == 0) {
-    if (sharedBytes > 48 * 1024 && cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sharedBytes)) != cudaSuccess) return -1;
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Kernel, threads, sharedBytes);
-    if (n < 1) n = 1;
-  }
-  return multiprocessors() * n;
+  const bool cacheable = device >= 0 && device < 64;
+  if (cacheable && cached[device] != 0) return cached[device] > 0 ? cached[device] : 0;
+  int n = 0;
+  if (sharedBytes > 48 * 1024 && cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sharedBytes)) != cudaSuccess) n = -1;
+  else if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Kernel, threads, sharedBytes) != cudaSuccess || n < 1) n = sharedBytes > 0 ? -1 : 1;
+  if (cacheable) cached[device] = n;
+  return n > 0 ? n : 0;
 }
 
 // How many chunks' A operands go ahead of the decode: only for 9…16 rows from x's BF16 copy, where x
@@ -481,9 +487,9 @@ constexpr int kXAheadFromXb<Bf16Weights<Aligned, Stages>> = 8;
 // Groups each warp multiplies per tile, from x's BF16 copy (9…64 rows). Measured on an H200
 // (apps/bench/results/gemv-groups-experiment-h200.log, a token's products / decode steps of the 8B shape):
 // two at 17…32 rows (32 rows: BF16 8.63 → 7.18 ms, fused 8.83 → 6.43 ms; steps of 24 and 32 sequences
-// 15–25 % faster); one at 9…16 (two everywhere: 9 % slower in both layouts — 3 blocks per SM instead of 4,
-// and half as many blocks for the small matrices — but see the fused exception below) and at 33…64 (two
-// groups of 4 m-tiles need 255 registers and spill).
+// 15–27 % faster); one at 9…16 (two everywhere: BF16 9 %, fused 6 % slower — 3 blocks per SM instead of
+// 4, and half as many blocks for the small matrices — but see the fused exception below) and at 33…64
+// (two groups of 4 m-tiles need 255 registers and spill, per ptxas).
 template <int MT>
 constexpr int kGroupsPerWarp = MT == 2 ? 2 : 1;
 // At 9…16 rows, the fused layout only (the choice changes no sum, so the layouts stay bit-identical): two
@@ -491,18 +497,33 @@ constexpr int kGroupsPerWarp = MT == 2 ? 2 : 1;
 // (BF16 rows were slower so: 5.63 → 5.72 ms; apps/bench/results/gemv-groups-experiment-h200.log).
 constexpr int kTwoGroupsMinGroupsPerSm = 5;
 
+// One instantiation of the kernel: its loader for G groups per warp, shared memory, launch.
+template <int MT, bool Half, bool Aligned, bool FromXb, int G, class Source>
+struct Tiles {
+  using Weights = decltype(weightsFor<G, Aligned>(std::declval<Source>()));
+  static constexpr int kAhead = MT == 1 && FromXb ? kXAheadFromXb<Weights> : 0;
+  static constexpr auto kernel = gemvKernel<MT, Half, Aligned, FromXb, kAhead, G, Weights>;
+  static constexpr size_t kShared = sizeof(GemvShared<MT, G, Weights>);
+  static constexpr size_t kDynamic = kShared > kStaticShared ? kShared : 0;
+  static int blocksPerSm() { return df11::blocksPerSm<kernel>(kWarps * 32, kDynamic); }
+  static cudaError_t launch(const LinearArgs& a, const Source& source, cudaStream_t stream) {
+    const int perSm = blocksPerSm();
+    if (perSm == 0) return cudaErrorInvalidConfiguration;
+    const int sets = ((a.N + 7) / 8 + G - 1) / G;
+    return launchKernel(kernel, dim3(min(sets, perSm * multiprocessors())), dim3(kWarps * 32), kDynamic, stream, a, weightsFor<G, Aligned>(source));
+  }
+};
+
 template <int MT, bool Half, bool Aligned, bool FromXb, int G, class Source>
 cudaError_t launchTiles(const LinearArgs& a, const Source& source, cudaStream_t stream) {
-  const auto w = weightsFor<G, Aligned>(source);
-  using Weights = std::remove_const_t<decltype(w)>;
-  constexpr int ahead = MT == 1 && FromXb ? kXAheadFromXb<Weights> : 0;
-  using Kernel = decltype(&gemvKernel<MT, Half, Aligned, FromXb, ahead, G, Weights>);
-  constexpr Kernel kernel = gemvKernel<MT, Half, Aligned, FromXb, ahead, G, Weights>;
-  constexpr size_t bytes = sizeof(GemvShared<MT, G, Weights>) > kStaticShared ? sizeof(GemvShared<MT, G, Weights>) : 0;  // dynamic
-  const int resident = residentBlocks<kernel>(kWarps * 32, bytes);
-  if (resident < 0) return cudaErrorInvalidConfiguration;
-  const int sets = ((a.N + 7) / 8 + G - 1) / G;
-  return launchKernel(kernel, dim3(min(sets, resident)), dim3(kWarps * 32), bytes, stream, a, w);
+  return Tiles<MT, Half, Aligned, FromXb, G, Source>::launch(a, source, stream);
+}
+
+// Two groups per warp only where an SM holds at least 3 of their blocks, as on the H200 they were measured
+// on (their 56–72 KB of shared memory per block leave sm_86/sm_89 one block per SM): elsewhere one group.
+template <int MT, bool Aligned, class Source>
+bool twoGroupsFit() {
+  return Tiles<MT, false, Aligned, true, 2, Source>::blocksPerSm() >= 3;
 }
 
 template <int MT, bool Aligned, class Source>
@@ -511,8 +532,10 @@ cudaError_t launchFull(const LinearArgs& a, const Source& s, cudaStream_t stream
   // The fused layout at 9…16 rows: two groups per warp where the matrix has groups enough to fill the
   // GPU with half as many blocks (q|k|v, gate|up, lm_head of the 8B shape; not o or down).
   if constexpr (MT == 1 && std::is_same_v<Source, FusedView>)
-    if ((a.N + 7) / 8 >= kTwoGroupsMinGroupsPerSm * multiprocessors()) return launchTiles<1, false, Aligned, true, 2>(a, s, stream);
-  return launchTiles<MT, false, Aligned, true, kGroupsPerWarp<MT>>(a, s, stream);
+    if ((a.N + 7) / 8 >= kTwoGroupsMinGroupsPerSm * multiprocessors() && twoGroupsFit<1, Aligned, Source>()) return launchTiles<1, false, Aligned, true, 2>(a, s, stream);
+  if constexpr (kGroupsPerWarp<MT> == 2)
+    if (twoGroupsFit<MT, Aligned, Source>()) return launchTiles<MT, false, Aligned, true, 2>(a, s, stream);
+  return launchTiles<MT, false, Aligned, true, 1>(a, s, stream);
 }
 
 template <bool Aligned, class Source>
@@ -535,7 +558,7 @@ cudaError_t launchGemv(const LinearArgs& a, cudaStream_t stream) {
   if (a.rows == 0 || a.N == 0) return cudaSuccess;
   if (a.rows > kGemvMaxRows) return cudaErrorInvalidValue;
   if ((a.K & 7) != 0 || !aligned16(a.weight) || !xAligned(a)) {
-    const int blocks = min((a.N + 7) / 8, residentBlocks<gemvScalarKernel>(256, 0));
+    const int blocks = min((a.N + 7) / 8, blocksPerSm<gemvScalarKernel>(256, 0) * multiprocessors());
     return launchKernel(gemvScalarKernel, dim3(blocks), dim3(256), 0, stream, a);
   }
   if (a.K % kFusedTileK == 0) return launchAnyRows<true>(a, Bf16Source{a.weight, a.N, a.K}, stream);
