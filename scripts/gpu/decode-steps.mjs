@@ -51,17 +51,11 @@ const step = (m, r) => {
   for (let s = 0; s < r; s++) m.ids[s] = next[s];
 };
 /**
- * Sequences 0 … r − 1 forget their positions from `position` on: the next step writes its token there and
- * attends over `position` + 1 keys. CausalLM keeps each sequence's length in a private map (the backend's
- * steps carry explicit positions; nothing else holds it), set here directly: a bench-only shortcut.
+ * Sequences 0 … r − 1 forget their positions from `position` on (CausalLM.truncate): the next step writes
+ * its token there and attends over `position` + 1 keys.
  */
 const rewindTo = (m, r, position) => {
-  const lengths = m.model.lengths;
-  if (!(lengths instanceof Map)) throw new Error("CausalLM no longer keeps its sequences' lengths in `lengths`: update rewindTo in decode-steps.mjs");
-  for (let s = 0; s < r; s++) {
-    if (m.model.length(s) < position) throw new Error(`sequence ${s} holds ${m.model.length(s)} positions, cannot rewind to ${position}`);
-    lengths.set(s, position);
-  }
+  for (let s = 0; s < r; s++) m.model.truncate(s, position);
 };
 const positionsOf = (m, r) => {
   const p = Array.from({ length: r }, (_, s) => m.model.length(s));

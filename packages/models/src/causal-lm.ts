@@ -167,6 +167,20 @@ export class CausalLM implements Disposable {
     return !options.onLayerOutput && rows === outRows && rows <= 16 ? this.backend.replayable(`decode:${rows}`, run) : run();
   }
 
+  /**
+   * Keep only the first `length` cached positions of a sequence (slot): its next step continues at
+   * position `length`, overwriting the KV cache from there — to retry from an earlier point, or drop
+   * tokens a caller rejected (e.g. a speculative draft). The logits of the steps that follow are those of
+   * a sequence that never held the dropped positions.
+   * @throws RangeError when `length` is not an integer in 0 … length(slot).
+   */
+  truncate(slot: number, length: number): void {
+    const now = this.length(slot);
+    if (!Number.isInteger(length) || length < 0 || length > now) throw new RangeError(`cannot truncate sequence ${slot} to ${length} positions: it holds ${now}`);
+    if (length === 0) this.reset(slot);
+    else this.lengths.set(slot, length);
+  }
+
   /** Forget a sequence's cached positions (start it anew). */
   reset(slot = 0): void {
     this.lengths.delete(slot);

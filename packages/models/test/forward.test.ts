@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SafetensorsFile } from "@df11/hub-loader";
 import { fixtureNames, fixturesRoot, fixturesSkipReason } from "../../../test-support/fixtures.js";
-import { CausalLM, ConfigError, Df11WeightStore, generate, loadCausalLM, parseTextModelConfig, type WeightStore } from "../src/index.js";
+import { CausalLM, ConfigError, Df11WeightStore, generate, loadCausalLM, parseTextModelConfig, writeSyntheticModel, type WeightStore } from "../src/index.js";
 
 const floatBitsEqual = (a: Float32Array, b: Float32Array) =>
   a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
