@@ -5,7 +5,8 @@
 // each op's serialised GPU time per step (the backend's profile mode: no graphs, a sync after each op).
 // Also, per layout, how many sequences of CAPACITY_CONTEXT (default 4,096) positions the GPU holds beside
 // the weights: the load's memory plan (CudaBackend.planMemory, with what is free before anything is
-// loaded), then a load with that many slots to prove it (CAPACITY=0 skips both).
+// loaded), then a load with that many slots to prove it (by default with POSITION only; CAPACITY=1 or 0
+// forces it on or off).
 // POSITION (default 128): each sequence is first prefilled with a prompt of POSITION tokens (in steps of
 // at most maxRows rows), and the timed steps run at that depth. With POSITION set, every row count's steps
 // start at POSITION (the sequences are rewound to it: the KV cache past it is overwritten, as a new token
@@ -82,7 +83,10 @@ async function capacity(layout, context) {
   if (!(await fits(1))) return { ...base, sequences: 0, loaded: false };
   let lo = 1;
   let hi = 2;
-  while (await fits(hi)) [lo, hi] = [hi, hi * 2];
+  while (await fits(hi)) {
+    if (hi >= 1 << 20) throw new Error(`the memory plan accepts ${hi} sequences of ${context} positions: it cannot be refusing any`);
+    [lo, hi] = [hi, hi * 2];
+  }
   while (hi - lo > 1) {
     const mid = (lo + hi) >> 1;
     if (await fits(mid)) lo = mid;
@@ -104,7 +108,9 @@ async function capacity(layout, context) {
 }
 
 const capacities = {};
-if (process.env.CAPACITY !== "0") for (const layout of ["bf16", "fused"]) capacities[layout] = await capacity(layout, capacityContext);
+// By default only with POSITION (the long-context run), where the question belongs; CAPACITY=1 / 0 forces it.
+const wantCapacity = process.env.CAPACITY ? process.env.CAPACITY !== "0" : rewind;
+if (wantCapacity) for (const layout of ["bf16", "fused"]) capacities[layout] = await capacity(layout, capacityContext);
 
 const results = {};
 for (const layout of ["bf16", "fused"]) {
