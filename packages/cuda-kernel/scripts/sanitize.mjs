@@ -3,7 +3,8 @@ import { encodeModule, mergeBF16, syntheticWeights } from "../../codec/dist/inde
 import { CudaStream, currentDevice, DeviceBuffer, DeviceModule, devices, FusedDeviceMatrix, nativeAddon, synchronize } from "../dist/index.js";
 
 // SANITIZE_ONLY=gemv: the GEMV block alone (for racecheck / synccheck, which are slow).
-const only = process.env.SANITIZE_ONLY;
+const only = process.env.SANITIZE_ONLY || undefined;
+if (only !== undefined && only !== "gemv") throw new Error(`SANITIZE_ONLY=${only}: only "gemv" is known`);
 
 const addon = nativeAddon();
 if (!only) {
@@ -103,7 +104,7 @@ if (!only) {
   const stream = new CudaStream();
   let gemvs = 0;
   // Two groups per warp for the fused layout at 9…16 rows need ≥ 5 groups per SM: the last shape has 5·SMs + 2
-  // groups (its slice from row 8: 5·SMs + 1, an odd count).
+  // groups, its slice from row 8 5·SMs + 1 (one of the two counts is odd: the last pair clamped).
   const sms = devices()[currentDevice()].multiprocessors;
   for (const { N, K } of [{ N: 257, K: 776 }, { N: 72, K: 4096 }, { N: 13, K: 264 }, { N: 8 * (5 * sms + 1) + 3, K: 520 }]) {
     const bits = syntheticWeights(N * K, 11, 0.03);

@@ -173,7 +173,7 @@ gpuTest("the fused GEMV with two groups per warp (a matrix of ≥ 5 groups per S
   const stream = own(new CudaStream());
   const addon = nativeAddon();
   const sms = devices()[currentDevice()].multiprocessors;
-  const N = 8 * (5 * sms + 1) + 3; // 5·SMs + 2 groups, the last one partial; N − 8: an odd count (the last pair clamped)
+  const N = 8 * (5 * sms + 1) + 3; // 5·SMs + 2 groups (the last one partial), N − 8: 5·SMs + 1; one of the two counts is odd (the last pair clamped)
   for (const [n, K] of [[N, 4096], [N - 8, 776]]) {
     const bits = productWeights(n, K);
     const m = own(transcode(bits, n, K, stream, 1024));

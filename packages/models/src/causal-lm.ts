@@ -170,8 +170,10 @@ export class CausalLM implements Disposable {
   /**
    * Keep only the first `length` cached positions of a sequence (slot): its next step continues at
    * position `length`, overwriting the KV cache from there — to retry from an earlier point, or drop
-   * tokens a caller rejected (e.g. a speculative draft). The logits of the steps that follow are those of
-   * a sequence that never held the dropped positions.
+   * tokens a caller rejected (e.g. a speculative draft). The steps that follow attend only to the kept
+   * positions: on the CPU their logits are bit for bit those of a sequence that never held the dropped
+   * ones; on a GPU, up to the kept positions' keys and values having been computed by the step that wrote
+   * them (a longer prefill may have taken another matrix kernel).
    * @throws RangeError when `length` is not an integer in 0 … length(slot).
    */
   truncate(slot: number, length: number): void {

@@ -138,3 +138,40 @@ describe("bad checkpoints", () => {
     expect(() => model.forward([10])).toThrowError(/token id 10 is outside/);
   });
 });
+
+describe("CausalLM.truncate", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "df11-truncate-"));
+    await writeSyntheticModel(dir, { vocab: 64, hidden: 32, intermediate: 48, layers: 2, heads: 4, kvHeads: 2 });
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  it("continues a sequence as if the dropped positions had never been there, bit for bit; rejects lengths it does not hold", async () => {
+    using model = await loadCausalLM(dir);
+    const prompt = [3, 14, 15, 9, 26];
+    const first = model.forward(prompt);
+    const continued = [5, 35, 8].map((t) => model.forward([t]));
+    expect(model.length()).toBe(8);
+    // Drop the last two positions and step a different token there: as a sequence that never held them.
+    model.truncate(0, 6);
+    expect(model.length()).toBe(6);
+    const other = model.forward([60]);
+    using fresh = await loadCausalLM(dir);
+    fresh.forward(prompt);
+    fresh.forward([5]);
+    expect(floatBitsEqual(other, fresh.forward([60]))).toBe(true);
+    expect(floatBitsEqual(other, continued[1])).toBe(false);
+    // Back to the prompt: the same continuation's logits as the first time.
+    model.truncate(0, prompt.length);
+    expect([5, 35, 8].map((t) => model.forward([t])).every((l, i) => floatBitsEqual(l, continued[i]))).toBe(true);
+    // To 0: the sequence starts anew.
+    model.truncate(0, 0);
+    expect(model.length()).toBe(0);
+    expect(floatBitsEqual(model.forward(prompt), first)).toBe(true);
+    expect(() => model.truncate(0, 6)).toThrowError(RangeError);
+    expect(() => model.truncate(0, 2.5)).toThrowError(/cannot truncate sequence 0 to 2.5 positions: it holds 5/);
+    expect(() => model.truncate(1, 1)).toThrowError(/holds 0/);
+  });
+});

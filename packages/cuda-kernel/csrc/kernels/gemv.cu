@@ -469,6 +469,7 @@ int blocksPerSm(int threads, size_t sharedBytes) {
   int n = 0;
   if (sharedBytes > 48 * 1024 && cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sharedBytes)) != cudaSuccess) n = -1;
   else if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Kernel, threads, sharedBytes) != cudaSuccess || n < 1) n = sharedBytes > 0 ? -1 : 1;
+  if (n < 0) cudaGetLastError();  // the caller falls back: the failed query must not be reported by a later op
   if (cacheable) cached[device] = n;
   return n > 0 ? n : 0;
 }
