@@ -9,9 +9,10 @@ import { plotResults } from "../src/plot.js";
 describe("plot: decode-steps", () => {
   const dir = mkdtempSync(join(tmpdir(), "df11-plot-steps-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  /** One row count's measurement as decode-steps.mjs saves it (`extra`: fields of a POSITION run). */
+  const level = (rows: number, gpuMsPerStep: number, extra: object = {}) => ({ rows, ...extra, wallMsPerStep: gpuMsPerStep + 0.05, gpuMsPerStep, host: { setStep: 0, launch: 0, readBack: 0 } });
 
   it("writes one bar per row count and layout, GPU ms per step", async () => {
-    const level = (rows: number, gpuMsPerStep: number) => ({ rows, wallMsPerStep: gpuMsPerStep + 0.05, gpuMsPerStep, host: { setStep: 0, launch: 0, readBack: 0 } });
     const result = {
       benchmark: "decode-steps",
       bf16: { levels: [level(1, 4.66), level(16, 5.84)], profileRows: 16, opsPerStep: [] },
@@ -29,15 +30,15 @@ describe("plot: decode-steps", () => {
   it("names the position in the title when the sequences were filled beyond the default 128, and the sequences that fit", async () => {
     const dir4k = mkdtempSync(join(tmpdir(), "df11-plot-steps-4k-"));
     try {
-      const level = (rows: number, gpuMsPerStep: number) => ({ rows, firstPositions: { min: 4004, max: 4004 }, wallMsPerStep: gpuMsPerStep + 0.05, gpuMsPerStep, host: { setStep: 0, launch: 0, readBack: 0 } });
+      const at4k = (rows: number, gpuMsPerStep: number) => level(rows, gpuMsPerStep, { firstPositions: { min: 4004, max: 4004 } });
       const result = {
         benchmark: "decode-steps",
         promptTokens: 4000,
         position: 4000,
         rewound: true,
         capacity: { context: 4096, bf16: { context: 4096, sequences: 245, loaded: true }, fused: { context: 4096, sequences: 254, loaded: true } },
-        bf16: { levels: [level(1, 4.9), level(64, 27.5)], profileRows: 16, opsPerStep: [] },
-        fused: { levels: [level(1, 4.5), level(64, 26.1)], profileRows: 16, opsPerStep: [] },
+        bf16: { levels: [at4k(1, 4.9), at4k(64, 27.5)], profileRows: 16, opsPerStep: [] },
+        fused: { levels: [at4k(1, 4.5), at4k(64, 26.1)], profileRows: 16, opsPerStep: [] },
       };
       writeFileSync(join(dir4k, "decode-steps-4k-h200.json"), JSON.stringify(result));
       const written = await plotResults(dir4k);

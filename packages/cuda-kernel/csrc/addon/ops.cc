@@ -216,7 +216,6 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-
 // setGemmVariant("auto" | "mma" | "sm90" | "sm90-128" | "sm90-256") — tests and benchmarks; returns whether the
 // current device would now run the Hopper kernel.
 Napi::Value SetGemmVariant(const Napi::CallbackInfo& info) {

@@ -300,8 +300,7 @@ __global__ void combineKernel(const AttentionArgs a, int splits, const float* __
   const int i = (unit % slices) * 32 + lane;
   const bool in = i < d;
   float v = 0.0f;
-  int s = 0;
-  for (; s < splits; s += 32) {
+  for (int s = 0; s < splits; s += 32) {
     float x[32];
 #pragma unroll
     for (int u = 0; u < 32; ++u) x[u] = in && s + u < splits ? p[(s + u) * stride + 2 + i] : 0.0f;

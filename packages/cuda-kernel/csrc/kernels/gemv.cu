@@ -9,8 +9,8 @@
 // Shape: W is taken 8 rows (a group: the mma's 8 columns) × 256 k (a tile) at a time; lane 4g + q holds
 // row g's k = 32c + 8q … 8q + 7 of chunk c (16 bytes), two mma B operands. The 4 warps of a block split
 // one group's tiles (or the same tiles of two groups, x's operands loaded once for both: at 17…32 rows,
-// and for the fused layout at 9…16 on matrices of ≥ 5 groups per SM)
-// and add their partial sums in warp order; blocks loop over groups. Each output
+// and for the fused layout at 9…16 on matrices of ≥ 5 groups per SM) and add their partial sums in warp
+// order; blocks loop over groups. Each output
 // element depends only on its own row of x and column of W, never on the batch: a sequence decoded in a
 // batch gets exactly its solo logits. Memory-bound on the weights; launched as programmatic dependent
 // launches (pdl.cuh): a warp's first weights are in flight before the previous kernel has finished.
@@ -35,6 +35,16 @@ __device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1
                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// cp.async bookkeeping of the loaders that stage tiles in shared memory: a stage's copies are one group;
+// before a stage is read, wait for it (`pending`: a later stage's group was committed since, and may stay
+// in flight), then make every lane's copies visible to the warp.
+__device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_group;\n"); }
+__device__ __forceinline__ void cpAsyncWait(bool pending) {
+  if (pending) asm volatile("cp.async.wait_group 1;\n");
+  else asm volatile("cp.async.wait_group 0;\n");
+  __syncwarp();
+}
+
 // ---- weight loaders ---------------------------------------------------------------------------------
 // Two tiles per warp are in flight: while one is multiplied, the next one's loads are outstanding. With G
 // groups per warp (gemvKernel), a stage holds the same tile of G groups: Stages = kTilesInFlight · G slots.
@@ -52,8 +62,9 @@ struct Bf16Weights {
   // memory (8 rows × 64 bytes per instruction) ran at two thirds of the bandwidth. So that a
   // quarter-warp's reads of two rows hit 32 distinct banks, rows are padded by 64 bytes with one group
   // per warp; with two, odd rows' 16-byte units are swizzled instead (u ^ 4), which saves 2 KB per warp,
-  // 8 KB per block (3 blocks per SM instead of 2). (Swizzled rows with one group per warp — 6 blocks per SM instead of
-  // 5 — made one-row tokens slower on an H200: 4.47 → 4.61 ms; gemv-groups-experiment-h200.log, runs 1–2.)
+  // 8 KB per block (3 blocks per SM instead of 2). (Swizzled rows with one group per warp — 6 blocks per
+  // SM instead of 5 — made one-row tokens slower on an H200: 4.47 → 4.61 ms; gemv-groups-experiment-h200.log,
+  // runs 1–2.)
   static constexpr bool kSwizzle = Stages > kTilesInFlight;
   static constexpr int kRowBytes = kSwizzle ? 512 : 512 + 64;
   struct Shared {
@@ -78,12 +89,8 @@ struct Bf16Weights {
     }
     return {};
   }
-  __device__ __forceinline__ void commit() const { asm volatile("cp.async.commit_group;\n"); }
-  __device__ __forceinline__ void wait(bool pending) const {
-    if (pending) asm volatile("cp.async.wait_group 1;\n");
-    else asm volatile("cp.async.wait_group 0;\n");
-    __syncwarp();
-  }
+  __device__ __forceinline__ void commit() const { cpAsyncCommit(); }
+  __device__ __forceinline__ void wait(bool pending) const { cpAsyncWait(pending); }
   __device__ __forceinline__ Decoded prepare(Raw&, Group, int, Shared&) const { return {}; }
   __device__ __forceinline__ uint4 chunk(const Raw&, const Decoded&, int slot, int c, Shared& shared) const {
     const int lane = threadIdx.x & 31, g = lane >> 2;
@@ -185,12 +192,8 @@ struct FusedStagedWeights {
     }
     return raw;
   }
-  __device__ __forceinline__ void commit() const { asm volatile("cp.async.commit_group;\n"); }
-  __device__ __forceinline__ void wait(bool pending) const {
-    if (pending) asm volatile("cp.async.wait_group 1;\n");
-    else asm volatile("cp.async.wait_group 0;\n");
-    __syncwarp();
-  }
+  __device__ __forceinline__ void commit() const { cpAsyncCommit(); }
+  __device__ __forceinline__ void wait(bool pending) const { cpAsyncWait(pending); }
   __device__ __forceinline__ Decoded prepare(Raw& raw, const Group& s, int slot, Shared& shared) const {
     const uint32_t lane = threadIdx.x & 31;
     const uint8_t* stage = shared.stage[threadIdx.x >> 5][slot];
@@ -415,7 +418,7 @@ __device__ __forceinline__ void gemvTiles(const LinearArgs& a, const Weights& we
   }
 }
 
-// Shared memory up to 48 KB is static, as two arrays (not one struct): the compiler schedules the kernels
+// Shared memory up to 48 KB (what a kernel may have without opting in to more) is static, as two arrays (not one struct): the compiler schedules the kernels
 // differently otherwise, and on an H200 that cost BF16 rows 11 % at 1 row (dynamic shared memory: ptxas
 // gave 54 registers instead of 96; tokens 4.01 → 4.47 ms) and 13 % at 33…64 rows (one struct: 17.0 →
 // 19.3 ms; apps/bench/results/gemv-ab-previous-session-h200.log).
@@ -467,7 +470,7 @@ int blocksPerSm(int threads, size_t sharedBytes) {
   const bool cacheable = device >= 0 && device < 64;
   if (cacheable && cached[device] != 0) return cached[device] > 0 ? cached[device] : 0;
   int n = 0;
-  if (sharedBytes > 48 * 1024 && cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sharedBytes)) != cudaSuccess) n = -1;
+  if (sharedBytes > kStaticShared && cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sharedBytes)) != cudaSuccess) n = -1;
   else if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Kernel, threads, sharedBytes) != cudaSuccess || n < 1) n = sharedBytes > 0 ? -1 : 1;
   if (n < 0) cudaGetLastError();  // the caller falls back: the failed query must not be reported by a later op
   if (cacheable) cached[device] = n;
