@@ -59,6 +59,15 @@ export class CausalLM implements Disposable {
     return this.lengths.get(slot) ?? 0;
   }
 
+  /**
+   * Throws RangeError unless `slot` is a KV-cache slot of the backend: an integer in 0 … slots − 1 (and an
+   * Int32, as steps carry it; 2^32 or 0.5 would otherwise land in slot 0's cache).
+   */
+  private checkSlot(slot: number): void {
+    const slots = Math.min(this.backend.slots, 2 ** 31);
+    if (!Number.isInteger(slot) || slot < 0 || slot >= slots) throw new RangeError(`slot ${slot} is not a KV-cache slot of this model (0…${slots - 1})`);
+  }
+
   /** Throws RangeError for an id outside the vocabulary. */
   checkTokenIds(ids: ArrayLike<number>): void {
     const vocab = this.config.vocabSize;
@@ -104,6 +113,7 @@ export class CausalLM implements Disposable {
     if (ids.length === 0) throw new RangeError("forward() needs at least one token");
     this.checkTokenIds(ids);
     const slot = options.slot ?? 0;
+    this.checkSlot(slot);
     const start = this.length(slot);
     if (start + ids.length > this.maxContext) {
       throw new RangeError(`the sequence would hold ${start + ids.length} positions; this model was loaded for at most ${this.maxContext} (maxContext)`);
@@ -140,7 +150,12 @@ export class CausalLM implements Disposable {
     const slots = new Int32Array(rows);
     const outputRows = new Int32Array(sequences.length);
     let r = 0;
+    const seen = new Set<number>();
     sequences.forEach((s, i) => {
+      this.checkSlot(s.slot);
+      // Two entries of one slot would both write from its current length: one position, two tokens.
+      if (seen.has(s.slot)) throw new RangeError(`slot ${s.slot} appears twice in one step (give a sequence's tokens as one entry)`);
+      seen.add(s.slot);
       if (s.tokens.length === 0) throw new RangeError(`sequence ${s.slot} has no tokens in this step`);
       this.checkTokenIds(s.tokens);
       const start = this.length(s.slot);
@@ -174,9 +189,10 @@ export class CausalLM implements Disposable {
    * positions: on the CPU their logits are bit for bit those of a sequence that never held the dropped
    * ones; on a GPU, up to the kept positions' keys and values having been computed by the step that wrote
    * them (a longer prefill may have taken another matrix kernel).
-   * @throws RangeError when `length` is not an integer in 0 … length(slot).
+   * @throws RangeError when `slot` is not a KV-cache slot, or `length` not an integer in 0 … length(slot).
    */
   truncate(slot: number, length: number): void {
+    this.checkSlot(slot);
     const now = this.length(slot);
     if (!Number.isInteger(length) || length < 0 || length > now) throw new RangeError(`cannot truncate sequence ${slot} to ${length} positions: it holds ${now}`);
     if (length === 0) this.reset(slot);

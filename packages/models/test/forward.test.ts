@@ -174,4 +174,21 @@ describe("CausalLM.truncate", () => {
     expect(() => model.truncate(0, 2.5)).toThrowError(/cannot truncate sequence 0 to 2.5 positions: it holds 5/);
     expect(() => model.truncate(1, 1)).toThrowError(/holds 0/);
   });
+
+  it("refuses slots that are not KV-cache slots (2^32 and 0.5 would land in slot 0's cache) and a slot twice in one step", async () => {
+    using model = await loadCausalLM(dir);
+    const prompt = [3, 14, 15, 9, 26];
+    model.forward(prompt);
+    const next = model.forward([5]);
+    model.truncate(0, prompt.length);
+    for (const slot of [2 ** 32, 0.5, -1, Number.NaN]) {
+      expect(() => model.forward([60], { slot })).toThrowError(new RegExp(`slot ${slot} is not a KV-cache slot`));
+      expect(() => model.step([{ slot, tokens: [60] }])).toThrowError(RangeError);
+      expect(() => model.truncate(slot, 0)).toThrowError(RangeError);
+    }
+    expect(() => model.step([{ slot: 0, tokens: [5] }, { slot: 0, tokens: [6] }])).toThrowError(/slot 0 appears twice in one step/);
+    // Nothing was written: slot 0 continues as before.
+    expect(model.length()).toBe(prompt.length);
+    expect(floatBitsEqual(model.forward([5]), next)).toBe(true);
+  });
 });
