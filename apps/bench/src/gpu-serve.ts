@@ -4,20 +4,23 @@
  * 1, 4, 16 and 64 concurrent streaming requests (prompt of --prompt-tokens ids, --new-tokens greedy
  * tokens each): aggregate tokens/s, time to first token, request latency; BF16 vs DF11 (each variant
  * in a process of its own), and the most concurrent requests / the longest context each fits on this GPU.
+ * The requests come from a load generator in a Node process of its own (`serve-client.ts`), as a real
+ * app's would; `--client same-process` runs it in the server's process, as this benchmark did before
+ * (its stream parsing then waits on the server's event loop, which each GPU step holds).
  *
  * The server runs as `df11 serve` does by default (steps of up to 2048 tokens, shared prefill, a 5 ms
  * gather window); each level
  * records how many prefill and decode steps it took. Each level runs --repeat waves (default 3) and reports
  * the median one.
  *
- *   node apps/bench/dist/gpu-serve.js --bf16 DIR --df11 DIR [--out FILE] [--solo-prefill] [--prefill-gather-ms MS] [--max-batch-tokens N] [--repeat N]
+ *   node apps/bench/dist/gpu-serve.js --bf16 DIR --df11 DIR [--out FILE] [--solo-prefill] [--prefill-gather-ms MS] [--max-batch-tokens N] [--repeat N] [--client same-process]
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { loadModel, type Model } from "@df11/models";
+import { loadModel } from "@df11/models";
 import { CudaBackend, devices, memoryInfo, type GpuWeightsLayout } from "@df11/cuda-kernel";
-import { serveModel } from "@df11/cli";
 import { runChild, saveJson } from "./child.js";
+import { CLIENT_MODES, measureServing, type ClientMode, type Level } from "./serve-measure.js";
 
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
@@ -36,8 +39,15 @@ const { values: args, positionals } = parseArgs({
     "max-batch-tokens": { type: "string", default: "2048" },
     // Waves per level; the median one is reported.
     repeat: { type: "string", default: "3" },
+    // Where the load generator runs: a Node process of its own (the default), or the server's (as before).
+    client: { type: "string", default: "separate-process" },
   },
 });
+if (!(CLIENT_MODES as readonly string[]).includes(args.client!)) {
+  console.error(`gpu-serve: --client takes ${CLIENT_MODES.join(" or ")}, not ${args.client}`);
+  process.exit(2);
+}
+const client = args.client as ClientMode;
 const sharedPrefill = !args["solo-prefill"];
 const prefillGatherMs = Number(args["prefill-gather-ms"]);
 const repeat = Math.max(1, Number(args.repeat));
@@ -46,89 +56,6 @@ const promptTokens = Number(args["prompt-tokens"]);
 const newTokens = Number(args["new-tokens"]);
 const levels = args.concurrency!.split(",").map(Number);
 const log = (s: string) => console.error(s);
-const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];
-const p95 = (v: number[]) => [...v].sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor(v.length * 0.95))];
-
-interface Level {
-  readonly concurrency: number;
-  readonly aggregateTokensPerSecond: number;
-  readonly wallSeconds: number;
-  readonly medianTimeToFirstTokenMs: number;
-  readonly p95TimeToFirstTokenMs: number;
-  readonly medianLatencyMs: number;
-  readonly p95LatencyMs: number;
-  readonly tokens: number;
-  /** Scheduler steps the level took: prefill steps (prompts alone or sharing one) and decode steps. */
-  readonly prefillSteps: number;
-  readonly decodeSteps: number;
-  /** Every wave's aggregate tokens/s (the level is the median wave). */
-  readonly waveTokensPerSecond: number[];
-}
-
-/** One streaming completion; returns (first token ms, total ms, tokens). */
-async function request(url: string, seed: number): Promise<{ ttft: number; total: number; tokens: number }> {
-  const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 7919 + seed * 104729 + 13) % 128000);
-  const t0 = performance.now();
-  const res = await fetch(`${url}/v1/completions`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ model: "bench", prompt, max_tokens: newTokens, temperature: 0, stream: true, ignore_eos: true, stream_options: { include_usage: true } }),
-  });
-  if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
-  let ttft = 0;
-  let tokens = 0;
-  const decoder = new TextDecoder();
-  for await (const part of res.body) {
-    const text = decoder.decode(part as Uint8Array, { stream: true });
-    if (!ttft && text.includes("data: {")) ttft = performance.now() - t0; // first token's event
-    const usage = /"completion_tokens":(\d+)/.exec(text);
-    if (usage) tokens = Number(usage[1]);
-  }
-  return { ttft, total: performance.now() - t0, tokens };
-}
-
-async function measureLevels(model: Model): Promise<Level[]> {
-  const server = await serveModel(model, { port: 0, modelId: "bench" });
-  try {
-    await request(server.url, 999); // warm-up: graphs, allocations
-    const out: Level[] = [];
-    for (const c of levels) {
-      // `repeat` waves of c requests; the level is the wave with the median aggregate throughput (one
-      // wave is ~1 s and varies by ±10 % from run to run on the H200).
-      const waves = [];
-      for (let r = 0; r < repeat; r++) {
-        const before = { ...model.scheduler.stats };
-        const t0 = performance.now();
-        const results = await Promise.all(Array.from({ length: c }, (_, i) => request(server.url, i)));
-        const wall = (performance.now() - t0) / 1000;
-        const stats = model.scheduler.stats;
-        const tokens = results.reduce((s, q) => s + q.tokens, 0);
-        waves.push({
-          concurrency: c,
-          aggregateTokensPerSecond: tokens / wall,
-          wallSeconds: wall,
-          medianTimeToFirstTokenMs: median(results.map((q) => q.ttft)),
-          p95TimeToFirstTokenMs: p95(results.map((q) => q.ttft)),
-          medianLatencyMs: median(results.map((q) => q.total)),
-          p95LatencyMs: p95(results.map((q) => q.total)),
-          tokens,
-          prefillSteps: stats.prefillSteps - before.prefillSteps,
-          decodeSteps: stats.steps - before.steps,
-        });
-      }
-      const sorted = [...waves].sort((a, b) => a.aggregateTokensPerSecond - b.aggregateTokensPerSecond);
-      const level = { ...sorted[sorted.length >> 1], waveTokensPerSecond: waves.map((w) => w.aggregateTokensPerSecond) };
-      log(
-        `  ${c} concurrent: ${level.aggregateTokensPerSecond.toFixed(0)} tok/s aggregate (median of ${repeat}: ${level.waveTokensPerSecond.map((v) => v.toFixed(0)).join(", ")}), TTFT median ${level.medianTimeToFirstTokenMs.toFixed(0)} ms, latency median ${level.medianLatencyMs.toFixed(0)} ms, ${level.prefillSteps} prefill + ${level.decodeSteps} decode steps`,
-      );
-      out.push(level);
-    }
-    return out;
-  } finally {
-    await server.close();
-  }
-}
-
 /** The most sequences of `context` positions (and the longest single context) this GPU holds beside the weights. */
 async function capacity(dir: string, gpuWeights: GpuWeightsLayout) {
   const probe = await CudaBackend.load(dir, { maxContext: 64, slots: 1, gpuWeights });
@@ -157,7 +84,7 @@ async function capacity(dir: string, gpuWeights: GpuWeightsLayout) {
 async function one(dir: string, gpuWeights: GpuWeightsLayout) {
   const model = await loadModel(dir, { device: "cuda", slots: Math.max(...levels), maxContext: promptTokens + newTokens + 8, gpuWeights, maxRows, sharedPrefill, prefillGatherMs });
   const weights = model.lm.weights;
-  const result = { weights: weights.kind, layout: weights.layout, weightsBytes: weights.residentBytes, levels: await measureLevels(model) };
+  const result = { weights: weights.kind, layout: weights.layout, weightsBytes: weights.residentBytes, levels: await measureServing(model, { levels, repeat, promptTokens, newTokens, client, log }) };
   model.dispose();
   return { ...result, capacity: await capacity(dir, gpuWeights) };
 }
@@ -168,7 +95,7 @@ async function main() {
   const self = fileURLToPath(import.meta.url);
   const child = (dir: string, label: string, layout: GpuWeightsLayout) => {
     log(`${label}:`);
-    return runChild<Awaited<ReturnType<typeof one>>>(self, ["one", dir, layout, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), "--concurrency", args.concurrency!, ...(sharedPrefill ? [] : ["--solo-prefill"]), "--prefill-gather-ms", String(prefillGatherMs), "--repeat", String(repeat), "--max-batch-tokens", String(maxRows)]);
+    return runChild<Awaited<ReturnType<typeof one>>>(self, ["one", dir, layout, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), "--concurrency", args.concurrency!, ...(sharedPrefill ? [] : ["--solo-prefill"]), "--prefill-gather-ms", String(prefillGatherMs), "--repeat", String(repeat), "--max-batch-tokens", String(maxRows), "--client", client]);
   };
   const bf16 = child(args.bf16, "BF16", "bf16");
   const df11 = child(args.df11, "DF11", "auto");
@@ -179,7 +106,7 @@ async function main() {
     log(`| ${b.concurrency} | ${b.aggregateTokensPerSecond.toFixed(0)} | ${d.aggregateTokensPerSecond.toFixed(0)} | ${((100 * d.aggregateTokensPerSecond) / b.aggregateTokensPerSecond).toFixed(0)} % | ${b.medianTimeToFirstTokenMs.toFixed(0)} / ${b.medianLatencyMs.toFixed(0)} | ${d.medianTimeToFirstTokenMs.toFixed(0)} / ${d.medianLatencyMs.toFixed(0)} |`);
   });
   log(`capacity at 4096 positions each: BF16 ${bf16.capacity.slotsOf4096Positions} sequences (loaded: ${bf16.capacity.loadedWithThoseSlots}), DF11 ${df11.capacity.slotsOf4096Positions} (loaded: ${df11.capacity.loadedWithThoseSlots}); longest single context: BF16 ${bf16.capacity.longestSingleContext}, DF11 ${df11.capacity.longestSingleContext} positions`);
-  const result = { benchmark: "gpu-serve", date: new Date().toISOString(), device: devices()[0], model: "Llama-3.1-8B-shaped, synthetic weights", promptTokens, newTokens, maxBatchTokens: maxRows, sharedPrefill, prefillGatherMs, repeat, bf16, df11 };
+  const result = { benchmark: "gpu-serve", date: new Date().toISOString(), device: devices()[0], model: "Llama-3.1-8B-shaped, synthetic weights", client, promptTokens, newTokens, maxBatchTokens: maxRows, sharedPrefill, prefillGatherMs, repeat, bf16, df11 };
   log(`saved ${saveJson(args.out!, result)}`);
 }
 
