@@ -32,6 +32,34 @@ try {
     // Same prefill kernels, same tokens (the GEMM and the GEMV sum in different orders: compared apart).
     for (const group of Object.values(tokens)) if (new Set(group).size !== 1) throw new Error(`${bf16}: the layouts' tokens differ: ${group.join(" | ")}`);
     console.log(`${bf16}: ${tokens[9][0]} (GEMV prefill: ${tokens[65][0]})`);
+    // Pipelined greedy decoding (the scheduler's path): each step's tokens copied on the device from the
+    // previous step's argmax, the argmax copied to pinned host memory behind the step; the same tokens as
+    // steps from the host's tokens.
+    {
+      const runs = [];
+      for (const pipelined of [false, true]) {
+        const backend = await CudaBackend.load(df11, { maxContext: 48, slots: 3, gpuWeights: "fused" });
+        const model = new CausalLM(backend.config, backend);
+        let next = [0, 1, 2].map((slot) => model.forwardGreedy([slot + 5, 17, 40 + slot], slot));
+        const seen = [next.join(",")];
+        let logits = model.step(next.map((t, slot) => ({ slot, tokens: [t] })));
+        for (let i = 0; i < 10; i++) {
+          if (pipelined) {
+            const pending = model.greedyAsync(logits);
+            logits = model.stepGreedy(pending);
+            next = [...pending.read()];
+          } else {
+            next = [...model.backend.argmax(logits)];
+            logits = model.step(next.map((t, slot) => ({ slot, tokens: [t] })));
+          }
+          seen.push(next.join(","));
+        }
+        model.dispose();
+        runs.push(seen.join(" "));
+      }
+      if (runs[0] !== runs[1]) throw new Error(`${bf16}: pipelined greedy tokens differ: ${runs.join(" | ")}`);
+      console.log(`${bf16}: pipelined greedy steps, 3 sequences: ${runs[1]}`);
+    }
     // A 150-token prompt in steps of 80 and 70 rows of one sequence: the tensor-core prefill attention
     // (attention-prefill.cu; head size 16, gemma2's sliding window and soft-capping), the second step's
     // keys including the first's cached positions.

@@ -153,6 +153,7 @@ gpuTest("40 sequences decoded together on the GPU get exactly the tokens each ge
     const together = await Promise.all(prompts.map((p, i) => model.generate(p, { maxTokens: lengths[i], temperature: 0, ignoreEos: true }).result()));
     assert.deepEqual(together.map((r) => r.tokenIds), alone);
     assert.ok(model.scheduler.stats.steps - steps < lengths.reduce((a, b) => a + b, 0) / 2, "the sequences did not share steps");
+    assert.ok(model.scheduler.stats.pipelinedSteps > 0, "no decode step was pipelined (greedy requests: each step queued before the last one's tokens are read)");
   } finally {
     model.dispose();
   }
@@ -199,4 +200,39 @@ gpuTest("a model too large for free GPU memory fails before allocating, saying h
   // files running beside this one (node --test runs files in parallel; 112 MiB once seen on an H200).
   console.log(`# after dispose: df11 allocations ${allocationStats().allocated} bytes (before ${allocated}); device free memory ${((before - memoryInfo().free) / 2 ** 20).toFixed(0)} MiB below the start`);
   assert.equal(allocationStats().allocated, allocated, "dispose left df11 allocations behind");
+});
+
+gpuTest("pipelined greedy decoding: a step whose tokens are the previous step's argmax, taken on the GPU before the host reads them, gives the logits of a step from the host's tokens, bit for bit (graph replays at ≤ 16 sequences, kernels one by one above)", async () => {
+  const m = models().find((x) => x.name === "qwen3-tiny") ?? models()[0];
+  for (const n of [3, 16, 24]) {
+    const plain = await gpuModel(m.df11 ?? m.bf16, { slots: n, gpuWeights: "fused" });
+    const piped = await gpuModel(m.df11 ?? m.bf16, { slots: n, gpuWeights: "fused" });
+    try {
+      const prompts = Array.from({ length: n }, (_, i) => Array.from({ length: 2 + (i % 5) }, (_, j) => (i * 37 + j * 11 + 3) % 200));
+      let next = prompts.map((p, slot) => plain.forwardGreedy(p, slot));
+      assert.deepEqual(prompts.map((p, slot) => piped.forwardGreedy(p, slot)), next);
+      const onDevice = [];
+      const setStepFromArgmax = piped.backend.setStepFromArgmax.bind(piped.backend);
+      piped.backend.setStepFromArgmax = (plan, previous) => {
+        const taken = setStepFromArgmax(plan, previous);
+        onDevice.push(taken);
+        return taken;
+      };
+      let logits = piped.step(next.map((t, slot) => ({ slot, tokens: [t] })));
+      let pending = piped.greedyAsync(logits);
+      for (let i = 0; i < 8; i++) {
+        const expected = plain.step(next.map((t, slot) => ({ slot, tokens: [t] })));
+        assert.ok(sameBits(piped.backend.read(logits), plain.backend.read(expected)), `${n} sequences, step ${i}: logits differ`);
+        const tokens = plain.backend.argmax(expected);
+        logits = piped.stepGreedy(pending); // queued before pending is read
+        assert.deepEqual([...pending.read()], [...tokens], `${n} sequences, step ${i}: greedy tokens differ`);
+        pending = piped.greedyAsync(logits);
+        next = [...tokens];
+      }
+      assert.deepEqual(onDevice, Array(8).fill(true), "the tokens were not taken on the device");
+    } finally {
+      plain.dispose();
+      piped.dispose();
+    }
+  }
 });

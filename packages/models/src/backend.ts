@@ -12,6 +12,20 @@ export interface StepRows {
   readonly outputRows: Int32Array;
 }
 
+/** A step's rows without their tokens: a step whose tokens the device already holds (Backend.setStepFromArgmax). */
+export type StepPlan = Omit<StepRows, "tokens">;
+
+/**
+ * Each row's argmax, queued on the backend without waiting for it (Backend.argmaxAsync): the indices
+ * reach the host when the step is done.
+ */
+export interface PendingArgmax {
+  /** Rows (the argmax'ed tensor's rows). */
+  readonly rows: number;
+  /** The indices, one per row; waits for the device on the first call, then returns the same array. */
+  read(): Int32Array;
+}
+
 /** A weight matrix a linear layer uses: its tensor name, its rows (output features) and optional bias. */
 export interface LinearWeight {
   readonly name: string;
@@ -139,6 +153,19 @@ export interface Backend<T extends BackendTensor = BackendTensor> extends Dispos
   read(x: T): Float32Array;
   /** Index of the largest value of each row. */
   argmax(x: T): Int32Array;
+  /**
+   * Optional (pipelined greedy decoding): `argmax` without waiting — the indices are copied to the host
+   * behind the step's work and stay on the device, where {@link setStepFromArgmax} can take them as the
+   * next step's tokens before the host has seen them.
+   */
+  argmaxAsync?(x: T): PendingArgmax;
+  /**
+   * Optional, with `argmaxAsync`: set a step whose row r's token is row r of `previous`'s indices, taken
+   * on the device. Returns false (and sets nothing) unless `previous` is this backend's latest argmax (no
+   * `argmax`/`argmaxAsync` since) with one index per row of `step`; the caller then sets the step from
+   * `previous.read()` instead.
+   */
+  setStepFromArgmax?(step: StepPlan, previous: PendingArgmax): boolean;
   /**
    * Run `fn` (a step's ops) and return its result. Backends that can record it (CUDA graphs) replay the
    * recording on later calls with the same key instead of issuing the ops again, returning the result

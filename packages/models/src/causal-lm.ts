@@ -1,4 +1,4 @@
-import type { Backend, BackendTensor, StepRows, WeightsInfo } from "./backend.js";
+import type { Backend, BackendTensor, PendingArgmax, StepPlan, StepRows, WeightsInfo } from "./backend.js";
 import type { TextModelConfig } from "./config.js";
 import { CpuBackend } from "./cpu-backend.js";
 import { WeightLayoutError } from "./errors.js";
@@ -23,6 +23,31 @@ export interface SequenceInput {
 const isBackend = (x: WeightStore | Backend): x is Backend => "device" in x;
 
 /**
+ * The greedy tokens of a step's sequences, queued on the backend (CausalLM.greedyAsync): the next step
+ * can take them on the device (CausalLM.stepGreedy) while the host has yet to read them.
+ */
+export interface PendingGreedy {
+  /** The step's sequences (KV-cache slots), in the order of its output rows. */
+  readonly slots: readonly number[];
+  /** Each sequence's greedy token (in `slots` order); waits for the device on the first call. */
+  read(): Int32Array;
+}
+
+/** PendingGreedy as CausalLM makes it: the backend's pending argmax, when the backend queued one. */
+class GreedyTokens implements PendingGreedy {
+  constructor(
+    readonly slots: readonly number[],
+    private readonly indices: PendingArgmax | Int32Array,
+  ) {}
+  get argmax(): PendingArgmax | undefined {
+    return this.indices instanceof Int32Array ? undefined : this.indices;
+  }
+  read(): Int32Array {
+    return this.indices instanceof Int32Array ? this.indices : this.indices.read();
+  }
+}
+
+/**
  * A decoder-only transformer (llama, mistral, qwen2/3, gemma2/3, phi3) with a KV cache per sequence,
  * running on a {@link Backend}: the CPU (given a WeightStore) or a GPU backend from @df11/cuda-kernel.
  * BF16 and DF11 weights give bit-identical logits on the same backend.
@@ -30,6 +55,8 @@ const isBackend = (x: WeightStore | Backend): x is Backend => "device" in x;
 export class CausalLM implements Disposable {
   readonly backend: Backend;
   private readonly lengths = new Map<number, number>();
+  /** The logits tensor of the latest `step` and its sequences' slots (in output-row order); what greedyAsync may take. */
+  private latestStep: { logits: BackendTensor; slots: readonly number[] } | undefined;
 
   constructor(
     readonly config: TextModelConfig,
@@ -169,14 +196,61 @@ export class CausalLM implements Disposable {
     });
     const logits = this.runStep({ tokens, positions, slots, outputRows }, options);
     for (const s of sequences) this.lengths.set(s.slot, this.length(s.slot) + s.tokens.length);
+    this.latestStep = { logits, slots: sequences.map((s) => s.slot) };
+    return logits;
+  }
+
+  /**
+   * Each sequence's greedy token from the latest `step`'s (or `stepGreedy`'s) logits, queued on the
+   * backend without waiting for it: hand the result to {@link stepGreedy} to run the next step before the
+   * host reads the tokens, and do the host's work on them (streaming them out, stop checks) while that
+   * step runs — pipelined greedy decoding. Backends without a queued argmax (the tensor-parallel one)
+   * answer at once.
+   * @throws RangeError unless `logits` is the latest step's logits tensor.
+   */
+  greedyAsync(logits: BackendTensor): PendingGreedy {
+    const latest = this.latestStep;
+    if (!latest || latest.logits !== logits) throw new RangeError("greedyAsync takes the logits of the latest step()");
+    return new GreedyTokens(latest.slots, this.backend.argmaxAsync ? this.backend.argmaxAsync(logits) : this.backend.argmax(logits));
+  }
+
+  /**
+   * One decode step of `previous`'s sequences, each appending its greedy token from `previous` — taken on
+   * the device when the backend can (the step is queued before the host has the tokens), else from
+   * `previous.read()`. Same logits as `step` with those tokens (the same kernels, bit for bit). Returns
+   * the logits tensor ([sequences, vocab], on the backend).
+   * @throws RangeError when a sequence's KV cache is full (maxContext) or `previous` came from elsewhere.
+   */
+  stepGreedy(previous: PendingGreedy): BackendTensor {
+    if (!(previous instanceof GreedyTokens)) throw new RangeError("stepGreedy takes what greedyAsync returned");
+    const n = previous.slots.length;
+    if (n > this.backend.maxRows) throw new RangeError(`a step takes 1…${this.backend.maxRows} rows, got ${n}`);
+    const plan: StepPlan = {
+      positions: new Int32Array(n),
+      slots: Int32Array.from(previous.slots),
+      outputRows: Int32Array.from({ length: n }, (_, i) => i),
+    };
+    previous.slots.forEach((slot, i) => {
+      const start = this.length(slot);
+      if (start + 1 > this.maxContext) throw new RangeError(`sequence ${slot} would exceed maxContext ${this.maxContext}`);
+      plan.positions[i] = start;
+    });
+    const argmax = previous.argmax;
+    const logits = argmax && this.backend.setStepFromArgmax?.(plan, argmax) ? this.runSetStep(n, n, {}) : this.runStep({ ...plan, tokens: Int32Array.from(previous.read()) }, {});
+    for (const slot of previous.slots) this.lengths.set(slot, this.length(slot) + 1);
+    this.latestStep = { logits, slots: previous.slots };
     return logits;
   }
 
   /** Run one step; decode steps without hooks are replayable (CUDA graphs on the GPU). */
   private runStep(step: StepRows, options: Pick<ForwardOptions, "onLayerOutput">): BackendTensor {
-    const rows = step.tokens.length;
-    const outRows = step.outputRows.length;
     this.backend.setStep(step);
+    return this.runSetStep(step.tokens.length, step.outputRows.length, options);
+  }
+
+  /** Run the step the backend was set to (rows, output rows). */
+  private runSetStep(rows: number, outRows: number, options: Pick<ForwardOptions, "onLayerOutput">): BackendTensor {
+    this.latestStep = undefined;
     const run = () => forwardStep(this.backend, rows, outRows, options);
     // One-token-per-sequence steps (decoding, batches up to 16) are replayable: CUDA graphs on the GPU.
     return !options.onLayerOutput && rows === outRows && rows <= 16 ? this.backend.replayable(`decode:${rows}`, run) : run();

@@ -1,5 +1,5 @@
 import { bf16ToFloat32 } from "@df11/codec";
-import type { Backend, BackendMemory, BackendTensor, LinearWeight, StepRows, WeightsInfo } from "./backend.js";
+import type { Backend, BackendMemory, BackendTensor, LinearWeight, PendingArgmax, StepPlan, StepRows, WeightsInfo } from "./backend.js";
 import type { TextModelConfig } from "./config.js";
 import { addInPlace, gatedActivation, geluTanh, linear, rmsNorm, silu } from "./cpu-ops.js";
 import { WeightLayoutError } from "./errors.js";
@@ -28,6 +28,8 @@ export class CpuBackend implements Backend<CpuTensor> {
   private readonly caches = new Map<number, KvCache>();
   private readonly ropes: RopeTable[];
   private step: StepRows | undefined;
+  /** The latest argmaxAsync result, while no other argmax followed it (setStepFromArgmax takes only that one). */
+  private latestArgmax: PendingArgmax | undefined;
 
   constructor(
     readonly config: TextModelConfig,
@@ -187,7 +189,22 @@ export class CpuBackend implements Backend<CpuTensor> {
   }
 
   argmax(x: CpuTensor): Int32Array {
+    this.latestArgmax = undefined;
     return Int32Array.from({ length: x.rows }, (_, r) => argmax(x.data.subarray(r * x.cols, (r + 1) * x.cols)));
+  }
+
+  /** `argmax`, handed out as pending (the CPU has it at once); the next setStepFromArgmax may take it. */
+  argmaxAsync(x: CpuTensor): PendingArgmax {
+    const indices = this.argmax(x);
+    const pending: PendingArgmax = { rows: x.rows, read: () => indices };
+    this.latestArgmax = pending;
+    return pending;
+  }
+
+  setStepFromArgmax(step: StepPlan, previous: PendingArgmax): boolean {
+    if (previous !== this.latestArgmax || previous.rows !== step.positions.length) return false;
+    this.setStep({ ...step, tokens: Int32Array.from(previous.read()) });
+    return true;
   }
 
   replayable<R>(_key: string, fn: () => R): R {

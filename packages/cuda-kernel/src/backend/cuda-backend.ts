@@ -13,6 +13,8 @@ import {
   type Backend,
   type BackendTensor,
   type LinearWeight,
+  type PendingArgmax,
+  type StepPlan,
   type StepRows,
   type BackendMemory,
   type RankShard,
@@ -29,6 +31,7 @@ import { DeviceWeights, type LoadCheckReport, type LoadProgress, type MatrixSlic
 import { choosePlacement, PlacementShortfall, type LayoutNeeds, type OffloadPlan, type Placement } from "./offload-plan.js";
 import type { WeightFormat } from "./formats/matrix.js";
 import { OpProfile } from "./op-profile.js";
+import { copyOnDevice, StepIo } from "./step-io.js";
 
 /** An activation tensor on the GPU: [rows, cols] float32 at `address`. */
 export interface CudaTensor extends BackendTensor {
@@ -178,7 +181,7 @@ const PREFILL_ATTENTION = process.env.DF11_PREFILL_ATTENTION !== "warp";
 const PREFILL_HEAD_DIMS = new Set([16, 32, 64, 80, 96, 128, 256]);
 
 /** The step's slot and first position when every row is that slot's, at consecutive positions; else null. */
-function oneSequenceSpan(step: StepRows): { slot: number; firstPosition: number } | null {
+function oneSequenceSpan(step: StepPlan): { slot: number; firstPosition: number } | null {
   const n = step.positions.length;
   if (n === 0 || step.slots.length !== n) return null;
   const slot = step.slots[0];
@@ -264,7 +267,8 @@ export class CudaBackend implements Backend<CudaTensor> {
   private readonly graphs = new Map<string, { graph: CudaGraph; result: unknown }>();
   private readonly warmed = new Set<string>();
   private readonly inputs: DeviceBuffer;
-  private readonly hostInputs: Int32Array;
+  /** Step inputs up and argmax indices down through pinned memory (pipelined greedy decoding). */
+  private readonly io: StepIo;
   private readonly keys: DeviceBuffer;
   private readonly values: DeviceBuffer;
   private readonly invFreq: { address: Address; rotaryDim: number }[] = [];
@@ -316,7 +320,7 @@ export class CudaBackend implements Backend<CudaTensor> {
       return b;
     };
     this.inputs = alloc(4 * maxRows * 4);
-    this.hostInputs = new Int32Array(4 * maxRows);
+    this.io = new StepIo(maxRows, Math.max(slots, maxRows), (ms) => (this.hostTimes.readBack += ms));
     const kvBytes = c.numLayers * slots * c.numKvHeads * maxContext * c.headDim * 2;
     this.keys = alloc(kvBytes);
     this.values = alloc(kvBytes);
@@ -485,17 +489,27 @@ export class CudaBackend implements Backend<CudaTensor> {
   }
 
   setStep(step: StepRows): void {
+    this.setRows(step, step.tokens);
+  }
+
+  /**
+   * A step whose tokens are `previous`'s indices, still on the device (the latest argmax, queued by
+   * argmaxAsync): copied into the step's token rows on the stream, behind the step that computed them.
+   */
+  setStepFromArgmax(step: StepPlan, previous: PendingArgmax): boolean {
+    if (!this.io.isLatest(previous) || previous.rows !== step.positions.length) return false;
+    this.setRows(step, undefined);
+    copyOnDevice(this.ids, this.argmaxOut.address, previous.rows * 4, this.stream);
+    return true;
+  }
+
+  /** Upload a step's rows (without tokens: the token rows are filled on the device). */
+  private setRows(step: StepPlan, tokens: Int32Array | undefined): void {
     const t0 = performance.now();
-    const n = step.tokens.length;
+    const n = step.positions.length;
     if (n > this.maxRows) throw new RangeError(`a step takes at most ${this.maxRows} rows, got ${n}`);
     for (const s of step.slots) if (s < 0 || s >= this.slots) throw new RangeError(`slot ${s} is outside 0…${this.slots - 1}`);
-    const h = this.hostInputs;
-    const m = this.maxRows;
-    h.set(step.tokens, 0);
-    h.set(step.positions, m);
-    h.set(step.slots, 2 * m);
-    h.set(step.outputRows, 3 * m);
-    call(() => this.inputs.native.upload(h, 0, this.stream.native));
+    this.io.upload(this.inputs.address, tokens, step.positions, step.slots, step.outputRows, this.stream);
     this.rows = n;
     this.outputRows = step.outputRows.length;
     const span = PREFILL_ATTENTION && n > ATTENTION_SPLIT_ROWS && PREFILL_HEAD_DIMS.has(this.config.headDim) ? oneSequenceSpan(step) : null;
@@ -733,6 +747,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     const rows = x.rows;
     const valuesAt = this.argmaxOut.address + Math.max(this.slots, this.maxRows) * 4;
     call(() => native().argmax(x.address, rows, x.cols, this.argmaxOut.address, this.stream.native, valuesAt));
+    this.io.overwritten();
     const indices = new Int32Array(rows);
     const values = new Float32Array(rows);
     this.argmaxOut.download(indices, 0, this.stream);
@@ -742,11 +757,18 @@ export class CudaBackend implements Backend<CudaTensor> {
 
   argmax(x: CudaTensor): Int32Array {
     this.time("argmax", () => call(() => native().argmax(x.address, x.rows, x.cols, this.argmaxOut.address, this.stream.native)));
+    this.io.overwritten();
     const out = new Int32Array(x.rows);
     const t0 = performance.now();
     this.argmaxOut.download(out, 0, this.stream); // waits for the step
     this.hostTimes.readBack += performance.now() - t0;
     return out;
+  }
+
+  /** `argmax` without waiting: the indices reach the host behind the step and stay on the device for setStepFromArgmax. */
+  argmaxAsync(x: CudaTensor): PendingArgmax {
+    this.time("argmax", () => call(() => native().argmax(x.address, x.rows, x.cols, this.argmaxOut.address, this.stream.native)));
+    return this.io.argmaxQueued(this.argmaxOut.address, x.rows, this.stream);
   }
 
   /** Run an op, timed on the GPU when profiling (not counted where `counts(result)` says it did nothing). */
@@ -842,6 +864,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     for (const t of this.tensors.values()) t.buffer.dispose();
     this.tensors.clear();
     for (const b of this.small) b.dispose();
+    this.io.dispose();
     this.deviceWeights.dispose();
     for (const e of [...this.windowDecoded, ...this.windowConsumed, this.stepStarted]) e.dispose();
     this.profile?.dispose();

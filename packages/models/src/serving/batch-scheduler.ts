@@ -1,4 +1,4 @@
-import type { CausalLM } from "../causal-lm.js";
+import type { CausalLM, PendingGreedy } from "../causal-lm.js";
 import { ModelsError } from "../errors.js";
 import { scorePrompt } from "../generate.js";
 import type { TokenLogprob } from "../logprobs.js";
@@ -71,6 +71,15 @@ export interface BatchSchedulerOptions {
    * request can share a step. Default 0 (`df11 serve`: 5).
    */
   readonly prefillGatherMs?: number;
+  /**
+   * Pipelined greedy decoding: while every running sequence decodes greedily (no logits needed on the
+   * host: no sampling, logprobs or constraint), each decode step is queued before the previous step's
+   * tokens are read back — its input tokens taken on the device (CausalLM.stepGreedy) — so the host's work
+   * per token (streaming it out, stop checks, HTTP) and the event loop's turn overlap the GPU's step
+   * instead of following it. The tokens are the same; a step whose sequences change (one stops, one
+   * joins) waits for the step before. Default true.
+   */
+  readonly pipelineGreedy?: boolean;
 }
 
 /**
@@ -109,7 +118,20 @@ export class BatchScheduler implements Disposable {
    * seconds spent admitting requests (their prefills) and in decode steps (each ends with its tokens on
    * the host, so device work is included).
    */
-  readonly stats = { steps: 0, prefillSteps: 0, tokens: 0, requests: 0, prefillSeconds: 0, decodeSeconds: 0 };
+  readonly stats = {
+    steps: 0,
+    pipelinedSteps: 0,
+    prefillSteps: 0,
+    tokens: 0,
+    requests: 0,
+    prefillSeconds: 0,
+    decodeSeconds: 0,
+  };
+  /**
+   * The decode step queued last whose tokens the host has not read yet (pipelined greedy decoding): its
+   * sequences in output-row order, their greedy tokens, and each one's KV-cache length after the step.
+   */
+  private inFlight: { batch: Sequence[]; tokens: PendingGreedy; lengths: number[] } | undefined;
 
   constructor(
     readonly model: CausalLM,
@@ -175,10 +197,12 @@ export class BatchScheduler implements Disposable {
         if (this.running.length > 0) this.decodeStep();
         this.stats.prefillSeconds += (t1 - t0) / 1000;
         this.stats.decodeSeconds += (performance.now() - t1) / 1000;
-        // Token boundary: let clients read, new requests arrive, aborts land.
+        // Token boundary: let clients read, new requests arrive, aborts land (while a pipelined step runs).
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
+      this.land(); // every sequence ended while a step was in flight (aborts): wait for it all the same
     } catch (e) {
+      this.inFlight = undefined;
       for (const s of [...this.running, ...this.queue]) {
         s.done = true;
         s.stream.end(e);
@@ -284,21 +308,79 @@ export class BatchScheduler implements Disposable {
     batch.forEach((s, i) => this.emit(s, () => (s.state.needsLogits ? s.state.choose(all!.subarray(i * vocab, (i + 1) * vocab)) : s.state.choose(undefined, greedy[i]))));
   }
 
-  /** One forward pass over every running sequence's last token. */
+  /**
+   * One forward pass over every running sequence's last token. Pipelined (BatchSchedulerOptions.pipelineGreedy):
+   * when the running sequences are the in-flight step's and all continue greedily, the next step is queued
+   * first, taking the in-flight step's tokens on the device, and those tokens are then read and emitted
+   * while it runs; otherwise the in-flight step lands first and the step starts from the host's tokens.
+   */
   private decodeStep(): void {
+    const flight = this.inFlight;
     const batch = this.running.filter((s) => !s.done);
-    if (batch.length === 0) return;
-    const logits = this.model.step(batch.map((s) => ({ slot: s.slot, tokens: [s.state.context[s.state.context.length - 1]] })));
+    if (flight && this.canChain(flight, batch)) {
+      const logits = this.model.stepGreedy(flight.tokens);
+      this.inFlight = {
+        batch,
+        tokens: this.model.greedyAsync(logits),
+        lengths: batch.map((s) => this.model.length(s.slot)),
+      };
+      this.stats.steps++;
+      this.stats.pipelinedSteps++;
+      this.emitGreedy(flight);
+      return;
+    }
+    this.land();
+    const live = this.running.filter((s) => !s.done);
+    if (live.length === 0) return;
+    const logits = this.model.step(
+      live.map((s) => ({
+        slot: s.slot,
+        tokens: [s.state.context[s.state.context.length - 1]],
+      })),
+    );
     this.stats.steps++;
-    this.chooseFrom(batch, logits);
+    if (this.options.pipelineGreedy !== false && live.every((s) => !s.state.needsLogits))
+      this.inFlight = {
+        batch: live,
+        tokens: this.model.greedyAsync(logits),
+        lengths: live.map((s) => this.model.length(s.slot)),
+      };
+    else this.chooseFrom(live, logits);
   }
 
-  /** Choose and record a sequence's next token; an error there (e.g. a constraint no token can meet) ends that sequence only. */
-  private emit(seq: Sequence, choose: () => ReturnType<SequenceState["choose"]>): void {
+  /**
+   * Whether the next step can take the in-flight step's tokens on the device: the same sequences in the
+   * same order, none of which stops at the in-flight token for a reason known now (its last token, or the
+   * end of its KV cache: that step would be wasted) and all greedy.
+   */
+  private canChain(flight: NonNullable<typeof this.inFlight>, batch: readonly Sequence[]): boolean {
+    if (batch.length !== flight.batch.length || !batch.every((s, i) => s === flight.batch[i])) return false;
+    return batch.every((s) => !s.state.needsLogits && s.state.generated.length + 1 < s.state.maxTokens && this.model.length(s.slot) < this.model.maxContext);
+  }
+
+  /** Wait for the in-flight step's tokens, if any, and emit them. */
+  private land(): void {
+    const flight = this.inFlight;
+    this.inFlight = undefined;
+    if (flight) this.emitGreedy(flight);
+  }
+
+  /** Emit a pipelined step's tokens to its sequences that have not ended since (waits for the step). */
+  private emitGreedy(flight: NonNullable<typeof this.inFlight>): void {
+    const ids = flight.tokens.read();
+    flight.batch.forEach((s, i) => this.emit(s, () => s.state.choose(undefined, ids[i]), flight.lengths[i]));
+  }
+
+  /**
+   * Choose and record a sequence's next token; an error there (e.g. a constraint no token can meet) ends
+   * that sequence only. `length`: the sequence's KV-cache length after the step the token comes from
+   * (default: now; a pipelined step's tokens are emitted after the next step has been queued).
+   */
+  private emit(seq: Sequence, choose: () => ReturnType<SequenceState["choose"]>, length = this.model.length(seq.slot)): void {
     if (seq.done) return;
     let token: GeneratedToken;
     try {
-      token = seq.state.accept(choose(), this.model.length(seq.slot) >= this.model.maxContext);
+      token = seq.state.accept(choose(), length >= this.model.maxContext);
     } catch (e) {
       this.finish(seq, "aborted", e);
       return;

@@ -37,6 +37,8 @@ export interface LoadModelOptions {
   readonly sharedPrefill?: boolean;
   /** With sharedPrefill: wait up to this many ms for a burst of requests to arrive before prefilling it (see BatchSchedulerOptions.prefillGatherMs). Default 0. */
   readonly prefillGatherMs?: number;
+  /** Pipelined greedy decoding (see BatchSchedulerOptions.pipelineGreedy). Default true. */
+  readonly pipelineGreedy?: boolean;
   /** Check the stored tensors against the checksums the files record (default true). */
   readonly checkStored?: boolean;
   /** Also decode every DF11 module once at load and check its weights' recorded checksum. */
@@ -235,10 +237,25 @@ export class Model implements Disposable {
     readonly directory: string,
     readonly lm: CausalLM,
     readonly tokenizer: TextTokenizer | undefined,
-    options: { maxBatch?: number; maxQueue?: number; sharedPrefill?: boolean; prefillGatherMs?: number; generationConfig?: GenerationConfig; samplingDefaults?: boolean } = {},
+    options: {
+      maxBatch?: number;
+      maxQueue?: number;
+      sharedPrefill?: boolean;
+      prefillGatherMs?: number;
+      pipelineGreedy?: boolean;
+      generationConfig?: GenerationConfig;
+      samplingDefaults?: boolean;
+    } = {},
   ) {
     // The CPU keeps a KV cache per sequence as it comes; a GPU backend has its fixed slots.
-    this.scheduler = new BatchScheduler(lm, { tokenizer, maxBatch: options.maxBatch ?? Math.min(lm.backend.slots, 8), maxQueue: options.maxQueue, sharedPrefill: options.sharedPrefill, prefillGatherMs: options.prefillGatherMs });
+    this.scheduler = new BatchScheduler(lm, {
+      tokenizer,
+      maxBatch: options.maxBatch ?? Math.min(lm.backend.slots, 8),
+      maxQueue: options.maxQueue,
+      sharedPrefill: options.sharedPrefill,
+      prefillGatherMs: options.prefillGatherMs,
+      pipelineGreedy: options.pipelineGreedy,
+    });
     this.generationConfig = options.generationConfig;
     this.samplingDefaults = options.samplingDefaults ?? true;
   }
@@ -363,6 +380,7 @@ export async function loadModel(source: string, options: LoadModelOptions = {}):
       maxQueue: options.maxQueue,
       sharedPrefill: options.sharedPrefill,
       prefillGatherMs: options.prefillGatherMs,
+      pipelineGreedy: options.pipelineGreedy,
       generationConfig: await readGenerationConfig(directory),
       samplingDefaults: options.samplingDefaults,
     });
