@@ -26,6 +26,6 @@ if [ -z "${SKIP_GENERATE:-}" ]; then
 fi
 if [ -n "${SERVE:-}" ]; then
   stamp "serving benchmark"
-  node apps/bench/dist/gpu-serve.js --bf16 "$work/bf16" --df11 "$work/df11" --out "$out/gpu-serve.json"
+  node apps/bench/dist/gpu-serve.js --bf16 "$work/bf16" --df11 "$work/df11" ${SERVE_FLAGS:-} --out "$out/gpu-serve${SERVE_TAG:-}.json"
   stamp "done"
 fi

@@ -37,6 +37,8 @@ const { values: args, positionals } = parseArgs({
     "prefill-gather-ms": { type: "string", default: "5" },
     // As `df11 serve --max-batch-tokens` (its default: 2048): rows of one step.
     "max-batch-tokens": { type: "string", default: "2048" },
+    // As loadModel's pipelineGreedy: false — each decode step waits for the previous step's tokens.
+    "no-pipeline": { type: "boolean", default: false },
     // Waves per level; the median one is reported.
     repeat: { type: "string", default: "3" },
     // Where the load generator runs: a Node process of its own (the default), or the server's (as before).
@@ -49,6 +51,7 @@ if (!(CLIENT_MODES as readonly string[]).includes(args.client!)) {
 }
 const client = args.client as ClientMode;
 const sharedPrefill = !args["solo-prefill"];
+const pipelineGreedy = !args["no-pipeline"];
 const prefillGatherMs = Number(args["prefill-gather-ms"]);
 const repeat = Math.max(1, Number(args.repeat));
 const maxRows = Number(args["max-batch-tokens"]);
@@ -82,7 +85,7 @@ async function capacity(dir: string, gpuWeights: GpuWeightsLayout) {
 
 /** The BF16 checkpoint runs as BF16 (the baseline), the DF11 one in its default layout (fused). */
 async function one(dir: string, gpuWeights: GpuWeightsLayout) {
-  const model = await loadModel(dir, { device: "cuda", slots: Math.max(...levels), maxContext: promptTokens + newTokens + 8, gpuWeights, maxRows, sharedPrefill, prefillGatherMs });
+  const model = await loadModel(dir, { device: "cuda", slots: Math.max(...levels), maxContext: promptTokens + newTokens + 8, gpuWeights, maxRows, sharedPrefill, prefillGatherMs, pipelineGreedy });
   const weights = model.lm.weights;
   const result = { weights: weights.kind, layout: weights.layout, weightsBytes: weights.residentBytes, levels: await measureServing(model, { levels, repeat, promptTokens, newTokens, client, log }) };
   model.dispose();
@@ -95,7 +98,7 @@ async function main() {
   const self = fileURLToPath(import.meta.url);
   const child = (dir: string, label: string, layout: GpuWeightsLayout) => {
     log(`${label}:`);
-    return runChild<Awaited<ReturnType<typeof one>>>(self, ["one", dir, layout, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), "--concurrency", args.concurrency!, ...(sharedPrefill ? [] : ["--solo-prefill"]), "--prefill-gather-ms", String(prefillGatherMs), "--repeat", String(repeat), "--max-batch-tokens", String(maxRows), "--client", client]);
+    return runChild<Awaited<ReturnType<typeof one>>>(self, ["one", dir, layout, "--prompt-tokens", String(promptTokens), "--new-tokens", String(newTokens), "--concurrency", args.concurrency!, ...(sharedPrefill ? [] : ["--solo-prefill"]), ...(pipelineGreedy ? [] : ["--no-pipeline"]), "--prefill-gather-ms", String(prefillGatherMs), "--repeat", String(repeat), "--max-batch-tokens", String(maxRows), "--client", client]);
   };
   const bf16 = child(args.bf16, "BF16", "bf16");
   const df11 = child(args.df11, "DF11", "auto");
@@ -106,7 +109,7 @@ async function main() {
     log(`| ${b.concurrency} | ${b.aggregateTokensPerSecond.toFixed(0)} | ${d.aggregateTokensPerSecond.toFixed(0)} | ${((100 * d.aggregateTokensPerSecond) / b.aggregateTokensPerSecond).toFixed(0)} % | ${b.medianTimeToFirstTokenMs.toFixed(0)} / ${b.medianLatencyMs.toFixed(0)} | ${d.medianTimeToFirstTokenMs.toFixed(0)} / ${d.medianLatencyMs.toFixed(0)} |`);
   });
   log(`capacity at 4096 positions each: BF16 ${bf16.capacity.slotsOf4096Positions} sequences (loaded: ${bf16.capacity.loadedWithThoseSlots}), DF11 ${df11.capacity.slotsOf4096Positions} (loaded: ${df11.capacity.loadedWithThoseSlots}); longest single context: BF16 ${bf16.capacity.longestSingleContext}, DF11 ${df11.capacity.longestSingleContext} positions`);
-  const result = { benchmark: "gpu-serve", date: new Date().toISOString(), device: devices()[0], model: "Llama-3.1-8B-shaped, synthetic weights", client, promptTokens, newTokens, maxBatchTokens: maxRows, sharedPrefill, prefillGatherMs, repeat, bf16, df11 };
+  const result = { benchmark: "gpu-serve", date: new Date().toISOString(), device: devices()[0], model: "Llama-3.1-8B-shaped, synthetic weights", client, promptTokens, newTokens, maxBatchTokens: maxRows, sharedPrefill, prefillGatherMs, pipelineGreedy, repeat, bf16, df11 };
   log(`saved ${saveJson(args.out!, result)}`);
 }
 

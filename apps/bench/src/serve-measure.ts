@@ -28,6 +28,8 @@ export interface Level {
   /** Scheduler steps the level took: prefill steps (prompts alone or sharing one) and decode steps. */
   readonly prefillSteps: number;
   readonly decodeSteps: number;
+  /** Of the decode steps, those queued before the previous step's tokens were read (pipelined greedy decoding). */
+  readonly pipelinedSteps: number;
   /** Every wave's aggregate tokens/s (the level is the median wave). */
   readonly waveTokensPerSecond: number[];
 }
@@ -58,11 +60,11 @@ export async function measureServing(model: Model, options: MeasureOptions): Pro
     const config: LoadConfig = { url: server.url, levels: options.levels, repeat, promptTokens: options.promptTokens, newTokens: options.newTokens, vocabSize: model.lm.config.vocabSize };
     type Wave = Omit<Level, "waveTokensPerSecond">;
     const waves = new Map<number, Wave[]>(options.levels.map((c) => [c, []]));
-    let before: { steps: number; prefillSteps: number } | undefined;
+    let before: { steps: number; prefillSteps: number; pipelinedSteps: number } | undefined;
     const hooks = {
       waveStart() {
-        const { steps, prefillSteps } = model.scheduler.stats;
-        before = { steps, prefillSteps };
+        const { steps, prefillSteps, pipelinedSteps } = model.scheduler.stats;
+        before = { steps, prefillSteps, pipelinedSteps };
       },
       waveEnd(m: WaveMeasurement) {
         if (!before) throw new Error(`the load client ended a wave of ${m.concurrency} it did not start`);
@@ -81,6 +83,7 @@ export async function measureServing(model: Model, options: MeasureOptions): Pro
           tokens,
           prefillSteps: stats.prefillSteps - before.prefillSteps,
           decodeSteps: stats.steps - before.steps,
+          pipelinedSteps: stats.pipelinedSteps - before.pipelinedSteps,
         });
         before = undefined;
         if (list.length === repeat) logLevel(levelOf(list));
@@ -94,7 +97,7 @@ export async function measureServing(model: Model, options: MeasureOptions): Pro
     };
     const logLevel = (level: Level) =>
       log(
-        `  ${level.concurrency} concurrent: ${level.aggregateTokensPerSecond.toFixed(0)} tok/s aggregate (median of ${repeat}: ${level.waveTokensPerSecond.map((v) => v.toFixed(0)).join(", ")}), TTFT median ${level.medianTimeToFirstTokenMs.toFixed(0)} ms, latency median ${level.medianLatencyMs.toFixed(0)} ms, ${level.prefillSteps} prefill + ${level.decodeSteps} decode steps`,
+        `  ${level.concurrency} concurrent: ${level.aggregateTokensPerSecond.toFixed(0)} tok/s aggregate (median of ${repeat}: ${level.waveTokensPerSecond.map((v) => v.toFixed(0)).join(", ")}), TTFT median ${level.medianTimeToFirstTokenMs.toFixed(0)} ms, latency median ${level.medianLatencyMs.toFixed(0)} ms, ${level.prefillSteps} prefill + ${level.decodeSteps} decode steps (${level.pipelinedSteps} pipelined)`,
       );
 
     if ((options.client ?? "separate-process") === "same-process") await runWaves(config, hooks);
