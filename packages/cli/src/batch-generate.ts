@@ -99,13 +99,17 @@ export interface BatchPlanEntry {
 /**
  * Which prompt and seed each of the batch's sequences gets: N prompts one each, or one prompt N times;
  * seeds `seed, seed + 1, …`, from `df11 generate`'s default seed when unset (so sequence 0 samples as a
- * solo run does). Throws {@link CliError} when the counts do not fit.
+ * solo run does). Throws {@link CliError} when the counts do not fit, or the last seed would pass 2^53 − 1.
  */
 export function planBatch(promptCount: number, batchSize = promptCount, seed = DEFAULT_SEED): BatchPlanEntry[] {
   if (promptCount === 0) throw new CliError("give --prompt TEXT or --input-ids 1,2,3 (repeat it for several prompts)");
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new CliError(`--batch-size must be a positive integer, got ${batchSize}`);
   if (promptCount !== 1 && promptCount !== batchSize) {
     throw new CliError(`--batch-size ${batchSize} with ${promptCount} prompts: give one prompt (run ${batchSize} times) or exactly ${batchSize}`);
+  }
+  // The last sequence's seed must still be one the sampler takes exactly (≤ 2^53 − 1), not a rounded neighbour's.
+  if (seed > Number.MAX_SAFE_INTEGER - (batchSize - 1)) {
+    throw new CliError(`--seed ${seed} with ${batchSize} sequences: sequence i samples with seed + i, at most ${Number.MAX_SAFE_INTEGER} (2^53 − 1); give --seed ≤ ${Number.MAX_SAFE_INTEGER - batchSize + 1}`);
   }
   return Array.from({ length: batchSize }, (_, i) => ({ prompt: promptCount === 1 ? 0 : i, seed: seed + i }));
 }

@@ -144,6 +144,25 @@ describe("n, seed, best_of", () => {
     expect(unseeded.size).toBeGreaterThan(1);
   });
 
+  it("seed: any integer in 0…2^53 − 1 (choice i's seed + i too); 2^32 no longer samples as 0; others are a 400 naming seed", async () => {
+    const body = { model: "m", prompt: "?", max_tokens: 3, temperature: 1, top_k: 4, n: 8 } as const;
+    const texts = async (seed: number) => (await client.completions.create({ ...body, seed })).choices.map((c) => c.text);
+    // Before, a seed was taken mod 2^32: these 8 choices (seeds 2^32 … 2^32 + 7) were seeds 0 … 7's.
+    expect(await texts(2 ** 32)).not.toEqual(await texts(0));
+    expect(await texts(2 ** 32)).toEqual(await texts(2 ** 32));
+    expect(await texts(Number.MAX_SAFE_INTEGER - 7)).toHaveLength(8);
+    const refused: Array<[number, number, RegExp]> = [
+      [-1, 1, /seed: expected an integer in 0…9007199254740991 \(2\^53 − 1\), got -1/],
+      [2 ** 53, 1, /seed: expected an integer in 0…9007199254740991/],
+      [1e20, 1, /seed: expected an integer in 0…9007199254740991/],
+      [Number.MAX_SAFE_INTEGER, 2, /seed: expected an integer in 0…9007199254740990 \(choice j samples with seed \+ j, at most 2\^53 − 1\)/],
+    ];
+    for (const [seed, n, message] of refused) {
+      await expect(client.completions.create({ ...body, n, seed }), String(seed)).rejects.toMatchObject({ status: 400, param: "seed", code: "invalid_value", type: "invalid_request_error", message: expect.stringMatching(message) });
+      await expect(client.chat.completions.create({ model: "m", messages: user("?"), n, seed }), String(seed)).rejects.toMatchObject({ status: 400, param: "seed" });
+    }
+  });
+
   it("best_of: the candidate of highest log-probability among best_of (not streamable)", async () => {
     const body = { model: "m", prompt: "?", max_tokens: 3, temperature: 1, top_k: 4, logprobs: 0 } as const;
     const candidates = await Promise.all([0, 1, 2, 3].map((i) => client.completions.create({ ...body, seed: 40 + i })));

@@ -17,12 +17,31 @@ export interface SamplingOptions {
   readonly frequencyPenalty?: number;
   /** Added to the logits of these token ids before anything else (OpenAI's logit_bias, -100…100). */
   readonly logitBias?: Readonly<Record<number, number>>;
-  /** Seed of the sampling RNG: same seed, same tokens. */
+  /** Seed of the sampling RNG, an integer in 0 … 2^53 − 1: same seed, same tokens (see {@link seedState}). */
   readonly seed?: number;
 }
 
 /** The sampling RNG's seed when none is given (so unseeded runs repeat too). */
 export const DEFAULT_SEED = 0x5eed;
+
+/**
+ * The sampling RNG's 32-bit state for a seed, an integer in 0 … 2^53 − 1 (Number.MAX_SAFE_INTEGER);
+ * RangeError otherwise (a negative, fractional or unsafe seed would be rounded or wrapped into another one).
+ * A seed below 2^32 is the state itself, as it always was, so those seeds keep their streams. A larger
+ * seed's high word (its bits 32…52) goes through murmur3's fmix32 finaliser (the splitmix kind of mix: a
+ * bijection with fmix32(0) = 0) and is xored into its low word, so seeds that differ only above bit 31
+ * (0, 2^32, 2^33…) sample differently — they all shared seed 0's stream before. The state has 32 bits, so
+ * a larger seed still shares its stream with one seed below 2^32 (never with one of its own low word).
+ */
+export function seedState(seed: number): number {
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError(`seed must be an integer in 0…${Number.MAX_SAFE_INTEGER} (2^53 − 1), got ${seed}`);
+  const low = seed >>> 0;
+  let high = Math.floor(seed / 2 ** 32);
+  if (high === 0) return low;
+  high = Math.imul(high ^ (high >>> 16), 0x85ebca6b);
+  high = Math.imul(high ^ (high >>> 13), 0xc2b2ae35);
+  return (low ^ high ^ (high >>> 16)) >>> 0;
+}
 
 /** Index of the largest logit (first one on ties, as torch.argmax). */
 export function argmax(logits: ArrayLike<number>): number {
@@ -50,7 +69,7 @@ export class Sampler {
     for (const [id, bias] of Object.entries(options.logitBias ?? {})) {
       if (!/^\d+$/.test(id) || !Number.isFinite(bias)) throw new RangeError(`logit bias: expected token id → number, got ${id} → ${bias}`);
     }
-    this.rand = mulberry32(options.seed ?? DEFAULT_SEED);
+    this.rand = mulberry32(seedState(options.seed ?? DEFAULT_SEED));
   }
 
   /** Whether every choice is the argmax of the raw logits (temperature 0, no penalty, no bias). */

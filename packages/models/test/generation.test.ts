@@ -2,7 +2,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { argmax, generate, loadCausalLM, Sampler, TextTokenizer, writeSyntheticModel } from "../src/index.js";
+import { mulberry32 } from "@df11/codec";
+import { argmax, DEFAULT_SEED, generate, loadCausalLM, Sampler, seedState, TextTokenizer, writeSyntheticModel } from "../src/index.js";
 
 describe("sampling", () => {
   const logits = Float32Array.from([0.1, 2.5, 2.4, -1, 0.3]);
@@ -19,6 +20,40 @@ describe("sampling", () => {
     expect(draw(7)).toEqual(draw(7));
     expect(draw(7)).not.toEqual(draw(8));
     expect(new Set(draw(7)).size).toBeGreaterThan(2);
+  });
+  it("seeds below 2^32 keep their streams; larger safe seeds get streams of their own; other seeds are refused", () => {
+    const flat = Float32Array.from({ length: 64 }, (_, i) => Math.sin(i)); // many candidates: a draw shows its uniform
+    const draw = (seed: number) => {
+      const s = new Sampler({ temperature: 1, seed });
+      return Array.from({ length: 24 }, () => s.next(flat, []));
+    };
+    // The sampler's stream for a 32-bit seed is mulberry32(seed), as it has always been (reference outputs depend on it).
+    const reference = (seed: number) => {
+      const rand = mulberry32(seed);
+      const probs = Array.from(flat, (v) => Math.exp(v - Math.max(...flat)));
+      const order = probs.map((_, i) => i).sort((a, b) => probs[b] - probs[a] || a - b);
+      const total = probs.reduce((a, b) => a + b, 0);
+      return Array.from({ length: 24 }, () => {
+        let u = rand() * total;
+        for (const t of order) if ((u -= probs[t]) <= 0) return t;
+        return order.at(-1);
+      });
+    };
+    for (const seed of [0, 1, 7, DEFAULT_SEED, 2 ** 31, 2 ** 32 - 1]) {
+      expect(seedState(seed)).toBe(seed);
+      expect(draw(seed), `seed ${seed}`).toEqual(reference(seed));
+    }
+    // 2^32 used to sample as 0, 2^32 + 7 as 7, and so on: the high word now counts.
+    const large = [2 ** 32, 2 ** 32 + 7, 2 ** 33, 2 ** 33 + 7, 2 ** 52, Number.MAX_SAFE_INTEGER];
+    for (const seed of large) {
+      expect(draw(seed), `seed ${seed}`).not.toEqual(draw(seed % 2 ** 32));
+      expect(draw(seed)).toEqual(draw(seed)); // still a seed: same seed, same tokens
+    }
+    expect(new Set(large.map(seedState)).size).toBe(large.length);
+    expect(new Set([0, 1, 2, 3, 2 ** 21 - 1].map((high) => seedState(high * 2 ** 32 + 5))).size).toBe(5);
+    for (const seed of [-1, 0.5, 2 ** 53, Number.MAX_SAFE_INTEGER + 2, Number.NaN, Infinity]) {
+      expect(() => new Sampler({ seed }), `seed ${seed}`).toThrow(/seed must be an integer in 0…9007199254740991/);
+    }
   });
   it("top-p, min-p and top-k restrict the candidates", () => {
     const many = (opts: object) => {

@@ -38,7 +38,7 @@ export interface CompletionRequest {
    * (`prompt_token_ids`, `token_ids`). A model without a tokenizer always answers with them.
    */
   readonly returnTokenIds: boolean;
-  /** The request's seed; undefined: each choice draws a random one (as OpenAI's API). */
+  /** The request's seed, an integer with seed + bestOf − 1 ≤ 2^53 − 1; undefined: each choice draws a random one (as OpenAI's API). */
   readonly seed: number | undefined;
   /** Generation options (sampling set only where the request sets it; the model's defaults fill the rest). */
   readonly options: ModelChatOptions;
@@ -300,7 +300,11 @@ export function parseCompletionRequest(body: unknown, chat: boolean, limits: Req
   }
 
   const penalty = (key: string) => number(b, key, (v) => v >= -2 && v <= 2, "expected a number in -2…2");
-  const seed = number(b, "seed", (v) => Number.isInteger(v), "expected an integer");
+  // Choice j samples with seed + j: every one must be a seed the sampler takes (an integer in 0…2^53 − 1),
+  // not one rounded or wrapped into another choice's (or another seed's) stream.
+  const maxSeed = Number.MAX_SAFE_INTEGER - (bestOf - 1);
+  const seedRange = bestOf > 1 ? `expected an integer in 0…${maxSeed} (choice j samples with seed + j, at most 2^53 − 1)` : `expected an integer in 0…${maxSeed} (2^53 − 1)`;
+  const seed = number(b, "seed", (v) => Number.isSafeInteger(v) && v >= 0 && v <= maxSeed, seedRange);
   return {
     model: b.model,
     prompts: chat ? undefined : promptsOf(b),
