@@ -33,10 +33,10 @@ const intOption = (v: string) => {
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("expected a positive integer");
   return n;
 };
-/** A whole number ≥ 0 (seeds: 0 is a seed like any other). */
-const wholeOption = (v: string) => {
+/** A seed: a whole number from 0 (a seed like any other) to 2^53 − 1, the largest a JS number holds exactly. */
+const seedOption = (v: string) => {
   const n = decimalInteger(v);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("expected a whole number ≥ 0");
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a whole number ≥ 0, at most ${Number.MAX_SAFE_INTEGER} (2^53 − 1)`);
   return n;
 };
 /** Milliseconds: a decimal number ≥ 0 (fractions allowed), at most a minute. */
@@ -53,6 +53,11 @@ const portOption = (v: string) => {
 };
 /** A repeatable option's values, in order. */
 const collect = (v: string, previous: string[] = []) => [...previous, v];
+/** `--stop`: one string per use, repeatable; an empty one would stop before the first token (the server refuses it too). */
+const stopOption = (v: string, previous: string[] = []) => {
+  if (v === "") throw new InvalidArgumentError("a stop string cannot be empty");
+  return [...previous, v];
+};
 const sizeOption = (v: string) => {
   try {
     return parseBytes(v);
@@ -211,8 +216,8 @@ const withSampling = (cmd: Command) =>
     .option("--top-p <p>", "nucleus sampling threshold", numberOption("top-p", (v) => v > 0 && v <= 1, "0 < p ≤ 1"))
     .option("--min-p <p>", "drop tokens below p × the top probability", numberOption("min-p", (v) => v >= 0 && v < 1, "0 ≤ p < 1"))
     .option("--repetition-penalty <r>", "penalise tokens already in the context (> 1)", numberOption("repetition penalty", (v) => v > 0, "a number > 0"))
-    .option("--seed <n>", `RNG seed: same seed, same output (default ${DEFAULT_SEED})`, wholeOption)
-    .option("--stop <text...>", "stop when the text contains one of these strings")
+    .option("--seed <n>", `RNG seed, 0 to 2^53 − 1: same seed, same output (default ${DEFAULT_SEED})`, seedOption)
+    .option("--stop <text>", "stop when the text contains this string (repeat for several: --stop a --stop b)", stopOption)
     .option("--no-sampling-defaults", "ignore the sampling defaults in the model's generation_config.json (do_sample, temperature, top_k, top_p, min_p, repetition_penalty)")
     .option("--device <device>", "cuda (GPU), cpu, or auto: the GPU when one is present", deviceOption, "auto")
     .option("--max-context <n>", "GPU: positions the KV cache holds (default: min(model's maximum, 4096))", intOption)

@@ -131,11 +131,18 @@ export function interruptSignal(): { signal: AbortSignal; release: () => void } 
   return { signal: controller.signal, release: () => process.off("SIGINT", onSigint) };
 }
 
-/** Parse `--input-ids 1,2,3`. */
+/**
+ * Parse `--input-ids 1,2,3` (commas and/or spaces between ids). Every entry must be a token id in decimal
+ * digits: an empty one (`1,,2`, a trailing comma) or anything else (`x`, `1.5`, `0x10`, `1e3`) is a
+ * {@link CliError} naming it, rather than dropped or read as another id.
+ */
 export function parseIds(text: string): number[] {
-  const ids = text.split(/[\s,]+/).filter(Boolean).map(Number);
-  if (ids.length === 0 || ids.some((v) => !Number.isInteger(v) || v < 0)) throw new CliError(`--input-ids: expected comma-separated token ids, got "${text}"`);
-  return ids;
+  const entries = text.trim().split(/\s*,\s*|\s+/);
+  const expected = "--input-ids: expected comma-separated token ids, e.g. 1,17,42";
+  if (text.trim() === "") throw new CliError(`${expected}, got "${text}"`);
+  const bad = entries.findIndex((e) => !/^\d+$/.test(e) || !Number.isSafeInteger(Number(e)));
+  if (bad >= 0) throw new CliError(`${expected}: entry ${bad + 1} of "${text}" ${entries[bad] === "" ? "is empty" : `("${entries[bad]}") is not a token id`}`);
+  return entries.map(Number);
 }
 
 /**

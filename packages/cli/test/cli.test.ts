@@ -10,6 +10,7 @@ import { SafetensorsCollection, writeSafetensors } from "@df11/hub-loader";
 import { fixtureNames, fixturesRoot, fixturesSkipReason, repoRoot } from "../../../test-support/fixtures.js";
 import { compressModel, decompressModel, inspectModel, verifyModel, writeSyntheticModel, VerificationError, CodecPool } from "../src/index.js";
 import { syntheticWeights, encodeModule } from "@df11/codec";
+import { parseIds } from "../src/generate-command.js";
 
 const run = promisify(execFile);
 const bin = join(repoRoot, "packages", "cli", "dist", "bin.js");
@@ -251,6 +252,41 @@ describe("df11 generate", () => {
     expect(fallback.stderr).toMatch(/warning: --gpu-weights fused is ignored: no usable GPU, running on the CPU/);
     expect(JSON.parse(fallback.stdout).tokenIds).toEqual(auto.tokenIds);
     await expect(df11("serve", dir, "--device", "cuda", "--port", "0")).rejects.toMatchObject({ stderr: expect.stringMatching(/--device cuda: (no CUDA device|no @df11\/cuda-kernel binary)/) });
+  });
+
+  it("--seed, --stop and --input-ids take what they say: seeds past 2^32 sample apart, one --stop string per use (never empty), no empty or malformed token id", async () => {
+    const { writeSyntheticModel } = await import("@df11/models");
+    const dir = join(work, "gen-flags");
+    await writeSyntheticModel(dir, SMALL, { tokenizer: true, seed: 24 });
+    const runJson = async (...args: string[]) => JSON.parse((await df11("generate", ...args, "--json", "-n", "12", "--device", "cpu")).stdout);
+    // --seed: 2^32 sampled exactly as 0 (the seed was taken mod 2^32); up to 2^53 − 1 each seed is its own.
+    const sampled = ["--prompt", "the water is", "--temperature", "1.5"];
+    const zero = await runJson(dir, ...sampled, "--seed", "0");
+    const big = await runJson(dir, ...sampled, "--seed", String(2 ** 32));
+    expect(big.settings.sampling.seed).toBe(2 ** 32);
+    expect(big.tokenIds).not.toEqual(zero.tokenIds);
+    expect((await runJson(dir, ...sampled, "--seed", String(Number.MAX_SAFE_INTEGER))).settings.sampling.seed).toBe(Number.MAX_SAFE_INTEGER);
+    for (const seed of ["9007199254740992", "-1", "1.5"]) {
+      await expect(df11("generate", dir, ...sampled, "--seed", seed)).rejects.toMatchObject({ stderr: expect.stringMatching(/--seed.*expected a whole number ≥ 0, at most 9007199254740991 \(2\^53 − 1\)/) });
+    }
+    await expect(df11("generate", dir, ...sampled, "-b", "2", "--seed", String(Number.MAX_SAFE_INTEGER))).rejects.toMatchObject({
+      stderr: expect.stringMatching(/--seed 9007199254740991 with 2 sequences: sequence i samples with seed \+ i.*give --seed ≤ 9007199254740990/),
+    });
+    // --stop: one value per use (a variadic --stop swallowed the model argument after it), repeatable; "" is refused as the server refuses it.
+    expect((await runJson("--stop", "zzz", dir, "--prompt", "the water is")).settings.stopStrings).toEqual(["zzz"]);
+    expect((await runJson(dir, "--prompt", "the water is", "--stop", "a b", "--stop", "\n")).settings.stopStrings).toEqual(["a b", "\n"]);
+    await expect(df11("generate", dir, "--prompt", "x", "--stop", "")).rejects.toMatchObject({ stderr: expect.stringMatching(/--stop.*a stop string cannot be empty/) });
+    // --input-ids: every entry is a token id; "1,,2" read as [1, 2] before.
+    for (const [ids, why] of [
+      ["1,,2", /--input-ids: expected comma-separated token ids.*entry 2 of "1,,2" is empty/],
+      ["1,2,", /entry 3 of "1,2," is empty/],
+      ["1,0x10", /entry 2 of "1,0x10" \("0x10"\) is not a token id/],
+    ] as const) {
+      await expect(df11("generate", dir, "--device", "cpu", "--input-ids", ids)).rejects.toMatchObject({ stderr: expect.stringMatching(why) });
+    }
+    expect(parseIds(" 1, 17 ,42 ")).toEqual([1, 17, 42]);
+    expect(parseIds("1 17 42")).toEqual([1, 17, 42]);
+    for (const bad of ["", ",", "1,,2", ",1", "1.5", "1e3", "-1", "9007199254740993"]) expect(() => parseIds(bad), bad).toThrow(/--input-ids: expected/);
   });
 });
 
