@@ -159,6 +159,38 @@ describe("df11 serve (OpenAI API, CPU, tiny model)", () => {
     expect(after.choices[0].message.content).toBeTypeOf("string");
   });
 
+  it("n = 16 choices: no MaxListenersExceededWarning (one abort listener per request, not per choice), and a disconnect still ends every choice", async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on("warning", onWarning);
+    try {
+      const body = { model: "tiny", messages: user("go on"), n: 16, max_tokens: 240, temperature: 1, seed: 3, ...extra({ ignore_eos: true }) };
+      const whole = await client.chat.completions.create({ ...body, max_tokens: 4 });
+      expect(whole.choices).toHaveLength(16);
+      const before = model.scheduler.stats.tokens;
+      const controller = new AbortController();
+      const stream = await client.chat.completions.create({ ...body, stream: true }, { signal: controller.signal });
+      let chunks = 0;
+      try {
+        for await (const _ of stream) if (++chunks === 40) controller.abort();
+      } catch {
+        // the aborted read may throw or just end
+      }
+      let health = { active: -1, queued: -1 };
+      for (let i = 0; i < 50 && (health.active !== 0 || health.queued !== 0); i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        health = await (await fetch(`${server.url}/health`)).json();
+      }
+      expect(health).toMatchObject({ active: 0, queued: 0 });
+      // Every choice stopped early: far fewer than the 16 × 240 tokens asked for.
+      expect(model.scheduler.stats.tokens - before).toBeLessThan((16 * 240) / 2);
+      await new Promise((r) => setTimeout(r, 50)); // warnings are emitted on a later tick
+      expect(warnings.map((w) => `${w.name}: ${w.message}`).filter((w) => /MaxListeners|memory leak/.test(w))).toEqual([]);
+    } finally {
+      process.off("warning", onWarning);
+    }
+  });
+
   it("16 concurrent clients each get exactly what they get alone (greedy), and the server is healthy after", async () => {
     const prompts = Array.from({ length: 16 }, (_, i) => `the ${["water", "word", "sound", "time"][i % 4]} of ${i} is`);
     const ask = (p: string, n: number) => client.chat.completions.create({ model: "tiny", messages: user(p), max_tokens: n, temperature: 0, ...extra({ ignore_eos: true }) });
@@ -303,6 +335,14 @@ describe("df11 serve (OpenAI API, CPU, tiny model)", () => {
       for await (const chunk of await c.completions.create({ ...body, stream: true })) chunks.push(...(chunk.choices as WithIds[]));
       expect(chunks[0].prompt_token_ids).toEqual(prompt);
       expect(chunks.flatMap((x) => x.token_ids ?? [])).toEqual(expected);
+      // Log-probabilities name tokens by id; the text they index is "", so every text_offset is 0 (not the names' lengths).
+      const names = [...prompt, ...expected].map((id) => `token_id:${id}`);
+      const scored = (await c.completions.create({ ...body, echo: true, logprobs: 1 })).choices[0];
+      expect(scored.text).toBe("");
+      expect(scored.logprobs).toMatchObject({ tokens: names, text_offset: names.map(() => 0) });
+      const offsets: number[] = [];
+      for await (const chunk of await c.completions.create({ ...body, echo: true, logprobs: 1, stream: true })) offsets.push(...(chunk.choices[0]?.logprobs?.text_offset ?? []));
+      expect(offsets).toEqual(names.map(() => 0));
       // What needs a tokenizer is refused, naming it.
       const refusals: Array<[() => Promise<unknown>, string]> = [
         [() => c.completions.create({ model: "bare", prompt: "hello", max_tokens: 4 }), "prompt"],
@@ -313,7 +353,7 @@ describe("df11 serve (OpenAI API, CPU, tiny model)", () => {
       for (const [call, param] of refusals) {
         await expect(call()).rejects.toMatchObject({ status: 400, code: "no_tokenizer", param, message: expect.stringMatching(/the model `bare` has no tokenizer \(no tokenizer\.json\)/) });
       }
-      expect(bare.scheduler.stats.requests).toBe(3); // the refused requests started nothing
+      expect(bare.scheduler.stats.requests).toBe(5); // the refused requests started nothing
     } finally {
       await served.close();
       bare.dispose();

@@ -55,21 +55,32 @@ function apiErrorOf(e: unknown, chat: boolean): unknown {
  * `bestOf` times, choice j seeded with seed + j (a random seed each without one, as OpenAI's API).
  * Sampling the request leaves unset comes from the model's generation_config.json, else OpenAI's
  * defaults (temperature 1). Aborting `abort` ends them all.
+ *
+ * Each candidate gets a signal of its own, aborted by one listener on `abort`'s: the scheduler adds a
+ * listener to the signal of every generation it runs, and n ≥ 11 of them on the request's one signal
+ * would print Node's MaxListenersExceededWarning ("possible EventTarget memory leak").
  */
 export function startCandidates(model: Model, request: CompletionRequest, abort: AbortController): Candidate[] {
   const chat = request.messages !== undefined;
   const inputs = chat ? [request.messages!] : request.prompts!;
   const out: Candidate[] = [];
+  const signals: AbortController[] = [];
+  const abortAll = () => {
+    for (const s of signals) s.abort();
+  };
+  abort.signal.addEventListener("abort", abortAll, { once: true });
   try {
     const sampling = model.samplingFor(request.options, { temperature: 1 }).options;
     inputs.forEach((input, p) => {
       const ids = chat ? undefined : model.promptIds(input as string | readonly number[]);
       for (let j = 0; j < request.bestOf; j++) {
+        const signal = new AbortController();
+        signals.push(signal);
         const options: ModelChatOptions = {
           ...request.options,
           ...sampling,
           seed: request.seed !== undefined ? request.seed + j : randomInt(2 ** 31),
-          signal: abort.signal,
+          signal: signal.signal,
           // best_of ranks candidates by their log-probability, so it needs them even when the reply does not.
           logprobs: request.logprobs ?? (request.bestOf > request.n ? 0 : undefined),
           promptLogprobs: request.echo && request.logprobs !== undefined ? request.logprobs : undefined,
@@ -81,8 +92,10 @@ export function startCandidates(model: Model, request: CompletionRequest, abort:
     });
   } catch (e) {
     abort.abort(); // candidates already queued end
+    abortAll(); // (also when `abort` was aborted before: its listener has fired already)
     throw apiErrorOf(e, chat);
   }
+  if (abort.signal.aborted) abortAll(); // the client left while the candidates were being started
   return out;
 }
 
@@ -150,7 +163,11 @@ export class ResponseFormat {
       const { token } = this.token(id);
       tokens.push(token);
       offsets.push(offset);
-      offset += token.length;
+      // text_offset is where the token's text starts in the choice's text. Without a tokenizer that text is
+      // "" and a token's name (`token_id:N`) is not part of it: every offset is 0, the length of the text so
+      // far. (vLLM advances by each returned token string's length, `token_id:N` names included, which
+      // points past the end of an empty text.)
+      offset += this.model.tokenizer ? token.length : 0;
     }
     this.offsets.set(index, offset);
     return {
