@@ -127,3 +127,22 @@ describe("BatchScheduler, pipelined greedy decoding", () => {
     expect(on.stats.tokens).toBeGreaterThan(0);
   });
 });
+
+describe("BatchScheduler, aborted requests", () => {
+  it("ends a request whose signal was aborted before it was submitted, without running it", async () => {
+    const lm = await loadCausalLM(dir);
+    const model = new Model("synthetic", dir, lm, undefined, { maxBatch: 2 });
+    try {
+      const before = { ...model.scheduler.stats };
+      const result = await model.generate(prompts[0], { maxTokens: 8, temperature: 0, ignoreEos: true, signal: AbortSignal.abort() }).result();
+      expect(result.finishReason).toBe("aborted");
+      expect(result.tokenIds).toEqual([]);
+      expect(model.scheduler.stats.prefillSteps).toBe(before.prefillSteps);
+      expect(model.scheduler.active + model.scheduler.queued).toBe(0);
+      // The scheduler still serves.
+      expect((await model.generate(prompts[1], { maxTokens: 3, temperature: 0, ignoreEos: true }).result()).tokenIds).toHaveLength(3);
+    } finally {
+      model.dispose();
+    }
+  });
+});

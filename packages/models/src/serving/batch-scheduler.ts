@@ -177,7 +177,9 @@ export class BatchScheduler implements Disposable {
     request.signal?.addEventListener("abort", () => this.finish(seq, "aborted"), { once: true });
     this.queue.push(seq);
     this.stats.requests++;
-    this.kick();
+    // A signal aborted before the request came sends no abort event: end it now (nothing was started).
+    if (request.signal?.aborted) this.finish(seq, "aborted");
+    else this.kick();
     return stream;
   }
 
