@@ -2,7 +2,7 @@ import { bf16ToFloat32 } from "@df11/codec";
 import type { Backend, BackendMemory, BackendTensor, LinearWeight, PendingArgmax, StepPlan, StepRows, WeightsInfo } from "./backend.js";
 import type { TextModelConfig } from "./config.js";
 import { addInPlace, gatedActivation, geluTanh, linear, rmsNorm, silu } from "./cpu-ops.js";
-import { WeightLayoutError } from "./errors.js";
+import { ModelsError, WeightLayoutError } from "./errors.js";
 import { KvCache } from "./kv-cache.js";
 import { peakRssBytes } from "./memory.js";
 import { applyRope, ropeTable, type RopeTable } from "./rope.js";
@@ -30,6 +30,7 @@ export class CpuBackend implements Backend<CpuTensor> {
   private step: StepRows | undefined;
   /** The latest argmaxAsync result, while no other argmax followed it (setStepFromArgmax takes only that one). */
   private latestArgmax: PendingArgmax | undefined;
+  private disposed = false;
 
   constructor(
     readonly config: TextModelConfig,
@@ -52,6 +53,7 @@ export class CpuBackend implements Backend<CpuTensor> {
   }
 
   setStep(step: StepRows): void {
+    if (this.disposed) throw new ModelsError("the model was disposed (its KV caches and activations are freed)");
     this.step = step;
   }
 
@@ -222,6 +224,7 @@ export class CpuBackend implements Backend<CpuTensor> {
   }
 
   dispose(): void {
+    this.disposed = true;
     this.caches.clear();
     this.storage.clear();
   }

@@ -175,6 +175,14 @@ describe("CausalLM.truncate", () => {
     expect(() => model.truncate(1, 1)).toThrowError(/holds 0/);
   });
 
+  it("refuses to run after dispose() (a CPU model's caches are freed then)", async () => {
+    const model = await loadCausalLM(dir);
+    model.forward([3, 14, 15]);
+    model.dispose();
+    expect(() => model.forward([9])).toThrowError(/the model was disposed/);
+    expect(() => model.step([{ slot: 0, tokens: [9] }])).toThrowError(/the model was disposed/);
+  });
+
   it("refuses slots that are not KV-cache slots (2^32 and 0.5 would land in slot 0's cache) and a slot twice in one step", async () => {
     using model = await loadCausalLM(dir);
     const prompt = [3, 14, 15, 9, 26];
