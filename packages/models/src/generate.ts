@@ -1,4 +1,4 @@
-import type { CausalLM } from "./causal-lm.js";
+import type { CausalLM, PendingGreedy } from "./causal-lm.js";
 import { tokenLogprob, type TokenLogprob } from "./logprobs.js";
 import { SequenceState, type GeneratedToken, type SequenceOptions } from "./sequence.js";
 import { endOfSequenceIds } from "./tokenizer.js";
@@ -70,16 +70,34 @@ export async function* generate(
   let choice = seq.maxTokens > 0 ? next(prompt) : undefined;
   const prefillSeconds = (performance.now() - t0) / 1000;
   t0 = performance.now();
+  // Greedy (the backend picks each token): pipelined — the step that feeds token N is queued before N is
+  // read back, accepted and handed out, its input taken on the device from the step before, so the host's
+  // work per token (and the consumer's) overlaps the GPU's next step. `restore`: the sequence's length
+  // before that step, while N has been fed ahead of the consumer asking for more; were the generation to
+  // end there, the step is dropped (truncate) and the KV cache holds what it would have without it.
+  let pending: PendingGreedy | undefined; // token N, still on the device
+  let restore: number | undefined;
   try {
     while (choice) {
       await new Promise<void>((resolve) => setImmediate(resolve)); // let consumers and signals (Ctrl-C) run between tokens
       if (options.signal?.aborted) return;
-      const token = seq.accept(choice, model.length() >= model.maxContext);
+      const length = model.length();
+      let queued: PendingGreedy | undefined;
+      if (!seq.needsLogits && seq.generated.length + 1 < seq.maxTokens && length < model.maxContext) {
+        restore = length;
+        queued = model.greedyAsync(pending ? model.stepGreedy(pending) : model.step([{ slot: 0, tokens: [choice.id] }]));
+      }
+      if (pending) choice = { id: pending.read()[0] };
+      const token = seq.accept(choice, length >= model.maxContext);
       yield token;
       if (token.stop) return;
-      choice = next([token.id]);
+      restore = undefined;
+      pending = queued;
+      // Not queued (sampling, logprobs, constraints): the token is fed now; queued ones were fed above.
+      choice = queued ? choice : next([token.id]);
     }
   } finally {
+    if (restore !== undefined) model.truncate(0, restore);
     if (stats) {
       stats.value = { promptTokens: prompt.length, generatedTokens: seq.generated.length, prefillSeconds, decodeSeconds: (performance.now() - t0) / 1000 };
     }

@@ -5,7 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { CausalLM, CpuBackend, Model, loadCausalLM, writeSyntheticModel } from "../src/index.js";
+import { CausalLM, CpuBackend, Model, generate, loadCausalLM, writeSyntheticModel, type GeneratedToken } from "../src/index.js";
 
 const bitsEqual = (a: Float32Array, b: Float32Array) => a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
@@ -144,5 +144,56 @@ describe("BatchScheduler, aborted requests", () => {
     } finally {
       model.dispose();
     }
+  });
+});
+
+describe("generate(), pipelined when greedy", () => {
+  /** Greedy tokens one step at a time, as generate() made them before it was pipelined. */
+  function stepwise(model: CausalLM, prompt: number[], n: number): number[] {
+    const out = [model.forwardGreedy(prompt)];
+    while (out.length < n) out.push(model.forwardGreedy([out[out.length - 1]]));
+    return out;
+  }
+
+  it("yields the step-by-step tokens and leaves the KV cache as it did (the last token not fed), however it ends", async () => {
+    using reference = await loadCausalLM(dir);
+    const expected = stepwise(reference, prompts[2], 12);
+    using model = await loadCausalLM(dir);
+    const all: number[] = [];
+    for await (const t of generate(model, prompts[2], { maxTokens: 12, stopTokenIds: [] })) all.push(t.id);
+    expect(all).toEqual(expected);
+    expect(model.length()).toBe(prompts[2].length + 11);
+    // Stopped by an end-of-sequence id (not known before it comes): the step queued behind it is dropped.
+    const eos = expected[4];
+    const first = expected.indexOf(eos);
+    const stopped: number[] = [];
+    for await (const t of generate(model, prompts[2], { maxTokens: 12, stopTokenIds: [eos] })) stopped.push(t.id);
+    expect(stopped).toEqual(expected.slice(0, first + 1));
+    expect(model.length()).toBe(prompts[2].length + first);
+    // The consumer stops asking: as if the next token had never been fed.
+    const some: number[] = [];
+    for await (const t of generate(model, prompts[2], { maxTokens: 12, stopTokenIds: [] })) {
+      some.push(t.id);
+      if (some.length === 3) break;
+    }
+    expect(some).toEqual(expected.slice(0, 3));
+    expect(model.length()).toBe(prompts[2].length + 2);
+    // …so a continued sequence gets the logits of one fed by hand.
+    const more: number[] = [];
+    for await (const t of generate(model, [some[2], 7, 8], { maxTokens: 4, stopTokenIds: [], continueSequence: true })) more.push(t.id);
+    reference.reset();
+    reference.forward(prompts[2]);
+    reference.forward(some.slice(0, 2));
+    expect(more).toEqual(stepwise(reference, [some[2], 7, 8], 4));
+  });
+
+  it("ends at the context's end as before", async () => {
+    using model = await loadCausalLM(dir, { maxContext: 12 });
+    const tokens: GeneratedToken[] = [];
+    for await (const t of generate(model, prompts[0], { maxTokens: 40, stopTokenIds: [] })) tokens.push(t);
+    using reference = await loadCausalLM(dir, { maxContext: 12 });
+    expect(tokens.map((t) => t.id)).toEqual(stepwise(reference, prompts[0], 12 - prompts[0].length + 1));
+    expect(tokens[tokens.length - 1].stop).toBe("max-context");
+    expect(model.length()).toBe(12);
   });
 });
