@@ -27,6 +27,14 @@ export interface GenerationRun {
   readonly firstTokenSeconds: number;
   readonly prefillTokensPerSecond: number;
   readonly decodeTokensPerSecond: number;
+  /**
+   * Decode tokens/s pipelined, as `generate()` (df11 generate) and `df11 serve` run greedy decoding: each
+   * step queued before the previous step's token is read back, its input taken on the device
+   * (CausalLM.greedyAsync / stepGreedy). `decodeTokensPerSecond` is one step at a time (forwardGreedy).
+   */
+  readonly pipelinedDecodeTokensPerSecond: number;
+  /** Whether the pipelined run's tokens equal the step-at-a-time run's. */
+  readonly pipelinedTokensEqual: boolean;
   readonly decodeMsPerToken: number;
   readonly gpuMsPerToken: number;
   readonly hostOverheadMsPerToken: number;
@@ -91,6 +99,18 @@ export async function measureGeneration(dir: string, label: string, promptTokens
   gpuMs.sort((a, b) => a - b);
   const decodeMsPerToken = (decodeSeconds * 1000) / (newTokens - 1);
   const gpuMsPerToken = gpuMs[gpuMs.length >> 1];
+  // The same decode pipelined (as generate() and df11 serve run it).
+  model.reset();
+  const piped = [model.forwardGreedy(prompt)];
+  t = performance.now();
+  let pending = model.greedyAsync(model.step([{ slot: 0, tokens: [piped[0]] }]));
+  for (let i = 2; i < newTokens; i++) {
+    const next = model.greedyAsync(model.stepGreedy(pending));
+    piped.push(pending.read()[0]);
+    pending = next;
+  }
+  piped.push(pending.read()[0]);
+  const pipelinedSeconds = (performance.now() - t) / 1000;
   const c = backend.config;
   return {
     label,
@@ -101,6 +121,8 @@ export async function measureGeneration(dir: string, label: string, promptTokens
     firstTokenSeconds,
     prefillTokensPerSecond: promptTokens / prefillSeconds,
     decodeTokensPerSecond: (newTokens - 1) / decodeSeconds,
+    pipelinedDecodeTokensPerSecond: (newTokens - 1) / pipelinedSeconds,
+    pipelinedTokensEqual: piped.length === tokenIds.length && piped.every((id, i) => id === tokenIds[i]),
     decodeMsPerToken,
     gpuMsPerToken,
     hostOverheadMsPerToken: decodeMsPerToken - gpuMsPerToken,
