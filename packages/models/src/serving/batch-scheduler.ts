@@ -113,10 +113,14 @@ export class BatchScheduler implements Disposable {
   private looping = false;
   private closed = false;
   /**
-   * Since creation: tokens generated, decode steps run, prefills run (`prefillSteps`: a prompt alone —
-   * however many steps its length takes — or the prompts sharing one step), requests taken, and the
-   * seconds spent admitting requests (their prefills) and in decode steps (each ends with its tokens on
-   * the host, so device work is included).
+   * Since creation: tokens generated, decode steps run (`pipelinedSteps` of them taking the previous
+   * step's tokens as pipelineGreedy says — queued before those are read, except on a backend without
+   * argmaxAsync (tensor parallel), which reads them at once; one queued behind tokens that turn out to
+   * end every sequence in it counts too), prefills run (`prefillSteps`: a prompt alone — however many steps
+   * its length takes — or the prompts sharing one step), requests taken, and the seconds spent admitting
+   * requests (their prefills) and in decode steps. An unpipelined decode step ends with its tokens on the
+   * host, so its device work is included; a pipelined one runs on while the event loop turns between
+   * steps, which neither counts, and a prefill admitted while it runs waits for it in `prefillSeconds`.
    */
   readonly stats = {
     steps: 0,
