@@ -108,6 +108,7 @@ async function main() {
     log(`| ${r.label} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} (${r.gpuMsPerToken.toFixed(2)} + ${r.hostOverheadMsPerToken.toFixed(3)}) | ${gb(r.weightsBytes)} | ${gb(r.peakGpuBytes)} |`);
   }
   for (const r of runs) log(`${r.label}: load ${r.loadSeconds.toFixed(2)} s, first token ${r.firstTokenSeconds.toFixed(2)} s; host ms/token: inputs ${r.hostMsPerToken.setStep.toFixed(3)}, graph launch ${r.hostMsPerToken.launch.toFixed(3)}, wait + read back ${r.hostMsPerToken.readBack.toFixed(3)}`);
+  for (const r of runs) log(`${r.label}: load phases (host ms) ${Object.entries(r.loadPhases).map(([k, v]) => `${k.replace(/Ms$/, "")} ${v.toFixed(0)}`).join(", ")}`);
   for (const r of runs) log(`${r.label}: decode pipelined (as generate() and df11 serve run greedy decoding) ${r.pipelinedDecodeTokensPerSecond.toFixed(1)} tok/s vs ${r.decodeTokensPerSecond.toFixed(1)} one step at a time; tokens ${r.pipelinedTokensEqual ? "identical" : "DIFFER"}`);
   if (profiles) {
     for (const [name, p] of Object.entries(profiles)) {

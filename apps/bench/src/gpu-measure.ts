@@ -35,6 +35,8 @@ export interface GenerationRun {
   readonly pipelinedDecodeTokensPerSecond: number;
   /** Whether the pipelined run's tokens equal the step-at-a-time run's. */
   readonly pipelinedTokensEqual: boolean;
+  /** Where the load's host time went, ms per phase (CudaBackend.loadTimes). */
+  readonly loadPhases: Record<string, number>;
   readonly decodeMsPerToken: number;
   readonly gpuMsPerToken: number;
   readonly hostOverheadMsPerToken: number;
@@ -118,6 +120,7 @@ export async function measureGeneration(dir: string, label: string, promptTokens
     engine: backend.engineConfig,
     fused: backend.weights.fused ? { ...backend.weights.fused, ...fusedMatricesReport(backend.fusedMatrices()) } : undefined,
     loadSeconds,
+    loadPhases: { ...backend.loadTimes },
     firstTokenSeconds,
     prefillTokensPerSecond: promptTokens / prefillSeconds,
     decodeTokensPerSecond: (newTokens - 1) / decodeSeconds,

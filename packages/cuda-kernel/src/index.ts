@@ -50,7 +50,7 @@ export {
 export { TensorParallelBackend, type TensorParallelBackendOptions, type TensorParallelEngineConfig, type TensorParallelTensor } from "./backend/tensor-parallel-backend.js";
 export { planOffload, offloadLast, type OffloadPlan, type OffloadPlanInput } from "./backend/offload-plan.js";
 export { LayerOffload } from "./backend/offload.js";
-export { DeviceWeights, type LoadProgress, type LoadChecks, type LoadCheckReport } from "./backend/device-weights.js";
+export { DeviceWeights, type LoadProgress, type LoadChecks, type LoadCheckReport, type LoadPhaseTimes } from "./backend/device-weights.js";
 export { FusedDeviceMatrix, fusedLayoutReport, type FusedLayoutReport } from "./backend/formats/fused.js";
 export { fusedMatrixStats, type FusedMatrixCost, type FusedMatrixStats } from "./backend/formats/fused-stats.js";
 export type { DeviceMatrix, WeightFormat } from "./backend/formats/matrix.js";

@@ -27,7 +27,7 @@ import { call, native, type Address, type NativeAttention } from "../native.js";
 import { DeviceBuffer } from "../runtime/device-buffer.js";
 import { allocationStats, cudaRuntimeVersion, currentDevice, deviceCount, devices, memoryInfo, programmaticLaunch, setDevice } from "../runtime/device.js";
 import { CudaEvent, CudaGraph, CudaStream } from "../runtime/stream.js";
-import { DeviceWeights, type LoadCheckReport, type LoadProgress, type MatrixSlice } from "./device-weights.js";
+import { DeviceWeights, type LoadCheckReport, type LoadPhaseTimes, type LoadProgress, type MatrixSlice } from "./device-weights.js";
 import { choosePlacement, PlacementShortfall, type LayoutNeeds, type OffloadPlan, type Placement } from "./offload-plan.js";
 import type { WeightFormat } from "./formats/matrix.js";
 import { OpProfile } from "./op-profile.js";
@@ -441,6 +441,11 @@ export class CudaBackend implements Backend<CudaTensor> {
   /** What the checksum checks at load covered and cost. */
   get loadChecks(): LoadCheckReport {
     return this.deviceWeights.checks;
+  }
+
+  /** Where the load's host time went, per phase (see LoadPhaseTimes). */
+  get loadTimes(): LoadPhaseTimes {
+    return this.deviceWeights.loadTimes;
   }
 
   /** Per fused matrix: shape, bits per weight, escape rate (empty unless the layout is fused). */

@@ -57,6 +57,22 @@ export interface LoadCheckReport {
   weightsMsPerModule: number[];
 }
 
+/**
+ * Where a load's host time went, in ms (performance.now() around each phase; GPU work shows where the host
+ * waits for it): waiting for the next file unit to be in pinned memory, parsing DF11 modules, uploading
+ * them (cudaMalloc + copies), placing matrices in the layout (decoding windows, transcoding to the fused
+ * layout: its escape count's round trip and frees wait for the GPU), the module's final synchronisation
+ * and release, and the plain (non-DF11) tensors.
+ */
+export interface LoadPhaseTimes {
+  readWaitMs: number;
+  parseMs: number;
+  uploadMs: number;
+  placeMs: number;
+  releaseMs: number;
+  plainMs: number;
+}
+
 export interface DeviceWeightsOptions {
   /** How matrices are held on the GPU (see {@link WeightFormat}); `huffman` needs a DF11 checkpoint. */
   readonly layout: WeightFormat;
@@ -181,6 +197,7 @@ export class DeviceWeights implements Disposable {
   offload: LayerOffload | undefined;
   residentBytes = 0;
   readonly checks: LoadCheckReport = { storedTensors: 0, storedMs: 0, decodedModules: 0, weightsMsPerModule: [] };
+  readonly loadTimes: LoadPhaseTimes = { readWaitMs: 0, parseMs: 0, uploadMs: 0, placeMs: 0, releaseMs: 0, plainMs: 0 };
 
   private constructor(
     readonly kind: "bf16" | "df11",
@@ -327,31 +344,41 @@ export class DeviceWeights implements Disposable {
         const paths = compressedModulesOf(weights.names());
         const tensorsOf = (path: string) => MODULE_TENSOR_SUFFIXES.map((suffix) => `${path}.${suffix}`);
         let next = paths.length > 0 ? staging.read(tensorsOf(paths[0])) : undefined;
+        const times = this.loadTimes;
+        let t = performance.now();
+        const lap = (phase: keyof LoadPhaseTimes) => {
+          const now = performance.now();
+          times[phase] += now - t;
+          t = now;
+        };
         for (const [index, path] of paths.entries()) {
+          t = performance.now();
           const unit = await next!;
+          lap("readWaitMs");
           next = index + 1 < paths.length ? staging.read(tensorsOf(paths[index + 1])) : undefined;
           const module = await readDF11Module(weights, path, async (n) => unit.bytes.get(n)!);
+          lap("parseMs");
           const names = weightNamesOf(patternDict, path);
           if (module.splitPositions.length !== names.length - 1) {
             unit.release();
             throw new WeightLayoutError(`${path}.split_positions`, `${module.splitPositions.length + 1} parts, the pattern_dict lists ${names.length}`);
           }
           let gpu: DeviceModule;
+          // output_positions and split_positions are not kept as stored on the device: small, summed here
+          // from the bytes already read (not read from the file again).
+          const hostSums = checks?.stored && checks.recorded.modules.has(path) ? (["output_positions", "split_positions"] as const).map((suffix) => [suffix, checksumHex(unit.bytes.get(`${path}.${suffix}`)!)] as const) : [];
           try {
             gpu = DeviceModule.upload(module); // copies (from pinned memory) before it returns
           } finally {
             unit.release();
           }
+          lap("uploadMs");
           let keep = false;
           try {
             if (checks?.stored && checks.recorded.modules.has(path)) {
               const onGpu = gpu.storedChecksums(sum);
               for (const [suffix, hex] of Object.entries(onGpu)) expectStored(`${path}.${suffix}`, () => hex);
-              // output_positions and split_positions are not kept as stored on the device: small, summed here.
-              for (const suffix of ["output_positions", "split_positions"]) {
-                const raw = await weights.read(`${path}.${suffix}`);
-                expectStored(`${path}.${suffix}`, () => checksumHex(raw));
-              }
+              for (const [suffix, hex] of hostSums) expectStored(`${path}.${suffix}`, () => hex);
             }
             const bounds = [0, ...module.splitPositions, module.signMantissa.length];
             const startOf = new Map(names.map((n, i) => [n, bounds[i]]));
@@ -407,6 +434,7 @@ export class DeviceWeights implements Disposable {
               pieces.push({ matrix: m, start });
             }
             stream.synchronize();
+            lap("placeMs");
             // Sliced matrices are checked from the module's own stream (pieces are the whole stored matrices).
             if (checks?.weights && checks.recorded.modules.has(path)) this.checkModuleWeights(path, pieces, checks.recorded, sum!, window, windowElements, stream);
             progress(module.luts.length + module.encodedExponent.length + module.signMantissa.length + module.gaps.length + module.outputPositions.byteLength);
@@ -420,8 +448,10 @@ export class DeviceWeights implements Disposable {
             }
           }
           this.packCompleteLayers(stream);
+          lap("releaseMs");
         }
       }
+      const plainStarted = performance.now();
 
       const plain = weights.names().filter((n) => !isModuleTensor(n));
       const isVector = (n: string) => weights.info(n).shape.length === 1;
@@ -534,6 +564,7 @@ export class DeviceWeights implements Disposable {
         const [v0, v1] = shard.vocab;
         this.matrices.set("lm_head.weight", { matrix: e.matrix, firstRow: e.firstRow + v0, rows: v1 - v0 });
       }
+      this.loadTimes.plainMs += performance.now() - plainStarted;
       if (this.offloadPending.size > 0) throw new WeightLayoutError(`model.layers.${[...this.offloadPending.keys()][0]}`, "an offloaded layer's matrices were not all placed");
     } finally {
       stream.synchronize();
