@@ -243,7 +243,13 @@ export async function runChat(modelDir: string, flags: GenerationFlags, system?:
         process.stdout.write(formatError(e.message));
         continue;
       }
+      if (prompt.length > model.maxContext) {
+        messages.pop(); // the conversation has outgrown the KV cache: say so and keep it as it was, rather than end the chat
+        process.stdout.write(formatError(`the conversation with this turn is ${prompt.length} tokens; the model holds at most ${model.maxContext} (--max-context): /reset starts over`));
+        continue;
+      }
       let reply = "";
+      let full = false;
       // Ctrl-C while a reply streams stops that reply; at the prompt it ends the chat.
       const interrupt = new AbortController();
       const onSigint = () => interrupt.abort();
@@ -252,11 +258,12 @@ export async function runChat(modelDir: string, flags: GenerationFlags, system?:
         for await (const t of generate(model, prompt, { ...options, signal: interrupt.signal })) {
           reply += t.text;
           process.stdout.write(t.text);
+          if (t.stop === "max-context") full = true;
         }
       } finally {
         rl.off("SIGINT", onSigint);
       }
-      process.stdout.write(interrupt.signal.aborted ? " [stopped]\n" : "\n");
+      process.stdout.write(interrupt.signal.aborted ? " [stopped]\n" : full ? " [the context is full: /reset starts over]\n" : "\n");
       messages.push({ role: "assistant", content: reply.trim() });
     }
   } finally {

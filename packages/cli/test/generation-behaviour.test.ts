@@ -127,6 +127,18 @@ describe("stopping rules: every end-of-sequence id stops generation", () => {
     expect(plain.stdout).toBe("[1/2] afé 😀\n[2/2] afé 😀\n");
   });
 
+  it("df11 chat: a conversation that outgrows --max-context is refused turn by turn (the chat goes on, /reset starts over); a reply cut by it says so", async () => {
+    const tokenizer = (await TextTokenizer.load(bf16))!;
+    const hi = tokenizer.encode(tokenizer.applyChatTemplate([{ role: "user", content: "hi" }]), false).length;
+    // Room for "hi" and its whole reply (its end token needs no position), not for a second turn: the chat ended with a RangeError.
+    const talk = await chat(bf16, ["hi", "hi again", "/reset", "hi"], "--max-context", String(hi + AFE.length));
+    expect(talk.code, talk.stderr).toBe(0);
+    expect(talk.stdout.match(/> afé 😀\n/g)?.length, talk.stdout).toBe(2);
+    expect(talk.stdout).toMatch(new RegExp(`df11: error: the conversation with this turn is \\d+ tokens; the model holds at most ${hi + AFE.length} \\(--max-context\\): /reset starts over`));
+    const cut = await chat(bf16, ["hi"], "--max-context", String(hi + 1));
+    expect(cut.stdout).toContain("> af [the context is full: /reset starts over]\n");
+  });
+
   it("the tokenizer's EOS alone stops it too (config.json names none — LlamaConfig's default 2 counts, as in transformers — no generation_config.json); ignore_eos runs on", async () => {
     const dir = join(work, "eos-tokenizer");
     await writeScriptedModel(dir, { script: [...AFE, "<|eot|>", "Z"], special: TEMPLATE_SPECIALS, tokenizerConfig: { eos_token: "<|eot|>" } });
