@@ -174,13 +174,15 @@ export async function runGenerate(
   const stats: { value?: GenerationStats } = {};
   const ids: number[] = [];
   let text = "";
-  let stopReason = "max-tokens";
+  let stopReason: string | undefined;
   for await (const t of generate(model, prompt, { ...options, signal }, stats)) {
     ids.push(t.id);
     text += t.text;
     write(tokenizer ? t.text : `${ids.length > 1 ? "," : ""}${t.id}`);
     if (t.stop) stopReason = t.stop;
   }
+  // The last token names why generation ended; without one it was interrupted (Ctrl-C), as generate --batch-size says it.
+  stopReason ??= signal?.aborted ? "aborted" : "max-tokens";
   const s = stats.value!;
   return {
     model: modelDir,

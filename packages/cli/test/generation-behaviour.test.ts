@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChatTemplateError, generate, loadCausalLM, loadModel, TextTokenizer, type Model } from "@df11/models";
 import { AFE, CHATML_TOOLS_TEMPLATE, STRICT_TEMPLATE, TEMPLATE_SPECIALS, uniqueTokens, wholeCharacters, writeScriptedModel, type Tok } from "../../../test-support/scripted-model.js";
 import { compressModel, serveModel } from "../src/index.js";
+import { runGenerate } from "../src/generate-command.js";
 import { bin, df11 } from "./helpers.js";
 
 let work: string;
@@ -125,6 +126,14 @@ describe("stopping rules: every end-of-sequence id stops generation", () => {
     expect(r.settings.stopTokenIds.sort((x: number, y: number) => x - y)).toEqual([0, 256, 260]);
     const plain = await df11("generate", bf16, "-p", "hi", "-p", "hi", "-n", "20", "--device", "cpu");
     expect(plain.stdout).toBe("[1/2] afé 😀\n[2/2] afé 😀\n");
+  });
+
+  it("df11 generate interrupted (its signal aborted after 3 tokens): --json's stopReason is \"aborted\", as generate --batch-size says it, not max-tokens", async () => {
+    const interrupt = new AbortController();
+    let pieces = 0;
+    const r = await runGenerate(bf16, { prompt: "hi" }, { maxTokens: 20, device: "cpu" }, () => ++pieces === 3 && interrupt.abort(), interrupt.signal);
+    expect({ stop: r.stopReason, interrupted: r.interrupted, tokens: r.tokenIds.length }).toEqual({ stop: "aborted", interrupted: true, tokens: 3 });
+    expect((await runGenerate(bf16, { prompt: "hi" }, { maxTokens: 3, device: "cpu" })).stopReason).toBe("max-tokens");
   });
 
   it("df11 chat: a conversation that outgrows --max-context is refused turn by turn (the chat goes on, /reset starts over); a reply cut by it says so", async () => {
