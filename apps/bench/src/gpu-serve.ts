@@ -13,7 +13,7 @@
  * records how many prefill and decode steps it took. Each level runs --repeat waves (default 3) and reports
  * the median one.
  *
- *   node apps/bench/dist/gpu-serve.js --bf16 DIR --df11 DIR [--out FILE] [--solo-prefill] [--prefill-gather-ms MS] [--max-batch-tokens N] [--repeat N] [--client same-process]
+ *   node apps/bench/dist/gpu-serve.js --bf16 DIR --df11 DIR [--out FILE] [--solo-prefill] [--no-pipeline] [--prefill-gather-ms MS] [--max-batch-tokens N] [--repeat N] [--client same-process]
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -22,29 +22,43 @@ import { CudaBackend, devices, memoryInfo, type GpuWeightsLayout } from "@df11/c
 import { runChild, saveJson } from "./child.js";
 import { CLIENT_MODES, measureServing, type ClientMode, type Level } from "./serve-measure.js";
 
-const { values: args, positionals } = parseArgs({
-  allowPositionals: true,
-  options: {
-    bf16: { type: "string" },
-    df11: { type: "string" },
-    out: { type: "string", default: "bench-results/gpu-serve.json" },
-    "prompt-tokens": { type: "string", default: "128" },
-    "new-tokens": { type: "string", default: "128" },
-    concurrency: { type: "string", default: "1,4,16,64" },
-    // As `df11 serve --no-shared-prefill`: each prompt prefilled in a step of its own.
-    "solo-prefill": { type: "boolean", default: false },
-    // As `df11 serve --prefill-gather-ms` (its default: 5).
-    "prefill-gather-ms": { type: "string", default: "5" },
-    // As `df11 serve --max-batch-tokens` (its default: 2048): rows of one step.
-    "max-batch-tokens": { type: "string", default: "2048" },
-    // As loadModel's pipelineGreedy: false — each decode step waits for the previous step's tokens.
-    "no-pipeline": { type: "boolean", default: false },
-    // Waves per level; the median one is reported.
-    repeat: { type: "string", default: "3" },
-    // Where the load generator runs: a Node process of its own (the default), or the server's (as before).
-    client: { type: "string", default: "separate-process" },
-  },
-});
+const USAGE =
+  "usage: node apps/bench/dist/gpu-serve.js --bf16 DIR --df11 DIR [--out FILE] [--prompt-tokens N] [--new-tokens N] [--concurrency 1,4,16,64] [--solo-prefill] [--no-pipeline] [--prefill-gather-ms MS] [--max-batch-tokens N] [--repeat N] [--client separate-process|same-process]";
+if (process.argv.includes("--help") || process.argv.includes("-h")) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const parsed = (() => {
+  try {
+    return parseArgs({
+      allowPositionals: true,
+      options: {
+        bf16: { type: "string" },
+        df11: { type: "string" },
+        out: { type: "string", default: "bench-results/gpu-serve.json" },
+        "prompt-tokens": { type: "string", default: "128" },
+        "new-tokens": { type: "string", default: "128" },
+        concurrency: { type: "string", default: "1,4,16,64" },
+        // As `df11 serve --no-shared-prefill`: each prompt prefilled in a step of its own.
+        "solo-prefill": { type: "boolean", default: false },
+        // As `df11 serve --prefill-gather-ms` (its default: 5).
+        "prefill-gather-ms": { type: "string", default: "5" },
+        // As `df11 serve --max-batch-tokens` (its default: 2048): rows of one step.
+        "max-batch-tokens": { type: "string", default: "2048" },
+        // As loadModel's pipelineGreedy: false — each decode step waits for the previous step's tokens.
+        "no-pipeline": { type: "boolean", default: false },
+        // Waves per level; the median one is reported.
+        repeat: { type: "string", default: "3" },
+        // Where the load generator runs: a Node process of its own (the default), or the server's (as before).
+        client: { type: "string", default: "separate-process" },
+      },
+    });
+  } catch (e) {
+    console.error(`gpu-serve: ${(e as Error).message}\n${USAGE}`);
+    process.exit(2);
+  }
+})();
+const { values: args, positionals } = parsed;
 if (!(CLIENT_MODES as readonly string[]).includes(args.client!)) {
   console.error(`gpu-serve: --client takes ${CLIENT_MODES.join(" or ")}, not ${args.client}`);
   process.exit(2);
