@@ -279,7 +279,7 @@ withSampling(
     .option("--chat", "wrap the prompt in the model's chat template")
     .option("--json", "print one JSON object: tokenIds, text, stop reason, settings used, tokens/s, peak memory")
     .option("-b, --batch-size <n>", "run N sequences together in one batch: N prompts, or one prompt N times with seeds seed, seed+1, …", intOption)
-    .option("--ignore-eos", "with --batch-size: keep generating after end-of-sequence tokens (benchmarks)")
+    .option("--ignore-eos", "keep generating after end-of-sequence tokens: exactly -n tokens (benchmarks)")
     .addHelpText("after", BATCH_HELP),
 ).action(async (modelDir: string, opts) => {
   checkDeviceFlags(flagsOf(opts)); // flags that do not combine: said before the model is looked for
@@ -288,11 +288,10 @@ withSampling(
     const input = { prompts: opts.prompt, inputIds, chat: opts.chat, batchSize: opts.batchSize };
     return batchGenerateCommand(await modelDirectory(modelDir), input, { ...flagsOf(opts), ignoreEos: opts.ignoreEos }, !!opts.json);
   }
-  if (opts.ignoreEos) throw new CliError("--ignore-eos goes with --batch-size");
   const interrupt = interruptSignal();
   const result = await runGenerate(
     await modelDirectory(modelDir),
-    { prompt: opts.prompt?.[0], inputIds: inputIds?.[0], chat: opts.chat },
+    { prompt: opts.prompt?.[0], inputIds: inputIds?.[0], chat: opts.chat, ignoreEos: opts.ignoreEos },
     flagsOf(opts),
     opts.json ? undefined : (piece) => process.stdout.write(piece),
     interrupt.signal,

@@ -151,7 +151,7 @@ export function parseIds(text: string): number[] {
  */
 export async function runGenerate(
   modelDir: string,
-  input: { prompt?: string; inputIds?: number[]; chat?: boolean },
+  input: { prompt?: string; inputIds?: number[]; chat?: boolean; ignoreEos?: boolean },
   flags: GenerationFlags,
   write: (piece: string) => void = () => {},
   signal?: AbortSignal,
@@ -170,7 +170,10 @@ export async function runGenerate(
     const text = input.chat ? tokenizer.applyChatTemplate([{ role: "user", content: input.prompt }]) : input.prompt;
     prompt = tokenizer.encode(text, !input.chat);
   }
-  const { options, settings } = await settingsOf(modelDir, model, tokenizer, flags);
+  const resolved = await settingsOf(modelDir, model, tokenizer, flags);
+  // --ignore-eos: no end-of-sequence id stops it (a run of exactly -n tokens; benchmarks), as the settings then say.
+  const options = input.ignoreEos ? { ...resolved.options, stopTokenIds: [] } : resolved.options;
+  const settings = input.ignoreEos ? { ...resolved.settings, stopTokenIds: [] } : resolved.settings;
   const stats: { value?: GenerationStats } = {};
   const ids: number[] = [];
   let text = "";

@@ -96,7 +96,6 @@ describe("df11 generate --batch-size on the CPU", () => {
     expect(stderr).toMatch(/\[2 sequences, \d+ tokens .*latency [\d.]+ s \(prefill [\d.]+ s, decode [\d.]+ s in \d+ steps\); [\d.]+ tok\/s aggregate, [\d.]+ tok\/s per sequence; bf16 on cpu; RSS .+ in use, .+ peak\]/);
     await expect(df11("generate", dir, "-p", "a", "-p", "b", "-b", "3")).rejects.toMatchObject({ stderr: expect.stringMatching(/--batch-size 3 with 2 prompts: give one prompt \(run 3 times\) or exactly 3/) });
     await expect(df11("generate", dir, "-p", "a", "--input-ids", "1,2", "-b", "2")).rejects.toMatchObject({ stderr: expect.stringMatching(/--prompt or --input-ids, not both/) });
-    await expect(df11("generate", dir, "-p", "a", "--ignore-eos")).rejects.toMatchObject({ stderr: expect.stringMatching(/--ignore-eos goes with --batch-size/) });
     await expect(df11("generate", dir, "--input-ids", "1,2", "--input-ids", "3,99999")).rejects.toMatchObject({ stderr: expect.stringMatching(/token id 99999 is outside/) });
     await expect(df11("generate", dir, "-b", "2", "-p", "the water is", "--max-context", "3")).rejects.toMatchObject({ stderr: expect.stringMatching(/a prompt has 4 tokens; the model was loaded for 3 positions/) });
     await expect(df11("generate", dir, "-b", "0", "-p", "a")).rejects.toMatchObject({ stderr: expect.stringMatching(/expected a positive integer/) });

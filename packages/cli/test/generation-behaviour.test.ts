@@ -153,6 +153,10 @@ describe("stopping rules: every end-of-sequence id stops generation", () => {
     await writeScriptedModel(dir, { script: [...AFE, "<|eot|>", "Z"], special: TEMPLATE_SPECIALS, tokenizerConfig: { eos_token: "<|eot|>" } });
     const json = JSON.parse((await df11("generate", dir, "--prompt", "hi", "-n", "20", "--json", "--device", "cpu")).stdout);
     expect({ stop: json.stopReason, text: json.text, stopIds: json.settings.stopTokenIds }).toEqual({ stop: "eos", text: "afé 😀", stopIds: [2, 260] });
+    // df11 generate --ignore-eos (without --batch-size too): exactly -n tokens, and the settings say no id stops it.
+    const on = JSON.parse((await df11("generate", dir, "--prompt", "hi", "-n", "12", "--ignore-eos", "--json", "--device", "cpu")).stdout);
+    expect({ stop: on.stopReason, tokens: on.tokenIds.length, stopIds: on.settings.stopTokenIds }).toEqual({ stop: "max-tokens", tokens: 12, stopIds: [] });
+    expect(on.text.startsWith("afé 😀")).toBe(true);
     using model = await loadModel(dir, { device: "cpu" });
     const r = await model.generate("hi", { maxTokens: 12, ignoreEos: true }).result();
     expect(r.finishReason).toBe("max-tokens");
