@@ -220,7 +220,7 @@ const withSampling = (cmd: Command) =>
     .option("--stop <text>", "stop when the text contains this string (repeat for several: --stop a --stop b)", stopOption)
     .option("--no-sampling-defaults", "ignore the sampling defaults in the model's generation_config.json (do_sample, temperature, top_k, top_p, min_p, repetition_penalty)")
     .option("--device <device>", "cuda (GPU), cpu, or auto: the GPU when one is present", deviceOption, "auto")
-    .option("--max-context <n>", "GPU: positions the KV cache holds (default: min(model's maximum, 4096))", intOption)
+    .option("--max-context <n>", "positions the KV cache holds (default: on a GPU min(model's maximum, 4096), on the CPU the model's maximum)", intOption)
     .option("--gpu-weights <layout>", GPU_WEIGHTS_HELP, gpuWeightsOption, "auto")
     .option("--devices <ids>", DEVICES_HELP, devicesOption)
     .option("--max-gpu-memory <size>", MAX_GPU_MEMORY_HELP, maxGpuMemoryOption)
