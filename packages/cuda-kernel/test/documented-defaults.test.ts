@@ -82,7 +82,7 @@ describe("documented defaults = the code's (README table, JSDoc, CLI help)", () 
 
   it("df11's --max-context help states DEFAULT_MAX_CONTEXT", () => {
     const bin = readFileSync(join(pkg, "../cli/src/bin.ts"), "utf8");
-    const help = /"--max-context <n>", "GPU: [^"]*"/.exec(bin)?.[0];
+    const help = /"--max-context <n>", "positions the KV cache holds [^"]*"/.exec(bin)?.[0]; // its GPU default
     expect(help).toBeDefined();
     expect(help).toContain(`min(model's maximum, ${DEFAULT_MAX_CONTEXT})`);
   });
