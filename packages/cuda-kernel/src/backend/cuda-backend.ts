@@ -31,7 +31,7 @@ import { DeviceWeights, type LoadCheckReport, type LoadPhaseTimes, type LoadProg
 import { choosePlacement, PlacementShortfall, type LayoutNeeds, type OffloadPlan, type Placement } from "./offload-plan.js";
 import type { WeightFormat } from "./formats/matrix.js";
 import { OpProfile } from "./op-profile.js";
-import { copyOnDevice, StepIo } from "./step-io.js";
+import { StepIo } from "./step-io.js";
 
 /** An activation tensor on the GPU: [rows, cols] float32 at `address`. */
 export interface CudaTensor extends BackendTensor {
@@ -504,7 +504,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   setStepFromArgmax(step: StepPlan, previous: PendingArgmax): boolean {
     if (!this.io.isLatest(previous) || previous.rows !== step.positions.length) return false;
     this.setRows(step, undefined);
-    copyOnDevice(this.ids, this.argmaxOut.address, previous.rows * 4, this.stream);
+    call(() => native().copyAddress(this.ids, this.argmaxOut.address, previous.rows * 4, this.stream.native));
     return true;
   }
 
@@ -761,7 +761,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   }
 
   argmax(x: CudaTensor): Int32Array {
-    this.time("argmax", () => call(() => native().argmax(x.address, x.rows, x.cols, this.argmaxOut.address, this.stream.native)));
+    this.queueArgmax(x);
     this.io.overwritten();
     const out = new Int32Array(x.rows);
     const t0 = performance.now();
@@ -772,8 +772,13 @@ export class CudaBackend implements Backend<CudaTensor> {
 
   /** `argmax` without waiting: the indices reach the host behind the step and stay on the device for setStepFromArgmax. */
   argmaxAsync(x: CudaTensor): PendingArgmax {
-    this.time("argmax", () => call(() => native().argmax(x.address, x.rows, x.cols, this.argmaxOut.address, this.stream.native)));
+    this.queueArgmax(x);
     return this.io.argmaxQueued(this.argmaxOut.address, x.rows, this.stream);
+  }
+
+  /** Each row's argmax into argmaxOut, on the stream. */
+  private queueArgmax(x: CudaTensor): void {
+    this.time("argmax", () => call(() => native().argmax(x.address, x.rows, x.cols, this.argmaxOut.address, this.stream.native)));
   }
 
   /** Run an op, timed on the GPU when profiling (not counted where `counts(result)` says it did nothing). */

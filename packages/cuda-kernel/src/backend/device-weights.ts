@@ -345,7 +345,7 @@ export class DeviceWeights implements Disposable {
         const tensorsOf = (path: string) => MODULE_TENSOR_SUFFIXES.map((suffix) => `${path}.${suffix}`);
         let next = paths.length > 0 ? staging.read(tensorsOf(paths[0])) : undefined;
         const times = this.loadTimes;
-        let t = performance.now();
+        let t = 0; // set at each module's start
         const lap = (phase: keyof LoadPhaseTimes) => {
           const now = performance.now();
           times[phase] += now - t;
@@ -366,7 +366,8 @@ export class DeviceWeights implements Disposable {
           let gpu: DeviceModule;
           // output_positions and split_positions are not kept as stored on the device: small, summed here
           // from the bytes already read (not read from the file again).
-          const hostSums = checks?.stored && checks.recorded.modules.has(path) ? (["output_positions", "split_positions"] as const).map((suffix) => [suffix, checksumHex(unit.bytes.get(`${path}.${suffix}`)!)] as const) : [];
+          const checkStored = !!checks?.stored && checks.recorded.modules.has(path);
+          const hostSums = checkStored ? (["output_positions", "split_positions"] as const).map((suffix) => [suffix, checksumHex(unit.bytes.get(`${path}.${suffix}`)!)] as const) : [];
           try {
             gpu = DeviceModule.upload(module); // copies (from pinned memory) before it returns
           } finally {
@@ -375,7 +376,7 @@ export class DeviceWeights implements Disposable {
           lap("uploadMs");
           let keep = false;
           try {
-            if (checks?.stored && checks.recorded.modules.has(path)) {
+            if (checkStored) {
               const onGpu = gpu.storedChecksums(sum);
               for (const [suffix, hex] of Object.entries(onGpu)) expectStored(`${path}.${suffix}`, () => hex);
               for (const [suffix, hex] of hostSums) expectStored(`${path}.${suffix}`, () => hex);

@@ -1,7 +1,7 @@
 // A step's inputs up and its greedy tokens down, through pinned host memory on the backend's stream, so
 // that the host can queue step N + 1 before step N's tokens are back (pipelined greedy decoding).
 import type { PendingArgmax } from "@df11/models";
-import { call, native, type Address } from "../native.js";
+import type { Address } from "../native.js";
 import { PinnedBuffer } from "../runtime/pinned-buffer.js";
 import { CudaEvent, type CudaStream } from "../runtime/stream.js";
 
@@ -147,9 +147,4 @@ export class StepIo implements Disposable {
   [Symbol.dispose](): void {
     this.dispose();
   }
-}
-
-/** Device-to-device copy of `bytes` bytes on `stream`. */
-export function copyOnDevice(dst: Address, src: Address, bytes: number, stream: CudaStream): void {
-  call(() => native().copyAddress(dst, src, bytes, stream.native));
 }

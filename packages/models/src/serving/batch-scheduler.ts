@@ -122,15 +122,7 @@ export class BatchScheduler implements Disposable {
    * host, so its device work is included; a pipelined one runs on while the event loop turns between
    * steps, which neither counts, and a prefill admitted while it runs waits for it in `prefillSeconds`.
    */
-  readonly stats = {
-    steps: 0,
-    pipelinedSteps: 0,
-    prefillSteps: 0,
-    tokens: 0,
-    requests: 0,
-    prefillSeconds: 0,
-    decodeSeconds: 0,
-  };
+  readonly stats = { steps: 0, pipelinedSteps: 0, prefillSteps: 0, tokens: 0, requests: 0, prefillSeconds: 0, decodeSeconds: 0 };
   /**
    * The decode step queued last whose tokens the host has not read yet (pipelined greedy decoding): its
    * sequences in output-row order, their greedy tokens, and each one's KV-cache length after the step.
@@ -324,12 +316,7 @@ export class BatchScheduler implements Disposable {
     const flight = this.inFlight;
     const batch = this.running.filter((s) => !s.done);
     if (flight && this.canChain(flight, batch)) {
-      const logits = this.model.stepGreedy(flight.tokens);
-      this.inFlight = {
-        batch,
-        tokens: this.model.greedyAsync(logits),
-        lengths: batch.map((s) => this.model.length(s.slot)),
-      };
+      this.fly(batch, this.model.stepGreedy(flight.tokens));
       this.stats.steps++;
       this.stats.pipelinedSteps++;
       this.emitGreedy(flight);
@@ -338,20 +325,15 @@ export class BatchScheduler implements Disposable {
     this.land();
     const live = this.running.filter((s) => !s.done);
     if (live.length === 0) return;
-    const logits = this.model.step(
-      live.map((s) => ({
-        slot: s.slot,
-        tokens: [s.state.context[s.state.context.length - 1]],
-      })),
-    );
+    const logits = this.model.step(live.map((s) => ({ slot: s.slot, tokens: [s.state.context[s.state.context.length - 1]] })));
     this.stats.steps++;
-    if (this.options.pipelineGreedy !== false && live.every((s) => !s.state.needsLogits))
-      this.inFlight = {
-        batch: live,
-        tokens: this.model.greedyAsync(logits),
-        lengths: live.map((s) => this.model.length(s.slot)),
-      };
+    if (this.options.pipelineGreedy !== false && live.every((s) => !s.state.needsLogits)) this.fly(live, logits);
     else this.chooseFrom(live, logits);
+  }
+
+  /** Leave a step's greedy tokens on the device, in flight: read and emitted after the next step is queued (or by land). */
+  private fly(batch: Sequence[], logits: ReturnType<CausalLM["step"]>): void {
+    this.inFlight = { batch, tokens: this.model.greedyAsync(logits), lengths: batch.map((s) => this.model.length(s.slot)) };
   }
 
   /**

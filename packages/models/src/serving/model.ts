@@ -11,7 +11,7 @@ import type { SamplingOptions } from "../sampling.js";
 import type { GeneratedToken } from "../sequence.js";
 import { endOfSequenceIds, TextTokenizer, type ChatMessage, type ChatTemplateOptions, type ToolDefinition } from "../tokenizer.js";
 import { forcedToolCall, requireToolCallFormat, ToolCallParser, type ToolCall } from "../tool-calls.js";
-import { BatchScheduler, isPrefillGatherMs, type FinishReason, type SequenceStream } from "./batch-scheduler.js";
+import { BatchScheduler, isPrefillGatherMs, type BatchSchedulerOptions, type FinishReason, type SequenceStream } from "./batch-scheduler.js";
 
 /** Where generation runs: a CUDA GPU, the CPU, or (auto) the GPU when one is usable. */
 export type Device = "auto" | "cpu" | "cuda";
@@ -237,25 +237,11 @@ export class Model implements Disposable {
     readonly directory: string,
     readonly lm: CausalLM,
     readonly tokenizer: TextTokenizer | undefined,
-    options: {
-      maxBatch?: number;
-      maxQueue?: number;
-      sharedPrefill?: boolean;
-      prefillGatherMs?: number;
-      pipelineGreedy?: boolean;
-      generationConfig?: GenerationConfig;
-      samplingDefaults?: boolean;
-    } = {},
+    options: Pick<BatchSchedulerOptions, "maxBatch" | "maxQueue" | "sharedPrefill" | "prefillGatherMs" | "pipelineGreedy"> & { generationConfig?: GenerationConfig; samplingDefaults?: boolean } = {},
   ) {
     // The CPU keeps a KV cache per sequence as it comes; a GPU backend has its fixed slots.
-    this.scheduler = new BatchScheduler(lm, {
-      tokenizer,
-      maxBatch: options.maxBatch ?? Math.min(lm.backend.slots, 8),
-      maxQueue: options.maxQueue,
-      sharedPrefill: options.sharedPrefill,
-      prefillGatherMs: options.prefillGatherMs,
-      pipelineGreedy: options.pipelineGreedy,
-    });
+    const { maxQueue, sharedPrefill, prefillGatherMs, pipelineGreedy } = options;
+    this.scheduler = new BatchScheduler(lm, { tokenizer, maxBatch: options.maxBatch ?? Math.min(lm.backend.slots, 8), maxQueue, sharedPrefill, prefillGatherMs, pipelineGreedy });
     this.generationConfig = options.generationConfig;
     this.samplingDefaults = options.samplingDefaults ?? true;
   }
