@@ -1,7 +1,7 @@
 import { DEFAULT_SEED, Model, readGenerationConfig, TextTokenizer, type BackendMemory, type GenerationFinish, type GenerationSettings, type ModelGenerateOptions } from "@df11/models";
 import { CliError } from "./errors.js";
 import { formatBytes } from "./format-bytes.js";
-import { interruptSignal, loadOptionsOf, reportSettings, samplingOf, type GenerationFlags, type ReportedSettings } from "./generate-command.js";
+import { checkContext, interruptSignal, loadOptionsOf, reportSettings, samplingOf, type GenerationFlags, type ReportedSettings } from "./generate-command.js";
 import { checkDeviceFlags, loadModelOn } from "./load-model.js";
 import { weightsReport, type WeightsReport } from "./weights-report.js";
 
@@ -143,7 +143,7 @@ export async function runBatchGenerate(modelDir: string, input: BatchInput, flag
   // Refuse a bad prompt before any sequence starts.
   for (const p of prompts) {
     if (p.length === 0) throw new CliError("a prompt has no tokens");
-    if (p.length >= lm.maxContext) throw new CliError(`a prompt has ${p.length} tokens; the model was loaded for ${lm.maxContext} positions per sequence (--max-context)`);
+    checkContext(lm, p.length, flags.maxTokens, "a prompt");
     lm.checkTokenIds(p);
   }
 

@@ -1,6 +1,8 @@
 import { createInterface } from "node:readline/promises";
 import {
   ChatTemplateError,
+  checkPromptFits,
+  ContextLengthError,
   DEFAULT_SEED,
   endOfSequenceIds,
   generate,
@@ -171,6 +173,7 @@ export async function runGenerate(
     prompt = tokenizer.encode(text, !input.chat);
   }
   const resolved = await settingsOf(modelDir, model, tokenizer, flags);
+  checkContext(model, prompt.length, flags.maxTokens);
   // --ignore-eos: no end-of-sequence id stops it (a run of exactly -n tokens; benchmarks), as the settings then say.
   const options = input.ignoreEos ? { ...resolved.options, stopTokenIds: [] } : resolved.options;
   const settings = input.ignoreEos ? { ...resolved.settings, stopTokenIds: [] } : resolved.settings;
@@ -202,6 +205,19 @@ export async function runGenerate(
     interrupted: signal?.aborted ?? false,
     settings,
   };
+}
+
+/**
+ * A prompt of the context's length or more is refused (a {@link CliError} naming both numbers and the flag), as
+ * `df11 serve` and the library refuse it: to generate, a prompt may have at most --max-context − 1 tokens.
+ */
+export function checkContext(model: CausalLM, promptTokens: number, maxTokens: number, what = "the prompt"): void {
+  try {
+    checkPromptFits(promptTokens, model.maxContext, maxTokens);
+  } catch (e) {
+    if (!(e instanceof ContextLengthError)) throw e;
+    throw new CliError(`${e.message.replace(/^the prompt/, what)} (--max-context; this model's maximum is ${model.config.maxPositionEmbeddings})`);
+  }
 }
 
 /** `df11 chat`: an interactive conversation using the model's chat template. */
@@ -248,9 +264,11 @@ export async function runChat(modelDir: string, flags: GenerationFlags, system?:
         process.stdout.write(formatError(e.message));
         continue;
       }
-      if (prompt.length > model.maxContext) {
+      try {
+        checkContext(model, prompt.length, options.maxTokens ?? flags.maxTokens, "the conversation with this turn");
+      } catch (e) {
         messages.pop(); // the conversation has outgrown the KV cache: say so and keep it as it was, rather than end the chat
-        process.stdout.write(formatError(`the conversation with this turn is ${prompt.length} tokens; the model holds at most ${model.maxContext} (--max-context): /reset starts over`));
+        process.stdout.write(formatError(`${(e as Error).message}: /reset starts over`));
         continue;
       }
       let reply = "";

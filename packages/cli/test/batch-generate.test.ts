@@ -97,7 +97,7 @@ describe("df11 generate --batch-size on the CPU", () => {
     await expect(df11("generate", dir, "-p", "a", "-p", "b", "-b", "3")).rejects.toMatchObject({ stderr: expect.stringMatching(/--batch-size 3 with 2 prompts: give one prompt \(run 3 times\) or exactly 3/) });
     await expect(df11("generate", dir, "-p", "a", "--input-ids", "1,2", "-b", "2")).rejects.toMatchObject({ stderr: expect.stringMatching(/--prompt or --input-ids, not both/) });
     await expect(df11("generate", dir, "--input-ids", "1,2", "--input-ids", "3,99999")).rejects.toMatchObject({ stderr: expect.stringMatching(/token id 99999 is outside/) });
-    await expect(df11("generate", dir, "-b", "2", "-p", "the water is", "--max-context", "3")).rejects.toMatchObject({ stderr: expect.stringMatching(/a prompt has 4 tokens; the model was loaded for 3 positions/) });
+    await expect(df11("generate", dir, "-b", "2", "-p", "the water is", "--max-context", "3")).rejects.toMatchObject({ stderr: expect.stringMatching(/a prompt has 4 tokens and the context length is 3: to generate, a prompt may have at most 2 tokens \(--max-context; this model's maximum is \d+\)/) });
     await expect(df11("generate", dir, "-b", "0", "-p", "a")).rejects.toMatchObject({ stderr: expect.stringMatching(/expected a positive integer/) });
     const bare = join(work, "no-tokenizer");
     await writeSyntheticModel(bare, SMALL, { seed: 42 });

@@ -143,9 +143,12 @@ describe("stopping rules: every end-of-sequence id stops generation", () => {
     const talk = await chat(bf16, ["hi", "hi again", "/reset", "hi"], "--max-context", String(hi + AFE.length));
     expect(talk.code, talk.stderr).toBe(0);
     expect(talk.stdout.match(/> afé 😀\n/g)?.length, talk.stdout).toBe(2);
-    expect(talk.stdout).toMatch(new RegExp(`df11: error: the conversation with this turn is \\d+ tokens; the model holds at most ${hi + AFE.length} \\(--max-context\\): /reset starts over`));
+    expect(talk.stdout).toMatch(new RegExp(`df11: error: the conversation with this turn has \\d+ tokens and the context length is ${hi + AFE.length}: to generate, a prompt may have at most ${hi + AFE.length - 1} tokens \\(--max-context; this model's maximum is \\d+\\): /reset starts over`));
     const cut = await chat(bf16, ["hi"], "--max-context", String(hi + 1));
     expect(cut.stdout).toContain("> af [the context is full: /reset starts over]\n");
+    // A turn of exactly the context length is refused too, as df11 generate and serve refuse such a prompt (it got one token).
+    const full = await chat(bf16, ["hi"], "--max-context", String(hi));
+    expect(full.stdout).toContain(`df11: error: the conversation with this turn has ${hi} tokens and the context length is ${hi}: to generate, a prompt may have at most ${hi - 1} tokens`);
   });
 
   it("the tokenizer's EOS alone stops it too (config.json names none — LlamaConfig's default 2 counts, as in transformers — no generation_config.json); ignore_eos runs on", async () => {

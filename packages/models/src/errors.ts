@@ -60,3 +60,37 @@ export class ChecksumMismatchError extends ModelsError {
     );
   }
 }
+
+/**
+ * A prompt that does not fit the context (positions per sequence: `maxContext`, `--max-context`). To generate
+ * after a prompt of P tokens, P must be below the context length C, as vLLM's and llama.cpp's servers require:
+ * a prompt that fills the context leaves no position to store a generated token in, and is refused rather than
+ * answered with a single token. A prompt only read (`maxTokens` 0, e.g. scored) may fill it. Generation then
+ * ends at the context's end (stop reason `max-context`, OpenAI's finish_reason `length`). A RangeError, as any
+ * input the model cannot take.
+ */
+export class ContextLengthError extends RangeError {
+  override name = "ContextLengthError";
+  constructor(
+    /** The prompt's tokens (with `cachedTokens`: those it adds). */
+    readonly promptTokens: number,
+    /** Positions a sequence may hold. */
+    readonly contextLength: number,
+    /** Whether a token is to be generated after the prompt. */
+    readonly generates: boolean,
+    /** Positions the sequence already holds (a prompt that continues it). */
+    readonly cachedTokens = 0,
+  ) {
+    const room = Math.max(0, contextLength - cachedTokens - (generates ? 1 : 0));
+    const tokens = (n: number, more = "") => `${n}${more} token${n === 1 ? "" : "s"}`;
+    const prompt = `the prompt has ${tokens(promptTokens)}${cachedTokens > 0 ? ` after the ${cachedTokens} the sequence holds` : ""}`;
+    const limit = `${generates ? "to generate, a prompt may have" : "a prompt may have"} at most ${tokens(room, cachedTokens > 0 ? " more" : "")}`;
+    super(`${prompt} and the context length is ${contextLength}: ${limit}`);
+  }
+}
+
+/** Throws {@link ContextLengthError} unless a prompt fits the context (see there); `maxTokens` 0: the prompt is only read. */
+export function checkPromptFits(promptTokens: number, contextLength: number, maxTokens: number | undefined, cachedTokens = 0): void {
+  const generates = maxTokens !== 0;
+  if (cachedTokens + promptTokens + (generates ? 1 : 0) > contextLength) throw new ContextLengthError(promptTokens, contextLength, generates, cachedTokens);
+}

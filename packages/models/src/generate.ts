@@ -1,4 +1,5 @@
 import type { CausalLM, PendingGreedy } from "./causal-lm.js";
+import { checkPromptFits } from "./errors.js";
 import { tokenLogprob, type TokenLogprob } from "./logprobs.js";
 import { SequenceState, type GeneratedToken, type SequenceOptions } from "./sequence.js";
 import { endOfSequenceIds } from "./tokenizer.js";
@@ -49,7 +50,8 @@ export function scorePrompt(model: CausalLM, prompt: readonly number[], top: num
 
 /**
  * Generate tokens after a prompt, streaming them. Greedy when temperature is 0 (the default). Text comes
- * in whole characters and stops before a stop string (see {@link GeneratedToken}).
+ * in whole characters and stops before a stop string (see {@link GeneratedToken}). A prompt that leaves no
+ * room in the context (`model.maxContext`) throws {@link ContextLengthError} on the first read.
  *
  * @example
  * ```ts
@@ -63,6 +65,8 @@ export async function* generate(
   stats?: { value?: GenerationStats },
 ): AsyncGenerator<GeneratedToken> {
   const seq = new SequenceState(prompt, { ...options, stopTokenIds: options.stopTokenIds ?? endOfSequenceIds(model.config.eosTokenIds, options.tokenizer) });
+  // A prompt that fills the context is refused (ContextLengthError), as the scheduler behind df11 serve refuses it.
+  checkPromptFits(prompt.length, model.maxContext, seq.maxTokens, options.continueSequence ? model.length() : 0);
   if (!options.continueSequence) model.reset();
   let t0 = performance.now();
   // Greedy choice needs no logits on the host: the backend picks the token (no 0.5 MB copy per token on a GPU).

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mulberry32 } from "@df11/codec";
-import { argmax, DEFAULT_SEED, generate, loadCausalLM, Sampler, seedState, TextTokenizer, writeSyntheticModel } from "../src/index.js";
+import { argmax, BatchScheduler, ContextLengthError, DEFAULT_SEED, generate, loadCausalLM, loadModel, Sampler, seedState, TextTokenizer, writeSyntheticModel } from "../src/index.js";
 
 describe("sampling", () => {
   const logits = Float32Array.from([0.1, 2.5, 2.4, -1, 0.3]);
@@ -106,6 +106,38 @@ describe("generation on a generated model with a tokenizer", () => {
     }
     expect(reason).toBe("stop-string");
     expect(stopped.length).toBeLessThanOrEqual(3);
+  });
+
+  it("a prompt of exactly the context length is refused by generate(), the scheduler and Model alike (ContextLengthError naming both numbers); one token shorter generates to the context's end; maxTokens 0 reads a full one", async () => {
+    using lm = await loadCausalLM(join(dir, "m"), { maxContext: 8 });
+    const prompt = [1, 40, 41, 42, 43, 44, 45, 46];
+    const message = "the prompt has 8 tokens and the context length is 8: to generate, a prompt may have at most 7 tokens";
+    const read = async (p: number[], options: Parameters<typeof generate>[2] = {}) => {
+      const out: Array<{ id: number; stop?: string }> = [];
+      for await (const t of generate(lm, p, { stopTokenIds: [], ...options })) out.push(t);
+      return out;
+    };
+    // generate() gave one token here (from the last position's logits) while the scheduler behind df11 serve refused it.
+    await expect(read(prompt, { maxTokens: 4 })).rejects.toThrowError(new ContextLengthError(8, 8, true));
+    await expect(read(prompt, { maxTokens: 4 })).rejects.toMatchObject({ name: "ContextLengthError", promptTokens: 8, contextLength: 8, message });
+    await expect(read([...prompt, 47], { maxTokens: 0 })).rejects.toThrowError("the prompt has 9 tokens and the context length is 8: a prompt may have at most 8 tokens");
+    expect(await read(prompt, { maxTokens: 0 })).toEqual([]); // only read (scored): it may fill the context
+    const shorter = await read(prompt.slice(0, 7), { maxTokens: 4 });
+    expect(shorter.map((t) => t.stop)).toEqual([undefined, "max-context"]); // the last token needs no position
+    // continueSequence counts what the sequence holds already.
+    lm.reset();
+    lm.forward(prompt.slice(0, 6));
+    await expect(read([47, 48], { maxTokens: 2, continueSequence: true })).rejects.toThrowError("the prompt has 2 tokens after the 6 the sequence holds and the context length is 8: to generate, a prompt may have at most 1 more token");
+    expect(await read([47], { maxTokens: 1, continueSequence: true })).toHaveLength(1);
+    using scheduler = new BatchScheduler(lm, { maxBatch: 1 });
+    expect(() => scheduler.submit({ prompt, maxTokens: 4 })).toThrowError(message);
+    expect(() => scheduler.submit({ prompt, maxTokens: 4 })).toThrowError(ContextLengthError);
+    let scored = 0;
+    for await (const t of scheduler.submit({ prompt, maxTokens: 0, promptLogprobs: 0 })) scored += t.id >= 0 ? 1 : 0;
+    expect(scored).toBe(0);
+    using model = await loadModel(join(dir, "m"), { device: "cpu", maxContext: 8 });
+    expect(() => model.generate(prompt, { maxTokens: 4 })).toThrowError(message);
+    expect((await model.generate(prompt.slice(0, 7), { maxTokens: 4, ignoreEos: true }).result()).finishReason).toBe("max-context");
   });
 
   it("KV-cached decoding gives the same logits as recomputing the whole sequence", async () => {

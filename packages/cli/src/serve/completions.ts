@@ -2,6 +2,7 @@ import { randomInt } from "node:crypto";
 import {
   ChatTemplateError,
   ConstraintError,
+  ContextLengthError,
   ModelsError,
   QueueFullError,
   ToolsNotSupportedError,
@@ -46,6 +47,8 @@ function apiErrorOf(e: unknown, chat: boolean): unknown {
   if (e instanceof ChatTemplateError) return new ApiError(400, e.message, "messages", "chat_template_error");
   if (e instanceof ToolsNotSupportedError) return new ApiError(400, `tools: ${e.message}`, "tools", "tools_not_supported");
   if (e instanceof ConstraintError) return new ApiError(400, e.message, e.message.startsWith("tool_choice") ? "tool_choice" : "response_format", "unsatisfiable_constraint");
+  // OpenAI's code for a prompt too long for the model; the message names the prompt's tokens and the context length.
+  if (e instanceof ContextLengthError) return new ApiError(400, e.message, chat ? "messages" : "prompt", "context_length_exceeded");
   if (e instanceof RangeError || e instanceof ModelsError) return new ApiError(400, (e as Error).message, chat ? "messages" : "prompt", "invalid_prompt");
   return e;
 }

@@ -1,5 +1,5 @@
 import type { CausalLM, PendingGreedy } from "../causal-lm.js";
-import { ModelsError } from "../errors.js";
+import { checkPromptFits, ModelsError } from "../errors.js";
 import { scorePrompt } from "../generate.js";
 import type { TokenLogprob } from "../logprobs.js";
 import { SequenceState, type GeneratedToken, type SequenceOptions, type StopReason } from "../sequence.js";
@@ -152,14 +152,13 @@ export class BatchScheduler implements Disposable {
 
   /**
    * Queue a request; its tokens stream from the returned iterator (the last one carries `stop`).
-   * Throws {@link QueueFullError} when maxQueue requests already wait, RangeError for a prompt that
-   * cannot fit the context.
+   * Throws {@link QueueFullError} when maxQueue requests already wait, {@link ContextLengthError} for a prompt
+   * that does not leave room in the context (one that fills it may only be read: `maxTokens` 0).
    */
   submit(request: BatchRequest): SequenceStream {
     if (this.closed) throw new ModelsError("the scheduler is closed");
     if (request.prompt.length === 0) throw new RangeError("the prompt has no tokens");
-    const room = request.maxTokens === 0 ? this.model.maxContext + 1 : this.model.maxContext;
-    if (request.prompt.length >= room) throw new RangeError(`the prompt has ${request.prompt.length} tokens; the model holds at most ${this.model.maxContext} positions`);
+    checkPromptFits(request.prompt.length, this.model.maxContext, request.maxTokens);
     this.model.checkTokenIds(request.prompt);
     if (this.queue.length >= this.maxQueue && this.freeSlots.length === 0) throw new QueueFullError(`${this.queue.length} requests are already waiting (the queue holds ${this.maxQueue})`);
     const stream = new SequenceStream();
