@@ -39,12 +39,16 @@ const seedOption = (v: string) => {
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a whole number ≥ 0, at most ${Number.MAX_SAFE_INTEGER} (2^53 − 1)`);
   return n;
 };
-/** Milliseconds: a decimal number ≥ 0 (fractions allowed), at most a minute. */
-const millisecondsOption = (v: string) => {
+/** A duration: a decimal number ≥ 0 (fractions allowed) of `unit`, at most `max`. */
+const durationOption = (unit: string, max: number) => (v: string) => {
   const n = Number(v);
-  if (!/^\d+(\.\d+)?$/.test(v.trim()) || n > 60_000) throw new InvalidArgumentError("expected milliseconds from 0 to 60000");
+  if (!/^\d+(\.\d+)?$/.test(v.trim()) || n > max) throw new InvalidArgumentError(`expected ${unit} from 0 to ${max}`);
   return n;
 };
+/** Milliseconds, at most a minute. */
+const millisecondsOption = durationOption("milliseconds", 60_000);
+/** Seconds, at most a day. */
+const secondsOption = durationOption("seconds", 86_400);
 /** A TCP port (0: any free one). */
 const portOption = (v: string) => {
   const n = decimalInteger(v);
@@ -346,6 +350,12 @@ program
     millisecondsOption,
     5,
   )
+  .option(
+    "--shutdown-timeout <seconds>",
+    'on Ctrl-C or SIGTERM: new requests get 503 and requests in flight get this long to finish; then they end (finish_reason "abort", streams with [DONE]). A second Ctrl-C exits at once',
+    secondsOption,
+    30,
+  )
   .action(async (source: string, opts) => {
     const device = checkDeviceFlags(opts); // flags that do not combine: said before the model is looked for
     const { loadModel } = await import("@df11/models");
@@ -370,23 +380,36 @@ program
         throw asDeviceFlagError(e);
       })
       .finally(bar.stop);
+    const log = (line: string) => process.stderr.write(`df11 serve: ${line}\n`);
     const running = await serveModel(model, {
       host: opts.host,
       port: opts.port,
       apiKey: opts.apiKey ?? process.env.DF11_API_KEY,
       modelId: opts.modelId ?? source,
-      log: (l) => process.stderr.write(`${l}\n`),
+      log,
     });
     const held = weightsReport(model.lm.weights);
     const offloaded = held.offload ? `; ${held.offload.layers.length} layers (${formatBytes(held.offload.hostBytes)}) offloaded to pinned host memory` : "";
     process.stderr.write(`df11 serve: ${opts.modelId ?? source} (${held.format}${held.layout !== held.format ? ` as ${held.layout}` : ""}, ${formatBytes(held.residentBytes)} on ${model.device}${gpusOf(model.lm.backend.memory?.())}${offloaded}, batch ≤ ${Math.min(opts.maxBatch, model.lm.backend.maxRows)}, context ${model.lm.maxContext}) at ${running.url}/v1\n`);
-    const stop = async () => {
-      await running.close();
-      model.dispose();
-      process.exit(0);
+    // Graceful shutdown (see RunningServer.shutdown): exit 0 once drained; a second signal exits at once (130 / 143).
+    const requests = (n: number) => `${n} request${n === 1 ? "" : "s"}`;
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        log(`${signal} again: exiting now${running.inFlight > 0 ? `, dropping ${requests(running.inFlight)} in flight` : ""}`);
+        process.exit(signal === "SIGINT" ? 130 : 143);
+      }
+      stopping = true;
+      log(`${signal}: shutting down (Ctrl-C again exits at once)`);
+      void running.shutdown({ timeoutMs: opts.shutdownTimeout * 1000 }).then((r) => {
+        model.dispose();
+        const what = r.inFlight === 0 ? "no request was in flight" : `${r.inFlight - r.cut} of ${requests(r.inFlight)} in flight finished${r.cut > 0 ? `, ${r.cut} ended at the deadline` : ""}`;
+        log(`stopped after ${r.seconds.toFixed(1)} s: ${what}`);
+        process.exit(0);
+      });
     };
-    process.once("SIGINT", stop);
-    process.once("SIGTERM", stop);
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
   });
 
 program

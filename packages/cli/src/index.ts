@@ -22,7 +22,7 @@ export * from "./report.js";
 export { formatBytes, parseBytes } from "./format-bytes.js";
 export { orderedPipeline, type MemoryBudget } from "./ordered-pipeline.js";
 export type { Progress } from "./progress.js";
-export { serveModel, type RunningServer, type ServeOptions } from "./serve/server.js";
+export { serveModel, type RunningServer, type ServeOptions, type ShutdownReport } from "./serve/server.js";
 export { ApiError, parseCompletionRequest } from "./serve/openai-protocol.js";
 // Types only: the batch runner loads models through @df11/cuda-kernel, which the library entry does not import.
 export type { BatchGenerateResult, BatchSequenceResult, BatchInput, BatchFlags } from "./batch-generate.js";

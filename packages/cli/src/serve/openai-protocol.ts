@@ -338,6 +338,6 @@ export function parseCompletionRequest(body: unknown, chat: boolean, limits: Req
   };
 }
 
-/** OpenAI's finish_reason for how a generation ended. */
-export const finishReasonOf = (reason: string): "stop" | "length" | "tool_calls" =>
-  reason === "max-tokens" || reason === "max-context" ? "length" : reason === "tool-calls" ? "tool_calls" : "stop";
+/** OpenAI's finish_reason for how a generation ended; one the server ended (a graceful shutdown's deadline) is vLLM's "abort". */
+export const finishReasonOf = (reason: string): "stop" | "length" | "tool_calls" | "abort" =>
+  reason === "max-tokens" || reason === "max-context" ? "length" : reason === "tool-calls" ? "tool_calls" : reason === "aborted" ? "abort" : "stop";

@@ -22,11 +22,33 @@ export interface ServeOptions {
   readonly log?: (line: string) => void;
 }
 
-/** A running server: its URL, and close() to stop it (running generations end). */
+/** A running server: its URL, close() to stop it at once, shutdown() to stop it gracefully. */
 export interface RunningServer {
   readonly url: string;
   readonly server: Server;
+  /** Completion requests being answered (their bodies read, generated or sent). */
+  readonly inFlight: number;
+  /** Stop now: connections close, running generations end. */
   close(): Promise<void>;
+  /**
+   * Stop gracefully, as production servers drain: from the call on every new request is answered 503 (code
+   * `shutting_down`, `Connection: close`) while the port stays open to say so; requests in flight run to their
+   * end for up to `timeoutMs` (default 30 s), then those left are cut — their generations end, a stream with a
+   * last chunk whose finish_reason is `"abort"` (vLLM's word for a request it ended) and `[DONE]`, usage too
+   * when asked, a whole response with what was generated, finish_reason `"abort"` — never a dropped socket.
+   * Resolves once every response is sent and the server is closed (the port released). Calling it again
+   * returns the same drain.
+   */
+  shutdown(options?: { readonly timeoutMs?: number }): Promise<ShutdownReport>;
+}
+
+/** How a graceful shutdown went. */
+export interface ShutdownReport {
+  /** Requests in flight when it began. */
+  readonly inFlight: number;
+  /** Of those, the ones cut at the deadline (finish_reason "abort"). */
+  readonly cut: number;
+  readonly seconds: number;
 }
 
 const send = (res: ServerResponse, status: number, body: object) => {
@@ -52,11 +74,33 @@ async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
   }
 }
 
+const shuttingDown = () => new ApiError(503, "the server is shutting down: it takes no new requests (those in flight are finishing)", null, "shutting_down");
+
+/** `work`'s outcome, unless `signal` aborts first (a shutdown's deadline while a body is still coming): then a 503. */
+function unlessAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(shuttingDown());
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    const settle = (f: () => void) => {
+      signal.removeEventListener("abort", onAbort);
+      f();
+    };
+    work.then(
+      (v) => settle(() => resolve(v)),
+      (e) => settle(() => reject(e)),
+    );
+  });
+}
+
 const authorized = (req: IncomingMessage, key: string): boolean => {
   const given = Buffer.from(/^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1] ?? "");
   const want = Buffer.from(key);
   return given.length === want.length && timingSafeEqual(given, want);
 };
+
+/** After a shutdown's deadline, how long the responses it ended get to be sent before every connection closes. */
+const CUT_GRACE_MS = 1000;
 
 /**
  * Serve a model over OpenAI's HTTP API: POST /v1/chat/completions and /v1/completions (SSE streaming or
@@ -84,13 +128,26 @@ export async function serveModel(model: Model, options: ServeOptions = {}): Prom
     ...extra,
   });
 
+  // Completion requests in flight, each by the controller that ends its generations: a client that goes away
+  // ends them (its slots are free at the next token), and so does a graceful shutdown's deadline (see shutdown()).
+  const inFlight = new Set<AbortController>();
+  let draining = false;
+  let onIdle: (() => void) | undefined;
+
   const complete = async (req: IncomingMessage, res: ServerResponse, chat: boolean) => {
-    const request: CompletionRequest = parseCompletionRequest(await readJson(req, maxBody), chat, limits);
+    const abort = new AbortController();
+    let gone = false; // the client went away: nothing more is sent
+    inFlight.add(abort);
+    // "close" comes once the response is handed to the system (or the connection dropped): only then is it no longer in flight.
+    res.on("close", () => {
+      gone = !res.writableFinished;
+      abort.abort();
+      inFlight.delete(abort);
+      if (inFlight.size === 0) onIdle?.();
+    });
+    const request: CompletionRequest = parseCompletionRequest(await unlessAborted(readJson(req, maxBody), abort.signal), chat, limits);
     if (request.model !== modelId) throw new ApiError(404, `The model \`${request.model}\` does not exist (this server serves \`${modelId}\`)`, "model", "model_not_found");
     checkTokenizer(model, request, modelId);
-    // A client that goes away frees its slots at the next token.
-    const abort = new AbortController();
-    res.on("close", () => abort.abort());
     const candidates = startCandidates(model, request, abort);
     const id = `${chat ? "chatcmpl" : "cmpl"}-${randomUUID()}`;
     const promptTokens = candidates.filter((c) => c.first).reduce((n, c) => n + c.generation.promptTokens, 0);
@@ -102,7 +159,7 @@ export async function serveModel(model: Model, options: ServeOptions = {}): Prom
 
     if (!request.stream) {
       const results = await Promise.all(candidates.map(async (c) => ({ c, r: await c.generation.result() })));
-      if (abort.signal.aborted) return;
+      if (gone) return;
       const choices = bestOf(results, request).map(({ c, r }, index) => format.choice(index, c, r));
       const completion = results.reduce((n, { r }) => n + r.tokenIds.length, 0);
       return send(res, 200, { id, object: chat ? "chat.completion" : "text_completion", created: Math.floor(Date.now() / 1000), model: modelId, choices, usage: usage(completion), ...chatPromptIds });
@@ -122,10 +179,10 @@ export async function serveModel(model: Model, options: ServeOptions = {}): Prom
           if (delta) event(chunkOf(id, chat, [delta]));
         }
         reason = c.generation.finishReason ?? reason;
-        if (!abort.signal.aborted) event(chunkOf(id, chat, [format.closing(index, reason)]));
+        if (!gone) event(chunkOf(id, chat, [format.closing(index, reason)]));
       }),
     );
-    if (abort.signal.aborted) return res.end();
+    if (gone) return res.end();
     if (request.includeUsage) event(chunkOf(id, chat, [], usage(completion)));
     event("[DONE]");
     res.end();
@@ -134,6 +191,10 @@ export async function serveModel(model: Model, options: ServeOptions = {}): Prom
   const server = createServer(async (req, res) => {
     const url = new URL(req.url ?? "/", "http://localhost");
     try {
+      if (draining) {
+        res.setHeader("connection", "close");
+        throw shuttingDown();
+      }
       if (url.pathname === "/health" && req.method === "GET") {
         // Tensor parallel: the GPUs the model is split over.
         const gpus = model.lm.backend.memory?.().devices?.map((d) => d.device);
@@ -161,13 +222,39 @@ export async function serveModel(model: Model, options: ServeOptions = {}): Prom
   });
   const address = server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const close = () =>
+    new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+  let shutdown: Promise<ShutdownReport> | undefined;
+  const drain = async (timeoutMs: number): Promise<ShutdownReport> => {
+    const t0 = performance.now();
+    draining = true;
+    server.closeIdleConnections(); // kept-alive connections with nothing in flight
+    const count = inFlight.size;
+    const idle = new Promise<void>((resolve) => (inFlight.size === 0 ? resolve() : (onIdle = resolve)));
+    log(`draining: new requests get 503; ${count === 1 ? "1 request" : `${count} requests`} in flight, given up to ${timeoutMs / 1000} s to finish`);
+    let timer: NodeJS.Timeout | undefined;
+    const late = await Promise.race([idle.then(() => false), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), timeoutMs)))]);
+    clearTimeout(timer);
+    const cut = late ? inFlight.size : 0;
+    if (late) {
+      log(`shutdown deadline (${timeoutMs / 1000} s) reached: ending ${cut === 1 ? "1 request" : `${cut} requests`} still in flight (finish_reason "abort")`);
+      for (const a of inFlight) a.abort();
+      // Their last events go out at once; a client that reads nothing more could hold a response open: close() ends it after this.
+      await Promise.race([idle, new Promise((resolve) => setTimeout(resolve, CUT_GRACE_MS).unref())]);
+    }
+    await close();
+    return { inFlight: count, cut, seconds: (performance.now() - t0) / 1000 };
+  };
   return {
     url: `http://${host}:${address.port}`,
     server,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+    get inFlight() {
+      return inFlight.size;
+    },
+    close,
+    shutdown: (o = {}) => (shutdown ??= drain(o.timeoutMs ?? 30_000)),
   };
 }
