@@ -31,6 +31,7 @@ export {
   type DeviceInfo,
 } from "./runtime/device.js";
 export { DeviceBuffer, copyDeviceToDevice } from "./runtime/device-buffer.js";
+export { DeviceHeap } from "./runtime/device-heap.js";
 export { PinnedBuffer } from "./runtime/pinned-buffer.js";
 export { CudaEvent, CudaGraph, CudaStream } from "./runtime/stream.js";
 export { DeviceModule, decode, type DecodeOptions } from "./runtime/device-module.js";

@@ -27,6 +27,10 @@ export interface NativeAttention {
 /** The raw addon interface (see csrc/addon). Kernel launchers take device addresses; callers check them. */
 export interface NativeAddon {
   DeviceBuffer: new (bytes: number) => NativeBuffer;
+  /** A heap on the current device reserving `reserveBytes` of addresses (rounded up to the granularity); throws where VMM is not supported. */
+  DeviceHeap: new (reserveBytes: number) => NativeDeviceHeap;
+  /** Whether the current device supports CUDA virtual memory management (false without a device or driver; never throws). */
+  virtualMemorySupported(): boolean;
   Stream: new () => NativeStream;
   Event: new (timing?: boolean) => NativeEvent;
   Module: new (m: object) => NativeModule;
@@ -139,6 +143,17 @@ export interface NativeBuffer {
   free(): void;
   readonly byteLength: number;
   readonly address: Address;
+}
+/** See DeviceHeap in csrc/addon/device-heap.h; sizes in bytes. */
+export interface NativeDeviceHeap {
+  /** Device address of `bytes` bytes aligned to `alignment` (a power of two, default 256); 0 for 0 bytes. Out of memory: an Error with code CUDA_OUT_OF_MEMORY and `neededBytes`. */
+  alloc(bytes: number, alignment?: number): Address;
+  free(): void;
+  readonly mappedBytes: number;
+  readonly usedBytes: number;
+  readonly reservedBytes: number;
+  readonly granularity: number;
+  readonly freed: boolean;
 }
 export interface NativePinnedBuffer {
   readonly buffer: ArrayBuffer;

@@ -2,6 +2,7 @@
 // functions (devices, copies, kernel launchers) in ops.cc. CUDA failures become JS errors with
 // code "CUDA_ERROR" (or "CUDA_OUT_OF_MEMORY").
 #include "device-buffer.h"
+#include "device-heap.h"
 #include "event.h"
 #include "fused-ops.h"
 #include "graph.h"
@@ -16,6 +17,7 @@ namespace df11addon {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   DeviceBuffer::Init(env, exports);
+  DeviceHeap::Init(env, exports);
   Stream::Init(env, exports);
   Event::Init(env, exports);
   Graph::Init(env, exports);
