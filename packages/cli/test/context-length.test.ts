@@ -8,17 +8,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadModel, TextTokenizer, type Model } from "@df11/models";
+import { loadModel, TextTokenizer } from "@df11/models";
 import { AFE, CHATML_TOOLS_TEMPLATE, TEMPLATE_SPECIALS, writeScriptedModel, type ScriptedModel } from "../../../test-support/scripted-model.js";
-import { serveModel, type RunningServer } from "../src/index.js";
-import { df11 } from "./helpers.js";
+import { df11, servedModel } from "./helpers.js";
 
 let work: string;
 let scripted: ScriptedModel;
 /** The chat prompt of "hi" in tokens: the context length the model is served with. */
 let context: number;
-let model: Model;
-let server: RunningServer;
+let served: Awaited<ReturnType<typeof servedModel>>;
 let client: OpenAI;
 const user = (content: string) => [{ role: "user" as const, content }];
 
@@ -33,13 +31,11 @@ beforeAll(async () => {
   });
   const tokenizer = (await TextTokenizer.load(scripted.dir))!;
   context = tokenizer.encode(tokenizer.applyChatTemplate(user("hi")), false).length;
-  model = await loadModel(scripted.dir, { device: "cpu", slots: 2, maxContext: context });
-  server = await serveModel(model, { port: 0, modelId: "m" });
-  client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "none", maxRetries: 0 });
+  served = await servedModel(await loadModel(scripted.dir, { device: "cpu", slots: 2, maxContext: context }));
+  client = served.client;
 });
 afterAll(async () => {
-  await server?.close();
-  model?.dispose();
+  await served?.close();
   await rm(work, { recursive: true, force: true });
 });
 

@@ -21,6 +21,7 @@ import {
   type ScriptedModelSpec,
   type Tok,
   AFE,
+  bytesTok,
 } from "../../../test-support/scripted-model.js";
 import { serveModel, type RunningServer } from "../src/index.js";
 
@@ -101,7 +102,7 @@ describe("log-probabilities", () => {
     expect(one.token_logprobs![0]).toBeNull();
     expect(one.top_logprobs![0]).toBeNull();
     for (const v of one.token_logprobs!.slice(1)) expect(v).toBeCloseTo(lp(8), 5);
-    expect(one.text_offset).toEqual([0, 1, 2, 3]);
+    expect(one.text_offset).toEqual([0, 1, 2, 2]); // é's two bytes both start at é (the text is "afé")
     expect(two.token_logprobs![1]).toBeCloseTo(lp(8, 0), 5); // "Z" after "a" is not what the model expects
     expect(two.token_logprobs![2]).toBeCloseTo(lp(4, 0), 5); // "Z" has no successor of its own: the script's start ("a") gets 4, "f" 0
     // lm-eval's is_greedy: the top alternative is the token itself when the model expects it.
@@ -111,10 +112,36 @@ describe("log-probabilities", () => {
     expect(next.choices[0].text).toBe("afé ");
     expect(next.choices[0].logprobs!.tokens).toEqual(["a", "f", "\uFFFD", "\uFFFD", " "]);
     expect(next.choices[0].logprobs!.token_logprobs![4]).toBeCloseTo(lp(8), 5);
+    expect(next.choices[0].logprobs!.text_offset).toEqual([0, 1, 2, 2, 3]); // " " follows "afé" at 3, not 4
     expect(next.usage?.completion_tokens).toBe(1);
     const plain = await client.completions.create({ model: "m", prompt: "hi", max_tokens: 2, echo: true, temperature: 0 });
     expect(plain.choices[0].text).toBe("hiaf");
     expect(plain.choices[0].logprobs).toBeNull();
+  });
+});
+
+describe("completions text_offset: where each token's text starts, in characters (code points)", () => {
+  // "aé😀!" as byte-level pieces a | C3 | A9 F0 | 9F 98 | 80 21: a piece that completes é also starts 😀, and the one
+  // that completes 😀 also writes "!". Each starts at the character its first byte belongs to.
+  const SPAN: Tok[] = ["a", bytesTok(0xc3), bytesTok(0xa9, 0xf0), bytesTok(0x9f, 0x98), bytesTok(0x80, 0x21)];
+  let client: OpenAI;
+  let s: ScriptedModel;
+  beforeAll(async () => {
+    ({ client, scripted: s } = await served("offsets", { script: [...SPAN, "<|im_end|>"] }));
+  });
+
+  it("generated (streamed and not) and echoed (a prompt of the same pieces): [0, 1, 1, 2, 2], after the echoed text's characters", async () => {
+    const body = { model: "m", prompt: "hi", max_tokens: 10, logprobs: 0, temperature: 0 } as const;
+    const r = await client.completions.create(body);
+    expect(r.choices[0].text).toBe("aé😀!");
+    expect(r.choices[0].logprobs!.text_offset).toEqual([0, 1, 1, 2, 2]);
+    const streamed: number[] = [];
+    for await (const c of await client.completions.create({ ...body, stream: true })) streamed.push(...(c.choices[0]?.logprobs?.text_offset ?? []));
+    expect(streamed).toEqual([0, 1, 1, 2, 2]);
+    // Echoed: the prompt "aé😀!x" as the same pieces and "x", then the reply from its 5 characters on (6 UTF-16 units).
+    const echoed = await client.completions.create({ ...body, prompt: [...SPAN, "x"].map((t) => s.idOf(t)), echo: true });
+    expect(echoed.choices[0].text).toBe("aé😀!xaé😀!");
+    expect(echoed.choices[0].logprobs!.text_offset).toEqual([0, 1, 1, 2, 2, 4, 5, 6, 6, 7, 7]);
   });
 });
 

@@ -105,7 +105,7 @@ describe.skipIf(!available)(`df11 serve: graceful shutdown (${available ? `${MOD
     const refused = await fetch(`${s.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: SHORT });
     expect(refused.status).toBe(503);
     expect(refused.headers.get("connection")).toBe("close");
-    expect((await refused.json()).error).toMatchObject({ code: "shutting_down", type: "server_error", message: expect.stringMatching(/shutting down/) });
+    expect(((await refused.json()) as { error: object }).error).toMatchObject({ code: "shutting_down", type: "server_error", message: expect.stringMatching(/shutting down/) });
     expect((await fetch(`${s.url}/health`)).status).toBe(503);
     slow.finish(); // the body it began before the signal: answered as any other
     expect(await slow.response).toMatchObject({ status: 200, json: { choices: [{ finish_reason: "length" }] } });

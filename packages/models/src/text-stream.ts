@@ -46,18 +46,47 @@ export class IncrementalDetokenizer {
     return this.release(true);
   }
 
-  private release(final: boolean): string {
+  /**
+   * The text of the tokens pushed but not released yet, up to a character they leave unfinished: the text
+   * that precedes the next token's own, after what `push` has released. (Invalid bytes count, as the U+FFFD
+   * they decode to.) Where a token's text starts, e.g. an OpenAI completion's `text_offset`.
+   */
+  held(): string {
     if (this.readOffset === this.ids.length) return "";
+    const { text } = this.unreleased();
+    const bytes = this.ids.slice(this.readOffset).flatMap((id) => [...this.tokenizer.tokenBytes(id)]);
+    return text.endsWith(REPLACEMENT) && endsInsideCharacter(bytes) ? text.slice(0, -1) : text;
+  }
+
+  /** The text the tokens after the last release add, and whether they add any. */
+  private unreleased(): { text: string; grew: boolean } {
     const prefix = this.window(this.prefixOffset, this.readOffset);
     const full = this.window(this.prefixOffset, this.ids.length);
-    if (!final && (full.length <= prefix.length || full.endsWith(REPLACEMENT))) return "";
     let start = Math.min(prefix.length, full.length);
     // A decoder that rewrote the prefix (space clean-up) must not make us split a surrogate pair.
     if (start > 0 && start < full.length && isLowSurrogate(full.charCodeAt(start))) start++;
+    return { text: full.slice(start), grew: full.length > prefix.length };
+  }
+
+  private release(final: boolean): string {
+    if (this.readOffset === this.ids.length) return "";
+    const { text, grew } = this.unreleased();
+    if (!final && (!grew || text.endsWith(REPLACEMENT))) return "";
     this.prefixOffset = this.readOffset;
     this.readOffset = this.ids.length;
-    return full.slice(start);
+    return text;
   }
+}
+
+/** Whether UTF-8 bytes end inside a character: a lead byte followed by fewer continuation bytes than it announces. */
+function endsInsideCharacter(bytes: readonly number[]): boolean {
+  for (let i = bytes.length - 1; i >= 0 && i >= bytes.length - 4; i--) {
+    const b = bytes[i];
+    if ((b & 0xc0) === 0x80) continue; // a continuation byte
+    const length = b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 1;
+    return bytes.length - i < length;
+  }
+  return false;
 }
 
 /**

@@ -40,6 +40,16 @@ function chunkings(bytes: Uint8Array, seed: number): number[][][] {
 
 const wellFormed = (s: string) => wholeCharacters(s, false);
 
+/** Where each token's text starts (code points) as `held()` says it, ahead of each push: completions' text_offset. */
+function startsOf(d: IncrementalDetokenizer, ids: readonly number[]): number[] {
+  let released = 0;
+  return ids.map((id) => {
+    const at = released + [...d.held()].length;
+    released += [...d.push(id)].length;
+    return at;
+  });
+}
+
 let work: string;
 let model: ScriptedModel;
 let tokenizer: TextTokenizer;
@@ -74,6 +84,16 @@ describe("IncrementalDetokenizer: whole characters only", () => {
       }
       // Single-byte tokens release nothing until a character completes.
       if (tokens.every((t) => t.length === 1)) expect(pieces.filter((p) => p.length > 0).length).toBe([...text].length);
+      // held(): a token starts at the character its first byte belongs to (runs straddle characters: the text a token
+      // completes is held back while it also starts the next one, and still counts).
+      const decoder = new TextDecoder();
+      let chars = 0;
+      const expected = tokens.map((bytes) => {
+        const at = chars;
+        chars += [...decoder.decode(Uint8Array.from(bytes), { stream: true })].length;
+        return at;
+      });
+      expect(startsOf(new IncrementalDetokenizer(tokenizer), ids), JSON.stringify(text)).toEqual(expected);
     }
   });
 
@@ -82,6 +102,9 @@ describe("IncrementalDetokenizer: whole characters only", () => {
     const ids = [model.idOf("a"), model.idOf("<|end|>"), model.idOf({ bytes: [0xf0] }), model.idOf({ bytes: [0x9f] })];
     const pieces = ids.map((id) => d.push(id));
     expect(pieces).toEqual(["a", "", "", ""]);
+    expect(startsOf(new IncrementalDetokenizer(tokenizer), [...ids, model.idOf({ bytes: [0x80] })])).toEqual([0, 1, 1, 1, 1]);
+    // An invalid byte is a character of the text (U+FFFD): the next token starts after it.
+    expect(startsOf(new IncrementalDetokenizer(tokenizer), [model.idOf({ bytes: [0x80] }), model.idOf("a"), model.idOf("a")])).toEqual([0, 1, 2]);
     expect(d.flush()).toBe("\uFFFD");
     expect(tokenizer.decode(ids)).toBe("a\uFFFD");
   });
@@ -119,6 +142,8 @@ describe("IncrementalDetokenizer: whole characters only", () => {
     out.push(d.flush());
     expect(out.join("")).toBe("café crème 😀");
     expect(out.every((p) => !p.includes("\uFFFD"))).toBe(true);
+    // Where each piece starts in that text: the stripped leading space shifts nothing; é and è's bytes start at them.
+    expect(startsOf(new IncrementalDetokenizer(sp), ids)).toEqual([0, 3, 3, 4, 7, 7, 8, 10, 12]);
     // tokenBytes: what each piece adds in the middle of a text.
     expect([...sp.tokenBytes(byte(0xc3))]).toEqual([0xc3]);
     expect(new TextDecoder().decode(sp.tokenBytes(id("▁cr")))).toBe(" cr");

@@ -3,6 +3,7 @@ import {
   ChatTemplateError,
   ConstraintError,
   ContextLengthError,
+  IncrementalDetokenizer,
   ModelsError,
   QueueFullError,
   ToolsNotSupportedError,
@@ -11,6 +12,7 @@ import {
   type Model,
   type ModelChatOptions,
   type ModelToken,
+  type TextTokenizer,
   type TokenLogprob,
   type ToolCall,
 } from "@df11/models";
@@ -114,6 +116,37 @@ export function bestOf<T extends { c: Candidate; r: GenerationResult }>(results:
 
 const lossy = new TextDecoder();
 
+/** Characters (Unicode code points) in a string, as Python's len() counts them. */
+const codePoints = (s: string): number => s.length - (s.match(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g)?.length ?? 0);
+
+/**
+ * Completions' `text_offset`: where each token's text starts in the choice's text, in characters (code points,
+ * as OpenAI's and vLLM's Python count them; `[...text]` indexes them in JavaScript) — the length of the text the
+ * tokens before it decode to, whole characters only. A token that continues or completes a character split over
+ * tokens starts where that character starts (é as bytes C3|A9: both at é); one with no text of its own (a special
+ * token) where the next text starts. Tokens are decoded as the text is (a prompt's, a generation's own), from `base`.
+ */
+class TextOffsets {
+  private released = 0;
+  private readonly detokenizer: IncrementalDetokenizer | undefined;
+
+  constructor(
+    tokenizer: TextTokenizer | undefined,
+    private readonly base: number,
+  ) {
+    this.detokenizer = tokenizer && new IncrementalDetokenizer(tokenizer);
+  }
+
+  /** The next token's offset (then it is read). */
+  next(id: number): number {
+    const d = this.detokenizer;
+    if (!d) return this.base; // no tokenizer: the text is ""
+    const at = this.base + this.released + codePoints(d.held());
+    this.released += codePoints(d.push(id));
+    return at;
+  }
+}
+
 /**
  * Writes choices, deltas and log-probabilities in OpenAI's shapes (chat or completions). With `withTokenIds`
  * (vLLM's `return_token_ids`; always for a model without a tokenizer, whose text is empty) also the token
@@ -122,7 +155,8 @@ const lossy = new TextDecoder();
  * (streamed: its first chunk); for chat, on the response (streamed: its first chunk).
  */
 export class ResponseFormat {
-  private readonly offsets = new Map<number, number>();
+  /** Streamed: each choice's generated tokens' text offsets (after its echoed prompt's text). */
+  private readonly offsets = new Map<number, TextOffsets>();
   private readonly callCounts = new Map<number, number>();
 
   constructor(
@@ -157,28 +191,24 @@ export class ResponseFormat {
     };
   }
 
-  /** Legacy completions log-probabilities; `ids[i]` is the token of `lps[i]` (null: no log-probability, the prompt's first). */
-  private completionLogprobs(index: number, ids: readonly number[], lps: ReadonlyArray<TokenLogprob | null>): object {
-    const tokens: string[] = [];
-    const offsets: number[] = [];
-    let offset = this.offsets.get(index) ?? 0;
-    for (const id of ids) {
-      const { token } = this.token(id);
-      tokens.push(token);
-      offsets.push(offset);
-      // text_offset is where the token's text starts in the choice's text. Without a tokenizer that text is
-      // "" and a token's name (`token_id:N`) is not part of it: every offset is 0, the length of the text so
-      // far. (vLLM advances by each returned token string's length, `token_id:N` names included, which
-      // points past the end of an empty text.)
-      offset += this.model.tokenizer ? token.length : 0;
-    }
-    this.offsets.set(index, offset);
+  /** The text offsets of a choice's tokens: its echoed prompt's (from 0), or its generated ones' (after the echoed text). */
+  private textOffsets(c: Candidate | undefined, prompt: boolean): TextOffsets {
+    return new TextOffsets(this.model.tokenizer, prompt ? 0 : codePoints(c?.echo?.text ?? ""));
+  }
+
+  /**
+   * Legacy completions log-probabilities; `ids[i]` is the token of `lps[i]` (null: no log-probability, the prompt's first),
+   * its text offset `offsets.next(ids[i])` (see {@link TextOffsets}; vLLM adds up the returned token strings' lengths, which
+   * drifts wherever a character is split over tokens — each piece is a whole U+FFFD there — and past the end of the empty
+   * text of a model without a tokenizer, where every offset is 0 here).
+   */
+  private completionLogprobs(ids: readonly number[], lps: ReadonlyArray<TokenLogprob | null>, offsets: ReadonlyArray<TextOffsets>): object {
     return {
-      tokens,
+      tokens: ids.map((id) => this.token(id).token),
       token_logprobs: lps.map((lp) => lp?.logprob ?? null),
       // vLLM's rule: the chosen token is always among the alternatives.
       top_logprobs: lps.map((lp) => (lp ? Object.fromEntries([...lp.top, lp].map((t) => [this.token(t.id).token, t.logprob])) : null)),
-      text_offset: offsets,
+      text_offset: ids.map((id, i) => offsets[i].next(id)),
     };
   }
 
@@ -198,8 +228,10 @@ export class ResponseFormat {
     }
     const generated = r.logprobs ?? [];
     const echoed = c.echo ? [...c.echo.ids] : [];
+    const [fromPrompt, fromGenerated] = [this.textOffsets(c, true), this.textOffsets(c, false)];
+    const offsets = [...echoed.map(() => fromPrompt), ...generated.map(() => fromGenerated)];
     const logprobs = this.withLogprobs
-      ? this.completionLogprobs(index, [...echoed, ...generated.map((t) => t.id)], [...(c.echo ? (r.promptLogprobs ?? []) : []), ...generated])
+      ? this.completionLogprobs([...echoed, ...generated.map((t) => t.id)], [...(c.echo ? (r.promptLogprobs ?? []) : []), ...generated], offsets)
       : null;
     // token_ids, like text and logprobs, start with the echoed prompt (as vLLM's do).
     return { index, text: (c.echo?.text ?? "") + r.text, logprobs, finish_reason, ...(this.withTokenIds ? { ...this.promptTokenIds(c), token_ids: [...echoed, ...r.tokenIds] } : {}) };
@@ -208,16 +240,19 @@ export class ResponseFormat {
   /** Streamed: the first deltas of a choice (chat: the role; completions with echo: the prompt; with token ids: the prompt's). */
   opening(index: number, c: Candidate): object[] {
     if (this.chat) return [{ index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }];
+    this.offsets.set(index, this.textOffsets(c, false));
     if (!c.echo) return this.withTokenIds ? [{ index, text: "", logprobs: null, finish_reason: null, ...this.promptTokenIds(c) }] : [];
     const lps = c.generation.promptLogprobs ?? [];
     const ids = this.withTokenIds ? { ...this.promptTokenIds(c), token_ids: [...c.echo.ids] } : {};
-    return [{ index, text: c.echo.text, logprobs: this.withLogprobs ? this.completionLogprobs(index, c.echo.ids, lps) : null, finish_reason: null, ...ids }];
+    const prompt = this.textOffsets(c, true);
+    const logprobs = this.withLogprobs ? this.completionLogprobs(c.echo.ids, lps, c.echo.ids.map(() => prompt)) : null;
+    return [{ index, text: c.echo.text, logprobs, finish_reason: null, ...ids }];
   }
 
   /** Streamed: what a token adds (undefined when nothing: no text yet, no log-probability, no token ids asked for). */
   delta(index: number, t: ModelToken): object | undefined {
     const lps = t.logprob ? [t.logprob] : [];
-    const logprobs = this.withLogprobs && lps.length > 0 ? (this.chat ? this.chatLogprobs(lps) : this.completionLogprobs(index, [t.id], lps)) : null;
+    const logprobs = this.withLogprobs && lps.length > 0 ? (this.chat ? this.chatLogprobs(lps) : this.completionLogprobs([t.id], lps, [this.offsets.get(index)!])) : null;
     const ids = this.withTokenIds && t.id >= 0 ? { token_ids: [t.id] } : undefined;
     if (!t.text && !logprobs && !t.toolCalls && !ids) return undefined;
     if (!this.chat) return { index, text: t.text, logprobs, finish_reason: null, ...ids };
