@@ -40,6 +40,17 @@ export interface DF11Module {
   readonly splitPositions: readonly number[];
 }
 
+/**
+ * A module without its two bulk tensors, their byte lengths instead: what a loader checks before
+ * streaming `encoded_exponent` and `sign_mantissa` from the file straight to the GPU.
+ */
+export interface DF11ModuleHeader extends Omit<DF11Module, "encodedExponent" | "signMantissa"> {
+  /** Bytes of `encoded_exponent`. */
+  readonly encodedExponentBytes: number;
+  /** Bytes of `sign_mantissa` (= elements). */
+  readonly signMantissaBytes: number;
+}
+
 /** Number of GPU blocks the format launches for a stream of `nBytes` bytes. */
 export const blockCount = (nBytes: number): number => Math.ceil(nBytes / BYTES_PER_BLOCK);
 
@@ -108,9 +119,17 @@ export function blockStart(m: DF11Module, k: number): number {
  * bounds. Throws {@link InvalidModuleError} naming the offending tensor.
  */
 export function validateModule(m: DF11Module): void {
+  validateModuleHeader({ ...m, encodedExponentBytes: m.encodedExponent.length, signMantissaBytes: m.signMantissa.length });
+}
+
+/**
+ * {@link validateModule} for a module whose bulk tensors are known by their lengths only (they are
+ * streamed elsewhere): everything but the bytes of `encoded_exponent` and `sign_mantissa` is checked.
+ */
+export function validateModuleHeader(m: DF11ModuleHeader): void {
   validateLuts(m.luts);
-  const n = m.signMantissa.length;
-  const nBytes = m.encodedExponent.length;
+  const n = m.signMantissaBytes;
+  const nBytes = m.encodedExponentBytes;
   if (n === 0) throw new InvalidModuleError("sign_mantissa", "module has no elements");
   if (nBytes === 0) throw new InvalidModuleError("encoded_exponent", "empty bit stream");
   if (n > 0xffffffff) throw new InvalidModuleError("sign_mantissa", `${n} elements exceed the uint32 positions`);

@@ -47,6 +47,10 @@ export interface NativeAddon {
   decode(module: NativeModule, out: NativeBuffer, offsetElements?: number, stream?: NativeStream): void;
   copy(dst: NativeBuffer, src: NativeBuffer, bytes: number, stream?: NativeStream): void;
   copyAddress(dst: Address, src: Address, bytes: number, stream?: NativeStream): void;
+  /** cudaMemsetAsync of `bytes` at `dst` to `value`, ordered on the stream. */
+  fillAddress(dst: Address, value: number, bytes: number, stream?: NativeStream): void;
+  /** `bytes` from device address `src` into `target` once the stream's work before it is done (waits). */
+  downloadAddress(target: ArrayBufferView, src: Address, bytes: number, stream?: NativeStream): void;
   embedding(table: Address, ids: Address, rows: number, dim: number, scale: number, out: Address, stream?: NativeStream): void;
   gatedActivation(gu: Address, rows: number, inner: number, activation: number, out: Address, stream?: NativeStream): void;
   add(a: Address, b: Address, n: number, stream?: NativeStream): void;

@@ -175,7 +175,7 @@ gpuTest("allocations hold data (pinned H2D and D2H, pageable via D2D, cudaMemset
   }
 });
 
-gpuTest("300 × (3 MiB + 4 KiB): the device gives what is handed out plus less than a granule (cudaMalloc: 2 MiB pages)", () => {
+gpuTest("300 × (3 MiB + 4 KiB): the device gives what is handed out plus little (< 4 %; cudaMalloc wastes ≥ 4× more on 2 MiB pages)", () => {
   const count = 300;
   const bytes = 3 * MiB + 4096;
   {
@@ -209,7 +209,9 @@ gpuTest("300 × (3 MiB + 4 KiB): the device gives what is handed out plus less t
       `# heap: ${count} × ${bytes} B in ${ms.toFixed(1)} ms (${((ms * 1000) / count).toFixed(0)} µs per alloc); used ${heap.usedBytes}, mapped ${heap.mappedBytes}, ` +
         `device memory taken (cudaMemGetInfo) ${heapTaken} (+${(((heapTaken - heap.usedBytes) / heap.usedBytes) * 100).toFixed(2)} %)`,
     );
-    assert.ok(heapTaken <= heap.usedBytes + 8 * MiB, `the heap took ${heapTaken} bytes of device memory for ${heap.usedBytes} handed out`);
+    // Besides < 1 granule unmapped at the end, the driver keeps bookkeeping per mapping (H200, driver 580:
+    // 21.8 MB for these 300 growths, ~73 KiB each): allow 4 %, then compare with cudaMalloc's pages below.
+    assert.ok(heapTaken <= heap.usedBytes * 1.04 + heap.granularity, `the heap took ${heapTaken} bytes of device memory for ${heap.usedBytes} handed out`);
     for (const i of [0, 149, count - 1]) {
       const data = pattern(bytes, 1000 + i);
       io.write(allocations[i].address, data);
@@ -223,12 +225,13 @@ gpuTest("300 × (3 MiB + 4 KiB): the device gives what is handed out plus less t
   assert.equal(allocationStats().allocated, allocated0);
   assert.ok(memoryInfo().free >= free0 - 4 * MiB, `after dispose ${free0 - memoryInfo().free} bytes are still taken`);
 
-  // For comparison (not asserted): the same allocations from cudaMalloc.
+  // The same allocations from cudaMalloc: its 2 MiB pages waste far more than the heap does.
   const buffers = [];
   try {
     for (let i = 0; i < count; i++) buffers.push(DeviceBuffer.alloc(bytes));
     const taken = free0 - memoryInfo().free;
     console.log(`# cudaMalloc: ${count} × ${bytes} B took ${taken} bytes of device memory for ${count * bytes} asked (+${(((taken - count * bytes) / (count * bytes)) * 100).toFixed(1)} %; heap ${heapTaken})`);
+    assert.ok(heapTaken - count * bytes < (taken - count * bytes) / 4, `the heap wasted ${heapTaken - count * bytes} bytes, cudaMalloc ${taken - count * bytes}`);
   } finally {
     for (const b of buffers) b.dispose();
   }

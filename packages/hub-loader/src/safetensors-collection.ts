@@ -115,11 +115,12 @@ export class SafetensorsCollection implements TensorSource, AsyncDisposable {
 
   /**
    * Read a tensor's raw bytes into `target` (length ≥ its byte length), e.g. pinned staging memory, with
-   * up to `concurrency` positional reads at once.
+   * up to `concurrency` positional reads at once; with `range`, only its bytes [from, from + target.length).
+   * Throws RangeError for a range outside the tensor, SafetensorsError for a truncated file.
    */
-  readInto(name: string, target: Uint8Array, concurrency = 1): Promise<void> {
+  readInto(name: string, target: Uint8Array, concurrency = 1, range?: { from: number }): Promise<void> {
     const t = this.info(name);
-    return t.file.readInto(t.name, target, concurrency);
+    return t.file.readInto(t.name, target, concurrency, range);
   }
 
   /** Read a BF16 (or other 16-bit) tensor as raw 16-bit words. */

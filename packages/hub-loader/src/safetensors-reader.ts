@@ -137,30 +137,34 @@ export class SafetensorsFile implements AsyncDisposable {
   /**
    * Read a tensor's raw bytes into `target` (length ≥ the tensor's byte length). With `concurrency` > 1
    * the tensor is read in 16 MiB pieces, that many at once (positional reads run on libuv's thread pool:
-   * from the page cache, one reader moves a few GB/s, several move many).
+   * from the page cache, one reader moves a few GB/s, several move many). With `range`, only bytes
+   * [range.from, range.from + target.length) of the tensor are read (into target[0…]).
    */
-  async readInto(name: string, target: Uint8Array, concurrency = 1): Promise<void> {
+  async readInto(name: string, target: Uint8Array, concurrency = 1, range?: { from: number }): Promise<void> {
     const t = this.info(name);
     const handle = this.handle;
     if (!handle) throw new SafetensorsError(this.path, "file is closed", name);
-    if (target.length < t.byteLength) throw new RangeError(`target holds ${target.length} bytes, ${name} needs ${t.byteLength}`);
+    const start = range?.from ?? 0;
+    const length = range ? target.length : t.byteLength;
+    if (!Number.isInteger(start) || start < 0 || start + length > t.byteLength) throw new RangeError(`bytes [${start}, ${start + length}) are outside ${name}'s ${t.byteLength}`);
+    if (target.length < length) throw new RangeError(`target holds ${target.length} bytes, ${name} needs ${length}`);
     const piece = concurrency > 1 ? PARALLEL_PIECE : READ_CHUNK;
     const readRange = async (from: number, to: number) => {
       for (let done = from; done < to; ) {
-        const { bytesRead } = await handle.read(target, done, Math.min(READ_CHUNK, to - done), t.fileOffset + done);
+        const { bytesRead } = await handle.read(target, done, Math.min(READ_CHUNK, to - done), t.fileOffset + start + done);
         if (bytesRead === 0) throw new SafetensorsError(this.path, "file ended before the tensor's data (truncated?)", name);
         done += bytesRead;
       }
     };
     let next = 0;
     const worker = async () => {
-      while (next < t.byteLength) {
+      while (next < length) {
         const from = next;
-        next = Math.min(t.byteLength, next + piece);
+        next = Math.min(length, next + piece);
         await readRange(from, next);
       }
     };
-    await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, Math.ceil(t.byteLength / piece))) }, worker));
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, Math.ceil(length / piece))) }, worker));
   }
 
   async close(): Promise<void> {

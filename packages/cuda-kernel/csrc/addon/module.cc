@@ -22,13 +22,23 @@ void Module::Init(Napi::Env env, Napi::Object exports) {
 }
 
 // new Module({ luts, encodedExponent, signMantissa, outputPositions (Uint32Array), gaps })
-// The caller (TypeScript) has validated the module's structure.
+// The caller (TypeScript) has validated the module's structure. encodedExponent and signMantissa may be
+// byte lengths instead of arrays: their device memory is then left for the caller to fill (stored()
+// gives where), streamed from the file through small pinned buffers rather than staged whole.
 Module::Module(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Module>(info) {
   Napi::Env env = info.Env();
   Napi::Object o = info[0].As<Napi::Object>();
+  // A length stands for bytes the caller uploads later (data null: nothing copied here).
+  const auto bulk = [&](const char* name) -> Bytes {
+    Napi::Value v = o.Get(name);
+    if (!v.IsNumber()) return viewOf(v, name);
+    const double n = v.As<Napi::Number>().DoubleValue();
+    if (!(n >= 0) || n != static_cast<double>(static_cast<size_t>(n))) throw Napi::RangeError::New(env, std::string(name) + " byte length must be a whole number ≥ 0");
+    return {nullptr, static_cast<size_t>(n)};
+  };
   Bytes luts = viewOf(o.Get("luts"), "luts");
-  Bytes stream = viewOf(o.Get("encodedExponent"), "encodedExponent");
-  Bytes sm = viewOf(o.Get("signMantissa"), "signMantissa");
+  Bytes stream = bulk("encodedExponent");
+  Bytes sm = bulk("signMantissa");
   Bytes op = viewOf(o.Get("outputPositions"), "outputPositions");
   Bytes gaps = viewOf(o.Get("gaps"), "gaps");
   const int nLuts = static_cast<int>(luts.length / 256);
@@ -59,8 +69,8 @@ Module::Module(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Module>(info) 
     throwIfError(env, cudaMemcpy(b + oLuts, luts.data, luts.length, cudaMemcpyHostToDevice), "cudaMemcpy (luts)");
     throwIfError(env, cudaMemcpy(b + oTable, table.data(), table.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy (table)");
     throwIfError(env, cudaMemcpy(b + oCount, countTable.data(), countTable.size(), cudaMemcpyHostToDevice), "cudaMemcpy (count table)");
-    throwIfError(env, cudaMemcpy(b + oStream, stream.data, stream.length, cudaMemcpyHostToDevice), "cudaMemcpy (encoded_exponent)");
-    throwIfError(env, cudaMemcpy(b + oSm, sm.data, sm.length, cudaMemcpyHostToDevice), "cudaMemcpy (sign_mantissa)");
+    if (stream.data) throwIfError(env, cudaMemcpy(b + oStream, stream.data, stream.length, cudaMemcpyHostToDevice), "cudaMemcpy (encoded_exponent)");
+    if (sm.data) throwIfError(env, cudaMemcpy(b + oSm, sm.data, sm.length, cudaMemcpyHostToDevice), "cudaMemcpy (sign_mantissa)");
     throwIfError(env, cudaMemcpy(b + oOp, positions_.data(), positions_.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy (output_positions)");
     throwIfError(env, cudaMemcpy(b + oGaps, gaps.data, gaps.length, cudaMemcpyHostToDevice), "cudaMemcpy (gaps)");
     // The copies ran on the legacy stream, which the decode streams (non-blocking) do not wait for.

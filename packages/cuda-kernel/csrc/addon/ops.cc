@@ -123,6 +123,25 @@ Napi::Value CopyAddress(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// fillAddress(dstAddress, byteValue, bytes, stream?) — cudaMemsetAsync by address, ordered on the stream.
+Napi::Value FillAddress(const Napi::CallbackInfo& info) {
+  throwIfError(info.Env(), cudaMemsetAsync(pointerArg<void>(info, 0, "dst"), intArg(info, 1, "value"), static_cast<size_t>(numberArg(info, 2, "bytes")), streamOf(info[3])),
+               "cudaMemsetAsync");
+  return info.Env().Undefined();
+}
+
+// downloadAddress(target typed array, srcAddress, bytes, stream?) — device to host after the work queued
+// on the stream; the bytes are in `target` on return (waits for the stream).
+Napi::Value DownloadAddress(const Napi::CallbackInfo& info) {
+  Bytes dst = viewOf(info[0], "target");
+  const size_t bytes = static_cast<size_t>(numberArg(info, 2, "bytes"));
+  if (bytes > dst.length) throw Napi::RangeError::New(info.Env(), "downloadAddress: the target is smaller than the bytes asked for");
+  cudaStream_t s = streamOf(info[3]);
+  throwIfError(info.Env(), cudaMemcpyAsync(dst.data, pointerArg<const void>(info, 1, "src"), bytes, cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync (download)");
+  throwIfError(info.Env(), cudaStreamSynchronize(s), "cudaStreamSynchronize (download)");
+  return info.Env().Undefined();
+}
+
 // copy2D(dst, dstPitch, src, srcPitch, widthBytes, height, stream?) — a strided block, device to device
 // (a column slice of a row-major matrix: tensor-parallel shards).
 Napi::Value Copy2D(const Napi::CallbackInfo& info) {
@@ -325,6 +344,8 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   fn("decode", Decode);
   fn("copy", Copy);
   fn("copyAddress", CopyAddress);
+  fn("fillAddress", FillAddress);
+  fn("downloadAddress", DownloadAddress);
   fn("copy2D", Copy2D);
   fn("embedding", Embedding);
   fn("gatedActivation", GatedActivation);

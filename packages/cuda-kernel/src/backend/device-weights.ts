@@ -1,12 +1,13 @@
 import type { SafetensorsCollection } from "@df11/hub-loader";
-import { checksumHex, MODULE_TENSOR_SUFFIXES } from "@df11/codec";
+import { checksumHex } from "@df11/codec";
 import {
   ChecksumMismatchError,
   checkDecodedWeights,
   compressedModulesOf,
   expectedWeightShape,
   isModuleTensor,
-  readDF11Module,
+  MODULE_HEADER_SUFFIXES,
+  readDF11ModuleHeader,
   weightNamesOf,
   WeightLayoutError,
   type PatternDict,
@@ -19,9 +20,11 @@ import { call, native, type Address } from "../native.js";
 import { DeviceBuffer } from "../runtime/device-buffer.js";
 import { DeviceModule } from "../runtime/device-module.js";
 import { PinnedBuffer } from "../runtime/pinned-buffer.js";
-import { CudaStream } from "../runtime/stream.js";
+import { CudaEvent, CudaStream } from "../runtime/stream.js";
+import { DeviceHeap } from "../runtime/device-heap.js";
 import { LayerOffload } from "./offload.js";
-import { PinnedStaging } from "./staging.js";
+import { LoadMemory } from "./load-memory.js";
+import { StreamingStaging, type StagingDevice, type StreamingStagingOptions } from "./staging.js";
 import { copySliceRows, isWholeSlice, sliceOf, sliceVector, vectorSliceOf } from "./shard-copy.js";
 import { Bf16DeviceMatrix } from "./formats/bf16.js";
 import { FusedDeviceMatrix, fusedLayoutReport, type FusedLayoutReport, type RowSource } from "./formats/fused.js";
@@ -59,10 +62,11 @@ export interface LoadCheckReport {
 
 /**
  * Where a load's host time went, in ms (performance.now() around each phase; GPU work shows where the host
- * waits for it): waiting for the next file unit to be in pinned memory, parsing DF11 modules, uploading
- * them (cudaMalloc + copies), placing matrices in the layout (decoding windows, transcoding to the fused
- * layout: its escape count's round trip and frees wait for the GPU), the module's final synchronisation
- * and release, and the plain (non-DF11) tensors.
+ * waits for it): waiting for the next DF11 module's small tensors (LUTs, positions, gaps) to be read,
+ * parsing and checking them, uploading (allocating the module, then queueing the copies of its two large
+ * tensors as their pieces are read through the pinned chunks: waits for the file show here), placing
+ * matrices in the layout (decoding windows, transcoding to the fused layout: its escape count's round
+ * trip waits for the GPU), the module's final synchronisation and release, and the plain (non-DF11) tensors.
  */
 export interface LoadPhaseTimes {
   readWaitMs: number;
@@ -94,9 +98,21 @@ export interface DeviceWeightsOptions {
    * the GPU as the others, copied out once complete and freed there; see {@link LayerOffload}.
    */
   readonly offloadLayers?: readonly number[];
+  /** The pinned ring files stream through (chunk size, chunks; see StreamingStaging). */
+  readonly staging?: StreamingStagingOptions;
 }
 
 const DEFAULT_WINDOW = 16 * 1024 * 1024;
+
+/** Staging chunks in pinned host memory, copy completion marked by events. */
+const PINNED_STAGING: StagingDevice = {
+  allocChunk: (bytes) => PinnedBuffer.alloc(bytes),
+  record: (stream) => {
+    const e = new CudaEvent({ timing: false });
+    e.record(stream);
+    return e;
+  },
+};
 
 /** Matrices of one layer in the order the official pattern_dicts compress them, so fused projections are adjacent. */
 const LAYER_ORDER = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.gate_up_proj", "mlp.down_proj"];
@@ -189,6 +205,10 @@ export class DeviceWeights implements Disposable {
   private readonly modules: DeviceModule[] = [];
   private readonly owned: DeviceMatrix[] = [];
   private fused = new Map<string, Address>();
+  /** Fused layouts packed back to back (no 2 MiB rounding per array); absent where the device has no virtual memory management. */
+  private heap: DeviceHeap | undefined;
+  /** Transcoding's temporaries and kept arrays while loading. */
+  private loadMemory: LoadMemory | undefined;
   /** Offloaded layers: names not placed yet, device storage until packed, packed layers, then the streamer. */
   private readonly offloadPending = new Map<number, Set<string>>();
   private readonly offloadStorage = new Map<number, Array<DeviceMatrix | DeviceBuffer>>();
@@ -327,6 +347,16 @@ export class DeviceWeights implements Disposable {
     const total = weights.names().reduce((n, t) => n + weights.info(t).byteLength, 0);
     let done = 0;
     const progress = (bytes: number) => options.onProgress?.((done += bytes), total);
+    if (layout === "fused" && DeviceHeap.supported()) {
+      // Virtual address space only: physical memory is mapped as the layouts fill it.
+      const planned = DeviceWeights.plannedLayout(weights, patternDict, config, layout, shard).total;
+      this.heap = DeviceHeap.create(Math.ceil(planned * 1.1) + (256 << 20));
+    }
+    this.loadMemory = new LoadMemory(this.heap, (bytes) => {
+      const b = DeviceBuffer.alloc(bytes);
+      this.buffers.push(b); // counted in residentBytes through the matrix
+      return b.address;
+    });
     // One scratch window for decoding modules at load (transcoding, checks), freed at the end.
     let scratch: DeviceBuffer | undefined;
     const window = (elements: number) => {
@@ -337,13 +367,14 @@ export class DeviceWeights implements Disposable {
       return scratch;
     };
 
-    // Files are read into pinned memory a unit ahead of the GPU work (see PinnedStaging).
-    using staging = new PinnedStaging(weights);
     try {
       if (patternDict) {
         const paths = compressedModulesOf(weights.names());
-        const tensorsOf = (path: string) => MODULE_TENSOR_SUFFIXES.map((suffix) => `${path}.${suffix}`);
-        let next = paths.length > 0 ? staging.read(tensorsOf(paths[0])) : undefined;
+        // Each module's small tensors are read to the host (checked there); its two large ones stream from
+        // the file to the device through pinned chunks, read ahead of the GPU work (see StreamingStaging).
+        const units = paths.map((path) => ({ host: MODULE_HEADER_SUFFIXES.map((s) => `${path}.${s}`), device: [`${path}.encoded_exponent`, `${path}.sign_mantissa`] }));
+        await using staging = new StreamingStaging(weights, units, PINNED_STAGING, options.staging);
+        using storedSums = checks?.stored ? new DeviceChecksumBatch(4, stream) : undefined;
         const times = this.loadTimes;
         let t = 0; // set at each module's start
         const lap = (phase: keyof LoadPhaseTimes) => {
@@ -351,37 +382,30 @@ export class DeviceWeights implements Disposable {
           times[phase] += now - t;
           t = now;
         };
-        for (const [index, path] of paths.entries()) {
+        for (const path of paths) {
           t = performance.now();
-          const unit = await next!;
+          const unit = await staging.next();
           lap("readWaitMs");
-          next = index + 1 < paths.length ? staging.read(tensorsOf(paths[index + 1])) : undefined;
-          const module = await readDF11Module(weights, path, async (n) => unit.bytes.get(n)!);
+          const module = await readDF11ModuleHeader(weights, path, async (n) => unit.host.get(n)!);
           lap("parseMs");
           const names = weightNamesOf(patternDict, path);
-          if (module.splitPositions.length !== names.length - 1) {
-            unit.release();
-            throw new WeightLayoutError(`${path}.split_positions`, `${module.splitPositions.length + 1} parts, the pattern_dict lists ${names.length}`);
-          }
-          let gpu: DeviceModule;
+          if (module.splitPositions.length !== names.length - 1) throw new WeightLayoutError(`${path}.split_positions`, `${module.splitPositions.length + 1} parts, the pattern_dict lists ${names.length}`);
           // output_positions and split_positions are not kept as stored on the device: small, summed here
           // from the bytes already read (not read from the file again).
           const checkStored = !!checks?.stored && checks.recorded.modules.has(path);
-          const hostSums = checkStored ? (["output_positions", "split_positions"] as const).map((suffix) => [suffix, checksumHex(unit.bytes.get(`${path}.${suffix}`)!)] as const) : [];
-          try {
-            gpu = DeviceModule.upload(module); // copies (from pinned memory) before it returns
-          } finally {
-            unit.release();
-          }
-          lap("uploadMs");
+          const hostSums = checkStored ? (["output_positions", "split_positions"] as const).map((suffix) => [suffix, checksumHex(unit.host.get(`${path}.${suffix}`)!)] as const) : [];
+          const gpu = DeviceModule.allocate(module);
           let keep = false;
           try {
+            const bulk = gpu.bulk;
+            await unit.copyTo((n) => (n.endsWith(".sign_mantissa") ? bulk.sign_mantissa : bulk.encoded_exponent), stream);
+            lap("uploadMs");
             if (checkStored) {
-              const onGpu = gpu.storedChecksums(sum);
+              const onGpu = gpu.storedChecksums(storedSums);
               for (const [suffix, hex] of Object.entries(onGpu)) expectStored(`${path}.${suffix}`, () => hex);
               for (const [suffix, hex] of hostSums) expectStored(`${path}.${suffix}`, () => hex);
             }
-            const bounds = [0, ...module.splitPositions, module.signMantissa.length];
+            const bounds = [0, ...module.splitPositions, module.signMantissaBytes];
             const startOf = new Map(names.map((n, i) => [n, bounds[i]]));
             const elementsOf = (n: string) => bounds[names.indexOf(n) + 1] - bounds[names.indexOf(n)];
             // Pieces of this module, in module order: [device matrix, element offset in the module].
@@ -419,7 +443,7 @@ export class DeviceWeights implements Disposable {
                 const windowRows = FusedDeviceMatrix.windowRows(windowElements, plan.cols);
                 const buf = window(Math.min(rows, windowRows) * plan.cols + 8);
                 const source: RowSource = { windowRows, fill: (r0, r1) => stored.decodeRows(r0, r1, buf.address, stream) };
-                m = this.own(FusedDeviceMatrix.transcode(rows, plan.cols, source, stream), plan.names[0]);
+                m = this.own(FusedDeviceMatrix.transcode(rows, plan.cols, source, stream, this.memoryFor(plan.names[0])), plan.names[0]);
               } else if (layout === "bf16") {
                 const buf = this.ownBuffer(DeviceBuffer.alloc(align(elements * 2, 256)), plan.names[0]);
                 // The decoder writes from a multiple of 8 elements: a matrix starting elsewhere goes through the scratch.
@@ -438,7 +462,7 @@ export class DeviceWeights implements Disposable {
             lap("placeMs");
             // Sliced matrices are checked from the module's own stream (pieces are the whole stored matrices).
             if (checks?.weights && checks.recorded.modules.has(path)) this.checkModuleWeights(path, pieces, checks.recorded, sum!, window, windowElements, stream);
-            progress(module.luts.length + module.encodedExponent.length + module.signMantissa.length + module.gaps.length + module.outputPositions.byteLength);
+            progress(module.luts.length + module.encodedExponentBytes + module.signMantissaBytes + module.gaps.length + module.outputPositions.byteLength);
           } finally {
             if (keep) {
               this.modules.push(gpu);
@@ -490,12 +514,18 @@ export class DeviceWeights implements Disposable {
         const key = layerOf(n) ?? n;
         byLayer.set(key, [...(byLayer.get(key) ?? []), n]);
       }
-      const units = [...byLayer.values()].map((names) => names.sort((a, b) => orderKey(a) - orderKey(b)));
-      let nextUnit = units.length > 0 ? staging.read(units[0]) : undefined;
-      for (const [index, names] of units.entries()) {
-        const unit = await nextUnit!;
-        nextUnit = index + 1 < units.length ? staging.read(units[index + 1]) : undefined;
-        const plans = planMatrices(names, (n) => (weights.info(n).shape.length === 2 ? weights.info(n).shape : undefined));
+      const layers = [...byLayer.values()].map((names) => {
+        names.sort((a, b) => orderKey(a) - orderKey(b));
+        return { names, plans: planMatrices(names, (n) => (weights.info(n).shape.length === 2 ? weights.info(n).shape : undefined)) };
+      });
+      // Each group streams from the file to the device through pinned chunks, read ahead (see StreamingStaging).
+      await using staging = new StreamingStaging(
+        weights,
+        layers.flatMap((l) => l.plans.map((p) => ({ host: [], device: p.names }))),
+        PINNED_STAGING,
+        options.staging,
+      );
+      for (const { names, plans } of layers) {
         const groupBytes = (p: Planned) => p.names.reduce((s, n) => s + weights.info(n).byteLength, 0);
         const toFused = (p: Planned) => layout === "fused" && p.cols > 0 && FusedDeviceMatrix.fits(p.cols);
         // Tensor parallelism: this rank's slices of each group, where it holds less than the whole.
@@ -518,13 +548,17 @@ export class DeviceWeights implements Disposable {
             const fused = toFused(p) || sliced(p);
             using target = fused ? DeviceBuffer.alloc(groupBytes(p) + 16) : undefined;
             const base = fused ? target!.address : layerBuffer!.address + offset;
-            let at = 0;
+            const unit = await staging.next();
+            const at = new Map<string, number>();
+            let end = 0;
             for (const n of p.names) {
-              const info = weights.info(n);
-              (fused ? target! : layerBuffer!).upload(unit.bytes.get(n)!, fused ? at : offset + at, stream);
-              if (recorded.includes(n)) sums!.add(recorded.indexOf(n), base + at, info.byteLength);
-              at += info.byteLength;
-              progress(info.byteLength);
+              at.set(n, end);
+              end += weights.info(n).byteLength;
+            }
+            await unit.copyTo((n) => base + at.get(n)!, stream);
+            for (const n of p.names) {
+              if (recorded.includes(n)) sums!.add(recorded.indexOf(n), base + at.get(n)!, weights.info(n).byteLength);
+              progress(weights.info(n).byteLength);
             }
             const rows = p.rows.reduce((a, b) => a + b, 0);
             let m: DeviceMatrix;
@@ -538,7 +572,7 @@ export class DeviceWeights implements Disposable {
             }
             if (fused) {
               const windowRows = FusedDeviceMatrix.windowRows(windowElements, p.cols);
-              m = this.own(FusedDeviceMatrix.transcode(rows, p.cols, { windowRows, fill: (r0) => base + r0 * p.cols * 2 }, stream), p.names[0]);
+              m = this.own(FusedDeviceMatrix.transcode(rows, p.cols, { windowRows, fill: (r0) => base + r0 * p.cols * 2 }, stream, this.memoryFor(p.names[0])), p.names[0]);
               stream.synchronize(); // the staging buffer is freed next
             } else {
               const shape = weights.info(p.names[0]).shape;
@@ -548,8 +582,7 @@ export class DeviceWeights implements Disposable {
             this.place(p.cols > 0 ? p : { names: p.names, rows: [m.rows], cols: m.cols }, m, false);
           }
         } finally {
-          stream.synchronize(); // the copies from the unit's pinned memory are done
-          unit.release();
+          stream.synchronize(); // the layer's copies are done (its transient buffers go)
         }
         if (sums) {
           const started = performance.now();
@@ -570,6 +603,8 @@ export class DeviceWeights implements Disposable {
     } finally {
       stream.synchronize();
       scratch?.dispose();
+      this.loadMemory.dispose();
+      this.loadMemory = undefined;
     }
   }
 
@@ -600,7 +635,7 @@ export class DeviceWeights implements Disposable {
       });
       if (!fused) return new Bf16DeviceMatrix(local.address, rows, cols);
       const windowRows = FusedDeviceMatrix.windowRows(windowElements, cols);
-      const m = this.own(FusedDeviceMatrix.transcode(rows, cols, { windowRows, fill: (r0) => local.address + r0 * cols * 2 }, stream), slices[0].name);
+      const m = this.own(FusedDeviceMatrix.transcode(rows, cols, { windowRows, fill: (r0) => local.address + r0 * cols * 2 }, stream, this.memoryFor(slices[0].name)), slices[0].name);
       stream.synchronize();
       return m;
     } finally {
@@ -661,6 +696,11 @@ export class DeviceWeights implements Disposable {
   }
 
   /** Take ownership of a matrix built for the weight `name` (and the rest of its group). */
+  /** Memory for transcoding the matrix holding weight `name`: the load's, unless its layer is offloaded (its device copy is freed once packed). */
+  private memoryFor(name: string): LoadMemory | undefined {
+    return this.offloadStorageOf(name) ? undefined : this.loadMemory;
+  }
+
   private own<T extends DeviceMatrix>(m: T, name?: string): T {
     const offloaded = this.offloadStorageOf(name);
     if (offloaded) offloaded.push(m);
@@ -793,6 +833,9 @@ export class DeviceWeights implements Disposable {
     for (const m of this.owned) m.dispose();
     for (const b of this.buffers) b.dispose();
     for (const m of this.modules) m.dispose();
+    this.loadMemory?.dispose();
+    this.heap?.dispose(); // after the matrices whose arrays lie in it
+    this.heap = undefined;
     this.owned.length = 0;
     this.buffers.length = 0;
     this.modules.length = 0;

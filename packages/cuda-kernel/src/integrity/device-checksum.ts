@@ -82,7 +82,12 @@ export class DeviceChecksumBatch implements Disposable {
     private readonly stream?: CudaStream,
   ) {
     this.lanes = DeviceBuffer.alloc(Math.max(1, slots) * 8);
-    this.lanes.fill(0, stream);
+    this.reset();
+  }
+
+  /** Every slot back to zero (asynchronous on the batch's stream), to sum again without a new buffer. */
+  reset(): void {
+    this.lanes.fill(0, this.stream);
   }
 
   /** Add `bytes` bytes at `address` (16-byte aligned) into slot `slot`. Asynchronous on the batch's stream. */

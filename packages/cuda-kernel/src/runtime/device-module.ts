@@ -1,7 +1,7 @@
 // A DF11 module resident on the GPU, decoded by the DFloat11 decode kernel.
-import { validateModule, type DF11Module } from "@df11/codec";
+import { validateModule, validateModuleHeader, type DF11Module, type DF11ModuleHeader } from "@df11/codec";
 import { DisposedError } from "../errors.js";
-import { DeviceChecksum } from "../integrity/device-checksum.js";
+import { DeviceChecksum, DeviceChecksumBatch } from "../integrity/device-checksum.js";
 import { call, native, type Address, type NativeModule } from "../native.js";
 import type { DeviceBuffer } from "./device-buffer.js";
 import { requireDevice } from "./device.js";
@@ -39,6 +39,25 @@ export class DeviceModule implements Disposable {
     return new DeviceModule(call(() => new addon.Module(module)), module.splitPositions);
   }
 
+  /**
+   * Validate a module known without its bulk tensors (throws InvalidModuleError from @df11/codec) and
+   * allocate it: LUTs, decode tables, output positions and gaps are copied now; `encoded_exponent` and
+   * `sign_mantissa` are left for the caller to copy to {@link bulk} (streamed from the file through small
+   * pinned buffers) before the first decode, ordered before it on the decoding stream.
+   */
+  static allocate(header: DF11ModuleHeader): DeviceModule {
+    validateModuleHeader(header);
+    const addon = requireDevice();
+    const { encodedExponentBytes, signMantissaBytes, ...rest } = header;
+    return new DeviceModule(call(() => new addon.Module({ ...rest, encodedExponent: encodedExponentBytes, signMantissa: signMantissaBytes })), header.splitPositions);
+  }
+
+  /** Device addresses of the two bulk tensors as stored (what {@link allocate} leaves to fill). */
+  get bulk(): { readonly encoded_exponent: Address; readonly sign_mantissa: Address } {
+    const where = call(() => this.native.stored());
+    return { encoded_exponent: where.encoded_exponent.address, sign_mantissa: where.sign_mantissa.address };
+  }
+
   /** @internal */
   get native(): NativeModule {
     if (!this.handle) throw new DisposedError("DeviceModule");
@@ -69,14 +88,24 @@ export class DeviceModule implements Disposable {
   /**
    * df11-sum64 checksums of the tensors kept on the device exactly as stored (luts, encoded_exponent,
    * sign_mantissa, gaps), computed where they lie: what the loader compares with the recorded ones.
-   * `sum` may be one the caller already holds.
+   * `sum` may be one the caller already holds; a {@link DeviceChecksumBatch} of ≥ 4 slots sums all four
+   * on its stream (ordered after the copies queued there) with one wait.
    */
-  storedChecksums(sum?: DeviceChecksum): Record<"luts" | "encoded_exponent" | "sign_mantissa" | "gaps", string> {
+  storedChecksums(sum?: DeviceChecksum | DeviceChecksumBatch): Record<"luts" | "encoded_exponent" | "sign_mantissa" | "gaps", string> {
     const where = call(() => this.native.stored());
+    const names = Object.keys(where) as Array<keyof typeof where>;
+    const out = {} as Record<keyof typeof where, string>;
+    if (sum instanceof DeviceChecksumBatch) {
+      if (sum.slots < names.length) throw new RangeError(`storedChecksums needs a batch of ${names.length} slots, got ${sum.slots}`);
+      sum.reset();
+      names.forEach((name, i) => sum.add(i, where[name].address, where[name].bytes));
+      const hex = sum.hex();
+      names.forEach((name, i) => (out[name] = hex[i]));
+      return out;
+    }
     using own = sum ? undefined : new DeviceChecksum();
     const summer = (sum ?? own)!;
-    const out = {} as Record<keyof typeof where, string>;
-    for (const name of Object.keys(where) as Array<keyof typeof where>) out[name] = summer.hexOf(where[name].address, where[name].bytes);
+    for (const name of names) out[name] = summer.hexOf(where[name].address, where[name].bytes);
     return out;
   }
 

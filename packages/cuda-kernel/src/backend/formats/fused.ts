@@ -25,6 +25,18 @@ export interface RowSource {
   fill(rowBegin: number, rowEnd: number): Address;
 }
 
+/**
+ * Device memory a transcode works in and its layout lands in (the loader's: temporaries reused from one
+ * matrix to the next instead of allocated and freed — a free waits for the whole device — and layouts
+ * packed one after another in a heap instead of cudaMalloc'd each, which rounds them up to 2 MiB pages).
+ */
+export interface TranscodeMemory {
+  /** `bytes` of temporary memory, 256-byte aligned, valid until the next call (used in stream order only). */
+  temporary(bytes: number): Address;
+  /** `bytes` for one of a layout's two arrays, 256-byte aligned, kept as long as the caller keeps the matrix (not freed by it). */
+  keep(bytes: number): Address;
+}
+
 export type { FusedLayoutReport };
 
 /**
@@ -98,51 +110,59 @@ export class FusedDeviceMatrix implements DeviceMatrix {
    * and escapes. Throws FusedLayoutError (from @df11/codec) for shapes the layout cannot hold,
    * OutOfDeviceMemoryError when memory runs out.
    */
-  static transcode(rows: number, cols: number, source: RowSource, stream: CudaStream): FusedDeviceMatrix {
+  static transcode(rows: number, cols: number, source: RowSource, stream: CudaStream, memory?: TranscodeMemory): FusedDeviceMatrix {
     if (!FusedDeviceMatrix.fits(cols) || rows < 1) throw new FusedLayoutError(`a fused matrix needs rows ≥ 1 and cols a multiple of 8 below 2^24, got [${rows}, ${cols}]`);
+    if (source.windowRows < FUSED_GROUP_ROWS || source.windowRows % FUSED_GROUP_ROWS !== 0) throw new FusedLayoutError(`transcoding windows hold whole groups of ${FUSED_GROUP_ROWS} rows, got ${source.windowRows}`);
     const groups = Math.ceil(rows / FUSED_GROUP_ROWS);
     const tiles = Math.ceil(cols / FUSED_TILE_K);
     const n = groups * tiles + 1;
     const noEscapes = FusedDeviceMatrix.offsets(rows, cols, 0);
-    const main = DeviceBuffer.alloc(noEscapes.mainBytes);
+    const store = (bytes: number): Storage => (memory ? { address: memory.keep(bytes), bytes } : owned(DeviceBuffer.alloc(bytes)));
+    const main = store(noEscapes.mainBytes);
+    const owns: DeviceBuffer[] = main.buffer ? [main.buffer] : [];
     try {
       const tables = main.address + noEscapes.tables;
       const offsets = main.address + noEscapes.offsets;
-      main.fill(0, stream); // padded rows' tables and tiles stay zero
-      using counts = DeviceBuffer.alloc(n * 4);
-      counts.fill(0, stream);
-      if (source.windowRows < FUSED_GROUP_ROWS || source.windowRows % FUSED_GROUP_ROWS !== 0) throw new FusedLayoutError(`transcoding windows hold whole groups of ${FUSED_GROUP_ROWS} rows, got ${source.windowRows}`);
+      call(() => native().fillAddress(main.address, 0, main.bytes, stream.native)); // padded rows' tables and tiles stay zero
+      const scanBytes = call(() => native().exclusiveScanBytes(n));
+      const countBytes = align(n * 4);
+      const own = memory ? undefined : DeviceBuffer.alloc(countBytes + Math.max(scanBytes, 16));
+      if (own) owns.push(own);
+      const counts = memory ? memory.temporary(countBytes + Math.max(scanBytes, 16)) : own!.address;
+      const temp = counts + countBytes;
+      call(() => native().fillAddress(counts, 0, n * 4, stream.native));
       const windowRows = source.windowRows;
+      // A matrix of one window is decoded once for both passes.
+      const single = rows <= windowRows ? source.fill(0, rows) : undefined;
       const windows = (fn: (rowBegin: number, rowEnd: number, at: Address) => void) => {
         for (let r0 = 0; r0 < rows; r0 += windowRows) {
           const r1 = Math.min(rows, r0 + windowRows);
-          fn(r0, r1, source.fill(r0, r1));
+          fn(r0, r1, single ?? source.fill(r0, r1));
         }
       };
       // Views for the kernels: before the scan only the tables and offsets are meaningful.
-      const partial = new FusedDeviceMatrix(rows, cols, owned(main), owned(main), 0);
+      const partial = new FusedDeviceMatrix(rows, cols, main, main, 0);
       windows((r0, r1, at) => {
         call(() => native().fusedTables(at, r0, r1 - r0, cols, tables, stream.native));
-        call(() => native().fusedCounts(at, r0, r1 - r0, partial.view, counts.address, stream.native));
+        call(() => native().fusedCounts(at, r0, r1 - r0, partial.view, counts, stream.native));
       });
-      const tempBytes = call(() => native().exclusiveScanBytes(n));
-      using temp = DeviceBuffer.alloc(Math.max(tempBytes, 16));
-      call(() => native().exclusiveScan(counts.address, offsets, n, temp.address, tempBytes, stream.native));
+      call(() => native().exclusiveScan(counts, offsets, n, temp, scanBytes, stream.native));
+      // The escapes' total sizes their array: the one wait for the GPU per matrix.
       const total = new Uint32Array(1);
-      main.download(total, noEscapes.offsets + (n - 1) * 4, stream);
+      call(() => native().downloadAddress(total, offsets + (n - 1) * 4, 4, stream.native));
       const escapes = total[0];
       const sized = FusedDeviceMatrix.offsets(rows, cols, escapes);
-      const escapeStore = DeviceBuffer.alloc(sized.escapeBytes);
-      const m = new FusedDeviceMatrix(rows, cols, owned(main), owned(escapeStore), escapes);
-      try {
-        windows((r0, r1, at) => call(() => native().fusedWrite(at, r0, r1 - r0, m.view, stream.native)));
-      } catch (e) {
-        m.dispose();
-        throw e;
+      const escapeStore = store(sized.escapeBytes);
+      if (escapeStore.buffer) owns.push(escapeStore.buffer);
+      const m = new FusedDeviceMatrix(rows, cols, main, escapeStore, escapes);
+      windows((r0, r1, at) => call(() => native().fusedWrite(at, r0, r1 - r0, m.view, stream.native)));
+      if (own) {
+        stream.synchronize(); // before the temporaries are freed
+        own.dispose();
       }
       return m;
     } catch (e) {
-      if (!main.disposed) main.dispose();
+      for (const b of owns) if (!b.disposed) b.dispose();
       throw e;
     }
   }

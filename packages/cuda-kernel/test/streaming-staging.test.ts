@@ -1,0 +1,129 @@
+// StreamingStaging: tensors streamed from safetensors files through a small ring of chunks land byte for
+// byte where the caller asks, small tensors come whole to the host, errors and disposal end cleanly.
+// The device is a fake (chunks are plain memory, "device memory" an array indexed by address), so this
+// runs without a GPU; the GPU loader tests run the same class with pinned memory and events.
+import { statSync } from "node:fs";
+import { mkdtemp, rm, truncate } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SafetensorsCollection, writeSafetensors, type TensorToWrite } from "@df11/hub-loader";
+import { StreamingStaging, type StagingDevice } from "../src/backend/staging.js";
+
+const bytesOf = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 131 + seed * 17 + (i >> 8)) & 255);
+
+/** A fake device: memory is one array; copies are immediate; markers count waits. */
+function fakeDevice(memory: Uint8Array) {
+  const stats = { chunks: 0, chunkBytes: 0, copies: 0, waits: 0, freed: 0 };
+  const device: StagingDevice = {
+    allocChunk: (bytes) => {
+      stats.chunks++;
+      stats.chunkBytes = bytes;
+      const chunk = new Uint8Array(bytes);
+      return {
+        bytes: chunk,
+        copyToDevice: (dst, byteOffset, n) => {
+          stats.copies++;
+          memory.set(chunk.subarray(byteOffset, byteOffset + n), dst);
+        },
+        dispose: () => void stats.freed++,
+      };
+    },
+    record: () => ({ synchronize: () => void stats.waits++, dispose: () => {} }),
+  };
+  return { device, stats };
+}
+
+describe("StreamingStaging", () => {
+  let dir: string;
+  const tensors: TensorToWrite[] = [
+    { name: "a.small", dtype: "U8", shape: [100], data: bytesOf(100, 1) },
+    { name: "a.big", dtype: "U8", shape: [50_000], data: bytesOf(50_000, 2) },
+    { name: "b.small", dtype: "U8", shape: [7], data: bytesOf(7, 3) },
+    { name: "b.big", dtype: "U8", shape: [12_289], data: bytesOf(12_289, 4) },
+    { name: "b.other", dtype: "U8", shape: [4096], data: bytesOf(4096, 5) },
+    { name: "c.big", dtype: "U8", shape: [1], data: bytesOf(1, 6) },
+  ];
+  const units = [
+    { host: ["a.small"], device: ["a.big"] },
+    { host: ["b.small"], device: ["b.big", "b.other"] },
+    { host: [], device: ["c.big"] },
+  ];
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "df11-staging-"));
+    await writeSafetensors(join(dir, "model.safetensors"), tensors);
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("streams every device tensor through a ring of 4 KiB chunks to where each unit asks, byte for byte", async () => {
+    await using weights = await SafetensorsCollection.openDirectory(dir);
+    const memory = new Uint8Array(1 << 20);
+    const { device, stats } = fakeDevice(memory);
+    const where = new Map([
+      ["a.big", 1000],
+      ["b.big", 200_000],
+      ["b.other", 100_003],
+      ["c.big", 5],
+    ]);
+    {
+      await using staging = new StreamingStaging(weights, units, device, { chunkBytes: 4096, chunks: 2, readsPerChunk: 3 });
+      for (const u of units) {
+        const unit = await staging.next();
+        expect([...unit.host.keys()]).toEqual(u.host);
+        for (const n of u.host) expect(unit.host.get(n)).toEqual(tensors.find((t) => t.name === n)!.data);
+        await unit.copyTo((n) => where.get(n)!, {} as never);
+      }
+      await expect(staging.next()).rejects.toThrow(RangeError);
+      expect(stats.chunks).toBe(2); // the ring, not one buffer per tensor
+    }
+    for (const [n, at] of where) expect(memory.subarray(at, at + tensors.find((t) => t.name === n)!.data.length)).toEqual(tensors.find((t) => t.name === n)!.data);
+    expect(stats.copies).toBe(Math.ceil(50_000 / 4096) + Math.ceil(12_289 / 4096) + 1 + 1);
+    expect(stats.freed).toBe(2);
+  });
+
+  it("sizes chunks down to the largest device tensor", async () => {
+    await using weights = await SafetensorsCollection.openDirectory(dir);
+    const { device, stats } = fakeDevice(new Uint8Array(1 << 20));
+    await using staging = new StreamingStaging(weights, [units[1]], device);
+    const unit = await staging.next();
+    await unit.copyTo(() => 0, {} as never);
+    expect(stats.chunkBytes).toBe(16_384); // 12,289 rounded up to 4 KiB, not 32 MiB
+  });
+
+  it("a file cut short under the reader fails the copy naming the tensor, and disposal still ends", async () => {
+    const cut = await mkdtemp(join(tmpdir(), "df11-staging-cut-"));
+    try {
+      const path = join(cut, "model.safetensors");
+      await writeSafetensors(path, tensors.slice(1, 2));
+      await using weights = await SafetensorsCollection.openDirectory(cut);
+      await truncate(path, statSync(path).size - 10_000); // cut after the header was read
+      const { device } = fakeDevice(new Uint8Array(1 << 20));
+      await using staging = new StreamingStaging(weights, [{ host: [], device: ["a.big"] }], device, { chunkBytes: 4096, chunks: 3 });
+      const unit = await staging.next();
+      await expect(unit.copyTo(() => 0, {} as never)).rejects.toThrow(/a\.big.*truncated|truncated.*a\.big/);
+    } finally {
+      await rm(cut, { recursive: true, force: true });
+    }
+  });
+
+  it("disposing with units not taken stops the reader and frees the ring (no hang)", async () => {
+    await using weights = await SafetensorsCollection.openDirectory(dir);
+    const { device, stats } = fakeDevice(new Uint8Array(1 << 20));
+    {
+      await using staging = new StreamingStaging(weights, units, device, { chunkBytes: 4096, chunks: 2 });
+      await staging.next(); // taken, its copies never asked for: the reader waits for a slot
+    }
+    expect(stats.freed).toBe(stats.chunks);
+  });
+
+  it("copyTo twice for one unit is refused", async () => {
+    await using weights = await SafetensorsCollection.openDirectory(dir);
+    const { device } = fakeDevice(new Uint8Array(1 << 20));
+    await using staging = new StreamingStaging(weights, [units[2]], device);
+    const unit = await staging.next();
+    await unit.copyTo(() => 0, {} as never);
+    expect(() => unit.copyTo(() => 0, {} as never)).toThrow(/twice/);
+  });
+});
