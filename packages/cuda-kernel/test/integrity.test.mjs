@@ -7,10 +7,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after } from "node:test";
 import { checksumHex, encodeModule, moduleTensorBytes, syntheticWeights } from "../../codec/dist/index.js";
-import { ChecksumMismatchError, loadCausalLM, writeSyntheticModel } from "../../models/dist/index.js";
-import { compressModel } from "../../cli/dist/index.js";
+import { ChecksumMismatchError, loadCausalLM, readRecordedChecksums, writeSyntheticModel } from "../../models/dist/index.js";
+import { readModelConfig, SafetensorsCollection } from "../../hub-loader/dist/index.js";
+import { compressModel, sealModel } from "../../cli/dist/index.js";
 import { gpuTest } from "./gpu-helpers.mjs";
-import { CudaBackend, DeviceBuffer, DeviceChecksum, DeviceModule, deviceChecksumHex } from "../dist/index.js";
+import { CudaBackend, DeviceBuffer, DeviceChecksum, DeviceModule, DeviceWeights, deviceChecksumHex } from "../dist/index.js";
 
 const work = mkdtempSync(join(tmpdir(), "df11-gpu-integrity-"));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -83,4 +84,42 @@ gpuTest("loading on the GPU checks stored tensors by default, and decoded weight
 
   const flippedBf16 = flipBit(join(work, "bf16"), "flipped-bf16-copy", "model.layers.0.mlp.up_proj.weight");
   (await CudaBackend.load(flippedBf16)).dispose(); // a BF16 model from elsewhere records nothing: nothing to check
+});
+
+gpuTest("files streamed through a ring of tiny pinned chunks (4 KiB × 2: hundreds of pieces, each chunk reused behind its copy) land byte for byte, every layout; corruption still named, nothing left hanging", async () => {
+  const bf16 = join(work, "bf16-staging");
+  await writeSyntheticModel(bf16, { vocab: 1000, hidden: 256, intermediate: 512, layers: 2, heads: 4, kvHeads: 2 }, { seed: 9 });
+  const df11 = join(work, "df11-staging");
+  await compressModel(bf16, df11, { threads: 2 });
+  const staging = { chunkBytes: 4096, chunks: 2, readsPerChunk: 2 };
+  const load = async (dir, layout) => {
+    const config = await readModelConfig(dir);
+    const files = await SafetensorsCollection.openDirectory(dir);
+    try {
+      const patternDict = config.dfloat11_config?.pattern_dict;
+      const checks = { recorded: readRecordedChecksums(files), stored: true, weights: !!patternDict };
+      const w = await DeviceWeights.load(files, patternDict, { layout, config, checks, staging });
+      return w;
+    } finally {
+      await files.close();
+    }
+  };
+  for (const layout of ["huffman", "fused", "bf16"]) {
+    const w = await load(df11, layout);
+    // Stored tensors were summed on the device where they landed, decoded weights after each module.
+    assert.equal(w.checks.storedTensors, 4 * 6 + 5, layout);
+    assert.equal(w.checks.decodedModules, 4, layout);
+    w.dispose();
+  }
+  // The BF16 checkpoint (sealed: its tensors' checksums recorded) streamed the same way, kept BF16 and fused.
+  const sealed = join(work, "bf16-staging-sealed");
+  cpSync(bf16, sealed, { recursive: true });
+  await sealModel(sealed);
+  for (const layout of ["bf16", "fused"]) {
+    const w = await load(sealed, layout);
+    assert.ok(w.checks.storedTensors >= 2 * 7 + 2, `${layout}: ${w.checks.storedTensors} stored tensors checked`);
+    w.dispose();
+  }
+  const flipped = flipBit(df11, "flipped-staging", "model.layers.0.encoded_exponent");
+  await assert.rejects(load(flipped, "fused"), (e) => e instanceof ChecksumMismatchError && /model\.layers\.0\.encoded_exponent: checksum/.test(e.message));
 });
