@@ -138,7 +138,9 @@ export class SafetensorsFile implements AsyncDisposable {
    * Read a tensor's raw bytes into `target` (length ≥ the tensor's byte length). With `concurrency` > 1
    * the tensor is read in 16 MiB pieces, that many at once (positional reads run on libuv's thread pool:
    * from the page cache, one reader moves a few GB/s, several move many). With `range`, only bytes
-   * [range.from, range.from + target.length) of the tensor are read (into target[0…]).
+   * [range.from, range.from + target.length) of the tensor are read (into target[0…]). Settles only once
+   * no read into `target` is in flight (a failed piece stops the others from starting new ones), so a
+   * caller may free `target` (pinned memory) as soon as this rejects. A failed read names the file and tensor.
    */
   async readInto(name: string, target: Uint8Array, concurrency = 1, range?: { from: number }): Promise<void> {
     const t = this.info(name);
@@ -149,22 +151,38 @@ export class SafetensorsFile implements AsyncDisposable {
     if (!Number.isInteger(start) || start < 0 || start + length > t.byteLength) throw new RangeError(`bytes [${start}, ${start + length}) are outside ${name}'s ${t.byteLength}`);
     if (target.length < length) throw new RangeError(`target holds ${target.length} bytes, ${name} needs ${length}`);
     const piece = concurrency > 1 ? PARALLEL_PIECE : READ_CHUNK;
+    let failed = false;
     const readRange = async (from: number, to: number) => {
-      for (let done = from; done < to; ) {
-        const { bytesRead } = await handle.read(target, done, Math.min(READ_CHUNK, to - done), t.fileOffset + start + done);
+      for (let done = from; done < to && !failed; ) {
+        let bytesRead: number;
+        try {
+          ({ bytesRead } = await handle.read(target, done, Math.min(READ_CHUNK, to - done), t.fileOffset + start + done));
+        } catch (e) {
+          throw Object.assign(new SafetensorsError(this.path, `read of bytes [${start + done}, ${start + to}) failed (${(e as Error).message})`, name), { cause: e });
+        }
         if (bytesRead === 0) throw new SafetensorsError(this.path, "file ended before the tensor's data (truncated?)", name);
         done += bytesRead;
       }
     };
     let next = 0;
     const worker = async () => {
-      while (next < length) {
+      while (next < length && !failed) {
         const from = next;
         next = Math.min(length, next + piece);
-        await readRange(from, next);
+        try {
+          await readRange(from, next);
+        } catch (e) {
+          failed = true;
+          throw e;
+        }
       }
     };
-    await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, Math.ceil(length / piece))) }, worker));
+    // NaN or fractional concurrency: whole readers (at least one), never none.
+    const workers = Math.max(1, Math.min(Math.floor(concurrency) || 1, Math.ceil(length / piece)));
+    // allSettled, not all: a rejection must not return while another reader still writes into `target`.
+    const results = await Promise.allSettled(Array.from({ length: workers }, worker));
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failure) throw failure.reason;
   }
 
   async close(): Promise<void> {
