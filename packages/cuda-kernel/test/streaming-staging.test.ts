@@ -118,6 +118,133 @@ describe("StreamingStaging", () => {
     expect(stats.freed).toBe(stats.chunks);
   });
 
+  it("next() before the unit before's copyTo is refused, not a reader waiting forever for the slots that unit holds", async () => {
+    await using weights = await SafetensorsCollection.openDirectory(dir);
+    const { device, stats } = fakeDevice(new Uint8Array(1 << 20));
+    {
+      await using staging = new StreamingStaging(weights, units, device, { chunkBytes: 4096, chunks: 2 });
+      await staging.next(); // a.big: 13 pieces through 2 slots, its copies never asked for
+      const hung = new Promise((_, reject) => setTimeout(() => reject(new Error("next() hung")), 2000));
+      await expect(Promise.race([staging.next(), hung])).rejects.toThrow(/next\(\) before unit 0's copyTo/);
+    }
+    expect(stats.freed).toBe(stats.chunks);
+  });
+
+  it("options that would read nothing (NaN, 0, fractions) are refused instead of copying stale chunk bytes", async () => {
+    await using weights = await SafetensorsCollection.openDirectory(dir);
+    const { device } = fakeDevice(new Uint8Array(1 << 20));
+    for (const options of [{ readsPerChunk: Number.NaN }, { chunkBytes: Number.NaN }, { chunks: Number.NaN }, { chunks: 0 }, { readsPerChunk: 1.5 }]) {
+      expect(() => new StreamingStaging(weights, units, device, options), JSON.stringify(options)).toThrow(RangeError);
+    }
+  });
+
+  /** A fake device whose markers refuse use after dispose, whose record can fail, whose waits can fail. */
+  function strictDevice(failRecordAt: number) {
+    const stats = { chunks: 0, freed: 0, records: 0, copies: 0, copiedFromFreed: 0, deviceLost: false };
+    const device: StagingDevice = {
+      allocChunk: (bytes) => {
+        stats.chunks++;
+        let freed = false;
+        return {
+          bytes: new Uint8Array(bytes),
+          copyToDevice: () => {
+            stats.copies++;
+            if (freed) stats.copiedFromFreed++;
+          },
+          dispose: () => {
+            freed = true;
+            stats.freed++;
+          },
+        };
+      },
+      record: () => {
+        if (++stats.records === failRecordAt) throw new Error("record failed (cudaEventRecord)");
+        let disposed = false;
+        return {
+          synchronize: () => {
+            if (disposed) throw new Error("marker used after dispose");
+            if (stats.deviceLost) throw new Error("device lost (cudaEventSynchronize)");
+          },
+          dispose: () => void (disposed = true),
+        };
+      },
+    };
+    return { device, stats };
+  }
+
+  it("a failed record mid-unit: the copy's error reaches the caller, every chunk is freed (no disposed marker waited on)", async () => {
+    await using weights = await SafetensorsCollection.openDirectory(dir);
+    const { device, stats } = strictDevice(2);
+    let error: unknown;
+    try {
+      await using staging = new StreamingStaging(weights, [units[0]], device, { chunkBytes: 4096, chunks: 1 });
+      const unit = await staging.next();
+      await unit.copyTo(() => 0, {} as never);
+    } catch (e) {
+      error = e;
+    }
+    expect((error as Error).message).toMatch(/record failed/); // unfixed: a SuppressedError, "marker used after dispose" hiding it
+    expect(stats.freed).toBe(stats.chunks);
+  });
+
+  it("a wait that fails at disposal (device error) still frees every chunk, then says so", async () => {
+    await using weights = await SafetensorsCollection.openDirectory(dir);
+    const { device, stats } = strictDevice(0);
+    const staging = new StreamingStaging(weights, [units[1]], device, { chunkBytes: 4096, chunks: 3 });
+    const unit = await staging.next();
+    await unit.copyTo(() => 0, {} as never);
+    stats.deviceLost = true;
+    await expect(staging[Symbol.asyncDispose]()).rejects.toThrow(/device lost/);
+    expect(stats.chunks).toBe(3);
+    expect(stats.freed).toBe(3);
+    await expect(staging[Symbol.asyncDispose]()).rejects.toThrow(/device lost/); // the same outcome: nothing waited on or freed again
+    expect(stats.freed).toBe(3);
+  });
+
+  it("copyTo after disposal is refused and copies nothing from the freed chunks", async () => {
+    await using weights = await SafetensorsCollection.openDirectory(dir);
+    const { device, stats } = strictDevice(0);
+    const staging = new StreamingStaging(weights, [units[1]], device, { chunkBytes: 4096, chunks: 8 });
+    const unit = await staging.next();
+    await new Promise((r) => setTimeout(r, 50)); // the reader has read every piece into the ring
+    await staging[Symbol.asyncDispose]();
+    await expect(unit.copyTo(() => 0, {} as never)).rejects.toThrow(/disposed/);
+    expect(stats.copies).toBe(0);
+    await expect(staging.next()).rejects.toThrow(/disposed/);
+  });
+
+  it("a read failing in one part of a chunk: disposal frees the chunk only after the chunk's other reads are done", async () => {
+    // readInto reads a 32 MiB chunk as two 16 MiB reads; the second fails at once while the first is slow.
+    const own = await mkdtemp(join(tmpdir(), "df11-staging-uaf-"));
+    try {
+      const bytes = (32 << 20) + 4096;
+      await writeSafetensors(join(own, "model.safetensors"), [{ name: "w", dtype: "U8", shape: [bytes], data: new Uint8Array(bytes) }]);
+      await using weights = await SafetensorsCollection.openDirectory(own);
+      const { device, stats } = strictDevice(0);
+      const file = weights.info("w").file as unknown as { handle: { read: (...a: unknown[]) => Promise<{ bytesRead: number }> } };
+      const real = file.handle.read.bind(file.handle);
+      const start = weights.info("w").fileOffset;
+      let wroteIntoFreed = false;
+      file.handle.read = async (buffer, offset, length, position) => {
+        if ((position as number) - start >= 16 << 20) throw new Error("EIO: i/o error, read");
+        await new Promise((r) => setTimeout(r, 200));
+        const result = await real(buffer, offset, length, position);
+        if (stats.freed > 0) wroteIntoFreed = true; // the read wrote into a chunk already freed
+        return result;
+      };
+      {
+        await using staging = new StreamingStaging(weights, [{ host: [], device: ["w"] }], device, { chunks: 1, readsPerChunk: 2 });
+        const unit = await staging.next();
+        await expect(unit.copyTo(() => 0, {} as never)).rejects.toThrow(/EIO/);
+      }
+      await new Promise((r) => setTimeout(r, 400));
+      expect(stats.freed).toBe(1);
+      expect(wroteIntoFreed).toBe(false);
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
+  });
+
   it("copyTo twice for one unit is refused", async () => {
     await using weights = await SafetensorsCollection.openDirectory(dir);
     const { device } = fakeDevice(new Uint8Array(1 << 20));

@@ -109,7 +109,12 @@ const PINNED_STAGING: StagingDevice = {
   allocChunk: (bytes) => PinnedBuffer.alloc(bytes),
   record: (stream) => {
     const e = new CudaEvent({ timing: false });
-    e.record(stream);
+    try {
+      e.record(stream);
+    } catch (err) {
+      e.dispose();
+      throw err;
+    }
     return e;
   },
 };

@@ -47,7 +47,7 @@ export interface StreamingStagingOptions {
   readonly chunkBytes?: number;
   /** Chunks in the ring: how far reading may run ahead of the copies (default 6). */
   readonly chunks?: number;
-  /** Positional reads at once per chunk (default 4: 8 MiB each at the default chunk size). */
+  /** Positional reads at once per chunk, at most (default 4; readInto reads 16 MiB pieces, so a 32 MiB chunk has 2 in flight). */
   readonly readsPerChunk?: number;
 }
 
@@ -104,8 +104,11 @@ export class StreamingStaging implements AsyncDisposable {
   private readonly pieces: Array<Array<Deferred<{ slot: Slot; read: Promise<void> }>>>;
   private readonly piecePlan: Piece[][];
   private nextUnit = 0;
+  /** The unit handed out (or being handed out) whose copyTo has not been called yet. */
+  private uncopied: number | undefined;
   private copying: Promise<void> = Promise.resolve();
   private stopped = false;
+  private disposing: Promise<void> | undefined;
   private readonly reader: Promise<void>;
 
   constructor(
@@ -114,6 +117,8 @@ export class StreamingStaging implements AsyncDisposable {
     private readonly device: StagingDevice,
     options: StreamingStagingOptions = {},
   ) {
+    // NaN or 0 here would read nothing (no pieces, no readers) and copy stale chunk bytes without an error.
+    for (const [k, v] of Object.entries(options)) if (v !== undefined && !(Number.isInteger(v) && v >= 1)) throw new RangeError(`StreamingStaging: ${k} must be an integer ≥ 1, got ${v}`);
     const largest = Math.max(0, ...units.flatMap((u) => u.device.map((n) => weights.info(n).byteLength)));
     this.chunkBytes = Math.max(4096, Math.min(options.chunkBytes ?? 32 << 20, Math.ceil(largest / 4096) * 4096));
     this.slots = Array.from({ length: Math.max(1, options.chunks ?? 6) }, () => ({}));
@@ -136,16 +141,33 @@ export class StreamingStaging implements AsyncDisposable {
 
   /** The next unit, in the order given, once its host tensors are read. */
   async next(): Promise<StagedUnit> {
+    if (this.stopped) throw new StoppedError("StreamingStaging: disposed");
+    // Its pieces hold slots of the ring until copied: the reader would wait for them forever.
+    if (this.uncopied !== undefined) throw new Error(`StreamingStaging: next() before unit ${this.uncopied}'s copyTo (every unit's copyTo must be called, in order)`);
     const index = this.nextUnit++;
     if (index >= this.units.length) throw new RangeError(`StreamingStaging: all ${this.units.length} units were taken`);
-    await this.copying; // the unit before has queued its copies (its slots go back to the reader)
-    const { host } = await this.staged[index].promise;
+    this.uncopied = index;
+    let host: Map<string, Uint8Array>;
+    try {
+      await this.copying; // the unit before has queued its copies (its slots go back to the reader)
+      ({ host } = await this.staged[index].promise);
+    } catch (e) {
+      this.uncopied = undefined;
+      throw e;
+    }
     let called = false;
     return {
       host,
       copyTo: (dst, stream) => {
         if (called) throw new Error("StreamingStaging: copyTo called twice for one unit");
         called = true;
+        this.uncopied = undefined;
+        if (this.stopped) {
+          // After disposal the chunks may be freed: nothing is copied from them.
+          const refused = Promise.reject(new StoppedError("StreamingStaging: disposed"));
+          refused.catch(() => {});
+          return refused;
+        }
         this.copying = this.copyUnit(index, dst, stream);
         return this.copying;
       },
@@ -158,8 +180,10 @@ export class StreamingStaging implements AsyncDisposable {
       const { slot, read } = await this.pieces[index][k].promise;
       await read;
       slot.chunk!.copyToDevice(dst(piece.name) + piece.offset, 0, piece.length, stream);
+      // Recorded before the old marker goes: a failed record leaves the slot its previous marker, live (disposal waits on it), never a disposed one.
+      const done = this.device.record(stream);
       slot.done?.dispose();
-      slot.done = this.device.record(stream);
+      slot.done = done;
       slot.release?.();
     }
   }
@@ -199,18 +223,32 @@ export class StreamingStaging implements AsyncDisposable {
     for (const unit of this.pieces) for (const d of unit) d.reject(e);
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
+  [Symbol.asyncDispose](): Promise<void> {
+    this.disposing ??= this.shutdown();
+    return this.disposing;
+  }
+
+  private async shutdown(): Promise<void> {
     this.stopped = true;
     for (const s of this.slots) s.release?.(); // wake the reader if it waits for a slot
     this.fail(new StoppedError("StreamingStaging: disposed"));
     await this.reader;
     await Promise.all(this.slots.map((s) => s.reading));
     await this.copying.catch(() => {});
+    // Every slot is freed even when a wait fails (a device error): the first failure is thrown after.
+    let failure: { error: unknown } | undefined;
     for (const s of this.slots) {
-      s.done?.synchronize();
-      s.done?.dispose();
-      s.chunk?.dispose();
-      s.chunk = undefined;
+      try {
+        s.done?.synchronize();
+      } catch (e) {
+        failure ??= { error: e };
+      } finally {
+        s.done?.dispose();
+        s.done = undefined;
+        s.chunk?.dispose();
+        s.chunk = undefined;
+      }
     }
+    if (failure) throw failure.error;
   }
 }
