@@ -245,6 +245,31 @@ describe("StreamingStaging", () => {
     }
   });
 
+  it("many tiny units through one chunk, a tensor listed twice, 0-byte tensors, a unit without device tensors: no deadlock, right bytes", async () => {
+    const own = await mkdtemp(join(tmpdir(), "df11-staging-tiny-"));
+    try {
+      const tiny = Array.from({ length: 200 }, (_, i): TensorToWrite => ({ name: `t${i}`, dtype: "U8", shape: [1 + (i % 3)], data: bytesOf(1 + (i % 3), i) }));
+      await writeSafetensors(join(own, "model.safetensors"), [...tiny, { name: "empty", dtype: "U8", shape: [0], data: new Uint8Array(0) }]);
+      await using weights = await SafetensorsCollection.openDirectory(own);
+      const memory = new Uint8Array(1000);
+      const { device, stats } = fakeDevice(memory);
+      const plan = [...tiny.map((t) => ({ host: [t.name], device: [t.name, "empty", t.name] })), { host: ["t0"], device: [] }];
+      await using staging = new StreamingStaging(weights, plan, device, { chunks: 1, readsPerChunk: 1 });
+      for (const [i, t] of tiny.entries()) {
+        const unit = await staging.next();
+        expect(unit.host.get(t.name)).toEqual(t.data);
+        await unit.copyTo((n) => (n === "empty" ? 999 : i * 4), {} as never);
+      }
+      const last = await staging.next();
+      await last.copyTo(() => 0, {} as never);
+      for (const [i, t] of tiny.entries()) expect(memory.subarray(i * 4, i * 4 + t.data.length)).toEqual(t.data);
+      expect(stats.copies).toBe(400); // each tiny tensor twice, nothing for the empty one
+      expect(stats.chunks).toBe(1);
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
+  });
+
   it("copyTo twice for one unit is refused", async () => {
     await using weights = await SafetensorsCollection.openDirectory(dir);
     const { device } = fakeDevice(new Uint8Array(1 << 20));
