@@ -123,3 +123,38 @@ gpuTest("files streamed through a ring of tiny pinned chunks (4 KiB × 2: hundre
   const flipped = flipBit(df11, "flipped-staging", "model.layers.0.encoded_exponent");
   await assert.rejects(load(flipped, "fused"), (e) => e instanceof ChecksumMismatchError && /model\.layers\.0\.encoded_exponent: checksum/.test(e.message));
 });
+
+gpuTest("a read failing in one half of a pinned chunk while the other half is slow: the load fails naming the tensor, and no read lands in the ring after it is freed", async () => {
+  // embed_tokens (32 MiB) is one 32 MiB chunk, read as two 16 MiB halves at once; the second fails at once (EIO),
+  // the first takes 300 ms. Before readInto waited for both, the ring was freed under the first (a write into freed
+  // pinned memory: a crash, or `late` > 0).
+  const dir = join(work, "bf16-read-error");
+  await writeSyntheticModel(dir, { vocab: 32768, hidden: 512, intermediate: 1024, layers: 1, heads: 8, kvHeads: 4 }, { seed: 5 });
+  const config = await readModelConfig(dir);
+  const files = await SafetensorsCollection.openDirectory(dir);
+  try {
+    const name = "model.embed_tokens.weight";
+    const info = files.info(name);
+    assert.ok(info.byteLength >= 32 << 20, `${name}: ${info.byteLength} bytes`);
+    const handle = info.file.handle; // the file's FileHandle (private in TypeScript)
+    const real = handle.read.bind(handle);
+    let settled = false;
+    let late = 0;
+    handle.read = async (buffer, offset, length, position) => {
+      const at = position - info.fileOffset;
+      if (at >= 16 << 20 && at < 32 << 20) throw Object.assign(new Error("EIO: i/o error, read"), { code: "EIO" });
+      if (at >= 0 && at < 16 << 20) await new Promise((r) => setTimeout(r, 300));
+      const result = await real(buffer, offset, length, position);
+      if (settled) late++;
+      return result;
+    };
+    await assert.rejects(DeviceWeights.load(files, undefined, { layout: "bf16", config }), (e) => {
+      settled = true;
+      return /model\.embed_tokens\.weight/.test(e.message) && /EIO/.test(e.message);
+    });
+    await new Promise((r) => setTimeout(r, 600));
+    assert.equal(late, 0, "a read finished into a pinned chunk after the load had freed the ring");
+  } finally {
+    await files.close();
+  }
+});
