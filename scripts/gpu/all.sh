@@ -29,8 +29,11 @@ stamp() {
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
 if has tests; then
   stamp "GPU tests"
-  node --test --test-reporter=spec packages/cuda-kernel/test/*.test.mjs > "$logs/gpu-test.log" 2>&1
-  grep -E "^ℹ (tests|pass|fail|skipped)|^✖" "$logs/gpu-test.log" | head -20 | tee -a "$summary"
+  # The device-memory tests (cudaMemGetInfo is device-wide) run alone first; the other files run side by side.
+  alone=packages/cuda-kernel/test/device-heap.test.mjs
+  node --test --test-reporter=spec $alone > "$logs/gpu-test-alone.log" 2>&1
+  node --test --test-reporter=spec $(ls packages/cuda-kernel/test/*.test.mjs | grep -vxF $alone) > "$logs/gpu-test.log" 2>&1
+  for f in gpu-test-alone gpu-test; do echo "$f:"; grep -E "^ℹ (tests|pass|fail|skipped)|^✖" "$logs/$f.log" | head -20; done | tee -a "$summary"
 fi
 if has sanitize; then
   stamp "compute-sanitizer memcheck"

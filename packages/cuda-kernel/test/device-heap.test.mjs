@@ -1,7 +1,8 @@
 // DeviceHeap (CUDA virtual memory management): its allocations hold data through every kind of copy, memset and a kernel,
 // are aligned and apart; it maps memory in granules and takes from the device what it hands out plus less than a granule
 // (cudaMalloc rounds mid-sized allocations to 2 MiB pages); it grows past its first reservation; allocationStats counts it;
-// dispose returns the memory. Skipped, with the reason, without a GPU (one test checks what happens then).
+// dispose returns the memory. Skipped, with the reason, without a GPU (one test checks what happens then). The memory figures are
+// cudaMemGetInfo's, device-wide: run this file while no other process allocates on the GPU (scripts/gpu/all.sh runs it alone).
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { gpuTest, gpuUnavailableReason, toBf16 } from "./gpu-helpers.mjs";

@@ -355,7 +355,11 @@ export class DeviceWeights implements Disposable {
     if (layout === "fused" && DeviceHeap.supported()) {
       // Virtual address space only: physical memory is mapped as the layouts fill it.
       const planned = DeviceWeights.plannedLayout(weights, patternDict, config, layout, shard).total;
-      this.heap = DeviceHeap.create(Math.ceil(planned * 1.1) + (256 << 20));
+      try {
+        this.heap = DeviceHeap.create(Math.ceil(planned * 1.1) + (256 << 20));
+      } catch {
+        this.heap = undefined; // reserving addresses failed (a driver without VMM in practice): cudaMalloc'd arrays, as before
+      }
     }
     this.loadMemory = new LoadMemory(this.heap, (bytes) => {
       const b = DeviceBuffer.alloc(bytes);
@@ -608,6 +612,8 @@ export class DeviceWeights implements Disposable {
     } finally {
       stream.synchronize();
       scratch?.dispose();
+      // The heap's memory beyond the arrays counted (alignment, the last granule's rest) is the weights' too.
+      if (this.heap) this.residentBytes += this.heap.mappedBytes - this.loadMemory.keptBytes;
       this.loadMemory.dispose();
       this.loadMemory = undefined;
     }
