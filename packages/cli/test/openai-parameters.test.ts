@@ -3,7 +3,7 @@
 // ignored. Tiny scripted models (test-support/scripted-model.ts) make the expected output and
 // log-probabilities known in advance.
 import { existsSync, readFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
@@ -142,6 +142,33 @@ describe("completions text_offset: where each token's text starts, in characters
     const echoed = await client.completions.create({ ...body, prompt: [...SPAN, "x"].map((t) => s.idOf(t)), echo: true });
     expect(echoed.choices[0].text).toBe("aé😀!xaé😀!");
     expect(echoed.choices[0].logprobs!.text_offset).toEqual([0, 1, 1, 2, 2, 4, 5, 6, 6, 7, 7]);
+  });
+
+  it("an echoed prompt's special tokens are part of its text (ids, or written in a text prompt): \"a<|im_end|>x\" is [0, 1, 11], not [0, 1, 1]; a BOS the tokenizer adds to a text prompt has no text", async () => {
+    const body = { model: "m", max_tokens: 1, logprobs: 0, temperature: 0, echo: true } as const;
+    for (const prompt of [["a", "<|im_end|>", "x"].map((t) => s.idOf(t)), "a<|im_end|>x"]) {
+      const r = await client.completions.create({ ...body, prompt });
+      expect(r.choices[0].text).toBe("a<|im_end|>xa");
+      expect(r.choices[0].logprobs!.text_offset).toEqual([0, 1, 11, 12]);
+      const streamed: number[] = [];
+      for await (const c of await client.completions.create({ ...body, prompt, stream: true })) streamed.push(...(c.choices[0]?.logprobs?.text_offset ?? []));
+      expect(streamed).toEqual([0, 1, 11, 12]);
+    }
+    // A tokenizer that starts every text prompt with <|begin_of_text|> (Llama's post-processor): that token is not in the echoed text.
+    const bos = await served("offsets-bos", { script: [...SPAN, "<|im_end|>"] });
+    const file = join(bos.scripted.dir, "tokenizer.json");
+    const tokenizer = JSON.parse(readFileSync(file, "utf8"));
+    const id = bos.scripted.idOf("<|begin_of_text|>");
+    tokenizer.post_processor = { type: "TemplateProcessing", single: [{ SpecialToken: { id: "<|begin_of_text|>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }], pair: [{ Sequence: { id: "A", type_id: 0 } }], special_tokens: { "<|begin_of_text|>": { id: "<|begin_of_text|>", ids: [id], tokens: ["<|begin_of_text|>"] } } };
+    await writeFile(file, JSON.stringify(tokenizer));
+    const model = await loadModel(bos.scripted.dir, { device: "cpu", slots: 2, maxContext: 64 });
+    const server = await serveModel(model, { port: 0, modelId: "m" });
+    running.push({ server, model });
+    const withBos = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "none", maxRetries: 0 });
+    const r = await withBos.completions.create({ ...body, prompt: "a<|im_end|>x", ...extra({ return_token_ids: true }) });
+    expect((r.choices[0] as unknown as { token_ids: number[] }).token_ids[0]).toBe(id);
+    expect(r.choices[0].text).toBe("a<|im_end|>xa");
+    expect(r.choices[0].logprobs!.text_offset).toEqual([0, 0, 1, 11, 12]);
   });
 });
 

@@ -25,8 +25,8 @@ export interface Candidate {
   readonly prompt: number;
   /** The first candidate of its prompt (usage counts a prompt once). */
   readonly first: boolean;
-  /** The prompt's text and ids, with echo. */
-  readonly echo?: { readonly text: string; readonly ids: readonly number[] };
+  /** The prompt's text and ids, with echo; `added[i]`: ids[i] is not in the text (a BOS the tokenizer added to a text prompt). */
+  readonly echo?: { readonly text: string; readonly ids: readonly number[]; readonly added?: readonly boolean[] };
 }
 
 /**
@@ -91,7 +91,7 @@ export function startCandidates(model: Model, request: CompletionRequest, abort:
           promptLogprobs: request.echo && request.logprobs !== undefined ? request.logprobs : undefined,
         };
         const generation = chat ? model.chat(request.messages!, options) : model.generate(ids!, options);
-        const echo = request.echo ? { text: typeof input === "string" ? input : (model.tokenizer?.decode(ids!, false) ?? ""), ids: ids! } : undefined;
+        const echo = request.echo ? echoOf(model, input as string | readonly number[], ids!) : undefined;
         out.push({ generation, prompt: p, first: j === 0, echo });
       }
     });
@@ -102,6 +102,18 @@ export function startCandidates(model: Model, request: CompletionRequest, abort:
   }
   if (abort.signal.aborted) abortAll(); // the client left while the candidates were being started
   return out;
+}
+
+/**
+ * The echoed prompt: a text prompt as written, ids decoded with their special tokens. Of a text prompt's ids, those the
+ * tokenizer added (a BOS: not in `encode(text, false)`) are not in that text, while special tokens written in it are.
+ */
+function echoOf(model: Model, input: string | readonly number[], ids: readonly number[]): Candidate["echo"] {
+  if (typeof input !== "string") return { text: model.tokenizer?.decode(ids, false) ?? "", ids };
+  const own = model.tokenizer!.encode(input, false);
+  let at = ids.length - own.length;
+  while (at >= 0 && own.some((id, i) => ids[at + i] !== id)) at--;
+  return { text: input, ids, added: at < 0 ? undefined : ids.map((_, i) => i < at || i >= at + own.length) };
 }
 
 const sum = (lps: readonly TokenLogprob[] | undefined) => (lps ?? []).reduce((a, t) => a + t.logprob, 0);
@@ -128,13 +140,18 @@ const codePoints = (s: string): number => s.length - (s.match(/[\uD800-\uDBFF][\
  */
 class TextOffsets {
   private released = 0;
+  private read = 0;
   private readonly detokenizer: IncrementalDetokenizer | undefined;
 
   constructor(
     tokenizer: TextTokenizer | undefined,
     private readonly base: number,
+    /** Whether special tokens are left out of the text (a generation's) or in it (an echoed prompt's). */
+    skipSpecialTokens = true,
+    /** `added[i]`: the i-th token is not in the text at all (a BOS the tokenizer added to a text prompt). */
+    private readonly added?: readonly boolean[],
   ) {
-    this.detokenizer = tokenizer && new IncrementalDetokenizer(tokenizer);
+    this.detokenizer = tokenizer && new IncrementalDetokenizer(tokenizer, skipSpecialTokens);
   }
 
   /** The next token's offset (then it is read). */
@@ -142,7 +159,7 @@ class TextOffsets {
     const d = this.detokenizer;
     if (!d) return this.base; // no tokenizer: the text is ""
     const at = this.base + this.released + codePoints(d.held());
-    this.released += codePoints(d.push(id));
+    if (!this.added?.[this.read++]) this.released += codePoints(d.push(id));
     return at;
   }
 }
@@ -191,9 +208,12 @@ export class ResponseFormat {
     };
   }
 
-  /** The text offsets of a choice's tokens: its echoed prompt's (from 0), or its generated ones' (after the echoed text). */
+  /**
+   * The text offsets of a choice's tokens: its echoed prompt's (from 0; its special tokens are in its text: `<|im_end|>` there
+   * is 10 characters), or its generated ones' (after the echoed text; special tokens are left out of a generation's text).
+   */
   private textOffsets(c: Candidate | undefined, prompt: boolean): TextOffsets {
-    return new TextOffsets(this.model.tokenizer, prompt ? 0 : codePoints(c?.echo?.text ?? ""));
+    return prompt ? new TextOffsets(this.model.tokenizer, 0, false, c?.echo?.added) : new TextOffsets(this.model.tokenizer, codePoints(c?.echo?.text ?? ""));
   }
 
   /**
