@@ -144,6 +144,20 @@ describe("completions text_offset: where each token's text starts, in characters
     expect(echoed.choices[0].logprobs!.text_offset).toEqual([0, 1, 1, 2, 2, 4, 5, 6, 6, 7, 7]);
   });
 
+  it("a byte that starts a character the next token does not continue is a U+FFFD of its own: the next token starts after it (\"a\\uFFFDb\": 0, 1, 2), generated and echoed", async () => {
+    const broken = await served("offsets-broken", { script: ["a", bytesTok(0xc3), "b", "<|im_end|>"] });
+    const body = { model: "m", prompt: "hi", max_tokens: 10, logprobs: 0, temperature: 0 } as const;
+    const r = await broken.client.completions.create(body);
+    expect(r.choices[0].text).toBe("a\uFFFDb");
+    expect(r.choices[0].logprobs!.text_offset).toEqual([0, 1, 2]);
+    const streamed: number[] = [];
+    for await (const c of await broken.client.completions.create({ ...body, stream: true })) streamed.push(...(c.choices[0]?.logprobs?.text_offset ?? []));
+    expect(streamed).toEqual([0, 1, 2]);
+    const echoed = await broken.client.completions.create({ ...body, prompt: [bytesTok(0xc3), "x"].map((t) => broken.scripted.idOf(t)), max_tokens: 1, echo: true });
+    expect(echoed.choices[0].text).toBe("\uFFFDxa");
+    expect(echoed.choices[0].logprobs!.text_offset).toEqual([0, 1, 2]);
+  });
+
   it("an echoed prompt's special tokens are part of its text (ids, or written in a text prompt): \"a<|im_end|>x\" is [0, 1, 11], not [0, 1, 1]; a BOS the tokenizer adds to a text prompt has no text", async () => {
     const body = { model: "m", max_tokens: 1, logprobs: 0, temperature: 0, echo: true } as const;
     for (const prompt of [["a", "<|im_end|>", "x"].map((t) => s.idOf(t)), "a<|im_end|>x"]) {

@@ -49,13 +49,17 @@ export class IncrementalDetokenizer {
   /**
    * The text of the tokens pushed but not released yet, up to a character they leave unfinished: the text
    * that precedes the next token's own, after what `push` has released. (Invalid bytes count, as the U+FFFD
-   * they decode to.) Where a token's text starts, e.g. an OpenAI completion's `text_offset`.
+   * they decode to.) Where a token's text starts, e.g. an OpenAI completion's `text_offset`. With `next`, the
+   * token to come: one whose first byte cannot continue the unfinished character ends it (as U+FFFD, in the text
+   * before its own: C3 then "a" decode to "\uFFFDa").
    */
-  held(): string {
+  held(next?: number): string {
     if (this.readOffset === this.ids.length) return "";
     const { text } = this.unreleased();
     const bytes = this.ids.slice(this.readOffset).flatMap((id) => [...this.tokenizer.tokenBytes(id)]);
-    return text.endsWith(REPLACEMENT) && endsInsideCharacter(bytes) ? text.slice(0, -1) : text;
+    if (!text.endsWith(REPLACEMENT) || !endsInsideCharacter(bytes)) return text;
+    const first = next === undefined ? undefined : this.tokenizer.tokenBytes(next)[0];
+    return first === undefined || continuesCharacter(bytes, first) ? text.slice(0, -1) : text;
   }
 
   /** The text the tokens after the last release add, and whether they add any. */
@@ -76,6 +80,13 @@ export class IncrementalDetokenizer {
     this.readOffset = this.ids.length;
     return text;
   }
+}
+
+/** Whether `next` can be the next byte of the character UTF-8 `bytes` leave unfinished (E4 B8 then AD: yes; C3 then 61 or C3: no). */
+function continuesCharacter(bytes: readonly number[], next: number): boolean {
+  let lead = bytes.length - 1;
+  while (lead > 0 && (bytes[lead] & 0xc0) === 0x80) lead--;
+  return !new TextDecoder().decode(Uint8Array.from([...bytes.slice(lead), next]), { stream: true }).includes(REPLACEMENT);
 }
 
 /** Whether UTF-8 bytes end inside a character: a lead byte followed by fewer continuation bytes than it announces. */

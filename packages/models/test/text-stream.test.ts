@@ -44,7 +44,7 @@ const wellFormed = (s: string) => wholeCharacters(s, false);
 function startsOf(d: IncrementalDetokenizer, ids: readonly number[]): number[] {
   let released = 0;
   return ids.map((id) => {
-    const at = released + [...d.held()].length;
+    const at = released + [...d.held(id)].length;
     released += [...d.push(id)].length;
     return at;
   });
@@ -107,6 +107,26 @@ describe("IncrementalDetokenizer: whole characters only", () => {
     expect(startsOf(new IncrementalDetokenizer(tokenizer), [model.idOf({ bytes: [0x80] }), model.idOf("a"), model.idOf("a")])).toEqual([0, 1, 2]);
     expect(d.flush()).toBe("\uFFFD");
     expect(tokenizer.decode(ids)).toBe("a\uFFFD");
+  });
+
+  it("held(next): a token whose first byte cannot continue the unfinished character starts after it (its U+FFFD), not at it", () => {
+    const ids = (...toks: Array<string | number[]>) => toks.map((t) => model.idOf(typeof t === "string" ? t : { bytes: t }));
+    // C3 then "a": "\uFFFDa", a at 1; C3 C3 A9: "\uFFFDé", the second C3 starts é at 1; E4 B8 then "a": one U+FFFD, a at 1.
+    for (const [toks, text, starts] of [
+      [["a", [0xc3], "a", "b"], "a\uFFFDab", [0, 1, 2, 3]],
+      [[[0xc3], [0xc3], [0xa9]], "\uFFFDé", [0, 1, 1]],
+      [[[0xe4], [0xb8], "a"], "\uFFFDa", [0, 0, 1]],
+      [[[0xc3], "<|end|>", [0xa9], "a"], "éa", [0, 0, 0, 1]], // a special token has no byte to say: the character may go on
+    ] as Array<[Array<string | number[]>, string, number[]]>) {
+      expect(tokenizer.decode(ids(...toks))).toBe(text);
+      expect(startsOf(new IncrementalDetokenizer(tokenizer), ids(...toks)), text).toEqual(starts);
+    }
+    // Without the next token, held() keeps the unfinished character out (it may still complete).
+    const d = new IncrementalDetokenizer(tokenizer);
+    d.push(model.idOf({ bytes: [0xc3] }));
+    expect(d.held()).toBe("");
+    expect(d.held(model.idOf("a"))).toBe("\uFFFD");
+    expect(d.held(model.idOf({ bytes: [0xa9] }))).toBe("");
   });
 
   it("SentencePiece with byte fallback (Llama 2, Gemma, Mistral): leading-space stripping and <0xNN> pieces stream as decode gives them", async () => {

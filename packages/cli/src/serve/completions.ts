@@ -158,7 +158,7 @@ class TextOffsets {
   next(id: number): number {
     const d = this.detokenizer;
     if (!d) return this.base; // no tokenizer: the text is ""
-    const at = this.base + this.released + codePoints(d.held());
+    const at = this.base + this.released + codePoints(d.held(id));
     if (!this.added?.[this.read++]) this.released += codePoints(d.push(id));
     return at;
   }
